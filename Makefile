@@ -1,0 +1,53 @@
+# gpudl: the two commands are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+REPORT ?= benchmarks/results/gpu-check
+
+# The CUDA major version the driver supports ("" when there is no NVIDIA driver).
+CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
+
+.PHONY: setup test demo lint gpu-check bench clean
+
+setup: $(VENV)/.installed
+
+# CuPy is added only where a driver exists, matching its CUDA major version. Without a
+# driver the `test` extra still installs cupy-cuda13x (+ NVRTC) so CI exercises the
+# "CuPy present, no GPU" fallback and compiles every kernel.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	@if [ "$(CUDA_MAJOR)" = "12" ]; then \
+		echo "setup: driver reports CUDA 12 -> cupy-cuda12x"; \
+		$(BIN)/pip install -q -e '.[cuda12,monitor,data,plot,dev]' pytest hypothesis nbclient; \
+	elif [ -n "$(CUDA_MAJOR)" ]; then \
+		echo "setup: driver reports CUDA $(CUDA_MAJOR) -> cupy-cuda13x"; \
+		$(BIN)/pip install -q -e '.[cuda13,test,monitor,data,plot,dev]'; \
+	else \
+		echo "setup: no NVIDIA driver -> CPU (cupy-cuda13x installed for the fallback tests)"; \
+		$(BIN)/pip install -q -e '.[test,data,plot,dev]'; \
+	fi
+	touch $@
+
+test: setup
+	$(BIN)/python -m gpudl.cuda --compile-check
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m gpudl.demo
+
+lint: setup
+	$(BIN)/ruff check gpudl tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/overhead.py
+
+# On a GPU machine, offline, with the packages already there (no venv, no pip).
+gpu-check:
+	mkdir -p $(REPORT)
+	$(PY) -m gpudl.cuda --compile-check | tee $(REPORT)/compile.txt
+	$(PY) -m pytest -q -m "gpu" tests 2>&1 | tee $(REPORT)/gpu-tests.txt
+	$(PY) benchmarks/overhead.py --json $(REPORT)/overhead.json
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,20 @@
+"""gpudl: deep learning on NumPy (CPU) and CuPy (GPU) arrays with hand-written CUDA kernels.
+
+Example:
+    >>> import numpy as np, gpudl as gd
+    >>> gd.grad(lambda w: (w ** 2).sum())(np.array([1.0, 2.0])).tolist()
+    [2.0, 4.0]
+"""
+
+from gpudl import ops, random, testing, tree
+from gpudl.autodiff import grad, stop_gradient, value_and_grad, vjp
+from gpudl.backend import (
+    asarray, device, device_reason, get_array_module, get_device, memory_info, set_device,
+    synchronize, to_device, to_numpy,
+)
+from gpudl.errors import (
+    DeviceMismatchError, DeviceUnavailableError, DTypeError, GpudlError, GradientError,
+    KernelError, ShapeError, TreeMismatchError, UnknownDeviceError,
+)
+
+__version__ = "0.1.0"

@@ -1,0 +1,359 @@
+"""Device choice, the array module (``xp``), transfers, synchronisation and memory.
+
+This is the ONLY module in gpudl that imports CuPy. Everything else asks it for the
+array module (:func:`get_array_module`, :func:`xp`) or moves data with
+:func:`asarray` / :func:`to_device` / :func:`to_numpy`.
+
+Device names are ``"cpu"`` (NumPy) and ``"cuda"`` (CuPy). ``"auto"`` picks CUDA only
+when CuPy imports, reports a GPU, and a tiny real kernel (compiled by NVRTC) runs;
+otherwise it falls back to NumPy and logs one line with the reason.
+
+Example:
+    >>> import gpudl as gd
+    >>> gd.set_device("cpu")
+    >>> gd.asarray([1.0, 2.0]).dtype
+    dtype('float32')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from gpudl.errors import DeviceMismatchError, DeviceUnavailableError, UnknownDeviceError
+
+log = logging.getLogger("gpudl")
+if not log.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("gpudl: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+# Resolved device ("cpu" | "cuda") or None before first use; the reason says why.
+_state: dict[str, Any] = {"device": None, "reason": "", "probe": None}
+
+
+# ----------------------------------------------------------------------------- CuPy probe
+def _cupy_module():
+    """Return the cupy module if it is importable, else None (never raises)."""
+    try:
+        import cupy  # noqa: PLC0415 - the one import of cupy in gpudl
+
+        return cupy
+    except Exception:  # ImportError, or a broken install raising something else
+        return None
+
+
+def _extra_hint() -> str:
+    return (
+        "install a CuPy wheel that matches your driver: `pip install 'gpudl[cuda13]'` "
+        "(driver CUDA >= 13) or `pip install 'gpudl[cuda12]'` (CUDA 12.x); "
+        "`gpudl doctor` shows what is missing"
+    )
+
+
+def probe_cuda() -> tuple[bool, str]:
+    """Check once whether CUDA is usable. Returns ``(usable, reason)``.
+
+    The reason is a one-line explanation: CuPy not installed, no GPU, driver too old,
+    NVRTC missing, or ``"CUDA GPU <name>"`` when usable.
+    """
+    if _state["probe"] is not None:
+        return _state["probe"]
+    result = _probe_cuda_uncached()
+    _state["probe"] = result
+    return result
+
+
+def _probe_cuda_uncached() -> tuple[bool, str]:
+    cupy = _cupy_module()
+    if cupy is None:
+        return False, "CuPy is not installed"
+    try:
+        available = bool(cupy.is_available())
+    except Exception as exc:  # pragma: no cover - depends on the driver
+        return False, f"CuPy could not query the driver ({exc})"
+    if not available:
+        reason = "no CUDA GPU or driver was found"
+        try:
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            text = str(exc)
+            if "InsufficientDriver" in text or "driver version is insufficient" in text:
+                reason = "the NVIDIA driver is too old for this CuPy build"
+                try:
+                    if cupy.cuda.runtime.driverGetVersion() == 0:
+                        reason = "no NVIDIA driver is installed (no GPU on this machine)"
+                except Exception:
+                    reason = "no NVIDIA driver is installed (no GPU on this machine)"
+            elif "NoDevice" in text or "no CUDA-capable device" in text:
+                reason = "no CUDA GPU was found"
+            else:
+                reason = f"no usable CUDA GPU ({text.splitlines()[0][:120]})"
+        return False, reason
+    try:  # a tiny real kernel: needs the driver, the runtime and NVRTC
+        kernel = cupy.RawKernel(
+            r'extern "C" __global__ void gpudl_probe(float* x) { x[threadIdx.x] += 1.0f; }',
+            "gpudl_probe",
+        )
+        x = cupy.zeros(4, dtype=cupy.float32)
+        kernel((1,), (4,), (x,))
+        if float(x.sum()) != 4.0:
+            return False, "a test kernel ran but gave a wrong result"
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        text = str(exc)
+        if "nvrtc" in text.lower():
+            return False, f"NVRTC (the CUDA runtime compiler) is missing ({text[:120]})"
+        return False, f"a test kernel failed to run ({text[:160]})"
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    return True, f"CUDA GPU {name}"
+
+
+# ----------------------------------------------------------------------------- device choice
+def _resolve(name: str) -> tuple[str, str]:
+    if name not in DEVICE_NAMES:
+        raise UnknownDeviceError(
+            f"gpudl.set_device: unknown device {name!r}; expected one of "
+            f"{', '.join(map(repr, DEVICE_NAMES))} (env GPUDL_DEVICE takes the same names)"
+        )
+    if name == "cpu":
+        return "cpu", "requested"
+    usable, reason = probe_cuda()
+    if name == "cuda":
+        if not usable:
+            raise DeviceUnavailableError(
+                f"gpudl.set_device: 'cuda' was requested but is unusable: {reason}. "
+                f"Fix: {_extra_hint()}; or use set_device('cpu') / 'auto'."
+            )
+        return "cuda", reason
+    if usable:
+        return "cuda", f"auto: {reason}"
+    log.info("device auto -> cpu (%s)", reason)
+    return "cpu", f"auto: {reason}; using NumPy"
+
+
+def set_device(name: str) -> str:
+    """Choose the default device: ``"auto"``, ``"cpu"`` or ``"cuda"``. Returns the resolved one.
+
+    Example:
+        >>> set_device("cpu")
+        'cpu'
+    """
+    device_name, reason = _resolve(name)
+    _state["device"], _state["reason"] = device_name, reason
+    return device_name
+
+
+def get_device() -> str:
+    """The current device, ``"cpu"`` or ``"cuda"`` (resolved from env GPUDL_DEVICE on first use)."""
+    dev = _state["device"]
+    if dev is None:
+        dev = set_device(os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto")
+    return dev
+
+
+def device_reason() -> str:
+    """Why the current device was chosen (one line)."""
+    get_device()
+    return _state["reason"]
+
+
+@contextlib.contextmanager
+def device(name: str) -> Iterator[str]:
+    """Temporarily switch the default device.
+
+    Example:
+        >>> with device("cpu"):
+        ...     x = asarray([1, 2])
+    """
+    saved = (_state["device"], _state["reason"])
+    try:
+        yield set_device(name)
+    finally:
+        _state["device"], _state["reason"] = saved
+
+
+# ----------------------------------------------------------------------------- array module
+def _cuda_array_types() -> tuple[type, ...]:
+    # Only look if cupy was imported by someone: no cupy in sys.modules -> no cupy arrays.
+    cupy = sys.modules.get("cupy")
+    return (cupy.ndarray,) if cupy is not None else ()
+
+
+def device_of(a: Any) -> str:
+    """``"cuda"`` for a CuPy array, ``"cpu"`` for anything else (NumPy arrays, scalars)."""
+    types = _cuda_array_types()
+    return "cuda" if types and isinstance(a, types) else "cpu"
+
+
+def check_same_device(arrays: Any, op: str = "op") -> str:
+    """Raise :class:`DeviceMismatchError` when NumPy and CuPy arrays are mixed."""
+    seen: dict[str, int] = {}
+    for i, a in enumerate(arrays):
+        if isinstance(a, (int, float, complex, bool)) or a is None:
+            continue
+        seen.setdefault(device_of(a), i)
+    if len(seen) > 1:
+        raise DeviceMismatchError(
+            f"{op}: arguments live on different devices: argument {seen['cpu']} is on cpu "
+            f"(NumPy) and argument {seen['cuda']} is on cuda (CuPy). Move them to one device "
+            f"first, e.g. gd.to_device(x, 'cuda') or gd.to_numpy(x)."
+        )
+    return next(iter(seen), get_device())
+
+
+def xp_for(device_name: str):
+    """The array module for a device name: numpy for "cpu", cupy for "cuda"."""
+    if device_name == "cpu":
+        return np
+    cupy = _cupy_module()
+    if cupy is None:
+        raise DeviceUnavailableError(f"CuPy is not installed; {_extra_hint()}")
+    return cupy
+
+
+def xp():
+    """The array module of the current device."""
+    return xp_for(get_device())
+
+
+def get_array_module(*arrays: Any):
+    """numpy or cupy, for the given arrays (raises DeviceMismatchError when mixed).
+
+    Example:
+        >>> get_array_module(np.zeros(3)) is np
+        True
+    """
+    from gpudl.autodiff import unbox_all  # local: autodiff imports backend
+
+    dev = check_same_device([unbox_all(a) for a in arrays], "get_array_module")
+    return np if dev == "cpu" else xp_for("cuda")
+
+
+# ----------------------------------------------------------------------------- transfers
+def _target_dtype(x: Any, dtype: Any):
+    if dtype is not None:
+        return np.dtype(dtype)
+    kind = getattr(x, "dtype", None)
+    if kind is None:
+        kind = np.asarray(x).dtype
+    kind = np.dtype(kind)
+    return np.dtype(np.float32) if kind.kind == "f" else kind
+
+
+def asarray(x: Any, dtype: Any = None, device: str | None = None):
+    """An array on ``device`` (default: current). Floats become float32 unless ``dtype`` says.
+
+    Ints and bools keep their dtype.
+
+    Example:
+        >>> asarray([1.5, 2.5]).dtype, asarray([1, 2]).dtype
+        (dtype('float32'), dtype('int64'))
+    """
+    from gpudl.autodiff import unbox_all
+
+    x = unbox_all(x)
+    dev = get_device() if device is None else _resolve(device)[0]
+    target = _target_dtype(x, dtype)
+    if dev == "cpu":
+        if device_of(x) == "cuda":
+            x = x.get()
+        return np.asarray(x, dtype=target)
+    return xp_for("cuda").asarray(x, dtype=target)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy (or view) of ``x``, from either device.
+
+    Example:
+        >>> to_numpy(asarray([1.0])).tolist()
+        [1.0]
+    """
+    from gpudl.autodiff import unbox_all
+
+    x = unbox_all(x)
+    if device_of(x) == "cuda":
+        return x.get()
+    return np.asarray(x)
+
+
+def to_device(tree: Any, device: str):
+    """Move every array leaf of a pytree (dict/list/tuple) to ``device``; dtypes are kept.
+
+    Example:
+        >>> to_device({"w": np.ones(2)}, "cpu")["w"].dtype
+        dtype('float64')
+    """
+    from gpudl.tree import tree_map
+
+    dev = _resolve(device)[0]
+
+    def move(leaf):
+        if isinstance(leaf, (np.ndarray, np.generic)) or device_of(leaf) == "cuda":
+            if dev == "cpu":
+                return to_numpy(leaf)
+            return xp_for("cuda").asarray(leaf)
+        return leaf
+
+    return tree_map(move, tree)
+
+
+def synchronize() -> None:
+    """Wait for all queued GPU work (no-op on the CPU). Call before reading a timer."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and _state["device"] == "cuda":
+        cupy.cuda.get_current_stream().synchronize()
+
+
+def memory_info() -> dict[str, Any]:
+    """Memory figures for the current device, in bytes.
+
+    On CUDA: ``free``, ``total`` (driver) and ``pool_used``, ``pool_total`` (CuPy's pool).
+    On the CPU: ``device: "cpu"`` and ``rss`` (resident set size of this process), when known.
+    """
+    dev = get_device()
+    if dev == "cuda":
+        cupy = xp_for("cuda")
+        free, total = cupy.cuda.runtime.memGetInfo()
+        pool = cupy.get_default_memory_pool()
+        return {
+            "device": "cuda",
+            "free": int(free),
+            "total": int(total),
+            "pool_used": int(pool.used_bytes()),
+            "pool_total": int(pool.total_bytes()),
+        }
+    info: dict[str, Any] = {"device": "cpu"}
+    try:
+        import resource
+
+        # ru_maxrss is KiB on Linux.
+        info["peak_rss"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except Exception:  # pragma: no cover - non-POSIX
+        pass
+    return info
+
+
+def scatter_add_(target, index, values) -> None:
+    """``target[index] += values`` with repeated indices accumulated, on either device."""
+    if device_of(target) == "cuda":
+        import cupyx  # noqa: PLC0415 - part of CuPy, still only imported here
+
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
+
+
+def module_of(a: Any):
+    """numpy or cupy for one plain array (no checks; the fast internal version)."""
+    return xp_for("cuda") if device_of(a) == "cuda" else np

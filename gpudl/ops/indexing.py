@@ -1,0 +1,146 @@
+"""Indexing: slicing, integer and boolean indexing, take, one_hot, scatter/segment sums.
+
+The vjp of a gather is a scatter-add, so repeated indices accumulate their gradients.
+
+Example:
+    >>> import numpy as np, gpudl as gd
+    >>> x = np.array([1.0, 2.0, 3.0])
+    >>> gd.grad(lambda v: v[np.array([0, 0, 2])].sum())(x).tolist()
+    [2.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
+from gpudl.backend import module_of, scatter_add_
+
+
+def _shape(x) -> tuple:
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _is_basic(index: tuple) -> bool:
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
+
+
+def _normalize_index(index) -> tuple:
+    """A tuple index with traced parts unboxed and boolean masks turned into integer arrays."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    out = []
+    for i in index:
+        i = unbox_all(i)
+        if isinstance(i, list):
+            i = np.asarray(i)
+        if hasattr(i, "dtype") and getattr(i, "ndim", 0) > 0 and i.dtype == bool:
+            out.extend(i.nonzero())
+        else:
+            out.append(i)
+    return tuple(out)
+
+
+def _index_add_impl(values, *, shape, index, basic):
+    target = module_of(values).zeros(shape, dtype=values.dtype)
+    if basic:
+        target[index] = values  # basic indexing never repeats an element
+    else:
+        scatter_add_(target, index, values)
+    return target
+
+
+_index_add = Primitive(
+    "index_add",
+    _index_add_impl,
+    lambda g, out, values, *, shape, index, basic: (getitem(g, index),),
+)
+
+_getitem = Primitive(
+    "getitem",
+    lambda x, *, index: x[index],
+    lambda g, out, x, *, index: (
+        _index_add(g, shape=_shape(x), index=index, basic=_is_basic(index)),
+    ),
+)
+
+
+def getitem(x, index):
+    """``x[index]`` with NumPy semantics; integer arrays may repeat (gradients accumulate)."""
+    return _getitem(x, index=_normalize_index(index))
+
+
+def scatter_add(values, index, shape):
+    """A zero array of ``shape`` with ``values`` added at ``index`` (repeats accumulate).
+
+    Example:
+        >>> scatter_add(np.ones(3), np.array([0, 0, 1]), (2,)).tolist()
+        [2.0, 1.0]
+    """
+    index = _normalize_index(index)
+    return _index_add(values, shape=tuple(shape), index=index, basic=_is_basic(index))
+
+
+def segment_sum(data, segment_ids, num_segments: int):
+    """Sum rows of ``data`` that share a segment id: ``out[s] = sum(data[segment_ids == s])``.
+
+    The message-passing step of a GNN (scatter-add over an edge list).
+    """
+    ids = unbox_all(segment_ids)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_segments):
+        raise IndexError(
+            f"ops.segment_sum: segment_ids must lie in [0, {num_segments}), "
+            f"got range [{int(ids.min())}, {int(ids.max())}]"
+        )
+    return scatter_add(data, (ids,), (num_segments,) + tuple(_shape(data)[1:]))
+
+
+def take(x, indices, axis: int = 0):
+    """Gather along one axis (``np.take``)."""
+    ndim = len(_shape(x))
+    index = [slice(None)] * ndim
+    index[axis % ndim] = unbox_all(indices)
+    return getitem(x, tuple(index))
+
+
+def take_along_axis(x, indices, axis: int):
+    """``np.take_along_axis``: pick one element per position along ``axis``."""
+    indices = unbox_all(indices)
+    shape = _shape(x)
+    axis %= len(shape)
+    xp = module_of(indices)
+    index = []
+    for d in range(len(shape)):
+        if d == axis:
+            index.append(indices)
+        else:
+            view = [1] * len(shape)
+            view[d] = shape[d]
+            index.append(xp.arange(shape[d]).reshape(view))
+    return getitem(x, tuple(index))
+
+
+def _one_hot_impl(labels, *, num_classes, dtype):
+    xp = module_of(labels)
+    return (labels[..., None] == xp.arange(num_classes)).astype(dtype)
+
+
+_one_hot = nondifferentiable("one_hot", _one_hot_impl)
+
+
+def one_hot(labels, num_classes: int, dtype=np.float32):
+    """One-hot encode integer ``labels`` (shape (...,)) into (..., num_classes).
+
+    Example:
+        >>> one_hot(np.array([2, 0]), 3).tolist()
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    labels = unbox_all(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"ops.one_hot: labels must be integers, got dtype {labels.dtype}")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise IndexError(
+            f"ops.one_hot: labels must lie in [0, {num_classes}), "
+            f"got range [{int(labels.min())}, {int(labels.max())}]"
+        )
+    return _one_hot(labels, num_classes=num_classes, dtype=np.dtype(dtype))

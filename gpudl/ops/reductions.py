@@ -1,0 +1,166 @@
+"""Reductions: sum, mean, var, std, max/min, logsumexp, argmax/argmin.
+
+``max``/``min`` send the gradient to the arg-max, split evenly between exact ties (the
+subgradient NumPy-style ``amax`` uses; with distinct values it is the arg-max alone).
+
+Example:
+    >>> import numpy as np
+    >>> from gpudl import ops
+    >>> ops.logsumexp(np.array([0.0, 0.0])).round(4)
+    0.6931
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.ops.elementwise import equal, exp, sqrt, where
+from gpudl.ops.shape import broadcast_to, reshape
+
+
+def _axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(sorted(a % ndim for a in axis))
+
+
+def _keepdims_shape(shape: tuple, axis) -> tuple:
+    axes = _axes(axis, len(shape))
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_back(g, x, axis, keepdims: bool):
+    """Broadcast a reduced cotangent ``g`` back to ``x``'s shape."""
+    if not keepdims:
+        g = reshape(g, _keepdims_shape(x.shape, axis))
+    return broadcast_to(g, x.shape)
+
+
+def _sum_impl(x, *, axis=None, keepdims=False):
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+_sum = Primitive(
+    "sum",
+    _sum_impl,
+    lambda g, out, x, *, axis=None, keepdims=False: (_expand_back(g, x, axis, keepdims),),
+)
+
+
+def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Sum over ``axis`` (None: all).
+
+    Example:
+        >>> sum(np.ones((2, 3)), axis=0).tolist()
+        [2.0, 2.0, 2.0]
+    """
+    return _sum(x, axis=_norm_axis(axis), keepdims=keepdims)
+
+
+def _norm_axis(axis):
+    if isinstance(axis, list):
+        return tuple(axis)
+    return axis
+
+
+def _shape(x) -> tuple:
+    return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _count(shape: tuple, axis) -> int:
+    n = 1
+    for a in _axes(axis, len(shape)):
+        n *= shape[a]
+    return n
+
+
+def mean(x, axis=None, keepdims: bool = False):
+    """Arithmetic mean over ``axis``."""
+    axis = _norm_axis(axis)
+    return sum(x, axis=axis, keepdims=keepdims) / float(max(_count(_shape(x), axis), 1))
+
+
+def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
+    """Variance (``ddof=0``: population, as NumPy; ``ddof=1``: unbiased, as torch.var)."""
+    axis = _norm_axis(axis)
+    centred = x - mean(x, axis=axis, keepdims=True)
+    n = _count(_shape(x), axis)
+    return sum(centred * centred, axis=axis, keepdims=keepdims) / float(max(n - ddof, 1))
+
+
+def std(x, axis=None, ddof: int = 0, keepdims: bool = False):
+    """Standard deviation, ``sqrt(var)``."""
+    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+def _extreme_vjp(g, out, x, *, axis=None, keepdims=False):
+    out_k = out if keepdims else reshape(out, _keepdims_shape(x.shape, axis))
+    hit = equal(x, out_k)
+    count = np.sum(hit, axis=axis, keepdims=True)
+    g_k = _expand_back(g, x, axis, keepdims)
+    return (where(hit, g_k, 0.0) / count.astype(out.dtype),)
+
+
+_max = Primitive(
+    "max", lambda x, *, axis=None, keepdims=False: np.max(x, axis=axis, keepdims=keepdims),
+    _extreme_vjp,
+)
+_min = Primitive(
+    "min", lambda x, *, axis=None, keepdims=False: np.min(x, axis=axis, keepdims=keepdims),
+    _extreme_vjp,
+)
+
+
+def max(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Maximum over ``axis``; the gradient goes to the arg-max (ties share it)."""
+    return _max(x, axis=_norm_axis(axis), keepdims=keepdims)
+
+
+def min(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Minimum over ``axis``; the gradient goes to the arg-min (ties share it)."""
+    return _min(x, axis=_norm_axis(axis), keepdims=keepdims)
+
+
+amax, amin = max, min
+
+
+def _logsumexp_impl(x, *, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis if axis is not None else None)
+
+
+def _logsumexp_vjp(g, out, x, *, axis=None, keepdims=False):
+    out_k = out if keepdims else reshape(out, _keepdims_shape(x.shape, axis))
+    return (_expand_back(g, x, axis, keepdims) * exp(x - out_k),)
+
+
+_logsumexp = Primitive("logsumexp", _logsumexp_impl, _logsumexp_vjp)
+
+
+def logsumexp(x, axis=None, keepdims: bool = False):
+    """``log(sum(exp(x)))`` computed stably (the max is subtracted first).
+
+    Example:
+        >>> float(logsumexp(np.array([1000.0, 1000.0])))  # no overflow
+        1000.6931471805599
+    """
+    return _logsumexp(x, axis=_norm_axis(axis), keepdims=keepdims)
+
+
+_argmax = nondifferentiable("argmax", lambda x, *, axis=None: np.argmax(x, axis=axis))
+_argmin = nondifferentiable("argmin", lambda x, *, axis=None: np.argmin(x, axis=axis))
+
+
+def argmax(x, axis=None):
+    """Index of the maximum (no gradient)."""
+    return _argmax(x, axis=axis)
+
+
+def argmin(x, axis=None):
+    """Index of the minimum (no gradient)."""
+    return _argmin(x, axis=axis)

@@ -1,0 +1,190 @@
+"""Pytree helpers over nested dict / list / tuple containers with array leaves.
+
+``None`` is an empty subtree (no leaves). Everything that is not a dict, list or tuple is
+a leaf. Dicts keep insertion order; trees are matched by key, not by position.
+
+Example:
+    >>> tree_map(lambda a: a * 2, {"w": 1.0, "b": [2.0, 3.0]})
+    {'w': 2.0, 'b': [4.0, 6.0]}
+    >>> flatten_with_paths({"conv1": {"weight": 1, "bias": 2}})
+    [('conv1.weight', 1), ('conv1.bias', 2)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gpudl.errors import TreeMismatchError
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def is_leaf(x: Any) -> bool:
+    return x is not None and not isinstance(x, _CONTAINERS)
+
+
+def tree_leaves(tree: Any) -> list:
+    """Leaves in a fixed depth-first order."""
+    out: list = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if isinstance(node, dict):
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(reversed(node))
+        else:
+            out.append(node)
+    return out
+
+
+class TreeDef:
+    """The structure of a pytree: enough to rebuild it from a list of leaves."""
+
+    __slots__ = ("kind", "meta", "children")
+
+    def __init__(self, kind: str, meta: Any, children: tuple):
+        self.kind, self.meta, self.children = kind, meta, children
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TreeDef)
+            and self.kind == other.kind
+            and self.meta == other.meta
+            and self.children == other.children
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.meta, self.children))
+
+    def __repr__(self) -> str:
+        return f"TreeDef({self.kind}, {self.meta}, {self.children})"
+
+
+def tree_flatten(tree: Any) -> tuple[list, TreeDef]:
+    """Return ``(leaves, treedef)``; :func:`tree_unflatten` inverts it."""
+    leaves: list = []
+
+    def build(node: Any) -> TreeDef:
+        if node is None:
+            return TreeDef("none", None, ())
+        if isinstance(node, dict):
+            return TreeDef("dict", tuple(node.keys()), tuple(build(v) for v in node.values()))
+        if isinstance(node, (list, tuple)):
+            kind = "list" if isinstance(node, list) else "tuple"
+            meta = type(node) if kind == "tuple" and type(node) is not tuple else None
+            return TreeDef(kind, meta, tuple(build(v) for v in node))
+        leaves.append(node)
+        return TreeDef("leaf", None, ())
+
+    return leaves, build(tree)
+
+
+def tree_unflatten(treedef: TreeDef, leaves: list) -> Any:
+    it = iter(leaves)
+
+    def build(td: TreeDef) -> Any:
+        if td.kind == "leaf":
+            return next(it)
+        if td.kind == "none":
+            return None
+        if td.kind == "dict":
+            return {k: build(c) for k, c in zip(td.meta, td.children)}
+        items = [build(c) for c in td.children]
+        if td.kind == "list":
+            return items
+        return td.meta(*items) if td.meta is not None else tuple(items)
+
+    return build(treedef)
+
+
+def tree_structure(tree: Any) -> TreeDef:
+    return tree_flatten(tree)[1]
+
+
+def _mismatch(path: str, what: str) -> TreeMismatchError:
+    return TreeMismatchError(f"tree structures differ at {path or '<root>'}: {what}")
+
+
+def assert_same_structure(a: Any, b: Any, names: tuple[str, str] = ("first", "second")) -> None:
+    """Raise :class:`TreeMismatchError` naming missing and extra keys when trees differ."""
+
+    def walk(x: Any, y: Any, path: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            missing = [k for k in x if k not in y]
+            extra = [k for k in y if k not in x]
+            if missing or extra:
+                raise _mismatch(
+                    path,
+                    f"keys missing from the {names[1]} tree: {missing}; "
+                    f"extra keys in the {names[1]} tree: {extra}",
+                )
+            for k in x:
+                walk(x[k], y[k], f"{path}.{k}" if path else str(k))
+        elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                raise _mismatch(path, f"{names[0]} has {len(x)} children, {names[1]} {len(y)}")
+            for i, (u, v) in enumerate(zip(x, y)):
+                walk(u, v, f"{path}.{i}" if path else str(i))
+        elif (x is None) != (y is None) or is_leaf(x) != is_leaf(y):
+            raise _mismatch(
+                path, f"{names[0]} has {type(x).__name__}, {names[1]} has {type(y).__name__}"
+            )
+
+    walk(a, b, "")
+
+
+def tree_map(f: Callable, tree: Any, *rest: Any) -> Any:
+    """Apply ``f`` leaf-wise; extra trees must share ``tree``'s structure (matched by key)."""
+    if rest:
+        for other in rest:
+            assert_same_structure(tree, other)
+
+    def walk(node: Any, others: tuple) -> Any:
+        if node is None:
+            return None
+        if isinstance(node, dict):
+            return {k: walk(v, tuple(o[k] for o in others)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            items = [walk(v, tuple(o[i] for o in others)) for i, v in enumerate(node)]
+            if isinstance(node, list):
+                return items
+            return type(node)(*items) if type(node) is not tuple else tuple(items)
+        return f(node, *others)
+
+    return walk(tree, rest)
+
+
+def flatten_with_paths(tree: Any, sep: str = ".") -> list[tuple[str, Any]]:
+    """``[(path, leaf)]`` with torch-style dotted paths such as ``conv1.weight``."""
+    out: list[tuple[str, Any]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if node is None:
+            return
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}{sep}{k}" if path else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{path}{sep}{i}" if path else str(i))
+        else:
+            out.append((path, node))
+
+    walk(tree, "")
+    return out
+
+
+def unflatten_paths(items: dict[str, Any], sep: str = ".") -> dict:
+    """Inverse of :func:`flatten_with_paths` for dict-only trees: ``{"a.b": x} -> {"a": {"b": x}}``."""
+    root: dict = {}
+    for path, leaf in items.items():
+        node = root
+        parts = path.split(sep)
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = leaf
+    return root
