@@ -13,8 +13,16 @@ from gpudl.backend import (
     synchronize, to_device, to_numpy,
 )
 from gpudl.errors import (
-    DeviceMismatchError, DeviceUnavailableError, DTypeError, GpudlError, GradientError,
-    KernelError, ShapeError, TreeMismatchError, UnknownDeviceError,
+    CheckpointError, DeviceMismatchError, DeviceUnavailableError, DTypeError, GpudlError,
+    GradientError, KernelError, ShapeError, TreeMismatchError, UnknownDeviceError,
 )
+from gpudl.serialization import load, save
+
+from gpudl import functional, nn  # noqa: E402  (after the core they build on)
+
+try:  # the optimizers arrive in their own package
+    from gpudl import optim  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
 
 __version__ = "0.1.0"

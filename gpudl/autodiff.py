@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from gpudl.backend import check_same_device
-from gpudl.errors import GradientError
-from gpudl.tree import flatten_with_paths, tree_flatten, tree_map, tree_unflatten
+from gpudl.errors import GradientError, TreeMismatchError
+from gpudl.tree import (
+    assert_same_structure, flatten_with_paths, tree_flatten, tree_leaves, tree_map,
+    tree_unflatten,
+)
 
 # name -> Primitive. Tests walk this registry to make sure every primitive has a gradient check.
 PRIMITIVES: dict[str, Primitive] = {}
@@ -223,23 +226,39 @@ def _xp_of(raw):
     return cupy if cupy is not None and isinstance(raw, cupy.ndarray) else np
 
 
-def _fit_cotangent(g, like):
+def _fit_cotangent(g, like, prim: Primitive, argnum: int):
     """Sum a broadcast cotangent back to ``like``'s shape and cast to its dtype (one place)."""
-    shape = np.shape(unbox_all(like)) if not hasattr(like, "shape") else like.shape
+    shape = like.shape if hasattr(like, "shape") else np.shape(like)
     gshape = g.shape if hasattr(g, "shape") else np.shape(g)
     if gshape != shape:
         extra = len(gshape) - len(shape)
-        axes = tuple(range(extra)) + tuple(
-            i + extra for i, n in enumerate(shape) if n == 1 and gshape[i + extra] != 1
-        )
-        if axes:
-            g = PRIMITIVES["sum"](g, axis=axes, keepdims=False)
+        if extra >= 0 and all(n in (1, gshape[i + extra]) for i, n in enumerate(shape)):
+            axes = tuple(range(extra)) + tuple(
+                i + extra for i, n in enumerate(shape) if n == 1 and gshape[i + extra] != 1
+            )
+            if axes:
+                g = PRIMITIVES["sum"](g, axis=axes, keepdims=False)
+        elif _broadcasts_to(gshape, shape):  # e.g. a scalar cotangent for a whole array
+            g = PRIMITIVES["broadcast_to"](g, shape=shape)
+        elif int(np.prod(gshape)) != int(np.prod(shape)):
+            raise GradientError(
+                f"gd.grad: the vjp of {prim.name!r} returned a cotangent of shape {gshape} "
+                f"for argument {argnum} of shape {shape}; it must have that shape or one "
+                "that broadcasts with it. Fix the primitive's vjp rule."
+            )
         if g.shape != shape:
             g = PRIMITIVES["reshape"](g, shape=shape)
     dtype = getattr(like, "dtype", None)
     if dtype is not None and getattr(g, "dtype", dtype) != dtype:
         g = PRIMITIVES["astype"](g, dtype=dtype)
     return g
+
+
+def _broadcasts_to(gshape: tuple, shape: tuple) -> bool:
+    try:
+        return np.broadcast_shapes(gshape, shape) == tuple(shape)
+    except ValueError:
+        return False
 
 
 def _toposort(roots: Sequence[Node]) -> list[Node]:
@@ -286,12 +305,19 @@ def backward(roots: Sequence[tuple[Traced, Any]]) -> dict[int, Any]:
         if node.prim.multiple_results:
             c = tuple(_zeros_like(o) if ci is None else ci for ci, o in zip(c, node.out))
         gs = node.prim.vjp(c, node.out, *node.args, **node.kwargs)
+        if len(gs) != len(node.args):
+            raise GradientError(
+                f"gd.grad: the vjp of {node.prim.name!r} returned {len(gs)} cotangents for "
+                f"{len(node.args)} positional arguments; it must return one per argument "
+                "(None where there is no gradient)."
+            )
         for argnum, parent, index in node.parents:
             gi = gs[argnum]
             if callable(gi):  # a deferred rule: computed only because this input needs it
                 gi = gi()
             if gi is not None:
-                _accumulate(cots, parent, index, _fit_cotangent(gi, node.args[argnum]))
+                gi = _fit_cotangent(gi, node.args[argnum], node.prim, argnum)
+                _accumulate(cots, parent, index, gi)
     return cots
 
 
@@ -326,7 +352,13 @@ def _unbox_level(tree: Any, trace: Trace) -> Any:
 def _leaf_grads(boxed_tree: Any, cots: dict) -> Any:
     def grad_of(b):
         g = cots.get(id(b.node))
-        return _zeros_like(b.value) if g is None else g
+        if g is None:
+            return _zeros_like(b.value)
+        strides = getattr(g, "strides", None) if type(g) is not Traced else None
+        if strides and 0 in strides and g.size > 1:
+            # A broadcast view (read-only in NumPy): give users a real array to update.
+            g = g.copy()
+        return g
 
     return tree_map(grad_of, boxed_tree)
 
@@ -337,6 +369,19 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int, fname: str) -> 
         if not -nargs <= n < nargs:
             raise GradientError(f"{fname}: argnums={argnums} but the function got {nargs} args")
     return tuple(n % nargs for n in nums)
+
+
+def _split_aux(result: Any, has_aux: bool, fname: str) -> tuple[Any, Any]:
+    if not has_aux:
+        return result, None
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        got = f"a {type(result).__name__}"
+        if isinstance(result, tuple | list):
+            got += f" of length {len(result)}"
+        raise GradientError(
+            f"{fname}(has_aux=True): the function must return a pair (value, aux), got {got}"
+        )
+    return result[0], result[1]
 
 
 def value_and_grad(
@@ -362,19 +407,22 @@ def value_and_grad(
             boxed[n] = _box_leaves(args[n], trace, f"argument {n}")
             args[n] = boxed[n]
         result = fun(*args, **kwargs)
-        if has_aux:
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise GradientError(
-                    "gd.value_and_grad(has_aux=True): the function must return (value, aux), "
-                    f"got {type(result).__name__}"
-                )
-            out, aux = result
-        else:
-            out, aux = result, None
-        size = int(np.prod(np.shape(unbox_all(out)))) if hasattr(unbox_all(out), "shape") else 1
-        if size != 1:
+        out, aux = _split_aux(result, has_aux, "gd.value_and_grad")
+        raw_out = unbox_all(out)
+        if not hasattr(raw_out, "shape") and not isinstance(raw_out, float | int):
+            hint = (
+                "; if the extra items are auxiliary data, pass has_aux=True and return "
+                "(value, aux)"
+                if isinstance(raw_out, tuple | list) and not has_aux
+                else ""
+            )
             raise GradientError(
-                f"gd.grad: the function returned an array of shape {unbox_all(out).shape}; "
+                f"gd.grad: the function returned a {type(raw_out).__name__}; grad needs a "
+                f"scalar (size-1) array output{hint}."
+            )
+        if hasattr(raw_out, "shape") and int(np.prod(raw_out.shape)) != 1:
+            raise GradientError(
+                f"gd.grad: the function returned an array of shape {raw_out.shape}; "
                 "grad needs a scalar (size-1) output. Reduce it (.sum() or .mean()), or use "
                 "gd.vjp(f, x) and pass a cotangent of that shape."
             )
@@ -428,23 +476,25 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
     """
     trace = Trace()
     boxed = [_box_leaves(p, trace, f"primal {i}") for i, p in enumerate(primals)]
-    result = fun(*boxed)
-    out, aux = result if has_aux else (result, None)
-    out_leaves, out_def = tree_flatten(out)
+    out, aux = _split_aux(fun(*boxed), has_aux, "gd.vjp")
+    out_paths = flatten_with_paths(out)
+    out_leaves = [leaf for _, leaf in out_paths]
 
     def vjp_fn(cotangent: Any):
-        cot_leaves, cot_def = tree_flatten(cotangent)
-        if cot_def != out_def:
-            raise GradientError(
-                f"gd.vjp: the cotangent's structure {cot_def} differs from the output's {out_def}"
-            )
+        try:
+            assert_same_structure(out, cotangent, names=("output", "cotangent"))
+        except TreeMismatchError as exc:
+            raise GradientError(f"gd.vjp: the cotangent must match the output: {exc}") from None
+        # Match leaves by key (dict order may differ), then in the output's order.
+        cot_leaves = tree_leaves(tree_map(lambda _, c: c, out, cotangent))
         roots = []
-        for y, g in zip(out_leaves, cot_leaves):
+        for (path, y), g in zip(out_paths, cot_leaves):
             y_shape = np.shape(unbox_all(y))
             if np.shape(unbox_all(g)) != y_shape:
+                where = f" at {path}" if path else ""
                 raise GradientError(
-                    f"gd.vjp: cotangent shape {np.shape(unbox_all(g))} differs from the "
-                    f"output shape {y_shape}"
+                    f"gd.vjp: cotangent shape {np.shape(unbox_all(g))}{where} differs from the "
+                    f"output shape {y_shape}; pass a cotangent shaped like the output"
                 )
             if type(y) is Traced and y.trace is trace:
                 roots.append((y, g))

@@ -39,7 +39,8 @@ if not log.handlers:
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
 # Resolved device ("cpu" | "cuda") or None before first use; the reason says why.
-_state: dict[str, Any] = {"device": None, "reason": "", "probe": None}
+# "fallback_logged" keeps the auto -> cpu line to one per process (or per reset of _state).
+_state: dict[str, Any] = {"device": None, "reason": "", "probe": None, "fallback_logged": False}
 
 
 # ----------------------------------------------------------------------------- CuPy probe
@@ -89,12 +90,7 @@ def _probe_cuda_uncached() -> tuple[bool, str]:
         except Exception as exc:
             text = str(exc)
             if "InsufficientDriver" in text or "driver version is insufficient" in text:
-                reason = "the NVIDIA driver is too old for this CuPy build"
-                try:
-                    if cupy.cuda.runtime.driverGetVersion() == 0:
-                        reason = "no NVIDIA driver is installed (no GPU on this machine)"
-                except Exception:
-                    reason = "no NVIDIA driver is installed (no GPU on this machine)"
+                reason = _insufficient_driver_reason(cupy)
             elif "NoDevice" in text or "no CUDA-capable device" in text:
                 reason = "no CUDA GPU was found"
             else:
@@ -119,26 +115,52 @@ def _probe_cuda_uncached() -> tuple[bool, str]:
     return True, f"CUDA GPU {name}"
 
 
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _insufficient_driver_reason(cupy) -> str:
+    """'No driver at all' and 'driver older than CuPy's CUDA' raise the same CUDA error."""
+    try:
+        driver = int(cupy.cuda.runtime.driverGetVersion())
+    except Exception:
+        driver = 0
+    if driver == 0:
+        return "no NVIDIA driver is installed (no GPU on this machine)"
+    try:
+        runtime = f" (CUDA {_cuda_version(int(cupy.cuda.runtime.runtimeGetVersion()))})"
+    except Exception:
+        runtime = ""
+    return (
+        f"the NVIDIA driver is too old: it supports CUDA {_cuda_version(driver)} but this "
+        f"CuPy build needs a newer one{runtime}; update the driver or install the CuPy wheel "
+        f"for CUDA {driver // 1000}"
+    )
+
+
 # ----------------------------------------------------------------------------- device choice
-def _resolve(name: str) -> tuple[str, str]:
-    if name not in DEVICE_NAMES:
+def _resolve(name: str, source: str = "gpudl.set_device") -> tuple[str, str]:
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in DEVICE_NAMES:
         raise UnknownDeviceError(
-            f"gpudl.set_device: unknown device {name!r}; expected one of "
+            f"{source}: unknown device {name!r}; expected one of "
             f"{', '.join(map(repr, DEVICE_NAMES))} (env GPUDL_DEVICE takes the same names)"
         )
-    if name == "cpu":
+    if key == "cpu":
         return "cpu", "requested"
     usable, reason = probe_cuda()
-    if name == "cuda":
+    if key == "cuda":
         if not usable:
             raise DeviceUnavailableError(
-                f"gpudl.set_device: 'cuda' was requested but is unusable: {reason}. "
+                f"{source}: 'cuda' was requested but is unusable: {reason}. "
                 f"Fix: {_extra_hint()}; or use set_device('cpu') / 'auto'."
             )
         return "cuda", reason
     if usable:
         return "cuda", f"auto: {reason}"
-    log.info("device auto -> cpu (%s)", reason)
+    if not _state.get("fallback_logged"):
+        _state["fallback_logged"] = True
+        log.info("device auto -> cpu (%s)", reason)
     return "cpu", f"auto: {reason}; using NumPy"
 
 
@@ -158,7 +180,11 @@ def get_device() -> str:
     """The current device, ``"cpu"`` or ``"cuda"`` (resolved from env GPUDL_DEVICE on first use)."""
     dev = _state["device"]
     if dev is None:
-        dev = set_device(os.environ.get("GPUDL_DEVICE", "auto").strip().lower() or "auto")
+        name = os.environ.get("GPUDL_DEVICE", "").strip() or "auto"
+        dev, reason = _resolve(name, source=f"GPUDL_DEVICE={name}")
+        if name.lower() != "auto":
+            reason = f"{reason} (env GPUDL_DEVICE={name})"
+        _state["device"], _state["reason"] = dev, reason
     return dev
 
 
@@ -199,10 +225,13 @@ def device_of(a: Any) -> str:
 def check_same_device(arrays: Any, op: str = "op") -> str:
     """Raise :class:`DeviceMismatchError` when NumPy and CuPy arrays are mixed."""
     seen: dict[str, int] = {}
+    cuda_types = _cuda_array_types()
     for i, a in enumerate(arrays):
-        if isinstance(a, (int, float, complex, bool)) or a is None:
-            continue
-        seen.setdefault(device_of(a), i)
+        # Only arrays count: scalars (NumPy's too) and static args mix with either device.
+        if cuda_types and isinstance(a, cuda_types):
+            seen.setdefault("cuda", i)
+        elif isinstance(a, np.ndarray):
+            seen.setdefault("cpu", i)
     if len(seen) > 1:
         raise DeviceMismatchError(
             f"{op}: arguments live on different devices: argument {seen['cpu']} is on cpu "
@@ -311,7 +340,8 @@ def to_device(tree: Any, device: str):
 def synchronize() -> None:
     """Wait for all queued GPU work (no-op on the CPU). Call before reading a timer."""
     cupy = sys.modules.get("cupy")
-    if cupy is not None and _state["device"] == "cuda":
+    # Not tied to the default device: CuPy arrays may be in use under device("cpu") too.
+    if cupy is not None and probe_cuda()[0]:
         cupy.cuda.get_current_stream().synchronize()
 
 
@@ -319,7 +349,12 @@ def memory_info() -> dict[str, Any]:
     """Memory figures for the current device, in bytes.
 
     On CUDA: ``free``, ``total`` (driver) and ``pool_used``, ``pool_total`` (CuPy's pool).
-    On the CPU: ``device: "cpu"`` and ``rss`` (resident set size of this process), when known.
+    On the CPU: ``device: "cpu"``, ``rss`` and ``peak_rss`` (resident set size of this
+    process, now and at its peak), where the OS tells them.
+
+    Example:
+        >>> memory_info()["device"]
+        'cpu'
     """
     dev = get_device()
     if dev == "cuda":
@@ -334,6 +369,11 @@ def memory_info() -> dict[str, Any]:
             "pool_total": int(pool.total_bytes()),
         }
     info: dict[str, Any] = {"device": "cpu"}
+    try:  # Linux: the second field of statm is resident pages
+        with open("/proc/self/statm") as f:
+            info["rss"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except Exception:  # pragma: no cover - not Linux
+        pass
     try:
         import resource
 

@@ -45,3 +45,7 @@ class KernelError(GpudlError, RuntimeError):
 
 class GradientCheckError(GpudlError, AssertionError):
     """Analytic and numerical gradients disagree (raised by gd.testing.check_grad)."""
+
+
+class CheckpointError(GpudlError, OSError):
+    """A checkpoint file is missing, truncated, corrupt or of an unknown format."""

@@ -53,6 +53,10 @@ def check_grad(
         nums = [i for i, a in enumerate(args) if _is_float_tree(a)]
     else:
         nums = [argnums] if isinstance(argnums, int) else list(argnums)
+    if not nums:
+        raise ValueError(
+            "check_grad: no floating-point argument to check; pass float arrays or argnums="
+        )
     rng = np.random.default_rng(seed)
 
     def call(*diff):
@@ -74,6 +78,13 @@ def check_grad(
 
     flat_primals = [tree_flatten(p) for p in primals]
     flat_grads = [tree_flatten(g)[0] for g in grads]
+    for n, (leaves, _), gl in zip(nums, flat_primals, flat_grads):
+        for li, (x, g) in enumerate(zip(leaves, gl)):
+            if np.shape(unbox_all(g)) != np.shape(x):
+                raise GradientCheckError(
+                    f"check_grad: the gradient of arg {n} leaf {li} has shape "
+                    f"{np.shape(unbox_all(g))}, the input has shape {np.shape(x)}"
+                )
 
     def perturbed(direction: list[list], scale: float):
         return [
@@ -92,7 +103,7 @@ def check_grad(
                 for gl, dl in zip(flat_grads, direction)
                 for g, d in zip(gl, dl)
             )
-            _compare(analytic, numeric, rtol, atol, "directional derivative")
+            _compare(analytic, numeric, rtol, atol, f"directional derivative (args {nums})")
         return
     for p, (leaves, _) in enumerate(flat_primals):
         for li, leaf in enumerate(leaves):

@@ -83,7 +83,24 @@ def tree_flatten(tree: Any) -> tuple[list, TreeDef]:
     return leaves, build(tree)
 
 
+def _count_leaves(td: TreeDef) -> int:
+    return 1 if td.kind == "leaf" else sum(_count_leaves(c) for c in td.children)
+
+
 def tree_unflatten(treedef: TreeDef, leaves: list) -> Any:
+    """Rebuild a tree of ``treedef``'s structure from ``leaves`` (in flatten order).
+
+    Example:
+        >>> leaves, td = tree_flatten({"a": 1, "b": (2, 3)})
+        >>> tree_unflatten(td, [x * 10 for x in leaves])
+        {'a': 10, 'b': (20, 30)}
+    """
+    leaves = list(leaves)
+    expected = _count_leaves(treedef)
+    if len(leaves) != expected:
+        raise TreeMismatchError(
+            f"tree_unflatten: the structure has {expected} leaves but {len(leaves)} were given"
+        )
     it = iter(leaves)
 
     def build(td: TreeDef) -> Any:
@@ -124,6 +141,10 @@ def assert_same_structure(a: Any, b: Any, names: tuple[str, str] = ("first", "se
                 )
             for k in x:
                 walk(x[k], y[k], f"{path}.{k}" if path else str(k))
+        elif isinstance(x, dict) or isinstance(y, dict):
+            raise _mismatch(
+                path, f"{names[0]} has {type(x).__name__}, {names[1]} has {type(y).__name__}"
+            )
         elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
             if len(x) != len(y):
                 raise _mismatch(path, f"{names[0]} has {len(x)} children, {names[1]} {len(y)}")
@@ -184,7 +205,16 @@ def unflatten_paths(items: dict[str, Any], sep: str = ".") -> dict:
     for path, leaf in items.items():
         node = root
         parts = path.split(sep)
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise TreeMismatchError(
+                    f"unflatten_paths: {path!r} needs {sep.join(parts[: i + 1])!r} to be a "
+                    "subtree, but it is a leaf"
+                )
+        if isinstance(node.get(parts[-1]), dict):
+            raise TreeMismatchError(
+                f"unflatten_paths: {path!r} is a leaf but other paths use it as a subtree"
+            )
         node[parts[-1]] = leaf
     return root

@@ -14,9 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
 
 # --------------------------------------------------------------------------- arithmetic
 add = Primitive("add", np.add, lambda g, out, x, y: (g, g))
@@ -36,6 +38,8 @@ def _power_vjp(g, out, x, y):
 
     def dy():
         # d/dy x**y = x**y log x, defined for x > 0; 0 elsewhere (as torch does for x == 0).
+        if isinstance(x, int | float):  # a Python base (2.0 ** t): keep the log weakly typed
+            return g * out * math.log(x) if x > 0 else g * 0.0
         positive = greater(x, 0)
         safe_x = where(positive, x, 1.0)
         return where(positive, g * out * log(safe_x), 0.0)
@@ -107,16 +111,25 @@ def _where_vjp(g, out, cond, x, y):
 _where = Primitive("where", np.where, _where_vjp)
 
 
+def _typed_scalar(v, other):
+    """A Python scalar as a NumPy scalar of ``other``'s float dtype (float32 stays float32)."""
+    dtype = getattr(other, "dtype", None)
+    if isinstance(v, int | float) and not isinstance(v, bool) and dtype is not None \
+            and np.dtype(dtype).kind == "f":
+        return np.dtype(dtype).type(v)
+    return v
+
+
 def where(condition, x, y):
     """``x`` where ``condition`` else ``y`` (``condition`` gets no gradient).
+
+    A Python scalar branch takes the other branch's float dtype, so float32 stays float32.
 
     Example:
         >>> where(np.array([True, False]), 1.0, 2.0).tolist()
         [1.0, 2.0]
     """
-    from gpudl.autodiff import unbox_all
-
-    return _where(unbox_all(condition), x, y)
+    return _where(unbox_all(condition), _typed_scalar(x, y), _typed_scalar(y, x))
 
 
 def _maximum_vjp(g, out, x, y):
@@ -142,16 +155,18 @@ def _clip_vjp(g, out, x, *, a_min, a_max):
 _clip = Primitive("clip", lambda x, *, a_min, a_max: np.clip(x, a_min, a_max), _clip_vjp)
 
 
-def clip(x, a_min=None, a_max=None):
+def clip(x, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002 - NumPy 2.1 names
     """Limit values to ``[a_min, a_max]`` (scalars); the gradient is 0 where clipped.
 
     Example:
         >>> clip(np.array([-2.0, 0.5, 3.0]), -1, 1).tolist()
         [-1.0, 0.5, 1.0]
     """
+    a_min = min if a_min is None else a_min
+    a_max = max if a_max is None else a_max
     if a_min is None and a_max is None:
         raise ValueError("ops.clip: give a_min, a_max or both (both are None)")
-    return _clip(x, a_min=a_min, a_max=a_max)
+    return _clip(x, a_min=_typed_scalar(a_min, x), a_max=_typed_scalar(a_max, x))
 
 
 def _astype_vjp(g, out, x, *, dtype):

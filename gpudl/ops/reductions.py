@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
@@ -80,7 +82,7 @@ def _count(shape: tuple, axis) -> int:
 def mean(x, axis=None, keepdims: bool = False):
     """Arithmetic mean over ``axis``."""
     axis = _norm_axis(axis)
-    return sum(x, axis=axis, keepdims=keepdims) / float(max(_count(_shape(x), axis), 1))
+    return sum(x, axis=axis, keepdims=keepdims) / float(builtins.max(_count(_shape(x), axis), 1))
 
 
 def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
@@ -88,7 +90,7 @@ def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
     axis = _norm_axis(axis)
     centred = x - mean(x, axis=axis, keepdims=True)
     n = _count(_shape(x), axis)
-    return sum(centred * centred, axis=axis, keepdims=keepdims) / float(max(n - ddof, 1))
+    return sum(centred * centred, axis=axis, keepdims=keepdims) / float(builtins.max(n - ddof, 1))
 
 
 def std(x, axis=None, ddof: int = 0, keepdims: bool = False):

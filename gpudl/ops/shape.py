@@ -1,4 +1,8 @@
-"""Shape ops: reshape, transpose, broadcast, expand/squeeze, concatenate/stack/split, pad.
+"""Shape ops: reshape, transpose, broadcast, expand/squeeze, concatenate/stack/split, pad,
+tile/repeat, flip, tril/triu.
+
+Most are views or copies whose vjp is the inverse rearrangement; composites (stack, split,
+tile, flip...) inherit their gradients from the few primitives here and ``getitem``.
 
 Example:
     >>> import numpy as np
@@ -9,13 +13,23 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from gpudl.autodiff import Primitive
+from gpudl.autodiff import Primitive, unbox_all
+from gpudl.backend import module_of, to_numpy
+from gpudl.errors import ShapeError
 
 
 def _shape(x) -> tuple:
     return x.shape if hasattr(x, "shape") else np.shape(x)
+
+
+def _axis(axis: int, ndim: int, op: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"ops.{op}: axis {axis} is out of range for an array of {ndim} dims")
+    return axis % ndim
 
 
 # --------------------------------------------------------------------------- reshape family
@@ -33,81 +47,123 @@ def reshape(x, shape):
         >>> reshape(np.arange(6.0), (2, -1)).shape
         (2, 3)
     """
-    if isinstance(shape, int):
+    if isinstance(shape, int | np.integer):
         shape = (shape,)
     shape = tuple(int(s) for s in shape)
+    old = _shape(x)
+    size = int(np.prod(old))
+    if shape.count(-1) > 1:
+        raise ShapeError(f"ops.reshape: only one dim may be -1, got {shape}")
     if -1 in shape:
         known = int(np.prod([s for s in shape if s != -1]))
-        size = int(np.prod(_shape(x)))
         if known == 0 or size % known:
-            raise ValueError(f"ops.reshape: cannot reshape {_shape(x)} into {shape}")
+            raise ShapeError(
+                f"ops.reshape: cannot reshape an array of shape {old} ({size} elements) "
+                f"into {shape}: {size} is not a multiple of {known}"
+            )
         shape = tuple(size // known if s == -1 else s for s in shape)
-    if shape == _shape(x):
+    if shape == old:
         return x
-    if int(np.prod(shape)) != int(np.prod(_shape(x))):
-        raise ValueError(
-            f"ops.reshape: cannot reshape an array of shape {_shape(x)} "
-            f"({int(np.prod(_shape(x)))} elements) into {shape}"
+    if any(s < 0 for s in shape) or int(np.prod(shape)) != size:
+        raise ShapeError(
+            f"ops.reshape: cannot reshape an array of shape {old} ({size} elements) "
+            f"into {shape} ({int(np.prod(shape))} elements)"
         )
     return _reshape(x, shape=shape)
 
 
 def flatten(x, start_axis: int = 0):
-    """Flatten dims from ``start_axis`` on (``flatten(x, 1)`` keeps the batch dim, as torch)."""
+    """Flatten dims from ``start_axis`` on (``flatten(x, 1)`` keeps the batch dim, as torch).
+
+    Example:
+        >>> flatten(np.zeros((2, 3, 4)), 1).shape
+        (2, 12)
+    """
     shape = _shape(x)
     start_axis %= max(len(shape), 1)
     return reshape(x, shape[:start_axis] + (-1,))
 
 
 def ravel(x):
+    """The elements as a 1-D array (C order)."""
     return reshape(x, (-1,))
 
 
-def expand_dims(x, axis: int):
+def expand_dims(x, axis: int | Sequence[int]):
+    """Insert size-1 dims at ``axis`` (an int or a tuple, NumPy semantics).
+
+    Example:
+        >>> expand_dims(np.zeros((2, 3)), (0, -1)).shape
+        (1, 2, 3, 1)
+    """
     shape = list(_shape(x))
-    axis = axis if axis >= 0 else axis + len(shape) + 1
-    shape.insert(axis, 1)
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    nd = len(shape) + len(axes)
+    axes = sorted(_axis(int(a), nd, "expand_dims") for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"ops.expand_dims: repeated axis in {axis}")
+    for a in axes:
+        shape.insert(a, 1)
     return reshape(x, tuple(shape))
 
 
 def squeeze(x, axis=None):
+    """Remove size-1 dims (all of them, or those in ``axis``)."""
     shape = _shape(x)
     if axis is None:
         axes = {i for i, n in enumerate(shape) if n == 1}
     else:
-        axes = {a % len(shape) for a in ((axis,) if isinstance(axis, int) else axis)}
-        bad = [a for a in axes if shape[a] != 1]
+        axes = {_axis(a, len(shape), "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)}
+        bad = sorted(a for a in axes if shape[a] != 1)
         if bad:
-            raise ValueError(f"ops.squeeze: axis {bad} of shape {shape} is not of size 1")
+            raise ShapeError(f"ops.squeeze: axis {bad} of shape {shape} is not of size 1")
     return reshape(x, tuple(n for i, n in enumerate(shape) if i not in axes))
 
 
 def _transpose_vjp(g, out, x, *, axes):
-    return (transpose(g, tuple(np.argsort(axes))),)
+    return (transpose(g, tuple(int(a) for a in np.argsort(axes))),)
 
 
 _transpose = Primitive("transpose", lambda x, *, axes: np.transpose(x, axes), _transpose_vjp)
 
 
 def transpose(x, axes=None):
-    """Permute axes (default: reverse them)."""
+    """Permute axes (default: reverse them).
+
+    Example:
+        >>> transpose(np.zeros((2, 3, 4)), (2, 0, 1)).shape
+        (4, 2, 3)
+    """
     ndim = len(_shape(x))
-    axes = tuple(reversed(range(ndim))) if axes is None else tuple(a % ndim for a in axes)
+    if axes is None:
+        axes = tuple(reversed(range(ndim)))
+    else:
+        axes = tuple(_axis(int(a), ndim, "transpose") for a in axes)
+        if sorted(axes) != list(range(ndim)):
+            raise ShapeError(
+                f"ops.transpose: axes {axes} are not a permutation of the {ndim} dims of "
+                f"shape {_shape(x)}"
+            )
     if axes == tuple(range(ndim)):
         return x
     return _transpose(x, axes=axes)
 
 
 def swapaxes(x, axis1: int, axis2: int):
-    axes = list(range(len(_shape(x))))
-    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    """Exchange two axes."""
+    ndim = len(_shape(x))
+    axes = list(range(ndim))
+    a, b = _axis(axis1, ndim, "swapaxes"), _axis(axis2, ndim, "swapaxes")
+    axes[a], axes[b] = axes[b], axes[a]
     return transpose(x, axes)
 
 
 def moveaxis(x, source: int, destination: int):
+    """Move one axis to a new position, keeping the others in order."""
     ndim = len(_shape(x))
-    order = [a for a in range(ndim) if a != source % ndim]
-    order.insert(destination % ndim, source % ndim)
+    src, dst = _axis(source, ndim, "moveaxis"), _axis(destination, ndim, "moveaxis")
+    order = [a for a in range(ndim) if a != src]
+    order.insert(dst, src)
     return transpose(x, order)
 
 
@@ -120,9 +176,17 @@ _broadcast_to = Primitive(
 
 
 def broadcast_to(x, shape):
-    shape = tuple(shape)
+    """A read-only broadcast view of ``x`` with ``shape`` (gradients are summed back)."""
+    shape = tuple(int(s) for s in shape)
     if _shape(x) == shape:
         return x
+    try:
+        np.broadcast_shapes(_shape(x), shape)
+        ok = len(shape) >= len(_shape(x)) and np.broadcast_shapes(_shape(x), shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ShapeError(f"ops.broadcast_to: cannot broadcast shape {_shape(x)} to {shape}")
     return _broadcast_to(x, shape=shape)
 
 
@@ -130,12 +194,15 @@ def broadcast_to(x, shape):
 def _concatenate_vjp(g, out, *xs, axis):
     from gpudl.ops.indexing import getitem
 
+    def piece(lo, hi):
+        index = [slice(None)] * len(_shape(g))
+        index[axis] = slice(lo, hi)
+        return lambda: getitem(g, tuple(index))
+
     grads, start = [], 0
     for x in xs:
         n = _shape(x)[axis]
-        index = [slice(None)] * g.ndim
-        index[axis] = slice(start, start + n)
-        grads.append(getitem(g, tuple(index)))
+        grads.append(piece(start, start + n))  # deferred: constants need no slice
         start += n
     return tuple(grads)
 
@@ -146,44 +213,83 @@ _concatenate = Primitive(
 
 
 def concatenate(arrays, axis: int = 0):
-    """Join arrays along an existing axis."""
+    """Join arrays along an existing axis (all other dims must match).
+
+    Example:
+        >>> concatenate([np.zeros((2, 1)), np.ones((2, 3))], axis=1).shape
+        (2, 4)
+    """
     arrays = list(arrays)
     if not arrays:
-        raise ValueError("ops.concatenate: needs at least one array")
-    ndim = len(_shape(arrays[0]))
-    return _concatenate(*arrays, axis=axis % max(ndim, 1))
+        raise ShapeError("ops.concatenate: needs at least one array, got an empty list")
+    shapes = [_shape(a) for a in arrays]
+    ndim = len(shapes[0])
+    if ndim == 0:
+        raise ShapeError("ops.concatenate: zero-dimensional arrays cannot be concatenated; "
+                         "use ops.stack")
+    if axis is None:
+        return concatenate([ravel(a) for a in arrays], axis=0)
+    axis = _axis(axis, ndim, "concatenate")
+    for i, s in enumerate(shapes):
+        if len(s) != ndim or any(a != b for d, (a, b) in enumerate(zip(s, shapes[0])) if d != axis):
+            raise ShapeError(
+                f"ops.concatenate: array {i} has shape {s} but array 0 has shape {shapes[0]}; "
+                f"all dims except axis {axis} must match"
+            )
+    if len(arrays) == 1:
+        return arrays[0]
+    return _concatenate(*arrays, axis=axis)
 
 
 def stack(arrays, axis: int = 0):
-    """Join arrays along a new axis."""
+    """Join arrays of one shape along a new axis.
+
+    Example:
+        >>> stack([np.zeros(3), np.ones(3)], axis=1).shape
+        (3, 2)
+    """
     arrays = list(arrays)
     if not arrays:
-        raise ValueError("ops.stack: needs at least one array")
-    shapes = {_shape(a) for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"ops.stack: all arrays must have one shape, got {sorted(shapes)}")
-    return concatenate([expand_dims(a, axis) for a in arrays], axis=axis)
+        raise ShapeError("ops.stack: needs at least one array, got an empty list")
+    shapes = [_shape(a) for a in arrays]
+    for i, s in enumerate(shapes):
+        if s != shapes[0]:
+            raise ShapeError(
+                f"ops.stack: all arrays must have one shape; array {i} has shape {s} but "
+                f"array 0 has shape {shapes[0]}"
+            )
+    axis = _axis(axis, len(shapes[0]) + 1, "stack")
+    expanded = [expand_dims(a, axis) for a in arrays]
+    return expanded[0] if len(expanded) == 1 else _concatenate(*expanded, axis=axis)
 
 
-def split(x, indices_or_sections, axis: int = 0):
-    """Split into pieces (NumPy semantics: a count of equal sections or split indices)."""
+def split(x, indices_or_sections, axis: int = 0) -> list:
+    """Split into pieces (NumPy semantics: a count of equal sections or split indices).
+
+    Example:
+        >>> [p.shape for p in split(np.zeros((5, 2)), [1, 3])]
+        [(1, 2), (2, 2), (2, 2)]
+    """
     from gpudl.ops.indexing import getitem
 
-    n = _shape(x)[axis]
-    if isinstance(indices_or_sections, int):
-        if n % indices_or_sections:
-            raise ValueError(
-                f"ops.split: axis {axis} of size {n} does not split into "
-                f"{indices_or_sections} equal sections"
+    shape = _shape(x)
+    axis = _axis(axis, len(shape), "split")
+    n = shape[axis]
+    if isinstance(indices_or_sections, int | np.integer):
+        k = int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ShapeError(
+                f"ops.split: axis {axis} of size {n} does not split into {k} equal sections; "
+                "pass split indices instead (e.g. [2, 5])"
             )
-        step = n // indices_or_sections
-        bounds = list(range(0, n + 1, step))
+        bounds = [i * (n // k) for i in range(k + 1)]
     else:
-        bounds = [0, *indices_or_sections, n]
+        # NumPy clips indices to [0, n] and allows empty pieces.
+        bounds = [0, *[int(np.clip(i if i >= 0 else i + n, 0, n)) for i in indices_or_sections], n]
     pieces = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        index = [slice(None)] * len(_shape(x))
-        index[axis] = slice(lo, hi)
+        index = [slice(None)] * len(shape)
+        index[axis] = slice(lo, max(lo, hi))
         pieces.append(getitem(x, tuple(index)))
     return pieces
 
@@ -196,32 +302,112 @@ def _pad_vjp(g, out, x, *, pad_width, constant_values):
     return (getitem(g, index),)
 
 
-_pad = Primitive(
-    "pad",
-    lambda x, *, pad_width, constant_values: np.pad(
-        x, pad_width, mode="constant", constant_values=constant_values
-    ),
-    _pad_vjp,
-)
+def _pad_impl(x, *, pad_width, constant_values):
+    # A dtype-typed fill keeps float32 arrays float32 on every backend.
+    fill = np.dtype(x.dtype).type(constant_values)
+    return np.pad(x, pad_width, mode="constant", constant_values=fill)
 
 
-def pad(x, pad_width, constant_values=0.0):
-    """Constant padding; ``pad_width`` as NumPy: an int, a pair, or one pair per axis."""
+_pad = Primitive("pad", _pad_impl, _pad_vjp)
+
+
+def pad(x, pad_width, mode: str = "constant", constant_values=0):
+    """Constant padding; ``pad_width`` as NumPy: an int, a pair, or one pair per axis.
+
+    Example:
+        >>> pad(np.ones((1, 2)), ((0, 0), (1, 2))).tolist()
+        [[0.0, 1.0, 1.0, 0.0, 0.0]]
+    """
+    if mode != "constant":
+        raise ValueError(f"ops.pad: only mode='constant' is differentiable here, got {mode!r}")
     ndim = len(_shape(x))
-    width = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
+    try:
+        width = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
+    except ValueError:
+        raise ShapeError(
+            f"ops.pad: pad_width {pad_width!r} does not fit an array of {ndim} dims; give an "
+            "int, a (before, after) pair, or one pair per axis"
+        ) from None
     if (width < 0).any():
         raise ValueError(f"ops.pad: pad widths must be >= 0, got {pad_width}")
     width = tuple((int(a), int(b)) for a, b in width)
     return _pad(x, pad_width=width, constant_values=constant_values)
 
 
+# --------------------------------------------------------------------------- rearrangements
 def flip(x, axis=None):
     """Reverse the order of elements along ``axis`` (all axes when None)."""
     from gpudl.ops.indexing import getitem
 
     ndim = len(_shape(x))
-    axes = range(ndim) if axis is None else [a % ndim for a in np.atleast_1d(axis)]
+    axes = range(ndim) if axis is None else [_axis(int(a), ndim, "flip") for a in np.atleast_1d(axis)]
     index = [slice(None)] * ndim
     for a in axes:
         index[a] = slice(None, None, -1)
     return getitem(x, tuple(index))
+
+
+def tile(x, reps):
+    """Repeat the whole array ``reps`` times per axis (``np.tile``); built from broadcasting.
+
+    Example:
+        >>> tile(np.array([1.0, 2.0]), (2, 2)).tolist()
+        [[1.0, 2.0, 1.0, 2.0], [1.0, 2.0, 1.0, 2.0]]
+    """
+    reps = (int(reps),) if isinstance(reps, int | np.integer) else tuple(int(r) for r in reps)
+    shape = _shape(x)
+    d = max(len(shape), len(reps))
+    shape = (1,) * (d - len(shape)) + tuple(shape)
+    reps = (1,) * (d - len(reps)) + reps
+    # (1, s0, 1, s1, ...) -> (r0, s0, r1, s1, ...) -> (r0*s0, r1*s1, ...)
+    inter = tuple(v for s in shape for v in (1, s))
+    big = tuple(v for r, s in zip(reps, shape) for v in (r, s))
+    y = broadcast_to(reshape(x, inter), big)
+    return reshape(y, tuple(r * s for r, s in zip(reps, shape)))
+
+
+def repeat(x, repeats, axis: int | None = None):
+    """Repeat each element ``repeats`` times along ``axis`` (flattened when None), as NumPy.
+
+    ``repeats`` may be an int or one count per element; the gradient sums the copies.
+
+    Example:
+        >>> repeat(np.array([1.0, 2.0]), [1, 2]).tolist()
+        [1.0, 2.0, 2.0]
+    """
+    from gpudl.ops.indexing import take
+
+    if axis is None:
+        x, axis = ravel(x), 0
+    shape = _shape(x)
+    axis = _axis(axis, len(shape), "repeat")
+    n = shape[axis]
+    reps = to_numpy(repeats)
+    if reps.ndim > 1 or (reps.ndim == 1 and reps.shape[0] not in (1, n)) or (reps < 0).any():
+        raise ShapeError(
+            f"ops.repeat: repeats must be a non-negative int or {n} counts for axis {axis}, "
+            f"got {repeats!r}"
+        )
+    index = np.repeat(np.arange(n), reps)
+    return take(x, module_of(unbox_all(x)).asarray(index), axis=axis)
+
+
+def _tri_mask(x, k: int, lower: bool):
+    raw = unbox_all(x)
+    xp = module_of(raw)
+    n, m = _shape(x)[-2:]
+    return xp.tri(n, m, k, dtype=bool) if lower else ~xp.tri(n, m, k - 1, dtype=bool)
+
+
+def tril(x, k: int = 0):
+    """Lower triangle of the last two dims (elements above diagonal ``k`` set to 0)."""
+    from gpudl.ops.elementwise import where
+
+    return where(_tri_mask(x, k, True), x, 0)
+
+
+def triu(x, k: int = 0):
+    """Upper triangle of the last two dims (elements below diagonal ``k`` set to 0)."""
+    from gpudl.ops.elementwise import where
+
+    return where(_tri_mask(x, k, False), x, 0)

@@ -1,0 +1,257 @@
+"""Benchmark: LSTM sequence forward+backward with the fused cell kernel vs alternatives.
+
+GPU rows (hidden 512/1024, batch 16/64, 25 steps, input size = hidden, float32):
+  * ``gpudl-fused``: ``F.lstm`` (one input GEMM, per step h @ W_hh.T + one
+    ``lstm_pointwise`` kernel; backward kernel per step) under ``gd.value_and_grad``;
+  * ``gpudl-composite``: the same loop with the cell's elementwise part written as CuPy
+    composite ops (sigmoid/tanh/multiply...), differentiated by gpudl's autodiff;
+  * ``torch-cudnn``: torch ``nn.LSTM`` (cuDNN), and ``torch-cell-loop``: an ``nn.LSTMCell``
+    Python loop, when torch imports.
+On a CPU-only machine the same comparison runs on NumPy (the fused twin vs the composite,
+and torch CPU when importable) at smaller sizes, and the GPU rows say why they are absent.
+Each step's loss is ``y.sum()``; timings are median and IQR after warm-up (CUDA events on
+the GPU, perf_counter on the CPU), first call (kernel compile) reported apart.
+
+Usage: ``python benchmarks/kernels_rnn.py [--json out.json] [--quick]``; from a harness,
+``run(report)`` returns the rows (``report`` may hold ``quick``; notes are added to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpudl as gd  # noqa: E402
+from gpudl import ops  # noqa: E402
+from gpudl.backend import probe_cuda, xp_for  # noqa: E402
+from gpudl.functional import rnn as R  # noqa: E402
+
+GPU_CONFIGS = [(h, n, 25) for h in (512, 1024) for n in (16, 64)]  # (hidden, batch, steps)
+CPU_CONFIGS = [(256, 8, 5), (512, 16, 5)]
+
+
+def summarize(samples: list[float]) -> dict:
+    a = np.asarray(samples, dtype=np.float64)
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(a.min()),
+            "repeats": int(a.size)}
+
+
+def time_fn(fn, device: str, warmup: int, repeats: int) -> dict:
+    """First call apart, then warm-up, then CUDA events (GPU) or perf_counter (CPU) per call.
+
+    (gpudl.bench.timing does the same; kept local so this module runs on its own.)
+    """
+    cupy = xp_for("cuda") if device == "cuda" else None
+    t0 = time.perf_counter()
+    fn()
+    if cupy is not None:
+        cupy.cuda.get_current_stream().synchronize()
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if cupy is not None:
+            stream = cupy.cuda.get_current_stream()
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record(stream)
+            fn()
+            end.record(stream)
+            end.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    return {"first_call_s": first, **summarize(samples)}
+
+
+def _composite_lstm(x, params):
+    """F.lstm's loop with the pointwise part as generic ops (what you write without a kernel)."""
+    t_len, n, i = x.shape
+    w_ih, w_hh, b_ih, b_hh = (params[k] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    hidden = w_hh.shape[1]
+    proj = ops.reshape(x, (t_len * n, i)) @ ops.transpose(w_ih) + (b_ih + b_hh)
+    steps = R.unstack(ops.reshape(proj, (t_len, n, 4 * hidden)))
+    xp = gd.get_array_module(x)
+    h = xp.zeros((n, hidden), dtype=x.dtype)
+    c = xp.zeros((n, hidden), dtype=x.dtype)
+    w_hh_t, outs = ops.transpose(w_hh), []
+    for t in range(t_len):
+        gates = steps[t] + h @ w_hh_t
+        i_g, f_g, g_g, o_g = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = ops.sigmoid(f_g) * c + ops.sigmoid(i_g) * ops.tanh(g_g)
+        h = ops.sigmoid(o_g) * ops.tanh(c)
+        outs.append(h)
+    return ops.stack(outs, axis=0)
+
+
+def _make(hidden: int, batch: int, steps: int, device: str):
+    rng = np.random.default_rng(0)
+    s = 1.0 / np.sqrt(hidden)
+    host = {"weight_ih": rng.uniform(-s, s, (4 * hidden, hidden)),
+            "weight_hh": rng.uniform(-s, s, (4 * hidden, hidden)),
+            "bias_ih": rng.uniform(-s, s, 4 * hidden), "bias_hh": rng.uniform(-s, s, 4 * hidden)}
+    host = {k: v.astype(np.float32) for k, v in host.items()}
+    x = rng.standard_normal((steps, batch, hidden)).astype(np.float32)
+    return host, x, gd.to_device(host, device), gd.to_device(x, device)
+
+
+def _gpudl_rows(hidden, batch, steps, device, repeats):
+    _, _, params, x = _make(hidden, batch, steps, device)
+    fused = gd.value_and_grad(lambda p, x: R.lstm(x, None, None, p)[0].sum(), argnums=(0, 1))
+    composite = gd.value_and_grad(lambda p, x: _composite_lstm(x, p).sum(), argnums=(0, 1))
+    rows = []
+    for impl, fn in (("gpudl-fused", fused), ("gpudl-composite", composite)):
+        stats = time_fn(lambda fn=fn: fn(params, x), device=device, warmup=2, repeats=repeats)
+        rows.append({"impl": impl, **stats})
+    return rows
+
+
+def _torch_time(fn, cuda: bool, repeats: int) -> dict:
+    import torch
+
+    t0 = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    fn()
+    samples = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    return {"first_call_s": first, **summarize(samples)}
+
+
+def _torch_rows(hidden, batch, steps, cuda: bool, repeats):
+    import torch
+
+    host, x_host, _, _ = _make(hidden, batch, steps, "cpu")
+    dev = "cuda" if cuda else "cpu"
+    lstm = torch.nn.LSTM(hidden, hidden).to(dev)
+    cell = torch.nn.LSTMCell(hidden, hidden).to(dev)
+    with torch.no_grad():
+        for mod, suffix in ((lstm, "_l0"), (cell, "")):
+            for k, v in host.items():
+                getattr(mod, k + suffix).copy_(torch.from_numpy(v))
+    x = torch.from_numpy(x_host).to(dev).requires_grad_(True)
+
+    def cudnn():
+        lstm.zero_grad(set_to_none=True)
+        x.grad = None
+        lstm(x)[0].sum().backward()
+
+    def cell_loop():
+        cell.zero_grad(set_to_none=True)
+        x.grad = None
+        h = torch.zeros(batch, hidden, device=dev)
+        c = torch.zeros(batch, hidden, device=dev)
+        outs = []
+        for t in range(steps):
+            h, c = cell(x[t], (h, c))
+            outs.append(h)
+        torch.stack(outs).sum().backward()
+
+    name = "torch-cudnn" if cuda else "torch-nn.LSTM"
+    return [{"impl": name, **_torch_time(cudnn, cuda, repeats)},
+            {"impl": "torch-cell-loop", **_torch_time(cell_loop, cuda, repeats)}]
+
+
+def _torch_status(cuda: bool) -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if cuda and not torch.cuda.is_available():
+        return "torch has no CUDA"
+    return None
+
+
+def run(report: dict) -> list[dict]:
+    """Time every available implementation; returns one dict per (config, impl)."""
+    quick = bool(report.get("quick", False))
+    notes = report.setdefault("notes", [])
+    usable, reason = probe_cuda()
+    rows: list[dict] = []
+    if usable:
+        device, configs, repeats = "cuda", GPU_CONFIGS[:1] if quick else GPU_CONFIGS, 10
+        device_name = reason.removeprefix("CUDA GPU ")
+    else:
+        notes.append(f"kernels_rnn: GPU rows unavailable ({reason}); timed the NumPy twin on CPU")
+        device, configs, repeats = "cpu", CPU_CONFIGS[:1] if quick else CPU_CONFIGS, 10
+        device_name = "cpu"
+    torch_missing = _torch_status(device == "cuda")
+    if torch_missing:
+        notes.append(f"kernels_rnn: torch rows skipped ({torch_missing})")
+    with gd.device(device):
+        for hidden, batch, steps in configs:
+            base = {"bench": "lstm_seq_fwd_bwd", "device": device, "device_name": device_name,
+                    "dtype": "float32", "hidden": hidden, "batch": batch, "steps": steps,
+                    "input": hidden}
+            found = _gpudl_rows(hidden, batch, steps, device, repeats)
+            if not torch_missing:
+                found += _torch_rows(hidden, batch, steps, device == "cuda", repeats)
+            rows += [{**base, **r} for r in found]
+    if device == "cpu":
+        rows.append({"bench": "lstm_seq_fwd_bwd", "device": "cuda", "status": "unavailable",
+                     "reason": reason})
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [f"{'device':12s} {'H':>5s} {'N':>4s} {'T':>3s} {'impl':18s} {'median ms':>10s} "
+             f"{'IQR ms':>8s} {'first s':>8s}"]
+    for r in rows:
+        if r.get("status") == "unavailable":
+            lines.append(f"{r['device']:12s} unavailable: {r['reason']}")
+            continue
+        lines.append(f"{r['device_name'][:12]:12s} {r['hidden']:5d} {r['batch']:4d} "
+                     f"{r['steps']:3d} {r['impl']:18s} {r['median_s'] * 1e3:10.2f} "
+                     f"{r['iqr_s'] * 1e3:8.2f} {r['first_call_s']:8.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", help="write rows and notes to this file")
+    parser.add_argument("--quick", action="store_true", help="first configuration only")
+    ns = parser.parse_args(argv)
+    report: dict = {"quick": ns.quick}
+    rows = run(report)
+    print(_table(rows))
+    for note in report["notes"]:
+        print(note)
+    if ns.json:
+        try:
+            from gpudl.bench.device_info import machine_info
+
+            machine = machine_info()
+        except Exception as exc:  # the bench package is optional here
+            machine = {"error": f"machine_info unavailable ({exc})"}
+        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json).write_text(json.dumps(
+            {"machine": machine, "rows": rows, "notes": report["notes"]}, indent=1,
+            default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

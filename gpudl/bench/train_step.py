@@ -1,0 +1,117 @@
+"""``gpudl bench``: time training steps of a model on each available device.
+
+Each device gets the same model, batch and optimizer (SGD); warm-up steps are excluded;
+the report holds median and spread per step, samples/s, peak memory, and the GPU/CPU
+speedup. Without a GPU it times the CPU and says why the GPU row is missing.
+
+Example:
+    >>> rows = bench_model("mlp", batch_size=8, steps=3, devices=["cpu"], warmup=1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gpudl import functional as F
+from gpudl import optim
+from gpudl import random as gdr
+from gpudl.autodiff import value_and_grad
+from gpudl.backend import asarray, device, memory_info, probe_cuda
+from gpudl.bench.device_info import machine_info
+from gpudl.bench.timing import time_fn
+from gpudl.models import get_model
+
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28)}
+
+
+def _step_fn(model_name: str, batch_size: int, dev: str):
+    model = get_model(model_name)
+    shape = INPUT_SHAPES.get(model_name, (1, 28, 28))
+    rng = np.random.default_rng(0)
+    x = asarray(rng.random((batch_size, *shape), dtype=np.float32), device=dev)
+    y = asarray(rng.integers(0, 10, batch_size), device=dev)
+    params, state = model.init(gdr.key(0), x)
+    opt = optim.sgd(0.01, momentum=0.9)
+    box = {"params": params, "opt": opt.init(params)}
+
+    def loss_fn(p, xb, yb):
+        out, _ = model.apply(p, state, xb, train=True)
+        return F.softmax_cross_entropy(out, yb)
+
+    vg = value_and_grad(loss_fn)
+
+    def step():
+        loss, grads = vg(box["params"], x, y)
+        updates, box["opt"] = opt.update(grads, box["opt"], box["params"])
+        box["params"] = optim.apply_updates(box["params"], updates)
+        return loss
+
+    return step
+
+
+def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 50,
+                devices: Sequence[str] = ("cpu", "cuda"), warmup: int = 5) -> dict[str, Any]:
+    rows, missing = [], {}
+    for dev in devices:
+        if dev == "cuda":
+            usable, reason = probe_cuda()
+            if not usable:
+                missing["cuda"] = reason
+                continue
+        with device(dev):
+            step = _step_fn(model_name, batch_size, dev)
+            stats = time_fn(step, dev, warmup=warmup, repeats=steps)
+            mem = memory_info()
+        peak = mem.get("pool_total") if dev == "cuda" else mem.get("peak_rss")
+        rows.append({"device": dev, **stats, "samples_per_s": batch_size / stats["median_s"],
+                     "peak_memory_bytes": peak})
+    by_dev = {r["device"]: r for r in rows}
+    speedup = None
+    if "cpu" in by_dev and "cuda" in by_dev:
+        speedup = by_dev["cpu"]["median_s"] / by_dev["cuda"]["median_s"]
+    return {"model": model_name, "batch_size": batch_size, "steps": steps, "warmup": warmup,
+            "rows": rows, "missing": missing, "gpu_over_cpu_speedup": speedup,
+            "machine": machine_info()}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = f"{'device':8s} {'median ms':>10s} {'IQR ms':>8s} {'samples/s':>11s} {'peak MiB':>9s} {'first call s':>12s}"
+    lines = [f"{report['model']}, batch {report['batch_size']}, {report['steps']} timed steps "
+             f"after {report['warmup']} warm-up", head, "-" * len(head)]
+    for r in report["rows"]:
+        peak = r["peak_memory_bytes"] / 2**20 if r["peak_memory_bytes"] else float("nan")
+        lines.append(f"{r['device']:8s} {r['median_s'] * 1e3:10.2f} {r['iqr_s'] * 1e3:8.2f} "
+                     f"{r['samples_per_s']:11.1f} {peak:9.1f} {r['first_call_s']:12.2f}")
+    for dev, why in report["missing"].items():
+        lines.append(f"{dev:8s} unavailable: {why}")
+    if report["gpu_over_cpu_speedup"] is not None:
+        lines.append(f"GPU/CPU speedup: {report['gpu_over_cpu_speedup']:.1f}x")
+    name = report["machine"].get("gpu_name")
+    lines.append(f"machine: {report['machine']['cpu_count']} CPU cores"
+                 + (f", GPU {name}" if name else ", no GPU"))
+    return "\n".join(lines)
+
+
+def save_json(report: dict[str, Any], path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=str)
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    devs = [r["device"] for r in report["rows"]]
+    ax.bar(devs, [r["samples_per_s"] for r in report["rows"]],
+           yerr=[r["samples_per_s"] * r["iqr_s"] / r["median_s"] for r in report["rows"]])
+    ax.set_ylabel("training samples / s")
+    ax.set_title(f"{report['model']} batch {report['batch_size']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,123 @@
+"""Transforms: standardisation with training statistics, and image augmentation.
+
+Augmentations act on a NumPy batch (N, C, H, W) with an explicit key, so they are
+reproducible; :func:`augment` composes them for a DataLoader's ``transform=``.
+
+Example:
+    >>> import numpy as np, gpudl as gd
+    >>> s = Standardizer().fit(np.array([[1.0], [3.0]]))
+    >>> s.transform(np.array([[3.0]])).tolist()
+    [[1.0]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl import random as gdr
+from gpudl.backend import to_numpy
+
+
+class Standardizer:
+    """``(x - mean) / std`` with statistics from the training set only (per feature/channel)."""
+
+    def __init__(self, axis=0, eps: float = 1e-8):
+        self.axis, self.eps = axis, eps
+        self.mean = self.std = None
+
+    def fit(self, x) -> Standardizer:
+        x = np.asarray(to_numpy(x), dtype=np.float64)
+        self.mean = x.mean(axis=self.axis, keepdims=True)
+        self.std = x.std(axis=self.axis, keepdims=True)
+        return self
+
+    def transform(self, x):
+        if self.mean is None:
+            raise RuntimeError("Standardizer.transform: call fit(train_x) first")
+        return ((np.asarray(to_numpy(x)) - self.mean) / (self.std + self.eps)).astype(np.float32)
+
+    def inverse_transform(self, x):
+        return np.asarray(to_numpy(x)) * (self.std + self.eps) + self.mean
+
+
+def _u(key, shape):
+    return to_numpy(gdr.uniform(key, shape, dtype=np.float64, device="cpu"))
+
+
+def random_flip(x: np.ndarray, key, p: float = 0.5) -> np.ndarray:
+    """Flip each image left-right with probability ``p``."""
+    flip = _u(key, (x.shape[0],)) < p
+    out = x.copy()
+    out[flip] = x[flip][..., ::-1]
+    return out
+
+
+def random_shift(x: np.ndarray, key, max_shift: int = 2) -> np.ndarray:
+    """Shift each image by up to ``max_shift`` pixels in H and W, filling with zeros."""
+    n, _, h, w = x.shape
+    shifts = to_numpy(gdr.randint(key, (n, 2), -max_shift, max_shift + 1, device="cpu"))
+    padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)))
+    out = np.empty_like(x)
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = padded[i, :, max_shift + dy:max_shift + dy + h, max_shift + dx:max_shift + dx + w]
+    return out
+
+
+def random_crop(x: np.ndarray, key, size: int, padding: int = 0) -> np.ndarray:
+    """Random ``size`` x ``size`` crops after zero ``padding`` (CIFAR: size 32, padding 4)."""
+    n, _, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    hp, wp = h + 2 * padding, w + 2 * padding
+    if size > min(hp, wp):
+        raise ValueError(f"random_crop: size {size} exceeds the padded image {hp}x{wp}")
+    k1, k2 = gdr.split(key)
+    top = to_numpy(gdr.randint(k1, (n,), 0, hp - size + 1, device="cpu"))
+    left = to_numpy(gdr.randint(k2, (n,), 0, wp - size + 1, device="cpu"))
+    return np.stack([padded[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(top, left))])
+
+
+def random_rotate(x: np.ndarray, key, max_degrees: float = 15.0) -> np.ndarray:
+    """Rotate each image by a random angle (nearest-neighbour sampling, zeros outside)."""
+    n, _, h, w = x.shape
+    angles = np.deg2rad((_u(key, (n,)) * 2 - 1) * max_degrees)
+    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    out = np.zeros_like(x)
+    for i, a in enumerate(angles):
+        sy = np.rint(np.cos(a) * yy - np.sin(a) * xx + (h - 1) / 2).astype(int)
+        sx = np.rint(np.sin(a) * yy + np.cos(a) * xx + (w - 1) / 2).astype(int)
+        ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        out[i][:, ok] = x[i][:, sy[ok], sx[ok]]
+    return out
+
+
+def gaussian_noise(x: np.ndarray, key, std: float = 0.1) -> np.ndarray:
+    """Add N(0, std^2) noise (denoising autoencoders)."""
+    noise = to_numpy(gdr.normal(key, x.shape, dtype=np.float32, device="cpu"))
+    return (x + std * noise).astype(x.dtype)
+
+
+def color_jitter(x: np.ndarray, key, brightness: float = 0.2, contrast: float = 0.2) -> np.ndarray:
+    """Random brightness (additive) and contrast (scale around the image mean) per image."""
+    n = x.shape[0]
+    k1, k2 = gdr.split(key)
+    b = (_u(k1, (n, 1, 1, 1)) * 2 - 1) * brightness
+    c = 1 + (_u(k2, (n, 1, 1, 1)) * 2 - 1) * contrast
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    return ((x - mean) * c + mean + b).astype(x.dtype)
+
+
+def augment(*steps):
+    """Compose ``(fn, kwargs)`` steps into a DataLoader transform on ``(x, y)`` batches.
+
+    Example: ``DataLoader(data, 64, transform=augment((random_flip, {}), (random_crop,
+    {"size": 32, "padding": 4})))``.
+    """
+
+    def transform(batch, key):
+        x, *rest = batch
+        keys = gdr.split(key, max(len(steps), 2))
+        for (fn, kwargs), k in zip(steps, keys):
+            x = fn(np.asarray(x), k, **kwargs)
+        return (x, *rest)
+
+    return transform

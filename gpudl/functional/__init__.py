@@ -1,0 +1,1 @@
+"""Neural-net ops (conv, pool, activations, losses, norm, dropout, rnn, attention, graph)."""

@@ -1,0 +1,333 @@
+"""Softmax cross-entropy: one primitive with two bodies (CUDA kernel, NumPy twin), one vjp.
+
+``softmax_cross_entropy(logits, labels)`` is torch's ``F.cross_entropy`` on integer labels:
+``loss[n] = (1 - eps) * (lse[n] - x[n, y[n]]) + eps * (lse[n] - mean_c x[n, c])`` with
+``lse = logsumexp(x, axis=-1)``, rows whose label is ``ignore_index`` contributing 0.
+
+On CuPy arrays it launches ``kernels/softmax_cross_entropy.cu`` (one block per row, an
+online max/sum in one pass over the row); on NumPy arrays the vectorised twin below computes
+the same loss, lse and gradient. Both share the vjp:
+
+* reduction ``'mean'``/``'sum'`` under ``gd.grad``: the forward launch also writes the
+  gradient for a unit upstream cotangent (``softmax - target`` times ``1/n_valid`` or 1), and
+  the vjp multiplies it by the scalar upstream ``g`` in place, handing the buffer over as
+  the cotangent. Memory trade-off: one extra (N, C) buffer lives from the forward to the
+  backward (the activations' size again); in exchange the backward reads no logits and
+  recomputes no exponentials. A second backward over the same tape recomputes from lse.
+  ``FUSED_REDUCED_BACKWARD = False`` switches to the recompute path (3 instead of 4 passes
+  over N*C elements when g != 1 must be applied; see benchmarks/kernels_cross_entropy.py).
+* reduction ``'none'``: the forward saves only lse (N,); the backward kernel recomputes
+  ``g[n] * (softmax - target)`` from it.
+* grad-of-grad: when the logits are traced by an outer ``gd.grad``, the vjp is written with
+  differentiable ops (``exp(x - logsumexp(x)) - target``) instead of the saved buffer.
+
+Outside ``gd.grad`` (evaluation) only the forward runs: no (N, C) buffer is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl import ops
+from gpudl.autodiff import Primitive, is_traced, unbox_all
+from gpudl.backend import check_same_device, device_of, module_of, xp_for
+from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
+from gpudl.errors import DTypeError, ShapeError
+
+OP = "F.softmax_cross_entropy"
+REDUCTIONS = ("mean", "sum", "none")
+FUSED_REDUCED_BACKWARD = True  # see the module docstring
+
+_BLOCKS = (32, 128, 512)
+_KERNELS = ("sce_forward", "sce_forward_backward", "sce_backward")
+SCE = KernelSource(
+    "softmax_cross_entropy.cu",
+    [f"{k}<{t}, {b}>" for k in _KERNELS for t in ("float", "double") for b in _BLOCKS],
+)
+_INT32 = np.iinfo(np.int32)
+_NO_IGNORE = np.int32(_INT32.min)  # never equals a checked label in [0, C)
+
+
+def block_size(num_classes: int) -> int:
+    """Threads per row-block: enough to cover a row in a few 16-byte loads, few idle ones."""
+    if num_classes <= 256:
+        return 32
+    return 128 if num_classes <= 2048 else 512
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_options(reduction, ignore_index, label_smoothing) -> float:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{OP}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
+        or not _INT32.min < int(ignore_index) <= _INT32.max
+    ):
+        raise ValueError(f"{OP}: ignore_index must be None or an int32 integer (torch uses "
+                         f"-100), got {ignore_index!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{OP}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def _check_dtypes(x, labels) -> None:
+    if x.dtype not in (np.float32, np.float64):
+        raise DTypeError(f"{OP}: logits must be float32 or float64, got {x.dtype}; cast with "
+                         f"logits.astype('float32')")
+    if labels.dtype.kind not in "iu":
+        raise DTypeError(f"{OP}: labels must be integer class indices, got dtype {labels.dtype}"
+                         f"; for soft (probability) targets use a loss on log_softmax, or cast "
+                         f"hard labels with labels.astype('int64')")
+
+
+def _check_labels(labels, num_classes: int, ignore_index) -> int:
+    """Raise IndexError for labels outside [0, C) that are not ignore_index; return n_valid.
+
+    One small device-to-host copy (two counts) on the GPU: the price of never launching on
+    an unchecked label.
+    """
+    xp = module_of(labels)
+    bad = (labels < 0) | (labels >= num_classes)
+    ignored = labels == ignore_index if ignore_index is not None else xp.zeros_like(bad)
+    bad &= ~ignored
+    n_bad, n_ignored = (int(v) for v in xp.stack([bad.sum(), ignored.sum()]).tolist())
+    if n_bad:
+        values = labels[bad]
+        first = int(xp.argmax(bad.ravel()))
+        allowed = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise IndexError(
+            f"{OP}: labels must lie in [0, {num_classes}) (C = {num_classes} classes){allowed}; "
+            f"{n_bad} label(s) do not, ranging over [{int(values.min())}, {int(values.max())}] "
+            f"(first at flat position {first}). Fix the labels, or pass ignore_index= for padding."
+        )
+    return labels.size - n_ignored
+
+
+# ----------------------------------------------------------------------------- NumPy twin
+def _twin_grad(x, labels, lse, coef, *, ignore_index, eps):
+    """(N, C) ``coef[n] * (softmax(x) - target)``, zero rows where ignored (vectorised)."""
+    xp = module_of(x)
+    n, c = x.shape
+    p = xp.exp(x - lse[:, None])  # softmax from lse, as the kernel computes it
+    p -= eps / c
+    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
+    rows = xp.arange(n)
+    p[rows, xp.where(valid, labels, 0)] -= 1.0 - eps
+    coef = xp.broadcast_to(xp.asarray(coef, dtype=x.dtype), (n,))
+    return xp.where(valid[:, None], p * coef[:, None], 0).astype(x.dtype, copy=False)
+
+
+def twin_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad_scale=1.0):
+    """NumPy twin of the forward kernels: ``(loss (N,), lse (N,), dlogits (N, C) or None)``.
+
+    Stable (the row max is subtracted before exp), vectorised, no loop over rows. Runs on
+    CuPy arrays too (the benchmark's composite).
+    """
+    xp = module_of(x)
+    n, c = x.shape
+    m = x.max(axis=1, keepdims=True)  # (N, 1)
+    lse = (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
+    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
+    x_y = x[xp.arange(n), xp.where(valid, labels, 0)]  # (N,) logit of the label
+    loss = lse - x_y
+    if eps != 0.0:
+        loss = (1.0 - eps) * loss + eps * (lse - x.sum(axis=1) / c)
+    loss = xp.where(valid, loss, 0).astype(x.dtype, copy=False)
+    dlogits = None
+    if with_grad:
+        dlogits = _twin_grad(x, labels, lse, grad_scale, ignore_index=ignore_index, eps=eps)
+    return loss, lse, dlogits
+
+
+# ----------------------------------------------------------------------------- CUDA body
+def _kernel(kind: str, dtype, num_classes: int):
+    return SCE.get(f"{kind}<{type_name(dtype)}, {block_size(num_classes)}>")
+
+
+def _labels32(labels):
+    # Safe after _check_labels: every value is in [0, C) or equals an int32 ignore_index.
+    return xp_for("cuda").ascontiguousarray(labels, dtype=np.int32)
+
+
+def cuda_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad_scale=1.0):
+    """Launch the forward (or fused forward+backward) kernel; same outputs as the twin."""
+    cupy = xp_for("cuda")
+    (x,) = contiguous_inputs(OP, x)
+    n, c = x.shape
+    dt = x.dtype.type
+    loss, lse = cupy.empty(n, x.dtype), cupy.empty(n, x.dtype)
+    ig = _NO_IGNORE if ignore_index is None else np.int32(ignore_index)
+    head = (x, _labels32(labels), loss, lse)
+    if with_grad:
+        dlogits = cupy.empty((n, c), x.dtype)
+        launch(_kernel("sce_forward_backward", x.dtype, c), (n,), (block_size(c),),
+               (*head, dlogits, np.int32(n), np.int32(c), ig, dt(eps), dt(grad_scale)))
+        return loss, lse, dlogits
+    launch(_kernel("sce_forward", x.dtype, c), (n,), (block_size(c),),
+           (*head, np.int32(n), np.int32(c), ig, dt(eps)))
+    return loss, lse, None
+
+
+def cuda_backward(x, labels, lse, g, *, ignore_index=None, eps=0.0, scale=1.0):
+    """``g[n] * scale * (softmax(x) - target)`` from the saved lse; g is () or (N,)."""
+    cupy = xp_for("cuda")
+    (x,) = contiguous_inputs(OP, x)
+    n, c = x.shape
+    g = cupy.ascontiguousarray(cupy.asarray(g), dtype=x.dtype)
+    dlogits = cupy.empty((n, c), x.dtype)
+    ig = _NO_IGNORE if ignore_index is None else np.int32(ignore_index)
+    launch(_kernel("sce_backward", x.dtype, c), (n,), (block_size(c),),
+           (x, _labels32(labels), lse, g, dlogits, np.int32(n), np.int32(c), ig,
+            x.dtype.type(eps), x.dtype.type(scale), np.int32(1 if g.ndim else 0)))
+    return dlogits
+
+
+# ----------------------------------------------------------------------------- the primitive
+class _Saved:
+    """What the forward keeps for the vjp. It is the primitive's second output, so it must
+    look like a 0-d array to the autodiff (which fills a zero cotangent of this shape)."""
+
+    __slots__ = ("lse", "dlogits", "n_valid", "dtype")
+    shape = ()
+
+    def __init__(self, lse, dlogits, n_valid: int, dtype):
+        self.lse, self.dlogits, self.n_valid, self.dtype = lse, dlogits, n_valid, dtype
+
+    def take_dlogits(self):
+        """Hand the saved gradient buffer over (once): the vjp scales it in place."""
+        d, self.dlogits = self.dlogits, None
+        return d
+
+
+def _unit_scale(reduction: str, n_valid: int) -> float:
+    if reduction == "mean":
+        return 1.0 / n_valid if n_valid else 0.0
+    return 1.0
+
+
+def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad):
+    x, labels = unbox_all(x), unbox_all(labels)
+    check_same_device([x, labels], OP)
+    _check_dtypes(x, labels)
+    if x.ndim != 2 or labels.shape != x.shape[:1]:
+        raise ShapeError(f"{OP}: the primitive takes logits (N, C) and labels (N,), got "
+                         f"{x.shape} and {labels.shape}")
+    n_valid = _check_labels(labels, x.shape[1], ignore_index)
+    xp = module_of(x)
+    scale = _unit_scale(reduction, n_valid)
+    with_grad = save_grad and reduction != "none"
+    if x.shape[0] == 0:  # nothing to launch
+        loss, lse = xp.zeros(0, x.dtype), xp.zeros(0, x.dtype)
+        dlogits = xp.zeros(x.shape, x.dtype) if with_grad else None
+    else:
+        body = cuda_forward if device_of(x) == "cuda" else twin_forward
+        loss, lse, dlogits = body(x, labels, ignore_index=ignore_index, eps=label_smoothing,
+                                  with_grad=with_grad, grad_scale=scale)
+    if reduction == "sum":
+        loss = xp.asarray(loss.sum())
+    elif reduction == "mean":  # over non-ignored rows, as torch; 0 of them gives NaN (0/0)
+        loss = xp.asarray(loss.sum() / n_valid) if n_valid else xp.full((), np.nan, x.dtype)
+    return loss, _Saved(lse, dlogits, n_valid, x.dtype)
+
+
+def _grad_raw(x, labels, lse, g, *, ignore_index, eps, scale):
+    """Plain-array gradient ``g * scale * (softmax - target)`` on either device."""
+    if device_of(x) == "cuda":
+        return cuda_backward(x, labels, lse, g, ignore_index=ignore_index, eps=eps, scale=scale)
+    coef = np.asarray(g, dtype=x.dtype) * x.dtype.type(scale)
+    return _twin_grad(x, labels, lse, coef, ignore_index=ignore_index, eps=eps)
+
+
+def _grad_composite(x, labels, g, *, reduction, ignore_index, eps, scale):
+    """The same gradient written with differentiable ops, for grad-of-grad."""
+    raw = unbox_all(x)
+    xp = module_of(raw)
+    n, c = raw.shape
+    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
+    target = xp.full((n, c), eps / c, dtype=raw.dtype)  # (N, C), a constant
+    target[xp.arange(n), xp.where(valid, labels, 0)] += 1.0 - eps
+    weight = (valid * scale).astype(raw.dtype)[:, None]  # (N, 1)
+    p = ops.exp(x - ops.logsumexp(x, axis=1, keepdims=True))
+    d = (p - target) * weight
+    return d * (ops.reshape(g, (n, 1)) if reduction == "none" else g)
+
+
+def _sce_vjp(cots, outs, x, labels, *, reduction, ignore_index, label_smoothing, save_grad):
+    g = cots[0]
+    saved = unbox_all(outs[1])
+    kw = {"ignore_index": ignore_index, "eps": label_smoothing}
+    scale = _unit_scale(reduction, saved.n_valid)
+
+    def grad_logits():
+        if is_traced(x):  # an outer trace differentiates this gradient: stay differentiable
+            return _grad_composite(x, labels, g, reduction=reduction, scale=scale, **kw)
+        if reduction == "none":
+            if is_traced(g):
+                unit = _grad_raw(x, labels, saved.lse, np.ones((), x.dtype), scale=1.0, **kw)
+                return ops.reshape(g, (x.shape[0], 1)) * unit
+            return _grad_raw(x, labels, saved.lse, g, scale=1.0, **kw)
+        dl = saved.take_dlogits()
+        if dl is None:  # not fused, or a second backward over this tape: recompute
+            ones = np.ones((), x.dtype)
+            dl = _grad_raw(x, labels, saved.lse, ones if is_traced(g) else g, scale=scale, **kw)
+            return g * dl if is_traced(g) else dl
+        if is_traced(g):
+            return g * dl
+        dl *= module_of(dl).asarray(g, dtype=dl.dtype)  # the buffer becomes the cotangent
+        return dl
+
+    return (grad_logits, None)
+
+
+_sce = Primitive("softmax_cross_entropy", _sce_impl, _sce_vjp, multiple_results=True)
+
+
+# ----------------------------------------------------------------------------- public API
+def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int | None = None,
+                          label_smoothing: float = 0.0):
+    """Cross-entropy of integer ``labels`` under ``softmax(logits)``, as torch's F.cross_entropy.
+
+    Shapes (torch's): logits (N, C) with labels (N,); logits (N, C, d1, ..., dk) with labels
+    (N, d1, ..., dk) (the class axis is 1, e.g. segmentation maps or (N, C, T) sequences;
+    for (N, T, C) logits pass ``logits.reshape(-1, C)`` and ``labels.reshape(-1)``); logits
+    (C,) with a 0-d label. ``reduction``: 'mean' (over rows whose label is not
+    ``ignore_index``; NaN if there is none, as torch), 'sum', or 'none' (labels' shape).
+    ``label_smoothing`` eps: the target is ``(1 - eps) * onehot + eps / C``. Labels outside
+    [0, C) raise IndexError before anything runs.
+
+    Example:
+        >>> import numpy as np
+        >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        >>> round(float(softmax_cross_entropy(logits, np.array([0, 2]))), 4)
+        0.6691
+        >>> softmax_cross_entropy(logits, np.array([0, -100]), reduction="none",
+        ...                       ignore_index=-100).round(4).tolist()
+        [0.2395, 0.0]
+    """
+    eps = _check_options(reduction, ignore_index, label_smoothing)
+    raw = unbox_all(logits)
+    labels = unbox_all(labels)
+    if not hasattr(labels, "dtype"):
+        labels = module_of(raw).asarray(labels)
+    check_same_device([raw, labels], OP)
+    _check_dtypes(raw, labels)
+    shape = tuple(raw.shape)
+    if len(shape) == 0 or shape[1 if len(shape) > 1 else 0] == 0:
+        raise ShapeError(f"{OP}: logits need a class axis with at least one class, got shape "
+                         f"{shape}; expected (N, C), (N, C, d1, ...) or (C,)")
+    expected = () if len(shape) == 1 else (shape[0], *shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ShapeError(f"{OP}: labels must have shape {expected} for logits of shape {shape} "
+                         f"(logits without the class axis 1), got {tuple(labels.shape)}")
+    c = shape[0] if len(shape) == 1 else shape[1]
+    x2 = logits
+    if len(shape) != 2:  # move the class axis last, then one row per labelled position
+        x2 = ops.moveaxis(logits, 1, -1) if len(shape) > 2 else logits
+        x2 = ops.reshape(x2, (labels.size, c))
+    save = FUSED_REDUCED_BACKWARD and reduction != "none" and is_traced(logits)
+    loss, _ = _sce(x2, labels.reshape(-1), reduction=reduction, ignore_index=ignore_index,
+                   label_smoothing=eps, save_grad=save)
+    if reduction == "none" and loss.shape != expected:
+        loss = ops.reshape(loss, expected)
+    return loss

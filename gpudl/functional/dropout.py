@@ -1,0 +1,51 @@
+"""Dropout with explicit random keys (inverted dropout, torch's convention).
+
+Example:
+    >>> import numpy as np, gpudl as gd
+    >>> from gpudl.functional.dropout import dropout
+    >>> y = dropout(np.ones(4), 0.5, gd.random.key(0))
+    >>> sorted(set(y.tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl import ops
+from gpudl import random as gdr
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of
+
+
+def dropout(x, rate: float, key=None, train: bool = True):
+    """Zero each element with probability ``rate`` and scale the survivors by ``1/(1-rate)``.
+
+    ``rate`` is the *drop* probability (torch's ``p``), in [0, 1). With ``train=False``
+    (or ``rate == 0``) ``x`` is returned unchanged. Training needs a ``key``
+    (``gd.random.key`` / ``split``): the same key drops the same elements on CPU and GPU.
+
+    Inverted dropout scales at training time so evaluation needs no change. The course's
+    original form (no scaling in training, weights multiplied by ``1 - rate`` at test
+    time) gives the same expected activations; only where the factor is applied differs.
+
+    Example:
+        >>> dropout(np.ones(3), 0.9, None, train=False).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    if not isinstance(rate, (int, float, np.floating)) or not 0.0 <= float(rate) < 1.0:
+        raise ValueError(
+            f"dropout: rate is the probability of dropping an element and must lie in [0, 1), "
+            f"got {rate!r}"
+        )
+    if not train or rate == 0:
+        return x
+    if key is None:
+        raise ValueError(
+            "dropout: train=True needs a random key, e.g. dropout(x, rate, gd.random.key(0)); "
+            "in a model pass key= to apply(), or use train=False for evaluation"
+        )
+    raw = unbox_all(x)
+    keep = gdr.bernoulli(key, 1.0 - float(rate), raw.shape, device=device_of(raw))
+    scale = keep.astype(raw.dtype) * np.asarray(1.0 / (1.0 - float(rate)), dtype=raw.dtype)
+    return ops.multiply(x, scale)

@@ -1,0 +1,484 @@
+"""Losses with torch's names, argument orders, reductions and numerics.
+
+All are composites of ``gd.ops`` (plus ``softplus``/``log_softmax`` primitives). The fused
+softmax cross-entropy kernel is ``F.softmax_cross_entropy`` (its own module). Every loss
+checks shapes and label ranges and says what it expected and how to fix it.
+
+Example:
+    >>> import numpy as np
+    >>> from gpudl.functional import losses as L
+    >>> float(L.mse_loss(np.array([1.0, 2.0]), np.array([1.0, 4.0])))
+    2.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gpudl import ops
+from gpudl.autodiff import stop_gradient, unbox_all
+from gpudl.backend import module_of
+from gpudl.errors import DTypeError, ShapeError
+from gpudl.functional.normalization import _mean
+from gpudl.functional.activations import log_softmax, softplus
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _shape(x) -> tuple:
+    raw = unbox_all(x)
+    return raw.shape if hasattr(raw, "shape") else np.shape(raw)
+
+
+def _reduce(loss, reduction: str, op: str):
+    if reduction == "mean":
+        return _mean(loss)
+    if reduction == "sum":
+        return ops.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_reduction(reduction: str, op: str, allowed=_REDUCTIONS) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{op}: reduction must be one of {allowed}, got {reduction!r}")
+
+
+def _same_shape(a, b, op: str, names=("input", "target")) -> None:
+    sa, sb = _shape(a), _shape(b)
+    if sa != sb:
+        raise ShapeError(
+            f"{op}: {names[0]} has shape {sa} but {names[1]} has shape {sb}; they must match "
+            f"(reshape the target, e.g. y.reshape(pred.shape), or fix the model's output size)"
+        )
+
+
+def _check_labels(labels, num_classes: int, op: str, ignore_index=None):
+    """Integer labels in [0, num_classes) (``ignore_index`` allowed); returns the plain array."""
+    raw = unbox_all(labels)
+    if not hasattr(raw, "dtype") or raw.dtype.kind not in "iu":
+        raise DTypeError(
+            f"{op}: labels must be an integer array of class indices, got dtype "
+            f"{getattr(raw, 'dtype', type(raw).__name__)}; cast with labels.astype('int64') "
+            f"(for one-hot or soft targets use a loss on probabilities)"
+        )
+    valid = raw if ignore_index is None else raw[raw != ignore_index]
+    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
+        raise ValueError(
+            f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes"
+            f"{'' if ignore_index is None else f' (or equal ignore_index={ignore_index})'}, "
+            f"got range [{int(valid.min())}, {int(valid.max())}]; check the label encoding or "
+            f"the number of output units"
+        )
+    return raw
+
+
+# ------------------------------------------------------------------------ regression
+def mse_loss(input, target, reduction: str = "mean"):
+    """Mean squared error ``(input - target)^2``; the course's ½·sum form is ``0.5 * mse_loss(..., reduction="sum")``.
+
+    Example:
+        >>> float(mse_loss(np.array([0.0, 0.0]), np.array([1.0, 3.0]), reduction="sum"))
+        10.0
+    """
+    _check_reduction(reduction, "mse_loss")
+    _same_shape(input, target, "mse_loss")
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction: str = "mean"):
+    """Mean absolute error ``|input - target|``."""
+    _check_reduction(reduction, "l1_loss")
+    _same_shape(input, target, "l1_loss")
+    return _reduce(ops.abs(input - target), reduction, "l1_loss")
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
+    """torch's Huber: ``0.5 d^2`` for ``|d| < delta``, else ``delta (|d| - 0.5 delta)``.
+
+    Example:
+        >>> float(huber_loss(np.array([3.0]), np.array([0.0])))
+        2.5
+    """
+    _check_reduction(reduction, "huber_loss")
+    _same_shape(input, target, "huber_loss")
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be > 0, got {delta}")
+    d = input - target
+    a = ops.abs(d)
+    loss = ops.where(ops.less(a, delta), 0.5 * d * d, delta * (a - 0.5 * delta))
+    return _reduce(loss, reduction, "huber_loss")
+
+
+# ------------------------------------------------------------------------ binary classification
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
+    """BCE on probabilities: ``-(t log p + (1-t) log(1-p))``, each log clamped to >= -100 (torch).
+
+    Prefer :func:`binary_cross_entropy_with_logits` (stable); this form is for models that
+    end in a sigmoid.
+
+    Example:
+        >>> round(float(binary_cross_entropy(np.array([0.5]), np.array([1.0]))), 6)
+        0.693147
+    """
+    _check_reduction(reduction, "binary_cross_entropy")
+    _same_shape(input, target, "binary_cross_entropy")
+    raw = unbox_all(input)
+    if raw.size and (float(raw.min()) < 0.0 or float(raw.max()) > 1.0):
+        raise ValueError(
+            f"binary_cross_entropy: input must be probabilities in [0, 1], got range "
+            f"[{float(raw.min()):.4g}, {float(raw.max()):.4g}]; apply a sigmoid first or use "
+            f"binary_cross_entropy_with_logits on the raw outputs"
+        )
+
+    def clamped_log(p):
+        # log(0) = -inf would give a NaN gradient (0 * inf): use a safe argument instead.
+        positive = ops.greater(p, 0)
+        return ops.maximum(ops.where(positive, ops.log(ops.where(positive, p, 1.0)), -100.0), -100.0)
+
+    loss = -(target * clamped_log(input) + (1.0 - target) * clamped_log(1.0 - input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None,
+                                     reduction: str = "mean"):
+    """BCE on logits in the stable softplus form (torch semantics, ``pos_weight`` per class).
+
+    ``loss = (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``, never overflows.
+
+    Example:
+        >>> round(float(binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0]))), 6)
+        0.693147
+    """
+    op = "binary_cross_entropy_with_logits"
+    _check_reduction(reduction, op)
+    _same_shape(input, target, op, ("input (logits)", "target"))
+    sp = softplus(-input)  # = -log sigmoid(x)
+    if pos_weight is None:
+        loss = (1.0 - target) * input + sp
+    else:
+        loss = (1.0 - target) * input + (1.0 + (pos_weight - 1.0) * target) * sp
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, op)
+
+
+# ------------------------------------------------------------------------ multi-class
+def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: int | None = None):
+    """Negative log-likelihood of integer labels under log-probabilities (torch ``nll_loss``).
+
+    ``input`` (N, C) or (N, C, d1, ...) log-probabilities; ``target`` (N,) or (N, d1, ...).
+    ``mean`` divides by the summed weights of non-ignored targets; if every target is
+    ignored it returns 0 (torch returns NaN).
+
+    Example:
+        >>> lp = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+        >>> round(float(nll_loss(lp, np.array([0, 1]))), 6)
+        1.497866
+    """
+    _check_reduction(reduction, "nll_loss")
+    s, ts = _shape(input), _shape(target)
+    if len(s) < 2 or ts != (s[0],) + s[2:]:
+        raise ShapeError(
+            f"nll_loss: input (log-probabilities) must be (N, C) or (N, C, d1, ...) and target "
+            f"(N,) or (N, d1, ...) matching it without C; got input {s} and target {ts}"
+        )
+    labels = _check_labels(target, s[1], "nll_loss", ignore_index)
+    xp = module_of(labels)
+    keep = xp.ones(labels.shape, dtype=bool) if ignore_index is None else labels != ignore_index
+    safe = xp.where(keep, labels, 0)
+    lp = ops.moveaxis(input, 1, -1) if len(s) > 2 else input  # (N, ..., C)
+    picked = ops.take_along_axis(lp, safe[..., None], axis=-1)[..., 0]  # (N, ...)
+    w = keep.astype(unbox_all(input).dtype)
+    if weight is not None:
+        if _shape(weight) != (s[1],):
+            raise ShapeError(f"nll_loss: weight must have shape ({s[1]},), got {_shape(weight)}")
+        w = ops.take(weight, safe, axis=0) * w
+    loss = -picked * w
+    if reduction == "none":
+        return loss
+    total = ops.sum(loss)
+    if reduction == "sum":
+        return total
+    return total / ops.maximum(ops.sum(w), 1e-12) if weight is not None else total / float(
+        max(int(keep.sum()), 1)
+    )
+
+
+def sequence_cross_entropy(logits, labels, mask=None, ignore_index: int | None = None,
+                           reduction: str = "mean"):
+    """Per-token cross-entropy for sequences: ``logits`` (N, T, V), ``labels`` (N, T).
+
+    Padding is left out by ``mask`` (N, T), True/1 = a real token, or by ``ignore_index``.
+    ``mean`` averages over real tokens; ``none`` gives (N, T) with padding zeroed.
+    This composite path (log_softmax + gather) is for clarity; the fused kernel
+    ``F.softmax_cross_entropy`` is the fast path on the GPU.
+
+    Example:
+        >>> logits = np.zeros((1, 2, 4)); labels = np.array([[1, 3]])
+        >>> round(float(sequence_cross_entropy(logits, labels, mask=np.array([[1, 0]]))), 6)
+        1.386294
+    """
+    op = "sequence_cross_entropy"
+    _check_reduction(reduction, op)
+    s, ts = _shape(logits), _shape(labels)
+    if len(s) != 3 or ts != s[:2]:
+        raise ShapeError(
+            f"{op}: logits must be (N, T, V) and labels (N, T); got logits {s} and labels {ts}"
+        )
+    raw = _check_labels(labels, s[2], op, ignore_index)
+    xp = module_of(raw)
+    keep = xp.ones(ts, dtype=bool) if ignore_index is None else raw != ignore_index
+    if mask is not None:
+        m = unbox_all(mask)
+        if tuple(m.shape) != ts:
+            raise ShapeError(f"{op}: mask must have the labels' shape {ts}, got {tuple(m.shape)}")
+        keep = keep & (m != 0)
+    safe = xp.where(keep, raw, 0)
+    picked = ops.take_along_axis(log_softmax(logits, axis=-1), safe[..., None], axis=-1)[..., 0]
+    loss = ops.where(keep, -picked, 0.0)  # (N, T)
+    if reduction == "none":
+        return loss
+    total = ops.sum(loss)
+    return total if reduction == "sum" else total / float(max(int(keep.sum()), 1))
+
+
+# ------------------------------------------------------------------------ divergences
+def kl_div(input, target, reduction: str = "batchmean", log_target: bool = False):
+    """KL(target || model) with torch's argument order: ``input`` log-probs, ``target`` probs.
+
+    Pointwise ``target * (log target - input)`` (0 where target is 0). ``batchmean`` (the
+    mathematically right one, default here) divides the sum by the batch size; torch's
+    default ``mean`` divides by the number of elements.
+
+    Example:
+        >>> p = np.array([[0.5, 0.5]])
+        >>> float(kl_div(np.log(p), p))
+        0.0
+    """
+    op = "kl_div"
+    _check_reduction(reduction, op, ("batchmean", "mean", "sum", "none"))
+    _same_shape(input, target, op, ("input (log-probabilities)", "target"))
+    if log_target:
+        pointwise = ops.exp(target) * (target - input)
+    else:
+        positive = ops.greater(target, 0)
+        safe = ops.where(positive, target, 1.0)
+        pointwise = ops.where(positive, target * (ops.log(safe) - input), 0.0)
+    if reduction == "batchmean":
+        n = _shape(input)[0] if _shape(input) else 1
+        return ops.sum(pointwise) / float(n)
+    return _reduce(pointwise, reduction, op)
+
+
+def gaussian_kl(mu, logvar, reduction: str = "mean"):
+    """VAE latent loss KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims.
+
+    ``-0.5 * sum(1 + logvar - mu^2 - exp(logvar))`` per sample; ``mean`` over the batch
+    (axis 0), ``sum`` over it, ``none`` gives one value per sample.
+
+    Example:
+        >>> float(gaussian_kl(np.zeros((2, 3)), np.zeros((2, 3))))
+        0.0
+    """
+    _check_reduction(reduction, "gaussian_kl")
+    _same_shape(mu, logvar, "gaussian_kl", ("mu", "logvar"))
+    s = _shape(mu)
+    per = -0.5 * (1.0 + logvar - mu * mu - ops.exp(logvar))
+    per_sample = ops.sum(per, axis=tuple(range(1, len(s)))) if len(s) > 1 else per
+    return _reduce(per_sample, reduction, "gaussian_kl")
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6,
+                      reduction: str = "mean"):
+    """torch's Gaussian NLL: ``0.5 (log var + (input - target)^2 / var)`` (+ ``0.5 log 2pi`` if full).
+
+    ``var`` has the input's shape, or lacks its last dim, or has last dim 1 (one variance
+    shared by the features). It is clamped to >= eps for stability, with the gradient
+    passed through unchanged (as torch does).
+
+    Example:
+        >>> float(gaussian_nll_loss(np.zeros(2), np.zeros(2), np.ones(2)))
+        0.0
+    """
+    op = "gaussian_nll_loss"
+    _check_reduction(reduction, op)
+    _same_shape(input, target, op)
+    si, sv = _shape(input), _shape(var)
+    if sv != si:
+        if sv == si[:-1]:
+            var = ops.expand_dims(var, -1)
+        elif not (sv[:-1] == si[:-1] and sv and sv[-1] == 1):
+            raise ShapeError(
+                f"{op}: var has shape {sv}; expected the input's shape {si}, {si[:-1]}, "
+                f"or {si[:-1] + (1,)}"
+            )
+    raw = unbox_all(var)
+    if raw.size and float(raw.min()) < 0:
+        raise ValueError(f"{op}: var must be non-negative, got a minimum of {float(raw.min()):.4g}")
+    var = var + stop_gradient(ops.maximum(var, eps) - var)  # clamp, identity gradient
+    d = input - target
+    loss = 0.5 * (ops.log(var) + d * d / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction, op)
+
+
+# ------------------------------------------------------------------------ contrastive and GAN
+def nt_xent(z1, z2, temperature: float = 0.5):
+    """SimCLR's NT-Xent loss for two views ``z1``, ``z2`` of shape (N, D).
+
+    Cosine similarities of all 2N embeddings over ``temperature``; each one's positive is
+    its other view, the other 2N - 2 are negatives; mean cross-entropy over the 2N rows.
+
+    Example:
+        >>> z = np.eye(2)
+        >>> round(float(nt_xent(z, z, temperature=1.0)), 4)
+        0.5514
+    """
+    _same_shape(z1, z2, "nt_xent", ("z1", "z2"))
+    s = _shape(z1)
+    if len(s) != 2 or s[0] < 1:
+        raise ShapeError(f"nt_xent: embeddings must be (N, D) with N >= 1, got {s}")
+    if temperature <= 0:
+        raise ValueError(f"nt_xent: temperature must be > 0, got {temperature}")
+    n = s[0]
+    z = ops.concatenate([z1, z2], axis=0)  # (2N, D)
+    norm = ops.sqrt(ops.sum(z * z, axis=1, keepdims=True))
+    z = z / ops.maximum(norm, 1e-8)
+    sim = ops.matmul(z, ops.transpose(z)) / float(temperature)  # (2N, 2N)
+    xp = module_of(unbox_all(sim))
+    self_pairs = xp.eye(2 * n, dtype=bool)
+    sim = ops.where(self_pairs, -np.inf, sim)  # a sample is not its own negative
+    positives = xp.concatenate([xp.arange(n, 2 * n), xp.arange(0, n)])
+    lp = log_softmax(sim, axis=1)
+    return -_mean(ops.take_along_axis(lp, positives[:, None], axis=1))
+
+
+def gan_discriminator_loss(real_logits, fake_logits):
+    """``-log D(x) - log(1 - D(G(z)))`` on logits (mean over each batch), stable.
+
+    Example:
+        >>> round(float(gan_discriminator_loss(np.zeros(2), np.zeros(2))), 6)
+        1.386294
+    """
+    return _mean(softplus(-real_logits)) + _mean(softplus(fake_logits))
+
+
+def gan_generator_loss(fake_logits, non_saturating: bool = True):
+    """Generator loss on the discriminator's logits for generated samples.
+
+    Non-saturating (default, Goodfellow et al.'s practical form): ``-log D(G(z))``.
+    ``non_saturating=False`` gives the minimax form ``log(1 - D(G(z)))``, whose gradient
+    vanishes when the discriminator wins.
+    """
+    if non_saturating:
+        return _mean(softplus(-fake_logits))
+    return -_mean(softplus(fake_logits))
+
+
+# ------------------------------------------------------------------------ regularizers
+def _weights(params, exclude_bias: bool) -> list:
+    from gpudl.tree import flatten_with_paths
+
+    return [
+        leaf for path, leaf in flatten_with_paths(params)
+        if not (exclude_bias and path.rsplit(".", 1)[-1] == "bias")
+    ]
+
+
+def l2_penalty(params, exclude_bias: bool = True):
+    """``sum(w^2)`` over every array in the parameter tree (weight decay's penalty).
+
+    Leaves named ``bias`` are left out by default. The course's ``(lambda/2) ||w||^2`` is
+    ``0.5 * lam * l2_penalty(params)``.
+
+    Example:
+        >>> float(l2_penalty({"fc": {"weight": np.array([1.0, 2.0]), "bias": np.array([5.0])}}))
+        5.0
+    """
+    terms = [ops.sum(w * w) for w in _weights(params, exclude_bias)]
+    return sum(terms[1:], terms[0]) if terms else 0.0
+
+
+def l1_penalty(params, exclude_bias: bool = True):
+    """``sum(|w|)`` over the parameter tree (``bias`` leaves left out by default)."""
+    terms = [ops.sum(ops.abs(w)) for w in _weights(params, exclude_bias)]
+    return sum(terms[1:], terms[0]) if terms else 0.0
+
+
+def sparsity_kl(rho: float, rho_hat, eps: float = 1e-8):
+    """Sparse-autoencoder penalty ``sum_j KL(rho || rho_hat_j)`` of Bernoulli rates.
+
+    ``rho`` is the target mean activation (e.g. 0.05); ``rho_hat`` the observed mean
+    activation of each hidden unit, e.g. ``ops.mean(sigmoid_hidden, axis=0)``.
+
+    Example:
+        >>> float(sparsity_kl(0.1, np.array([0.1, 0.1])))
+        0.0
+    """
+    if not 0.0 < rho < 1.0:
+        raise ValueError(f"sparsity_kl: rho must lie in (0, 1), got {rho}")
+    r = ops.clip(rho_hat, eps, 1.0 - eps)
+    return ops.sum(rho * ops.log(rho / r) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - r)))
+
+
+def contractive_penalty(f, x, reduction: str = "mean"):
+    """Squared Frobenius norm of the encoder's Jacobian ``||d f(x) / d x||_F^2`` (Rifai et al.).
+
+    ``f`` maps a batch (N, D) row-wise to codes (N, H) (no batch-coupling layers such as
+    BatchNorm). Cost: one forward and H backward passes through ``f`` (``gd.vjp`` with one
+    unit cotangent per code unit); differentiable again, so ``gd.grad`` of a loss that
+    includes it trains through the Jacobian (grad-of-grad). For a sigmoid encoder use the
+    closed form :func:`contractive_penalty_sigmoid` (one pass). ``mean``/``sum`` over N.
+
+    Example:
+        >>> x = np.ones((2, 3))
+        >>> float(contractive_penalty(lambda v: 2.0 * v, x))
+        12.0
+    """
+    from gpudl.autodiff import vjp
+
+    _check_reduction(reduction, "contractive_penalty", ("mean", "sum"))
+    out, f_vjp = vjp(f, x)
+    s = _shape(out)
+    if len(s) != 2 or s[0] != _shape(x)[0]:
+        raise ShapeError(f"contractive_penalty: f must map (N, D) to (N, H), got {s}")
+    xp = module_of(unbox_all(out))
+    total = None
+    for j in range(s[1]):
+        e = xp.zeros(s, dtype=unbox_all(out).dtype)
+        e[:, j] = 1.0
+        (row,) = f_vjp(e)  # (N, D): d out[n, j] / d x[n]
+        term = ops.sum(row * row)
+        total = term if total is None else total + term
+    if total is None:
+        total = 0.0
+    return total / float(s[0]) if reduction == "mean" else total
+
+
+def contractive_penalty_sigmoid(h, weight, reduction: str = "mean"):
+    """Closed-form contractive penalty for ``h = sigmoid(x @ weight.T + b)``.
+
+    ``||J||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2`` per sample; ``weight`` (H, D).
+
+    Example:
+        >>> h = np.full((1, 2), 0.5); w = np.ones((2, 3))
+        >>> float(contractive_penalty_sigmoid(h, w))
+        0.375
+    """
+    _check_reduction(reduction, "contractive_penalty_sigmoid", ("mean", "sum"))
+    sh, sw = _shape(h), _shape(weight)
+    if len(sh) != 2 or len(sw) != 2 or sh[1] != sw[0]:
+        raise ShapeError(
+            f"contractive_penalty_sigmoid: h must be (N, H) and weight (H, D); got {sh}, {sw}"
+        )
+    d = h * (1.0 - h)
+    total = ops.sum(ops.matmul(d * d, ops.sum(weight * weight, axis=1)))
+    return total / float(sh[0]) if reduction == "mean" else total

@@ -1,0 +1,45 @@
+"""Convolutional classifiers (LeNet-5 first; AlexNet, VGG, NiN, GoogLeNet, ResNet follow).
+
+Example:
+    >>> import gpudl as gd
+    >>> net = lenet5()
+    >>> params, state = net.init(gd.random.key(0), gd.ops.zeros((1, 1, 28, 28)))
+    >>> gd.nn.count_params(params)
+    61706
+"""
+
+from __future__ import annotations
+
+from gpudl import nn
+
+
+def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg") -> nn.Sequential:
+    """LeNet-5 as the d2l course draws it for 28x28 inputs.
+
+    conv 6@5x5 pad 2 -> pool 2 -> conv 16@5x5 -> pool 2 -> 120 -> 84 -> classes.
+    LeCun's trainable subsampling and RBF output are replaced by average pooling and a
+    dense layer, as in the courses; ``activation="relu"`` and ``pool="max"`` are the
+    modern variant. 61,706 parameters with 10 classes.
+    """
+    act = (lambda: nn.Activation(activation))
+    pool_layer = (lambda: nn.AvgPool2d(2)) if pool == "avg" else (lambda: nn.MaxPool2d(2))
+    return nn.Sequential([
+        nn.Conv2d(6, 5, padding=2), act(), pool_layer(),
+        nn.Conv2d(16, 5), act(), pool_layer(),
+        nn.Flatten(),
+        nn.Dense(120), act(),
+        nn.Dense(84), act(),
+        nn.Dense(num_classes),
+    ])
+
+
+def mlp(hidden=(256, 128), num_classes: int = 10, activation: str = "relu",
+        dropout: float = 0.0) -> nn.Sequential:
+    """A multilayer perceptron on flattened inputs."""
+    layers: list = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Dense(width), nn.Activation(activation)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Dense(num_classes))
+    return nn.Sequential(layers)

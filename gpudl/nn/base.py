@@ -1,0 +1,219 @@
+"""The layer protocol and the Sequential container.
+
+A layer is an object with two methods and no hidden state:
+
+* ``init(key, x_example) -> (params, state)``: parameters and state (BatchNorm running
+  statistics) as nested dicts with torch-style leaf names; shapes are inferred from the
+  example input, so ``Dense(120)`` needs no input size.
+* ``apply(params, state, x, *, train=False, key=None) -> (y, new_state)``.
+
+Containers name their children (``conv1``, ``conv2``, ``dense1`` ... or a ``name=`` given
+to the layer) and keep only children that have parameters in the params tree, so a
+flattened key reads ``conv1.weight``. The same layer object used twice shares its
+parameters and counts once, as in PyTorch and Keras.
+
+Example:
+    >>> import gpudl as gd
+    >>> from gpudl import nn
+    >>> model = nn.Sequential([nn.Dense(4), nn.ReLU(), nn.Dense(2)])
+    >>> params, state = model.init(gd.random.key(0), gd.ops.zeros((1, 3)))
+    >>> sorted(params)
+    ['dense1', 'dense2']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gpudl import random as gdr
+from gpudl.errors import TreeMismatchError
+from gpudl.tree import tree_map
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
+
+
+class Layer:
+    """Base class: override ``init`` (if the layer has parameters) and ``apply``."""
+
+    #: prefix used when a container names this layer (``dense`` -> ``dense1``)
+    base_name: str | None = None
+    #: set False on layers whose parameters must not be trained (frozen embeddings)
+    trainable: bool = True
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+
+    # -- protocol ----------------------------------------------------------------
+    def init(self, key, x) -> tuple[dict, dict]:
+        return {}, {}
+
+    def apply(self, params: dict, state: dict, x, *, train: bool = False, key=None):
+        raise NotImplementedError(f"{type(self).__name__}.apply")
+
+    # -- conveniences -------------------------------------------------------------
+    def __call__(self, *inputs):
+        """On symbolic inputs (``nn.Input``), build a graph node for ``nn.Model``."""
+        from gpudl.nn.graph import call_symbolic
+
+        return call_symbolic(self, inputs)
+
+    def prefix(self) -> str:
+        return self.base_name or _snake(type(self).__name__)
+
+    def trainable_mask(self, params: dict) -> Any:
+        """A tree of booleans shaped like ``params``: False for frozen leaves."""
+        return tree_map(lambda _: bool(self.trainable), params)
+
+    def macs(self, x, y, params: dict) -> int:
+        """Multiply-accumulates of one forward pass on ``x`` (0 unless overridden)."""
+        return 0
+
+    def summary(self, x_example, key=None, print_fn=print) -> None:
+        """Print a table: layer, output shape, parameter count, MACs; totals at the end."""
+        from gpudl.nn.summary import summary_table
+
+        print_fn(summary_table(self, x_example, key))
+
+    def summary_dict(self, x_example, key=None) -> dict:
+        """The data of :meth:`summary` as a dict (rows and totals)."""
+        from gpudl.nn.summary import summary_data
+
+        return summary_data(self, x_example, key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name or ''})"
+
+
+def require_params(params: dict, keys: Sequence[str], layer: Layer) -> None:
+    """Raise TreeMismatchError naming missing and extra keys of a leaf layer's params."""
+    missing = [k for k in keys if k not in params]
+    extra = [k for k in params if k not in keys]
+    if missing or extra:
+        raise TreeMismatchError(
+            f"{type(layer).__name__}{' ' + repr(layer.name) if layer.name else ''}: the params "
+            f"do not match the layer: missing keys {missing}, extra keys {extra}. Use the "
+            "params returned by model.init (or gd.load of a checkpoint of this model)."
+        )
+
+
+def has_params(layer: Layer) -> bool:
+    """Whether ``layer`` owns parameters (decides if it gets an entry in the params tree)."""
+    return getattr(layer, "_has_params", type(layer).init is not Layer.init)
+
+
+def name_children(layers: Sequence[Layer]) -> list[str]:
+    """Unique names: ``name=`` if given, else prefix + running count; reused objects keep theirs."""
+    names: list[str] = []
+    by_id: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    taken = {layer.name for layer in layers if layer.name}
+    for layer in layers:
+        if id(layer) in by_id:
+            names.append(by_id[id(layer)])
+            continue
+        if layer.name:
+            name = layer.name
+        else:
+            prefix = layer.prefix()
+            while True:
+                counts[prefix] = counts.get(prefix, 0) + 1
+                name = f"{prefix}{counts[prefix]}"
+                if name not in taken:
+                    break
+        if name in by_id.values():
+            raise ValueError(f"two different layers are both named {name!r}; rename one")
+        by_id[id(layer)] = name
+        names.append(name)
+    return names
+
+
+def check_children(params: dict, names: Sequence[str], layers: Sequence[Layer], owner: str):
+    """The container-level params check: missing and extra child names, both listed."""
+    expected = {n for n, layer in zip(names, layers) if has_params(layer)}
+    missing = sorted(n for n in expected if n not in params)
+    extra = sorted(k for k in params if k not in set(names))
+    if missing or extra:
+        raise TreeMismatchError(
+            f"{owner}: the params tree does not match the model: missing keys {missing}, "
+            f"extra keys {extra}. Use the params returned by model.init for this model."
+        )
+
+
+def split_keys(key, n: int) -> list:
+    if key is None:
+        return [None] * n
+    return list(gdr.split(key, n)) if n > 1 else [key]
+
+
+class Sequential(Layer):
+    """Layers applied one after another; each child's output is the next one's input.
+
+    Example:
+        >>> import gpudl as gd
+        >>> from gpudl import nn
+        >>> net = nn.Sequential([nn.Dense(8), nn.Tanh(), nn.Dense(1)])
+        >>> p, s = net.init(gd.random.key(1), gd.ops.zeros((2, 4)))
+        >>> net.apply(p, s, gd.ops.ones((2, 4)))[0].shape
+        (2, 1)
+    """
+
+    base_name = "sequential"
+
+    def __init__(self, layers: Sequence[Layer], name: str | None = None):
+        super().__init__(name)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"nn.Sequential: item {i} is a {type(layer).__name__}, not a layer; wrap "
+                    "functions with nn.Lambda(fn)"
+                )
+        self.names = name_children(self.layers)
+        self._has_params = any(has_params(layer) for layer in self.layers)
+
+    def init(self, key, x):
+        params: dict = {}
+        state: dict = {}
+        seen: set[str] = set()
+        for name, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+            if name not in seen:
+                seen.add(name)
+                p, s = layer.init(k, x)
+                if has_params(layer):
+                    params[name] = p
+                if s:
+                    state[name] = s
+            x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, train=False)
+        return params, state
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        check_children(params, self.names, self.layers, "nn.Sequential")
+        new_state = dict(state)
+        for name, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+            x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x, train=train, key=k)
+            if s:
+                new_state[name] = s
+        return x, new_state
+
+    def trainable_mask(self, params):
+        return {
+            name: layer.trainable_mask(params[name])
+            for name, layer in dict(zip(self.names, self.layers)).items()
+            if name in params
+        }
+
+    def children(self) -> list[tuple[str, Layer]]:
+        return list(zip(self.names, self.layers))
+
+
+def count_params(tree: Any) -> int:
+    """Number of scalars in a params tree."""
+    from gpudl.tree import tree_leaves
+
+    return int(sum(int(np.prod(leaf.shape)) for leaf in tree_leaves(tree)))

@@ -1,0 +1,106 @@
+"""Combinators: Residual (optional projection) and Parallel/Concat (Inception branches).
+
+Example:
+    >>> import gpudl as gd
+    >>> from gpudl import nn
+    >>> block = nn.Residual(nn.Sequential([nn.Dense(4), nn.ReLU()]), projection=nn.Dense(4))
+    >>> p, s = block.init(gd.random.key(0), gd.ops.zeros((2, 3)))
+    >>> sorted(p)
+    ['body', 'projection']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpudl import ops
+from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
+
+
+class _Branches(Layer):
+    """Shared machinery: named children applied to the same input."""
+
+    def __init__(self, layers: Sequence[Layer], names: Sequence[str] | None, name: str | None):
+        super().__init__(name)
+        self.layers = list(layers)
+        self.names = list(names) if names is not None else name_children(self.layers)
+        self._has_params = any(has_params(layer) for layer in self.layers)
+
+    def init(self, key, x):
+        params, state = {}, {}
+        for nm, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+            if nm in params or nm in state:
+                continue
+            p, s = layer.init(k, x)
+            if has_params(layer):
+                params[nm] = p
+            if s:
+                state[nm] = s
+        return params, state
+
+    def _outputs(self, params, state, x, train, key):
+        check_children(params, self.names, self.layers, type(self).__name__)
+        new_state, outs = dict(state), []
+        for nm, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+            y, s = layer.apply(params.get(nm, {}), new_state.get(nm, {}), x, train=train, key=k)
+            if s:
+                new_state[nm] = s
+            outs.append(y)
+        return outs, new_state
+
+    def trainable_mask(self, params):
+        return {nm: layer.trainable_mask(params[nm])
+                for nm, layer in zip(self.names, self.layers) if nm in params}
+
+    def children(self):
+        return list(zip(self.names, self.layers))
+
+
+class Residual(_Branches):
+    """``y = body(x) + projection(x)`` (projection defaults to the identity)."""
+
+    base_name = "residual"
+
+    def __init__(self, body: Layer, projection: Layer | None = None, name: str | None = None):
+        layers = [body] + ([projection] if projection is not None else [])
+        names = ["body"] + (["projection"] if projection is not None else [])
+        super().__init__(layers, names, name)
+        self.has_projection = projection is not None
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        outs, new_state = self._outputs(params, state, x, train, key)
+        shortcut = outs[1] if self.has_projection else x
+        if tuple(outs[0].shape) != tuple(shortcut.shape):
+            from gpudl.errors import ShapeError
+
+            raise ShapeError(
+                f"nn.Residual: body output {tuple(outs[0].shape)} and shortcut "
+                f"{tuple(shortcut.shape)} differ; give a projection layer to match them"
+            )
+        return outs[0] + shortcut, new_state
+
+
+class Parallel(_Branches):
+    """Apply branches to the same input; returns the list of outputs."""
+
+    base_name = "parallel"
+
+    def __init__(self, branches: Sequence[Layer], name: str | None = None):
+        super().__init__(branches, None, name)
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        return self._outputs(params, state, x, train, key)
+
+
+class Concat(_Branches):
+    """Inception-style: apply branches to the same input, concatenate along ``axis`` (channels)."""
+
+    base_name = "concat"
+
+    def __init__(self, branches: Sequence[Layer], axis: int = 1, name: str | None = None):
+        super().__init__(branches, None, name)
+        self.axis = axis
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        outs, new_state = self._outputs(params, state, x, train, key)
+        return ops.concatenate(outs, axis=self.axis), new_state

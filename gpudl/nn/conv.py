@@ -1,0 +1,195 @@
+"""Convolution and pooling layers (NCHW activations, OIHW weights, as PyTorch).
+
+Constructor arguments follow PyTorch except that input channels are inferred:
+``Conv2d(out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True)``.
+Default init as torch: weight and bias uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+Example:
+    >>> import gpudl as gd
+    >>> from gpudl import nn
+    >>> conv = nn.Conv2d(6, 5, padding=2)
+    >>> p, _ = conv.init(gd.random.key(0), gd.ops.zeros((1, 1, 28, 28)))
+    >>> p["weight"].shape
+    (6, 1, 5, 5)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl import functional as F
+from gpudl import ops
+from gpudl import random as gdr
+from gpudl.backend import device_of
+from gpudl.errors import ShapeError
+from gpudl.nn import initializers as inits
+from gpudl.nn.base import Layer, require_params
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _check_rank(layer: Layer, x, rank: int, layout: str) -> None:
+    if x.ndim != rank:
+        raise ShapeError(
+            f"nn.{type(layer).__name__}: expects a {rank}-D input {layout}, got shape "
+            f"{tuple(x.shape)}. Add a batch/channel dim (x[None]) or reshape."
+        )
+
+
+class _ConvBase(Layer):
+    rank = 2
+    transpose = False
+
+    def __init__(self, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, weight_init=None, bias_init=None,
+                 name: str | None = None):
+        super().__init__(name)
+        self.out_channels, self.kernel_size = int(out_channels), kernel_size
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.use_bias, self.weight_init, self.bias_init = bias, weight_init, bias_init
+
+    def _kernel(self) -> tuple[int, ...]:
+        k = self.kernel_size
+        return (k,) * self.rank if isinstance(k, int) else tuple(k)
+
+    def _weight_shape(self, in_channels: int) -> tuple[int, ...]:
+        if in_channels % self.groups or self.out_channels % self.groups:
+            raise ShapeError(
+                f"nn.{type(self).__name__}: groups={self.groups} must divide in_channels "
+                f"({in_channels}) and out_channels ({self.out_channels})"
+            )
+        if self.transpose:
+            return (in_channels, self.out_channels // self.groups, *self._kernel())
+        return (self.out_channels, in_channels // self.groups, *self._kernel())
+
+    def init(self, key, x):
+        _check_rank(self, x, self.rank + 2, "(N, C, H, W)" if self.rank == 2 else "(N, C, L)")
+        shape = self._weight_shape(x.shape[1])
+        fan_in = shape[1] * int(np.prod(shape[2:]))
+        if self.transpose:  # torch computes ConvTranspose fans from weight.shape[1]
+            fan_in = shape[1] * int(np.prod(shape[2:]))
+        kw, kb = gdr.split(key)
+        params = {"weight": inits.get(self.weight_init, inits.torch_default())(
+            kw, shape, dtype=x.dtype, device=device_of(x))}
+        if self.use_bias:
+            params["bias"] = inits.get(self.bias_init, inits.torch_bias(fan_in))(
+                kb, (self.out_channels,), dtype=x.dtype, device=device_of(x))
+        return params, {}
+
+    def _params(self, params):
+        require_params(params, ["weight", "bias"] if self.use_bias else ["weight"], self)
+        return params["weight"], params.get("bias")
+
+    def macs(self, x, y, params):
+        w = params["weight"]
+        per_output = int(np.prod(w.shape[1:])) if not self.transpose else 0
+        if self.transpose:  # every input element meets every (C_out/g, kh, kw) weight
+            return int(np.prod(x.shape)) * int(np.prod(w.shape[1:]))
+        return int(np.prod(y.shape)) * per_output
+
+
+class Conv2d(_ConvBase):
+    """2-D convolution; padding may be an int, a pair, ((top, bottom), (left, right)) or "same"."""
+
+    base_name = "conv"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        w, b = self._params(params)
+        return F.conv2d(x, w, b, stride=self.stride, padding=self.padding,
+                        dilation=self.dilation, groups=self.groups), state
+
+
+class Conv1d(_ConvBase):
+    """1-D convolution over (N, C, L)."""
+
+    base_name = "conv"
+    rank = 1
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 3, "(N, C, L)")
+        w, b = self._params(params)
+        return F.conv1d(x, w, b, stride=self.stride, padding=self.padding,
+                        dilation=self.dilation, groups=self.groups), state
+
+
+class ConvTranspose2d(_ConvBase):
+    """Transposed convolution; weight (C_in, C_out/groups, kH, kW) as torch."""
+
+    base_name = "deconv"
+    transpose = True
+
+    def __init__(self, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, weight_init=None,
+                 bias_init=None, name: str | None = None):
+        super().__init__(out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         weight_init, bias_init, name)
+        self.output_padding = output_padding
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        w, b = self._params(params)
+        return F.conv_transpose2d(x, w, b, stride=self.stride, padding=self.padding,
+                                  output_padding=self.output_padding, dilation=self.dilation,
+                                  groups=self.groups), state
+
+
+# ------------------------------------------------------------------------ pooling
+class MaxPool2d(Layer):
+    """Max pooling; ``stride`` defaults to ``kernel_size``; overlapping (3, stride 2) allowed."""
+
+    base_name = "maxpool"
+
+    def __init__(self, kernel_size, stride=None, padding=0, name: str | None = None):
+        super().__init__(name)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding), state
+
+
+class AvgPool2d(MaxPool2d):
+    """Average pooling (padding counted in the average, as torch's default)."""
+
+    base_name = "avgpool"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding), state
+
+
+class LPPool2d(Layer):
+    """Power-average pooling: (sum x^p)^(1/p) over each window (p=2: L2 pooling)."""
+
+    base_name = "lppool"
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, name: str | None = None):
+        super().__init__(name)
+        self.p, self.kernel_size, self.stride = norm_type, kernel_size, stride
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        return F.lp_pool2d(x, self.p, self.kernel_size, self.stride), state
+
+
+class GlobalAvgPool2d(Layer):
+    """Mean over H and W: (N, C, H, W) -> (N, C)."""
+
+    base_name = "gap"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        return ops.mean(x, axis=(2, 3)), state
+
+
+class GlobalMaxPool2d(Layer):
+    """Max over H and W: (N, C, H, W) -> (N, C)."""
+
+    base_name = "gmp"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 4, "(N, C, H, W)")
+        return ops.max(x, axis=(2, 3)), state

@@ -1,0 +1,167 @@
+"""Weight initializers: ``init(key, shape, dtype=float32, device=None) -> array``.
+
+Fans follow PyTorch: for a weight of shape (out, in, *kernel), fan_in = in * prod(kernel)
+and fan_out = out * prod(kernel). Layer defaults (documented on each layer) follow PyTorch:
+Dense and Conv weights and biases are uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), which is
+what torch's ``kaiming_uniform_(a=sqrt(5))`` works out to.
+
+Example:
+    >>> import gpudl as gd
+    >>> w = he_normal()(gd.random.key(0), (64, 32), device="cpu")
+    >>> w.shape, w.dtype
+    ((64, 32), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gpudl import random as gdr
+from gpudl.backend import get_device, xp_for
+
+Initializer = Callable[..., Any]
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight shaped (out, in, *kernel) (or (n,) for vectors)."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _dev(device):
+    return get_device() if device is None else device
+
+
+def constant(value: float) -> Initializer:
+    def init(key, shape, dtype=np.float32, device=None):
+        return xp_for(_dev(device)).full(shape, value, dtype=dtype)
+
+    return init
+
+
+def zeros() -> Initializer:
+    return constant(0.0)
+
+
+def ones() -> Initializer:
+    return constant(1.0)
+
+
+def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
+    def init(key, shape, dtype=np.float32, device=None):
+        return gdr.normal(key, shape, dtype=dtype, device=_dev(device)) * std + mean
+
+    return init
+
+
+def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
+    def init(key, shape, dtype=np.float32, device=None):
+        return gdr.uniform(key, shape, dtype=dtype, minval=low, maxval=high, device=_dev(device))
+
+    return init
+
+
+def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
+    """Var(w) = scale / n with n = fan_in, fan_out or their mean (Keras/JAX naming)."""
+    if mode not in ("fan_in", "fan_out", "fan_avg"):
+        raise ValueError(f"variance_scaling: mode must be fan_in/fan_out/fan_avg, got {mode!r}")
+    if distribution not in ("normal", "uniform"):
+        raise ValueError(f"variance_scaling: distribution must be normal/uniform, got {distribution!r}")
+
+    def init(key, shape, dtype=np.float32, device=None):
+        fan_in, fan_out = fans(tuple(shape))
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        var = scale / max(n, 1)
+        if distribution == "normal":
+            return normal(math.sqrt(var))(key, shape, dtype, device)
+        limit = math.sqrt(3.0 * var)
+        return uniform(-limit, limit)(key, shape, dtype, device)
+
+    return init
+
+
+def lecun_normal() -> Initializer:
+    return variance_scaling(1.0, "fan_in", "normal")
+
+
+def lecun_uniform() -> Initializer:
+    return variance_scaling(1.0, "fan_in", "uniform")
+
+
+def glorot_normal() -> Initializer:
+    return variance_scaling(1.0, "fan_avg", "normal")
+
+
+def glorot_uniform() -> Initializer:
+    return variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def he_normal() -> Initializer:
+    return variance_scaling(2.0, "fan_in", "normal")
+
+
+def he_uniform() -> Initializer:
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+xavier_normal, xavier_uniform = glorot_normal, glorot_uniform
+kaiming_normal, kaiming_uniform = he_normal, he_uniform
+
+
+def torch_default() -> Initializer:
+    """uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's Linear/Conv weight default."""
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias(fan_in: int) -> Initializer:
+    """PyTorch's Linear/Conv bias default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return uniform(-bound, bound)
+
+
+def orthogonal(gain: float = 1.0) -> Initializer:
+    """A (semi-)orthogonal matrix from the QR of a Gaussian (sign-fixed), times ``gain``."""
+
+    def init(key, shape, dtype=np.float32, device=None):
+        rows = shape[0]
+        cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        a = gdr.normal(key, (max(rows, cols), min(rows, cols)), dtype=np.float64, device="cpu")
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
+        if rows < cols:
+            q = q.T
+        return xp_for(_dev(device)).asarray((gain * q[:rows, :cols]).reshape(shape), dtype=dtype)
+
+    return init
+
+
+_BY_NAME = {
+    "zeros": zeros, "ones": ones, "normal": normal, "uniform": uniform,
+    "lecun_normal": lecun_normal, "lecun_uniform": lecun_uniform,
+    "glorot_normal": glorot_normal, "glorot_uniform": glorot_uniform,
+    "xavier_normal": xavier_normal, "xavier_uniform": xavier_uniform,
+    "he_normal": he_normal, "he_uniform": he_uniform,
+    "kaiming_normal": kaiming_normal, "kaiming_uniform": kaiming_uniform,
+    "orthogonal": orthogonal, "torch_default": torch_default,
+}
+
+
+def get(init: str | Initializer | None, default: Initializer) -> Initializer:
+    """Resolve an initializer given by name, as a function, or None (the default)."""
+    if init is None:
+        return default
+    if callable(init):
+        return init
+    if init in _BY_NAME:
+        return _BY_NAME[init]()
+    raise ValueError(
+        f"unknown initializer {init!r}; expected one of {sorted(_BY_NAME)} or a function"
+    )

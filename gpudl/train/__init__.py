@@ -1,0 +1,11 @@
+"""Training workflow: fit/evaluate/predict, callbacks, history, checkpoints."""
+
+from gpudl.train.callbacks import (
+    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau,
+)
+from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
+from gpudl.train.history import History
+from gpudl.train.loop import evaluate, fit, predict
+from gpudl.train.oom import OutOfMemoryError
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,209 @@
+"""``fit`` / ``evaluate`` / ``predict``: the training loop over init/apply models.
+
+Everything is explicit: parameters, state and optimizer state are trees that ``fit``
+returns in the History; the RNG key of step ``s`` is ``fold_in(key, s)``, and shuffling
+folds in the epoch, so a resumed run reproduces an uninterrupted one exactly. A step
+that raises leaves the previous parameters untouched (nothing is updated in place).
+
+Example:
+    >>> import numpy as np, gpudl as gd
+    >>> from gpudl import nn, optim
+    >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    >>> y = (x.sum(1) > 0).astype("int64")
+    >>> h = gd.fit(nn.Sequential([nn.Dense(8), nn.ReLU(), nn.Dense(2)]), (x, y),
+    ...            loss="cross_entropy", optimizer=optim.adam(1e-2), epochs=2, verbose=0)
+    >>> len(h.history["loss"])
+    2
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpudl import random as gdr
+from gpudl.autodiff import value_and_grad
+from gpudl.backend import get_device, synchronize, to_numpy
+from gpudl.data.loader import DataLoader
+from gpudl.train.callbacks import Callback, scale_updates
+from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
+from gpudl.train.history import History
+from gpudl.train.oom import reraise_if_oom
+from gpudl.train.progress import Progress
+
+
+def resolve_loss(loss: str | Callable) -> Callable:
+    """A loss function ``(outputs, targets) -> scalar`` from a name or a callable."""
+    if callable(loss):
+        return loss
+    from gpudl import functional as F
+
+    table = {
+        "cross_entropy": F.softmax_cross_entropy,
+        "softmax_cross_entropy": F.softmax_cross_entropy,
+        "mse": F.mse_loss,
+        "l1": F.l1_loss,
+        "bce_with_logits": F.binary_cross_entropy_with_logits,
+        "binary_cross_entropy": F.binary_cross_entropy,
+    }
+    if loss not in table:
+        raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(table)} or a function")
+    return table[loss]
+
+
+def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
+    """``(name, fn(outputs, targets) -> float)`` from a name in gpudl.metrics or a callable."""
+    if callable(metric):
+        return getattr(metric, "__name__", "metric"), metric
+    from gpudl import metrics as M
+
+    table = {"accuracy": M.accuracy, "top5": lambda o, t: M.top_k_accuracy(o, t, 5),
+             "rmse": M.rmse, "r2": M.r2_score}
+    if metric not in table:
+        raise ValueError(f"fit: unknown metric {metric!r}; expected one of {sorted(table)}")
+    return metric, table[metric]
+
+
+def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) -> DataLoader:
+    if isinstance(data, DataLoader):
+        return data
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, key=key, device=device)
+
+
+class Trainer:
+    """The state of one ``fit`` run (what callbacks see and may change)."""
+
+    def __init__(self, model, loss_fn, optimizer, params, state, opt_state, key, config):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.params, self.state, self.opt_state = params, state, opt_state
+        self.key, self.config = key, config
+        self.step, self.epoch, self.stop, self.lr_scale = 0, 0, False, 1.0
+        self.history = History()
+
+        def objective(p, s, x, y, k):
+            out, new_state = model.apply(p, s, x, train=True, key=k)
+            return loss_fn(out, y), (out, new_state)
+
+        self._value_and_grad = value_and_grad(objective, has_aux=True)
+
+    def train_step(self, x, y):
+        from gpudl import optim
+
+        step_key = gdr.fold_in(self.key, self.step)
+        (loss, (out, new_state)), grads = self._value_and_grad(
+            self.params, self.state, x, y, step_key)
+        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
+        updates = scale_updates(updates, self.lr_scale)
+        # Assign only after every piece succeeded: a failing step leaves params untouched.
+        self.params = optim.apply_updates(self.params, updates)
+        self.state, self.opt_state = new_state, opt_state
+        self.step += 1
+        return loss, out
+
+    def save_checkpoint(self, path: str, epoch: int | None = None) -> None:
+        save_checkpoint(path, params=self.params, state=self.state, opt_state=self.opt_state,
+                        epoch=self.epoch if epoch is None else epoch, step=self.step,
+                        key=self.key, config=self.config)
+
+
+def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
+        validation_data: Any = None, metrics: Sequence[str | Callable] = (),
+        callbacks: Sequence[Callback] = (), key=None, params=None, state=None,
+        batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
+        resume_from: str | None = None, device: str | None = None) -> History:
+    """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
+
+    ``train_data``/``validation_data``: a DataLoader or a tuple ``(x, y)`` of arrays.
+    ``params``/``state`` default to ``model.init`` on the first batch. ``resume_from`` loads
+    a checkpoint written by ModelCheckpoint and continues from the epoch after it.
+    """
+    key = gdr.key(0) if key is None else key
+    init_key, data_key, step_key = gdr.split(key, 3)
+    loader = _loader(train_data, batch_size, shuffle, data_key, device)
+    loss_fn = resolve_loss(loss)
+    named = [resolve_metric(m) for m in metrics]
+    if params is None:
+        x0 = next(iter(DataLoader(loader.dataset, batch_size=min(2, len(loader.dataset)),
+                                  device=device or get_device(), prefetch=0)))[0]
+        params, init_state = model.init(init_key, x0)
+        state = init_state if state is None else state
+    state = {} if state is None else state
+    opt_state = optimizer.init(params)
+    config = {"epochs": epochs, "batch_size": loader.batch_size, "device": device or get_device()}
+    trainer = Trainer(model, loss_fn, optimizer, params, state, opt_state, step_key, config)
+    start_epoch = 0
+    if resume_from is not None:
+        ck = load_checkpoint(resume_from, params_like=params, state_like=state,
+                             opt_state_like=opt_state, device=device)
+        trainer.params, trainer.state, trainer.opt_state = ck["params"], ck["state"], ck["opt_state"]
+        trainer.step, start_epoch = ck["step"], ck["epoch"] + 1
+    loader.epoch = start_epoch
+    for cb in callbacks:
+        cb.on_train_begin(trainer)
+    for epoch in range(start_epoch, epochs):
+        trainer.epoch = epoch
+        t0 = time.perf_counter()
+        progress = Progress(epoch + 1, epochs, len(loader), verbose)
+        total, count, sums = 0.0, 0, {n: 0.0 for n, _ in named}
+        for x, y in loader:
+            try:
+                loss_value, out = trainer.train_step(x, y)
+            except Exception as exc:
+                reraise_if_oom(exc, loader.batch_size)
+                raise
+            n = int(x.shape[0])
+            total += float(loss_value) * n
+            count += n
+            for name, fn in named:
+                sums[name] += float(fn(out, y)) * n
+            progress.update({"loss": total / count})
+        logs = {"loss": total / max(count, 1)}
+        logs.update({n: s / max(count, 1) for n, s in sums.items()})
+        if validation_data is not None:
+            val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
+                           metrics=metrics, batch_size=loader.batch_size, device=device)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        synchronize()
+        seconds = time.perf_counter() - t0
+        for cb in callbacks:
+            cb.on_epoch_end(trainer, epoch, logs)
+        trainer.history.append(logs, seconds)
+        progress.close(logs, seconds)
+        if trainer.stop:
+            trainer.history.stopped_early = True
+            break
+    for cb in callbacks:
+        cb.on_train_end(trainer)
+    h = trainer.history
+    h.params, h.state, h.opt_state = trainer.params, trainer.state, trainer.opt_state
+    return h
+
+
+def evaluate(model, params, state, data, loss: str | Callable | None = None,
+             metrics: Sequence[str | Callable] = (), batch_size: int = 256,
+             device: str | None = None) -> dict[str, float]:
+    """Average loss and metrics over ``data`` in eval mode (``train=False``)."""
+    loader = _loader(data, batch_size, False, None, device)
+    loss_fn = resolve_loss(loss) if loss is not None else None
+    named = [resolve_metric(m) for m in metrics]
+    sums: dict[str, float] = {}
+    count = 0
+    for x, y in loader:
+        out, _ = model.apply(params, state, x, train=False)
+        n = int(x.shape[0])
+        count += n
+        if loss_fn is not None:
+            sums["loss"] = sums.get("loss", 0.0) + float(loss_fn(out, y)) * n
+        for name, fn in named:
+            sums[name] = sums.get(name, 0.0) + float(fn(out, y)) * n
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):
+    """Model outputs for ``x`` in eval mode, batch by batch, concatenated (NumPy)."""
+    loader = DataLoader((to_numpy(x),), batch_size=batch_size, device=device, prefetch=0)
+    outs = [to_numpy(model.apply(params, state, xb, train=False)[0]) for (xb,) in loader]
+    return np.concatenate(outs, axis=0)

@@ -1,0 +1,47 @@
+"""Progress display: a tqdm bar on a terminal, plain lines otherwise (or with TQDM_DISABLE)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _use_bar(verbose: int) -> bool:
+    if verbose < 1 or os.environ.get("TQDM_DISABLE"):
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return sys.stderr.isatty()
+
+
+def _fmt(logs: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+
+
+class Progress:
+    """One epoch's progress: ``update(logs)`` per step, ``close(logs, seconds)`` at the end."""
+
+    def __init__(self, epoch: int, epochs: int, steps: int, verbose: int = 1):
+        self.epoch, self.epochs, self.verbose = epoch, epochs, verbose
+        self.bar = None
+        if _use_bar(verbose):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=True,
+                            dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.update(1)
+
+    def close(self, logs: dict[str, float], seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self.bar.close()
+            print(f"epoch {self.epoch}/{self.epochs}: {_fmt(logs)}  ({seconds:.1f} s)",
+                  file=sys.stderr)
+        elif self.verbose >= 1:
+            print(f"epoch {self.epoch}/{self.epochs}: {_fmt(logs)}  ({seconds:.1f} s)", flush=True)
