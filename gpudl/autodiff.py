@@ -33,7 +33,11 @@ import numpy as np
 from gpudl.backend import check_same_device
 from gpudl.errors import GradientError, TreeMismatchError
 from gpudl.tree import (
-    assert_same_structure, flatten_with_paths, tree_flatten, tree_leaves, tree_map,
+    assert_same_structure,
+    flatten_with_paths,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
     tree_unflatten,
 )
 
@@ -143,11 +147,16 @@ class Primitive:
     ``impl(*arrays, **static)`` computes on plain arrays. ``vjp(g, out, *arrays, **static)``
     returns one cotangent per positional argument (None where there is none). The
     cotangent may have a broadcast shape: it is summed back to the input's shape centrally.
-    Only positional arguments can be traced; keyword arguments are static.
+    Only positional arguments can be traced; keyword arguments are static. With
+    ``multiple_results=True`` the impl returns a tuple and the vjp gets a tuple of
+    cotangents (zeros for unused outputs). ``register=False`` keeps a primitive out of
+    :data:`PRIMITIVES` (test-only rules; the registry demands a gradient case for the rest).
 
     Example:
-        >>> square = Primitive("square_demo", lambda x: x * x, lambda g, out, x: (2 * g * x,))
-        >>> square(np.array(3.0))
+        >>> square = Primitive(
+        ...     "square_demo", lambda x: x * x, lambda g, out, x: (2 * g * x,), register=False
+        ... )
+        >>> float(square(np.array(3.0)))
         9.0
     """
 
@@ -303,7 +312,9 @@ def backward(roots: Sequence[tuple[Traced, Any]]) -> dict[int, Any]:
         if c is None:
             continue
         if node.prim.multiple_results:
-            c = tuple(_zeros_like(o) if ci is None else ci for ci, o in zip(c, node.out))
+            c = tuple(
+                _zeros_like(o) if ci is None else ci for ci, o in zip(c, node.out, strict=True)
+            )
         gs = node.prim.vjp(c, node.out, *node.args, **node.kwargs)
         if len(gs) != len(node.args):
             raise GradientError(
@@ -478,7 +489,6 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
     boxed = [_box_leaves(p, trace, f"primal {i}") for i, p in enumerate(primals)]
     out, aux = _split_aux(fun(*boxed), has_aux, "gd.vjp")
     out_paths = flatten_with_paths(out)
-    out_leaves = [leaf for _, leaf in out_paths]
 
     def vjp_fn(cotangent: Any):
         try:
@@ -488,7 +498,7 @@ def vjp(fun: Callable, *primals: Any, has_aux: bool = False):
         # Match leaves by key (dict order may differ), then in the output's order.
         cot_leaves = tree_leaves(tree_map(lambda _, c: c, out, cotangent))
         roots = []
-        for (path, y), g in zip(out_paths, cot_leaves):
+        for (path, y), g in zip(out_paths, cot_leaves, strict=True):
             y_shape = np.shape(unbox_all(y))
             if np.shape(unbox_all(g)) != y_shape:
                 where = f" at {path}" if path else ""

@@ -11,6 +11,7 @@ otherwise it falls back to NumPy and logs one line with the reason.
 Example:
     >>> import gpudl as gd
     >>> gd.set_device("cpu")
+    'cpu'
     >>> gd.asarray([1.0, 2.0]).dtype
     dtype('float32')
 """

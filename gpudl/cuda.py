@@ -244,4 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m` this file runs as __main__, a second copy of the module; kernel
+    # modules register in the real gpudl.cuda.SOURCES, so run that module's main.
+    from gpudl.cuda import main as _main
+
+    sys.exit(_main())

@@ -61,7 +61,7 @@ def check_grad(
 
     def call(*diff):
         full = list(args)
-        for n, v in zip(nums, diff):
+        for n, v in zip(nums, diff, strict=True):
             full[n] = v
         return f(*full)
 
@@ -74,12 +74,13 @@ def check_grad(
 
     def scalar(*diff) -> float:
         leaves, _ = tree_flatten(call(*diff))
-        return float(sum(float((_np(o) * _np(c)).sum()) for o, c in zip(leaves, cot_leaves)))
+        pairs = zip(leaves, cot_leaves, strict=True)
+        return float(sum(float((_np(o) * _np(c)).sum()) for o, c in pairs))
 
     flat_primals = [tree_flatten(p) for p in primals]
     flat_grads = [tree_flatten(g)[0] for g in grads]
-    for n, (leaves, _), gl in zip(nums, flat_primals, flat_grads):
-        for li, (x, g) in enumerate(zip(leaves, gl)):
+    for n, (leaves, _), gl in zip(nums, flat_primals, flat_grads, strict=True):
+        for li, (x, g) in enumerate(zip(leaves, gl, strict=True)):
             if np.shape(unbox_all(g)) != np.shape(x):
                 raise GradientCheckError(
                     f"check_grad: the gradient of arg {n} leaf {li} has shape "
@@ -88,8 +89,8 @@ def check_grad(
 
     def perturbed(direction: list[list], scale: float):
         return [
-            tree_unflatten(td, [x + scale * d for x, d in zip(leaves, dirs)])
-            for (leaves, td), dirs in zip(flat_primals, direction)
+            tree_unflatten(td, [x + scale * d for x, d in zip(leaves, dirs, strict=True)])
+            for (leaves, td), dirs in zip(flat_primals, direction, strict=True)
         ]
 
     if mode == "directional":
@@ -100,8 +101,8 @@ def check_grad(
             )
             analytic = sum(
                 float((_np(g) * _np(d)).sum())
-                for gl, dl in zip(flat_grads, direction)
-                for g, d in zip(gl, dl)
+                for gl, dl in zip(flat_grads, direction, strict=True)
+                for g, d in zip(gl, dl, strict=True)
             )
             _compare(analytic, numeric, rtol, atol, f"directional derivative (args {nums})")
         return

@@ -109,7 +109,7 @@ def tree_unflatten(treedef: TreeDef, leaves: list) -> Any:
         if td.kind == "none":
             return None
         if td.kind == "dict":
-            return {k: build(c) for k, c in zip(td.meta, td.children)}
+            return {k: build(c) for k, c in zip(td.meta, td.children, strict=True)}
         items = [build(c) for c in td.children]
         if td.kind == "list":
             return items
@@ -148,7 +148,7 @@ def assert_same_structure(a: Any, b: Any, names: tuple[str, str] = ("first", "se
         elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
             if len(x) != len(y):
                 raise _mismatch(path, f"{names[0]} has {len(x)} children, {names[1]} {len(y)}")
-            for i, (u, v) in enumerate(zip(x, y)):
+            for i, (u, v) in enumerate(zip(x, y, strict=True)):
                 walk(u, v, f"{path}.{i}" if path else str(i))
         elif (x is None) != (y is None) or is_leaf(x) != is_leaf(y):
             raise _mismatch(
@@ -200,7 +200,12 @@ def flatten_with_paths(tree: Any, sep: str = ".") -> list[tuple[str, Any]]:
 
 
 def unflatten_paths(items: dict[str, Any], sep: str = ".") -> dict:
-    """Inverse of :func:`flatten_with_paths` for dict-only trees: ``{"a.b": x} -> {"a": {"b": x}}``."""
+    """Inverse of :func:`flatten_with_paths` for dict-only trees.
+
+    Example:
+        >>> unflatten_paths({"a.b": 1, "c": 2})
+        {'a': {'b': 1}, 'c': 2}
+    """
     root: dict = {}
     for path, leaf in items.items():
         node = root

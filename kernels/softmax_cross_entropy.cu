@@ -3,6 +3,7 @@
 // What: for each row n of logits x (N, C) with integer label y[n] and label smoothing eps,
 //     lse[n]  = log(sum_c exp(x[n, c]))                         (online max/sum, one pass)
 //     loss[n] = (1 - eps) * (lse[n] - x[n, y]) + eps * (lse[n] - mean_c x[n, c])
+//             (evaluated as (m - x[n, y]) + log s with m the row max, s = sum exp(x - m))
 //             = -sum_c target[n, c] * log_softmax(x)[n, c],  target = (1 - eps) onehot(y) + eps / C
 //     dlogits[n, c] = coef[n] * (softmax(x)[n, c] - target[n, c])
 // Rows whose label equals ignore_index have loss 0 and gradient 0 (torch semantics).
@@ -139,7 +140,8 @@ __device__ __forceinline__ void sce_forward_row(const T* __restrict__ logits,  /
   // Threads with no element (C < BLOCK) hold the empty {-inf, 0}, which the merge ignores.
   ms = gpudl_block_maxsum<BLOCK, T>(ms);
   if (eps != T(0)) sum_x = gpudl_block_sum<BLOCK, T>(sum_x);  // eps is uniform: legal barrier
-  const T lse = ms.m + gpudl_log<T>(ms.s);
+  const T log_s = gpudl_log<T>(ms.s);
+  const T lse = ms.m + log_s;
 
   if (threadIdx.x == 0) {
     T l;
@@ -148,8 +150,9 @@ __device__ __forceinline__ void sce_forward_row(const T* __restrict__ logits,  /
     } else if (!valid) {
       l = sce_nan<T>();  // unreachable: labels are range-checked on the host before launch
     } else {
-      const T nll = lse - x[y];
-      l = (eps == T(0)) ? nll : (T(1) - eps) * nll + eps * (lse - sum_x / T(C));
+      // (m - x_y) + log s, not lse - x_y: no rounding of lse when |logits| is large.
+      const T nll = (ms.m - x[y]) + log_s;
+      l = (eps == T(0)) ? nll : (T(1) - eps) * nll + eps * ((ms.m - sum_x / T(C)) + log_s);
     }
     loss[row] = l;
     lse_out[row] = lse;

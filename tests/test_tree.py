@@ -9,8 +9,15 @@ import pytest
 
 from gpudl.errors import TreeMismatchError
 from gpudl.tree import (
-    assert_same_structure, flatten_with_paths, is_leaf, tree_flatten, tree_leaves, tree_map,
-    tree_structure, tree_unflatten, unflatten_paths,
+    assert_same_structure,
+    flatten_with_paths,
+    is_leaf,
+    tree_flatten,
+    tree_leaves,
+    tree_map,
+    tree_structure,
+    tree_unflatten,
+    unflatten_paths,
 )
 
 Pair = namedtuple("Pair", ["first", "second"])
@@ -35,7 +42,7 @@ def test_flatten_unflatten_round_trip():
     assert isinstance(back["blocks"][1], Pair) and back["blocks"][1].second is None
     assert isinstance(back["blocks"][0], tuple) and isinstance(back["blocks"], list)
     assert back["empty"] == {} and back["none"] is None
-    assert all(a is b for a, b in zip(tree_leaves(back), leaves))
+    assert all(a is b for a, b in zip(tree_leaves(back), leaves, strict=True))
     assert all(a is b for a, b in zip(tree_leaves(tree), leaves, strict=True))
     assert hash(td) == hash(tree_structure(_sample()))
 

@@ -126,13 +126,14 @@ def twin_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad
     """
     xp = module_of(x)
     n, c = x.shape
-    m = x.max(axis=1, keepdims=True)  # (N, 1)
-    lse = (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # (N,)
+    m = x.max(axis=1)  # (N,)
+    log_s = xp.log(xp.exp(x - m[:, None]).sum(axis=1))  # (N,)
+    lse = m + log_s
     valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
     x_y = x[xp.arange(n), xp.where(valid, labels, 0)]  # (N,) logit of the label
-    loss = lse - x_y
+    loss = (m - x_y) + log_s  # not lse - x_y: lse is rounded at the logits' magnitude
     if eps != 0.0:
-        loss = (1.0 - eps) * loss + eps * (lse - x.sum(axis=1) / c)
+        loss = (1.0 - eps) * loss + eps * ((m - x.sum(axis=1) / c) + log_s)
     loss = xp.where(valid, loss, 0).astype(x.dtype, copy=False)
     dlogits = None
     if with_grad:

@@ -30,8 +30,21 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of
 from gpudl.errors import TreeMismatchError
 from gpudl.tree import tree_map
+
+
+def array_device(x) -> str:
+    """Device of an array, looking through ``gd.grad`` tracing (params may be traced)."""
+    return device_of(unbox_all(x))
+
+
+def float_dtype(x) -> np.dtype:
+    """The parameter dtype a layer infers from its example: the example's float dtype, else float32."""
+    dt = np.dtype(x.dtype)
+    return dt if dt.kind == "f" else np.dtype(np.float32)
 
 
 def _snake(name: str) -> str:

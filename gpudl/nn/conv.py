@@ -20,10 +20,9 @@ import numpy as np
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.backend import device_of
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
-from gpudl.nn.base import Layer, require_params
+from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
 
 def _pair(v) -> tuple[int, int]:
@@ -67,15 +66,16 @@ class _ConvBase(Layer):
     def init(self, key, x):
         _check_rank(self, x, self.rank + 2, "(N, C, H, W)" if self.rank == 2 else "(N, C, L)")
         shape = self._weight_shape(x.shape[1])
+        # torch takes fan_in from weight.shape[1] for both Conv (C_in/g) and ConvTranspose
+        # (C_out/g), times the kernel size.
         fan_in = shape[1] * int(np.prod(shape[2:]))
-        if self.transpose:  # torch computes ConvTranspose fans from weight.shape[1]
-            fan_in = shape[1] * int(np.prod(shape[2:]))
+        dtype, dev = float_dtype(x), array_device(x)
         kw, kb = gdr.split(key)
         params = {"weight": inits.get(self.weight_init, inits.torch_default())(
-            kw, shape, dtype=x.dtype, device=device_of(x))}
+            kw, shape, dtype=dtype, device=dev)}
         if self.use_bias:
             params["bias"] = inits.get(self.bias_init, inits.torch_bias(fan_in))(
-                kb, (self.out_channels,), dtype=x.dtype, device=device_of(x))
+                kb, (self.out_channels,), dtype=dtype, device=dev)
         return params, {}
 
     def _params(self, params):
@@ -84,10 +84,10 @@ class _ConvBase(Layer):
 
     def macs(self, x, y, params):
         w = params["weight"]
-        per_output = int(np.prod(w.shape[1:])) if not self.transpose else 0
-        if self.transpose:  # every input element meets every (C_out/g, kh, kw) weight
+        if self.transpose:  # every input element meets every (C_out/g, *kernel) weight
             return int(np.prod(x.shape)) * int(np.prod(w.shape[1:]))
-        return int(np.prod(y.shape)) * per_output
+        # every output element is a dot product over (C_in/g, *kernel)
+        return int(np.prod(y.shape)) * int(np.prod(w.shape[1:]))
 
 
 class Conv2d(_ConvBase):

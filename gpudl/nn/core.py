@@ -17,14 +17,11 @@ import numpy as np
 
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.backend import device_of
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
-from gpudl.nn.base import Layer, require_params
+from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
-
-def _device(x) -> str:
-    return device_of(x)
+_device = array_device
 
 
 class Dense(Layer):
@@ -49,12 +46,13 @@ class Dense(Layer):
             raise ShapeError(f"nn.Dense: input must have at least 1 dim, got shape {x.shape}")
         n_in = x.shape[-1]
         kw, kb = gdr.split(key)
+        dtype, dev = float_dtype(x), _device(x)
         w = inits.get(self.weight_init, inits.torch_default())(
-            kw, (self.features, n_in), dtype=x.dtype, device=_device(x))
+            kw, (self.features, n_in), dtype=dtype, device=dev)
         params = {"weight": w}
         if self.use_bias:
             params["bias"] = inits.get(self.bias_init, inits.torch_bias(n_in))(
-                kb, (self.features,), dtype=x.dtype, device=_device(x))
+                kb, (self.features,), dtype=dtype, device=dev)
         return params, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
@@ -170,7 +168,8 @@ class PReLU(Layer):
 
     def init(self, key, x):
         n = self.num_parameters or (x.shape[1] if x.ndim > 1 else 1)
-        return {"weight": ops.full((n,), self.init_value, dtype=x.dtype, device=_device(x))}, {}
+        return {"weight": ops.full((n,), self.init_value, dtype=float_dtype(x),
+                                   device=_device(x))}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
         from gpudl.functional.activations import prelu

@@ -2,7 +2,8 @@
 
 Every function here works on NumPy arrays (CPU) and CuPy arrays (GPU), and on traced
 values inside ``gd.grad``. Operators on traced values (``+ - * / ** @``, indexing,
-``.T``, ``.sum()``...) are bound here to the same ops.
+``.T``, ``.sum()``...) and NumPy calls on them (``np.tanh(x)``, ``np.sum(x)``) are bound
+here to the same ops.
 
 Example:
     >>> import numpy as np
@@ -13,8 +14,9 @@ Example:
 
 from gpudl.ops import linalg
 from gpudl.ops.creation import (
-    arange, eye, full, full_like, linspace, ones, ones_like, zeros, zeros_like,
+    arange, empty, eye, full, full_like, linspace, ones, ones_like, zeros, zeros_like,
 )
+from gpudl.ops.einsum import einsum
 from gpudl.ops.elementwise import (
     abs, absolute, add, astype, ceil, clip, cos, divide, equal, exp, expm1, floor, greater,
     greater_equal, isfinite, isnan, less, less_equal, log, log1p, logical_and, logical_not,
@@ -24,13 +26,15 @@ from gpudl.ops.elementwise import (
 from gpudl.ops.indexing import (
     getitem, one_hot, scatter_add, segment_sum, take, take_along_axis,
 )
-from gpudl.ops.linalg import det, dot, eigh, inv, matmul, norm, outer, pinv, solve, svd
+from gpudl.ops.linalg import (
+    det, dot, eigh, inv, lstsq, matmul, norm, outer, pinv, solve, svd,
+)
 from gpudl.ops.reductions import (
-    amax, amin, argmax, argmin, logsumexp, max, mean, min, std, sum, var,
+    amax, amin, argmax, argmin, cumsum, logsumexp, max, mean, min, std, sum, var,
 )
 from gpudl.ops.shape import (
-    broadcast_to, concatenate, expand_dims, flatten, flip, moveaxis, pad, ravel, reshape,
-    split, squeeze, stack, swapaxes, transpose,
+    broadcast_to, concatenate, expand_dims, flatten, flip, moveaxis, pad, ravel, repeat,
+    reshape, split, squeeze, stack, swapaxes, tile, transpose, tril, triu,
 )
 from gpudl.ops import _operators  # noqa: F401  (binds operators on traced values)
 

@@ -23,22 +23,46 @@ def _xp(device: str | None):
 
 
 def zeros(shape, dtype: Any = np.float32, device: str | None = None):
+    """Zeros of ``shape`` (float32 by default) on ``device`` (default: the current one)."""
     return _xp(device).zeros(shape, dtype=dtype)
 
 
 def ones(shape, dtype: Any = np.float32, device: str | None = None):
+    """Ones of ``shape`` (float32 by default)."""
     return _xp(device).ones(shape, dtype=dtype)
 
 
+def empty(shape, dtype: Any = np.float32, device: str | None = None):
+    """Uninitialised array of ``shape`` (float32 by default)."""
+    return _xp(device).empty(shape, dtype=dtype)
+
+
 def full(shape, fill_value, dtype: Any = np.float32, device: str | None = None):
+    """An array of ``shape`` filled with ``fill_value`` (float32 unless ``dtype`` says)."""
     return _xp(device).full(shape, fill_value, dtype=dtype)
 
 
-def eye(n: int, m: int | None = None, dtype: Any = np.float32, device: str | None = None):
-    return _xp(device).eye(n, m, dtype=dtype)
+def eye(
+    n: int, m: int | None = None, k: int = 0, dtype: Any = np.float32, device: str | None = None
+):
+    """Identity-like matrix: ones on diagonal ``k`` (NumPy's signature, float32 default).
+
+    Example:
+        >>> eye(2, 3, k=1, device="cpu").tolist()
+        [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    return _xp(device).eye(n, m, k, dtype=dtype)
 
 
 def arange(start, stop=None, step=1, dtype: Any = None, device: str | None = None):
+    """Evenly spaced values; integer arguments give int64, float ones float32 (not float64).
+
+    Example:
+        >>> arange(0.0, 1.0, 0.5, device="cpu").dtype
+        dtype('float32')
+    """
+    if dtype is None and any(isinstance(v, float) for v in (start, stop, step)):
+        dtype = np.float32
     return _xp(device).arange(start, stop, step, dtype=dtype)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
 from gpudl.backend import module_of, scatter_add_
+from gpudl.errors import DTypeError, ShapeError
 
 
 def _shape(x) -> tuple:
@@ -25,15 +26,21 @@ def _is_basic(index: tuple) -> bool:
     return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
 
 
-def _normalize_index(index) -> tuple:
-    """A tuple index with traced parts unboxed and boolean masks turned into integer arrays."""
+def _normalize_index(index, like=None) -> tuple:
+    """A tuple index with traced parts unboxed, lists made arrays, boolean masks turned into
+    integer arrays, and index arrays moved to ``like``'s device (NumPy indices on a CuPy x)."""
     if not isinstance(index, tuple):
         index = (index,)
+    xp = module_of(unbox_all(like)) if like is not None else None
     out = []
     for i in index:
         i = unbox_all(i)
         if isinstance(i, list):
             i = np.asarray(i)
+            if i.size == 0:
+                i = i.astype(np.int64)  # [] indexes nothing; NumPy would read it as float
+        if xp is not None and xp is not np and isinstance(i, np.ndarray):
+            i = xp.asarray(i)
         if hasattr(i, "dtype") and getattr(i, "ndim", 0) > 0 and i.dtype == bool:
             out.extend(i.nonzero())
         else:
@@ -67,7 +74,7 @@ _getitem = Primitive(
 
 def getitem(x, index):
     """``x[index]`` with NumPy semantics; integer arrays may repeat (gradients accumulate)."""
-    return _getitem(x, index=_normalize_index(index))
+    return _getitem(x, index=_normalize_index(index, x))
 
 
 def scatter_add(values, index, shape):
@@ -77,7 +84,7 @@ def scatter_add(values, index, shape):
         >>> scatter_add(np.ones(3), np.array([0, 0, 1]), (2,)).tolist()
         [2.0, 1.0]
     """
-    index = _normalize_index(index)
+    index = _normalize_index(index, values)
     return _index_add(values, shape=tuple(shape), index=index, basic=_is_basic(index))
 
 
@@ -95,9 +102,20 @@ def segment_sum(data, segment_ids, num_segments: int):
     return scatter_add(data, (ids,), (num_segments,) + tuple(_shape(data)[1:]))
 
 
-def take(x, indices, axis: int = 0):
-    """Gather along one axis (``np.take``)."""
+def take(x, indices, axis: int | None = None):
+    """Gather along one axis (``np.take``; the flattened array when ``axis`` is None).
+
+    Example:
+        >>> take(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1, 1]), axis=0).tolist()
+        [[3.0, 4.0], [3.0, 4.0]]
+    """
+    if axis is None:
+        from gpudl.ops.shape import ravel
+
+        x, axis = ravel(x), 0
     ndim = len(_shape(x))
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"ops.take: axis {axis} is out of range for shape {_shape(x)}")
     index = [slice(None)] * ndim
     index[axis % ndim] = unbox_all(indices)
     return getitem(x, tuple(index))
@@ -136,8 +154,15 @@ def one_hot(labels, num_classes: int, dtype=np.float32):
         [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     """
     labels = unbox_all(labels)
+    if not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"ops.one_hot: labels must be integers, got dtype {labels.dtype}")
+        raise DTypeError(
+            f"ops.one_hot: labels must be integers, got dtype {labels.dtype}; "
+            "cast them with labels.astype('int64')"
+        )
+    if int(num_classes) <= 0:
+        raise ValueError(f"ops.one_hot: num_classes must be positive, got {num_classes}")
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise IndexError(
             f"ops.one_hot: labels must lie in [0, {num_classes}), "

@@ -1,4 +1,4 @@
-"""Reductions: sum, mean, var, std, max/min, logsumexp, argmax/argmin.
+"""Reductions: sum, mean, var, std, max/min, logsumexp, argmax/argmin, cumsum.
 
 ``max``/``min`` send the gradient to the arg-max, split evenly between exact ties (the
 subgradient NumPy-style ``amax`` uses; with distinct values it is the arg-max alone).
@@ -17,6 +17,7 @@ import builtins
 import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.errors import ShapeError
 from gpudl.ops.elementwise import equal, exp, sqrt, where
 from gpudl.ops.shape import broadcast_to, reshape
 
@@ -52,20 +53,42 @@ _sum = Primitive(
 )
 
 
-def sum(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
-    """Sum over ``axis`` (None: all).
+def _check_out(out, op: str) -> None:
+    if out is not None:
+        raise TypeError(f"ops.{op}: out= is not supported (gpudl ops return new arrays)")
+
+
+def _cast(x, dtype):
+    if dtype is None:
+        return x
+    from gpudl.ops.elementwise import astype
+
+    return astype(x, dtype)
+
+
+def sum(x, axis=None, dtype=None, out=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Sum over ``axis`` (None: all), with NumPy's signature (``out`` must be None).
 
     Example:
         >>> sum(np.ones((2, 3)), axis=0).tolist()
         [2.0, 2.0, 2.0]
     """
-    return _sum(x, axis=_norm_axis(axis), keepdims=keepdims)
+    _check_out(out, "sum")
+    return _sum(_cast(x, dtype), axis=_norm_axis(axis, x), keepdims=keepdims)
 
 
-def _norm_axis(axis):
-    if isinstance(axis, list):
-        return tuple(axis)
-    return axis
+def _norm_axis(axis, x=None):
+    """None, or a sorted tuple of non-negative axes (checked against ``x``'s rank)."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    if x is None:
+        return axes if len(axes) != 1 else axes[0]
+    ndim = len(_shape(x))
+    for a in axes:
+        if not -max(ndim, 1) <= int(a) < max(ndim, 1):
+            raise ShapeError(f"axis {a} is out of range for an array of shape {_shape(x)}")
+    return tuple(sorted(int(a) % max(ndim, 1) for a in axes))
 
 
 def _shape(x) -> tuple:
@@ -116,14 +139,21 @@ _min = Primitive(
 )
 
 
-def max(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
-    """Maximum over ``axis``; the gradient goes to the arg-max (ties share it)."""
-    return _max(x, axis=_norm_axis(axis), keepdims=keepdims)
+def max(x, axis=None, out=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+    """Maximum over ``axis``; the gradient goes to the arg-max (ties share it).
+
+    Example:
+        >>> max(np.array([[1.0, 4.0], [3.0, 2.0]]), axis=0).tolist()
+        [3.0, 4.0]
+    """
+    _check_out(out, "max")
+    return _max(x, axis=_norm_axis(axis, x), keepdims=keepdims)
 
 
-def min(x, axis=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
+def min(x, axis=None, out=None, keepdims: bool = False):  # noqa: A001 - NumPy's name
     """Minimum over ``axis``; the gradient goes to the arg-min (ties share it)."""
-    return _min(x, axis=_norm_axis(axis), keepdims=keepdims)
+    _check_out(out, "min")
+    return _min(x, axis=_norm_axis(axis, x), keepdims=keepdims)
 
 
 amax, amin = max, min
@@ -131,7 +161,7 @@ amax, amin = max, min
 
 def _logsumexp_impl(x, *, axis=None, keepdims=False):
     m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
+    m = np.where(np.isfinite(m), m, np.zeros_like(m))  # rows of -inf stay -inf, not NaN
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis if axis is not None else None)
 
@@ -151,18 +181,57 @@ def logsumexp(x, axis=None, keepdims: bool = False):
         >>> float(logsumexp(np.array([1000.0, 1000.0])))  # no overflow
         1000.6931471805599
     """
-    return _logsumexp(x, axis=_norm_axis(axis), keepdims=keepdims)
+    return _logsumexp(x, axis=_norm_axis(axis, x), keepdims=keepdims)
 
 
-_argmax = nondifferentiable("argmax", lambda x, *, axis=None: np.argmax(x, axis=axis))
-_argmin = nondifferentiable("argmin", lambda x, *, axis=None: np.argmin(x, axis=axis))
+_argmax = nondifferentiable(
+    "argmax", lambda x, *, axis=None, keepdims=False: np.argmax(x, axis=axis, keepdims=keepdims)
+)
+_argmin = nondifferentiable(
+    "argmin", lambda x, *, axis=None, keepdims=False: np.argmin(x, axis=axis, keepdims=keepdims)
+)
 
 
-def argmax(x, axis=None):
-    """Index of the maximum (no gradient)."""
-    return _argmax(x, axis=axis)
+def argmax(x, axis=None, out=None, *, keepdims: bool = False):
+    """Index of the maximum (no gradient; first occurrence on ties).
+
+    Example:
+        >>> argmax(np.array([[1.0, 3.0], [2.0, 0.0]]), axis=1).tolist()
+        [1, 0]
+    """
+    _check_out(out, "argmax")
+    return _argmax(x, axis=axis, keepdims=keepdims)
 
 
-def argmin(x, axis=None):
+def argmin(x, axis=None, out=None, *, keepdims: bool = False):
     """Index of the minimum (no gradient)."""
-    return _argmin(x, axis=axis)
+    _check_out(out, "argmin")
+    return _argmin(x, axis=axis, keepdims=keepdims)
+
+
+# --------------------------------------------------------------------------- scans
+def _cumsum_vjp(g, out, x, *, axis):
+    from gpudl.ops.shape import flip
+
+    # d out[j] / d x[i] = 1 for j >= i: a reversed cumulative sum of g.
+    return (flip(_cumsum(flip(g, axis), axis=axis), axis),)
+
+
+_cumsum = Primitive("cumsum", lambda x, *, axis: np.cumsum(x, axis=axis), _cumsum_vjp)
+
+
+def cumsum(x, axis: int | None = None, dtype=None, out=None):
+    """Cumulative sum along ``axis`` (over the flattened array when None).
+
+    Example:
+        >>> cumsum(np.array([1.0, 2.0, 3.0])).tolist()
+        [1.0, 3.0, 6.0]
+    """
+    from gpudl.ops.shape import ravel
+
+    _check_out(out, "cumsum")
+    x = _cast(x, dtype)
+    if axis is None:
+        x, axis = ravel(x), 0
+    return _cumsum(x, axis=_norm_axis(axis, x)[0])
+

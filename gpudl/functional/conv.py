@@ -1,0 +1,241 @@
+"""Convolutions: conv2d, conv_transpose2d, conv1d (torch shapes: NCHW, OIHW).
+
+Three primitives, each with a CUDA body and a NumPy twin (``conv_bodies.py``), closed
+under differentiation so grad-of-grad works (for y = conv2d(x, w), <y, g> is bilinear):
+
+* ``conv2d(x, w)``                     -> y;   vjp: dx = backward_data(g, w),
+                                                     dw = backward_weight(x, g)
+* ``conv2d_backward_data(g, w)``       -> dx;  vjp: dg = conv2d(gg, w),
+                                                     dw = backward_weight(gg, g)
+* ``conv2d_backward_weight(x, g)``     -> dw;  vjp: dx = backward_data(g, gw),
+                                                     dg = conv2d(x, gw)
+
+Bias is a broadcast add (a composite). ``conv_transpose2d`` is ``conv2d_backward_data``
+with x in the role of the output gradient; ``conv1d`` is conv2d with H = 1.
+
+Example:
+    >>> x, w = np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3))
+    >>> conv2d(x, w, padding=1)[0, 0].tolist()[0]
+    [4.0, 6.0, 6.0, 4.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpudl import ops
+from gpudl.autodiff import Primitive
+from gpudl.backend import check_same_device
+from gpudl.functional.conv_bodies import (
+    conv2d_backward_data_raw, conv2d_backward_weight_raw, conv2d_forward_raw, out_size,
+)
+from gpudl.functional.conv_checks import (
+    check_conv_operands, check_float_operands, conv_output_hw, int_pair, padding4, shape_of,
+    transpose_output_padding,
+)
+from gpudl.errors import ShapeError
+
+Padding = Any  # int | (ph, pw) | ((top, bottom), (left, right)) | "same" | "valid"
+
+
+# ----------------------------------------------------------------------------- primitives
+def _common_dtype(a, b):
+    dt = np.result_type(a.dtype, b.dtype)
+    return a.astype(dt, copy=False), b.astype(dt, copy=False)
+
+
+def _conv2d_impl(x, w, *, stride, padding, dilation, groups):
+    check_same_device((x, w), "conv2d")
+    x, w = _common_dtype(x, w)
+    return conv2d_forward_raw(x, w, stride=stride, padding=padding, dilation=dilation,
+                              groups=groups)
+
+
+def _backward_data_impl(g, w, *, x_hw, stride, padding, dilation, groups):
+    check_same_device((g, w), "conv2d_backward_data")
+    g, w = _common_dtype(g, w)
+    kh, kw = w.shape[2:]
+    expect = (out_size(x_hw[0], kh, stride[0], padding[0] + padding[1], dilation[0]),
+              out_size(x_hw[1], kw, stride[1], padding[2] + padding[3], dilation[1]))
+    if tuple(g.shape[2:]) != expect:
+        raise ShapeError(f"conv2d_backward_data: g has spatial size {tuple(g.shape[2:])}, "
+                         f"but a conv2d of a {tuple(x_hw)} input gives {expect}")
+    return conv2d_backward_data_raw(g, w, x_hw=tuple(x_hw), stride=stride, padding=padding,
+                                    dilation=dilation, groups=groups)
+
+
+def _backward_weight_impl(x, g, *, k_hw, stride, padding, dilation, groups):
+    check_same_device((x, g), "conv2d_backward_weight")
+    x, g = _common_dtype(x, g)
+    return conv2d_backward_weight_raw(x, g, k_hw=tuple(k_hw), stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups)
+
+
+def _conv2d_vjp(g, out, x, w, **geo):
+    return (lambda: _backward_data(g, w, x_hw=tuple(x.shape[2:]), **geo),
+            lambda: _backward_weight(x, g, k_hw=tuple(w.shape[2:]), **geo))
+
+
+def _backward_data_vjp(gg, out, g, w, *, x_hw, **geo):
+    # <backward_data(g, w), gg> = <conv2d(gg, w), g>: differentiate that in g and in w.
+    return (lambda: _conv2d(gg, w, **geo),
+            lambda: _backward_weight(gg, g, k_hw=tuple(w.shape[2:]), **geo))
+
+
+def _backward_weight_vjp(gw, out, x, g, *, k_hw, **geo):
+    # <backward_weight(x, g), gw> = <conv2d(x, gw), g>.
+    return (lambda: _backward_data(g, gw, x_hw=tuple(x.shape[2:]), **geo),
+            lambda: _conv2d(x, gw, **geo))
+
+
+_conv2d = Primitive("conv2d", _conv2d_impl, _conv2d_vjp)
+_backward_data = Primitive("conv2d_backward_data", _backward_data_impl, _backward_data_vjp)
+_backward_weight = Primitive("conv2d_backward_weight", _backward_weight_impl,
+                             _backward_weight_vjp)
+
+
+def _add_bias(y, b):
+    return y if b is None else y + ops.reshape(b, (1, shape_of(b)[0], 1, 1))
+
+
+# ----------------------------------------------------------------------------- public API
+def _conv2d_checked(op: str, x, w, b, stride, padding, dilation, groups):
+    check_float_operands(op, {"x": x, "w": w, "b": b})
+    geo = check_conv_operands(op, x, w, b, stride, padding, dilation, groups)
+    return _add_bias(_conv2d(x, w, **geo), b)
+
+
+def conv2d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int = 1):
+    """2-D convolution (cross-correlation, as torch): x (N, C, H, W), w (O, C/groups, kH, kW).
+
+    ``padding``: an int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
+    ``"same"`` (stride 1; an odd total is split with the extra row/column at the bottom/right,
+    as torch and TF). Output ``(N, O, Ho, Wo)``, ``Ho = floor((H + pT + pB - d(kH-1) - 1)/s) + 1``.
+    ``b`` (O,) or None. float32 or float64.
+
+    Example:
+        >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding="valid").shape
+        (2, 4, 3, 3)
+    """
+    return _conv2d_checked("F.conv2d", x, w, b, stride, padding, dilation, groups)
+
+
+def conv2d_backward_data(g, w, x_hw, stride=1, padding: Padding = 0, dilation=1,
+                         groups: int = 1):
+    """Gradient of ``conv2d`` with respect to x: g (N, O, Ho, Wo), w -> dx (N, C, *x_hw).
+
+    Differentiable (its vjp uses conv2d and conv2d_backward_weight).
+
+    Example:
+        >>> conv2d_backward_data(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)), (4, 4))[0, 0, 0]
+        array([1., 2., 2., 1.])
+    """
+    op = "F.conv2d_backward_data"
+    check_float_operands(op, {"g": g, "w": w})
+    n, o = shape_of(g)[:2] if len(shape_of(g)) == 4 else (0, 0)
+    groups_c = shape_of(w)[1] * groups if len(shape_of(w)) == 4 else 0
+    x_like = np.broadcast_to(np.zeros((), np.float32), (n, groups_c, *int_pair(x_hw, "x_hw", op)))
+    geo = check_conv_operands(op, x_like, w, None, stride, padding, dilation, groups,
+                              g_shape=shape_of(g))
+    return _backward_data(g, w, x_hw=tuple(x_like.shape[2:]), **geo)
+
+
+def conv2d_backward_weight(x, g, k_hw, stride=1, padding: Padding = 0, dilation=1,
+                           groups: int = 1):
+    """Gradient of ``conv2d`` with respect to w: x (N, C, H, W), g (N, O, Ho, Wo) -> dw.
+
+    Differentiable (its vjp uses conv2d and conv2d_backward_data).
+
+    Example:
+        >>> conv2d_backward_weight(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), (3, 3))[0, 0]
+        array([[4., 4., 4.],
+               [4., 4., 4.],
+               [4., 4., 4.]])
+    """
+    op = "F.conv2d_backward_weight"
+    check_float_operands(op, {"x": x, "g": g})
+    xs, gs = shape_of(x), shape_of(g)
+    o = gs[1] if len(gs) == 4 else 0
+    c = xs[1] if len(xs) == 4 else 0
+    w_like = np.broadcast_to(np.zeros((), np.float32),
+                             (o, c // max(int(groups) if isinstance(groups, int) else 1, 1),
+                              *int_pair(k_hw, "k_hw", op)))
+    geo = check_conv_operands(op, x, w_like, None, stride, padding, dilation, groups,
+                              g_shape=gs)
+    return _backward_weight(x, g, k_hw=tuple(w_like.shape[2:]), **geo)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1,
+                     groups: int = 1):
+    """Transposed convolution (torch layout): x (N, C_in, H, W), w (C_in, C_out/groups, kH, kW).
+
+    Output ``(N, C_out, Ho, Wo)``, ``Ho = (H-1)s - pT - pB + d(kH-1) + output_padding + 1``;
+    ``output_padding`` must be smaller than the stride or the dilation (as torch). It is the
+    gradient of conv2d with respect to its input, so conv2d(y, w) has x's shape.
+
+    Example:
+        >>> conv_transpose2d(np.ones((1, 2, 3, 3)), np.ones((2, 4, 3, 3)), stride=2,
+        ...                  padding=1, output_padding=1).shape
+        (1, 4, 6, 6)
+    """
+    op = "F.conv_transpose2d"
+    check_float_operands(op, {"x": x, "w": w, "b": b})
+    xs, ws = shape_of(x), shape_of(w)
+    if len(xs) != 4:
+        raise ShapeError(f"{op}: x must be 4-D (N, C_in, H, W), got shape {xs}")
+    if len(ws) != 4:
+        raise ShapeError(f"{op}: w must be 4-D (C_in, C_out/groups, kH, kW) as torch, got "
+                         f"shape {ws}")
+    if isinstance(padding, str):
+        raise ShapeError(f"{op}: padding must be an int, a pair or ((top, bottom), (left, "
+                         f"right)), got {padding!r} (string modes are for conv2d)")
+    out_hw, geo, extra = transpose_output_padding(op, xs, ws, b, stride, padding,
+                                                  output_padding, dilation, groups)
+    if any(extra):  # output_padding >= stride (allowed when < dilation): see the helper
+        x = ops.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
+    return _add_bias(_backward_data(x, w, x_hw=out_hw, **geo), b)
+
+
+def conv1d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int = 1):
+    """1-D convolution: x (N, C, L), w (O, C/groups, k); conv2d with H = 1.
+
+    ``padding``: an int, ``(left, right)``, ``"valid"`` or ``"same"`` (stride 1).
+
+    Example:
+        >>> conv1d(np.ones((2, 3, 10)), np.ones((5, 3, 3)), padding="same").shape
+        (2, 5, 10)
+    """
+    op = "F.conv1d"
+    check_float_operands(op, {"x": x, "w": w, "b": b})
+    xs, ws = shape_of(x), shape_of(w)
+    if len(xs) != 3:
+        raise ShapeError(f"{op}: x must be 3-D (N, C, L), got shape {xs}; for one sequence "
+                         f"use x[None]")
+    if len(ws) != 3:
+        raise ShapeError(f"{op}: w must be 3-D (out_channels, in_channels/groups, k), got "
+                         f"shape {ws}")
+
+    def scalar(v, name):
+        if isinstance(v, tuple | list) and len(v) == 1:
+            v = v[0]
+        return int_pair(v, name, op)[1]
+
+    s, d = scalar(stride, "stride"), scalar(dilation, "dilation")
+    if isinstance(padding, str):
+        pad2: Padding = padding
+    elif isinstance(padding, tuple | list) and len(padding) == 2:
+        pad2 = ((0, 0), tuple(padding))
+    else:
+        pad2 = ((0, 0), (scalar(padding, "padding"),) * 2)
+    x4 = ops.reshape(x, (xs[0], xs[1], 1, xs[2]))
+    w4 = ops.reshape(w, (ws[0], ws[1], 1, ws[2]))
+    y = _conv2d_checked(op, x4, w4, None, (1, s), pad2, (1, d), groups)
+    ys = shape_of(y)
+    y = ops.reshape(y, (ys[0], ys[1], ys[3]))
+    return y if b is None else y + ops.reshape(b, (1, shape_of(b)[0], 1))
+
+
+__all__ = ["conv1d", "conv2d", "conv2d_backward_data", "conv2d_backward_weight",
+           "conv_transpose2d", "conv_output_hw", "padding4"]

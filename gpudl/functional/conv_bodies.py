@@ -1,0 +1,198 @@
+"""The two bodies of the convolution primitives: im2col/col2im on CUDA and in NumPy.
+
+Every convolution product here is ``unroll (im2col) -> GEMM -> fold``. The GEMMs are
+``xp.matmul`` (BLAS on the CPU, cuBLAS on the GPU), one batched product over the groups.
+Only the unrolling differs between devices:
+
+* CUDA: ``conv2d_im2col`` / ``conv2d_col2im`` in ``kernels/conv2d.cu``;
+* NumPy twin: ``as_strided`` windows of the padded input copied in one reshape (im2col),
+  and a loop over the ``kH*kW`` kernel offsets adding strided slices (col2im).
+
+Both use the same matrix layout, ``cols (C*kH*kW, N*Ho*Wo)``, so the GEMMs and the layout
+shuffles around them are shared code. Geometry arguments are normalised tuples:
+``stride (sH, sW)``, ``padding (top, bottom, left, right)``, ``dilation (dH, dW)``.
+
+Example:
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> im2col(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (2, 2))[:, 0].tolist()
+    [0.0, 1.0, 4.0, 5.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from gpudl.backend import device_of, module_of
+from gpudl.cuda import INT32_MAX, KernelSource, contiguous_inputs, launch, type_name
+
+CONV_KERNELS = KernelSource(
+    "conv2d.cu",
+    [f"conv2d_{k}<{t}>" for k in ("im2col", "col2im") for t in ("float", "double")],
+)
+_BLOCK = 256
+_MAX_BLOCKS = 1 << 20  # grid-stride loops cover the rest
+# At most this many cols elements per batch chunk (512 MiB in float32): bounds the
+# temporary's memory and keeps every kernel argument under int32 indexing.
+COLS_BUDGET = 1 << 27
+
+
+def out_size(n: int, k: int, s: int, p_total: int, d: int) -> int:
+    """``floor((n + p_total - d*(k-1) - 1) / s) + 1`` (may be < 1: callers check)."""
+    return (n + p_total - d * (k - 1) - 1) // s + 1
+
+
+def _blocks(total: int) -> tuple[int]:
+    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
+
+
+def _is_pointwise(k_hw, stride, padding) -> bool:
+    # A 1x1 kernel with stride 1 and no padding: cols is just x with N and C swapped.
+    return tuple(k_hw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+
+
+def batch_chunks(n: int, per_sample_cols: int, per_sample_io: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` so a chunk's cols and its input/output slices fit the budgets."""
+    per = max(per_sample_cols, 1)
+    m = max(1, min(COLS_BUDGET // per, INT32_MAX // per, INT32_MAX // max(per_sample_io, 1)))
+    return [(i, min(i + m, n)) for i in range(0, n, m)]
+
+
+# ----------------------------------------------------------------------------- NumPy twin
+def im2col_twin(x, k_hw, stride, padding, dilation, out_hw):
+    """NumPy im2col: x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo), zeros for padding."""
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, pb, pl, pr = padding
+    if any(padding):
+        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    s_n, s_c, s_h, s_w = x.strides
+    # Every window lies inside x: the output-size formula guarantees it.
+    view = as_strided(x, shape=(c, kh, kw, n, ho, wo),
+                      strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw), writeable=False)
+    return view.reshape(c * kh * kw, n * ho * wo)  # the one copy
+
+
+def col2im_twin(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
+    """NumPy col2im (adjoint of im2col): dcols (C*kH*kW, N*Ho*Wo) -> dx (N, C, H, W)."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, pb, pl, pr = padding
+    d = dcols.reshape(c, kh, kw, n, ho, wo)
+    dxp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=dcols.dtype)
+    # Offsets in (kh, kw) order: the CUDA gather sums each pixel's terms in the same order.
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                j * dw:j * dw + sw * (wo - 1) + 1:sw] += d[:, i, j]
+    return np.ascontiguousarray(dxp[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+
+
+# ----------------------------------------------------------------------------- CUDA body
+def _geometry_args(n, c, h, w, out_hw, k_hw, stride, padding, dilation):
+    return tuple(np.int32(v) for v in (n, c, h, w, *out_hw, *k_hw, *stride, padding[0],
+                                       padding[2], *dilation))
+
+
+def im2col_cuda(x, k_hw, stride, padding, dilation, out_hw):
+    """CUDA im2col (kernels/conv2d.cu): same result as :func:`im2col_twin`."""
+    cupy = module_of(x)
+    t = type_name(x.dtype)
+    (x,) = contiguous_inputs("conv2d im2col", x)
+    n, c, h, w = x.shape
+    cols = cupy.empty((c * k_hw[0] * k_hw[1], n * out_hw[0] * out_hw[1]), dtype=x.dtype)
+    if cols.size:
+        launch(CONV_KERNELS.get(f"conv2d_im2col<{t}>"), _blocks(cols.size), (_BLOCK,),
+               (x, cols, *_geometry_args(n, c, h, w, out_hw, k_hw, stride, padding, dilation)))
+    return cols
+
+
+def col2im_cuda(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
+    """CUDA col2im (gather form, deterministic): same result as :func:`col2im_twin`."""
+    cupy = module_of(dcols)
+    t = type_name(dcols.dtype)
+    (dcols,) = contiguous_inputs("conv2d col2im", dcols)
+    n, c, h, w = x_shape
+    dx = cupy.empty((n, c, h, w), dtype=dcols.dtype)
+    if dx.size:
+        launch(CONV_KERNELS.get(f"conv2d_col2im<{t}>"), _blocks(dx.size), (_BLOCK,),
+               (dcols, dx, *_geometry_args(n, c, h, w, out_hw, k_hw, stride, padding, dilation)))
+    return dx
+
+
+# ----------------------------------------------------------------------------- dispatch
+def im2col(x, k_hw, stride, padding, dilation, out_hw):
+    """x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo) on x's device."""
+    if _is_pointwise(k_hw, stride, padding):
+        n, c, h, w = x.shape
+        return x.reshape(n, c, h * w).transpose(1, 0, 2).reshape(c, n * h * w)
+    if device_of(x) == "cuda":
+        return im2col_cuda(x, k_hw, stride, padding, dilation, out_hw)
+    return im2col_twin(x, k_hw, stride, padding, dilation, out_hw)
+
+
+def col2im(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
+    """dcols (C*kH*kW, N*Ho*Wo) -> dx (N, C, H, W), the adjoint of :func:`im2col`."""
+    if _is_pointwise(k_hw, stride, padding):
+        n, c, h, w = x_shape
+        xp = module_of(dcols)
+        return xp.ascontiguousarray(dcols.reshape(c, n, h, w).transpose(1, 0, 2, 3))
+    if device_of(dcols) == "cuda":
+        return col2im_cuda(dcols, x_shape, k_hw, stride, padding, dilation, out_hw)
+    return col2im_twin(dcols, x_shape, k_hw, stride, padding, dilation, out_hw)
+
+
+def _grouped(a, groups: int, m: int):
+    """a (m, O, Ho, Wo) -> (G, O/G, m*Ho*Wo): channels first, the GEMM's layout (a copy)."""
+    o = a.shape[1]
+    return a.reshape(m, o, -1).transpose(1, 0, 2).reshape(groups, o // groups, -1)
+
+
+# ----------------------------------------------------------------------------- products
+def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
+    """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias."""
+    xp = module_of(x)
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    ho = out_size(h, kh, stride[0], padding[0] + padding[1], dilation[0])
+    wo = out_size(wd, kw, stride[1], padding[2] + padding[3], dilation[1])
+    geo = ((kh, kw), stride, padding, dilation, (ho, wo))
+    wm = w.reshape(groups, o // groups, cg * kh * kw)  # (G, Og, K)
+    y = xp.empty((n, o, ho, wo), dtype=x.dtype)
+    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+        cols = im2col(x[n0:n1], *geo)  # (C*kH*kW, m*L)
+        ym = xp.matmul(wm, cols.reshape(groups, cg * kh * kw, -1))  # (G, Og, m*L)
+        y[n0:n1] = ym.reshape(o, n1 - n0, ho, wo).transpose(1, 0, 2, 3)
+    return y
+
+
+def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
+    """dx (N, C, H, W) from gy (N, O, Ho, Wo) and w: the adjoint of conv2d in x."""
+    xp = module_of(gy)
+    n, o, ho, wo = gy.shape
+    _, cg, kh, kw = w.shape
+    c, (h, wd) = cg * groups, x_hw
+    geo = ((kh, kw), stride, padding, dilation, (ho, wo))
+    wt = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)  # (G, K, Og)
+    dx = xp.empty((n, c, h, wd), dtype=gy.dtype)
+    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+        m = n1 - n0
+        dcols = xp.matmul(wt, _grouped(gy[n0:n1], groups, m))  # (G, K, m*L)
+        dx[n0:n1] = col2im(dcols.reshape(c * kh * kw, -1), (m, c, h, wd), *geo)
+    return dx
+
+
+def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups):
+    """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo): adjoint in w."""
+    xp = module_of(x)
+    n, c, h, wd = x.shape
+    _, o, ho, wo = gy.shape
+    kh, kw = k_hw
+    cg = c // groups
+    k = cg * kh * kw
+    geo = ((kh, kw), stride, padding, dilation, (ho, wo))
+    dw = xp.zeros((groups, o // groups, k), dtype=x.dtype)
+    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+        cols = im2col(x[n0:n1], *geo).reshape(groups, k, -1)  # (G, K, m*L)
+        dw += xp.matmul(_grouped(gy[n0:n1], groups, n1 - n0), cols.transpose(0, 2, 1))
+    return dw.reshape(o, cg, kh, kw)

@@ -1,0 +1,176 @@
+"""Recurrent layers: RNN (Elman), LSTM, GRU — multi-layer, bidirectional, torch layouts.
+
+Parameters use torch's names (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
+``bias_hh_l0``, ``..._reverse``) and shapes, so a torch ``state_dict`` loads directly.
+Default init as torch: uniform(-1/sqrt(hidden), 1/sqrt(hidden)) for every tensor.
+
+Input: (T, N, I), or (N, T, I) with ``batch_first=True``. ``apply`` takes either the
+array, or a dict ``{"x": x, "lengths": (N,) ints, "h0": ..., "c0": ...}`` for
+variable-length sequences and explicit initial states (each optional). Output:
+all steps (T, N, D*H) by default; ``return_sequences=False`` gives the last valid step
+(N, D*H); ``return_state=True`` returns ``(output, h_n)`` or ``(output, (h_n, c_n))``
+with h_n (L*D, N, H) as torch.
+
+Example:
+    >>> import gpudl as gd
+    >>> from gpudl import nn
+    >>> lstm = nn.LSTM(16, num_layers=2, bidirectional=True, batch_first=True)
+    >>> p, s = lstm.init(gd.random.key(0), gd.ops.zeros((4, 7, 3)))
+    >>> lstm.apply(p, s, gd.ops.zeros((4, 7, 3)))[0].shape
+    (4, 7, 32)
+"""
+
+from __future__ import annotations
+
+import math
+
+from gpudl import functional as F
+from gpudl import ops
+from gpudl import random as gdr
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of, module_of
+from gpudl.errors import ShapeError
+from gpudl.nn import initializers as inits
+from gpudl.nn.base import Layer, require_params
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+class _Recurrent(Layer):
+    kind = "rnn"
+
+    def __init__(self, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 batch_first: bool = False, dropout: float = 0.0, bias: bool = True,
+                 return_sequences: bool = True, return_state: bool = False,
+                 nonlinearity: str = "tanh", name: str | None = None):
+        super().__init__(name)
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError(f"nn.{type(self).__name__}: hidden_size and num_layers must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"nn.{type(self).__name__}: dropout must be in [0, 1), got {dropout}")
+        self.hidden, self.num_layers, self.bidirectional = hidden_size, num_layers, bidirectional
+        self.batch_first, self.dropout, self.use_bias = batch_first, dropout, bias
+        self.return_sequences, self.return_state = return_sequences, return_state
+        self.nonlinearity = nonlinearity
+
+    def prefix(self) -> str:
+        return self.kind
+
+    def _suffixes(self) -> list[str]:
+        dirs = ["", "_reverse"] if self.bidirectional else [""]
+        return [f"_l{layer}{d}" for layer in range(self.num_layers) for d in dirs]
+
+    def _names(self) -> list[str]:
+        names = []
+        for sfx in self._suffixes():
+            names += [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+            if self.use_bias:
+                names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+        return names
+
+    def init(self, key, x):
+        x = x["x"] if isinstance(x, dict) else x
+        if x.ndim != 3:
+            layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
+            raise ShapeError(f"nn.{type(self).__name__}: expects a 3-D input {layout}, got "
+                             f"shape {tuple(x.shape)}")
+        g, h, d = _GATES[self.kind], self.hidden, 2 if self.bidirectional else 1
+        bound = 1.0 / math.sqrt(h)
+        init = inits.uniform(-bound, bound)
+        names = self._names()
+        keys = gdr.split(key, len(names))
+        params = {}
+        for name, k in zip(names, keys):
+            layer = int(name.split("_l")[1].split("_")[0])
+            n_in = x.shape[-1] if layer == 0 else d * h
+            shape = {"weight_ih": (g * h, n_in), "weight_hh": (g * h, h)}.get(
+                name.split("_l")[0], (g * h,))
+            params[name] = init(k, shape, dtype=x.dtype, device=device_of(x))
+        return params, {}
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        require_params(params, self._names(), self)
+        inputs = x if isinstance(x, dict) else {"x": x}
+        unknown = set(inputs) - {"x", "lengths", "h0", "c0"}
+        if unknown:
+            raise ValueError(f"nn.{type(self).__name__}: unknown input keys {sorted(unknown)}; "
+                             "use x, lengths, h0, c0")
+        seq, lengths = inputs["x"], inputs.get("lengths")
+        h0, c0 = inputs.get("h0"), inputs.get("c0")
+        d = 2 if self.bidirectional else 1
+        if self.batch_first:
+            seq = ops.swapaxes(seq, 0, 1)  # work in (T, N, I)
+        keys = gdr.split(key, self.num_layers) if (key is not None and self.dropout and train) \
+            else [None] * self.num_layers
+        finals_h, finals_c = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for di in range(d):
+                sfx = f"_l{layer}" + ("_reverse" if di else "")
+                w = {k: params[f"{k}{sfx}"] for k in ("weight_ih", "weight_hh")
+                     + (("bias_ih", "bias_hh") if self.use_bias else ())}
+                idx = layer * d + di
+                hi = None if h0 is None else h0[idx]
+                y, final = self._run_one(seq, hi, None if c0 is None else c0[idx], w, lengths,
+                                         bool(di))
+                outs.append(y)
+                if self.kind == "lstm":
+                    finals_h.append(final[0])
+                    finals_c.append(final[1])
+                else:
+                    finals_h.append(final)
+            seq = outs[0] if d == 1 else ops.concatenate(outs, axis=-1)
+            if self.dropout and train and layer < self.num_layers - 1:
+                seq = F.dropout(seq, self.dropout, keys[layer], train=True)
+        out = seq
+        if not self.return_sequences:
+            out = self._last_step(seq, lengths)
+        elif self.batch_first:
+            out = ops.swapaxes(seq, 0, 1)
+        if not self.return_state:
+            return out, state
+        h_n = ops.concatenate(finals_h, axis=0)
+        if self.kind == "lstm":
+            return (out, (h_n, ops.concatenate(finals_c, axis=0))), state
+        return (out, h_n), state
+
+    def _run_one(self, seq, h0, c0, w, lengths, reverse):
+        if self.kind == "lstm":
+            return F.lstm(seq, h0, c0, w, lengths=lengths, reverse=reverse)
+        if self.kind == "gru":
+            return F.gru(seq, h0, w, lengths=lengths, reverse=reverse)
+        return F.rnn(seq, h0, w, lengths=lengths, reverse=reverse, nonlinearity=self.nonlinearity)
+
+    def _last_step(self, seq, lengths):
+        """(T, N, D*H) -> (N, D*H): the forward half at each sequence's last valid step and,
+        when bidirectional, the reverse half at step 0 (where the reverse pass ends)."""
+        t_len, n = seq.shape[0], seq.shape[1]
+        if lengths is None:
+            last = ops.getitem(seq, t_len - 1)
+        else:
+            lens = unbox_all(lengths)
+            xp = module_of(lens)
+            idx = xp.maximum(lens - 1, 0)
+            last = ops.getitem(seq, (idx, xp.arange(n)))
+        if not self.bidirectional:
+            return last
+        h = self.hidden
+        return ops.concatenate([last[:, :h], ops.getitem(seq, 0)[:, h:]], axis=-1)
+
+
+class RNN(_Recurrent):
+    """Elman RNN: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) (or relu)."""
+
+    kind = "rnn"
+
+
+class LSTM(_Recurrent):
+    """LSTM with torch's gate order (i, f, g, o) and parameter names."""
+
+    kind = "lstm"
+
+
+class GRU(_Recurrent):
+    """GRU with torch's gate order (r, z, n) and parameter names."""
+
+    kind = "gru"
