@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 REPORT ?= benchmarks/results/gpu-check
 
+# A CPU build of PyTorch, when a local wheel is at hand, gives the tests an independent
+# reference (conv, cross-entropy, LSTM, optimizers); without it those comparisons skip.
+TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
@@ -26,6 +30,10 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		echo "setup: no NVIDIA driver -> CPU (cupy-cuda13x installed for the fallback tests)"; \
 		$(BIN)/pip install -q -e '.[test,data,plot,dev]'; \
+	fi
+	@if [ -n "$(TORCH_WHEEL)" ]; then \
+		echo "setup: torch CPU reference from $(TORCH_WHEEL)"; \
+		$(BIN)/pip install -q "$(TORCH_WHEEL)" || echo "setup: torch reference not installed"; \
 	fi
 	touch $@
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gpudl as gd  # noqa: E402
 from gpudl import ops  # noqa: E402
 from gpudl.backend import probe_cuda, xp_for  # noqa: E402
-from gpudl.functional import rnn as R  # noqa: E402
+from gpudl.functional import recurrent as R  # noqa: E402
 
 GPU_CONFIGS = [(h, n, 25) for h in (512, 1024) for n in (16, 64)]  # (hidden, batch, steps)
 CPU_CONFIGS = [(256, 8, 5), (512, 16, 5)]

@@ -3,7 +3,8 @@
 Examples:
     gpudl doctor
     gpudl bench --model lenet5 --batch-size 128 --steps 50 --devices cpu,cuda --json out.json
-    gpudl train --model lenet5 --dataset mnist_5k --epochs 5 --batch-size 64 --lr 0.9
+    gpudl train --model lenet5 --dataset mnist_5k --epochs 5 --batch-size 64 --lr 0.05
+    gpudl train --dataset digits --epochs 3          # 8x8 digits: an MLP by default
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import sys
 from collections.abc import Sequence
 
 DATASETS = ("mnist_5k", "digits")
+# The model each dataset gets when --model is not given; lenet5 needs 28x28 inputs.
+DEFAULT_MODEL = {"mnist_5k": "lenet5", "digits": "mlp"}
+MODEL_INPUT_HW = {"lenet5": (28, 28)}
 
 
 def doctor(out=print) -> int:
@@ -43,6 +47,13 @@ def doctor(out=print) -> int:
             problems.append("update the NVIDIA driver, or install cupy-cuda12x for an older one")
         elif "NVRTC" in reason:
             problems.append("install the NVRTC wheel: pip install nvidia-cuda-nvrtc")
+        elif "driver" in reason or "no CUDA GPU" in reason:
+            problems.append("gpudl runs on the CPU (NumPy). To use an NVIDIA GPU, install its "
+                            "driver (`nvidia-smi` must work), then `pip install "
+                            "'gpudl[cuda13]'` (or [cuda12])")
+        else:
+            problems.append("see the reason above; `pip install 'gpudl[cuda13]'` needs a "
+                            "working NVIDIA driver and GPU")
     out(f"CPU: {info['cpu']}, {info['cpu_count']} cores; BLAS {info['blas']} "
         f"threads {info['blas_threads']}")
     try:
@@ -71,14 +82,24 @@ def _load_dataset(name: str):
 def train(ns: argparse.Namespace) -> int:
     import gpudl as gd
     from gpudl import data, models, optim
-    from gpudl.train import ModelCheckpoint
+    from gpudl.train import ModelCheckpoint, evaluate, fit
 
     if ns.device:
         gd.set_device(ns.device)
+    model_name = ns.model or DEFAULT_MODEL[ns.dataset]
+    if model_name not in models.available():
+        raise SystemExit(f"gpudl train: unknown model {model_name!r}; choose from "
+                         f"{models.available()}")
     x, y = _load_dataset(ns.dataset)
+    need = MODEL_INPUT_HW.get(model_name)
+    if need is not None and tuple(x.shape[-2:]) != need:
+        raise SystemExit(
+            f"gpudl train: {model_name} expects {need[0]}x{need[1]} images but {ns.dataset} "
+            f"has {x.shape[-2]}x{x.shape[-1]}; use --model mlp (or --dataset mnist_5k)"
+        )
     (xtr, ytr), (xva, yva), (xte, yte) = data.train_val_test_split(x, y, val=0.1, test=0.2,
                                                                     seed=ns.seed)
-    model = models.get_model(ns.model)
+    model = models.get_model(model_name)
     opt = {"sgd": lambda: optim.sgd(ns.lr, momentum=0.9), "adam": lambda: optim.adam(ns.lr)}
     if ns.optimizer not in opt:
         raise SystemExit(f"gpudl train: unknown optimizer {ns.optimizer!r}; choose sgd or adam")
@@ -90,11 +111,13 @@ def train(ns: argparse.Namespace) -> int:
         callbacks.append(ModelCheckpoint(path, best_only=False))
         if ns.resume and os.path.exists(path):
             resume = path
-    history = gd.fit(model, (xtr, ytr), loss="cross_entropy", optimizer=opt[ns.optimizer](),
-                     epochs=ns.epochs, batch_size=ns.batch_size, validation_data=(xva, yva),
-                     metrics=["accuracy"], callbacks=callbacks, key=gd.random.key(ns.seed),
-                     resume_from=resume)
-    test = gd.evaluate(model, history.params, history.state, (xte, yte), metrics=["accuracy"])
+    print(f"training {model_name} on {ns.dataset} ({len(ytr)} train / {len(yva)} validation / "
+          f"{len(yte)} test images) on {gd.get_device()}")
+    history = fit(model, (xtr, ytr), loss="cross_entropy", optimizer=opt[ns.optimizer](),
+                  epochs=ns.epochs, batch_size=ns.batch_size, validation_data=(xva, yva),
+                  metrics=["accuracy"], callbacks=callbacks, key=gd.random.key(ns.seed),
+                  resume_from=resume, verbose=ns.verbose)
+    test = evaluate(model, history.params, history.state, (xte, yte), metrics=["accuracy"])
     print(f"test accuracy: {test['accuracy']:.4f} on {len(yte)} held-out images")
     return 0
 
@@ -118,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="what gpudl sees: versions, device, GPU, driver, BLAS")
     t = sub.add_parser("train", help="train a model on a shipped dataset")
-    t.add_argument("--model", default="lenet5")
+    t.add_argument("--model", default=None,
+                   help="lenet5 | mlp (default: lenet5 for mnist_5k, mlp for digits)")
     t.add_argument("--dataset", default="mnist_5k", choices=DATASETS)
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=64)
@@ -128,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-dir", default=None)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: progress per epoch")
     b = sub.add_parser("bench", help="time training steps on cpu and cuda")
-    b.add_argument("--model", default="lenet5")
+    b.add_argument("--model", default="lenet5", help="lenet5 | mlp")
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--steps", type=int, default=50)
     b.add_argument("--warmup", type=int, default=5)

@@ -192,7 +192,7 @@ def _register_all() -> None:
     import gpudl.functional  # noqa: F401
 
     for module in ("gpudl.functional.conv", "gpudl.functional.pooling",
-                   "gpudl.functional.cross_entropy", "gpudl.functional.rnn"):
+                   "gpudl.functional.cross_entropy", "gpudl.functional.recurrent", "gpudl.functional.rnn_cells"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError:

@@ -26,7 +26,7 @@ import numpy as np
 
 from gpudl.backend import asarray, to_numpy
 from gpudl.errors import CheckpointError, TreeMismatchError
-from gpudl.tree import flatten_with_paths, unflatten_paths
+from gpudl.tree import flatten_with_paths, tree_structure, tree_unflatten, unflatten_paths
 
 FORMATS = (".npz", ".safetensors")
 
@@ -45,8 +45,30 @@ def _flat(tree: Any) -> dict[str, np.ndarray]:
     for key, leaf in flatten_with_paths(tree):
         if not key:
             raise CheckpointError("gd.save: the tree must be a dict (or list) of arrays, not a bare array")
-        out[key] = np.ascontiguousarray(to_numpy(leaf))
+        if key in out:  # e.g. {"a.b": x, "a": {"b": y}}: both flatten to "a.b"
+            raise CheckpointError(
+                f"gd.save: two leaves flatten to the same key {key!r}; dotted dict keys clash "
+                "with nesting, rename one"
+            )
+        # np.asarray(order="C"), not ascontiguousarray, which turns 0-d arrays into (1,)
+        arr = np.asarray(to_numpy(leaf), order="C")
+        if arr.dtype.kind not in "biuf":
+            raise CheckpointError(
+                f"gd.save: leaf {key!r} has dtype {arr.dtype}; only bool, integer and float "
+                "arrays can be saved"
+            )
+        out[key] = arr
     return out
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a checkpoint gets the permissions an ordinary open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
@@ -59,6 +81,10 @@ def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
             data_writer(f)
             f.flush()
             os.fsync(f.fileno())
+        try:
+            os.chmod(tmp, _FILE_MODE)
+        except OSError:  # pragma: no cover - filesystems without permissions
+            pass
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -76,22 +102,43 @@ def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
         pass
 
 
+def _write_npz(f, flat: dict[str, np.ndarray]) -> None:
+    """The .npz layout np.savez writes (one ``key.npy`` per array, stored uncompressed).
+
+    Written by hand because ``np.savez(f, **flat)`` breaks on keys named ``file`` or
+    ``allow_pickle`` (its own keyword arguments).
+    """
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in flat.items():
+            with zf.open(f"{key}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
+
+
+def _write_safetensors(f, flat: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save as st_save
+
+    f.write(st_save(flat))
+
+
 def save(path: str | os.PathLike, tree: Any) -> None:
-    """Save a pytree of arrays (NumPy or CuPy) atomically as .npz or .safetensors."""
+    """Save a pytree of arrays (NumPy or CuPy) atomically as .npz or .safetensors.
+
+    Keys are dotted paths (``conv1.weight``); list items get their index (``layers.0.w``).
+    """
     path = Path(path)
     fmt = _format(path)
     flat = _flat(tree)
     if fmt == ".npz":
-        atomic_write_bytes(path, lambda f: np.savez(f, **flat))
+        atomic_write_bytes(path, lambda f: _write_npz(f, flat))
         return
     try:
-        from safetensors.numpy import save as st_save
+        import safetensors.numpy  # noqa: F401
     except ImportError as exc:
         raise CheckpointError(
             "gd.save: .safetensors needs the safetensors package (pip install safetensors); "
             "or save as .npz"
         ) from exc
-    atomic_write_bytes(path, lambda f: f.write(st_save(flat)))
+    atomic_write_bytes(path, lambda f: _write_safetensors(f, flat))
 
 
 def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
@@ -106,7 +153,7 @@ def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
         return st_load(path.read_bytes())
     except ImportError as exc:
         raise CheckpointError("gd.load: .safetensors needs the safetensors package") from exc
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, Exception) as exc:
+    except Exception as exc:  # zipfile, numpy and safetensors each raise their own kinds
         raise CheckpointError(
             f"gd.load: {path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
             "restore it from an earlier checkpoint"
@@ -127,7 +174,9 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
 
     Arrays keep their saved dtype and go to ``device`` (default: the current device).
     With ``like`` (e.g. the params from ``model.init``), keys and shapes must match or a
-    :class:`TreeMismatchError` names the missing, extra and mis-shaped entries.
+    :class:`TreeMismatchError` names the missing, extra and mis-shaped entries; the result
+    then has ``like``'s exact structure (dict order, tuples). Without it, dicts whose keys
+    are 0..n-1 come back as lists.
     """
     path = Path(path)
     flat = _read(path, _format(path))
@@ -143,4 +192,6 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
                 f"{extra}, shape mismatches {shapes}"
             )
     arrays = {k: asarray(v, dtype=v.dtype, device=device) for k, v in flat.items()}
+    if like is not None:
+        return tree_unflatten(tree_structure(like), [arrays[k] for k in expected])
     return _lists_back(unflatten_paths(arrays))

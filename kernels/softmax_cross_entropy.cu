@@ -157,7 +157,7 @@ __device__ __forceinline__ void sce_forward_row(const T* __restrict__ logits,  /
     loss[row] = l;
     lse_out[row] = lse;
   }
-  if (WITH_GRAD) {
+  if constexpr (WITH_GRAD) {
     sce_row_grad<T, BLOCK>(x, dlogits + (long long)row * C, C, y, lse, eps, grad_scale, !valid);
   }
 }

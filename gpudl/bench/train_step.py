@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from gpudl import functional as F
 from gpudl import optim
 from gpudl import random as gdr
 from gpudl.autodiff import value_and_grad
@@ -24,6 +23,7 @@ from gpudl.backend import asarray, device, memory_info, probe_cuda
 from gpudl.bench.device_info import machine_info
 from gpudl.bench.timing import time_fn
 from gpudl.models import get_model
+from gpudl.train.loop import resolve_loss
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28)}
 
@@ -40,8 +40,9 @@ def _step_fn(model_name: str, batch_size: int, dev: str):
 
     def loss_fn(p, xb, yb):
         out, _ = model.apply(p, state, xb, train=True)
-        return F.softmax_cross_entropy(out, yb)
+        return cross_entropy(out, yb)
 
+    cross_entropy = resolve_loss("cross_entropy")
     vg = value_and_grad(loss_fn)
 
     def step():
@@ -56,7 +57,7 @@ def _step_fn(model_name: str, batch_size: int, dev: str):
 def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 50,
                 devices: Sequence[str] = ("cpu", "cuda"), warmup: int = 5) -> dict[str, Any]:
     rows, missing = [], {}
-    for dev in devices:
+    for dev in (d.strip().lower() for d in devices if d.strip()):
         if dev == "cuda":
             usable, reason = probe_cuda()
             if not usable:
@@ -97,21 +98,26 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def save_json(report: dict[str, Any], path: str) -> None:
+    """Write the report (machine and device names included) as indented JSON."""
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(report, f, indent=2, default=str)
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    import matplotlib
+    """Bar chart of training samples/s per device (IQR as error bars), saved to ``path``."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     devs = [r["device"] for r in report["rows"]]
     ax.bar(devs, [r["samples_per_s"] for r in report["rows"]],
            yerr=[r["samples_per_s"] * r["iqr_s"] / r["median_s"] for r in report["rows"]])
     ax.set_ylabel("training samples / s")
-    ax.set_title(f"{report['model']} batch {report['batch_size']}")
+    name = report["machine"].get("gpu_name")
+    ax.set_title(f"{report['model']} batch {report['batch_size']}"
+                 + (f" ({name})" if name else " (no GPU)"))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -34,6 +34,12 @@ class ArrayDataset:
     def __init__(self, *arrays: Any):
         if not arrays:
             raise ValueError("ArrayDataset: give at least one array")
+        for i, a in enumerate(arrays):
+            if getattr(a, "ndim", 1) == 0 or not hasattr(a, "__len__"):
+                raise ValueError(
+                    f"ArrayDataset: array {i} is a scalar ({type(a).__name__}); every array needs "
+                    "a first dim of examples"
+                )
         n = len(arrays[0])
         for i, a in enumerate(arrays):
             if len(a) != n:
@@ -113,15 +119,25 @@ def _prefetched(it: Iterator, depth: int) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item) -> bool:
+        # A bounded put that gives up once the consumer has gone (early break, error),
+        # so the thread never blocks forever on a full queue.
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def worker():
         try:
             for item in it:
-                if stop.is_set():
+                if not put(item):
                     return
-                q.put(item)
-            q.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # re-raised in the consumer thread
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
@@ -137,3 +153,4 @@ def _prefetched(it: Iterator, depth: int) -> Iterator:
         stop.set()
         while not q.empty():
             q.get_nowait()
+        thread.join(timeout=1.0)

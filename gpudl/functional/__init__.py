@@ -13,8 +13,8 @@ Example:
 """
 
 from gpudl.functional.activations import (
-    elu, gelu, get_activation, hardtanh, identity, leaky_relu, log_softmax, maxout, prelu, relu,
-    selu, silu, softmax, softplus, step,
+    elu, erf, gelu, get_activation, hardtanh, identity, leaky_relu, log_softmax, maxout, prelu, relu,
+    selu, silu, softmax, softplus, step, swish,
 )
 from gpudl.functional.attention import (
     additive_attention, additive_attention_scores, causal_mask, masked_softmax,
@@ -34,10 +34,9 @@ from gpudl.functional.losses import (
     nt_xent, sequence_cross_entropy, sparsity_kl,
 )
 from gpudl.functional.normalization import batch_norm, layer_norm, local_response_norm
-from gpudl.functional.rnn import gru, lstm, rnn, stacked, unstack
+from gpudl.functional.recurrent import gru, lstm, rnn, stacked, unstack
 from gpudl.functional.rnn_cells import (
     gru_cell, gru_pointwise, lstm_cell, lstm_pointwise, rnn_cell,
 )
 from gpudl.ops import sigmoid, tanh
 
-swish = silu

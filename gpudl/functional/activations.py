@@ -43,7 +43,8 @@ def identity(x):
 
 
 _step = nondifferentiable(
-    "step", lambda x, *, at_zero: np.where(x > 0, 1.0, np.where(x == 0, at_zero, 0.0)).astype(x.dtype)
+    "step",
+    lambda x, *, at_zero: np.where(x > 0, 1.0, np.where(x == 0, at_zero, 0.0)).astype(x.dtype),
 )
 
 
@@ -171,17 +172,36 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
 #   1 <= |x| < 6: erfc(x) = t exp(-x^2 + U(u)), t = 2/(2+x), u in [-1, 1]   max abs ~3e-16
 #   |x| >= 6:     erf(x) = sign(x)  (erfc(6) = 2e-17 is below float64 resolution at 1)
 _ERF_SMALL = (
-    0.9754769393826541, -0.14226120510371354, 0.010035582187599763, -0.0005768764699767588,
-    2.7419931252141826e-05, -1.1043175507034089e-06, 3.84887554363847e-08,
-    -1.1808582119381384e-09, 3.2334190450919696e-11, -7.990698569084373e-13,
-    1.7952561409221776e-14, -3.6335263121621663e-16,
+    0.9754769393826541,
+    -0.14226120510371354,
+    0.010035582187599763,
+    -0.0005768764699767588,
+    2.7419931252141826e-05,
+    -1.1043175507034089e-06,
+    3.84887554363847e-08,
+    -1.1808582119381384e-09,
+    3.2334190450919696e-11,
+    -7.990698569084373e-13,
+    1.7952561409221776e-14,
+    -3.6335263121621663e-16,
 )
 _ERFC_LARGE = (
-    -0.7225506374061089, 0.2743072087845946, 0.0048938741789529465, -0.0007494557113350515,
-    -4.730434508254708e-05, 5.513677106311979e-06, 4.6498468442856185e-07,
-    -6.245716691120835e-08, -4.407154138730507e-09, 8.579688962330471e-10,
-    3.032902822191352e-11, -1.2114200586674473e-11, 9.844717046312686e-14,
-    1.5488861827550324e-13, -9.029286394944315e-15, -1.5341390896504432e-15,
+    -0.7225506374061089,
+    0.2743072087845946,
+    0.0048938741789529465,
+    -0.0007494557113350515,
+    -4.730434508254708e-05,
+    5.513677106311979e-06,
+    4.6498468442856185e-07,
+    -6.245716691120835e-08,
+    -4.407154138730507e-09,
+    8.579688962330471e-10,
+    3.032902822191352e-11,
+    -1.2114200586674473e-11,
+    9.844717046312686e-14,
+    1.5488861827550324e-13,
+    -9.029286394944315e-15,
+    -1.5341390896504432e-15,
     3.668565942608629e-16,
 )
 _T_LO, _T_HI = 0.25, 2.0 / 3.0  # t = 2/(2+x) for x in [1, 6]
@@ -215,9 +235,7 @@ def _erf_impl(x):
 
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-erf = Primitive(
-    "erf", _erf_impl, lambda g, out, x: (g * (_TWO_OVER_SQRT_PI * ops.exp(-(x * x))),)
-)
+erf = Primitive("erf", _erf_impl, lambda g, out, x: (g * (_TWO_OVER_SQRT_PI * ops.exp(-(x * x))),))
 
 
 def gelu(x, approximate: str = "none"):
@@ -308,16 +326,29 @@ def maxout(x, num_pieces: int, axis: int = -1):
             f"maxout: axis {axis} has size {shape[axis]}, which is not a multiple of "
             f"num_pieces={num_pieces}; make the preceding layer output k * num_pieces features"
         )
-    grouped = shape[:axis] + (shape[axis] // num_pieces, num_pieces) + shape[axis + 1:]
+    grouped = shape[:axis] + (shape[axis] // num_pieces, num_pieces) + shape[axis + 1 :]
     return ops.max(ops.reshape(x, grouped), axis=axis + 1)
 
 
 # ------------------------------------------------------------------------ lookup by name
 _BY_NAME: dict[str, Callable] = {
-    "identity": identity, "linear": identity, "step": step, "sigmoid": sigmoid, "tanh": tanh,
-    "hardtanh": hardtanh, "relu": relu, "leaky_relu": leaky_relu, "elu": elu, "selu": selu,
-    "gelu": gelu, "silu": silu, "swish": swish, "softplus": softplus, "softmax": softmax,
-    "log_softmax": log_softmax, "maxout": maxout,
+    "identity": identity,
+    "linear": identity,
+    "step": step,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "hardtanh": hardtanh,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "selu": selu,
+    "gelu": gelu,
+    "silu": silu,
+    "swish": swish,
+    "softplus": softplus,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "maxout": maxout,
 }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import unbox_all
-from gpudl.backend import module_of, xp_for, get_device
+from gpudl.backend import get_device, module_of, xp_for
 from gpudl.errors import ShapeError
 from gpudl.functional.activations import softmax
 
@@ -49,15 +49,27 @@ def masked_softmax(scores, mask=None, axis: int = -1):
         return softmax(scores, axis=axis)
     raw = unbox_all(scores)
     keep = unbox_all(mask)
-    if getattr(keep, "dtype", None) != bool:
-        raise TypeError(f"attention: mask must be boolean (True = keep), got {getattr(keep, 'dtype', type(keep))}")
+    if getattr(getattr(keep, "dtype", None), "kind", None) != "b":
+        raise TypeError(
+            f"attention: mask must be boolean (True = keep), got "
+            f"{getattr(keep, 'dtype', type(keep))}; build it with a comparison, e.g. lengths > t"
+        )
     lowest = float(np.finfo(raw.dtype).min)
     weights = softmax(ops.where(keep, scores, lowest), axis=axis)
     return ops.where(keep, weights, 0.0)
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, causal: bool = False, scale: float | None = None,
-                                 return_weights: bool = False, dropout_rate: float = 0.0, key=None):
+def scaled_dot_product_attention(
+    q,
+    k,
+    v,
+    mask=None,
+    causal: bool = False,
+    scale: float | None = None,
+    return_weights: bool = False,
+    dropout_rate: float = 0.0,
+    key=None,
+):
     """``softmax(q k^T * scale) v`` with ``scale = 1/sqrt(D)`` by default.
 
     Shapes: ``q`` (..., Lq, D), ``k`` (..., Lk, D), ``v`` (..., Lk, Dv) -> (..., Lq, Dv).
@@ -116,7 +128,9 @@ def additive_attention_scores(query, keys, w_q, w_k, v):
     """
     sq, sk = _shape(query), _shape(keys)
     if len(sq) != 2 or len(sk) != 3 or sq[0] != sk[0]:
-        raise ShapeError(f"additive attention: query must be (N, Dq) and keys (N, L, Dk), got {sq}, {sk}")
+        raise ShapeError(
+            f"additive attention: query must be (N, Dq) and keys (N, L, Dk), got {sq}, {sk}"
+        )
     if _shape(w_q) != (_shape(v)[0], sq[1]) or _shape(w_k) != (_shape(v)[0], sk[2]):
         raise ShapeError(
             f"additive attention: w_q must be (H, Dq), w_k (H, Dk), v (H,); got "
@@ -139,9 +153,24 @@ def _project(x, w, b):
     return y if b is None else y + b
 
 
-def multi_head_attention(query, key, value, num_heads: int, w_q, w_k, w_v, w_o, b_q=None,
-                         b_k=None, b_v=None, b_o=None, mask=None, key_mask=None,
-                         causal: bool = False, return_weights: bool = False):
+def multi_head_attention(
+    query,
+    key,
+    value,
+    num_heads: int,
+    w_q,
+    w_k,
+    w_v,
+    w_o,
+    b_q=None,
+    b_k=None,
+    b_v=None,
+    b_o=None,
+    mask=None,
+    key_mask=None,
+    causal: bool = False,
+    return_weights: bool = False,
+):
     """Multi-head attention on batch-first inputs (N, L, E) with torch Linear-layout weights.
 
     ``w_q``/``w_k``/``w_v``/``w_o`` are (E, E_in) (out, in); each head attends in E/num_heads
@@ -185,8 +214,9 @@ def multi_head_attention(query, key, value, num_heads: int, w_q, w_k, w_v, w_o, 
     return (y, weights) if return_weights else y
 
 
-def sinusoidal_positional_encoding(length: int, dim: int, base: float = 10000.0,
-                                   dtype=np.float32, device: str | None = None):
+def sinusoidal_positional_encoding(
+    length: int, dim: int, base: float = 10000.0, dtype=np.float32, device: str | None = None
+):
     """Vaswani et al.'s encodings (length, dim): ``PE[p, 2i] = sin(p / base^(2i/dim))``,
     ``PE[p, 2i+1] = cos(p / base^(2i/dim))``. Odd ``dim`` drops the last cosine column.
 
@@ -195,7 +225,9 @@ def sinusoidal_positional_encoding(length: int, dim: int, base: float = 10000.0,
         [0.8415, 0.5403, 0.01, 1.0]
     """
     if length < 0 or dim < 1:
-        raise ValueError(f"sinusoidal_positional_encoding: need length >= 0 and dim >= 1, got {length}, {dim}")
+        raise ValueError(
+            f"sinusoidal_positional_encoding: need length >= 0 and dim >= 1, got {length}, {dim}"
+        )
     pos = np.arange(length, dtype=np.float64)[:, None]
     freq = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # (ceil(dim/2),)
     pe = np.zeros((length, 2 * freq.size))

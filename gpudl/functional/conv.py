@@ -32,8 +32,8 @@ from gpudl.functional.conv_bodies import (
     conv2d_backward_data_raw, conv2d_backward_weight_raw, conv2d_forward_raw, out_size,
 )
 from gpudl.functional.conv_checks import (
-    check_conv_operands, check_float_operands, conv_output_hw, int_pair, padding4, shape_of,
-    transpose_output_padding,
+    check_conv_geometry, check_float_operands, check_transpose_geometry, conv_output_hw,
+    int_pair, padding4, positive_pair, shape_of,
 )
 from gpudl.errors import ShapeError
 
@@ -100,26 +100,28 @@ def _add_bias(y, b):
     return y if b is None else y + ops.reshape(b, (1, shape_of(b)[0], 1, 1))
 
 
+def _bias_shape(b):
+    return None if b is None else shape_of(b)
+
+
 # ----------------------------------------------------------------------------- public API
-def _conv2d_checked(op: str, x, w, b, stride, padding, dilation, groups):
-    check_float_operands(op, {"x": x, "w": w, "b": b})
-    geo = check_conv_operands(op, x, w, b, stride, padding, dilation, groups)
-    return _add_bias(_conv2d(x, w, **geo), b)
-
-
 def conv2d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int = 1):
     """2-D convolution (cross-correlation, as torch): x (N, C, H, W), w (O, C/groups, kH, kW).
 
     ``padding``: an int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
-    ``"same"`` (stride 1; an odd total is split with the extra row/column at the bottom/right,
-    as torch and TF). Output ``(N, O, Ho, Wo)``, ``Ho = floor((H + pT + pB - d(kH-1) - 1)/s) + 1``.
-    ``b`` (O,) or None. float32 or float64.
+    ``"same"`` (stride 1; an odd total puts the extra row/column at the bottom/right, as
+    torch and TF). Output ``(N, O, Ho, Wo)`` with
+    ``Ho = floor((H + pT + pB - d(kH-1) - 1)/s) + 1``. ``b`` (O,) or None. float32/float64.
 
     Example:
         >>> conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), stride=2, padding="valid").shape
         (2, 4, 3, 3)
     """
-    return _conv2d_checked("F.conv2d", x, w, b, stride, padding, dilation, groups)
+    op = "F.conv2d"
+    check_float_operands(op, {"x": x, "w": w, "b": b})
+    geo = check_conv_geometry(op, shape_of(x), shape_of(w), _bias_shape(b), stride, padding,
+                              dilation, groups)
+    return _add_bias(_conv2d(x, w, **geo), b)
 
 
 def conv2d_backward_data(g, w, x_hw, stride=1, padding: Padding = 0, dilation=1,
@@ -134,12 +136,15 @@ def conv2d_backward_data(g, w, x_hw, stride=1, padding: Padding = 0, dilation=1,
     """
     op = "F.conv2d_backward_data"
     check_float_operands(op, {"g": g, "w": w})
-    n, o = shape_of(g)[:2] if len(shape_of(g)) == 4 else (0, 0)
-    groups_c = shape_of(w)[1] * groups if len(shape_of(w)) == 4 else 0
-    x_like = np.broadcast_to(np.zeros((), np.float32), (n, groups_c, *int_pair(x_hw, "x_hw", op)))
-    geo = check_conv_operands(op, x_like, w, None, stride, padding, dilation, groups,
-                              g_shape=shape_of(g))
-    return _backward_data(g, w, x_hw=tuple(x_like.shape[2:]), **geo)
+    gs, ws = shape_of(g), shape_of(w)
+    if len(gs) != 4 or len(ws) != 4:
+        raise ShapeError(f"{op}: g (N, O, Ho, Wo) and w (O, C/groups, kH, kW) must be 4-D, "
+                         f"got {gs} and {ws}")
+    x_hw = int_pair(x_hw, "x_hw", op)
+    x_shape = (gs[0], ws[1] * (groups if isinstance(groups, int) else 1), *x_hw)
+    geo = check_conv_geometry(op, x_shape, ws, None, stride, padding, dilation, groups,
+                              g_shape=gs, x_name="x_hw")
+    return _backward_data(g, w, x_hw=x_hw, **geo)
 
 
 def conv2d_backward_weight(x, g, k_hw, stride=1, padding: Padding = 0, dilation=1,
@@ -157,14 +162,14 @@ def conv2d_backward_weight(x, g, k_hw, stride=1, padding: Padding = 0, dilation=
     op = "F.conv2d_backward_weight"
     check_float_operands(op, {"x": x, "g": g})
     xs, gs = shape_of(x), shape_of(g)
-    o = gs[1] if len(gs) == 4 else 0
-    c = xs[1] if len(xs) == 4 else 0
-    w_like = np.broadcast_to(np.zeros((), np.float32),
-                             (o, c // max(int(groups) if isinstance(groups, int) else 1, 1),
-                              *int_pair(k_hw, "k_hw", op)))
-    geo = check_conv_operands(op, x, w_like, None, stride, padding, dilation, groups,
-                              g_shape=gs)
-    return _backward_weight(x, g, k_hw=tuple(w_like.shape[2:]), **geo)
+    if len(xs) != 4 or len(gs) != 4:
+        raise ShapeError(f"{op}: x (N, C, H, W) and g (N, O, Ho, Wo) must be 4-D, got {xs} "
+                         f"and {gs}")
+    k_hw = positive_pair(k_hw, "k_hw", op)
+    cg = xs[1] // groups if isinstance(groups, int) and groups >= 1 else xs[1]
+    geo = check_conv_geometry(op, xs, (gs[1], cg, *k_hw), None, stride, padding, dilation,
+                              groups, g_shape=gs, w_name="dw")
+    return _backward_weight(x, g, k_hw=k_hw, **geo)
 
 
 def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1,
@@ -182,17 +187,12 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, dilati
     """
     op = "F.conv_transpose2d"
     check_float_operands(op, {"x": x, "w": w, "b": b})
-    xs, ws = shape_of(x), shape_of(w)
-    if len(xs) != 4:
-        raise ShapeError(f"{op}: x must be 4-D (N, C_in, H, W), got shape {xs}")
-    if len(ws) != 4:
-        raise ShapeError(f"{op}: w must be 4-D (C_in, C_out/groups, kH, kW) as torch, got "
-                         f"shape {ws}")
     if isinstance(padding, str):
         raise ShapeError(f"{op}: padding must be an int, a pair or ((top, bottom), (left, "
                          f"right)), got {padding!r} (string modes are for conv2d)")
-    out_hw, geo, extra = transpose_output_padding(op, xs, ws, b, stride, padding,
-                                                  output_padding, dilation, groups)
+    out_hw, geo, extra = check_transpose_geometry(op, shape_of(x), shape_of(w), _bias_shape(b),
+                                                  stride, padding, output_padding, dilation,
+                                                  groups)
     if any(extra):  # output_padding >= stride (allowed when < dilation): see the helper
         x = ops.pad(x, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
     return _add_bias(_backward_data(x, w, x_hw=out_hw, **geo), b)
@@ -220,22 +220,26 @@ def conv1d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
     def scalar(v, name):
         if isinstance(v, tuple | list) and len(v) == 1:
             v = v[0]
+        if isinstance(v, tuple | list):
+            raise ShapeError(f"{op}: {name} must be an int, got {v!r}")
         return int_pair(v, name, op)[1]
 
     s, d = scalar(stride, "stride"), scalar(dilation, "dilation")
     if isinstance(padding, str):
         pad2: Padding = padding
     elif isinstance(padding, tuple | list) and len(padding) == 2:
-        pad2 = ((0, 0), tuple(padding))
+        pad2 = ((0, 0), tuple(padding))  # (left, right)
     else:
         pad2 = ((0, 0), (scalar(padding, "padding"),) * 2)
-    x4 = ops.reshape(x, (xs[0], xs[1], 1, xs[2]))
-    w4 = ops.reshape(w, (ws[0], ws[1], 1, ws[2]))
-    y = _conv2d_checked(op, x4, w4, None, (1, s), pad2, (1, d), groups)
+    # Shapes are checked on the (N, C, 1, L) view; messages still name F.conv1d.
+    geo = check_conv_geometry(op, (xs[0], xs[1], 1, xs[2]), (ws[0], ws[1], 1, ws[2]),
+                              _bias_shape(b), (1, s), pad2, (1, d), groups)
+    y = _conv2d(ops.reshape(x, (xs[0], xs[1], 1, xs[2])),
+                ops.reshape(w, (ws[0], ws[1], 1, ws[2])), **geo)  # (N, O, 1, Lo)
     ys = shape_of(y)
     y = ops.reshape(y, (ys[0], ys[1], ys[3]))
-    return y if b is None else y + ops.reshape(b, (1, shape_of(b)[0], 1))
+    return y if b is None else y + ops.reshape(b, (1, ws[0], 1))
 
 
 __all__ = ["conv1d", "conv2d", "conv2d_backward_data", "conv2d_backward_weight",
-           "conv_transpose2d", "conv_output_hw", "padding4"]
+           "conv_output_hw", "conv_transpose2d", "padding4"]

@@ -109,13 +109,16 @@ def _twin_grad(x, labels, lse, coef, *, ignore_index, eps):
     """(N, C) ``coef[n] * (softmax(x) - target)``, zero rows where ignored (vectorised)."""
     xp = module_of(x)
     n, c = x.shape
-    p = xp.exp(x - lse[:, None])  # softmax from lse, as the kernel computes it
-    p -= eps / c
-    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
-    rows = xp.arange(n)
-    p[rows, xp.where(valid, labels, 0)] -= 1.0 - eps
-    coef = xp.broadcast_to(xp.asarray(coef, dtype=x.dtype), (n,))
-    return xp.where(valid[:, None], p * coef[:, None], 0).astype(x.dtype, copy=False)
+    p = x - lse[:, None]  # (N, C); in place from here on: this runs once per training step
+    xp.exp(p, out=p)  # softmax from lse, as the kernel computes it
+    if eps != 0.0:
+        p -= eps / c
+    valid = labels != ignore_index if ignore_index is not None else None
+    p[xp.arange(n), labels if valid is None else xp.where(valid, labels, 0)] -= 1.0 - eps
+    p *= xp.broadcast_to(xp.asarray(coef, dtype=x.dtype), (n,))[:, None]
+    if valid is not None:
+        p[~valid] = 0  # exact zeros, even where the logits are inf/NaN
+    return p
 
 
 def twin_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad_scale=1.0):
@@ -234,6 +237,8 @@ def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad)
 
 def _grad_raw(x, labels, lse, g, *, ignore_index, eps, scale):
     """Plain-array gradient ``g * scale * (softmax - target)`` on either device."""
+    if x.shape[0] == 0:  # nothing to launch
+        return module_of(x).zeros(x.shape, x.dtype)
     if device_of(x) == "cuda":
         return cuda_backward(x, labels, lse, g, ignore_index=ignore_index, eps=eps, scale=scale)
     coef = np.asarray(g, dtype=x.dtype) * x.dtype.type(scale)

@@ -47,5 +47,6 @@ def dropout(x, rate: float, key=None, train: bool = True):
         )
     raw = unbox_all(x)
     keep = gdr.bernoulli(key, 1.0 - float(rate), raw.shape, device=device_of(raw))
-    scale = keep.astype(raw.dtype) * np.asarray(1.0 / (1.0 - float(rate)), dtype=raw.dtype)
+    # A NumPy scalar of x's dtype: CuPy accepts it, and float32 stays float32.
+    scale = keep.astype(raw.dtype) * raw.dtype.type(1.0 / (1.0 - float(rate)))
     return ops.multiply(x, scale)

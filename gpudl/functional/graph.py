@@ -21,7 +21,6 @@ from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional.normalization import _mean
 from gpudl.functional.activations import leaky_relu
 
 
@@ -45,7 +44,9 @@ def _check_ids(ids, num_segments: int, op: str, what: str = "segment_ids"):
 def _check_edge_index(edge_index, num_nodes: int, op: str):
     raw = unbox_all(edge_index)
     if len(getattr(raw, "shape", ())) != 2 or raw.shape[0] != 2:
-        raise ShapeError(f"{op}: edge_index must be (2, E) (sources; targets), got {getattr(raw, 'shape', None)}")
+        raise ShapeError(
+            f"{op}: edge_index must be (2, E) (sources; targets), got {getattr(raw, 'shape', None)}"
+        )
     return _check_ids(raw, num_nodes, op, "edge_index entries")
 
 
@@ -117,7 +118,9 @@ def readout(x, batch, num_graphs: int, reduce: str = "sum"):
 
 
 # ------------------------------------------------------------------------ message passing
-def message_passing(x, edge_index, edge_weight=None, aggr: str = "sum", num_nodes: int | None = None):
+def message_passing(
+    x, edge_index, edge_weight=None, aggr: str = "sum", num_nodes: int | None = None
+):
     """Aggregate ``x[source] * edge_weight`` at each target node: (N, F) -> (N, F).
 
     ``aggr``: 'sum' (scatter-add), 'mean' or 'max'. Nodes with no in-edges get 0.
@@ -128,7 +131,8 @@ def message_passing(x, edge_index, edge_weight=None, aggr: str = "sum", num_node
     if edge_weight is not None:
         if _shape(edge_weight) != (ei.shape[1],):
             raise ShapeError(
-                f"message_passing: edge_weight must be (E,) = ({ei.shape[1]},), got {_shape(edge_weight)}"
+                f"message_passing: edge_weight must be (E,) = ({ei.shape[1]},), "
+                f"got {_shape(edge_weight)}"
             )
         msgs = msgs * ops.reshape(edge_weight, (-1,) + (1,) * (len(_shape(x)) - 1))
     if aggr == "sum":
@@ -171,8 +175,12 @@ def gcn_norm_adjacency(adj, add_self_loops: bool = True):
     return ops.expand_dims(inv_sqrt, 1) * a * ops.expand_dims(inv_sqrt, 0)
 
 
-def gcn_norm_edges(edge_index, num_nodes: int, edge_weight=None, self_loops: bool = True):
+def gcn_norm_edges(
+    edge_index, num_nodes: int, edge_weight=None, self_loops: bool = True, dtype=np.float32
+):
     """Sparse GCN normalization: ``(edge_index', w)`` with ``w_e = d_src^-1/2 a_e d_dst^-1/2``.
+
+    Unit edge weights (``edge_weight=None``) are made in ``dtype`` (match the features').
 
     Degrees count the in-edges of each target (``A + I`` rows for a symmetric graph), so
     ``message_passing(x, *gcn_norm_edges(...))`` equals ``gcn_norm_adjacency(A) @ x``.
@@ -180,7 +188,7 @@ def gcn_norm_edges(edge_index, num_nodes: int, edge_weight=None, self_loops: boo
     ei = _check_edge_index(edge_index, num_nodes, "gcn_norm_edges")
     xp = module_of(ei)
     if edge_weight is None:
-        edge_weight = xp.ones(ei.shape[1], dtype=np.float32)
+        edge_weight = xp.ones(ei.shape[1], dtype=dtype)
     if self_loops:
         ei = add_self_loops(ei, num_nodes)
         ones = xp.ones(num_nodes, dtype=unbox_all(edge_weight).dtype)
@@ -199,9 +207,19 @@ def gcn_conv(x, a_hat, weight, bias=None):
 
 
 # ------------------------------------------------------------------------ GAT
-def gat_conv(x, edge_index, weight, att_src, att_dst, bias=None, num_heads: int = 1,
-             concat: bool = True, negative_slope: float = 0.2, self_loops: bool = True,
-             return_attention: bool = False):
+def gat_conv(
+    x,
+    edge_index,
+    weight,
+    att_src,
+    att_dst,
+    bias=None,
+    num_heads: int = 1,
+    concat: bool = True,
+    negative_slope: float = 0.2,
+    self_loops: bool = True,
+    return_attention: bool = False,
+):
     """One graph-attention layer (Velickovic et al., PyG's ``GATConv`` parameters).
 
     ``h = x W^T`` split into heads (N, heads, F'); ``e_ij = leaky_relu(a_src . h_j +
@@ -214,10 +232,15 @@ def gat_conv(x, edge_index, weight, att_src, att_dst, bias=None, num_heads: int 
     if self_loops:
         ei = add_self_loops(ei, n)
     hf = _shape(weight)[0]
-    if hf % num_heads or _shape(att_src) != (num_heads, hf // num_heads) or _shape(att_dst) != _shape(att_src):
+    if (
+        hf % num_heads
+        or _shape(att_src) != (num_heads, hf // num_heads)
+        or _shape(att_dst) != _shape(att_src)
+    ):
         raise ShapeError(
             f"gat_conv: weight {_shape(weight)} must be (heads*F', F_in) and att_src/att_dst "
-            f"(heads, F') with heads={num_heads}; got att_src {_shape(att_src)}, att_dst {_shape(att_dst)}"
+            f"(heads, F') with heads={num_heads}; got att_src {_shape(att_src)}, "
+            f"att_dst {_shape(att_dst)}"
         )
     h = ops.reshape(ops.matmul(x, ops.transpose(weight)), (n, num_heads, hf // num_heads))
     a_src = ops.sum(h * att_src, axis=-1)  # (N, heads)
@@ -227,7 +250,7 @@ def gat_conv(x, edge_index, weight, att_src, att_dst, bias=None, num_heads: int 
     alpha = segment_softmax(e, dst, n)  # (E, heads)
     msgs = ops.take(h, src, axis=0) * ops.expand_dims(alpha, -1)  # (E, heads, F')
     out = ops.segment_sum(msgs, dst, n)  # (N, heads, F')
-    out = ops.reshape(out, (n, hf)) if concat else _mean(out, axis=1)
+    out = ops.reshape(out, (n, hf)) if concat else ops.mean(out, axis=1)
     if bias is not None:
         out = out + bias
     return (out, (ei, alpha)) if return_attention else out

@@ -21,7 +21,6 @@ from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional.normalization import _mean
 from gpudl.functional.activations import log_softmax, softplus
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -34,7 +33,7 @@ def _shape(x) -> tuple:
 
 def _reduce(loss, reduction: str, op: str):
     if reduction == "mean":
-        return _mean(loss)
+        return ops.mean(loss)
     if reduction == "sum":
         return ops.sum(loss)
     if reduction == "none":
@@ -78,7 +77,9 @@ def _check_labels(labels, num_classes: int, op: str, ignore_index=None):
 
 # ------------------------------------------------------------------------ regression
 def mse_loss(input, target, reduction: str = "mean"):
-    """Mean squared error ``(input - target)^2``; the course's ½·sum form is ``0.5 * mse_loss(..., reduction="sum")``.
+    """Mean squared error ``(input - target)^2``.
+
+    The course's ½-scaled sum is ``0.5 * mse_loss(pred, y, reduction="sum")``.
 
     Example:
         >>> float(mse_loss(np.array([0.0, 0.0]), np.array([1.0, 3.0]), reduction="sum"))
@@ -138,7 +139,9 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     def clamped_log(p):
         # log(0) = -inf would give a NaN gradient (0 * inf): use a safe argument instead.
         positive = ops.greater(p, 0)
-        return ops.maximum(ops.where(positive, ops.log(ops.where(positive, p, 1.0)), -100.0), -100.0)
+        return ops.maximum(
+            ops.where(positive, ops.log(ops.where(positive, p, 1.0)), -100.0), -100.0
+        )
 
     loss = -(target * clamped_log(input) + (1.0 - target) * clamped_log(1.0 - input))
     if weight is not None:
@@ -146,8 +149,9 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     return _reduce(loss, reduction, "binary_cross_entropy")
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, pos_weight=None,
-                                     reduction: str = "mean"):
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, pos_weight=None, reduction: str = "mean"
+):
     """BCE on logits in the stable softplus form (torch semantics, ``pos_weight`` per class).
 
     ``loss = (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``, never overflows.
@@ -206,13 +210,16 @@ def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: 
     total = ops.sum(loss)
     if reduction == "sum":
         return total
-    return total / ops.maximum(ops.sum(w), 1e-12) if weight is not None else total / float(
-        max(int(keep.sum()), 1)
+    return (
+        total / ops.maximum(ops.sum(w), 1e-12)
+        if weight is not None
+        else total / float(max(int(keep.sum()), 1))
     )
 
 
-def sequence_cross_entropy(logits, labels, mask=None, ignore_index: int | None = None,
-                           reduction: str = "mean"):
+def sequence_cross_entropy(
+    logits, labels, mask=None, ignore_index: int | None = None, reduction: str = "mean"
+):
     """Per-token cross-entropy for sequences: ``logits`` (N, T, V), ``labels`` (N, T).
 
     Padding is left out by ``mask`` (N, T), True/1 = a real token, or by ``ignore_index``.
@@ -295,9 +302,10 @@ def gaussian_kl(mu, logvar, reduction: str = "mean"):
     return _reduce(per_sample, reduction, "gaussian_kl")
 
 
-def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6,
-                      reduction: str = "mean"):
-    """torch's Gaussian NLL: ``0.5 (log var + (input - target)^2 / var)`` (+ ``0.5 log 2pi`` if full).
+def gaussian_nll_loss(
+    input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean"
+):
+    """torch's Gaussian NLL ``0.5 (log var + (input - target)^2 / var)`` (+ 0.5 log 2pi if full).
 
     ``var`` has the input's shape, or lacks its last dim, or has last dim 1 (one variance
     shared by the features). It is clamped to >= eps for stability, with the gradient
@@ -358,7 +366,7 @@ def nt_xent(z1, z2, temperature: float = 0.5):
     sim = ops.where(self_pairs, -np.inf, sim)  # a sample is not its own negative
     positives = xp.concatenate([xp.arange(n, 2 * n), xp.arange(0, n)])
     lp = log_softmax(sim, axis=1)
-    return -_mean(ops.take_along_axis(lp, positives[:, None], axis=1))
+    return -ops.mean(ops.take_along_axis(lp, positives[:, None], axis=1))
 
 
 def gan_discriminator_loss(real_logits, fake_logits):
@@ -368,7 +376,7 @@ def gan_discriminator_loss(real_logits, fake_logits):
         >>> round(float(gan_discriminator_loss(np.zeros(2), np.zeros(2))), 6)
         1.386294
     """
-    return _mean(softplus(-real_logits)) + _mean(softplus(fake_logits))
+    return ops.mean(softplus(-real_logits)) + ops.mean(softplus(fake_logits))
 
 
 def gan_generator_loss(fake_logits, non_saturating: bool = True):
@@ -379,8 +387,8 @@ def gan_generator_loss(fake_logits, non_saturating: bool = True):
     vanishes when the discriminator wins.
     """
     if non_saturating:
-        return _mean(softplus(-fake_logits))
-    return -_mean(softplus(fake_logits))
+        return ops.mean(softplus(-fake_logits))
+    return -ops.mean(softplus(fake_logits))
 
 
 # ------------------------------------------------------------------------ regularizers
@@ -388,7 +396,8 @@ def _weights(params, exclude_bias: bool) -> list:
     from gpudl.tree import flatten_with_paths
 
     return [
-        leaf for path, leaf in flatten_with_paths(params)
+        leaf
+        for path, leaf in flatten_with_paths(params)
         if not (exclude_bias and path.rsplit(".", 1)[-1] == "bias")
     ]
 

@@ -11,8 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import builtins
-
 import numpy as np
 
 from gpudl import ops
@@ -25,33 +23,16 @@ def _shape(x) -> tuple:
     return raw.shape if hasattr(raw, "shape") else np.shape(raw)
 
 
-def _count(shape: tuple, axis) -> int:
-    axes = range(len(shape)) if axis is None else ((axis,) if isinstance(axis, int) else axis)
-    return int(np.prod([shape[a] for a in axes]))
-
-
-# Local mean/var: gd.ops.mean/var currently call the module's own ``max`` on ints (a bug
-# reported to the lead); these are the same formulas without it.
-def _mean(x, axis=None, keepdims: bool = False):
-    return ops.sum(x, axis=axis, keepdims=keepdims) / float(builtins.max(_count(_shape(x), axis), 1))
-
-
-def _var(x, axis=None, ddof: int = 0, keepdims: bool = False):
-    centred = x - _mean(x, axis=axis, keepdims=True)
-    n = _count(_shape(x), axis)
-    return ops.sum(centred * centred, axis=axis, keepdims=keepdims) / float(builtins.max(n - ddof, 1))
-
-
 def _check_channel_vector(v, name: str, c: int, op: str) -> None:
     if v is not None and _shape(v) != (c,):
         raise ShapeError(
-            f"{op}: {name} must have shape ({c},) (one value per channel, axis 1), got "
-            f"{_shape(v)}"
+            f"{op}: {name} must have shape ({c},) (one value per channel, axis 1), got {_shape(v)}"
         )
 
 
-def batch_norm(x, gamma, beta, running_mean, running_var, train: bool, momentum: float = 0.1,
-               eps: float = 1e-5):
+def batch_norm(
+    x, gamma, beta, running_mean, running_var, train: bool, momentum: float = 0.1, eps: float = 1e-5
+):
     """Batch normalization over every axis but the channel axis 1: (N, C), (N, C, L), (N, C, H, W).
 
     Training (``train=True``): normalize with the batch mean and biased variance; the
@@ -74,8 +55,12 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train: bool, momentum:
     if len(s) < 2:
         raise ShapeError(f"{op}: input must be (N, C) or (N, C, ...), got shape {s}")
     c = s[1]
-    for v, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
-                    (running_var, "running_var")):
+    for v, name in (
+        (gamma, "gamma"),
+        (beta, "beta"),
+        (running_mean, "running_mean"),
+        (running_var, "running_var"),
+    ):
         _check_channel_vector(v, name, c, op)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: give both running_mean and running_var, or neither")
@@ -89,8 +74,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, train: bool, momentum:
                 f"{op}: training needs more than one value per channel, got input shape {s}; "
                 f"use a batch of 2 or more, or train=False"
             )
-        mean = _mean(x, axis=axes)  # (C,)
-        var = _var(x, axis=axes)  # biased, as used for normalization
+        mean = ops.mean(x, axis=axes)  # (C,)
+        var = ops.var(x, axis=axes)  # biased, as used for normalization
     else:
         mean, var = running_mean, running_var
     y = (x - ops.reshape(mean, bshape)) / ops.sqrt(ops.reshape(var, bshape) + eps)
@@ -123,20 +108,22 @@ def layer_norm(x, gamma, beta, eps: float = 1e-5, normalized_shape=None):
     if gamma is not None:
         shape = _shape(gamma)
     elif normalized_shape is not None:
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = (
+            (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        )
     else:
         shape = s[-1:]
     k = len(shape)
-    if k == 0 or k > len(s) or tuple(s[len(s) - k:]) != tuple(shape):
+    if k == 0 or k > len(s) or tuple(s[len(s) - k :]) != tuple(shape):
         raise ShapeError(
-            f"layer_norm: the input's trailing dims {s[len(s) - k:] if k <= len(s) else s} "
+            f"layer_norm: the input's trailing dims {s[len(s) - k :] if k <= len(s) else s} "
             f"must equal the normalized shape {shape} (gamma's shape); input shape {s}"
         )
     if beta is not None and _shape(beta) != shape:
         raise ShapeError(f"layer_norm: beta must have gamma's shape {shape}, got {_shape(beta)}")
     axes = tuple(range(len(s) - k, len(s)))
-    mean = _mean(x, axis=axes, keepdims=True)
-    var = _var(x, axis=axes, keepdims=True)
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    var = ops.var(x, axis=axes, keepdims=True)
     y = (x - mean) / ops.sqrt(var + eps)
     if gamma is not None:
         y = y * gamma

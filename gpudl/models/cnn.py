@@ -11,6 +11,9 @@ Example:
 from __future__ import annotations
 
 from gpudl import nn
+# The defining modules: these work whatever nn/__init__ re-exports.
+from gpudl.nn.conv import AvgPool2d, Conv2d, MaxPool2d
+from gpudl.nn.normalization import Dropout
 
 
 def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg") -> nn.Sequential:
@@ -21,11 +24,13 @@ def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg"
     dense layer, as in the courses; ``activation="relu"`` and ``pool="max"`` are the
     modern variant. 61,706 parameters with 10 classes.
     """
+    if pool not in ("avg", "max"):
+        raise ValueError(f"lenet5: pool must be 'avg' or 'max', got {pool!r}")
     act = (lambda: nn.Activation(activation))
-    pool_layer = (lambda: nn.AvgPool2d(2)) if pool == "avg" else (lambda: nn.MaxPool2d(2))
+    pool_layer = (lambda: AvgPool2d(2)) if pool == "avg" else (lambda: MaxPool2d(2))
     return nn.Sequential([
-        nn.Conv2d(6, 5, padding=2), act(), pool_layer(),
-        nn.Conv2d(16, 5), act(), pool_layer(),
+        Conv2d(6, 5, padding=2), act(), pool_layer(),
+        Conv2d(16, 5), act(), pool_layer(),
         nn.Flatten(),
         nn.Dense(120), act(),
         nn.Dense(84), act(),
@@ -40,6 +45,6 @@ def mlp(hidden=(256, 128), num_classes: int = 10, activation: str = "relu",
     for width in hidden:
         layers += [nn.Dense(width), nn.Activation(activation)]
         if dropout:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
     layers.append(nn.Dense(num_classes))
     return nn.Sequential(layers)

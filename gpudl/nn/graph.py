@@ -42,8 +42,12 @@ def Input(shape: Sequence[int], dtype: Any = np.float32) -> Symbolic:  # noqa: N
 
 
 def call_symbolic(layer: Layer, inputs: tuple):
+    # layer([a, b]) and layer(a, b) both hand the layer a list (merge layers such as Add);
+    # layer(a) hands it the single value.
     flat = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else inputs
-    multi = len(inputs) == 1 and isinstance(inputs[0], (list, tuple))
+    multi = len(flat) != 1 or isinstance(inputs[0], (list, tuple))
+    if not flat:
+        raise TypeError(f"{type(layer).__name__}() called with no inputs; pass nn.Input values")
     if not all(isinstance(i, Symbolic) for i in flat):
         raise TypeError(
             f"{type(layer).__name__}(...) called on {[type(i).__name__ for i in flat]}: calling a "
@@ -101,25 +105,35 @@ class Model(Layer):
         return xs[0] if self.single_input else tuple(xs)
 
     def _run(self, params, state, x, train, key, initializing, init_key=None):
-        xs = [x] if self.single_input else list(x)
+        if self.single_input and isinstance(x, (list, tuple)):
+            xs = list(x)  # a list given to a one-input model: wrong unless it holds one array
+            if len(xs) == 1:
+                x = xs[0]
+        else:
+            xs = [x] if self.single_input else list(x)
         if len(xs) != len(self.inputs):
-            raise ValueError(f"nn.Model: expected {len(self.inputs)} inputs, got {len(xs)}")
+            raise ValueError(
+                f"nn.Model: expected {len(self.inputs)} inputs, got {len(xs)}; pass "
+                + ("one array" if self.single_input else f"a tuple of {len(self.inputs)} arrays")
+            )
+        xs = [x] if self.single_input else xs
         values = {id(i): v for i, v in zip(self.inputs, xs)}
         new_state = dict(state)
         layer_nodes = [n for n in self.nodes if n.layer is not None]
         keys = split_keys(key, len(layer_nodes))
         init_keys = dict(zip(self.names, split_keys(init_key, len(self.names))))
+        initialized: set[str] = set()  # a layer used at several nodes is initialised once
         for node, k in zip(layer_nodes, keys):
             name = self._name_of[id(node.layer)]
             args = [values[id(p)] for p in node.parents]
             arg = args if node.multi else args[0]
-            if initializing and name not in init_keys.get("_done", set()):
+            if initializing and name not in initialized:
                 p, s = node.layer.init(init_keys[name], arg)
                 if has_params(node.layer):
                     params[name] = p
                 if s:
                     new_state[name] = s
-                init_keys.setdefault("_done", set()).add(name)
+                initialized.add(name)
             y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
                                     train=train, key=k)
             if s:

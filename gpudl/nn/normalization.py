@@ -15,13 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from gpudl import functional as F
 from gpudl import ops
-from gpudl.autodiff import unbox_all
-from gpudl.backend import device_of, module_of
+from gpudl.autodiff import stop_gradient
+from gpudl.backend import asarray
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
-from gpudl.nn.base import Layer, require_params
+from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
 
 class _BatchNorm(Layer):
@@ -32,6 +34,7 @@ class _BatchNorm(Layer):
                  name: str | None = None):
         super().__init__(name)
         self.momentum, self.eps, self.affine = momentum, eps, affine
+        self._has_params = affine  # affine=False: running statistics only, no params entry
 
     def _check(self, x):
         if x.ndim not in self.ranks:
@@ -42,19 +45,25 @@ class _BatchNorm(Layer):
 
     def init(self, key, x):
         self._check(x)
-        c, dev = x.shape[1], device_of(x)
+        c, dev, dtype = x.shape[1], array_device(x), float_dtype(x)
         params = {}
         if self.affine:
-            params = {"weight": ops.ones((c,), dtype=x.dtype, device=dev),
-                      "bias": ops.zeros((c,), dtype=x.dtype, device=dev)}
-        state = {"running_mean": ops.zeros((c,), dtype=x.dtype, device=dev),
-                 "running_var": ops.ones((c,), dtype=x.dtype, device=dev)}
+            params = {"weight": ops.ones((c,), dtype=dtype, device=dev),
+                      "bias": ops.zeros((c,), dtype=dtype, device=dev)}
+        state = {"running_mean": ops.zeros((c,), dtype=dtype, device=dev),
+                 "running_var": ops.ones((c,), dtype=dtype, device=dev)}
         return params, state
 
     def apply(self, params, state, x, *, train=False, key=None):
         self._check(x)
         if self.affine:
             require_params(params, ["weight", "bias"], self)
+        if not isinstance(state, dict) or not {"running_mean", "running_var"} <= set(state):
+            raise KeyError(
+                f"nn.{type(self).__name__}: the state has no running_mean/running_var (got keys "
+                f"{sorted(state) if isinstance(state, dict) else type(state).__name__}); pass the "
+                "state returned by model.init (and by the previous apply)"
+            )
         gamma, beta = params.get("weight"), params.get("bias")
         y, (mean, var) = F.batch_norm(x, gamma, beta, state["running_mean"],
                                       state["running_var"], train, momentum=self.momentum,
@@ -83,23 +92,31 @@ class LayerNorm(Layer):
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
             else normalized_shape
         self.eps, self.affine = eps, affine
+        self._has_params = affine
+
+    def _shape(self, x) -> tuple[int, ...]:
+        shape = tuple(self.normalized_shape or x.shape[-1:])
+        if len(shape) > x.ndim or tuple(x.shape[x.ndim - len(shape):]) != shape:
+            raise ShapeError(
+                f"nn.LayerNorm: input shape {tuple(x.shape)} does not end in the normalized "
+                f"shape {shape}"
+            )
+        return shape
 
     def init(self, key, x):
-        shape = tuple(self.normalized_shape or x.shape[-1:])
-        if tuple(x.shape[-len(shape):]) != shape:
-            raise ShapeError(f"nn.LayerNorm: input {tuple(x.shape)} does not end in {shape}")
+        shape = self._shape(x)
         if not self.affine:
             return {}, {}
-        return {"weight": ops.ones(shape, dtype=x.dtype, device=device_of(x)),
-                "bias": ops.zeros(shape, dtype=x.dtype, device=device_of(x))}, {}
+        dev, dtype = array_device(x), float_dtype(x)
+        return {"weight": ops.ones(shape, dtype=dtype, device=dev),
+                "bias": ops.zeros(shape, dtype=dtype, device=dev)}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
+        shape = self._shape(x)
         if self.affine:
             require_params(params, ["weight", "bias"], self)
             return F.layer_norm(x, params["weight"], params["bias"], eps=self.eps), state
-        shape = tuple(self.normalized_shape or x.shape[-1:])
-        xp = module_of(unbox_all(x))
-        return F.layer_norm(x, xp.ones(shape, x.dtype), xp.zeros(shape, x.dtype), eps=self.eps), state
+        return F.layer_norm(x, None, None, eps=self.eps, normalized_shape=shape), state
 
 
 class Dropout(Layer):
@@ -112,36 +129,65 @@ class Dropout(Layer):
         self.rate = rate
 
     def apply(self, params, state, x, *, train=False, key=None):
+        if train and self.rate > 0 and key is None:
+            raise ValueError(
+                f"nn.Dropout{' ' + repr(self.name) if self.name else ''}: train=True needs a "
+                "random key: model.apply(params, state, x, train=True, key=gd.random.key(step)) "
+                "(use a fresh key each step), or train=False for evaluation"
+            )
         return F.dropout(x, self.rate, key, train=train), state
 
 
 class Embedding(Layer):
     """Lookup table (num_embeddings, dim); ``Embedding.from_pretrained(vectors, freeze=True)``.
 
-    Default init N(0, 1) as torch. Integer inputs of any shape -> (..., dim).
+    Default init N(0, 1) as torch, in ``dtype`` (float32; the integer example input cannot
+    give one). Integer inputs of any shape -> (..., dim). A frozen table
+    (``trainable=False``) gets no gradient, as torch's ``requires_grad=False``, and is
+    reported as frozen by ``trainable_mask`` and ``summary``.
+
+    Example:
+        >>> import numpy as np, gpudl as gd
+        >>> emb = Embedding.from_pretrained(np.eye(3, dtype=np.float32))
+        >>> p, s = emb.init(None, np.array([[0, 2]]))
+        >>> emb.apply(p, s, np.array([[0, 2]]))[0].tolist()
+        [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, weight_init=None,
-                 name: str | None = None):
+                 padding_idx: int | None = None, dtype=np.float32, name: str | None = None):
         super().__init__(name)
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.weight_init, self.vectors = weight_init, None
+        self.padding_idx, self.dtype = padding_idx, np.dtype(dtype)
 
     @classmethod
-    def from_pretrained(cls, vectors, freeze: bool = True, name: str | None = None) -> Embedding:
-        layer = cls(vectors.shape[0], vectors.shape[1], name=name)
+    def from_pretrained(cls, vectors, freeze: bool = True, padding_idx: int | None = None,
+                        name: str | None = None) -> Embedding:
+        """A table initialised from ``vectors`` (V, D) (their float dtype is kept)."""
+        if len(vectors.shape) != 2:
+            raise ShapeError(
+                f"nn.Embedding.from_pretrained: vectors must be (num_embeddings, dim), got shape "
+                f"{tuple(vectors.shape)}"
+            )
+        dtype = vectors.dtype if np.dtype(vectors.dtype).kind == "f" else np.float32
+        layer = cls(vectors.shape[0], vectors.shape[1], padding_idx=padding_idx, dtype=dtype,
+                    name=name)
         layer.vectors, layer.trainable = vectors, not freeze
         return layer
 
     def init(self, key, x):
-        dtype = "float32"
-        if self.vectors is not None:
-            return {"weight": module_of(x).asarray(self.vectors, dtype=dtype)}, {}
+        dev = array_device(x)
+        if self.vectors is not None:  # a copy: training must not write into the caller's array
+            return {"weight": asarray(self.vectors, dtype=self.dtype, device=dev).copy()}, {}
         w = inits.get(self.weight_init, inits.normal(1.0))(
-            key, (self.num_embeddings, self.embedding_dim), dtype=dtype, device=device_of(x))
+            key, (self.num_embeddings, self.embedding_dim), dtype=self.dtype, device=dev)
+        if self.padding_idx is not None:  # torch zeroes the padding row at init
+            w[self.padding_idx] = 0
         return {"weight": w}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
         require_params(params, ["weight"], self)
-        return F.embedding(params["weight"], x), state
+        w = params["weight"] if self.trainable else stop_gradient(params["weight"])
+        return F.embedding(w, x, padding_idx=self.padding_idx), state
 

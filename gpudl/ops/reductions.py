@@ -6,7 +6,7 @@ subgradient NumPy-style ``amax`` uses; with distinct values it is the arg-max al
 Example:
     >>> import numpy as np
     >>> from gpudl import ops
-    >>> ops.logsumexp(np.array([0.0, 0.0])).round(4)
+    >>> round(float(ops.logsumexp(np.array([0.0, 0.0]))), 4)
     0.6931
 """
 
@@ -84,11 +84,11 @@ def _norm_axis(axis, x=None):
     axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
     if x is None:
         return axes if len(axes) != 1 else axes[0]
-    ndim = len(_shape(x))
+    ndim = builtins.max(len(_shape(x)), 1)
     for a in axes:
-        if not -max(ndim, 1) <= int(a) < max(ndim, 1):
+        if not -ndim <= int(a) < ndim:
             raise ShapeError(f"axis {a} is out of range for an array of shape {_shape(x)}")
-    return tuple(sorted(int(a) % max(ndim, 1) for a in axes))
+    return tuple(sorted(int(a) % ndim for a in axes))
 
 
 def _shape(x) -> tuple:
@@ -102,23 +102,38 @@ def _count(shape: tuple, axis) -> int:
     return n
 
 
-def mean(x, axis=None, keepdims: bool = False):
-    """Arithmetic mean over ``axis``."""
-    axis = _norm_axis(axis)
-    return sum(x, axis=axis, keepdims=keepdims) / float(builtins.max(_count(_shape(x), axis), 1))
+def mean(x, axis=None, dtype=None, out=None, keepdims: bool = False):
+    """Arithmetic mean over ``axis``.
+
+    Example:
+        >>> mean(np.array([[1.0, 2.0], [3.0, 5.0]]), axis=1).tolist()
+        [1.5, 4.0]
+    """
+    _check_out(out, "mean")
+    x = _cast(x, dtype)
+    axis = _norm_axis(axis, x)
+    n = builtins.max(_count(_shape(x), axis), 1)
+    return sum(x, axis=axis, keepdims=keepdims) / float(n)
 
 
-def var(x, axis=None, ddof: int = 0, keepdims: bool = False):
-    """Variance (``ddof=0``: population, as NumPy; ``ddof=1``: unbiased, as torch.var)."""
-    axis = _norm_axis(axis)
+def var(x, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False):
+    """Variance (``ddof=0``: population, as NumPy; ``ddof=1``: unbiased, as torch.var).
+
+    Example:
+        >>> float(var(np.array([1.0, 3.0]), ddof=1))
+        2.0
+    """
+    _check_out(out, "var")
+    x = _cast(x, dtype)
+    axis = _norm_axis(axis, x)
     centred = x - mean(x, axis=axis, keepdims=True)
-    n = _count(_shape(x), axis)
-    return sum(centred * centred, axis=axis, keepdims=keepdims) / float(builtins.max(n - ddof, 1))
+    n = builtins.max(_count(_shape(x), axis) - ddof, 1)
+    return sum(centred * centred, axis=axis, keepdims=keepdims) / float(n)
 
 
-def std(x, axis=None, ddof: int = 0, keepdims: bool = False):
-    """Standard deviation, ``sqrt(var)``."""
-    return sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+def std(x, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False):
+    """Standard deviation, ``sqrt(var)`` (same arguments as :func:`var`)."""
+    return sqrt(var(x, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims))
 
 
 def _extreme_vjp(g, out, x, *, axis=None, keepdims=False):
@@ -162,7 +177,8 @@ amax, amin = max, min
 def _logsumexp_impl(x, *, axis=None, keepdims=False):
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, np.zeros_like(m))  # rows of -inf stay -inf, not NaN
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer for -inf rows
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis if axis is not None else None)
 
 

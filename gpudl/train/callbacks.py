@@ -57,6 +57,10 @@ class EarlyStopping(Callback):
                  mode: str = "auto", restore_best: bool = True):
         self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
         self.mode, self.restore_best = _mode(monitor, mode), restore_best
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer):
+        # Fresh counters for each fit (as Keras): a reused callback must not stop at once.
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch, self.wait, self.best_params, self.best_state = -1, 0, None, None
 
@@ -139,20 +143,27 @@ class ReduceLROnPlateau(Callback):
 
 
 class CSVLogger(Callback):
-    """Append one row per epoch (epoch and all logs) to a CSV file."""
+    """Write one row per epoch (epoch and all logs) to a CSV file, header first.
+
+    The columns are fixed by the first epoch's logs; ``append=True`` adds to an existing
+    file (e.g. when resuming) without repeating its header.
+    """
 
     def __init__(self, path: str, append: bool = False):
         self.path, self.append = path, append
-        self._header_written = append and os.path.exists(path)
+        self._fields: list[str] | None = None
+        if append and os.path.exists(path) and os.path.getsize(path) > 0:
+            with open(path, newline="") as f:
+                self._fields = next(csv.reader(f), None)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        fields = ["epoch", *logs.keys()]
-        with open(self.path, "a" if (self._header_written or self.append) else "w",
-                  newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            if not self._header_written:
+        new_file = self._fields is None
+        if new_file:
+            self._fields = ["epoch", *logs.keys()]
+        with open(self.path, "w" if new_file and not self.append else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
+            if new_file:
                 writer.writeheader()
-                self._header_written = True
             writer.writerow({"epoch": epoch, **logs})
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from gpudl.backend import asarray, to_numpy
 from gpudl.errors import CheckpointError, TreeMismatchError
 from gpudl.serialization import atomic_write_bytes
-from gpudl.tree import tree_flatten, tree_unflatten
+from gpudl.tree import flatten_with_paths, tree_flatten, tree_unflatten
 
 _TREES = ("params", "state", "opt_state")
 
@@ -37,13 +37,24 @@ def save_checkpoint(path: str | os.PathLike, *, params: Any, state: Any = None,
     for name, tree in zip(_TREES, (params, state, opt_state)):
         leaves, _ = tree_flatten(tree)
         arrays[f"{name}.count"] = np.asarray(len(leaves))
+        arrays[f"{name}.paths"] = _json_bytes([p for p, _ in flatten_with_paths(tree)])
         for i, leaf in enumerate(leaves):
             arrays[f"{name}.{i}"] = np.asarray(to_numpy(leaf))
     arrays["epoch"], arrays["step"] = np.asarray(epoch), np.asarray(step)
     if key is not None:
         arrays["key"] = np.asarray(to_numpy(key))
-    arrays["config"] = np.frombuffer(json.dumps(config or {}).encode(), dtype=np.uint8)
+    arrays["config"] = _json_bytes(config or {})
     atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+
+
+def _json_bytes(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
+def _json(data, name: str, default: Any) -> Any:
+    if name not in data.files:
+        return default
+    return json.loads(bytes(data[name]).decode() or "null")
 
 
 def _rebuild(data, name: str, like: Any, device: str | None) -> Any:
@@ -51,6 +62,18 @@ def _rebuild(data, name: str, like: Any, device: str | None) -> Any:
         return None
     leaves_like, treedef = tree_flatten(like)
     count = int(data[f"{name}.count"])
+    saved_paths = _json(data, f"{name}.paths", None)
+    if saved_paths is not None:  # older files have no paths; then count and shapes decide
+        paths = [p for p, _ in flatten_with_paths(like)]
+        if saved_paths != paths:
+            missing = sorted(set(paths) - set(saved_paths))
+            extra = sorted(set(saved_paths) - set(paths))
+            raise TreeMismatchError(
+                f"load_checkpoint: {name} in the file does not match the model/optimizer: "
+                f"missing {missing[:10]}, unexpected {extra[:10]}"
+                + ("" if missing or extra else " (same names in a different order)")
+                + "; the checkpoint belongs to a different configuration"
+            )
     if count != len(leaves_like):
         raise TreeMismatchError(
             f"load_checkpoint: {name} has {count} arrays in the file but the model/optimizer "
@@ -83,7 +106,7 @@ def load_checkpoint(path: str | os.PathLike, *, params_like: Any, state_like: An
                 "epoch": int(data["epoch"]),
                 "step": int(data["step"]),
                 "key": np.array(data["key"]) if "key" in data.files else None,
-                "config": json.loads(bytes(data["config"]).decode() or "{}"),
+                "config": _json(data, "config", {}) or {},
             }
     except (TreeMismatchError, CheckpointError):
         raise

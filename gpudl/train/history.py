@@ -41,19 +41,28 @@ class History:
         return self.history[name]
 
     def plot(self, metrics: list[str] | None = None):
-        """A matplotlib Figure: one panel per metric, train and validation curves together."""
-        import matplotlib
+        """A matplotlib Figure: one panel per metric, train and validation curves together.
 
-        matplotlib.use(matplotlib.get_backend() if matplotlib.get_backend() else "Agg")
-        import matplotlib.pyplot as plt
+        The figure is built without pyplot, so it leaves pyplot's global state and backend
+        alone (works headless; a notebook displays the returned Figure once).
+        """
+        from matplotlib.figure import Figure
 
-        names = metrics or [k for k in self.history if not k.startswith("val_") and k != "lr"]
-        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+        skip = ("lr", "lr_scale")
+        names = metrics or [k for k in self.history if not k.startswith("val_") and k not in skip]
+        if not names:
+            raise ValueError("History.plot: nothing to plot; the history is empty")
+        missing = [n for n in names if n not in self.history]
+        if missing:
+            raise KeyError(f"History.plot: {missing} not in the history {sorted(self.history)}")
+        fig = Figure(figsize=(4.5 * len(names), 3.5))
+        axes = fig.subplots(1, len(names), squeeze=False)
         for ax, name in zip(axes[0], names):
             epochs = range(1, len(self.history[name]) + 1)
             ax.plot(epochs, self.history[name], "o-", label=f"train {name}")
             if f"val_{name}" in self.history:
-                ax.plot(epochs, self.history[f"val_{name}"], "s--", label=f"validation {name}")
+                val = self.history[f"val_{name}"]
+                ax.plot(range(1, len(val) + 1), val, "s--", label=f"validation {name}")
             ax.set_xlabel("epoch")
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)

@@ -33,25 +33,48 @@ from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
+from gpudl.tree import tree_map
+
+# loss name -> (function name, the functional module that defines it)
+_LOSSES = {
+    "cross_entropy": ("softmax_cross_entropy", "cross_entropy"),
+    "softmax_cross_entropy": ("softmax_cross_entropy", "cross_entropy"),
+    "mse": ("mse_loss", "losses"),
+    "l1": ("l1_loss", "losses"),
+    "huber": ("huber_loss", "losses"),
+    "bce_with_logits": ("binary_cross_entropy_with_logits", "losses"),
+    "binary_cross_entropy": ("binary_cross_entropy", "losses"),
+}
 
 
 def resolve_loss(loss: str | Callable) -> Callable:
     """A loss function ``(outputs, targets) -> scalar`` from a name or a callable."""
     if callable(loss):
         return loss
+    if loss not in _LOSSES:
+        raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a "
+                         "function (outputs, targets) -> scalar")
+    import importlib
+
     from gpudl import functional as F
 
-    table = {
-        "cross_entropy": F.softmax_cross_entropy,
-        "softmax_cross_entropy": F.softmax_cross_entropy,
-        "mse": F.mse_loss,
-        "l1": F.l1_loss,
-        "bce_with_logits": F.binary_cross_entropy_with_logits,
-        "binary_cross_entropy": F.binary_cross_entropy,
-    }
-    if loss not in table:
-        raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(table)} or a function")
-    return table[loss]
+    fn_name, module = _LOSSES[loss]
+    fn = getattr(F, fn_name, None)
+    if fn is None:  # the defining module works even before F re-exports the name
+        fn = getattr(importlib.import_module(f"gpudl.functional.{module}"), fn_name)
+    return fn
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+    """``params + updates`` leaf-wise, keeping each parameter's dtype (as optim.apply_updates)."""
+
+    def add(p, u):
+        if u is None:  # a frozen or masked-out parameter
+            return p
+        out = p + u
+        return out.astype(p.dtype) if out.dtype != p.dtype else out
+
+    return tree_map(add, params, updates)
 
 
 def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
@@ -74,12 +97,18 @@ def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) 
 
 
 class Trainer:
-    """The state of one ``fit`` run (what callbacks see and may change)."""
+    """The state of one ``fit`` run (what callbacks see and may change).
 
-    def __init__(self, model, loss_fn, optimizer, params, state, opt_state, key, config):
+    ``key`` is the run's root key (saved in checkpoints); step ``s`` uses
+    ``fold_in(step_key, s)`` where ``step_key`` is derived from it.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, params, state, opt_state, key, config,
+                 step_key=None):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params, self.state, self.opt_state = params, state, opt_state
         self.key, self.config = key, config
+        self.step_key = key if step_key is None else step_key
         self.step, self.epoch, self.stop, self.lr_scale = 0, 0, False, 1.0
         self.history = History()
 
@@ -90,23 +119,21 @@ class Trainer:
         self._value_and_grad = value_and_grad(objective, has_aux=True)
 
     def train_step(self, x, y):
-        from gpudl import optim
-
-        step_key = gdr.fold_in(self.key, self.step)
+        step_key = gdr.fold_in(self.step_key, self.step)
         (loss, (out, new_state)), grads = self._value_and_grad(
             self.params, self.state, x, y, step_key)
         updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
         updates = scale_updates(updates, self.lr_scale)
+        new_params = apply_updates(self.params, updates)
         # Assign only after every piece succeeded: a failing step leaves params untouched.
-        self.params = optim.apply_updates(self.params, updates)
-        self.state, self.opt_state = new_state, opt_state
+        self.params, self.state, self.opt_state = new_params, new_state, opt_state
         self.step += 1
         return loss, out
 
     def save_checkpoint(self, path: str, epoch: int | None = None) -> None:
         save_checkpoint(path, params=self.params, state=self.state, opt_state=self.opt_state,
                         epoch=self.epoch if epoch is None else epoch, step=self.step,
-                        key=self.key, config=self.config)
+                        key=self.key, config={**self.config, "lr_scale": self.lr_scale})
 
 
 def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
@@ -118,28 +145,41 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
 
     ``train_data``/``validation_data``: a DataLoader or a tuple ``(x, y)`` of arrays.
     ``params``/``state`` default to ``model.init`` on the first batch. ``resume_from`` loads
-    a checkpoint written by ModelCheckpoint and continues from the epoch after it.
+    a checkpoint written by ModelCheckpoint and continues from the epoch after it, with
+    the checkpoint's RNG key (so shuffling and dropout continue exactly as in an
+    uninterrupted run) and learning-rate scale.
     """
+    resumed = None
+    if resume_from is not None:  # the saved key decides the data order and dropout masks
+        resumed = load_checkpoint(resume_from, params_like=None)
+        if resumed["key"] is not None:
+            key = resumed["key"]
     key = gdr.key(0) if key is None else key
     init_key, data_key, step_key = gdr.split(key, 3)
     loader = _loader(train_data, batch_size, shuffle, data_key, device)
     loss_fn = resolve_loss(loss)
     named = [resolve_metric(m) for m in metrics]
     if params is None:
+        if len(loader.dataset) == 0:
+            raise ValueError("fit: the training data is empty")
+        # Same transform as training: a crop changes the input shape the model sees.
         x0 = next(iter(DataLoader(loader.dataset, batch_size=min(2, len(loader.dataset)),
-                                  device=device or get_device(), prefetch=0)))[0]
+                                  device=device or get_device(), prefetch=0,
+                                  transform=loader.transform)))[0]
         params, init_state = model.init(init_key, x0)
         state = init_state if state is None else state
     state = {} if state is None else state
     opt_state = optimizer.init(params)
     config = {"epochs": epochs, "batch_size": loader.batch_size, "device": device or get_device()}
-    trainer = Trainer(model, loss_fn, optimizer, params, state, opt_state, step_key, config)
+    trainer = Trainer(model, loss_fn, optimizer, params, state, opt_state, key, config,
+                      step_key=step_key)
     start_epoch = 0
     if resume_from is not None:
         ck = load_checkpoint(resume_from, params_like=params, state_like=state,
                              opt_state_like=opt_state, device=device)
         trainer.params, trainer.state, trainer.opt_state = ck["params"], ck["state"], ck["opt_state"]
         trainer.step, start_epoch = ck["step"], ck["epoch"] + 1
+        trainer.lr_scale = float(ck["config"].get("lr_scale", 1.0))
     loader.epoch = start_epoch
     for cb in callbacks:
         cb.on_train_begin(trainer)
@@ -192,7 +232,11 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
     sums: dict[str, float] = {}
     count = 0
     for x, y in loader:
-        out, _ = model.apply(params, state, x, train=False)
+        try:
+            out, _ = model.apply(params, state, x, train=False)
+        except Exception as exc:
+            reraise_if_oom(exc, loader.batch_size, where="evaluate")
+            raise
         n = int(x.shape[0])
         count += n
         if loss_fn is not None:

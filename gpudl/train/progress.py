@@ -6,8 +6,13 @@ import os
 import sys
 
 
+def _tqdm_disabled() -> bool:
+    # tqdm's own convention: TQDM_DISABLE=1 (any value but empty/0/false) turns bars off.
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _use_bar(verbose: int) -> bool:
-    if verbose < 1 or os.environ.get("TQDM_DISABLE"):
+    if verbose < 1 or _tqdm_disabled():
         return False
     try:
         import tqdm  # noqa: F401

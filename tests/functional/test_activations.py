@@ -31,7 +31,10 @@ REFERENCES = {
     "leaky_relu": (A.leaky_relu, lambda v: v if v > 0 else 0.01 * v),
     "leaky_relu_0.2": (lambda x: A.leaky_relu(x, 0.2), lambda v: v if v > 0 else 0.2 * v),
     "elu": (lambda x: A.elu(x, 0.7), lambda v: v if v > 0 else 0.7 * (math.exp(v) - 1)),
-    "selu": (A.selu, lambda v: 1.0507009873554805 * (v if v > 0 else 1.6732632423543772 * (math.exp(v) - 1))),
+    "selu": (
+        A.selu,
+        lambda v: 1.0507009873554805 * (v if v > 0 else 1.6732632423543772 * (math.exp(v) - 1)),
+    ),
     "gelu": (A.gelu, lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2)))),
     "gelu_tanh": (
         lambda x: A.gelu(x, approximate="tanh"),
@@ -127,9 +130,12 @@ def test_softmax_and_log_softmax(axis, device, xp, rng):
     x = rng.standard_normal((3, 4, 5)) * 3
     ref = _softmax_ref(x, axis)
     np.testing.assert_allclose(host(A.softmax(xp.asarray(x), axis=axis)), ref, rtol=1e-12)
-    np.testing.assert_allclose(host(A.log_softmax(xp.asarray(x), axis=axis)), np.log(ref), rtol=1e-12)
     np.testing.assert_allclose(
-        host(A.softmax(xp.asarray(x), axis=axis, temperature=2.5)), _softmax_ref(x, axis, 2.5),
+        host(A.log_softmax(xp.asarray(x), axis=axis)), np.log(ref), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        host(A.softmax(xp.asarray(x), axis=axis, temperature=2.5)),
+        _softmax_ref(x, axis, 2.5),
         rtol=1e-12,
     )
 
@@ -158,8 +164,15 @@ def test_composite_gradients():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 3))
     x = np.where(np.abs(x) < 0.05, 0.1, x)
-    for fn in (A.elu, A.selu, A.silu, A.gelu, lambda v: A.gelu(v, "tanh"),
-               lambda v: A.leaky_relu(v, 0.3), lambda v: A.hardtanh(v, -0.8, 0.9)):
+    for fn in (
+        A.elu,
+        A.selu,
+        A.silu,
+        A.gelu,
+        lambda v: A.gelu(v, "tanh"),
+        lambda v: A.leaky_relu(v, 0.3),
+        lambda v: A.hardtanh(v, -0.8, 0.9),
+    ):
         check_grad(fn, x)
 
 

@@ -32,13 +32,17 @@ def sdpa_ref(q, k, v, keep=None, scale=None):
             s = [scale * float(q[b + (i,)] @ k[b + (j,)]) for j in js]
             m = max(s)
             e = [math.exp(t - m) for t in s]
-            for w, j in zip(e, js):
+            for w, j in zip(e, js, strict=False):
                 out[b + (i,)] += w / sum(e) * v[b + (j,)]
     return out
 
 
 def test_sdpa_plain_and_causal(device, xp, rng):
-    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 2))
+    q, k, v = (
+        rng.standard_normal((2, 3, 4)),
+        rng.standard_normal((2, 5, 4)),
+        rng.standard_normal((2, 5, 2)),
+    )
     got = At.scaled_dot_product_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v))
     np.testing.assert_allclose(host(got), sdpa_ref(q, k, v), rtol=1e-12)
     causal = np.broadcast_to(np.tril(np.ones((3, 5), dtype=bool)), (2, 3, 5))
@@ -49,11 +53,16 @@ def test_sdpa_plain_and_causal(device, xp, rng):
 
 
 def test_sdpa_mask_and_fully_masked_row_has_no_nan(device, xp, rng):
-    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4, 4)), rng.standard_normal((2, 4, 3))
+    q, k, v = (
+        rng.standard_normal((2, 3, 4)),
+        rng.standard_normal((2, 4, 4)),
+        rng.standard_normal((2, 4, 3)),
+    )
     keep = rng.uniform(size=(2, 3, 4)) > 0.4
     keep[0, 1] = False  # a query that may attend to nothing
-    out, w = At.scaled_dot_product_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v),
-                                             mask=xp.asarray(keep), return_weights=True)
+    out, w = At.scaled_dot_product_attention(
+        xp.asarray(q), xp.asarray(k), xp.asarray(v), mask=xp.asarray(keep), return_weights=True
+    )
     np.testing.assert_allclose(host(out), sdpa_ref(q, k, v, keep), rtol=1e-12, atol=1e-15)
     assert not host(out)[0, 1].any() and not host(w)[0, 1].any()
     for dtype in (np.float32, np.float64):
@@ -63,8 +72,9 @@ def test_sdpa_mask_and_fully_masked_row_has_no_nan(device, xp, rng):
         )(q.astype(dtype), k.astype(dtype), v.astype(dtype))
         assert all(np.isfinite(g).all() for g in grads)
         assert not grads[0][0, 1].any()
-    check_grad(lambda a, b, c: At.scaled_dot_product_attention(a, b, c, mask=keep, causal=True),
-               q, k, v)
+    check_grad(
+        lambda a, b, c: At.scaled_dot_product_attention(a, b, c, mask=keep, causal=True), q, k, v
+    )
 
 
 def test_sdpa_errors():
@@ -73,11 +83,13 @@ def test_sdpa_errors():
     with pytest.raises(ShapeError, match="same number of keys"):
         At.scaled_dot_product_attention(np.ones((2, 4)), np.ones((3, 4)), np.ones((2, 2)))
     with pytest.raises(ShapeError, match="does not broadcast"):
-        At.scaled_dot_product_attention(np.ones((2, 4)), np.ones((3, 4)), np.ones((3, 2)),
-                                        mask=np.ones((2, 2), dtype=bool))
+        At.scaled_dot_product_attention(
+            np.ones((2, 4)), np.ones((3, 4)), np.ones((3, 2)), mask=np.ones((2, 2), dtype=bool)
+        )
     with pytest.raises(TypeError, match="mask must be boolean"):
-        At.scaled_dot_product_attention(np.ones((2, 4)), np.ones((3, 4)), np.ones((3, 2)),
-                                        mask=np.ones((2, 3)))
+        At.scaled_dot_product_attention(
+            np.ones((2, 4)), np.ones((3, 4)), np.ones((3, 2)), mask=np.ones((2, 3))
+        )
 
 
 def test_additive_attention(device, xp, rng):
@@ -85,18 +97,28 @@ def test_additive_attention(device, xp, rng):
     q, keys = rng.standard_normal((n, dq)), rng.standard_normal((n, length, dk))
     vals = rng.standard_normal((n, length, dv))
     wq, wk, v = rng.standard_normal((h, dq)), rng.standard_normal((h, dk)), rng.standard_normal(h)
-    scores = np.array([[sum(v[a] * math.tanh(wq[a] @ q[i] + wk[a] @ keys[i, j]) for a in range(h))
-                        for j in range(length)] for i in range(n)])
+    scores = np.array(
+        [
+            [
+                sum(v[a] * math.tanh(wq[a] @ q[i] + wk[a] @ keys[i, j]) for a in range(h))
+                for j in range(length)
+            ]
+            for i in range(n)
+        ]
+    )
     got = At.additive_attention_scores(*(xp.asarray(t) for t in (q, keys, wq, wk, v)))
     np.testing.assert_allclose(host(got), scores, rtol=1e-12)
     mask = np.array([[True, True, False, True], [False, True, True, True]])
-    ctx, w = At.additive_attention(*(xp.asarray(t) for t in (q, keys, vals, wq, wk, v)),
-                                   mask=xp.asarray(mask))
+    ctx, w = At.additive_attention(
+        *(xp.asarray(t) for t in (q, keys, vals, wq, wk, v)), mask=xp.asarray(mask)
+    )
     e = np.where(mask, np.exp(scores - scores.max(axis=1, keepdims=True)), 0.0)
     ref_w = e / e.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(host(w), ref_w, rtol=1e-12)
     np.testing.assert_allclose(host(ctx), np.einsum("nl,nld->nd", ref_w, vals), rtol=1e-12)
-    check_grad(lambda a, b, c: At.additive_attention(a, keys, vals, b, wk, c, mask=mask)[0], q, wq, v)
+    check_grad(
+        lambda a, b, c: At.additive_attention(a, keys, vals, b, wk, c, mask=mask)[0], q, wq, v
+    )
 
 
 def test_multi_head_attention_against_per_head_loop(device, xp, rng):
@@ -113,12 +135,21 @@ def test_multi_head_attention_against_per_head_loop(device, xp, rng):
         sl = slice(hd * dh, (hd + 1) * dh)
         concat[..., sl] = sdpa_ref(q[..., sl], k[..., sl], v[..., sl], keep)
     ref = concat @ ws[3].T + bs[3]
-    got = At.multi_head_attention(xp.asarray(x), xp.asarray(mem), xp.asarray(mem), heads,
-                                  *(xp.asarray(w) for w in ws), *(xp.asarray(b) for b in bs),
-                                  key_mask=xp.asarray(key_mask))
+    got = At.multi_head_attention(
+        xp.asarray(x),
+        xp.asarray(mem),
+        xp.asarray(mem),
+        heads,
+        *(xp.asarray(w) for w in ws),
+        *(xp.asarray(b) for b in bs),
+        key_mask=xp.asarray(key_mask),
+    )
     np.testing.assert_allclose(host(got), ref, rtol=1e-10)
-    check_grad(lambda a, w: At.multi_head_attention(a, a, a, heads, w, ws[1], ws[2], ws[3],
-                                                    causal=True), x, ws[0])
+    check_grad(
+        lambda a, w: At.multi_head_attention(a, a, a, heads, w, ws[1], ws[2], ws[3], causal=True),
+        x,
+        ws[0],
+    )
     with pytest.raises(ShapeError, match="not divisible by num_heads=4"):
         At.multi_head_attention(x, x, x, 4, *ws)
 

@@ -33,7 +33,8 @@ def test_regression_losses(reduction, device, xp, rng):
     }
     P, T = xp.asarray(p), xp.asarray(t)
     got = {
-        "mse": L.mse_loss(P, T, reduction), "l1": L.l1_loss(P, T, reduction),
+        "mse": L.mse_loss(P, T, reduction),
+        "l1": L.l1_loss(P, T, reduction),
         "huber": L.huber_loss(P, T, reduction, delta=1.5),
     }
     for name, ref in refs.items():
@@ -45,7 +46,7 @@ def test_bce_on_probabilities_clamps_log_like_torch(device, xp):
     p = np.array([0.0, 1e-50, 0.3, 0.999, 1.0])
     t = np.array([1.0, 1.0, 0.0, 1.0, 0.0])
     ref = []
-    for pi, ti in zip(p, t):
+    for pi, ti in zip(p, t, strict=False):
         lp = max(math.log(pi), -100.0) if pi > 0 else -100.0
         l1p = max(math.log(1 - pi), -100.0) if pi < 1 else -100.0
         ref.append(-(ti * lp + (1 - ti) * l1p))
@@ -53,7 +54,9 @@ def test_bce_on_probabilities_clamps_log_like_torch(device, xp):
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     g = gd.grad(lambda q: L.binary_cross_entropy(q, t))(p)
     assert np.isfinite(g).all()
-    check_grad(lambda q: L.binary_cross_entropy(q, np.array([0.2, 1.0, 0.0])), np.array([0.3, 0.6, 0.9]))
+    check_grad(
+        lambda q: L.binary_cross_entropy(q, np.array([0.2, 1.0, 0.0])), np.array([0.3, 0.6, 0.9])
+    )
 
 
 def test_bce_with_logits_stable_form_and_pos_weight(device, xp, rng):
@@ -64,12 +67,18 @@ def test_bce_with_logits_stable_form_and_pos_weight(device, xp, rng):
     def log_sigmoid(v):  # stable per element
         return -math.log1p(math.exp(-v)) if v >= 0 else v - math.log1p(math.exp(v))
 
-    ref = [-(pw * ti * log_sigmoid(v) + (1 - ti) * log_sigmoid(-v)) for v, ti in zip(x, t)]
-    got = L.binary_cross_entropy_with_logits(xp.asarray(x), xp.asarray(t), pos_weight=pw,
-                                             reduction="none")
+    ref = [
+        -(pw * ti * log_sigmoid(v) + (1 - ti) * log_sigmoid(-v))
+        for v, ti in zip(x, t, strict=False)
+    ]
+    got = L.binary_cross_entropy_with_logits(
+        xp.asarray(x), xp.asarray(t), pos_weight=pw, reduction="none"
+    )
     np.testing.assert_allclose(host(got), ref, rtol=1e-12)
     plain = host(L.binary_cross_entropy_with_logits(xp.asarray(x), xp.asarray(t)))
-    ref_plain = np.mean([-(ti * log_sigmoid(v) + (1 - ti) * log_sigmoid(-v)) for v, ti in zip(x, t)])
+    ref_plain = np.mean(
+        [-(ti * log_sigmoid(v) + (1 - ti) * log_sigmoid(-v)) for v, ti in zip(x, t, strict=False)]
+    )
     np.testing.assert_allclose(plain, ref_plain, rtol=1e-12)
     xs, ts = rng.standard_normal((3, 4)), rng.uniform(size=(3, 4))
     check_grad(lambda v: L.binary_cross_entropy_with_logits(v, ts, pos_weight=np.full(4, 2.0)), xs)
@@ -96,8 +105,13 @@ def test_nll_loss(reduction, device, xp, rng):
     got = L.nll_loss(xp.asarray(lp), xp.asarray(labels), reduction=reduction)
     np.testing.assert_allclose(host(got), _nll_ref(lp, labels, reduction=reduction), rtol=1e-12)
     w = np.array([1.0, 2.0, 0.5, 1.0, 3.0])
-    got = L.nll_loss(xp.asarray(lp), xp.asarray(labels), weight=xp.asarray(w), ignore_index=2,
-                     reduction=reduction)
+    got = L.nll_loss(
+        xp.asarray(lp),
+        xp.asarray(labels),
+        weight=xp.asarray(w),
+        ignore_index=2,
+        reduction=reduction,
+    )
     np.testing.assert_allclose(host(got), _nll_ref(lp, labels, w, 2, reduction), rtol=1e-12)
 
 
@@ -142,8 +156,9 @@ def test_sequence_cross_entropy_with_mask_and_ignore_index(device, xp, rng):
                 count += 1
     got = L.sequence_cross_entropy(xp.asarray(logits), xp.asarray(labels), mask=xp.asarray(mask))
     np.testing.assert_allclose(host(got), per.sum() / count, rtol=1e-12)
-    none = L.sequence_cross_entropy(xp.asarray(logits), xp.asarray(labels), mask=xp.asarray(mask),
-                                    reduction="none")
+    none = L.sequence_cross_entropy(
+        xp.asarray(logits), xp.asarray(labels), mask=xp.asarray(mask), reduction="none"
+    )
     np.testing.assert_allclose(host(none), per, rtol=1e-12)
     padded = np.where(mask == 1, labels, -1)
     by_index = L.sequence_cross_entropy(xp.asarray(logits), xp.asarray(padded), ignore_index=-1)
@@ -161,11 +176,16 @@ def test_kl_div_torch_semantics(device, xp, rng):
             pointwise[idx] = p[idx] * (math.log(p[idx]) - math.log(q[idx]))
     lq = xp.asarray(np.log(q))
     np.testing.assert_allclose(host(L.kl_div(lq, xp.asarray(p))), pointwise.sum() / 3, rtol=1e-12)
-    np.testing.assert_allclose(host(L.kl_div(lq, xp.asarray(p), "mean")), pointwise.mean(), rtol=1e-12)
+    np.testing.assert_allclose(
+        host(L.kl_div(lq, xp.asarray(p), "mean")), pointwise.mean(), rtol=1e-12
+    )
     np.testing.assert_allclose(host(L.kl_div(lq, xp.asarray(p), "none")), pointwise, rtol=1e-12)
     np.testing.assert_allclose(
         host(L.kl_div(lq, xp.asarray(np.log(p + (p == 0))), "sum", log_target=True)),
-        sum(math.exp(a) * (a - b) for a, b in zip(np.log(p + (p == 0)).ravel(), np.log(q).ravel())),
+        sum(
+            math.exp(a) * (a - b)
+            for a, b in zip(np.log(p + (p == 0)).ravel(), np.log(q).ravel(), strict=False)
+        ),
         rtol=1e-12,
     )
     check_grad(lambda a, b: L.kl_div(a, b), np.log(q), rng.dirichlet(np.ones(4), size=3))
@@ -174,7 +194,7 @@ def test_kl_div_torch_semantics(device, xp, rng):
 def test_gaussian_kl_and_nll(device, xp, rng):
     mu, logvar = rng.standard_normal((3, 2)), rng.standard_normal((3, 2)) * 0.5
     per_sample = [
-        sum(0.5 * (math.exp(lv) + m * m - 1 - lv) for m, lv in zip(mu[i], logvar[i]))
+        sum(0.5 * (math.exp(lv) + m * m - 1 - lv) for m, lv in zip(mu[i], logvar[i], strict=False))
         for i in range(3)
     ]
     got = host(L.gaussian_kl(xp.asarray(mu), xp.asarray(logvar)))
@@ -189,9 +209,14 @@ def test_gaussian_kl_and_nll(device, xp, rng):
         ref.append(0.5 * (math.log(v) + (x[idx] - y[idx]) ** 2 / v) + 0.5 * math.log(2 * math.pi))
     got = L.gaussian_nll_loss(xp.asarray(x), xp.asarray(y), xp.asarray(var), full=True)
     np.testing.assert_allclose(host(got), np.mean(ref), rtol=1e-12)
-    shared = L.gaussian_nll_loss(xp.asarray(x), xp.asarray(y), xp.asarray(var[:, :1]), reduction="sum")
-    ref_shared = sum(0.5 * (math.log(var[i, 0]) + (x[i, j] - y[i, j]) ** 2 / var[i, 0])
-                     for i in (0, 2) for j in range(2))
+    shared = L.gaussian_nll_loss(
+        xp.asarray(x), xp.asarray(y), xp.asarray(var[:, :1]), reduction="sum"
+    )
+    ref_shared = sum(
+        0.5 * (math.log(var[i, 0]) + (x[i, j] - y[i, j]) ** 2 / var[i, 0])
+        for i in (0, 2)
+        for j in range(2)
+    )
     ref_shared += sum(0.5 * (math.log(1e-6) + (x[1, j] - y[1, j]) ** 2 / 1e-6) for j in range(2))
     np.testing.assert_allclose(host(shared), ref_shared, rtol=1e-10)
     check_grad(L.gaussian_nll_loss, x, y, np.abs(var) + 0.5)
@@ -219,22 +244,33 @@ def test_nt_xent_against_loop(device, xp, rng):
 def test_gan_losses():
     real, fake = np.array([2.0, -1.0, 0.5]), np.array([-3.0, 0.2, 1.0])
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    d_ref = np.mean([-math.log(sig(r)) for r in real]) + np.mean([-math.log(1 - sig(f)) for f in fake])
+    d_ref = np.mean([-math.log(sig(r)) for r in real]) + np.mean(
+        [-math.log(1 - sig(f)) for f in fake]
+    )
     np.testing.assert_allclose(L.gan_discriminator_loss(real, fake), d_ref, rtol=1e-12)
-    np.testing.assert_allclose(L.gan_generator_loss(fake), np.mean([-math.log(sig(f)) for f in fake]),
-                               rtol=1e-12)
-    np.testing.assert_allclose(L.gan_generator_loss(fake, non_saturating=False),
-                               np.mean([math.log(1 - sig(f)) for f in fake]), rtol=1e-12)
+    np.testing.assert_allclose(
+        L.gan_generator_loss(fake), np.mean([-math.log(sig(f)) for f in fake]), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        L.gan_generator_loss(fake, non_saturating=False),
+        np.mean([math.log(1 - sig(f)) for f in fake]),
+        rtol=1e-12,
+    )
     check_grad(L.gan_discriminator_loss, real, fake)
 
 
 def test_regularizers(rng):
-    params = {"fc1": {"weight": rng.standard_normal((3, 2)), "bias": rng.standard_normal(3)},
-              "fc2": {"weight": rng.standard_normal((1, 3))}}
+    params = {
+        "fc1": {"weight": rng.standard_normal((3, 2)), "bias": rng.standard_normal(3)},
+        "fc2": {"weight": rng.standard_normal((1, 3))},
+    }
     w2 = sum(float((params[k]["weight"] ** 2).sum()) for k in params)
     np.testing.assert_allclose(L.l2_penalty(params), w2, rtol=1e-12)
-    np.testing.assert_allclose(L.l2_penalty(params, exclude_bias=False),
-                               w2 + float((params["fc1"]["bias"] ** 2).sum()), rtol=1e-12)
+    np.testing.assert_allclose(
+        L.l2_penalty(params, exclude_bias=False),
+        w2 + float((params["fc1"]["bias"] ** 2).sum()),
+        rtol=1e-12,
+    )
     w1 = sum(float(np.abs(params[k]["weight"]).sum()) for k in params)
     np.testing.assert_allclose(L.l1_penalty(params), w1, rtol=1e-12)
     g = gd.grad(L.l2_penalty)(params)
@@ -263,7 +299,7 @@ def test_contractive_penalty_matches_closed_form_and_trains(rng):
             e = np.zeros(4)
             e[i] = 1e-6
             jac[:, i] = (encode(params, x[n] + e) - encode(params, x[n] - e)) / 2e-6
-        ref += (jac ** 2).sum() / 5
+        ref += (jac**2).sum() / 5
     got = L.contractive_penalty(lambda v: encode(params, v), x)
     np.testing.assert_allclose(got, ref, rtol=1e-7)
     closed = L.contractive_penalty_sigmoid(encode(params, x), w)

@@ -40,8 +40,15 @@ def test_batch_norm_matches_torch_formulas(shape, train, device, xp, rng):
     x = rng.standard_normal(shape) * 2 + 1
     gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
     rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
-    y, (m, v) = batch_norm(xp.asarray(x), xp.asarray(gamma), xp.asarray(beta), xp.asarray(rm),
-                           xp.asarray(rv), train, momentum=0.2)
+    y, (m, v) = batch_norm(
+        xp.asarray(x),
+        xp.asarray(gamma),
+        xp.asarray(beta),
+        xp.asarray(rm),
+        xp.asarray(rv),
+        train,
+        momentum=0.2,
+    )
     ry, rmn, rvn = bn_ref(x, gamma, beta, rm, rv, train, momentum=0.2)
     np.testing.assert_allclose(host(y), ry, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(host(m), rmn, rtol=1e-12)
@@ -50,8 +57,9 @@ def test_batch_norm_matches_torch_formulas(shape, train, device, xp, rng):
 
 def test_batch_norm_float32_and_no_affine(device, xp, rng):
     x = rng.standard_normal((8, 2, 3)).astype(np.float32)
-    y, (m, v) = batch_norm(xp.asarray(x), None, None, xp.zeros(2, np.float32), xp.ones(2, np.float32),
-                           True)
+    y, (m, v) = batch_norm(
+        xp.asarray(x), None, None, xp.zeros(2, np.float32), xp.ones(2, np.float32), True
+    )
     assert y.dtype == np.float32 and m.dtype == np.float32 and v.dtype == np.float32
     ry, _, _ = bn_ref(x.astype(np.float64), np.ones(2), np.zeros(2), np.zeros(2), np.ones(2), True)
     np.testing.assert_allclose(host(y), ry, rtol=1e-4, atol=1e-5)
@@ -104,7 +112,9 @@ def test_layer_norm(norm_shape, device, xp, rng):
 def test_layer_norm_without_affine_and_errors():
     x = np.array([[1.0, 2.0, 3.0]])
     np.testing.assert_allclose(layer_norm(x, None, None), (x - 2) / math.sqrt(2 / 3 + 1e-5))
-    with pytest.raises(ShapeError, match=r"trailing dims \(3,\) must equal the normalized shape \(4,\)"):
+    with pytest.raises(
+        ShapeError, match=r"trailing dims \(3,\) must equal the normalized shape \(4,\)"
+    ):
         layer_norm(x, np.ones(4), np.zeros(4))
 
 

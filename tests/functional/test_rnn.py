@@ -16,7 +16,7 @@ import pytest
 
 import gpudl as gd
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional import rnn as R
+from gpudl.functional import recurrent as R
 from gpudl.functional import rnn_cells as C
 from gpudl.testing import check_grad
 

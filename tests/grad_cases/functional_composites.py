@@ -25,8 +25,10 @@ CASES = {
     ],
     "softplus": [
         lambda: (A.softplus, (_rng(3).standard_normal((3, 5)) * 4.0,)),
-        lambda: (lambda x: A.softplus(x, beta=2.0, threshold=5.0),
-                 (np.array([-30.0, -1.0, 0.3, 1.7, 2.0 + 0.4, 9.0]),)),
+        lambda: (
+            lambda x: A.softplus(x, beta=2.0, threshold=5.0),
+            (np.array([-30.0, -1.0, 0.3, 1.7, 2.0 + 0.4, 9.0]),),
+        ),
     ],
     "erf": [
         lambda: (A.erf, (np.linspace(-5.5, 5.5, 23) + 0.013,)),
@@ -34,8 +36,10 @@ CASES = {
     ],
     "softmax": [
         lambda: (lambda x: A.softmax(x, axis=-1), (_rng(5).standard_normal((3, 4)),)),
-        lambda: (lambda x: A.softmax(x, axis=0, temperature=0.5),
-                 (_rng(6).standard_normal((5, 6))[:, 1:5],)),
+        lambda: (
+            lambda x: A.softmax(x, axis=0, temperature=0.5),
+            (_rng(6).standard_normal((5, 6))[:, 1:5],),
+        ),
     ],
     "log_softmax": [
         lambda: (lambda x: A.log_softmax(x, axis=1), (_rng(7).standard_normal((2, 5, 3)),)),

@@ -6,7 +6,7 @@ Inputs are float64 and moderate (|pre-activation| ~ 1) so no gate saturates; the
 
 import numpy as np
 
-from gpudl.functional import rnn as R
+from gpudl.functional import recurrent as R
 
 
 def _rng(seed):

@@ -1,0 +1,107 @@
+"""gpudl.ops reductions: values against NumPy float64, NumPy signatures, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.errors import ShapeError
+from gpudl.testing import check_grad
+
+ops = gd.ops
+to_np = gd.to_numpy
+
+AXES = [None, 0, 1, -1, (0, 2), (2, 0)]
+
+
+@pytest.mark.parametrize("axis", AXES, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min", "var", "std"])
+def test_reductions_match_numpy(name, axis, keepdims, device, xp, rng):
+    host = rng.standard_normal((2, 3, 4))
+    out = getattr(ops, name)(xp.asarray(host, dtype=xp.float32), axis=axis, keepdims=keepdims)
+    ref = getattr(np, name)(host, axis=axis, keepdims=keepdims)
+    assert np.shape(out) == ref.shape
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(to_np(out), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_var_std_ddof(ddof, device, xp, rng):
+    host = rng.standard_normal((5, 3))
+    x = xp.asarray(host)
+    np.testing.assert_allclose(to_np(ops.var(x, axis=0, ddof=ddof)), np.var(host, 0, ddof=ddof))
+    np.testing.assert_allclose(to_np(ops.std(x, ddof=ddof)), np.std(host, ddof=ddof))
+    # d var / dx_i = 2 (x_i - mean) / (n - ddof)
+    g = gd.grad(lambda v: ops.var(v, ddof=ddof))(x)
+    np.testing.assert_allclose(to_np(g), 2 * (host - host.mean()) / (host.size - ddof), rtol=1e-10)
+
+
+def test_max_gradient_goes_to_argmax_and_ties_share(device, xp):
+    x = xp.asarray([[1.0, 5.0, 2.0], [3.0, 3.0, 0.0]])
+    g = gd.grad(lambda v: ops.sum(ops.max(v, axis=1) * xp.asarray([1.0, 4.0])))(x)
+    np.testing.assert_allclose(to_np(g), [[0, 1, 0], [2, 2, 0]])
+    g = gd.grad(lambda v: ops.min(v))(x)
+    np.testing.assert_allclose(to_np(g), [[0, 0, 0], [0, 0, 1]])
+
+
+def test_logsumexp_is_stable_and_matches_reference(device, xp, rng):
+    host = rng.standard_normal((3, 4)) * 3
+    ref = np.log(np.exp(host).sum(axis=1))
+    np.testing.assert_allclose(to_np(ops.logsumexp(xp.asarray(host), axis=1)), ref, rtol=1e-12)
+    big = xp.asarray([[1000.0, 1000.0], [-np.inf, -np.inf]], dtype=xp.float32)
+    out = to_np(ops.logsumexp(big, axis=1))
+    np.testing.assert_allclose(out[0], 1000.0 + np.log(2.0), rtol=1e-6)
+    assert out[1] == -np.inf
+    # gradient is the softmax
+    g = gd.grad(lambda v: ops.sum(ops.logsumexp(v, axis=1)))(xp.asarray(host))
+    e = np.exp(host - host.max(1, keepdims=True))
+    np.testing.assert_allclose(to_np(g), e / e.sum(1, keepdims=True), rtol=1e-10)
+
+
+def test_argmax_argmin_no_grad_and_keepdims(device, xp, rng):
+    host = rng.standard_normal((3, 5))
+    x = xp.asarray(host)
+    np.testing.assert_array_equal(to_np(ops.argmax(x, axis=1)), host.argmax(1))
+    np.testing.assert_array_equal(to_np(ops.argmin(x)), host.argmin())
+    assert ops.argmax(x, axis=0, keepdims=True).shape == (1, 5)
+
+    def f(v):
+        i = ops.argmax(v, axis=1)
+        assert not isinstance(i, gd.autodiff.Traced)
+        return ops.sum(v)
+
+    gd.grad(f)(x)
+
+
+def test_cumsum_forward_and_gradient(device, xp, rng):
+    host = rng.standard_normal((3, 4))
+    x = xp.asarray(host)
+    np.testing.assert_allclose(to_np(ops.cumsum(x, axis=1)), np.cumsum(host, 1))
+    np.testing.assert_allclose(to_np(ops.cumsum(x)), np.cumsum(host))
+    w = rng.standard_normal((3, 4))
+    g = gd.grad(lambda v: ops.sum(ops.cumsum(v, axis=1) * xp.asarray(w)))(x)
+    # d/dx_j sum_i w_i cumsum_i = sum_{i >= j} w_i
+    np.testing.assert_allclose(to_np(g), np.cumsum(w[:, ::-1], 1)[:, ::-1], rtol=1e-12)
+
+
+def test_numpy_functions_on_traced_values_dispatch():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    g = gd.grad(lambda v: np.sum(np.mean(v, axis=0) ** 2) + np.max(v))(x)
+    np.testing.assert_allclose(g, [[2.0, 3.0], [2.0, 4.0]])
+    assert gd.grad(lambda v: v.sum(axis=None, keepdims=False))(x).shape == (2, 2)
+    assert np.shape(gd.grad(lambda v: (np.shape(v) == (2, 2)) * v.sum())(x)) == (2, 2)
+
+
+def test_reduction_errors():
+    with pytest.raises(ShapeError, match="axis 2 is out of range"):
+        ops.sum(np.ones((2, 3)), axis=2)
+    with pytest.raises(TypeError, match="out="):
+        ops.sum(np.ones(2), out=np.zeros(()))
+
+
+def test_grad_of_grad_of_std():
+    x = np.array([0.3, -1.0, 2.0, 0.7])
+    check_grad(lambda v: gd.grad(lambda u: ops.std(u, ddof=1))(v), x)
+    check_grad(lambda v: gd.grad(lambda u: ops.logsumexp(u * u))(v), x)

@@ -1,0 +1,189 @@
+"""fit / evaluate / predict, History and its plot, progress output, OOM and failed steps."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.train import Callback, OutOfMemoryError, evaluate, fit, predict
+from gpudl.train import progress as progress_mod
+from gpudl.train.loop import resolve_loss
+
+from train_helpers import MomentumSGD, cross_entropy, np_cross_entropy
+
+
+def test_fit_loss_falls_and_history_has_every_metric(blob_data, mlp):
+    train, val = blob_data
+    h = fit(mlp(), train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=4,
+            validation_data=val, metrics=["accuracy"], batch_size=16, verbose=0)
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 4 for v in h.history.values())
+    assert h.epochs_run == 4 and len(h.epoch_times) == 4 and not h.stopped_early
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+    assert h["val_loss"][-1] < h["val_loss"][0]
+    assert h["val_accuracy"][-1] >= 0.9
+    assert h.params is not None and h.opt_state.count == 4 * 4  # 64 rows / 16 = 4 steps/epoch
+
+
+def test_evaluate_and_predict_match_a_numpy_reference(blob_data, mlp):
+    train, val = blob_data
+    model = mlp()
+    h = fit(model, train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=1,
+            batch_size=16, verbose=0)
+    x, y = val
+    out = predict(model, h.params, h.state, x, batch_size=7)  # batches that do not divide N
+    assert isinstance(out, np.ndarray) and out.shape == (len(x), 3)
+    whole, _ = model.apply(h.params, h.state, gd.asarray(x), train=False)
+    np.testing.assert_allclose(out, gd.to_numpy(whole), rtol=1e-6, atol=1e-6)
+    res = evaluate(model, h.params, h.state, val, loss=cross_entropy, metrics=["accuracy"],
+                   batch_size=5)
+    assert res["loss"] == pytest.approx(np_cross_entropy(out, y), rel=1e-5)
+    assert res["accuracy"] == pytest.approx(float((out.argmax(1) == y).mean()))
+
+
+def test_history_plot_returns_a_figure_with_train_and_val_curves(blob_data, mlp):
+    from matplotlib.figure import Figure
+
+    train, val = blob_data
+    h = fit(mlp(), train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=2,
+            validation_data=val, metrics=["accuracy"], batch_size=32, verbose=0)
+    fig = h.plot()
+    assert isinstance(fig, Figure)
+    axes = fig.get_axes()
+    assert [ax.get_ylabel() for ax in axes] == ["loss", "accuracy"]
+    for ax, name in zip(axes, ["loss", "accuracy"]):
+        lines = ax.get_lines()
+        assert len(lines) == 2
+        np.testing.assert_allclose(lines[0].get_ydata(), h[name])
+        np.testing.assert_allclose(lines[1].get_ydata(), h[f"val_{name}"])
+    fig.savefig(__import__("io").BytesIO(), format="png")  # renders headless (Agg)
+    with pytest.raises(ValueError, match="empty"):
+        gd.train.History().plot()
+
+
+def test_named_loss_and_metric_resolution():
+    with pytest.raises(ValueError, match="unknown loss"):
+        resolve_loss("nope")
+    with pytest.raises(ValueError, match="unknown metric"):
+        fit(None, (np.zeros((2, 1)), np.zeros(2)), loss=cross_entropy, optimizer=MomentumSGD(),
+            metrics=["nope"], verbose=0)
+
+
+def test_fit_with_named_cross_entropy_loss(blob_data, mlp):
+    """Needs gpudl.functional's softmax_cross_entropy (fused op)."""
+    train, _ = blob_data
+    h = fit(mlp(), train, loss="cross_entropy", optimizer=MomentumSGD(0.05), epochs=2,
+            batch_size=16, verbose=0)
+    assert h["loss"][-1] < h["loss"][0]
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(blob_data, mlp, capsys):
+    train, val = blob_data
+    fit(mlp(), train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=2,
+        validation_data=val, batch_size=32, verbose=1)
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("epoch 1/2:") and "loss" in line and "val_loss" in line
+               for line in out)
+    assert any(line.startswith("epoch 2/2:") for line in out)
+    fit(mlp(), train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=1,
+        batch_size=32, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_respects_tqdm_disable_on_a_terminal(monkeypatch, blob_data, mlp, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress_mod._use_bar(1)  # a terminal gets a bar...
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not progress_mod._use_bar(1)  # ...unless TQDM_DISABLE is set
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert progress_mod._use_bar(1)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    train, _ = blob_data
+    fit(mlp(), train, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=2,
+        batch_size=32, verbose=1)
+    out = capsys.readouterr().out
+    assert "epoch 1/2: loss" in out and "epoch 2/2: loss" in out
+
+
+class _OOMModel:
+    """init works; a training forward raises what CuPy raises when the pool is exhausted."""
+
+    def init(self, key, x):
+        return {"w": gd.ops.zeros((x.shape[1], 3))}, {}
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        if train:
+            raise MemoryError("out of memory allocating 1,073,741,824 bytes")
+        return x @ params["w"], state
+
+
+def test_out_of_memory_is_reraised_with_batch_size_and_hint(blob_data):
+    train, _ = blob_data
+    with pytest.raises(OutOfMemoryError) as info:
+        fit(_OOMModel(), train, loss=cross_entropy, optimizer=MomentumSGD(), batch_size=16,
+            verbose=0)
+    msg = str(info.value)
+    assert "batch_size=16" in msg and "smaller batch" in msg and "batch_size=8" in msg
+    assert "memory:" in msg and "device=cpu" in msg  # the memory stats of the device
+    assert isinstance(info.value, MemoryError)
+    assert isinstance(info.value.__cause__, MemoryError)
+
+
+def test_other_errors_propagate_unchanged(blob_data, mlp):
+    def bad_loss(out, y):
+        raise ValueError("my loss is broken")
+
+    with pytest.raises(ValueError, match="my loss is broken"):
+        fit(mlp(), blob_data[0], loss=bad_loss, optimizer=MomentumSGD(), verbose=0)
+
+
+class _Grab(Callback):
+    def on_train_begin(self, trainer):
+        self.trainer = trainer
+
+
+def test_a_failed_step_leaves_parameters_as_after_the_last_good_step(mlp):
+    x = np.random.default_rng(0).normal(size=(12, 2)).astype(np.float32)
+    y = np.array([0, 1, 2] * 4)
+    calls = {"n": 0}
+
+    def flaky(out, target):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("step 3 failed")
+        return cross_entropy(out, target)
+
+    grab = _Grab()
+    model = mlp(dropout=0.25)
+    with pytest.raises(RuntimeError, match="step 3"):
+        fit(model, (x, y), loss=flaky, optimizer=MomentumSGD(0.1), batch_size=4, shuffle=False,
+            callbacks=[grab], key=gd.random.key(3), verbose=0)
+    t = grab.trainer
+    assert t.step == 2
+    # Reference: the same two steps (same data order and keys) with nothing failing.
+    ref = fit(model, (x[:8], y[:8]), loss=cross_entropy, optimizer=MomentumSGD(0.1),
+              batch_size=4, shuffle=False, key=gd.random.key(3), verbose=0)
+    for a, b in zip(gd.tree.tree_leaves(t.params), gd.tree.tree_leaves(ref.params)):
+        assert np.array_equal(a, b)
+    for a, b in zip(gd.tree.tree_leaves(t.opt_state), gd.tree.tree_leaves(ref.opt_state)):
+        assert np.array_equal(a, b)
+
+
+def test_fit_on_a_dataloader_with_a_shape_changing_transform(mlp):
+    """Init must see the transformed batch (a crop changes the model's input size)."""
+    from gpudl.data import DataLoader
+    from gpudl.data.transforms import augment, random_crop
+
+    x = np.random.default_rng(0).random((16, 1, 6, 6)).astype(np.float32)
+    y = np.arange(16) % 3
+    loader = DataLoader((x, y), batch_size=8, shuffle=True,
+                        transform=augment((random_crop, {"size": 4})))
+    model = gd.nn.Sequential([gd.nn.Flatten(), gd.nn.Dense(3)])
+    h = fit(model, loader, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=1, verbose=0)
+    (w,) = [leaf for leaf in gd.tree.tree_leaves(h.params) if leaf.ndim == 2]
+    assert w.shape == (3, 16)
