@@ -50,12 +50,14 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/overhead.py
 
-# On a GPU machine, offline, with the packages already there (no venv, no pip).
+# On a GPU machine, offline, with the packages already there (no venv, no pip):
+# `make gpu-check PY=python3`. Compile check, `gpu` tests, copy bandwidth, kernel benchmarks,
+# overhead and compute-sanitizer memcheck; logs in $(REPORT), the dated summary in
+# benchmarks/results/<date>-<device>.json. Extra options (--dry-run, --skip memcheck,
+# --budget-s 480) go in GPU_CHECK_ARGS.
+GPU_CHECK_ARGS ?=
 gpu-check:
-	mkdir -p $(REPORT)
-	$(PY) -m gpudl.cuda --compile-check | tee $(REPORT)/compile.txt
-	$(PY) -m pytest -q -m "gpu" tests 2>&1 | tee $(REPORT)/gpu-tests.txt
-	$(PY) benchmarks/overhead.py --json $(REPORT)/overhead.json
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) benchmarks/gpu_check.py --out $(REPORT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

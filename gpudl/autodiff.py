@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from gpudl.backend import check_same_device
-from gpudl.errors import GradientError, TreeMismatchError
+from gpudl.errors import GradientError, ShapeError, TreeMismatchError
 from gpudl.tree import (
     assert_same_structure,
     flatten_with_paths,
@@ -194,6 +194,14 @@ class Primitive:
             # NumPy and CuPy arrays mixed: say so by name instead of CuPy's generic TypeError.
             check_same_device(args, self.name)
             raise
+        except ValueError as exc:
+            if "broadcast" not in str(exc):
+                raise
+            shapes = [getattr(a, "shape", type(a).__name__) for a in args]
+            raise ShapeError(
+                f"{self.name}: operand shapes {shapes} do not broadcast together ({exc}). "
+                "Align the trailing dims or reshape one operand."
+            ) from exc
 
 
 def _bind(prim: Primitive, args: tuple, kwargs: dict):

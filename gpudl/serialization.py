@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
@@ -44,7 +45,8 @@ def _flat(tree: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for key, leaf in flatten_with_paths(tree):
         if not key:
-            raise CheckpointError("gd.save: the tree must be a dict (or list) of arrays, not a bare array")
+            raise CheckpointError(
+                "gd.save: the tree must be a dict (or list) of arrays, not a bare array")
         if key in out:  # e.g. {"a.b": x, "a": {"b": y}}: both flatten to "a.b"
             raise CheckpointError(
                 f"gd.save: two leaves flatten to the same key {key!r}; dotted dict keys clash "
@@ -114,10 +116,26 @@ def _write_npz(f, flat: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, arr, allow_pickle=False)
 
 
+_ORDER_KEY = "gpudl.key_order"  # safetensors metadata: the tree's key order (the format sorts)
+
+
 def _write_safetensors(f, flat: dict[str, np.ndarray]) -> None:
     from safetensors.numpy import save as st_save
 
-    f.write(st_save(flat))
+    f.write(st_save(flat, metadata={_ORDER_KEY: json.dumps(list(flat))}))
+
+
+def _read_safetensors(data: bytes) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load as st_load
+
+    arrays = st_load(data)
+    # Restore the saved key order when gpudl wrote the file (files from torch have none).
+    header_len = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    order = json.loads(meta[_ORDER_KEY]) if _ORDER_KEY in meta else []
+    if sorted(order) == sorted(arrays):
+        return {k: arrays[k] for k in order}
+    return arrays
 
 
 def save(path: str | os.PathLike, tree: Any) -> None:
@@ -148,9 +166,7 @@ def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
         if fmt == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        from safetensors.numpy import load as st_load
-
-        return st_load(path.read_bytes())
+        return _read_safetensors(path.read_bytes())
     except ImportError as exc:
         raise CheckpointError("gd.load: .safetensors needs the safetensors package") from exc
     except Exception as exc:  # zipfile, numpy and safetensors each raise their own kinds
@@ -164,7 +180,8 @@ def _lists_back(node: Any) -> Any:
     if isinstance(node, dict):
         node = {k: _lists_back(v) for k, v in node.items()}
         keys = list(node)
-        if keys and all(k.isdigit() for k in keys) and sorted(map(int, keys)) == list(range(len(keys))):
+        digits = keys and all(k.isdigit() for k in keys)
+        if digits and sorted(map(int, keys)) == list(range(len(keys))):
             return [node[str(i)] for i in range(len(keys))]
     return node
 
@@ -185,7 +202,8 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
         missing = sorted(set(expected) - set(flat))
         extra = sorted(set(flat) - set(expected))
         shapes = [f"{k}: file {flat[k].shape} vs model {tuple(expected[k].shape)}"
-                  for k in expected if k in flat and tuple(flat[k].shape) != tuple(expected[k].shape)]
+                  for k in expected
+                  if k in flat and tuple(flat[k].shape) != tuple(expected[k].shape)]
         if missing or extra or shapes:
             raise TreeMismatchError(
                 f"gd.load: {path} does not match the model: missing keys {missing}, extra keys "

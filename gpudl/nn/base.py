@@ -42,7 +42,7 @@ def array_device(x) -> str:
 
 
 def float_dtype(x) -> np.dtype:
-    """The parameter dtype a layer infers from its example: the example's float dtype, else float32."""
+    """Parameter dtype inferred from an example: its float dtype, else float32 (int inputs)."""
     dt = np.dtype(x.dtype)
     return dt if dt.kind == "f" else np.dtype(np.float32)
 
@@ -148,7 +148,7 @@ def name_children(layers: Sequence[Layer]) -> list[str]:
 
 def check_children(params: dict, names: Sequence[str], layers: Sequence[Layer], owner: str):
     """The container-level params check: missing and extra child names, both listed."""
-    expected = {n for n, layer in zip(names, layers) if has_params(layer)}
+    expected = {n for n, layer in zip(names, layers, strict=True) if has_params(layer)}
     missing = sorted(n for n in expected if n not in params)
     extra = sorted(k for k in params if k not in set(names))
     if missing or extra:
@@ -194,7 +194,8 @@ class Sequential(Layer):
         params: dict = {}
         state: dict = {}
         seen: set[str] = set()
-        for name, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+        keys = split_keys(key, len(self.layers))
+        for name, layer, k in zip(self.names, self.layers, keys, strict=True):
             if name not in seen:
                 seen.add(name)
                 p, s = layer.init(k, x)
@@ -208,7 +209,8 @@ class Sequential(Layer):
     def apply(self, params, state, x, *, train=False, key=None):
         check_children(params, self.names, self.layers, "nn.Sequential")
         new_state = dict(state)
-        for name, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+        keys = split_keys(key, len(self.layers))
+        for name, layer, k in zip(self.names, self.layers, keys, strict=True):
             x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x, train=train, key=k)
             if s:
                 new_state[name] = s
@@ -217,12 +219,12 @@ class Sequential(Layer):
     def trainable_mask(self, params):
         return {
             name: layer.trainable_mask(params[name])
-            for name, layer in dict(zip(self.names, self.layers)).items()
+            for name, layer in dict(zip(self.names, self.layers, strict=True)).items()
             if name in params
         }
 
     def children(self) -> list[tuple[str, Layer]]:
-        return list(zip(self.names, self.layers))
+        return list(zip(self.names, self.layers, strict=True))
 
 
 def count_params(tree: Any) -> int:

@@ -28,7 +28,8 @@ class _Branches(Layer):
 
     def init(self, key, x):
         params, state = {}, {}
-        for nm, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+        keys = split_keys(key, len(self.layers))
+        for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
             if nm in params or nm in state:
                 continue
             p, s = layer.init(k, x)
@@ -41,7 +42,8 @@ class _Branches(Layer):
     def _outputs(self, params, state, x, train, key):
         check_children(params, self.names, self.layers, type(self).__name__)
         new_state, outs = dict(state), []
-        for nm, layer, k in zip(self.names, self.layers, split_keys(key, len(self.layers))):
+        keys = split_keys(key, len(self.layers))
+        for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
             y, s = layer.apply(params.get(nm, {}), new_state.get(nm, {}), x, train=train, key=k)
             if s:
                 new_state[nm] = s
@@ -50,10 +52,10 @@ class _Branches(Layer):
 
     def trainable_mask(self, params):
         return {nm: layer.trainable_mask(params[nm])
-                for nm, layer in zip(self.names, self.layers) if nm in params}
+                for nm, layer in zip(self.names, self.layers, strict=True) if nm in params}
 
     def children(self):
-        return list(zip(self.names, self.layers))
+        return list(zip(self.names, self.layers, strict=True))
 
 
 class Residual(_Branches):
@@ -66,6 +68,11 @@ class Residual(_Branches):
         names = ["body"] + (["projection"] if projection is not None else [])
         super().__init__(layers, names, name)
         self.has_projection = projection is not None
+
+    def init(self, key, x):
+        params, state = super().init(key, x)
+        self.apply(params, state, x)  # a body/shortcut shape mismatch fails here, at init
+        return params, state
 
     def apply(self, params, state, x, *, train=False, key=None):
         outs, new_state = self._outputs(params, state, x, train, key)

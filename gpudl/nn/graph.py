@@ -86,7 +86,8 @@ class Model(Layer):
         self.inputs = [inputs] if self.single_input else list(inputs)
         self.outputs = [outputs] if self.single_output else list(outputs)
         self.nodes = _topo(self.outputs)
-        missing = [n for n in self.nodes if n.layer is None and all(n is not i for i in self.inputs)]
+        missing = [n for n in self.nodes
+                   if n.layer is None and all(n is not i for i in self.inputs)]
         if missing:
             raise ValueError(f"nn.Model: the outputs depend on inputs not listed: {missing}")
         layer_nodes = [n for n in self.nodes if n.layer is not None]
@@ -96,7 +97,7 @@ class Model(Layer):
                 unique.append(n.layer)
         self.layers = unique
         self.names = name_children(unique)
-        self._name_of = {id(layer): nm for layer, nm in zip(unique, self.names)}
+        self._name_of = {id(layer): nm for layer, nm in zip(unique, self.names, strict=True)}
         self._has_params = any(has_params(layer) for layer in unique)
 
     def example_inputs(self, batch: int = 1, device: str | None = None):
@@ -117,13 +118,13 @@ class Model(Layer):
                 + ("one array" if self.single_input else f"a tuple of {len(self.inputs)} arrays")
             )
         xs = [x] if self.single_input else xs
-        values = {id(i): v for i, v in zip(self.inputs, xs)}
+        values = {id(i): v for i, v in zip(self.inputs, xs, strict=True)}
         new_state = dict(state)
         layer_nodes = [n for n in self.nodes if n.layer is not None]
         keys = split_keys(key, len(layer_nodes))
-        init_keys = dict(zip(self.names, split_keys(init_key, len(self.names))))
+        init_keys = dict(zip(self.names, split_keys(init_key, len(self.names)), strict=True))
         initialized: set[str] = set()  # a layer used at several nodes is initialised once
-        for node, k in zip(layer_nodes, keys):
+        for node, k in zip(layer_nodes, keys, strict=True):
             name = self._name_of[id(node.layer)]
             args = [values[id(p)] for p in node.parents]
             arg = args if node.multi else args[0]
@@ -154,10 +155,10 @@ class Model(Layer):
 
     def trainable_mask(self, params):
         return {nm: layer.trainable_mask(params[nm])
-                for layer, nm in zip(self.layers, self.names) if nm in params}
+                for layer, nm in zip(self.layers, self.names, strict=True) if nm in params}
 
     def children(self) -> list[tuple[str, Layer]]:
-        return list(zip(self.names, self.layers))
+        return list(zip(self.names, self.layers, strict=True))
 
     def summary(self, x_example=None, key=None, print_fn=print) -> None:
         super().summary(self.example_inputs() if x_example is None else x_example, key, print_fn)

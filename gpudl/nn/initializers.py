@@ -74,7 +74,8 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     if mode not in ("fan_in", "fan_out", "fan_avg"):
         raise ValueError(f"variance_scaling: mode must be fan_in/fan_out/fan_avg, got {mode!r}")
     if distribution not in ("normal", "uniform"):
-        raise ValueError(f"variance_scaling: distribution must be normal/uniform, got {distribution!r}")
+        raise ValueError(
+            f"variance_scaling: distribution must be normal/uniform, got {distribution!r}")
 
     def init(key, shape, dtype=np.float32, device=None):
         fan_in, fan_out = fans(tuple(shape))

@@ -84,7 +84,7 @@ def summary_data(model, x_example, key=None) -> dict:
     mask = model.trainable_mask(params)
     flags = tree_leaves(mask)
     sizes = [int(np.prod(leaf.shape)) for leaf in tree_leaves(params)]
-    trainable = int(sum(n for n, f in zip(sizes, flags) if f))
+    trainable = int(sum(n for n, f in zip(sizes, flags, strict=True) if f))
     total = int(sum(sizes))
     return {
         "rows": rows,
@@ -108,7 +108,7 @@ def summary_table(model, x_example, key=None) -> str:
 
     def line(cells):
         return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     rule = "-" * len(line(head))
     out = [f"{type(model).__name__} on input {data['input_shape']}", rule, line(head), rule]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from gpudl.autodiff import UFUNC_DISPATCH, Traced
-from gpudl.ops.einsum import einsum as _einsum
 from gpudl.ops import elementwise as E
 from gpudl.ops import indexing as I
 from gpudl.ops import linalg as L
 from gpudl.ops import reductions as R
 from gpudl.ops import shape as S
+from gpudl.ops.einsum import einsum as _einsum
 
 
 def _swap(f):
@@ -29,7 +29,9 @@ def _reshape_method(self, *shape, order: str = "C"):
 
 
 def _transpose_method(self, *axes):
-    return S.transpose(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else (axes or None))
+    if len(axes) == 1 and not isinstance(axes[0], int):
+        axes = axes[0]  # x.transpose((1, 0)) as well as x.transpose(1, 0)
+    return S.transpose(self, axes or None)
 
 
 def _flatten_method(self, order: str = "C"):

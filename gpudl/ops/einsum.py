@@ -49,7 +49,7 @@ def parse_subscripts(subscripts: str, shapes: list[tuple]) -> tuple[list[str], s
     if bad:
         raise ShapeError(f"ops.einsum: subscripts may use letters only, got {bad}")
     n_ell = 0
-    for term, shp in zip(ins, shapes):
+    for term, shp in zip(ins, shapes, strict=False):
         n_letters = len(term.replace("...", ""))
         if "..." in term:
             n_ell = max(n_ell, len(shp) - n_letters)
@@ -61,7 +61,7 @@ def parse_subscripts(subscripts: str, shapes: list[tuple]) -> tuple[list[str], s
     spare = [c for c in reversed(string.ascii_letters) if c not in used][:n_ell]
     ell = "".join(reversed(spare))  # letters for the broadcast (``...``) dims, in order
     explicit = []
-    for term, shp in zip(ins, shapes):
+    for term, shp in zip(ins, shapes, strict=False):
         k = len(shp) - len(term.replace("...", ""))
         explicit.append(term.replace("...", ell[len(ell) - k:] if k else ""))
     if arrow:
@@ -78,8 +78,8 @@ def _einsum_vjp(g, out, *ops, subscripts):
     shapes = [_shape(o) for o in ops]
     terms, out_term = parse_subscripts(subscripts, shapes)
     size: dict[str, int] = {}
-    for term, shp in zip(terms, shapes):
-        for c, n in zip(term, shp):
+    for term, shp in zip(terms, shapes, strict=False):
+        for c, n in zip(term, shp, strict=False):
             size[c] = max(size.get(c, 1), n)
 
     def reduced(j):
@@ -132,8 +132,8 @@ def einsum(subscripts: str, *operands):
     shapes = [_shape(o) for o in operands]
     terms, out = parse_subscripts(subscripts, shapes)
     size: dict[str, int] = {}
-    for k, (term, shp) in enumerate(zip(terms, shapes)):
-        for c, n in zip(term, shp):
+    for k, (term, shp) in enumerate(zip(terms, shapes, strict=False)):
+        for c, n in zip(term, shp, strict=False):
             if size.get(c, 1) != 1 and n not in (1, size[c]):
                 raise ShapeError(
                     f"ops.einsum: letter {c!r} has size {size[c]} in one operand and {n} in "

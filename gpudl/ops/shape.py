@@ -113,7 +113,8 @@ def squeeze(x, axis=None):
     if axis is None:
         axes = {i for i, n in enumerate(shape) if n == 1}
     else:
-        axes = {_axis(a, len(shape), "squeeze") for a in ((axis,) if isinstance(axis, int) else axis)}
+        given = (axis,) if isinstance(axis, int) else axis
+        axes = {_axis(a, len(shape), "squeeze") for a in given}
         bad = sorted(a for a in axes if shape[a] != 1)
         if bad:
             raise ShapeError(f"ops.squeeze: axis {bad} of shape {shape} is not of size 1")
@@ -231,7 +232,9 @@ def concatenate(arrays, axis: int = 0):
         return concatenate([ravel(a) for a in arrays], axis=0)
     axis = _axis(axis, ndim, "concatenate")
     for i, s in enumerate(shapes):
-        if len(s) != ndim or any(a != b for d, (a, b) in enumerate(zip(s, shapes[0])) if d != axis):
+        if len(s) != ndim or any(
+            a != b for d, (a, b) in enumerate(zip(s, shapes[0], strict=True)) if d != axis
+        ):
             raise ShapeError(
                 f"ops.concatenate: array {i} has shape {s} but array 0 has shape {shapes[0]}; "
                 f"all dims except axis {axis} must match"
@@ -287,7 +290,7 @@ def split(x, indices_or_sections, axis: int = 0) -> list:
         # NumPy clips indices to [0, n] and allows empty pieces.
         bounds = [0, *[int(np.clip(i if i >= 0 else i + n, 0, n)) for i in indices_or_sections], n]
     pieces = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
         index = [slice(None)] * len(shape)
         index[axis] = slice(lo, max(lo, hi))
         pieces.append(getitem(x, tuple(index)))
@@ -298,7 +301,7 @@ def split(x, indices_or_sections, axis: int = 0) -> list:
 def _pad_vjp(g, out, x, *, pad_width, constant_values):
     from gpudl.ops.indexing import getitem
 
-    index = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, _shape(x)))
+    index = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, _shape(x), strict=False))
     return (getitem(g, index),)
 
 
@@ -340,7 +343,10 @@ def flip(x, axis=None):
     from gpudl.ops.indexing import getitem
 
     ndim = len(_shape(x))
-    axes = range(ndim) if axis is None else [_axis(int(a), ndim, "flip") for a in np.atleast_1d(axis)]
+    if axis is None:
+        axes = range(ndim)
+    else:
+        axes = [_axis(int(a), ndim, "flip") for a in np.atleast_1d(axis)]
     index = [slice(None)] * ndim
     for a in axes:
         index[a] = slice(None, None, -1)
@@ -361,9 +367,9 @@ def tile(x, reps):
     reps = (1,) * (d - len(reps)) + reps
     # (1, s0, 1, s1, ...) -> (r0, s0, r1, s1, ...) -> (r0*s0, r1*s1, ...)
     inter = tuple(v for s in shape for v in (1, s))
-    big = tuple(v for r, s in zip(reps, shape) for v in (r, s))
+    big = tuple(v for r, s in zip(reps, shape, strict=False) for v in (r, s))
     y = broadcast_to(reshape(x, inter), big)
-    return reshape(y, tuple(r * s for r, s in zip(reps, shape)))
+    return reshape(y, tuple(r * s for r, s in zip(reps, shape, strict=False)))
 
 
 def repeat(x, repeats, axis: int | None = None):

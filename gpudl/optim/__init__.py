@@ -18,19 +18,41 @@ Example:
 from gpudl.optim import schedules
 from gpudl.optim.alias import adadelta, adagrad, adam, adamax, adamw, rmsprop, sgd
 from gpudl.optim.base import (
-    EmptyState, GradientTransformation, ScheduleState, apply_updates, chain, identity, scale,
-    scale_by_learning_rate, scale_by_schedule, scale_updates, set_to_zero,
+    EmptyState,
+    GradientTransformation,
+    ScheduleState,
+    apply_updates,
+    chain,
+    identity,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    scale_updates,
+    set_to_zero,
 )
 from gpudl.optim.clipping import clip, clip_by_global_norm, global_norm
 from gpudl.optim.decay import add_decayed_weights, add_l1, weight_decay_mask
 from gpudl.optim.masking import freeze, masked, multi_transform, scale_by_group
 from gpudl.optim.plateau import PlateauState, ReduceOnPlateau, reduce_on_plateau
 from gpudl.optim.schedules import (
-    constant, cosine_annealing, exponential_decay, join_schedules, linear_decay, one_cycle,
-    polynomial_decay, power_decay, step_decay, warmup,
+    constant,
+    cosine_annealing,
+    exponential_decay,
+    join_schedules,
+    linear_decay,
+    one_cycle,
+    polynomial_decay,
+    power_decay,
+    step_decay,
+    warmup,
 )
 from gpudl.optim.transforms import (
-    scale_by_adadelta, scale_by_adagrad, scale_by_adam, scale_by_adamax, scale_by_rms, trace,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_rms,
+    trace,
 )
 
 __all__ = [

@@ -24,15 +24,42 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from gpudl.optim.base import (
-    GradientTransformation, Schedule, as_schedule, chain, check_hparam, scale_by_learning_rate,
+    GradientTransformation,
+    Schedule,
+    as_schedule,
+    chain,
+    check_hparam,
+    scale_by_learning_rate,
 )
 from gpudl.optim.decay import add_decayed_weights
 from gpudl.optim.transforms import (
-    scale_by_adadelta, scale_by_adagrad, scale_by_adam, scale_by_adamax, scale_by_rms, trace,
+    scale_by_adadelta,
+    scale_by_adagrad,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_rms,
+    trace,
 )
+
+
+def _named(alias: Callable) -> Callable:
+    """Errors raised by the pieces an alias builds say which optimizer they came from."""
+
+    @functools.wraps(alias)
+    def build(*args, **kwargs):
+        try:
+            return alias(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            if str(exc).startswith(f"{alias.__name__}:"):
+                raise
+            raise type(exc)(f"{alias.__name__}: {exc}") from None
+
+    return build
 
 
 def _l2(op: str, weight_decay: float, decay_mask: Any) -> list[GradientTransformation]:
@@ -44,6 +71,7 @@ def _lr(op: str, lr: float | Schedule) -> GradientTransformation:
     return scale_by_learning_rate(as_schedule(lr, op), op=op)
 
 
+@_named
 def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0, dampening: float = 0.0, decay_mask: Any = None
         ) -> GradientTransformation:
@@ -71,9 +99,10 @@ def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False,
     parts = _l2(op, weight_decay, decay_mask)
     if momentum or nesterov:
         parts.append(trace(momentum, nesterov, dampening))
-    return chain(*parts, _lr(op, lr))
+    return chain(*parts, _lr(op, lr), name=op)
 
 
+@_named
 def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
             initial_accumulator_value: float = 0.0, eps: float = 1e-10,
             decay_mask: Any = None) -> GradientTransformation:
@@ -98,9 +127,10 @@ def adagrad(lr: float | Schedule = 1e-2, lr_decay: float = 0.0, weight_decay: fl
             return value / (1.0 + step * decay)
 
     return chain(*_l2(op, weight_decay, decay_mask),
-                 scale_by_adagrad(initial_accumulator_value, eps), _lr(op, lr))
+                 scale_by_adagrad(initial_accumulator_value, eps), _lr(op, lr), name=op)
 
 
+@_named
 def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
             weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
             decay_mask: Any = None, *, decay: float | None = None) -> GradientTransformation:
@@ -122,9 +152,10 @@ def rmsprop(lr: float | Schedule = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
     parts = _l2(op, weight_decay, decay_mask) + [scale_by_rms(alpha, eps, centered)]
     if momentum:
         parts.append(trace(momentum))  # dampening 0: buf = momentum*buf + d, as torch
-    return chain(*parts, _lr(op, lr))
+    return chain(*parts, _lr(op, lr), name=op)
 
 
+@_named
 def adadelta(lr: float | Schedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
              weight_decay: float = 0.0, decay_mask: Any = None) -> GradientTransformation:
     """AdaDelta as ``torch.optim.Adadelta``: ``s <- rho s + (1-rho) g^2``;
@@ -138,9 +169,11 @@ def adadelta(lr: float | Schedule = 1.0, rho: float = 0.9, eps: float = 1e-6,
         -0.003162
     """
     op = "adadelta"
-    return chain(*_l2(op, weight_decay, decay_mask), scale_by_adadelta(rho, eps), _lr(op, lr))
+    return chain(*_l2(op, weight_decay, decay_mask), scale_by_adadelta(rho, eps), _lr(op, lr),
+                 name=op)
 
 
+@_named
 def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
          eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
          decay_mask: Any = None) -> GradientTransformation:
@@ -156,9 +189,10 @@ def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
     """
     op = "adam"
     return chain(*_l2(op, weight_decay, decay_mask), scale_by_adam(betas, eps, amsgrad),
-                 _lr(op, lr))
+                 _lr(op, lr), name=op)
 
 
+@_named
 def adamw(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
           eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
           decay_mask: Any = None) -> GradientTransformation:
@@ -177,9 +211,10 @@ def adamw(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999)
     parts = [scale_by_adam(betas, eps, amsgrad)]
     if wd:
         parts.append(add_decayed_weights(wd, decay_mask))
-    return chain(*parts, _lr(op, lr))
+    return chain(*parts, _lr(op, lr), name=op)
 
 
+@_named
 def adamax(lr: float | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
            eps: float = 1e-8, weight_decay: float = 0.0, decay_mask: Any = None
            ) -> GradientTransformation:
@@ -193,4 +228,5 @@ def adamax(lr: float | Schedule = 2e-3, betas: tuple[float, float] = (0.9, 0.999
         -0.1
     """
     op = "adamax"
-    return chain(*_l2(op, weight_decay, decay_mask), scale_by_adamax(betas, eps), _lr(op, lr))
+    return chain(*_l2(op, weight_decay, decay_mask), scale_by_adamax(betas, eps), _lr(op, lr),
+                 name=op)

@@ -38,7 +38,6 @@ from gpudl.errors import TreeMismatchError
 from gpudl.tree import assert_same_structure, tree_map
 
 Schedule = Callable[[int], float]
-ScalarOrSchedule = "float | Schedule"
 
 
 class GradientTransformation(NamedTuple):
@@ -124,8 +123,10 @@ def map_leaves(f: Callable, n_out: int, grads: Any, *others: Any) -> tuple:
 
 
 # ----------------------------------------------------------------------------- combinators
-def chain(*transforms: GradientTransformation) -> GradientTransformation:
+def chain(*transforms: GradientTransformation, name: str = "chain") -> GradientTransformation:
     """Apply transformations one after the other; the state is a tuple of their states.
+
+    ``update`` checks that ``grads`` matches ``params`` (when given); ``name`` labels errors.
 
     Example:
         >>> import numpy as np
@@ -136,7 +137,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
             raise TypeError(
-                f"chain: argument {i} must be a GradientTransformation (init/update pair), got "
+                f"{name}: argument {i} must be a GradientTransformation (init/update pair), got "
                 f"{type(t).__name__}"
             )
 
@@ -146,12 +147,14 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def update(grads, state, params=None):
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise TreeMismatchError(
-                f"chain.update: the state must be a tuple of {len(transforms)} states (from "
-                f"this chain's init), got {type(state).__name__}"
+                f"{name}.update: the state must be a tuple of {len(transforms)} states (from "
+                f"this optimizer's init), got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, tuple) else "")
             )
+        if params is not None:
+            check_structure(params, grads, name)
         new_states = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=True):
             grads, s = t.update(grads, s, params)
             new_states.append(s)
         return grads, tuple(new_states)

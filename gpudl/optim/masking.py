@@ -65,7 +65,7 @@ def expand_prefix(prefix: Any, tree: Any, op: str, what: str = "mask") -> Any:
             raise TreeMismatchError(
                 f"{op}: the {what} has {len(pre)} children at {where}, the params {len(node)}")
         items = [walk(p, v, f"{path}.{i}" if path else str(i))
-                 for i, (p, v) in enumerate(zip(pre, node))]
+                 for i, (p, v) in enumerate(zip(pre, node, strict=True))]
         return type(node)(*items) if type(node) not in (list, tuple) else type(node)(items)
 
     return walk(prefix, tree, "")
@@ -86,7 +86,7 @@ def _overlay(base: Any, part: Any, flags: Any, pick: Callable) -> Any:
                 for k in flags}
     if isinstance(flags, (list, tuple)):
         items = [_overlay(b, part[i] if part is not None else None, f, pick)
-                 for i, (b, f) in enumerate(zip(base, flags))]
+                 for i, (b, f) in enumerate(zip(base, flags, strict=True))]
         return type(flags)(*items) if type(flags) not in (list, tuple) else type(flags)(items)
     if flags is None:
         return None
@@ -194,7 +194,8 @@ def multi_transform(transforms: dict[Hashable, GradientTransformation], labels: 
     """
     op = "multi_transform"
     if not isinstance(transforms, dict) or not transforms:
-        raise TypeError(f"{op}: transforms must be a non-empty dict label -> GradientTransformation")
+        raise TypeError(f"{op}: transforms must be a non-empty dict "
+                        "label -> GradientTransformation")
     for name, t in transforms.items():
         if not isinstance(t, GradientTransformation):
             raise TypeError(f"{op}: transforms[{name!r}] must be a GradientTransformation, got "

@@ -71,11 +71,10 @@ class ReduceOnPlateau:
         return PlateauState(lr, lr, best, 0, 0, 0)
 
     def is_better(self, value: float, best: float) -> bool:
+        rel = self.threshold_mode == "rel"
         if self.mode == "min":
-            ref = best * (1.0 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold
-            return value < ref
-        ref = best * (1.0 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold
-        return value > ref
+            return value < (best * (1.0 - self.threshold) if rel else best - self.threshold)
+        return value > (best * (1.0 + self.threshold) if rel else best + self.threshold)
 
     def step(self, state: PlateauState, metric: float) -> PlateauState:
         """The state after one more epoch whose monitored value is ``metric``."""

@@ -46,7 +46,10 @@ def constant(value: float) -> Schedule:
 
 
 def step_decay(init_value: float, step_size: int, gamma: float = 0.1) -> Schedule:
-    """``lr(t) = init * gamma ** (t // step_size)`` (torch ``StepLR``). Example: module docstring."""
+    """``lr(t) = init * gamma ** (t // step_size)`` (torch ``StepLR``).
+
+    Example: see the module docstring.
+    """
     op = "step_decay"
     init_value = check_hparam(op, "init_value", init_value)
     step_size = _count(op, "step_size", step_size)
@@ -160,7 +163,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     def schedule(step: int) -> float:
         step = _step(op, step)
         start = 0
-        for sched, boundary in zip(schedules, boundaries):
+        for sched, boundary in zip(schedules, boundaries, strict=False):
             if step < boundary:
                 return sched(step - start)
             start = boundary
@@ -207,7 +210,8 @@ def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3,
     div_factor = check_hparam(op, "div_factor", div_factor, low_open=True)
     final_div_factor = check_hparam(op, "final_div_factor", final_div_factor, low_open=True)
     if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(f"{op}: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        raise ValueError(f"{op}: anneal_strategy must be 'cos' or 'linear', "
+                         f"got {anneal_strategy!r}")
     initial = max_lr / div_factor
     min_lr = initial / final_div_factor
     if three_phase:

@@ -52,7 +52,8 @@ class TraceState(NamedTuple):
     momentum_buffer: Any
 
 
-def trace(momentum: float, nesterov: bool = False, dampening: float = 0.0) -> GradientTransformation:
+def trace(momentum: float, nesterov: bool = False, dampening: float = 0.0
+          ) -> GradientTransformation:
     """SGD momentum as ``torch.optim.SGD``: ``buf = momentum*buf + (1-dampening)*g``
     (``buf = g`` on the first step); the update is ``buf``, or ``g + momentum*buf`` with
     Nesterov. See :func:`gpudl.optim.sgd` for how this Nesterov form relates to the
@@ -161,7 +162,7 @@ def scale_by_adamax(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
     return GradientTransformation(init, update)
 
 
-# ----------------------------------------------------------------------------- RMSprop / AdaGrad / AdaDelta
+# ------------------------------------------------------------------- RMSprop, AdaGrad, AdaDelta
 class ScaleByRmsState(NamedTuple):
     square_avg: Any
     grad_avg: Any  # None unless centered

@@ -13,11 +13,20 @@ to_np = gd.to_numpy
 
 
 UNARY = [
-    ("exp", np.exp, None), ("log", np.log, "pos"), ("log1p", np.log1p, "pos"),
-    ("expm1", np.expm1, None), ("sqrt", np.sqrt, "pos"), ("sin", np.sin, None),
-    ("cos", np.cos, None), ("tanh", np.tanh, None), ("abs", np.abs, None),
-    ("sign", np.sign, None), ("negative", np.negative, None), ("square", np.square, None),
-    ("sigmoid", lambda v: 1.0 / (1.0 + np.exp(-v)), None), ("reciprocal", lambda v: 1.0 / v, "pos"),
+    ("exp", np.exp, None),
+    ("log", np.log, "pos"),
+    ("log1p", np.log1p, "pos"),
+    ("expm1", np.expm1, None),
+    ("sqrt", np.sqrt, "pos"),
+    ("sin", np.sin, None),
+    ("cos", np.cos, None),
+    ("tanh", np.tanh, None),
+    ("abs", np.abs, None),
+    ("sign", np.sign, None),
+    ("negative", np.negative, None),
+    ("square", np.square, None),
+    ("sigmoid", lambda v: 1.0 / (1.0 + np.exp(-v)), None),
+    ("reciprocal", lambda v: 1.0 / v, "pos"),
 ]
 
 
@@ -29,9 +38,15 @@ def test_unary_forward_and_float32(name, ref, domain, device, xp, rng):
     np.testing.assert_allclose(to_np(out), ref(host), rtol=1e-5, atol=1e-6)
 
 
-BINARY = [("add", np.add), ("subtract", np.subtract), ("multiply", np.multiply),
-          ("divide", np.divide), ("maximum", np.maximum), ("minimum", np.minimum),
-          ("power", np.power)]
+BINARY = [
+    ("add", np.add),
+    ("subtract", np.subtract),
+    ("multiply", np.multiply),
+    ("divide", np.divide),
+    ("maximum", np.maximum),
+    ("minimum", np.minimum),
+    ("power", np.power),
+]
 
 
 @pytest.mark.parametrize("name,ref", BINARY, ids=[b[0] for b in BINARY])
@@ -43,14 +58,29 @@ def test_binary_broadcast_forward(name, ref, device, xp, rng):
     np.testing.assert_allclose(to_np(out), ref(a, b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("op", [
-    lambda x: x * 2.0, lambda x: x + 1, lambda x: 1.0 / x, lambda x: x ** 2, lambda x: 2.0 ** x,
-    lambda x: ops.maximum(x, 0.0), lambda x: ops.where(x > 1, x, 0.0),
-    lambda x: ops.where(x > 1, 0, x), lambda x: ops.clip(x, 0.5, 1.5),
-    lambda x: ops.pad(x, 1, constant_values=2.5), lambda x: ops.tril(x), lambda x: ops.mean(x),
-    lambda x: ops.var(x, axis=0, ddof=1), lambda x: ops.logsumexp(x, axis=1),
-    lambda x: ops.norm(x), lambda x: ops.norm(x, ord=1, axis=0), lambda x: ops.cumsum(x, 0),
-], ids=lambda f: "")
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda x: x * 2.0,
+        lambda x: x + 1,
+        lambda x: 1.0 / x,
+        lambda x: x**2,
+        lambda x: 2.0**x,
+        lambda x: ops.maximum(x, 0.0),
+        lambda x: ops.where(x > 1, x, 0.0),
+        lambda x: ops.where(x > 1, 0, x),
+        lambda x: ops.clip(x, 0.5, 1.5),
+        lambda x: ops.pad(x, 1, constant_values=2.5),
+        lambda x: ops.tril(x),
+        lambda x: ops.mean(x),
+        lambda x: ops.var(x, axis=0, ddof=1),
+        lambda x: ops.logsumexp(x, axis=1),
+        lambda x: ops.norm(x),
+        lambda x: ops.norm(x, ord=1, axis=0),
+        lambda x: ops.cumsum(x, 0),
+    ],
+    ids=lambda f: "",
+)
 def test_python_scalars_keep_float32(op, device, xp):
     x = xp.asarray(np.array([[0.5, 1.5], [2.0, 1.25]], dtype=np.float32))
     assert op(x).dtype == np.float32
@@ -91,11 +121,11 @@ def test_clip_forward_gradient_and_errors(device, xp):
 
 def test_power_gradients_both_arguments():
     x, y = np.array([0.5, 2.0, 3.0]), np.array([2.0, -1.0, 0.5])
-    gx, gy = gd.grad(lambda a, b: ops.sum(a ** b), argnums=(0, 1))(x, y)
+    gx, gy = gd.grad(lambda a, b: ops.sum(a**b), argnums=(0, 1))(x, y)
     np.testing.assert_allclose(gx, y * x ** (y - 1))
-    np.testing.assert_allclose(gy, x ** y * np.log(x))
+    np.testing.assert_allclose(gy, x**y * np.log(x))
     # a Python base: d/dt 2^t = 2^t log 2
-    np.testing.assert_allclose(gd.grad(lambda t: ops.sum(2.0 ** t))(x), 2.0 ** x * np.log(2.0))
+    np.testing.assert_allclose(gd.grad(lambda t: ops.sum(2.0**t))(x), 2.0**x * np.log(2.0))
 
 
 def test_power_gradient_wrt_exponent_is_zero_for_nonpositive_base():

@@ -14,16 +14,25 @@ to_np = gd.to_numpy
 
 def _naive_scatter(shape, index, values):
     out = np.zeros(shape)
-    for i, v in zip(index, values):
+    for i, v in zip(index, values, strict=False):
         out[i] += v
     return out
 
 
-@pytest.mark.parametrize("index", [
-    (slice(1, None), slice(None, None, 2)), (1,), (Ellipsis, None, 0), (-1, slice(None, None, -1)),
-    (np.array([0, 2, 2]),), ([1, 0],), (slice(None), np.array([[0, 3], [3, 3]])),
-    (np.array([0, 1]), np.array([3, 3])),
-], ids=str)
+@pytest.mark.parametrize(
+    "index",
+    [
+        (slice(1, None), slice(None, None, 2)),
+        (1,),
+        (Ellipsis, None, 0),
+        (-1, slice(None, None, -1)),
+        (np.array([0, 2, 2]),),
+        ([1, 0],),
+        (slice(None), np.array([[0, 3], [3, 3]])),
+        (np.array([0, 1]), np.array([3, 3])),
+    ],
+    ids=str,
+)
 def test_getitem_matches_numpy(index, device, xp, rng):
     host = rng.standard_normal((3, 4))
     out = ops.getitem(xp.asarray(host, dtype=xp.float32), index)
@@ -38,7 +47,9 @@ def test_repeated_indices_accumulate_gradients(device, xp, rng):
     g = gd.grad(lambda v: ops.sum(v[xp.asarray(idx)] * xp.asarray(w)))(xp.asarray(host))
     np.testing.assert_allclose(to_np(g), _naive_scatter((4, 2), idx, w), rtol=1e-12)
     # a NumPy index on a device array (and a list) work as well
-    g2 = gd.grad(lambda v: ops.sum(ops.take(v, list(idx), axis=0) * xp.asarray(w)))(xp.asarray(host))
+    g2 = gd.grad(lambda v: ops.sum(ops.take(v, list(idx), axis=0) * xp.asarray(w)))(
+        xp.asarray(host)
+    )
     np.testing.assert_allclose(to_np(g2), to_np(g), rtol=1e-12)
 
 
@@ -51,7 +62,9 @@ def test_scatter_add_with_repeats_matches_naive(device, xp, rng):
     np.testing.assert_allclose(to_np(seg), to_np(out))
     # the vjp of a scatter-add is a gather
     w = rng.standard_normal((5, 3))
-    g = gd.grad(lambda v: ops.sum(ops.segment_sum(v, xp.asarray(idx), 5) * xp.asarray(w)))(xp.asarray(values))
+    g = gd.grad(lambda v: ops.sum(ops.segment_sum(v, xp.asarray(idx), 5) * xp.asarray(w)))(
+        xp.asarray(values)
+    )
     np.testing.assert_allclose(to_np(g), w[idx])
 
 
@@ -72,8 +85,9 @@ def test_take_and_take_along_axis(device, xp, rng):
     np.testing.assert_allclose(to_np(ops.take(x, xp.asarray([5, 0]))), np.take(host, [5, 0]))
     np.testing.assert_allclose(to_np(ops.take(x, xp.asarray([2, 2]), axis=1)), host[:, [2, 2]])
     idx = np.array([[0], [3], [1]])
-    np.testing.assert_allclose(to_np(ops.take_along_axis(x, xp.asarray(idx), 1)),
-                               np.take_along_axis(host, idx, 1))
+    np.testing.assert_allclose(
+        to_np(ops.take_along_axis(x, xp.asarray(idx), 1)), np.take_along_axis(host, idx, 1)
+    )
     g = gd.grad(lambda v: ops.sum(ops.take_along_axis(v, xp.asarray(idx), 1)))(x)
     ref = np.zeros((3, 4))
     ref[np.arange(3), idx[:, 0]] = 1

@@ -21,10 +21,17 @@ def _naive_matmul(a, b):
     return out
 
 
-@pytest.mark.parametrize("sa,sb", [
-    ((3, 4), (4, 2)), ((5, 3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)),
-    ((2, 1, 3, 4), (5, 4, 2)),
-])
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((3, 4), (4, 2)),
+        ((5, 3, 4), (4, 2)),
+        ((4,), (4, 2)),
+        ((3, 4), (4,)),
+        ((4,), (4,)),
+        ((2, 1, 3, 4), (5, 4, 2)),
+    ],
+)
 def test_matmul_shapes_values_and_dtype(sa, sb, device, xp, rng):
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
     out = ops.matmul(xp.asarray(a, dtype=xp.float32), xp.asarray(b, dtype=xp.float32))
@@ -60,10 +67,21 @@ def test_dot_outer(device, xp, rng):
     np.testing.assert_allclose(to_np(ops.dot(2.0, xp.asarray(a))), 2 * a)
 
 
-@pytest.mark.parametrize("ord,axis", [
-    (None, None), (2, None), (1, None), (np.inf, None), (-np.inf, None), (3, None),
-    (None, 1), (1, 0), (2, -1), (np.inf, 1),
-])
+@pytest.mark.parametrize(
+    "ord,axis",
+    [
+        (None, None),
+        (2, None),
+        (1, None),
+        (np.inf, None),
+        (-np.inf, None),
+        (3, None),
+        (None, 1),
+        (1, 0),
+        (2, -1),
+        (np.inf, 1),
+    ],
+)
 def test_vector_norms_match_numpy(ord, axis, device, xp, rng):
     host = rng.standard_normal((3, 4)) if axis is not None else rng.standard_normal(5)
     out = ops.norm(xp.asarray(host), ord=ord, axis=axis)
@@ -73,11 +91,15 @@ def test_vector_norms_match_numpy(ord, axis, device, xp, rng):
 @pytest.mark.parametrize("ord", [None, "fro", 1, -1, np.inf, -np.inf])
 def test_matrix_norms_match_numpy(ord, device, xp, rng):
     host = rng.standard_normal((3, 4))
-    np.testing.assert_allclose(to_np(ops.norm(xp.asarray(host), ord=ord)),
-                               np.linalg.norm(host, ord=ord), rtol=1e-12)
+    np.testing.assert_allclose(
+        to_np(ops.norm(xp.asarray(host), ord=ord)), np.linalg.norm(host, ord=ord), rtol=1e-12
+    )
     batch = rng.standard_normal((2, 3, 4))
-    np.testing.assert_allclose(to_np(ops.norm(xp.asarray(batch), ord=ord, axis=(1, 2), keepdims=True)),
-                               np.linalg.norm(batch, ord=ord, axis=(1, 2), keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(
+        to_np(ops.norm(xp.asarray(batch), ord=ord, axis=(1, 2), keepdims=True)),
+        np.linalg.norm(batch, ord=ord, axis=(1, 2), keepdims=True),
+        rtol=1e-12,
+    )
 
 
 def test_norm_gradients():
@@ -95,15 +117,25 @@ def test_solve_inv_det_match_numpy(device, xp, rng):
     a = rng.standard_normal((3, 3)) + 3 * np.eye(3)
     b, bm = rng.standard_normal(3), rng.standard_normal((3, 2))
     A = xp.asarray(a)
-    np.testing.assert_allclose(to_np(ops.solve(A, xp.asarray(b))), np.linalg.solve(a, b), rtol=1e-10)
-    np.testing.assert_allclose(to_np(ops.solve(A, xp.asarray(bm))), np.linalg.solve(a, bm), rtol=1e-10)
+    np.testing.assert_allclose(
+        to_np(ops.solve(A, xp.asarray(b))), np.linalg.solve(a, b), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        to_np(ops.solve(A, xp.asarray(bm))), np.linalg.solve(a, bm), rtol=1e-10
+    )
     batch = np.stack([a, a.T])
-    np.testing.assert_allclose(to_np(ops.solve(xp.asarray(batch), xp.asarray(b))),
-                               np.stack([np.linalg.solve(a, b), np.linalg.solve(a.T, b)]), rtol=1e-10)
+    np.testing.assert_allclose(
+        to_np(ops.solve(xp.asarray(batch), xp.asarray(b))),
+        np.stack([np.linalg.solve(a, b), np.linalg.solve(a.T, b)]),
+        rtol=1e-10,
+    )
     np.testing.assert_allclose(to_np(ops.inv(A)), np.linalg.inv(a), rtol=1e-10)
     np.testing.assert_allclose(float(ops.det(A)), np.linalg.det(a), rtol=1e-10)
     # float32 in, float32 out
-    assert ops.solve(xp.asarray(a, dtype=xp.float32), xp.asarray(b, dtype=xp.float32)).dtype == np.float32
+    assert (
+        ops.solve(xp.asarray(a, dtype=xp.float32), xp.asarray(b, dtype=xp.float32)).dtype
+        == np.float32
+    )
 
 
 def test_solve_gradients_and_errors(rng):
@@ -129,21 +161,31 @@ def test_forward_only_decompositions(device, xp, rng):
     u, s, vt = ops.svd(X, full_matrices=False)
     np.testing.assert_allclose(to_np(u * s @ vt), x, atol=1e-10)
     assert ops.svd(X)[0].shape == (5, 5)
-    np.testing.assert_allclose(to_np(ops.svd(X, compute_uv=False)), np.linalg.svd(x, compute_uv=False))
+    np.testing.assert_allclose(
+        to_np(ops.svd(X, compute_uv=False)), np.linalg.svd(x, compute_uv=False)
+    )
     np.testing.assert_allclose(to_np(ops.pinv(X)), np.linalg.pinv(x), atol=1e-10)
     w, v = ops.eigh(xp.asarray(x.T @ x))
     np.testing.assert_allclose(to_np(w), np.linalg.eigvalsh(x.T @ x), rtol=1e-10)
     y = rng.standard_normal(5)
-    np.testing.assert_allclose(to_np(ops.lstsq(X, xp.asarray(y))[0]),
-                               np.linalg.lstsq(x, y, rcond=None)[0], rtol=1e-8)
+    np.testing.assert_allclose(
+        to_np(ops.lstsq(X, xp.asarray(y))[0]), np.linalg.lstsq(x, y, rcond=None)[0], rtol=1e-8
+    )
 
 
 EINSUM = [
-    ("ij,jk->ik", [(3, 4), (4, 2)]), ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
-    ("ij->ji", [(3, 4)]), ("ij->", [(3, 4)]), ("i,i", [(4,), (4,)]), ("i,j->ij", [(3,), (2,)]),
-    ("ij,j", [(3, 4), (4,)]), ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
-    ("ij,kl->ik", [(2, 3), (4, 5)]), ("bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 5, 4)]),
-    ("ii->i", [(3, 3)]), ("ii", [(3, 3)]),
+    ("ij,jk->ik", [(3, 4), (4, 2)]),
+    ("bij,bjk->bik", [(2, 3, 4), (2, 4, 5)]),
+    ("ij->ji", [(3, 4)]),
+    ("ij->", [(3, 4)]),
+    ("i,i", [(4,), (4,)]),
+    ("i,j->ij", [(3,), (2,)]),
+    ("ij,j", [(3, 4), (4,)]),
+    ("...ij,...jk->...ik", [(2, 1, 3, 4), (5, 4, 2)]),
+    ("ij,kl->ik", [(2, 3), (4, 5)]),
+    ("bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 5, 4)]),
+    ("ii->i", [(3, 3)]),
+    ("ii", [(3, 3)]),
 ]
 
 
@@ -156,8 +198,11 @@ def test_einsum_matches_numpy(spec, shapes, device, xp, rng):
     np.testing.assert_allclose(to_np(out), ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec,shapes", [e for e in EINSUM if "ii" not in e[0]],
-                         ids=[e[0] for e in EINSUM if "ii" not in e[0]])
+@pytest.mark.parametrize(
+    "spec,shapes",
+    [e for e in EINSUM if "ii" not in e[0]],
+    ids=[e[0] for e in EINSUM if "ii" not in e[0]],
+)
 def test_einsum_gradients(spec, shapes, rng):
     hosts = [rng.standard_normal(s) for s in shapes]
     check_grad(lambda *a: ops.einsum(spec, *a), *hosts)

@@ -18,26 +18,31 @@ def _x(xp, rng, *shape):
     return host, xp.asarray(host, dtype=xp.float32)
 
 
-@pytest.mark.parametrize("fn,ref", [
-    (lambda m, a: m.reshape(a, (4, -1)), None),
-    (lambda m, a: m.transpose(a, (2, 0, 1)), None),
-    (lambda m, a: m.transpose(a), None),
-    (lambda m, a: m.swapaxes(a, 0, 2), None),
-    (lambda m, a: m.moveaxis(a, 0, -1), None),
-    (lambda m, a: m.expand_dims(a, (0, 2)), None),
-    (lambda m, a: m.squeeze(m.expand_dims(a, 1), axis=1), None),
-    (lambda m, a: m.ravel(a), None),
-    (lambda m, a: m.broadcast_to(a[:, :1], (3, 2, 4, 4)), None),
-    (lambda m, a: m.flip(a, axis=1), None),
-    (lambda m, a: m.flip(a), None),
-    (lambda m, a: m.tile(a, (2, 1, 1, 3)), None),
-    (lambda m, a: m.tile(a, 2), None),
-    (lambda m, a: m.repeat(a, 2, axis=1), None),
-    (lambda m, a: m.repeat(a, [1, 0, 2], axis=1), None),
-    (lambda m, a: m.repeat(a, 2), None),
-    (lambda m, a: m.pad(a, ((0, 1), (2, 0), (1, 1))), None),
-    (lambda m, a: m.tril(a[0], 1), None), (lambda m, a: m.triu(a[1], -1), None),
-], ids=lambda v: "" if v is None else None)
+@pytest.mark.parametrize(
+    "fn,ref",
+    [
+        (lambda m, a: m.reshape(a, (4, -1)), None),
+        (lambda m, a: m.transpose(a, (2, 0, 1)), None),
+        (lambda m, a: m.transpose(a), None),
+        (lambda m, a: m.swapaxes(a, 0, 2), None),
+        (lambda m, a: m.moveaxis(a, 0, -1), None),
+        (lambda m, a: m.expand_dims(a, (0, 2)), None),
+        (lambda m, a: m.squeeze(m.expand_dims(a, 1), axis=1), None),
+        (lambda m, a: m.ravel(a), None),
+        (lambda m, a: m.broadcast_to(a[:, :1], (3, 2, 4, 4)), None),
+        (lambda m, a: m.flip(a, axis=1), None),
+        (lambda m, a: m.flip(a), None),
+        (lambda m, a: m.tile(a, (2, 1, 1, 3)), None),
+        (lambda m, a: m.tile(a, 2), None),
+        (lambda m, a: m.repeat(a, 2, axis=1), None),
+        (lambda m, a: m.repeat(a, [1, 0, 2], axis=1), None),
+        (lambda m, a: m.repeat(a, 2), None),
+        (lambda m, a: m.pad(a, ((0, 1), (2, 0), (1, 1))), None),
+        (lambda m, a: m.tril(a[0], 1), None),
+        (lambda m, a: m.triu(a[1], -1), None),
+    ],
+    ids=lambda v: "" if v is None else None,
+)
 def test_shape_ops_match_numpy(fn, ref, device, xp, rng):
     host, x = _x(xp, rng, 2, 3, 4)
     out = fn(ops, x)
@@ -60,13 +65,17 @@ def test_concatenate_stack_split_round_trip(axis, device, xp, rng):
     np.testing.assert_allclose(to_np(ops.concatenate(xs, axis=axis)), np.concatenate(hosts, axis))
     np.testing.assert_allclose(to_np(ops.stack(xs, axis=axis)), np.stack(hosts, axis))
     joined = ops.concatenate(xs, axis=axis)
-    for piece, ref in zip(ops.split(joined, 3, axis=axis), np.split(np.concatenate(hosts, axis), 3, axis)):
+    for piece, ref in zip(
+        ops.split(joined, 3, axis=axis),
+        np.split(np.concatenate(hosts, axis), 3, axis),
+        strict=False,
+    ):
         np.testing.assert_allclose(to_np(piece), ref)
 
 
 def test_split_indices_like_numpy():
     x = np.arange(10.0)
-    for got, want in zip(ops.split(x, [2, 5, 20]), np.split(x, [2, 5, 20])):
+    for got, want in zip(ops.split(x, [2, 5, 20]), np.split(x, [2, 5, 20]), strict=False):
         np.testing.assert_array_equal(got, want)
     # gradients of unused pieces are zero, used pieces one
     g = gd.grad(lambda v: ops.sum(ops.split(v, [3])[1]))(x)
@@ -75,15 +84,18 @@ def test_split_indices_like_numpy():
 
 def test_stack_gradient():
     a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
-    ga, gb = gd.grad(lambda u, v: ops.sum(ops.stack([u, v], 1) * np.array([[1.0, 2.0]])),
-                     argnums=(0, 1))(a, b)
+    ga, gb = gd.grad(
+        lambda u, v: ops.sum(ops.stack([u, v], 1) * np.array([[1.0, 2.0]])), argnums=(0, 1)
+    )(a, b)
     np.testing.assert_array_equal(ga, [1, 1])
     np.testing.assert_array_equal(gb, [2, 2])
 
 
 def test_repeat_and_tile_gradients_sum_copies():
     x = np.array([1.0, 2.0, 3.0])
-    np.testing.assert_array_equal(gd.grad(lambda v: ops.sum(ops.repeat(v, [2, 0, 3])))(x), [2, 0, 3])
+    np.testing.assert_array_equal(
+        gd.grad(lambda v: ops.sum(ops.repeat(v, [2, 0, 3])))(x), [2, 0, 3]
+    )
     np.testing.assert_array_equal(gd.grad(lambda v: ops.sum(ops.tile(v, (2, 2))))(x), [4, 4, 4])
 
 

@@ -339,7 +339,8 @@ def test_updates_run_on_the_params_device(device, xp):
     params = {"fc": {"weight": gd.asarray(np.ones((2, 3))), "bias": gd.asarray(np.zeros(2))}}
     grads = gd.tree.tree_map(lambda p: p * 0.5 + 1.0, params)
     opt = optim.chain(optim.clip_by_global_norm(1.0),
-                      optim.adamw(optim.cosine_annealing(1e-2, 10), decay_mask=optim.weight_decay_mask))
+                      optim.adamw(optim.cosine_annealing(1e-2, 10),
+                                  decay_mask=optim.weight_decay_mask))
     state = opt.init(params)
     updates, state = opt.update(grads, state, params)
     new = optim.apply_updates(params, updates)

@@ -1,0 +1,255 @@
+"""Benchmark: conv2d forward+backward (im2col kernels + cuBLAS) vs alternatives.
+
+Layers (3x3 'same' VGG blocks at batch 32: 64->64 at 56², 128->128 at 28², 256->256 at
+14², 512->512 at 7²; LeNet 1->6 5x5 at 28² pad 2 and 6->16 5x5 at 14²; the CIFAR stem
+3->64 3x3 at 32²), float32. One step is ``value_and_grad`` of ``conv2d(x, w, b).sum()``
+with respect to x, w and b, so it runs the forward, backward-data and backward-weight
+products. TFLOP/s counts 3 x 2·N·O·Ho·Wo·(C/groups)·kH·kW (the three GEMMs).
+
+GPU rows: ``gpudl`` (F.conv2d: conv2d.cu im2col/col2im + cupy.matmul), ``gpudl-composite``
+(the same conv written as pad + kH·kW slices + stack + matmul with gpudl ops, differentiated
+by gpudl's autodiff: what you write without a kernel) and ``torch-cudnn`` when torch imports.
+On a CPU-only machine the NumPy twin, the composite and torch CPU (when importable) run at
+batch 4, and the GPU rows say why they are absent. Timings: median and IQR after warm-up
+(CUDA events on the GPU, perf_counter on the CPU); the first call (compile) apart.
+
+Usage: ``python benchmarks/kernels_conv.py [--json out.json] [--quick]``; from a harness,
+``run(report)`` returns the rows (``report`` may hold ``quick``; notes are added to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gpudl as gd  # noqa: E402
+from gpudl import ops  # noqa: E402
+from gpudl.backend import probe_cuda, xp_for  # noqa: E402
+from gpudl.functional.conv import conv2d  # noqa: E402
+
+# (name, C_in, C_out, H=W, k, padding)
+LAYERS = [
+    ("vgg-64@56", 64, 64, 56, 3, 1),
+    ("vgg-128@28", 128, 128, 28, 3, 1),
+    ("vgg-256@14", 256, 256, 14, 3, 1),
+    ("vgg-512@7", 512, 512, 7, 3, 1),
+    ("lenet-c1", 1, 6, 28, 5, 2),
+    ("lenet-c3", 6, 16, 14, 5, 0),
+    ("cifar-stem", 3, 64, 32, 3, 1),
+]
+GPU_BATCH, CPU_BATCH = 32, 4
+
+
+def summarize(samples: list[float]) -> dict:
+    a = np.asarray(samples, dtype=np.float64)
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(a.min()),
+            "repeats": int(a.size)}
+
+
+def time_fn(fn, device: str, warmup: int, repeats: int) -> dict:
+    """First call apart, then warm-up, then CUDA events (GPU) or perf_counter (CPU) per call.
+
+    (gpudl.bench.timing does the same; kept local so this module runs on its own.)
+    """
+    cupy = xp_for("cuda") if device == "cuda" else None
+    t0 = time.perf_counter()
+    fn()
+    if cupy is not None:
+        cupy.cuda.get_current_stream().synchronize()
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if cupy is not None:
+            stream = cupy.cuda.get_current_stream()
+            start, end = cupy.cuda.Event(), cupy.cuda.Event()
+            start.record(stream)
+            fn()
+            end.record(stream)
+            end.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    return {"first_call_s": first, **summarize(samples)}
+
+
+def composite_conv2d(x, w, b, padding: int):
+    """Stride-1 conv2d from gpudl ops only: pad, kH*kW shifted slices, stack, matmul."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ho, wo = h + 2 * padding - kh + 1, wd + 2 * padding - kw + 1
+    xp = ops.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    patches = [xp[:, :, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)]
+    cols = ops.reshape(ops.stack(patches, axis=2), (n, c * kh * kw, ho * wo))  # (N, K, L)
+    y = ops.matmul(ops.reshape(w, (o, c * kh * kw)), cols)  # (N, O, L)
+    return ops.reshape(y, (n, o, ho, wo)) + ops.reshape(b, (1, o, 1, 1))
+
+
+def _make(c, o, hw, k, batch, device):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    return (x, w, b), gd.to_device((x, w, b), device)
+
+
+def _gpudl_rows(c, o, hw, k, p, batch, device, repeats):
+    _, (x, w, b) = _make(c, o, hw, k, batch, device)
+    kernel = gd.value_and_grad(lambda x, w, b: conv2d(x, w, b, padding=p).sum(),
+                               argnums=(0, 1, 2))
+    composite = gd.value_and_grad(lambda x, w, b: composite_conv2d(x, w, b, p).sum(),
+                                  argnums=(0, 1, 2))
+    name = "gpudl" if device == "cuda" else "gpudl-twin"
+    rows = []
+    for impl, fn in ((name, kernel), ("gpudl-composite", composite)):
+        stats = time_fn(lambda fn=fn: fn(x, w, b), device=device, warmup=2, repeats=repeats)
+        rows.append({"impl": impl, **stats})
+    return rows
+
+
+def _torch_time(fn, cuda: bool, repeats: int) -> dict:
+    import torch
+
+    t0 = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    first = time.perf_counter() - t0
+    fn()
+    samples = []
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t)
+    return {"first_call_s": first, **summarize(samples)}
+
+
+def _torch_rows(c, o, hw, k, p, batch, cuda: bool, repeats):
+    import torch
+
+    (x, w, b), _ = _make(c, o, hw, k, batch, "cpu")
+    dev = "cuda" if cuda else "cpu"
+    x, w, b = (torch.from_numpy(a).to(dev).requires_grad_(True) for a in (x, w, b))
+
+    def step():
+        for t in (x, w, b):
+            t.grad = None
+        torch.nn.functional.conv2d(x, w, b, padding=p).sum().backward()
+
+    name = "torch-cudnn" if cuda else "torch-cpu"
+    return [{"impl": name, **_torch_time(step, cuda, repeats)}]
+
+
+def _torch_status(cuda: bool) -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if cuda and not torch.cuda.is_available():
+        return "torch has no CUDA"
+    return None
+
+
+def run(report: dict) -> list[dict]:
+    """Time every available implementation; returns one dict per (layer, impl)."""
+    quick = bool(report.get("quick", False))
+    notes = report.setdefault("notes", [])
+    usable, reason = probe_cuda()
+    layers = [LAYERS[1], LAYERS[4]] if quick else LAYERS
+    rows: list[dict] = []
+    if usable:
+        device, batch, repeats = "cuda", GPU_BATCH, 10
+        device_name = reason.removeprefix("CUDA GPU ")
+    else:
+        notes.append(f"kernels_conv: GPU rows unavailable ({reason}); timed the NumPy twin "
+                     f"on CPU at batch {CPU_BATCH}")
+        device, batch, repeats = "cpu", CPU_BATCH, 3 if quick else 5
+        device_name = "cpu"
+        try:
+            from gpudl.bench.device_info import blas_info
+
+            notes.append(f"kernels_conv: CPU BLAS {blas_info()}; on a loaded machine "
+                         "multi-threaded BLAS can slow small GEMMs many-fold (try "
+                         "OPENBLAS_NUM_THREADS=1 to compare)")
+        except Exception:  # the bench package is optional here
+            pass
+    torch_missing = _torch_status(device == "cuda")
+    if torch_missing:
+        notes.append(f"kernels_conv: torch rows skipped ({torch_missing})")
+    with gd.device(device):
+        for name, c, o, hw, k, p in layers:
+            ho = hw + 2 * p - k + 1
+            flops = 3 * 2 * batch * o * ho * ho * c * k * k
+            base = {"bench": "conv2d_fwd_bwd", "layer": name, "device": device,
+                    "device_name": device_name, "dtype": "float32", "batch": batch, "c_in": c,
+                    "c_out": o, "hw": hw, "k": k, "padding": p, "gflop": flops / 1e9}
+            found = _gpudl_rows(c, o, hw, k, p, batch, device, repeats)
+            if not torch_missing:
+                found += _torch_rows(c, o, hw, k, p, batch, device == "cuda", repeats)
+            for r in found:
+                r["tflops"] = flops / r["median_s"] / 1e12
+            rows += [{**base, **r} for r in found]
+    if device == "cpu":
+        rows.append({"bench": "conv2d_fwd_bwd", "device": "cuda", "status": "unavailable",
+                     "reason": reason})
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [f"{'device':12s} {'layer':12s} {'N':>3s} {'impl':16s} {'median ms':>10s} "
+             f"{'IQR ms':>8s} {'TFLOP/s':>8s} {'first s':>8s}"]
+    for r in rows:
+        if r.get("status") == "unavailable":
+            lines.append(f"{r['device']:12s} unavailable: {r['reason']}")
+            continue
+        lines.append(f"{r['device_name'][:12]:12s} {r['layer']:12s} {r['batch']:3d} "
+                     f"{r['impl']:16s} {r['median_s'] * 1e3:10.2f} {r['iqr_s'] * 1e3:8.2f} "
+                     f"{r['tflops']:8.3f} {r['first_call_s']:8.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", help="write rows and notes to this file")
+    parser.add_argument("--quick", action="store_true", help="two layers only")
+    ns = parser.parse_args(argv)
+    report: dict = {"quick": ns.quick}
+    rows = run(report)
+    print(_table(rows))
+    for note in report["notes"]:
+        print(note)
+    if ns.json:
+        try:
+            from gpudl.bench.device_info import machine_info
+
+            machine = machine_info()
+        except Exception as exc:  # the bench package is optional here
+            machine = {"error": f"machine_info unavailable ({exc})"}
+        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(ns.json).write_text(json.dumps(
+            {"machine": machine, "rows": rows, "notes": report["notes"]}, indent=1,
+            default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

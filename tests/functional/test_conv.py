@@ -1,0 +1,431 @@
+"""Convolutions: the NumPy twin vs naive float64 loops, gradients (incl. grad of grad),
+errors, and (on a GPU) the CUDA im2col/col2im kernels vs the twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.errors import DTypeError, ShapeError
+from gpudl.functional import conv as C
+from gpudl.functional import conv_bodies as B
+from gpudl.functional.conv import (
+    conv1d, conv2d, conv2d_backward_data, conv2d_backward_weight, conv_transpose2d,
+)
+from gpudl.testing import check_grad
+
+
+# ----------------------------------------------------------------------------- references
+def _pads(padding, k_hw, dilation):
+    """Reference padding rules, written out independently of conv_checks."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        out = []
+        for k, d in zip(k_hw, dilation):
+            t = d * (k - 1)
+            out += [t // 2, t - t // 2]
+        return tuple(out)
+    if isinstance(padding, int):
+        return (padding,) * 4
+    if isinstance(padding[0], tuple):
+        return (*padding[0], *padding[1])
+    return (padding[0], padding[0], padding[1], padding[1])
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def ref_conv2d(x, w, b, stride, padding, dilation, groups, g=None):
+    """Naive float64 loops. Returns y, and with a cotangent g also (dx, dw) of <y, g>."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    n_, c_, h_, w_ = x.shape
+    o_, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw_) = _pair(stride), _pair(dilation)
+    pt, pb, pl, pr = _pads(padding, (kh, kw), (dh, dw_))
+    ho = (h_ + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (w_ + pl + pr - dw_ * (kw - 1) - 1) // sw + 1
+    og = o_ // groups
+    y = np.zeros((n_, o_, ho, wo))
+    dx, dw = np.zeros_like(x), np.zeros_like(w)
+    for n in range(n_):
+        for o in range(o_):
+            for oh in range(ho):
+                for ow in range(wo):
+                    acc = 0.0 if b is None else float(b[o])
+                    for ci in range(cg):
+                        c = (o // og) * cg + ci
+                        for i in range(kh):
+                            h = oh * sh - pt + i * dh
+                            if not 0 <= h < h_:
+                                continue
+                            for j in range(kw):
+                                v = ow * sw - pl + j * dw_
+                                if not 0 <= v < w_:
+                                    continue
+                                acc += x[n, c, h, v] * w[o, ci, i, j]
+                                if g is not None:
+                                    dx[n, c, h, v] += g[n, o, oh, ow] * w[o, ci, i, j]
+                                    dw[o, ci, i, j] += g[n, o, oh, ow] * x[n, c, h, v]
+                    y[n, o, oh, ow] = acc
+    return y if g is None else (y, dx, dw)
+
+
+def ref_conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups):
+    """Naive scatter loops: every input pixel adds x * w to a stride-spaced output patch."""
+    n_, cin, h_, w_ = x.shape
+    _, cog, kh, kw = w.shape
+    (sh, sw), (dh, dw_), (oph, opw) = _pair(stride), _pair(dilation), _pair(output_padding)
+    pt, pb, pl, pr = _pads(padding, (kh, kw), (dh, dw_))
+    ho = (h_ - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
+    wo = (w_ - 1) * sw - pl - pr + dw_ * (kw - 1) + opw + 1
+    cing = cin // groups
+    y = np.zeros((n_, cog * groups, ho, wo))
+    for n in range(n_):
+        for ci in range(cin):
+            grp = ci // cing
+            for h in range(h_):
+                for v in range(w_):
+                    for co in range(cog):
+                        for i in range(kh):
+                            oh = h * sh - pt + i * dh
+                            if not 0 <= oh < ho:
+                                continue
+                            for j in range(kw):
+                                ow = v * sw - pl + j * dw_
+                                if 0 <= ow < wo:
+                                    y[n, grp * cog + co, oh, ow] += x[n, ci, h, v] * w[ci, co, i, j]
+    if b is not None:
+        y += np.asarray(b)[None, :, None, None]
+    return y
+
+
+def ref_conv1d(x, w, stride, padding, dilation, groups):
+    n_, c_, l_ = x.shape
+    o_, cg, k = w.shape
+    if padding == "same":
+        t = dilation * (k - 1)
+        pl, pr = t // 2, t - t // 2
+    else:
+        pl, pr = (padding, padding) if isinstance(padding, int) else padding
+    lo = (l_ + pl + pr - dilation * (k - 1) - 1) // stride + 1
+    y = np.zeros((n_, o_, lo))
+    og = o_ // groups
+    for n in range(n_):
+        for o in range(o_):
+            for t in range(lo):
+                for ci in range(cg):
+                    for j in range(k):
+                        p = t * stride - pl + j * dilation
+                        if 0 <= p < l_:
+                            y[n, o, t] += x[n, (o // og) * cg + ci, p] * w[o, ci, j]
+    return y
+
+
+# ----------------------------------------------------------------------------- the grid
+# (x shape, w shape, stride, padding, dilation, groups)
+CONV_CASES = [
+    ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0, 1, 1),
+    ((2, 3, 7, 6), (4, 3, 3, 2), 2, 1, 1, 1),                 # odd sizes, non-square kernel
+    ((1, 4, 9, 8), (6, 2, 3, 3), (2, 1), (1, 2), (2, 1), 2),   # groups, mixed stride/dilation
+    ((2, 4, 6, 7), (4, 1, 3, 3), 1, 1, 1, 4),                 # depthwise
+    ((1, 3, 5, 5), (6, 1, 3, 3), 1, "same", 1, 3),            # depthwise, multiplier 2
+    ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0, 1, 1),                 # 1x1 (pointwise fast path)
+    ((2, 5, 5, 5), (3, 5, 1, 1), 2, 0, 1, 1),                 # 1x1 strided
+    ((1, 2, 3, 3), (2, 2, 1, 1), 1, 1, 1, 1),                 # 1x1 padded
+    ((1, 2, 5, 6), (3, 2, 3, 3), 1, ((0, 2), (1, 0)), 1, 1),  # asymmetric padding
+    ((1, 2, 6, 5), (2, 2, 4, 2), 1, "same", 1, 1),            # "same", even kernel
+    ((1, 2, 7, 7), (2, 2, 3, 3), 1, "same", 2, 1),            # "same" with dilation
+    ((1, 2, 6, 6), (2, 2, 3, 3), 1, "valid", 1, 1),
+    ((1, 2, 8, 10), (3, 2, 3, 2), 3, 1, 1, 1),                # stride leaves rows unused
+    ((2, 3, 4, 4), (2, 3, 4, 4), 1, 0, 1, 1),                 # kernel covers the input
+    ((1, 2, 9, 9), (2, 2, 3, 3), 2, 2, 2, 1),                 # dilation and stride 2
+    ((3, 6, 5, 4), (4, 3, 2, 3), (1, 2), (2, 1), 1, 2),
+]
+IDS = [f"case{i}" for i in range(len(CONV_CASES))]
+
+
+def _make(xs, ws, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype),
+            rng.standard_normal(ws[0]).astype(dtype))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
+def test_conv2d_twin_matches_loops(case):
+    xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _make(xs, ws)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = conv2d(x, w, b, **geo)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    ref_y, ref_dx, ref_dw = ref_conv2d(x, w, b, g=g, **geo)
+    assert y.shape == ref_y.shape and y.dtype == np.float64
+    np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
+    # The backward primitives directly, and through gd.grad.
+    dx = conv2d_backward_data(g, w, xs[2:], **geo)
+    dw = conv2d_backward_weight(x, g, ws[2:], **geo)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
+    gx, gw, gb = gd.grad(lambda x, w, b: (conv2d(x, w, b, **geo) * g).sum(),
+                         argnums=(0, 1, 2))(x, w, b)
+    np.testing.assert_allclose(gx, ref_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, ref_dw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=IDS[:6])
+def test_conv2d_float32(case):
+    xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _make(xs, ws, dtype=np.float32)
+    y = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert y.dtype == np.float32
+    ref = ref_conv2d(x, w, b, stride, padding, dilation, groups)
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_noncontiguous_inputs_and_batch_chunks(monkeypatch):
+    rng = np.random.default_rng(3)
+    big = rng.standard_normal((3, 4, 9, 14))
+    x = big[:, ::2, :, ::2]  # (3, 2, 9, 7), strided view
+    w = rng.standard_normal((3, 2, 3, 3)).transpose(0, 1, 3, 2)  # non-contiguous weight
+    assert not x.flags.c_contiguous and not w.flags.c_contiguous
+    geo = dict(stride=2, padding=1)
+    ref, ref_dx, ref_dw = ref_conv2d(x, w, None, 2, 1, 1, 1, g=np.ones((3, 3, 5, 4)))
+    np.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
+    # A tiny cols budget forces one sample per chunk: same results.
+    monkeypatch.setattr(B, "COLS_BUDGET", 10)
+    assert len(B.batch_chunks(3, 100, 100)) == 3
+    np.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
+    gx, gw = gd.grad(lambda x, w: conv2d(x, w, **geo).sum(), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(gx, ref_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, ref_dw, rtol=1e-12, atol=1e-12)
+
+
+def test_empty_batch():
+    y = conv2d(np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3)))
+    assert y.shape == (0, 3, 3, 3)
+    gw = gd.grad(lambda w: conv2d(np.zeros((0, 2, 5, 5)), w).sum())(np.ones((3, 2, 3, 3)))
+    assert gw.shape == (3, 2, 3, 3) and not gw.any()
+
+
+# ----------------------------------------------------------------------------- transpose
+# (x shape, w shape, stride, padding, output_padding, dilation, groups)
+TRANSPOSE_CASES = [
+    ((2, 3, 3, 4), (3, 2, 3, 3), 2, 1, 1, 1, 1),
+    ((1, 4, 3, 3), (4, 1, 3, 3), 2, 0, 0, 1, 2),
+    ((1, 2, 4, 3), (2, 3, 2, 3), (2, 3), (0, 1), (1, 2), 1, 1),
+    ((1, 2, 3, 3), (2, 2, 3, 3), 1, 0, 1, 2, 1),  # output_padding >= stride, < dilation
+    ((2, 2, 5, 5), (2, 3, 3, 3), 1, 1, 0, 1, 1),
+    ((1, 2, 3, 4), (2, 2, 3, 2), 2, ((1, 0), (0, 1)), 0, 1, 1),
+    ((1, 4, 2, 2), (4, 1, 4, 4), 2, 1, 0, 1, 4),  # depthwise upsampling (DCGAN-like k4 s2 p1)
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=[f"t{i}" for i in range(7)])
+def test_conv_transpose2d_matches_loops(case):
+    xs, ws, stride, padding, out_pad, dilation, groups = case
+    x, w, _ = _make(xs, ws, seed=5)
+    b = np.random.default_rng(6).standard_normal(ws[1] * groups)
+    kw = dict(stride=stride, padding=padding, output_padding=out_pad, dilation=dilation,
+              groups=groups)
+    y = conv_transpose2d(x, w, b, **kw)
+    ref = ref_conv_transpose2d(x, w, b, **kw)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    check_grad(lambda x, w, b: conv_transpose2d(x, w, b, **kw), x, w, b)
+
+
+def test_conv_transpose_is_the_adjoint_of_conv2d():
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 3, 8, 7)), rng.standard_normal((4, 3, 3, 3))
+    geo = dict(stride=2, padding=1, dilation=1, groups=1)
+    y = conv2d(x, w, **geo)
+    u = rng.standard_normal(y.shape)
+    xt = conv_transpose2d(u, w, output_padding=(1, 0), **geo)
+    assert xt.shape == x.shape
+    np.testing.assert_allclose((y * u).sum(), (x * xt).sum(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- conv1d
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", [
+    ((2, 3, 10), (4, 3, 3), 2, 1, 1, 1),
+    ((1, 2, 9), (2, 2, 4), 1, "same", 2, 1),
+    ((2, 3, 8), (3, 1, 3), 1, (2, 0), 1, 3),
+    ((1, 2, 7), (4, 1, 2), 3, 0, 2, 2),
+])
+def test_conv1d_matches_loops(xs, ws, stride, padding, dilation, groups):
+    x, w, b = _make(xs, ws, seed=8)
+    y = conv1d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref = ref_conv1d(x, w, stride, padding, dilation, groups) + b[None, :, None]
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    check_grad(lambda x, w, b: conv1d(x, w, b, stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups), x, w, b)
+
+
+# ----------------------------------------------------------------------------- gradients
+GRAD_CASES = [CONV_CASES[i] for i in (1, 2, 4, 5, 8, 9, 14)]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[f"g{i}" for i in range(len(GRAD_CASES))])
+def test_grad_checks_every_primitive(case):
+    xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _make(xs, ws, seed=9)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = conv2d(x, w, **geo)
+    g = np.random.default_rng(10).standard_normal(y.shape)
+    check_grad(lambda x, w, b: conv2d(x, w, b, **geo), x, w, b)
+    check_grad(lambda g, w: conv2d_backward_data(g, w, xs[2:], **geo), g, w)
+    check_grad(lambda x, g: conv2d_backward_weight(x, g, ws[2:], **geo), x, g)
+
+
+def test_grad_of_grad():
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 4, 6, 5)), rng.standard_normal((4, 2, 3, 2)) * 0.5
+    geo = dict(stride=(2, 1), padding=((1, 0), (1, 1)), dilation=(1, 2), groups=2)
+
+    def loss(x, w):
+        return gd.ops.sum(gd.ops.tanh(conv2d(x, w, **geo)))
+
+    # The gradient (dx, dw) is itself checked: it runs backward_data/backward_weight, whose
+    # vjps use conv2d and each other.
+    check_grad(gd.grad(loss, argnums=(0, 1)), x, w)
+    # Input gradient penalty (the contractive / WGAN-GP pattern): d/dw of |dL/dx|^2.
+    check_grad(lambda w: gd.ops.sum(gd.grad(loss)(x, w) ** 2), w)
+
+
+def test_constant_inputs_skip_their_gradient(monkeypatch):
+    """The vjp entries are deferred: a constant weight costs no backward-weight product."""
+    calls = []
+    real = C._backward_weight.impl
+    monkeypatch.setattr(C._backward_weight, "impl", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    gd.grad(lambda x: conv2d(x, w).sum())(x)
+    assert not calls
+    gd.grad(lambda w: conv2d(x, w).sum())(w)
+    assert calls
+
+
+# ----------------------------------------------------------------------------- errors
+def _raises(err, match, fn, *args, **kwargs):
+    with pytest.raises(err, match=match):
+        fn(*args, **kwargs)
+
+
+def test_errors():
+    x, w = np.ones((2, 4, 6, 6)), np.ones((6, 4, 3, 3))
+    _raises(ShapeError, r"F.conv2d: x must be 4-D.*\(4, 6, 6\)", conv2d, x[0], w)
+    _raises(ShapeError, r"w must be 4-D", conv2d, x, w[0])
+    _raises(ShapeError, r"x has 4 channels but w .* takes 3 per group", conv2d, x,
+            np.ones((6, 3, 3, 3)))
+    _raises(ShapeError, r"groups=3 must divide the 4 input channels", conv2d, x, w, groups=3)
+    _raises(ShapeError, r"groups=4 must divide the 6 output channels", conv2d, x,
+            np.ones((6, 1, 3, 3)), groups=4)
+    _raises(ShapeError, r"groups must be an int >= 1", conv2d, x, w, groups=0)
+    _raises(ShapeError, r"larger than the padded input", conv2d, x, np.ones((6, 4, 7, 7)))
+    _raises(ShapeError, r"larger than the padded input", conv2d, x, w, dilation=4)
+    _raises(ShapeError, r"stride must be >= 1", conv2d, x, w, stride=0)
+    _raises(ShapeError, r"dilation must be >= 1", conv2d, x, w, dilation=(1, 0))
+    _raises(ShapeError, r"padding must be >= 0", conv2d, x, w, padding=-1)
+    _raises(ShapeError, r"'same' needs stride 1", conv2d, x, w, stride=2, padding="same")
+    _raises(ShapeError, r"padding must be an int, a pair", conv2d, x, w, padding="full")
+    _raises(ShapeError, r"b must have shape \(6,\)", conv2d, x, w, np.ones(4))
+    _raises(DTypeError, r"x is float16.*astype\('float32'\)", conv2d, x.astype(np.float16), w)
+    _raises(DTypeError, r"x has dtype int64", conv2d, x.astype(np.int64), w)
+    _raises(DTypeError, r"w has dtype float32 but x has float64", conv2d, x,
+            w.astype(np.float32))
+    # conv_transpose2d
+    wt = np.ones((4, 2, 3, 3))
+    _raises(ShapeError, r"output_padding .* smaller than the stride", conv_transpose2d, x, wt,
+            stride=2, output_padding=2)
+    _raises(ShapeError, r"output_padding", conv_transpose2d, x, wt, output_padding=1)
+    _raises(ShapeError, r"w .* has 6 input channels.*torch layout", conv_transpose2d, x,
+            np.ones((6, 2, 3, 3)))
+    _raises(ShapeError, r"string modes are for conv2d", conv_transpose2d, x, wt, padding="same")
+    _raises(ShapeError, r"the output would be", conv_transpose2d, np.ones((1, 4, 1, 1)), wt,
+            padding=2)
+    _raises(ShapeError, r"b must have shape \(2,\)", conv_transpose2d, x, wt, np.ones(4))
+    # conv1d and the backward functions
+    _raises(ShapeError, r"F.conv1d: x must be 3-D", conv1d, x, np.ones((2, 4, 3)))
+    _raises(ShapeError, r"F.conv1d: w must be 3-D", conv1d, x[0], w)
+    _raises(ShapeError, r"F.conv1d: .*larger than the padded input", conv1d, x[0],
+            np.ones((2, 6, 7)))
+    _raises(ShapeError, r"g must have conv2d's output shape", conv2d_backward_data,
+            np.ones((2, 6, 5, 5)), w, (6, 6))
+
+
+def test_device_mismatch_is_named():
+    cupy = pytest.importorskip("cupy")
+    if not gd.backend.probe_cuda()[0]:
+        pytest.skip("needs a GPU to build a CuPy array")
+    with pytest.raises(gd.errors.DeviceMismatchError, match="F.conv2d"):
+        conv2d(np.ones((1, 1, 3, 3)), cupy.ones((1, 1, 3, 3)))
+
+
+# ----------------------------------------------------------------------------- devices
+def _tol(dtype, ref):
+    scale = float(np.abs(ref).max()) if ref.size else 1.0
+    if dtype == np.float32:
+        return dict(rtol=1e-4, atol=1e-5 * scale)
+    return dict(rtol=1e-10, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES, ids=IDS)
+def test_device_matches_twin(device, dtype, case):
+    """conv2d and both backward products on `device` vs the NumPy twin (on cpu: itself)."""
+    xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _make(xs, ws, seed=12, dtype=dtype)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref_y = conv2d(x, w, b, **geo)
+    g = np.random.default_rng(13).standard_normal(ref_y.shape).astype(dtype)
+    ref_dx = conv2d_backward_data(g, w, xs[2:], **geo)
+    ref_dw = conv2d_backward_weight(x, g, ws[2:], **geo)
+    xd, wd, bd, gd_ = gd.to_device((x, w, b, g), device)
+    for got, ref in ((conv2d(xd, wd, bd, **geo), ref_y),
+                     (conv2d_backward_data(gd_, wd, xs[2:], **geo), ref_dx),
+                     (conv2d_backward_weight(xd, gd_, ws[2:], **geo), ref_dw)):
+        assert gd.backend.device_of(got) == device and got.dtype == dtype
+        np.testing.assert_allclose(gd.to_numpy(got), ref, **_tol(dtype, ref))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_col2im_kernels_match_twins(dtype):
+    """The raw kernels, on shapes where padding, stride and dilation all matter."""
+    cupy = gd.backend.xp_for("cuda")
+    rng = np.random.default_rng(14)
+    for xs, k, s, p, d in [((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1), (1, 2)),
+                           ((1, 2, 9, 9), (3, 3), (3, 3), (2, 2, 2, 2), (2, 2)),
+                           ((3, 1, 5, 4), (1, 1), (2, 2), (1, 0, 0, 1), (1, 1)),
+                           ((1, 4, 4, 4), (4, 4), (1, 1), (0, 0, 0, 0), (1, 1))]:
+        out = B.out_size(xs[2], k[0], s[0], p[0] + p[1], d[0]), B.out_size(
+            xs[3], k[1], s[1], p[2] + p[3], d[1])
+        x = rng.standard_normal(xs).astype(dtype)
+        ref = B.im2col_twin(x, k, s, p, d, out)
+        got = B.im2col_cuda(cupy.asarray(x), k, s, p, d, out)
+        np.testing.assert_array_equal(got.get(), ref)  # a pure copy: exact
+        dcols = rng.standard_normal(ref.shape).astype(dtype)
+        ref_dx = B.col2im_twin(dcols, xs, k, s, p, d, out)
+        got_dx = B.col2im_cuda(cupy.asarray(dcols), xs, k, s, p, d, out)
+        # Same summation order per pixel as the twin: float64 agrees to the last bits.
+        np.testing.assert_allclose(got_dx.get(), ref_dx, rtol=1e-6 if dtype == np.float32
+                                   else 1e-14, atol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.gpu
+def test_gpu_grad_checks_and_chunks(monkeypatch):
+    cupy = gd.backend.xp_for("cuda")
+    rng = np.random.default_rng(15)
+    x, w = (cupy.asarray(rng.standard_normal(s)) for s in ((3, 4, 7, 6), (6, 2, 3, 3)))
+    geo = dict(stride=2, padding=((1, 0), (0, 2)), dilation=(1, 2), groups=2)
+    check_grad(lambda x, w: conv2d(x, w, **geo), x, w)
+    check_grad(gd.grad(lambda x, w: gd.ops.sum(gd.ops.tanh(conv2d(x, w, **geo))),
+                       argnums=(0, 1)), x, w)
+    ref = conv2d(x, w, **geo)
+    monkeypatch.setattr(B, "COLS_BUDGET", 10)  # one sample per chunk
+    cupy.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
+    xt = x[:, :, ::-1, :]  # non-contiguous view: copied before the kernel
+    cupy.testing.assert_allclose(conv2d(xt, w, **geo),
+                                 conv2d(cupy.ascontiguousarray(xt), w, **geo), rtol=1e-12)

@@ -1,0 +1,78 @@
+"""The timing harness, reports and plots (CPU here; the cuda rows run on GPU machines)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from gpudl.backend import probe_cuda
+from gpudl.bench import bench_model, format_table, machine_info, summarize, time_fn
+from gpudl.bench.train_step import plot, save_json
+
+
+def test_summarize_against_numpy():
+    s = summarize([3.0, 1.0, 2.0, 10.0])
+    assert s["median_s"] == 2.5 and s["min_s"] == 1.0 and s["max_s"] == 10.0
+    assert s["repeats"] == 4
+    q1, q3 = np.percentile([1, 2, 3, 10], [25, 75])
+    assert s["iqr_s"] == pytest.approx(q3 - q1)
+
+
+def test_time_fn_on_cpu_counts_calls_and_times_them():
+    calls = []
+
+    def work():
+        calls.append(1)
+        time.sleep(0.002)
+
+    stats = time_fn(work, device="cpu", warmup=2, repeats=5)
+    assert len(calls) == 1 + 1 + 5  # first call, one more warm-up, timed repeats
+    assert stats["repeats"] == 5 and 0.0015 < stats["median_s"] < 0.5
+    assert stats["first_call_s"] > 0
+
+
+def test_machine_info_names_the_machine():
+    info = machine_info()
+    for key in ("gpudl_version", "python", "numpy_version", "cpu", "cpu_count", "blas",
+                "cuda_usable", "cuda_reason"):
+        assert key in info
+    usable, reason = probe_cuda()
+    assert info["cuda_usable"] == usable and info["cuda_reason"] == reason
+
+
+def _report():
+    row = {"device": "cpu", "first_call_s": 0.5, "median_s": 0.01, "iqr_s": 0.001,
+           "min_s": 0.009, "max_s": 0.02, "repeats": 3, "samples_per_s": 800.0,
+           "peak_memory_bytes": 200 * 2**20}
+    return {"model": "mlp", "batch_size": 8, "steps": 3, "warmup": 1, "rows": [row],
+            "missing": {"cuda": "no NVIDIA driver is installed"}, "gpu_over_cpu_speedup": None,
+            "machine": {"cpu_count": 2}}
+
+
+def test_format_table_and_json_and_plot(tmp_path):
+    table = format_table(_report())
+    assert "mlp, batch 8, 3 timed steps after 1 warm-up" in table
+    assert "cpu" in table and "10.00" in table and "800.0" in table and "200.0" in table
+    assert "cuda     unavailable: no NVIDIA driver is installed" in table
+    assert "no GPU" in table
+    path = tmp_path / "sub" / "r.json"
+    save_json(_report(), str(path))
+    assert json.loads(path.read_text())["missing"]["cuda"].startswith("no NVIDIA")
+    png = tmp_path / "r.png"
+    plot(_report(), str(png))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_model_cpu_row_and_missing_cuda():
+    """Needs gpudl.optim.sgd."""
+    report = bench_model("mlp", batch_size=8, steps=3, devices=["cpu", " cuda"], warmup=1)
+    assert [r["device"] for r in report["rows"]][0] == "cpu"
+    cpu = report["rows"][0]
+    assert cpu["repeats"] == 3 and cpu["samples_per_s"] == pytest.approx(8 / cpu["median_s"])
+    usable, reason = probe_cuda()
+    if not usable:
+        assert report["missing"] == {"cuda": reason}
+    json.dumps(report, default=str)  # serialisable
