@@ -127,6 +127,11 @@ def load_bandwidth(path: str | None, quick: bool, timeout_s: float = 120) -> dic
                         f"{proc.returncode}): {(proc.stdout + proc.stderr)[-500:]}"}}
 
 
+def _plain(obj: Any) -> Any:
+    """JSON for NumPy scalars/arrays in rows (np.int64(8192) -> 8192), else their str."""
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
 # ----------------------------------------------------------------------------- analysis
 def shape_of(row: dict) -> tuple:
     """The problem-size fields of a row, in the row's own order: (("N", 8192), ("C", 32768))."""
@@ -361,8 +366,6 @@ def run_all(quick: bool, isolated: bool = True, timeout_s: float = 240,
     gpu_bw = bandwidth.get("gpu") or {}
     copy_gbps = gpu_bw.get("ceiling_gbps")
     copy_reason = gpu_bw.get("reason", "")
-    if copy_gbps is not None and quick:
-        copy_reason = "quick run"
     targets = check_targets(rows, results, copy_gbps, copy_reason)
     try:
         from gpudl.bench.device_info import machine_info
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.only_module:
         res = run_module_here(ns.only_module, ns.quick)
-        Path(ns.module_out).write_text(json.dumps(res, default=str))
+        Path(ns.module_out).write_text(json.dumps(res, default=_plain))
         return 0
     result = run_all(ns.quick, isolated=not ns.in_process, timeout_s=ns.module_timeout,
                      bandwidth_json=ns.bandwidth_json,
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.json:
         path = Path(ns.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        path.write_text(json.dumps(result, indent=1, default=_plain) + "\n")
         print(f"wrote {path}")
     return 0
 

@@ -18,11 +18,8 @@ from gpudl.errors import (
 )
 from gpudl.serialization import load, save
 
-from gpudl import functional, nn  # noqa: E402  (after the core they build on)
-
-try:  # the optimizers arrive in their own package
-    from gpudl import optim  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
+from gpudl import functional, nn, optim  # noqa: E402  (after the core they build on)
+from gpudl import data, metrics, models, train  # noqa: E402
+from gpudl.train import evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"

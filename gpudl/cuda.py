@@ -189,14 +189,9 @@ def _register_all() -> None:
     """Import every module that declares kernels, so SOURCES is complete."""
     import importlib
 
-    import gpudl.functional  # noqa: F401
-
-    for module in ("gpudl.functional.conv", "gpudl.functional.pooling",
-                   "gpudl.functional.cross_entropy", "gpudl.functional.recurrent", "gpudl.functional.rnn_cells"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError:
-            pass
+    # Importing gpudl.functional imports every kernel-backed op module, each of which
+    # declares its KernelSource at import.
+    importlib.import_module("gpudl.functional")
 
 
 def compile_check(archs: Sequence[str] = COMPILE_CHECK_ARCHS) -> int:

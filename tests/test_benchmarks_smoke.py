@@ -71,13 +71,6 @@ def test_kernels_quick_writes_json(tmp_path):
     assert any(r.get("impl") == "numpy-twin" or r.get("device") == "cuda" for r in data["rows"])
 
 
-@pytest.mark.slow
-def test_kernels_quick_all_modules(tmp_path):
-    out = tmp_path / "k.json"
-    proc = _run("benchmarks/kernels.py", "--quick", "--json", str(out), timeout=600)
-    _check_kernels_json(proc, out, {"kernels_cross_entropy", "kernels_conv", "kernels_rnn"})
-
-
 def test_bandwidth_writes_json(tmp_path):
     out = tmp_path / "bw.json"
     proc = _run("benchmarks/bandwidth.py", "--quick", "--json", str(out))

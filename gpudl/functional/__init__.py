@@ -20,6 +20,9 @@ from gpudl.functional.attention import (
     additive_attention, additive_attention_scores, causal_mask, masked_softmax,
     multi_head_attention, scaled_dot_product_attention, sinusoidal_positional_encoding,
 )
+from gpudl.functional.conv import (
+    conv1d, conv2d, conv2d_backward_data, conv2d_backward_weight, conv_transpose2d,
+)
 from gpudl.functional.cross_entropy import softmax_cross_entropy
 from gpudl.functional.dropout import dropout
 from gpudl.functional.embedding import embedding
@@ -34,6 +37,10 @@ from gpudl.functional.losses import (
     nt_xent, sequence_cross_entropy, sparsity_kl,
 )
 from gpudl.functional.normalization import batch_norm, layer_norm, local_response_norm
+from gpudl.functional.pooling import (
+    avg_pool2d, global_avg_pool2d, global_max_pool2d, lp_pool2d, max_pool2d,
+    max_pool2d_with_indices,
+)
 from gpudl.functional.recurrent import gru, lstm, rnn, stacked, unstack
 from gpudl.functional.rnn_cells import (
     gru_cell, gru_pointwise, lstm_cell, lstm_pointwise, rnn_cell,

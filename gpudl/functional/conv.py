@@ -28,14 +28,23 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import Primitive
 from gpudl.backend import check_same_device
+from gpudl.errors import ShapeError
 from gpudl.functional.conv_bodies import (
-    conv2d_backward_data_raw, conv2d_backward_weight_raw, conv2d_forward_raw, out_size,
+    conv2d_backward_data_raw,
+    conv2d_backward_weight_raw,
+    conv2d_forward_raw,
+    out_size,
 )
 from gpudl.functional.conv_checks import (
-    check_conv_geometry, check_float_operands, check_transpose_geometry, conv_output_hw,
-    int_pair, padding4, positive_pair, shape_of,
+    check_conv_geometry,
+    check_float_operands,
+    check_transpose_geometry,
+    conv_output_hw,
+    int_pair,
+    padding4,
+    positive_pair,
+    shape_of,
 )
-from gpudl.errors import ShapeError
 
 Padding = Any  # int | (ph, pw) | ((top, bottom), (left, right)) | "same" | "valid"
 

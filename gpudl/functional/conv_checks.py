@@ -77,7 +77,7 @@ def padding4(padding, k_hw, stride, dilation, op: str) -> tuple[int, int, int, i
                 raise ShapeError(f"{op}: padding='same' needs stride 1 (as torch), got stride "
                                  f"{tuple(stride)}; give the padding as numbers instead")
             out: list[int] = []
-            for k, d in zip(k_hw, dilation):
+            for k, d in zip(k_hw, dilation, strict=True):
                 total = d * (k - 1)
                 out += [total // 2, total - total // 2]  # extra at the bottom/right (TF, torch)
             return tuple(out)  # type: ignore[return-value]
@@ -181,7 +181,7 @@ def check_transpose_geometry(op: str, x_shape, w_shape, b_shape, stride, padding
     dilation = positive_pair(dilation, "dilation", op)
     pads = padding4(padding, (kh, kw), stride, dilation, op)
     op_h, op_w = int_pair(output_padding, "output_padding", op)
-    for axis, (o_p, s, d) in enumerate(zip((op_h, op_w), stride, dilation)):
+    for axis, (o_p, s, d) in enumerate(zip((op_h, op_w), stride, dilation, strict=True)):
         if o_p < 0 or (o_p >= s and o_p >= d):
             raise ShapeError(f"{op}: output_padding {output_padding!r} must be >= 0 and smaller "
                              f"than the stride {stride} or the dilation {dilation} (axis "

@@ -53,7 +53,7 @@ def _pad(x, padding, value):
 def avg_divisor(x_hw, kernel, stride, padding, out_hw, count_include_pad: bool, dtype):
     """(Ho, Wo) divisors, torch's rule (no ceil_mode): kH*kW, or the in-bounds count."""
     per_axis = []
-    for n, k, s, p, no in zip(x_hw, kernel, stride, padding, out_hw):
+    for n, k, s, p, no in zip(x_hw, kernel, stride, padding, out_hw, strict=True):
         start = np.arange(no) * s - p
         end = np.minimum(start + k, n + p)
         if not count_include_pad:

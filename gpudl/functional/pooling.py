@@ -28,7 +28,10 @@ from gpudl.backend import check_same_device
 from gpudl.errors import ShapeError
 from gpudl.functional.conv_checks import check_float_operands, int_pair, shape_of
 from gpudl.functional.pool_bodies import (
-    avg_pool2d_backward_raw, avg_pool2d_raw, max_pool2d_backward_raw, max_pool2d_raw,
+    avg_pool2d_backward_raw,
+    avg_pool2d_raw,
+    max_pool2d_backward_raw,
+    max_pool2d_raw,
     pool_output_hw,
 )
 
@@ -95,7 +98,7 @@ def _pool_geometry(op: str, x, kernel_size, stride, padding) -> dict:
         raise ShapeError(f"{op}: kernel_size must be >= 1, got {kernel_size!r}")
     if min(stride) < 1:
         raise ShapeError(f"{op}: stride must be >= 1, got {stride!r}")
-    if min(pads) < 0 or any(2 * p > k for p, k in zip(pads, kernel)):
+    if min(pads) < 0 or any(2 * p > k for p, k in zip(pads, kernel, strict=True)):
         raise ShapeError(f"{op}: padding must be >= 0 and at most half the kernel size "
                          f"{kernel} (as torch), got {padding!r}")
     ho, wo = pool_output_hw(xs[2], xs[3], kernel, stride, pads)

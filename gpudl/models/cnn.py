@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 from gpudl import nn
+
 # The defining modules: these work whatever nn/__init__ re-exports.
 from gpudl.nn.conv import AvgPool2d, Conv2d, MaxPool2d
 from gpudl.nn.normalization import Dropout

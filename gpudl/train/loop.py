@@ -177,8 +177,8 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
     if resume_from is not None:
         ck = load_checkpoint(resume_from, params_like=params, state_like=state,
                              opt_state_like=opt_state, device=device)
-        trainer.params, trainer.state, trainer.opt_state = ck["params"], ck["state"], ck["opt_state"]
-        trainer.step, start_epoch = ck["step"], ck["epoch"] + 1
+        trainer.params, trainer.state = ck["params"], ck["state"]
+        trainer.opt_state, trainer.step, start_epoch = ck["opt_state"], ck["step"], ck["epoch"] + 1
         trainer.lr_scale = float(ck["config"].get("lr_scale", 1.0))
     loader.epoch = start_epoch
     for cb in callbacks:

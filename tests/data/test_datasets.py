@@ -8,8 +8,16 @@ import struct
 import numpy as np
 import pytest
 
-from gpudl.data import DatasetError, cifar10, digits, fashion_mnist, karate_club, mnist, mnist_5k
-from gpudl.data import read_idx
+from gpudl.data import (
+    DatasetError,
+    cifar10,
+    digits,
+    fashion_mnist,
+    karate_club,
+    mnist,
+    mnist_5k,
+    read_idx,
+)
 
 
 @pytest.fixture(scope="module")

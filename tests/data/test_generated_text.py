@@ -7,8 +7,21 @@ import pytest
 
 import gpudl as gd
 from gpudl.data import (
-    DatasetError, Vocab, adding_task, blobs, bucket_batches, char_corpus, copy_task, moons,
-    pad_batch, polynomial, read_text, sine, spirals, stdlib_text, xor,
+    DatasetError,
+    Vocab,
+    adding_task,
+    blobs,
+    bucket_batches,
+    char_corpus,
+    copy_task,
+    moons,
+    pad_batch,
+    polynomial,
+    read_text,
+    sine,
+    spirals,
+    stdlib_text,
+    xor,
 )
 from gpudl.data.text import word_tokenize
 

@@ -11,7 +11,11 @@ from gpudl.errors import DTypeError, ShapeError
 from gpudl.functional import conv as C
 from gpudl.functional import conv_bodies as B
 from gpudl.functional.conv import (
-    conv1d, conv2d, conv2d_backward_data, conv2d_backward_weight, conv_transpose2d,
+    conv1d,
+    conv2d,
+    conv2d_backward_data,
+    conv2d_backward_weight,
+    conv_transpose2d,
 )
 from gpudl.testing import check_grad
 
@@ -23,7 +27,7 @@ def _pads(padding, k_hw, dilation):
         return (0, 0, 0, 0)
     if padding == "same":
         out = []
-        for k, d in zip(k_hw, dilation):
+        for k, d in zip(k_hw, dilation, strict=True):
             t = d * (k - 1)
             out += [t // 2, t - t // 2]
         return tuple(out)
@@ -299,7 +303,8 @@ def test_constant_inputs_skip_their_gradient(monkeypatch):
     """The vjp entries are deferred: a constant weight costs no backward-weight product."""
     calls = []
     real = C._backward_weight.impl
-    monkeypatch.setattr(C._backward_weight, "impl", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(C._backward_weight, "impl",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
     gd.grad(lambda x: conv2d(x, w).sum())(x)
     assert not calls

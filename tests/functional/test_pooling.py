@@ -11,7 +11,11 @@ from gpudl.errors import DTypeError, ShapeError
 from gpudl.functional import pool_bodies as PB
 from gpudl.functional import pooling as P
 from gpudl.functional.pooling import (
-    avg_pool2d, global_avg_pool2d, global_max_pool2d, lp_pool2d, max_pool2d,
+    avg_pool2d,
+    global_avg_pool2d,
+    global_max_pool2d,
+    lp_pool2d,
+    max_pool2d,
     max_pool2d_with_indices,
 )
 from gpudl.testing import check_grad
@@ -37,7 +41,9 @@ def ref_max_pool(x, k, s, p):
                     for i in range(kh):
                         for j in range(kw):
                             h, v = oh * sh - ph + i, ow * sw - pw + j
-                            if 0 <= h < h_ and 0 <= v < w_ and (best is None or x[n, c, h, v] > best):
+                            if not (0 <= h < h_ and 0 <= v < w_):
+                                continue  # padding never wins
+                            if best is None or x[n, c, h, v] > best:  # strict: first max
                                 best, at = x[n, c, h, v], h * w_ + v
                     y[n, c, oh, ow], idx[n, c, oh, ow] = best, at
     return y, idx

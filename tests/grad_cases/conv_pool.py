@@ -46,7 +46,8 @@ def _backward_data_case():
 
 def _conv_transpose_case():
     rng = _rng(24)
-    x, w, b = rng.standard_normal((2, 4, 3, 3)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(6)
+    x, w = rng.standard_normal((2, 4, 3, 3)), rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(6)
     return (lambda x, w, b: C.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1,
                                                groups=2)), (x, w, b)
 

@@ -7,12 +7,18 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from train_helpers import MomentumSGD, cross_entropy, mse, rising_val_data, zero_dense
 
 import gpudl as gd
 from gpudl.train import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, fit, load_checkpoint,
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    fit,
+    load_checkpoint,
 )
-from train_helpers import MomentumSGD, cross_entropy, mse, rising_val_data, zero_dense
 
 
 def _leaves(tree):

@@ -7,11 +7,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from train_helpers import MomentumSGD, MomentumState, _mlp, cross_entropy
 
 import gpudl as gd
 from gpudl.errors import CheckpointError, TreeMismatchError
 from gpudl.train import ModelCheckpoint, fit, load_checkpoint, save_checkpoint
-from train_helpers import MomentumSGD, MomentumState, _mlp, cross_entropy
 
 
 def _leaves(tree):
@@ -173,3 +173,23 @@ def test_resume_restores_the_lr_scale(tmp_path, blob_data):
 
     _fit(model, 2, resume_from=str(path), callbacks=[Grab()], **_resume_kw(train))
     assert grab["scale"] == 0.5
+
+
+def test_resume_with_the_real_adam_optimizer_is_bitwise(tmp_path, blob_data):
+    """Needs gpudl.optim (adam's state holds a step count and moment trees)."""
+    from gpudl import optim
+
+    train, _ = blob_data
+    model = _mlp()(dropout=0.2)
+    kw = dict(loss="cross_entropy", batch_size=16, verbose=0)
+    straight = fit(model, train, optimizer=optim.adam(1e-2), epochs=2, key=gd.random.key(4), **kw)
+    path = tmp_path / "ck.npz"
+    fit(model, train, optimizer=optim.adam(1e-2), epochs=1, key=gd.random.key(4),
+        callbacks=[ModelCheckpoint(str(path), best_only=False)], **kw)
+    resumed = fit(model, train, optimizer=optim.adam(1e-2), epochs=2, resume_from=str(path), **kw)
+    for a, b in zip(_leaves(resumed.params), _leaves(straight.params)):
+        assert np.array_equal(a, b)
+    for a, b in zip(_leaves(resumed.opt_state), _leaves(straight.opt_state)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(TreeMismatchError):  # an sgd-with-momentum state is another tree
+        fit(model, train, optimizer=optim.sgd(0.1), epochs=2, resume_from=str(path), **kw)

@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from train_helpers import MomentumSGD, cross_entropy, np_cross_entropy
 
 import gpudl as gd
 from gpudl.train import Callback, OutOfMemoryError, evaluate, fit, predict
 from gpudl.train import progress as progress_mod
 from gpudl.train.loop import resolve_loss
-
-from train_helpers import MomentumSGD, cross_entropy, np_cross_entropy
 
 
 def test_fit_loss_falls_and_history_has_every_metric(blob_data, mlp):
@@ -187,3 +186,16 @@ def test_fit_on_a_dataloader_with_a_shape_changing_transform(mlp):
     h = fit(model, loader, loss=cross_entropy, optimizer=MomentumSGD(0.05), epochs=1, verbose=0)
     (w,) = [leaf for leaf in gd.tree.tree_leaves(h.params) if leaf.ndim == 2]
     assert w.shape == (3, 16)
+
+
+def test_lenet5_trains_a_step_with_the_real_optimizer():
+    """Needs gpudl.optim and the conv/pool ops: the course's LeNet-5 through gd.fit."""
+    from gpudl import models, optim
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 16)
+    h = gd.fit(models.lenet5(), (x, y), loss="cross_entropy", optimizer=optim.sgd(0.1),
+               epochs=2, batch_size=8, metrics=["accuracy"], verbose=0)
+    assert len(h["loss"]) == 2 and np.isfinite(h["loss"]).all()
+    assert gd.nn.count_params(h.params) == 61706

@@ -1,4 +1,4 @@
-"""Helpers (not a test module) for the training-workflow tests: a tiny optimizer and losses written with gd.ops.
+"""Helpers (not a test module) for the training tests: a tiny optimizer, gd.ops losses.
 
 They depend only on the core (ops, autodiff), so the fit/callback/checkpoint tests run
 whatever state gpudl.optim and gpudl.functional are in.
