@@ -202,7 +202,7 @@ def _ratio_cells(row: dict) -> tuple[str, str]:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'kernel':30s} {'device':22s} {'shape':40s} {'impl':20s} {'median ms':>10s} "
+    head = (f"{'kernel':30s} {'device':22s} {'shape':56s} {'impl':20s} {'median ms':>10s} "
             f"{'IQR ms':>8s} {'throughput':>16s} {'vs composite':>12s}  vs torch (fastest)")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -215,10 +215,11 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{bench:30s} row without a time: {json.dumps(r, default=str)[:120]}")
             continue
         value, unit = throughput(r)
-        tp = f"{value:9.1f} {unit}" if value is not None else "-"
+        digits = 1 if unit == "GB/s" else 3
+        tp = f"{value:9.{digits}f} {unit}" if value is not None else "-"
         comp, torch = _ratio_cells(r)
         dev = str(r.get("device_name") or r.get("device"))[:22]
-        lines.append(f"{bench:30s} {dev:22s} {_fmt_shape(shape_of(r))[:40]:40s} "
+        lines.append(f"{bench:30s} {dev:22s} {_fmt_shape(shape_of(r))[:56]:56s} "
                      f"{str(r.get('impl'))[:20]:20s} {r['median_s'] * 1e3:10.3f} "
                      f"{r.get('iqr_s', 0.0) * 1e3:8.3f} {tp:>16s} {comp:>12s}  {torch}")
     return "\n".join(lines)
