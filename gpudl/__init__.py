@@ -6,20 +6,33 @@ Example:
     [2.0, 4.0]
 """
 
-from gpudl import ops, random, testing, tree
+from gpudl import data, functional, metrics, models, nn, ops, optim, random, testing, train, tree  # noqa: E402  (after the core they build on)  # noqa: E402
 from gpudl.autodiff import grad, stop_gradient, value_and_grad, vjp
 from gpudl.backend import (
-    asarray, device, device_reason, get_array_module, get_device, memory_info, set_device,
-    synchronize, to_device, to_numpy,
+    asarray,
+    device,
+    device_reason,
+    get_array_module,
+    get_device,
+    memory_info,
+    set_device,
+    synchronize,
+    to_device,
+    to_numpy,
 )
 from gpudl.errors import (
-    CheckpointError, DeviceMismatchError, DeviceUnavailableError, DTypeError, GpudlError,
-    GradientError, KernelError, ShapeError, TreeMismatchError, UnknownDeviceError,
+    CheckpointError,
+    DeviceMismatchError,
+    DeviceUnavailableError,
+    DTypeError,
+    GpudlError,
+    GradientError,
+    KernelError,
+    ShapeError,
+    TreeMismatchError,
+    UnknownDeviceError,
 )
 from gpudl.serialization import load, save
-
-from gpudl import functional, nn, optim  # noqa: E402  (after the core they build on)
-from gpudl import data, metrics, models, train  # noqa: E402
 from gpudl.train import evaluate, fit, predict  # noqa: E402
 
 __version__ = "0.1.0"

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gpudl import backend
 from gpudl.backend import check_same_device
 from gpudl.errors import GradientError, ShapeError, TreeMismatchError
 from gpudl.tree import (
@@ -128,6 +129,9 @@ class Traced:
                 f"use the gpudl op of the same name from gd.ops instead"
             )
         return op(*inputs)
+
+
+backend.BOXED_TYPES = (Traced,)
 
 
 def unbox_all(x: Any) -> Any:

@@ -217,8 +217,15 @@ def _cuda_array_types() -> tuple[type, ...]:
     return (cupy.ndarray,) if cupy is not None else ()
 
 
+# Types that wrap an array in a ``.value`` attribute (autodiff's Traced registers itself),
+# so device questions about a value being differentiated are answered for its array.
+BOXED_TYPES: tuple[type, ...] = ()
+
+
 def device_of(a: Any) -> str:
-    """``"cuda"`` for a CuPy array, ``"cpu"`` for anything else (NumPy arrays, scalars)."""
+    """``"cuda"`` for a CuPy array (traced or not), ``"cpu"`` for anything else."""
+    while BOXED_TYPES and isinstance(a, BOXED_TYPES):
+        a = a.value
     types = _cuda_array_types()
     return "cuda" if types and isinstance(a, types) else "cpu"
 

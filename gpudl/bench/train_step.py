@@ -80,7 +80,8 @@ def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = f"{'device':8s} {'median ms':>10s} {'IQR ms':>8s} {'samples/s':>11s} {'peak MiB':>9s} {'first call s':>12s}"
+    head = (f"{'device':8s} {'median ms':>10s} {'IQR ms':>8s} {'samples/s':>11s} "
+            f"{'peak MiB':>9s} {'first call s':>12s}")
     lines = [f"{report['model']}, batch {report['batch_size']}, {report['steps']} timed steps "
              f"after {report['warmup']} warm-up", head, "-" * len(head)]
     for r in report["rows"]:

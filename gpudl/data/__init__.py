@@ -2,10 +2,23 @@
 
 from gpudl.data import generated, transforms
 from gpudl.data.datasets import (
-    DatasetError, cifar10, digits, fashion_mnist, mnist, mnist_5k, read_idx,
+    DatasetError,
+    cifar10,
+    digits,
+    fashion_mnist,
+    mnist,
+    mnist_5k,
+    read_idx,
 )
 from gpudl.data.generated import (
-    adding_task, blobs, copy_task, moons, polynomial, sine, spirals, xor,
+    adding_task,
+    blobs,
+    copy_task,
+    moons,
+    polynomial,
+    sine,
+    spirals,
+    xor,
 )
 from gpudl.data.graphs import karate_club
 from gpudl.data.loader import ArrayDataset, DataLoader

@@ -13,37 +13,91 @@ Example:
 """
 
 from gpudl.functional.activations import (
-    elu, erf, gelu, get_activation, hardtanh, identity, leaky_relu, log_softmax, maxout, prelu, relu,
-    selu, silu, softmax, softplus, step, swish,
+    elu,
+    erf,
+    gelu,
+    get_activation,
+    hardtanh,
+    identity,
+    leaky_relu,
+    log_softmax,
+    maxout,
+    prelu,
+    relu,
+    selu,
+    silu,
+    softmax,
+    softplus,
+    step,
+    swish,
 )
 from gpudl.functional.attention import (
-    additive_attention, additive_attention_scores, causal_mask, masked_softmax,
-    multi_head_attention, scaled_dot_product_attention, sinusoidal_positional_encoding,
+    additive_attention,
+    additive_attention_scores,
+    causal_mask,
+    masked_softmax,
+    multi_head_attention,
+    scaled_dot_product_attention,
+    sinusoidal_positional_encoding,
 )
 from gpudl.functional.conv import (
-    conv1d, conv2d, conv2d_backward_data, conv2d_backward_weight, conv_transpose2d,
+    conv1d,
+    conv2d,
+    conv2d_backward_data,
+    conv2d_backward_weight,
+    conv_transpose2d,
 )
 from gpudl.functional.cross_entropy import softmax_cross_entropy
 from gpudl.functional.dropout import dropout
 from gpudl.functional.embedding import embedding
 from gpudl.functional.graph import (
-    add_self_loops, gat_conv, gcn_conv, gcn_norm_adjacency, gcn_norm_edges, message_passing,
-    readout, segment_max, segment_mean, segment_softmax,
+    add_self_loops,
+    gat_conv,
+    gcn_conv,
+    gcn_norm_adjacency,
+    gcn_norm_edges,
+    message_passing,
+    readout,
+    segment_max,
+    segment_mean,
+    segment_softmax,
 )
 from gpudl.functional.losses import (
-    binary_cross_entropy, binary_cross_entropy_with_logits, contractive_penalty,
-    contractive_penalty_sigmoid, gan_discriminator_loss, gan_generator_loss, gaussian_kl,
-    gaussian_nll_loss, huber_loss, kl_div, l1_loss, l1_penalty, l2_penalty, mse_loss, nll_loss,
-    nt_xent, sequence_cross_entropy, sparsity_kl,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    contractive_penalty,
+    contractive_penalty_sigmoid,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    gaussian_kl,
+    gaussian_nll_loss,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    l1_penalty,
+    l2_penalty,
+    mse_loss,
+    nll_loss,
+    nt_xent,
+    sequence_cross_entropy,
+    sparsity_kl,
 )
 from gpudl.functional.normalization import batch_norm, layer_norm, local_response_norm
 from gpudl.functional.pooling import (
-    avg_pool2d, global_avg_pool2d, global_max_pool2d, lp_pool2d, max_pool2d,
+    avg_pool2d,
+    global_avg_pool2d,
+    global_max_pool2d,
+    lp_pool2d,
+    max_pool2d,
     max_pool2d_with_indices,
 )
 from gpudl.functional.recurrent import gru, lstm, rnn, stacked, unstack
 from gpudl.functional.rnn_cells import (
-    gru_cell, gru_pointwise, lstm_cell, lstm_pointwise, rnn_cell,
+    gru_cell,
+    gru_pointwise,
+    lstm_cell,
+    lstm_pointwise,
+    rnn_cell,
 )
 from gpudl.ops import sigmoid, tanh
 

@@ -27,8 +27,12 @@ def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg"
     """
     if pool not in ("avg", "max"):
         raise ValueError(f"lenet5: pool must be 'avg' or 'max', got {pool!r}")
-    act = (lambda: nn.Activation(activation))
-    pool_layer = (lambda: AvgPool2d(2)) if pool == "avg" else (lambda: MaxPool2d(2))
+    def act():
+        return nn.Activation(activation)
+
+    def pool_layer():
+        return AvgPool2d(2) if pool == "avg" else MaxPool2d(2)
+
     return nn.Sequential([
         Conv2d(6, 5, padding=2), act(), pool_layer(),
         Conv2d(16, 5), act(), pool_layer(),

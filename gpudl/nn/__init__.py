@@ -11,22 +11,51 @@ Example:
 """
 
 from gpudl.nn import initializers
+from gpudl.nn.attention import (
+    MultiHeadAttention,
+    PositionalEncoding,
+    TransformerDecoderLayer,
+    TransformerEncoderLayer,
+)
 from gpudl.nn.base import Layer, Sequential, count_params
 from gpudl.nn.combinators import Concat, Parallel, Residual
 from gpudl.nn.conv import (
-    AvgPool2d, Conv1d, Conv2d, ConvTranspose2d, GlobalAvgPool2d, GlobalMaxPool2d, LPPool2d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    ConvTranspose2d,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    LPPool2d,
     MaxPool2d,
 )
 from gpudl.nn.core import (
-    ELU, GELU, SELU, Activation, Dense, Flatten, Hardtanh, Identity, Lambda, LeakyReLU,
-    Linear, LogSoftmax, Maxout, PReLU, ReLU, Reshape, Sigmoid, SiLU, Softmax, Softplus, Step,
-    Swish, Tanh,
+    ELU,
+    GELU,
+    SELU,
+    Activation,
+    Dense,
+    Flatten,
+    Hardtanh,
+    Identity,
+    Lambda,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    Maxout,
+    PReLU,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Step,
+    Swish,
+    Tanh,
 )
 from gpudl.nn.graph import Add, Concatenate, Input, Model, Multiply
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm
-from gpudl.nn.attention import (
-    MultiHeadAttention, PositionalEncoding, TransformerDecoderLayer, TransformerEncoderLayer,
-)
 from gpudl.nn.recurrent import GRU, LSTM, RNN
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -159,9 +159,13 @@ Step = _activation_layer("Step", "step", "Heaviside step (forward only, no gradi
 
 
 class PReLU(Layer):
-    """Leaky ReLU with a learned slope per channel (axis 1), initialised to 0.25 as torch."""
+    """Leaky ReLU with a learned slope, initialised to 0.25, as torch.nn.PReLU.
 
-    def __init__(self, num_parameters: int | None = None, init: float = 0.25,
+    ``num_parameters=1`` (torch's default) learns one shared slope; ``num_parameters=C``
+    learns one per channel (axis 1); ``num_parameters=None`` infers C from the input.
+    """
+
+    def __init__(self, num_parameters: int | None = 1, init: float = 0.25,
                  name: str | None = None):
         super().__init__(name)
         self.num_parameters, self.init_value = num_parameters, init

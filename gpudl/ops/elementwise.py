@@ -71,8 +71,10 @@ tanh = Primitive("tanh", np.tanh, lambda g, out, x: (g * (1.0 - out * out),))
 
 
 def _sigmoid_impl(x):
-    # 0.5 * tanh(x / 2) + 0.5 never overflows, unlike 1 / (1 + exp(-x)).
-    return np.tanh(x * 0.5) * 0.5 + 0.5
+    # exp(-|x|) never overflows, and the two branches keep full relative precision in both
+    # tails (0.5 * tanh(x / 2) + 0.5 would round sigmoid(-50) to 0).
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 sigmoid = Primitive("sigmoid", _sigmoid_impl, lambda g, out, x: (g * out * (1.0 - out),))

@@ -1,7 +1,11 @@
 """Training workflow: fit/evaluate/predict, callbacks, history, checkpoints."""
 
 from gpudl.train.callbacks import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau,
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
 )
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History

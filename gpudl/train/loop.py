@@ -33,7 +33,7 @@ from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
-from gpudl.tree import tree_map
+from gpudl.tree import tree_leaves, tree_map
 
 # loss name -> (function name, the functional module that defines it)
 _LOSSES = {
@@ -136,6 +136,19 @@ class Trainer:
                         key=self.key, config={**self.config, "lr_scale": self.lr_scale})
 
 
+def _respect_frozen(model, params, optimizer):
+    """Wrap ``optimizer`` so parameters the model marks frozen get no update and no state."""
+    mask_fn = getattr(model, "trainable_mask", None)
+    if mask_fn is None:
+        return optimizer
+    trainable = mask_fn(params)
+    if all(tree_leaves(trainable)):
+        return optimizer
+    from gpudl import optim
+
+    return optim.freeze(tree_map(lambda t: not t, trainable), optimizer)
+
+
 def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         validation_data: Any = None, metrics: Sequence[str | Callable] = (),
         callbacks: Sequence[Callback] = (), key=None, params=None, state=None,
@@ -169,6 +182,7 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         params, init_state = model.init(init_key, x0)
         state = init_state if state is None else state
     state = {} if state is None else state
+    optimizer = _respect_frozen(model, params, optimizer)
     opt_state = optimizer.init(params)
     config = {"epochs": epochs, "batch_size": loader.batch_size, "device": device or get_device()}
     trainer = Trainer(model, loss_fn, optimizer, params, state, opt_state, key, config,

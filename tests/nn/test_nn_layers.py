@@ -72,7 +72,7 @@ TABLE = {
     "Softmax": (nn.Softmax, ACT, (2, 5), {}),
     "LogSoftmax": (nn.LogSoftmax, ACT, (2, 5), {}),
     "Step": (nn.Step, ACT, (2, 5), {}),
-    "PReLU": (nn.PReLU, lambda: f64(2, 3, 4), (2, 3, 4), {"weight": (3,)}),
+    "PReLU": (lambda: nn.PReLU(None), lambda: f64(2, 3, 4), (2, 3, 4), {"weight": (3,)}),
     "Maxout": (lambda: nn.Maxout(2), lambda: f64(2, 6), (2, 3), {}),
     "Lambda": (lambda: nn.Lambda(lambda x: x * 2.0), ACT, (2, 5), {}),
     "Sequential": (lambda: nn.Sequential([nn.Dense(3), nn.ReLU(), nn.Dense(2)]),
@@ -210,8 +210,15 @@ def test_activation_layers_forward_kwargs():
     np.testing.assert_allclose(y, [[0.5], [0.5]])
 
 
+def test_prelu_default_is_one_shared_slope_as_torch():
+    p, _ = nn.PReLU().init(gd.random.key(0), np.zeros((2, 3, 4)))
+    np.testing.assert_allclose(p["weight"], [0.25])
+    y, _ = nn.PReLU().apply({"weight": np.array([0.5])}, {}, np.array([[-2.0, 2.0]]))
+    np.testing.assert_allclose(y, [[-1.0, 2.0]])
+
+
 def test_prelu_learns_one_slope_per_channel():
-    layer = nn.PReLU()
+    layer = nn.PReLU(num_parameters=None)
     x = np.array([[-1.0, -2.0, 3.0]])
     p, _ = layer.init(gd.random.key(0), x)
     np.testing.assert_allclose(p["weight"], [0.25, 0.25, 0.25])

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from train_helpers import MomentumSGD, cross_entropy, mse, rising_val_data, zero_dense
+from train_helpers import MomentumSGD, mse, rising_val_data, zero_dense
 
 import gpudl as gd
 from gpudl.train import (

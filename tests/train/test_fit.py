@@ -199,3 +199,20 @@ def test_lenet5_trains_a_step_with_the_real_optimizer():
                epochs=2, batch_size=8, metrics=["accuracy"], verbose=0)
     assert len(h["loss"]) == 2 and np.isfinite(h["loss"]).all()
     assert gd.nn.count_params(h.params) == 61706
+
+
+def test_fit_leaves_frozen_parameters_untouched():
+    from gpudl import nn, optim
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 10, size=(32, 4))
+    y = rng.integers(0, 2, size=32)
+    vectors = rng.normal(size=(10, 3)).astype(np.float32)
+    model = nn.Sequential([nn.Embedding.from_pretrained(vectors, freeze=True), nn.Flatten(),
+                           nn.Dense(2)])
+    # AdamW's decoupled decay would move even zero-gradient weights if fit ignored the mask.
+    h = gd.fit(model, (x, y), loss="cross_entropy", optimizer=optim.adamw(0.05, weight_decay=0.5),
+               epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(h.params["embedding1"]["weight"], vectors)
+    assert not np.allclose(h.params["dense1"]["weight"],
+                           model.init(gd.random.key(0), x[:2])[0]["dense1"]["weight"])
