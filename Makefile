@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/python -m gpudl.cuda --compile-check
+	$(BIN)/python -W "ignore::RuntimeWarning:runpy" -m gpudl.cuda --compile-check
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: setup

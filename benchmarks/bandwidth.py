@@ -23,17 +23,18 @@ From a harness:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
+
+from common import machine_or_error, write_json  # noqa: E402
 
 from gpudl.backend import probe_cuda, xp_for  # noqa: E402
+from gpudl.bench.timing import time_fn  # noqa: E402
 
 GPU_SIZE_MIB = 1024
 GPU_QUICK_MIB = 256
@@ -41,18 +42,17 @@ CPU_SIZE_MIB = 256
 CPU_QUICK_MIB = 64
 
 
-def _stats(samples) -> dict[str, float]:
-    a = np.asarray(samples, dtype=np.float64)
-    q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(a.min()),
-            "max_s": float(a.max()), "repeats": int(a.size)}
+def _copy_stats(fn, device: str, warmup: int, repeats: int,
+                clock: str = "events") -> dict[str, float]:
+    """``time_fn`` figures of a copy; its first call is a warm-up, not reported."""
+    stats = time_fn(fn, device, warmup=warmup, repeats=repeats, clock=clock)
+    del stats["first_call_s"]  # the first copy only faults pages in; not a compile time
+    return stats
 
 
 def gpu_copy_bandwidth(size_mib: int = GPU_SIZE_MIB, repeats: int = 20) -> dict[str, Any]:
     """Device-to-device copy bandwidth (GB/s, read + write) of a ``size_mib`` float32 buffer."""
     cupy = xp_for("cuda")
-    from cupyx.profiler import benchmark
-
     free, _total = cupy.cuda.runtime.memGetInfo()
     size_mib_used = size_mib
     # Two buffers plus headroom; halve the buffer rather than fail on a busy or small GPU.
@@ -71,8 +71,7 @@ def gpu_copy_bandwidth(size_mib: int = GPU_SIZE_MIB, repeats: int = 20) -> dict[
 
     methods: dict[str, dict] = {}
     for name, fn in (("memcpy-d2d", memcpy), ("copy-kernel", copy_kernel)):
-        result = benchmark(fn, n_repeat=repeats, n_warmup=3)
-        stats = _stats(result.gpu_times[0])
+        stats = _copy_stats(fn, "cuda", warmup=4, repeats=repeats, clock="cupyx")
         methods[name] = {**stats, "gbps": 2 * nbytes / stats["median_s"] / 1e9,
                          "gbps_best": 2 * nbytes / stats["min_s"] / 1e9}
     ok = bool((dst[:: max(n // 1024, 1)] == src[:: max(n // 1024, 1)]).all())
@@ -92,14 +91,8 @@ def cpu_copy_bandwidth(size_mib: int = CPU_SIZE_MIB, repeats: int = 10) -> dict[
     n = size_mib * 2**20 // 4
     src = np.arange(n, dtype=np.float32)
     dst = np.empty_like(src)
-    np.copyto(dst, src)  # warm-up: page faults on first touch of dst
-    np.copyto(dst, src)
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        samples.append(time.perf_counter() - t)
-    stats = _stats(samples)
+    # Two warm-up copies: page faults on first touch of dst.
+    stats = _copy_stats(lambda: np.copyto(dst, src), "cpu", warmup=2, repeats=repeats)
     return {"device": "cpu", "device_name": "cpu", "dtype": "float32", "size_mib": size_mib,
             "bytes_moved": 2 * src.nbytes, **stats,
             "gbps": 2 * src.nbytes / stats["median_s"] / 1e9,
@@ -159,16 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(quick=ns.quick, size_mib=ns.size_mib)
     print(describe(result))
     if ns.json:
-        try:
-            from gpudl.bench.device_info import machine_info
-
-            result["machine"] = machine_info()
-        except Exception as exc:
-            result["machine"] = {"error": f"machine_info unavailable ({exc})"}
-        path = Path(ns.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        print(f"wrote {path}")
+        result["machine"] = machine_or_error()
+        print(f"wrote {write_json(ns.json, result, newline=True)}")
     return 0
 
 

@@ -43,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # gpudl from the checkout
 sys.path.insert(0, str(HERE))  # the per-kernel modules
 
+from common import machine_or_error, write_json  # noqa: E402
+
 MODULES = ("kernels_cross_entropy", "kernels_conv", "kernels_rnn")
 # Keys of a row that describe the measurement rather than the problem shape.
 NOT_SHAPE = {"bench", "device", "device_name", "dtype", "impl", "module", "status", "reason",
@@ -368,12 +370,7 @@ def run_all(quick: bool, isolated: bool = True, timeout_s: float = 240,
     copy_gbps = gpu_bw.get("ceiling_gbps")
     copy_reason = gpu_bw.get("reason", "")
     targets = check_targets(rows, results, copy_gbps, copy_reason)
-    try:
-        from gpudl.bench.device_info import machine_info
-
-        machine = machine_info()
-    except Exception as exc:
-        machine = {"error": f"machine_info unavailable ({exc!r})"}
+    machine = machine_or_error()
     gpu_rows = [r for r in rows if r.get("device") == "cuda" and r.get("median_s")]
     device_name = (gpu_rows[0].get("device_name") if gpu_rows else None) or machine.get(
         "gpu_name") or "cpu"
@@ -417,10 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(result))
     print(f"({result['elapsed_s']:.1f} s)")
     if ns.json:
-        path = Path(ns.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, default=_plain) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(ns.json, result, default=_plain, newline=True)}")
     return 0
 
 

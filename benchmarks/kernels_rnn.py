@@ -18,60 +18,31 @@ Usage: ``python benchmarks/kernels_rnn.py [--json out.json] [--quick]``; from a 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
+
+from common import (  # noqa: E402
+    FIRST_CALL,
+    Column,
+    cuda_device,
+    device_column,
+    kernel_main,
+    time_row,
+    timing_columns,
+    torch_status,
+    unavailable_row,
+)
 
 import gpudl as gd  # noqa: E402
 from gpudl import ops  # noqa: E402
-from gpudl.backend import probe_cuda, xp_for  # noqa: E402
 from gpudl.functional import recurrent as R  # noqa: E402
 
 GPU_CONFIGS = [(h, n, 25) for h in (512, 1024) for n in (16, 64)]  # (hidden, batch, steps)
 CPU_CONFIGS = [(256, 8, 5), (512, 16, 5)]
-
-
-def summarize(samples: list[float]) -> dict:
-    a = np.asarray(samples, dtype=np.float64)
-    q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return {"median_s": float(med), "iqr_s": float(q3 - q1), "min_s": float(a.min()),
-            "repeats": int(a.size)}
-
-
-def time_fn(fn, device: str, warmup: int, repeats: int) -> dict:
-    """First call apart, then warm-up, then CUDA events (GPU) or perf_counter (CPU) per call.
-
-    (gpudl.bench.timing does the same; kept local so this module runs on its own.)
-    """
-    cupy = xp_for("cuda") if device == "cuda" else None
-    t0 = time.perf_counter()
-    fn()
-    if cupy is not None:
-        cupy.cuda.get_current_stream().synchronize()
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        if cupy is not None:
-            stream = cupy.cuda.get_current_stream()
-            start, end = cupy.cuda.Event(), cupy.cuda.Event()
-            start.record(stream)
-            fn()
-            end.record(stream)
-            end.synchronize()
-            samples.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-    return {"first_call_s": first, **summarize(samples)}
 
 
 def _composite_lstm(x, params):
@@ -111,34 +82,9 @@ def _gpudl_rows(hidden, batch, steps, device, repeats):
     composite = gd.value_and_grad(lambda p, x: _composite_lstm(x, p).sum(), argnums=(0, 1))
     rows = []
     for impl, fn in (("gpudl-fused", fused), ("gpudl-composite", composite)):
-        stats = time_fn(lambda fn=fn: fn(params, x), device=device, warmup=2, repeats=repeats)
+        stats = time_row(lambda fn=fn: fn(params, x), device, warmup=2, repeats=repeats)
         rows.append({"impl": impl, **stats})
     return rows
-
-
-def _torch_time(fn, cuda: bool, repeats: int) -> dict:
-    import torch
-
-    t0 = time.perf_counter()
-    fn()
-    if cuda:
-        torch.cuda.synchronize()
-    first = time.perf_counter() - t0
-    fn()
-    samples = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-    return {"first_call_s": first, **summarize(samples)}
 
 
 def _torch_rows(hidden, batch, steps, cuda: bool, repeats):
@@ -171,34 +117,22 @@ def _torch_rows(hidden, batch, steps, cuda: bool, repeats):
         torch.stack(outs).sum().backward()
 
     name = "torch-cudnn" if cuda else "torch-nn.LSTM"
-    return [{"impl": name, **_torch_time(cudnn, cuda, repeats)},
-            {"impl": "torch-cell-loop", **_torch_time(cell_loop, cuda, repeats)}]
-
-
-def _torch_status(cuda: bool) -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if cuda and not torch.cuda.is_available():
-        return "torch has no CUDA"
-    return None
+    return [{"impl": impl, **time_row(fn, dev, warmup=2, repeats=repeats, clock="torch")}
+            for impl, fn in ((name, cudnn), ("torch-cell-loop", cell_loop))]
 
 
 def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (config, impl)."""
     quick = bool(report.get("quick", False))
     notes = report.setdefault("notes", [])
-    usable, reason = probe_cuda()
+    usable, reason, device_name = cuda_device()
     rows: list[dict] = []
     if usable:
         device, configs, repeats = "cuda", GPU_CONFIGS[:1] if quick else GPU_CONFIGS, 10
-        device_name = reason.removeprefix("CUDA GPU ")
     else:
         notes.append(f"kernels_rnn: GPU rows unavailable ({reason}); timed the NumPy twin on CPU")
         device, configs, repeats = "cpu", CPU_CONFIGS[:1] if quick else CPU_CONFIGS, 10
-        device_name = "cpu"
-    torch_missing = _torch_status(device == "cuda")
+    torch_missing = torch_status(device == "cuda")
     if torch_missing:
         notes.append(f"kernels_rnn: torch rows skipped ({torch_missing})")
     with gd.device(device):
@@ -211,46 +145,17 @@ def run(report: dict) -> list[dict]:
                 found += _torch_rows(hidden, batch, steps, device == "cuda", repeats)
             rows += [{**base, **r} for r in found]
     if device == "cpu":
-        rows.append({"bench": "lstm_seq_fwd_bwd", "device": "cuda", "status": "unavailable",
-                     "reason": reason})
+        rows.append(unavailable_row("lstm_seq_fwd_bwd", reason))
     return rows
 
 
-def _table(rows: list[dict]) -> str:
-    lines = [f"{'device':12s} {'H':>5s} {'N':>4s} {'T':>3s} {'impl':18s} {'median ms':>10s} "
-             f"{'IQR ms':>8s} {'first s':>8s}"]
-    for r in rows:
-        if r.get("status") == "unavailable":
-            lines.append(f"{r['device']:12s} unavailable: {r['reason']}")
-            continue
-        lines.append(f"{r['device_name'][:12]:12s} {r['hidden']:5d} {r['batch']:4d} "
-                     f"{r['steps']:3d} {r['impl']:18s} {r['median_s'] * 1e3:10.2f} "
-                     f"{r['iqr_s'] * 1e3:8.2f} {r['first_call_s']:8.3f}")
-    return "\n".join(lines)
+COLUMNS = [device_column(12), Column("H", "hidden", "5d"), Column("N", "batch", "4d"),
+           Column("T", "steps", "3d"), Column("impl", "impl", "18s"), *timing_columns(2),
+           FIRST_CALL]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", help="write rows and notes to this file")
-    parser.add_argument("--quick", action="store_true", help="first configuration only")
-    ns = parser.parse_args(argv)
-    report: dict = {"quick": ns.quick}
-    rows = run(report)
-    print(_table(rows))
-    for note in report["notes"]:
-        print(note)
-    if ns.json:
-        try:
-            from gpudl.bench.device_info import machine_info
-
-            machine = machine_info()
-        except Exception as exc:  # the bench package is optional here
-            machine = {"error": f"machine_info unavailable ({exc})"}
-        Path(ns.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.json).write_text(json.dumps(
-            {"machine": machine, "rows": rows, "notes": report["notes"]}, indent=1,
-            default=str))
-    return 0
+    return kernel_main(run, COLUMNS, __doc__, argv, quick_help="first configuration only")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,12 @@ class KernelSource:
         path = kernel_dir() / self.filename
         if not path.is_file():
             raise KernelError(f"gpudl.cuda: kernel file {path} is missing")
-        return path.read_text()
+        # CuPy's on-disk kernel cache keys on this text and the options, not on the headers
+        # it includes: without the digest, an edited common.cuh would silently keep running
+        # the old cubin. (Appended, so NVRTC's line numbers still match the file.)
+        header = kernel_dir() / "common.cuh"
+        digest = hashlib.sha256(header.read_bytes()).hexdigest()[:16] if header.is_file() else "-"
+        return f"{path.read_text()}\n// gpudl: common.cuh sha256 {digest}\n"
 
     def options(self) -> tuple[str, ...]:
         return (*BASE_OPTIONS, f"-I{kernel_dir()}")
@@ -100,8 +106,10 @@ class KernelSource:
 
         # CuPy's public compile_using_nvrtc asks the driver for the device's arch, which
         # fails without a GPU. This is the program object and the options it then uses:
-        # '-arch=sm_XX' to cubin (as on a device of that arch) plus its default-space flag.
-        options = (*self.options(), f"-arch={arch}", "--device-as-default-execution-space")
+        # '-ftz=true' (CuPy adds it to every kernel), '-arch=sm_XX' to cubin (as on a device
+        # of that arch) plus its default-space flag.
+        options = (*self.options(), "-ftz=true", f"-arch={arch}",
+                   "--device-as-default-execution-space")
         program = compiler._NVRTCProgram(
             self.source(), self.filename, name_expressions=list(self.name_expressions),
             method="cubin",

@@ -3,9 +3,12 @@
 // computes, its shapes, and how it is tested and benchmarked.
 #pragma once
 
-// Grid-stride loop over n elements (n fits in int32: the launcher checks array sizes).
-#define GPUDL_LOOP(i, n) \
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)
+// Grid-stride loop over n elements (n fits in int32: the launcher checks array sizes; the
+// host caps grid * block below 2^31). The step is clamped so that i never overflows int32
+// when n is close to 2^31 (i + step past INT32_MAX would wrap negative and pass i < n).
+#define GPUDL_LOOP(i, n)                                                                    \
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x, gpudl_step_##i = blockDim.x * gridDim.x; \
+       i < (n); i = ((n) - i > gpudl_step_##i) ? i + gpudl_step_##i : (n))
 
 template <typename T> __device__ __forceinline__ T gpudl_exp(T x);
 template <> __device__ __forceinline__ float gpudl_exp<float>(float x) { return expf(x); }
@@ -55,15 +58,19 @@ template <typename T> __device__ __forceinline__ void gpudl_maxsum_push(GpudlMax
   if (x > a.m) {
     a.s = a.s * gpudl_exp<T>(a.m - x) + T(1);  // exp(-inf) = 0 when a was empty
     a.m = x;
-  } else if (a.m != gpudl_neg_inf<T>()) {
-    a.s += gpudl_exp<T>(x - a.m);  // NaN x propagates, as in the NumPy twin
+  } else if (a.m != gpudl_neg_inf<T>() || x != x) {
+    // NaN x makes s NaN (also when it is the first value a thread sees: NaN > -inf is
+    // false, so without the x != x test it would be dropped), as in the NumPy twin.
+    a.s += gpudl_exp<T>(x - a.m);
   }
 }
 
 template <typename T>
 __device__ __forceinline__ GpudlMaxSum<T> gpudl_maxsum_merge(GpudlMaxSum<T> a, GpudlMaxSum<T> b) {
   const T m = max(a.m, b.m);
-  if (m == gpudl_neg_inf<T>()) return {m, T(0)};  // both empty: avoid exp(-inf - -inf) = NaN
+  // Both max -inf: avoid exp(-inf - -inf) = NaN. a.s + b.s is 0 for two empty sets and
+  // keeps a NaN that a set of only NaN values carries in s.
+  if (m == gpudl_neg_inf<T>()) return {m, a.s + b.s};
   return {m, a.s * gpudl_exp<T>(a.m - m) + b.s * gpudl_exp<T>(b.m - m)};
 }
 

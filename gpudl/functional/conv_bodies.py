@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from gpudl.backend import device_of, module_of
 from gpudl.cuda import INT32_MAX, KernelSource, contiguous_inputs, launch, type_name
+from gpudl.functional import conv_igemm  # version 2 (implicit GEMM), GPUDL_CONV_IMPL
 
 CONV_KERNELS = KernelSource(
     "conv2d.cu",
@@ -151,6 +152,12 @@ def _grouped(a, groups: int, m: int):
 # ----------------------------------------------------------------------------- products
 def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
     """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias."""
+    # -- conv2d version 2 selector (conv_igemm.py): CUDA only, GPUDL_CONV_IMPL decides.
+    if device_of(x) == "cuda" and conv_igemm.use_igemm(
+            "forward", x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
+            groups=groups):
+        return conv_igemm.conv2d_forward_igemm(x, w, stride=stride, padding=padding,
+                                               dilation=dilation, groups=groups)
     xp = module_of(x)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -168,6 +175,13 @@ def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
 
 def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
     """dx (N, C, H, W) from gy (N, O, Ho, Wo) and w: the adjoint of conv2d in x."""
+    # -- conv2d version 2 selector (conv_igemm.py): CUDA only, GPUDL_CONV_IMPL decides.
+    if device_of(gy) == "cuda" and conv_igemm.use_igemm(
+            "backward_data", (gy.shape[0], w.shape[1] * groups, *x_hw), w.shape, stride=stride,
+            padding=padding, dilation=dilation, groups=groups):
+        return conv_igemm.conv2d_backward_data_igemm(gy, w, x_hw=x_hw, stride=stride,
+                                                     padding=padding, dilation=dilation,
+                                                     groups=groups)
     xp = module_of(gy)
     n, o, ho, wo = gy.shape
     _, cg, kh, kw = w.shape

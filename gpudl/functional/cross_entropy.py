@@ -178,12 +178,18 @@ def cuda_backward(x, labels, lse, g, *, ignore_index=None, eps=0.0, scale=1.0):
     cupy = xp_for("cuda")
     (x,) = contiguous_inputs(OP, x)
     n, c = x.shape
-    g = cupy.ascontiguousarray(cupy.asarray(g), dtype=x.dtype)
+    g = cupy.asarray(g, dtype=x.dtype)
+    # The stride comes from g's own rank: cupy.ascontiguousarray turns a 0-d g into shape
+    # (1,), which read as a per-row g would index past its end for every row > 0.
+    g_stride = np.int32(1 if g.ndim else 0)
+    if g.ndim and g.shape != (n,):
+        raise ShapeError(f"{OP}: the upstream gradient must be () or ({n},), got {g.shape}")
+    g = cupy.ascontiguousarray(g)
     dlogits = cupy.empty((n, c), x.dtype)
     ig = _NO_IGNORE if ignore_index is None else np.int32(ignore_index)
     launch(_kernel("sce_backward", x.dtype, c), (n,), (block_size(c),),
            (x, _labels32(labels), lse, g, dlogits, np.int32(n), np.int32(c), ig,
-            x.dtype.type(eps), x.dtype.type(scale), np.int32(1 if g.ndim else 0)))
+            x.dtype.type(eps), x.dtype.type(scale), g_stride))
     return dlogits
 
 

@@ -43,10 +43,11 @@ GRU_KERNELS = KernelSource(
     [f"gru_pointwise_{d}<{t}>" for d in ("forward", "backward") for t in _TYPES],
 )
 _BLOCK = 256
+_MAX_BLOCKS = 1 << 20  # grid-stride loops cover the rest; keeps grid * block < 2^31
 
 
 def _blocks(total: int) -> tuple[int]:
-    return ((total + _BLOCK - 1) // _BLOCK,)
+    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
 
 
 def _sigmoid(x):
