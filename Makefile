@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(BIN)/python -W "ignore::RuntimeWarning:runpy" -m gpudl.cuda --compile-check
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests gpudl $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python -m gpudl.demo

@@ -26,17 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
 
-from common import (  # noqa: E402
-    FIRST_CALL,
-    Column,
-    cuda_device,
-    device_column,
-    kernel_main,
-    time_row,
-    timing_columns,
-    torch_status,
-    unavailable_row,
-)
+import common  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl import ops  # noqa: E402
@@ -84,7 +74,7 @@ def _gpudl_rows(c, o, hw, k, p, batch, device, repeats):
     name = "gpudl" if device == "cuda" else "gpudl-twin"
     rows = []
     for impl, fn in ((name, kernel), ("gpudl-composite", composite)):
-        stats = time_row(lambda fn=fn: fn(x, w, b), device, warmup=2, repeats=repeats)
+        stats = common.time_row(lambda fn=fn: fn(x, w, b), device, warmup=2, repeats=repeats)
         rows.append({"impl": impl, **stats})
     return rows
 
@@ -102,14 +92,14 @@ def _torch_rows(c, o, hw, k, p, batch, cuda: bool, repeats):
         torch.nn.functional.conv2d(x, w, b, padding=p).sum().backward()
 
     name = "torch-cudnn" if cuda else "torch-cpu"
-    return [{"impl": name, **time_row(step, dev, warmup=2, repeats=repeats, clock="torch")}]
+    return [{"impl": name, **common.time_row(step, dev, warmup=2, repeats=repeats, clock="torch")}]
 
 
 def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (layer, impl)."""
     quick = bool(report.get("quick", False))
     notes = report.setdefault("notes", [])
-    usable, reason, device_name = cuda_device()
+    usable, reason, device_name = common.cuda_device()
     layers = [LAYERS[1], LAYERS[4]] if quick else LAYERS
     rows: list[dict] = []
     if usable:
@@ -126,7 +116,7 @@ def run(report: dict) -> list[dict]:
                          "OPENBLAS_NUM_THREADS=1 to compare)")
         except Exception:  # the bench package is optional here
             pass
-    torch_missing = torch_status(device == "cuda")
+    torch_missing = common.torch_status(device == "cuda")
     if torch_missing:
         notes.append(f"kernels_conv: torch rows skipped ({torch_missing})")
     with gd.device(device):
@@ -143,17 +133,17 @@ def run(report: dict) -> list[dict]:
                 r["tflops"] = flops / r["median_s"] / 1e12
             rows += [{**base, **r} for r in found]
     if device == "cpu":
-        rows.append(unavailable_row("conv2d_fwd_bwd", reason))
+        rows.append(common.unavailable_row("conv2d_fwd_bwd", reason))
     return rows
 
 
-COLUMNS = [device_column(12), Column("layer", "layer", "12s"), Column("N", "batch", "3d"),
-           Column("impl", "impl", "16s"), *timing_columns(2), Column("TFLOP/s", "tflops", "8.3f"),
-           FIRST_CALL]
+COLUMNS = [common.device_column(12), common.Column("layer", "layer", "12s"), common.Column("N", "batch", "3d"),
+           common.Column("impl", "impl", "16s"), *common.timing_columns(2), common.Column("TFLOP/s", "tflops", "8.3f"),
+           common.FIRST_CALL]
 
 
 def main(argv=None) -> int:
-    return kernel_main(run, COLUMNS, __doc__, argv, quick_help="two layers only")
+    return common.kernel_main(run, COLUMNS, __doc__, argv, quick_help="two layers only")
 
 
 if __name__ == "__main__":

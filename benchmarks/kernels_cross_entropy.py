@@ -32,17 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
 
-from common import (  # noqa: E402
-    FIRST_CALL,
-    Column,
-    cuda_device,
-    device_column,
-    kernel_main,
-    time_row,
-    timing_columns,
-    torch_status,
-    unavailable_row,
-)
+import common  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl.backend import xp_for  # noqa: E402
@@ -114,7 +104,7 @@ def _time_torch_cuda(n: int, c: int, repeats: int) -> dict:
         loss = torch.nn.functional.cross_entropy(x, y)
         return torch.autograd.grad(loss, x)
 
-    return time_row(step, "cuda", warmup=4, repeats=repeats, clock="torch")
+    return common.time_row(step, "cuda", warmup=4, repeats=repeats, clock="torch")
 
 
 # ----------------------------------------------------------------------------- CPU
@@ -123,7 +113,7 @@ def _cpu_fns(n: int, c: int) -> dict:
     value_and_grad = gd.value_and_grad(lambda v: CE.softmax_cross_entropy(v, y))
     fns = {"numpy-twin": lambda: CE.twin_forward(x, y, with_grad=True, grad_scale=1.0 / n),
            "gpudl-autodiff": lambda: value_and_grad(x)}
-    torch_missing = torch_status(False)
+    torch_missing = common.torch_status(False)
     if torch_missing is None:
         import torch
 
@@ -139,9 +129,9 @@ def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (shape, impl)."""
     quick = bool(report.get("quick", False))
     notes = report.setdefault("notes", [])
-    usable, reason, device_name = cuda_device()
+    usable, reason, device_name = common.cuda_device()
     rows: list[dict] = []
-    torch_missing = torch_status(usable)
+    torch_missing = common.torch_status(usable)
     if torch_missing:
         notes.append(f"kernels_cross_entropy: torch rows skipped ({torch_missing})")
     if usable:
@@ -152,7 +142,7 @@ def run(report: dict) -> list[dict]:
                         "dtype": "float32", "N": n, "C": c}
                 repeats = 20 if n * c > 10**7 else 100
                 x, y = _inputs(xp_for("cuda"), n, c)
-                timed = {k: time_row(f, "cuda", warmup=4, repeats=repeats, clock="cupyx")
+                timed = {k: common.time_row(f, "cuda", warmup=4, repeats=repeats, clock="cupyx")
                          for k, f in _gpu_fns(x, y).items()}
                 if not torch_missing:
                     timed["torch"] = _time_torch_cuda(n, c, repeats)
@@ -175,20 +165,20 @@ def run(report: dict) -> list[dict]:
                     "N": n, "C": c}
             repeats = 3 if n * c > 10**7 else 10
             for impl, fn in _cpu_fns(n, c).items():
-                t = time_row(fn, "cpu", warmup=2, repeats=repeats)
+                t = common.time_row(fn, "cpu", warmup=2, repeats=repeats)
                 rows.append({**base, "impl": impl, **t,
                              "gbps": _bytes(n, c) / t["median_s"] / 1e9})
-    rows.append(unavailable_row(BENCH, reason))
+    rows.append(common.unavailable_row(BENCH, reason))
     return rows
 
 
-COLUMNS = [device_column(14), Column("N", "N", "6d"), Column("C", "C", "6d"),
-           Column("impl", "impl", "20s"), *timing_columns(3), Column("GB/s", "gbps", "8.1f"),
-           FIRST_CALL]
+COLUMNS = [common.device_column(14), common.Column("N", "N", "6d"), common.Column("C", "C", "6d"),
+           common.Column("impl", "impl", "20s"), *common.timing_columns(3), common.Column("GB/s", "gbps", "8.1f"),
+           common.FIRST_CALL]
 
 
 def main(argv=None) -> int:
-    return kernel_main(run, COLUMNS, __doc__, argv, quick_help="smaller shapes only",
+    return common.kernel_main(run, COLUMNS, __doc__, argv, quick_help="smaller shapes only",
                        flags=[("--full-cpu", "also (8192, 32768) on CPU")])
 
 

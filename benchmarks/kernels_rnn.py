@@ -25,17 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
 
-from common import (  # noqa: E402
-    FIRST_CALL,
-    Column,
-    cuda_device,
-    device_column,
-    kernel_main,
-    time_row,
-    timing_columns,
-    torch_status,
-    unavailable_row,
-)
+import common  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl import ops  # noqa: E402
@@ -82,7 +72,7 @@ def _gpudl_rows(hidden, batch, steps, device, repeats):
     composite = gd.value_and_grad(lambda p, x: _composite_lstm(x, p).sum(), argnums=(0, 1))
     rows = []
     for impl, fn in (("gpudl-fused", fused), ("gpudl-composite", composite)):
-        stats = time_row(lambda fn=fn: fn(params, x), device, warmup=2, repeats=repeats)
+        stats = common.time_row(lambda fn=fn: fn(params, x), device, warmup=2, repeats=repeats)
         rows.append({"impl": impl, **stats})
     return rows
 
@@ -117,7 +107,7 @@ def _torch_rows(hidden, batch, steps, cuda: bool, repeats):
         torch.stack(outs).sum().backward()
 
     name = "torch-cudnn" if cuda else "torch-nn.LSTM"
-    return [{"impl": impl, **time_row(fn, dev, warmup=2, repeats=repeats, clock="torch")}
+    return [{"impl": impl, **common.time_row(fn, dev, warmup=2, repeats=repeats, clock="torch")}
             for impl, fn in ((name, cudnn), ("torch-cell-loop", cell_loop))]
 
 
@@ -125,14 +115,14 @@ def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (config, impl)."""
     quick = bool(report.get("quick", False))
     notes = report.setdefault("notes", [])
-    usable, reason, device_name = cuda_device()
+    usable, reason, device_name = common.cuda_device()
     rows: list[dict] = []
     if usable:
         device, configs, repeats = "cuda", GPU_CONFIGS[:1] if quick else GPU_CONFIGS, 10
     else:
         notes.append(f"kernels_rnn: GPU rows unavailable ({reason}); timed the NumPy twin on CPU")
         device, configs, repeats = "cpu", CPU_CONFIGS[:1] if quick else CPU_CONFIGS, 10
-    torch_missing = torch_status(device == "cuda")
+    torch_missing = common.torch_status(device == "cuda")
     if torch_missing:
         notes.append(f"kernels_rnn: torch rows skipped ({torch_missing})")
     with gd.device(device):
@@ -145,17 +135,17 @@ def run(report: dict) -> list[dict]:
                 found += _torch_rows(hidden, batch, steps, device == "cuda", repeats)
             rows += [{**base, **r} for r in found]
     if device == "cpu":
-        rows.append(unavailable_row("lstm_seq_fwd_bwd", reason))
+        rows.append(common.unavailable_row("lstm_seq_fwd_bwd", reason))
     return rows
 
 
-COLUMNS = [device_column(12), Column("H", "hidden", "5d"), Column("N", "batch", "4d"),
-           Column("T", "steps", "3d"), Column("impl", "impl", "18s"), *timing_columns(2),
-           FIRST_CALL]
+COLUMNS = [common.device_column(12), common.Column("H", "hidden", "5d"), common.Column("N", "batch", "4d"),
+           common.Column("T", "steps", "3d"), common.Column("impl", "impl", "18s"), *common.timing_columns(2),
+           common.FIRST_CALL]
 
 
 def main(argv=None) -> int:
-    return kernel_main(run, COLUMNS, __doc__, argv, quick_help="first configuration only")
+    return common.kernel_main(run, COLUMNS, __doc__, argv, quick_help="first configuration only")
 
 
 if __name__ == "__main__":

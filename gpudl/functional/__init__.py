@@ -65,8 +65,6 @@ from gpudl.functional.graph import (
 from gpudl.functional.losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
-    contractive_penalty,
-    contractive_penalty_sigmoid,
     gan_discriminator_loss,
     gan_generator_loss,
     gaussian_kl,
@@ -74,13 +72,10 @@ from gpudl.functional.losses import (
     huber_loss,
     kl_div,
     l1_loss,
-    l1_penalty,
-    l2_penalty,
     mse_loss,
     nll_loss,
     nt_xent,
     sequence_cross_entropy,
-    sparsity_kl,
 )
 from gpudl.functional.normalization import batch_norm, layer_norm, local_response_norm
 from gpudl.functional.pooling import (
@@ -92,6 +87,13 @@ from gpudl.functional.pooling import (
     max_pool2d_with_indices,
 )
 from gpudl.functional.recurrent import gru, lstm, rnn, stacked, unstack
+from gpudl.functional.regularizers import (
+    contractive_penalty,
+    contractive_penalty_sigmoid,
+    l1_penalty,
+    l2_penalty,
+    sparsity_kl,
+)
 from gpudl.functional.rnn_cells import (
     gru_cell,
     gru_pointwise,

@@ -225,7 +225,7 @@ def nin(num_classes: int = 10, small: bool = False, width: float = 1.0,
     space. 2,015,398 parameters with 3 input channels and 10 classes (2,015,398 - 2 * 96 * 121
     = 1,992,166 with 1 channel, d2l's Fashion-MNIST count).
     ``small=True`` follows Lin et al.'s CIFAR-10 model (32x32): two 192@5x5 blocks with 3/2
-    max pools (pad 1) and dropout, then the class block; 1,016,374 parameters with width 1
+    max pools (pad 1) and dropout, then the class block; 1,102,118 parameters with width 1
     and 10 classes. The last layer is a ReLU, so the class scores are >= 0 (as in d2l).
 
     Example:

@@ -39,6 +39,11 @@ def _matmul_vjp(g, out, a, b):
 _matmul = Primitive("matmul", np.matmul, _matmul_vjp)
 
 
+def _batch_dims_broadcast(a: tuple, b: tuple) -> bool:
+    # Checked only for batched operands, so the common 2-D case costs nothing extra.
+    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
+
+
 def matmul(a, b):
     """Matrix product with NumPy's rules: 1-D operands, batched (broadcast) leading dims.
 
@@ -59,13 +64,11 @@ def matmul(a, b):
             f"equal the {'second-to-last' if len(sb) > 1 else 'only'} dim of b ({kb}). "
             "Transpose one operand or fix the layer size."
         )
-    try:
-        np.broadcast_shapes(sa[:-2], sb[:-2])
-    except ValueError:
+    if (len(sa) > 2 or len(sb) > 2) and not _batch_dims_broadcast(sa[:-2], sb[:-2]):
         raise ShapeError(
             f"ops.matmul: shapes {sa} and {sb} do not fit: the batch dims {sa[:-2]} and "
             f"{sb[:-2]} do not broadcast"
-        ) from None
+        )
     if len(sa) == 1 and len(sb) == 1:
         return _sum(multiply(a, b))
     if len(sa) == 1:

@@ -10,6 +10,7 @@ import pytest
 import gpudl as gd
 from gpudl.errors import DTypeError, ShapeError
 from gpudl.functional import losses as L
+from gpudl.functional import regularizers as R
 from gpudl.testing import check_grad
 
 
@@ -265,22 +266,22 @@ def test_regularizers(rng):
         "fc2": {"weight": rng.standard_normal((1, 3))},
     }
     w2 = sum(float((params[k]["weight"] ** 2).sum()) for k in params)
-    np.testing.assert_allclose(L.l2_penalty(params), w2, rtol=1e-12)
+    np.testing.assert_allclose(R.l2_penalty(params), w2, rtol=1e-12)
     np.testing.assert_allclose(
-        L.l2_penalty(params, exclude_bias=False),
+        R.l2_penalty(params, exclude_bias=False),
         w2 + float((params["fc1"]["bias"] ** 2).sum()),
         rtol=1e-12,
     )
     w1 = sum(float(np.abs(params[k]["weight"]).sum()) for k in params)
-    np.testing.assert_allclose(L.l1_penalty(params), w1, rtol=1e-12)
-    g = gd.grad(L.l2_penalty)(params)
+    np.testing.assert_allclose(R.l1_penalty(params), w1, rtol=1e-12)
+    g = gd.grad(R.l2_penalty)(params)
     np.testing.assert_allclose(g["fc1"]["weight"], 2 * params["fc1"]["weight"])
     assert not g["fc1"]["bias"].any()
 
     rho, rho_hat = 0.05, np.array([0.02, 0.05, 0.4])
     ref = sum(rho * math.log(rho / r) + (1 - rho) * math.log((1 - rho) / (1 - r)) for r in rho_hat)
-    np.testing.assert_allclose(L.sparsity_kl(rho, rho_hat), ref, rtol=1e-12)
-    check_grad(lambda r: L.sparsity_kl(rho, r), rho_hat)
+    np.testing.assert_allclose(R.sparsity_kl(rho, rho_hat), ref, rtol=1e-12)
+    check_grad(lambda r: R.sparsity_kl(rho, r), rho_hat)
 
 
 def test_contractive_penalty_matches_closed_form_and_trains(rng):
@@ -300,13 +301,13 @@ def test_contractive_penalty_matches_closed_form_and_trains(rng):
             e[i] = 1e-6
             jac[:, i] = (encode(params, x[n] + e) - encode(params, x[n] - e)) / 2e-6
         ref += (jac**2).sum() / 5
-    got = L.contractive_penalty(lambda v: encode(params, v), x)
+    got = R.contractive_penalty(lambda v: encode(params, v), x)
     np.testing.assert_allclose(got, ref, rtol=1e-7)
-    closed = L.contractive_penalty_sigmoid(encode(params, x), w)
+    closed = R.contractive_penalty_sigmoid(encode(params, x), w)
     np.testing.assert_allclose(closed, ref, rtol=1e-7)
     # grad-of-grad: the penalty's gradient w.r.t. the encoder's parameters
-    g_generic = gd.grad(lambda p: L.contractive_penalty(lambda v: encode(p, v), x))(params)
-    g_closed = gd.grad(lambda p: L.contractive_penalty_sigmoid(encode(p, x), p["w"]))(params)
+    g_generic = gd.grad(lambda p: R.contractive_penalty(lambda v: encode(p, v), x))(params)
+    g_closed = gd.grad(lambda p: R.contractive_penalty_sigmoid(encode(p, x), p["w"]))(params)
     np.testing.assert_allclose(g_generic["w"], g_closed["w"], rtol=1e-10)
     np.testing.assert_allclose(g_generic["b"], g_closed["b"], rtol=1e-10)
-    check_grad(lambda p: L.contractive_penalty(lambda v: encode(p, v), x[:2]), params)
+    check_grad(lambda p: R.contractive_penalty(lambda v: encode(p, v), x[:2]), params)

@@ -1,0 +1,119 @@
+"""Regularizers: L2 and L1 weight penalties, KL sparsity, and the contractive penalty.
+
+Example:
+    >>> import numpy as np
+    >>> from gpudl.functional import regularizers as R
+    >>> float(R.l2_penalty({"weight": np.array([3.0, 4.0]), "bias": np.array([9.0])}))
+    25.0
+"""
+
+from __future__ import annotations
+
+import numpy as np  # noqa: F401  (the docstring examples use np)
+
+from gpudl import ops
+from gpudl.autodiff import unbox_all
+from gpudl.backend import module_of
+from gpudl.errors import ShapeError
+from gpudl.functional.losses import _check_reduction, _shape
+
+
+def _weights(params, exclude_bias: bool) -> list:
+    from gpudl.tree import flatten_with_paths
+
+    return [
+        leaf
+        for path, leaf in flatten_with_paths(params)
+        if not (exclude_bias and path.rsplit(".", 1)[-1] == "bias")
+    ]
+
+
+def l2_penalty(params, exclude_bias: bool = True):
+    """``sum(w^2)`` over every array in the parameter tree (weight decay's penalty).
+
+    Leaves named ``bias`` are left out by default. The course's ``(lambda/2) ||w||^2`` is
+    ``0.5 * lam * l2_penalty(params)``.
+
+    Example:
+        >>> float(l2_penalty({"fc": {"weight": np.array([1.0, 2.0]), "bias": np.array([5.0])}}))
+        5.0
+    """
+    terms = [ops.sum(w * w) for w in _weights(params, exclude_bias)]
+    return sum(terms[1:], terms[0]) if terms else 0.0
+
+
+def l1_penalty(params, exclude_bias: bool = True):
+    """``sum(|w|)`` over the parameter tree (``bias`` leaves left out by default)."""
+    terms = [ops.sum(ops.abs(w)) for w in _weights(params, exclude_bias)]
+    return sum(terms[1:], terms[0]) if terms else 0.0
+
+
+def sparsity_kl(rho: float, rho_hat, eps: float = 1e-8):
+    """Sparse-autoencoder penalty ``sum_j KL(rho || rho_hat_j)`` of Bernoulli rates.
+
+    ``rho`` is the target mean activation (e.g. 0.05); ``rho_hat`` the observed mean
+    activation of each hidden unit, e.g. ``ops.mean(sigmoid_hidden, axis=0)``.
+
+    Example:
+        >>> float(sparsity_kl(0.1, np.array([0.1, 0.1])))
+        0.0
+    """
+    if not 0.0 < rho < 1.0:
+        raise ValueError(f"sparsity_kl: rho must lie in (0, 1), got {rho}")
+    r = ops.clip(rho_hat, eps, 1.0 - eps)
+    return ops.sum(rho * ops.log(rho / r) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - r)))
+
+
+def contractive_penalty(f, x, reduction: str = "mean"):
+    """Squared Frobenius norm of the encoder's Jacobian ``||d f(x) / d x||_F^2`` (Rifai et al.).
+
+    ``f`` maps a batch (N, D) row-wise to codes (N, H) (no batch-coupling layers such as
+    BatchNorm). Cost: one forward and H backward passes through ``f`` (``gd.vjp`` with one
+    unit cotangent per code unit); differentiable again, so ``gd.grad`` of a loss that
+    includes it trains through the Jacobian (grad-of-grad). For a sigmoid encoder use the
+    closed form :func:`contractive_penalty_sigmoid` (one pass). ``mean``/``sum`` over N.
+
+    Example:
+        >>> x = np.ones((2, 3))
+        >>> float(contractive_penalty(lambda v: 2.0 * v, x))
+        12.0
+    """
+    from gpudl.autodiff import vjp
+
+    _check_reduction(reduction, "contractive_penalty", ("mean", "sum"))
+    out, f_vjp = vjp(f, x)
+    s = _shape(out)
+    if len(s) != 2 or s[0] != _shape(x)[0]:
+        raise ShapeError(f"contractive_penalty: f must map (N, D) to (N, H), got {s}")
+    xp = module_of(unbox_all(out))
+    total = None
+    for j in range(s[1]):
+        e = xp.zeros(s, dtype=unbox_all(out).dtype)
+        e[:, j] = 1.0
+        (row,) = f_vjp(e)  # (N, D): d out[n, j] / d x[n]
+        term = ops.sum(row * row)
+        total = term if total is None else total + term
+    if total is None:
+        total = 0.0
+    return total / float(s[0]) if reduction == "mean" else total
+
+
+def contractive_penalty_sigmoid(h, weight, reduction: str = "mean"):
+    """Closed-form contractive penalty for ``h = sigmoid(x @ weight.T + b)``.
+
+    ``||J||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i W_ji^2`` per sample; ``weight`` (H, D).
+
+    Example:
+        >>> h = np.full((1, 2), 0.5); w = np.ones((2, 3))
+        >>> float(contractive_penalty_sigmoid(h, w))
+        0.375
+    """
+    _check_reduction(reduction, "contractive_penalty_sigmoid", ("mean", "sum"))
+    sh, sw = _shape(h), _shape(weight)
+    if len(sh) != 2 or len(sw) != 2 or sh[1] != sw[0]:
+        raise ShapeError(
+            f"contractive_penalty_sigmoid: h must be (N, H) and weight (H, D); got {sh}, {sw}"
+        )
+    d = h * (1.0 - h)
+    total = ops.sum(ops.matmul(d * d, ops.sum(weight * weight, axis=1)))
+    return total / float(sh[0]) if reduction == "mean" else total

@@ -1,0 +1,246 @@
+"""conv2d version 2 (implicit GEMM, kernels/conv2d_igemm.cu): the GPUDL_CONV_IMPL selector
+(CPU tests) and, on a GPU, the kernels vs the NumPy twin and vs naive float64 loops.
+
+Whole-suite check of version 2 on a GPU:
+``GPUDL_CONV_IMPL=igemm pytest -q tests/functional/test_conv.py tests/functional/test_conv_igemm.py``
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.cuda import SOURCES
+from gpudl.errors import GpudlError
+from gpudl.functional import conv_bodies as B
+from gpudl.functional import conv_igemm as CI
+from gpudl.functional.conv import conv2d, conv2d_backward_data, conv_transpose2d
+from gpudl.functional.conv_checks import check_conv_geometry
+
+# (x shape, w shape, stride, padding, dilation, groups): conv2d's grid (test_conv.py) plus
+# shapes that cross the kernel's 64 x 64 x 16 tiles.
+CASES = [
+    ((2, 3, 7, 7), (4, 3, 3, 3), 1, 0, 1, 1),
+    ((2, 3, 7, 6), (4, 3, 3, 2), 2, 1, 1, 1),
+    ((1, 4, 9, 8), (6, 2, 3, 3), (2, 1), (1, 2), (2, 1), 2),
+    ((2, 4, 6, 7), (4, 1, 3, 3), 1, 1, 1, 4),                 # depthwise
+    ((1, 3, 5, 5), (6, 1, 3, 3), 1, "same", 1, 3),            # depthwise, multiplier 2
+    ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0, 1, 1),                 # 1x1
+    ((2, 5, 5, 5), (3, 5, 1, 1), 2, 0, 1, 1),                 # 1x1 strided
+    ((1, 2, 3, 3), (2, 2, 1, 1), 1, 1, 1, 1),                 # 1x1 padded
+    ((1, 2, 5, 6), (3, 2, 3, 3), 1, ((0, 2), (1, 0)), 1, 1),  # asymmetric padding
+    ((1, 2, 6, 5), (2, 2, 4, 2), 1, "same", 1, 1),
+    ((1, 2, 7, 7), (2, 2, 3, 3), 1, "same", 2, 1),
+    ((1, 2, 8, 10), (3, 2, 3, 2), 3, 1, 1, 1),                # stride leaves rows unused
+    ((2, 3, 4, 4), (2, 3, 4, 4), 1, 0, 1, 1),                 # kernel covers the input
+    ((1, 2, 9, 9), (2, 2, 3, 3), 2, 2, 2, 1),
+    ((3, 6, 5, 4), (4, 3, 2, 3), (1, 2), (2, 1), 1, 2),
+    ((2, 5, 9, 11), (70, 5, 3, 3), 1, 1, 1, 1),               # 2 column tiles, K = 45
+    ((3, 17, 6, 7), (9, 17, 1, 1), 1, 0, 1, 1),               # K = 17: a 1-wide last step
+    ((1, 66, 5, 5), (130, 33, 3, 1), (2, 1), (0, 1), (1, 2), 2),  # Og 65, Cg 33
+    ((2, 8, 13, 10), (8, 1, 5, 3), (3, 2), 2, (2, 1), 8),     # depthwise, strided, dilated
+    ((1, 3, 1, 100), (4, 3, 1, 7), 1, ((0, 0), (3, 3)), 1, 1),  # conv1d-like, M = 100
+    ((4, 2, 16, 16), (3, 2, 2, 2), 2, 0, 1, 1),               # M = 256: whole tiles
+]
+GEO = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+
+
+def _geometry(case):
+    xs, ws, s, p, d, g = case
+    return check_conv_geometry("test", xs, ws, None, s, p, d, g)
+
+
+def ref_conv2d(x, w, stride, padding, dilation, groups):
+    """Naive float64 loops over the output (padding (top, bottom, left, right))."""
+    n_, c_, h_, w_ = x.shape
+    o_, cg, kh, kw = w.shape
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, padding
+    ho = (h_ + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (w_ + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    og = o_ // groups
+    y = np.zeros((n_, o_, ho, wo))
+    for n in range(n_):
+        for o in range(o_):
+            c0 = (o // og) * cg
+            for oh in range(ho):
+                for ow in range(wo):
+                    acc = 0.0
+                    for i in range(kh):
+                        h = oh * sh - pt + i * dh
+                        for j in range(kw):
+                            v = ow * sw - pl + j * dw
+                            if 0 <= h < h_ and 0 <= v < w_:
+                                acc += float(np.dot(x[n, c0:c0 + cg, h, v], w[o, :, i, j]))
+                    y[n, o, oh, ow] = acc
+    return y
+
+
+def _tol(dtype, ref):
+    scale = max(float(np.abs(ref).max()), 1.0)
+    if dtype == np.float32:
+        return dict(rtol=1e-4, atol=1e-5 * scale)
+    return dict(rtol=1e-10, atol=1e-13 * scale)
+
+
+# ----------------------------------------------------------------------------- selector (CPU)
+def test_default_is_im2col(monkeypatch):
+    monkeypatch.delenv(CI.ENV_VAR, raising=False)
+    assert CI.conv_impl() == "im2col"
+    monkeypatch.setenv(CI.ENV_VAR, "  ")
+    assert CI.conv_impl() == "im2col"
+
+
+@pytest.mark.parametrize("raw, name", [("im2col", "im2col"), ("igemm", "igemm"),
+                                       ("auto", "auto"), (" IGemm\n", "igemm")])
+def test_env_var_parsing(monkeypatch, raw, name):
+    monkeypatch.setenv(CI.ENV_VAR, raw)
+    assert CI.conv_impl() == name
+    assert CI.conv_impl(raw) == name  # an explicit value is parsed the same way
+
+
+def test_unknown_impl_is_a_named_error(monkeypatch):
+    monkeypatch.setenv(CI.ENV_VAR, "cudnn")
+    with pytest.raises(CI.ConvImplError, match=r"GPUDL_CONV_IMPL='cudnn'.*im2col, igemm, auto"):
+        CI.conv_impl()
+    with pytest.raises(ValueError, match=r"impl='winograd'"):
+        CI.conv_impl("winograd")
+    assert issubclass(CI.ConvImplError, GpudlError)
+    with pytest.raises(CI.ConvImplError):
+        CI.use_igemm("forward", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
+
+
+def test_use_igemm_follows_the_selection(monkeypatch):
+    args = ((2, 3, 8, 8), (4, 3, 3, 3))
+    assert not CI.use_igemm("forward", *args, **GEO, impl="im2col")
+    assert CI.use_igemm("forward", *args, **GEO, impl="igemm")
+    assert CI.use_igemm("backward_data", *args, **GEO, impl="igemm")
+    # auto: only shapes in the (shipped empty) table, keyed independently of the batch.
+    assert CI.AUTO_IGEMM == frozenset()
+    assert not CI.use_igemm("forward", *args, **GEO, impl="auto")
+    key = CI.auto_key("forward", (64, 3, 8, 8), (4, 3, 3, 3), **GEO)
+    assert key == ("forward", 3, 8, 8, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    monkeypatch.setattr(CI, "AUTO_IGEMM", frozenset({key}))
+    assert CI.use_igemm("forward", *args, **GEO, impl="auto")
+    assert not CI.use_igemm("backward_data", *args, **GEO, impl="auto")
+    assert not CI.use_igemm("forward", (2, 3, 8, 9), (4, 3, 3, 3), **GEO, impl="auto")
+    with pytest.raises(ValueError, match="backward_weight"):
+        CI.use_igemm("backward_weight", *args, **GEO, impl="igemm")
+
+
+def test_grid_limits_fall_back_to_im2col():
+    geo = dict(GEO, padding=(0, 0, 0, 0))
+    assert CI.grid_fits((1, 65535, 4, 4), (65535, 1, 1, 1), 65535)
+    assert not CI.grid_fits((1, 65536, 4, 4), (65536, 1, 1, 1), 65536)
+    assert not CI.use_igemm("forward", (1, 65536, 4, 4), (65536, 1, 1, 1),
+                            **dict(geo, groups=65536), impl="igemm")
+    assert not CI.grid_fits((1, 1, 4, 4), (64 * 65535 + 1, 1, 1, 1), 1)  # column tiles
+
+
+def test_batch_chunks_cover_the_batch_under_int32(monkeypatch):
+    monkeypatch.setattr(CI, "INT32_MAX", 100)
+    chunks = CI._batch_chunks(7, 30)  # 3 samples per chunk
+    assert chunks == [(0, 3), (3, 6), (6, 7)]
+    assert CI._batch_chunks(2, 500) == [(0, 1), (1, 2)]  # one sample over the limit: still 1
+
+
+def test_kernel_source_is_registered():
+    src = SOURCES["conv2d_igemm.cu"]
+    assert src is CI.IGEMM_KERNELS
+    assert set(src.name_expressions) == {f"conv2d_igemm_{k}<{t}>" for k in
+                                         ("forward", "backward_data") for t in ("float", "double")}
+    assert "__global__" in src.source()
+
+
+def test_cpu_path_ignores_the_selection(monkeypatch):
+    """The twin runs on NumPy arrays whatever GPUDL_CONV_IMPL says (even an invalid value)."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+    monkeypatch.delenv(CI.ENV_VAR, raising=False)
+    want = conv2d(x, w, padding=1)
+    for raw in ("igemm", "auto", "nonsense"):
+        monkeypatch.setenv(CI.ENV_VAR, raw)
+        np.testing.assert_array_equal(conv2d(x, w, padding=1), want)
+
+
+# ----------------------------------------------------------------------------- kernels (GPU)
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_igemm_kernels_match_twin(case, dtype):
+    """Forward (+ bias in the epilogue) and backward-data vs the twin and a naive loop."""
+    cupy = gd.backend.xp_for("cuda")
+    geo = _geometry(case)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(case[0])
+    w = rng.standard_normal(case[1])
+    b = rng.standard_normal(case[1][0])
+    xd, wd, bd = (cupy.asarray(a.astype(dtype)) for a in (x, w, b))
+    ref = B.conv2d_forward_raw(x, w, **geo)
+    np.testing.assert_allclose(ref, ref_conv2d(x, w, **geo), rtol=1e-12, atol=1e-12)
+    y = CI.conv2d_forward_igemm(xd, wd, **geo)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    np.testing.assert_allclose(y.get(), ref, **_tol(dtype, ref))
+    yb = CI.conv2d_forward_igemm(xd, wd, bd, **geo).get()
+    np.testing.assert_allclose(yb, ref + b[None, :, None, None], **_tol(dtype, ref))
+
+    gy = rng.standard_normal(ref.shape)
+    ref_dx = B.conv2d_backward_data_raw(gy, w, x_hw=case[0][2:], **geo)
+    dx = CI.conv2d_backward_data_igemm(cupy.asarray(gy.astype(dtype)), wd, x_hw=case[0][2:],
+                                       **geo)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    np.testing.assert_allclose(dx.get(), ref_dx, **_tol(dtype, ref_dx))
+
+
+@pytest.mark.gpu
+def test_selected_igemm_runs_the_public_ops(monkeypatch):
+    """With GPUDL_CONV_IMPL=igemm, conv2d, its gradients and conv_transpose2d use version 2."""
+    cupy = gd.backend.xp_for("cuda")
+    calls = {"forward": 0, "backward_data": 0}
+    fwd, bwd = CI.conv2d_forward_igemm, CI.conv2d_backward_data_igemm
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(CI, "conv2d_forward_igemm", count("forward", fwd))
+    monkeypatch.setattr(CI, "conv2d_backward_data_igemm", count("backward_data", bwd))
+    monkeypatch.setenv(CI.ENV_VAR, "igemm")
+    rng = np.random.default_rng(2)
+    x, w, g = (rng.standard_normal(s) for s in ((3, 4, 9, 8), (6, 2, 3, 3), (3, 6, 5, 8)))
+    kw = dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)
+    xd, wd, gd_ = (cupy.asarray(a) for a in (x, w, g))
+    xt = cupy.asarray(np.asfortranarray(x))  # non-contiguous: the launcher copies
+    for xin in (xd, xt):
+        y, vjp = gd.vjp(lambda x, w: conv2d(x, w, **kw), xin, wd)
+        gx, gw = vjp(gd_)
+        np.testing.assert_allclose(y.get(), conv2d(x, w, **kw), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(gx.get(), conv2d_backward_data(g, w, (9, 8), **kw),
+                                   rtol=1e-10, atol=1e-12)
+        assert gw.shape == w.shape  # backward-weight: version 1
+    xs = rng.standard_normal((2, 4, 5, 5))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    ct = conv_transpose2d(cupy.asarray(xs), cupy.asarray(wt), stride=2, padding=1,
+                          output_padding=1)
+    np.testing.assert_allclose(ct.get(), conv_transpose2d(xs, wt, stride=2, padding=1,
+                                                          output_padding=1),
+                               rtol=1e-10, atol=1e-12)
+    assert calls["forward"] >= 2 and calls["backward_data"] >= 3
+
+
+@pytest.mark.gpu
+def test_igemm_batch_chunks(monkeypatch):
+    cupy = gd.backend.xp_for("cuda")
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    geo = dict(GEO)
+    want = B.conv2d_forward_raw(x, w, **geo)
+    gy = rng.standard_normal(want.shape)
+    want_dx = B.conv2d_backward_data_raw(gy, w, x_hw=(6, 6), **geo)
+    monkeypatch.setattr(CI, "INT32_MAX", 2 * 4 * 36)  # two samples per launch
+    y = CI.conv2d_forward_igemm(cupy.asarray(x), cupy.asarray(w), **geo)
+    np.testing.assert_allclose(y.get(), want, rtol=1e-10, atol=1e-12)
+    dx = CI.conv2d_backward_data_igemm(cupy.asarray(gy), cupy.asarray(w), x_hw=(6, 6), **geo)
+    np.testing.assert_allclose(dx.get(), want_dx, rtol=1e-10, atol=1e-12)
