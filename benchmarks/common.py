@@ -7,11 +7,11 @@ command-line and report boilerplate.
 
 A per-kernel module looks like::
 
-    from common import Column, kernel_main, time_row
+    import common
     def run(report: dict) -> list[dict]: ...           # one dict per (shape, impl)
-    COLUMNS = [Column("device", lambda r: r["device_name"][:12], "12s"), ...]
+    COLUMNS = common.kernel_columns(12, [("impl", "impl", "16s")], digits=2)
     if __name__ == "__main__":
-        sys.exit(kernel_main(run, COLUMNS, __doc__))
+        sys.exit(common.kernel_main(run, COLUMNS, __doc__))
 """
 
 from __future__ import annotations
@@ -119,6 +119,14 @@ def timing_columns(digits: int) -> list[Column]:
 
 
 FIRST_CALL = Column("first s", "first_call_s", "8.3f")
+
+
+def kernel_columns(device_width: int, shape: Sequence[tuple], digits: int,
+                   throughput: Sequence[tuple] = ()) -> list[Column]:
+    """The usual kernel table: device, ``shape`` columns (title, key, spec) ending with the
+    impl, median and IQR ms with ``digits`` decimals, ``throughput`` columns, first-call s."""
+    return [device_column(device_width), *(Column(*c) for c in shape), *timing_columns(digits),
+            *(Column(*c) for c in throughput), FIRST_CALL]
 
 
 def table(rows: Sequence[dict], columns: Sequence[Column]) -> str:

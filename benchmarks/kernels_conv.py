@@ -137,9 +137,9 @@ def run(report: dict) -> list[dict]:
     return rows
 
 
-COLUMNS = [common.device_column(12), common.Column("layer", "layer", "12s"), common.Column("N", "batch", "3d"),
-           common.Column("impl", "impl", "16s"), *common.timing_columns(2), common.Column("TFLOP/s", "tflops", "8.3f"),
-           common.FIRST_CALL]
+COLUMNS = common.kernel_columns(
+    12, [("layer", "layer", "12s"), ("N", "batch", "3d"), ("impl", "impl", "16s")], digits=2,
+    throughput=[("TFLOP/s", "tflops", "8.3f")])
 
 
 def main(argv=None) -> int:

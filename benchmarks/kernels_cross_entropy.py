@@ -172,9 +172,9 @@ def run(report: dict) -> list[dict]:
     return rows
 
 
-COLUMNS = [common.device_column(14), common.Column("N", "N", "6d"), common.Column("C", "C", "6d"),
-           common.Column("impl", "impl", "20s"), *common.timing_columns(3), common.Column("GB/s", "gbps", "8.1f"),
-           common.FIRST_CALL]
+COLUMNS = common.kernel_columns(
+    14, [("N", "N", "6d"), ("C", "C", "6d"), ("impl", "impl", "20s")], digits=3,
+    throughput=[("GB/s", "gbps", "8.1f")])
 
 
 def main(argv=None) -> int:

@@ -139,9 +139,9 @@ def run(report: dict) -> list[dict]:
     return rows
 
 
-COLUMNS = [common.device_column(12), common.Column("H", "hidden", "5d"), common.Column("N", "batch", "4d"),
-           common.Column("T", "steps", "3d"), common.Column("impl", "impl", "18s"), *common.timing_columns(2),
-           common.FIRST_CALL]
+COLUMNS = common.kernel_columns(
+    12, [("H", "hidden", "5d"), ("N", "batch", "4d"), ("T", "steps", "3d"), ("impl", "impl", "18s")],
+    digits=2)
 
 
 def main(argv=None) -> int:

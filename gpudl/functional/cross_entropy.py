@@ -88,6 +88,9 @@ def _check_labels(labels, num_classes: int, ignore_index) -> int:
     an unchecked label.
     """
     xp = module_of(labels)
+    # CuPy (NEP 50) raises OverflowError comparing e.g. uint8 labels with -100 or with a C
+    # above 255, where NumPy just answers False: compare in int64 on both devices.
+    labels = labels.astype(np.int64, copy=False)
     bad = (labels < 0) | (labels >= num_classes)
     ignored = labels == ignore_index if ignore_index is not None else xp.zeros_like(bad)
     bad &= ~ignored
@@ -338,7 +341,10 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
         x2 = ops.moveaxis(logits, 1, -1) if len(shape) > 2 else logits
         x2 = ops.reshape(x2, (labels.size, c))
     save = FUSED_REDUCED_BACKWARD and reduction != "none" and is_traced(logits)
-    loss, _ = _sce(x2, labels.reshape(-1), reduction=reduction, ignore_index=ignore_index,
+    # int64 labels: the vjp's comparisons with ignore_index then work for any integer dtype
+    # on CuPy too (see _check_labels); a copy of N integers at most.
+    labels64 = labels.reshape(-1).astype(np.int64, copy=False)
+    loss, _ = _sce(x2, labels64, reduction=reduction, ignore_index=ignore_index,
                    label_smoothing=eps, save_grad=save)
     if reduction == "none" and loss.shape != expected:
         loss = ops.reshape(loss, expected)

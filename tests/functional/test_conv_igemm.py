@@ -163,6 +163,27 @@ def test_cpu_path_ignores_the_selection(monkeypatch):
         np.testing.assert_array_equal(conv2d(x, w, padding=1), want)
 
 
+def test_conv_bodies_route_cuda_products_to_igemm(monkeypatch):
+    """conv_bodies' CUDA branch hands forward and backward-data, with their geometry, to
+    version 2 when selected (device faked; the launchers stubbed with the twin)."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, 3, 2))
+    geo = dict(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)
+    want = B.conv2d_forward_raw(x, w, **geo)
+    gy = rng.standard_normal(want.shape)
+    want_dx = B.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo)
+    seen = []
+    monkeypatch.setattr(CI, "conv2d_forward_igemm",
+                        lambda x, w, **k: seen.append(("forward", k)) or want)
+    monkeypatch.setattr(CI, "conv2d_backward_data_igemm",
+                        lambda g, w, **k: seen.append(("backward_data", k)) or want_dx)
+    monkeypatch.setattr(B, "device_of", lambda a: "cuda")
+    monkeypatch.setenv(CI.ENV_VAR, "igemm")
+    assert B.conv2d_forward_raw(x, w, **geo) is want
+    assert B.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo) is want_dx
+    assert seen == [("forward", geo), ("backward_data", dict(geo, x_hw=(7, 6)))]
+
+
 # ----------------------------------------------------------------------------- kernels (GPU)
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
