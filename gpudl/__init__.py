@@ -6,7 +6,21 @@ Example:
     [2.0, 4.0]
 """
 
-from gpudl import data, functional, metrics, models, nn, ops, optim, random, testing, train, tree  # noqa: E402  (after the core they build on)  # noqa: E402
+from gpudl import (
+    bench,
+    data,
+    functional,
+    inspect,
+    metrics,
+    models,
+    nn,
+    ops,
+    optim,
+    random,
+    testing,
+    train,
+    tree,
+)
 from gpudl.autodiff import grad, stop_gradient, value_and_grad, vjp
 from gpudl.backend import (
     asarray,
@@ -33,6 +47,6 @@ from gpudl.errors import (
     UnknownDeviceError,
 )
 from gpudl.serialization import load, save
-from gpudl.train import evaluate, fit, predict  # noqa: E402
+from gpudl.train import evaluate, fit, predict
 
 __version__ = "0.1.0"

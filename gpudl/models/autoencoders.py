@@ -130,7 +130,7 @@ def _mlp_halves(input_shape: Shape, sizes: Sequence[int], activation: str | None
     return Sequential(enc), Sequential(dec)
 
 
-def undercomplete_ae(input_shape: Shape, code_dim: int = 32, hidden: Sequence[int] = (),
+def undercomplete_ae(input_shape: Shape = (1, 28, 28), code_dim: int = 32, hidden: Sequence[int] = (),
                      activation: str | None = "relu", code_activation: str | None = "same",
                      output: str | None = "sigmoid") -> Autoencoder:
     """Dense autoencoder ``D -> hidden... -> code_dim -> ...hidden -> D``.
@@ -151,7 +151,7 @@ def undercomplete_ae(input_shape: Shape, code_dim: int = 32, hidden: Sequence[in
     return Autoencoder(enc, dec, output)
 
 
-def stacked_ae(input_shape: Shape, sizes: Sequence[int] = (128, 64, 32),
+def stacked_ae(input_shape: Shape = (1, 28, 28), sizes: Sequence[int] = (128, 64, 32),
                activation: str | None = "sigmoid", output: str | None = "sigmoid") -> Autoencoder:
     """Deep symmetric autoencoder; :func:`greedy_pretrain` gives it layer-wise pretrained params.
 
@@ -272,7 +272,7 @@ class KSparse(Layer):
         return k_sparse(x, self.k), state
 
 
-def k_sparse_ae(input_shape: Shape, code_dim: int = 64, k: int = 10, hidden: Sequence[int] = (),
+def k_sparse_ae(input_shape: Shape = (1, 28, 28), code_dim: int = 64, k: int = 10, hidden: Sequence[int] = (),
                 activation: str | None = "relu", output: str | None = "sigmoid") -> Autoencoder:
     """Autoencoder whose linear code keeps only its ``k`` largest units per example."""
     enc, dec = _mlp_halves(input_shape, (*hidden, code_dim), activation, None)
@@ -280,7 +280,7 @@ def k_sparse_ae(input_shape: Shape, code_dim: int = 64, k: int = 10, hidden: Seq
 
 
 # -- contractive
-def contractive_ae(input_shape: Shape, code_dim: int = 32,
+def contractive_ae(input_shape: Shape = (1, 28, 28), code_dim: int = 32,
                    output: str | None = "sigmoid") -> Autoencoder:
     """One-layer sigmoid encoder (so the Jacobian penalty has a closed form) and a dense decoder."""
     enc, dec = _mlp_halves(input_shape, (code_dim,), None, "sigmoid")
@@ -418,7 +418,7 @@ class VAE(Layer):
                 ("decoder", self.decoder)]
 
 
-def vae(input_shape: Shape, latent_dim: int = 2, hidden: Sequence[int] = (256,),
+def vae(input_shape: Shape = (1, 28, 28), latent_dim: int = 2, hidden: Sequence[int] = (256,),
         activation: str = "relu", output: str | None = "sigmoid") -> VAE:
     """MLP VAE: ``D -> hidden... -> (mu, logvar) in R^latent -> ...hidden -> D``.
 
@@ -497,7 +497,7 @@ def fit_unsupervised(loss_fn: Callable, params, x, key, optimizer=None, steps: i
     for t in range(int(steps)):
         kt = gdr.fold_in(key, t)
         if pos + b > n:
-            order, pos = gdr.permutation(gdr.fold_in(kt, 1), n, device="cpu"), 0
+            order, pos = gdr.permutation(gdr.fold_in(kt, 1), n, device=array_device(x)), 0
         idx = order[pos:pos + b]
         pos += b
         params, opt_state, loss = step(params, opt_state, x[idx], gdr.fold_in(kt, 2))

@@ -116,7 +116,7 @@ def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool 
     size = input_size or (32 if small else 224)
     hidden = hidden or (1024 if small else 4096)
     if small:
-        final = size // 2 // 2 // 2 // 2  # stride-2 conv, then three 2x2 pools
+        final = _conv_out(size, 3, 2, 1) // 2 // 2 // 2  # stride-2 conv, three 2x2 pools
         features = [Conv2d(64, 3, stride=2, padding=1), nn.ReLU(), MaxPool2d(2),
                     Conv2d(192, 3, padding=1), nn.ReLU(), MaxPool2d(2)]
         last_pool = MaxPool2d(2)
@@ -222,8 +222,8 @@ def nin(num_classes: int = 10, small: bool = False, width: float = 1.0,
 
     Default (d2l's layout for 224x224): blocks 96@11x11/4, 256@5x5, 384@3x3, each followed
     by a 3/2 max pool, dropout, then a block with ``num_classes`` channels averaged over
-    space. 2,015,398 parameters with 3 input channels and 10 classes (2,015,398 - 2 * 96 * 121
-    = 1,992,166 with 1 channel, d2l's Fashion-MNIST count).
+    space. 2,015,398 parameters with 3 input channels and 10 classes; 1,992,166 with 1
+    channel (d2l's Fashion-MNIST setting: 2 * 96 * 121 fewer first-conv weights).
     ``small=True`` follows Lin et al.'s CIFAR-10 model (32x32): two 192@5x5 blocks with 3/2
     max pools (pad 1) and dropout, then the class block; 1,102,118 parameters with width 1
     and 10 classes. The last layer is a ReLU, so the class scores are >= 0 (as in d2l).

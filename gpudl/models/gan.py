@@ -50,7 +50,7 @@ def _out_act(output: str | None) -> list[Layer]:
 
 
 # ----------------------------------------------------------------------------- MLP GAN
-def mlp_generator(out_shape: Shape, hidden: Sequence[int] = (128, 256), slope: float = 0.2,
+def mlp_generator(out_shape: Shape = (1, 28, 28), hidden: Sequence[int] = (128, 256), slope: float = 0.2,
                   batch_norm: bool = False, output: str | None = "tanh") -> Sequential:
     """``z -> [Dense, (BN), LeakyReLU] x len(hidden) -> Dense(prod(out_shape)) -> output``.
 
@@ -184,13 +184,14 @@ class Conditional(Layer):
         return y, ({"net": s} if s else {})
 
 
-def cgan_generator(num_classes: int, out_shape: Shape, hidden: Sequence[int] = (128, 256),
-                   embed_dim: int | None = None, output: str | None = "tanh") -> Conditional:
+def cgan_generator(num_classes: int = 10, out_shape: Shape = (1, 28, 28),
+                   hidden: Sequence[int] = (128, 256), embed_dim: int | None = None,
+                   output: str | None = "tanh") -> Conditional:
     """Conditional MLP generator: ``(z, labels) -> sample``."""
     return Conditional(mlp_generator(out_shape, hidden, output=output), num_classes, embed_dim)
 
 
-def cgan_discriminator(num_classes: int, hidden: Sequence[int] = (256, 128),
+def cgan_discriminator(num_classes: int = 10, hidden: Sequence[int] = (256, 128),
                        embed_dim: int | None = None, dropout: float = 0.0) -> Conditional:
     """Conditional MLP discriminator: ``(x, labels) -> logit``."""
     return Conditional(mlp_discriminator(hidden, dropout=dropout), num_classes, embed_dim)

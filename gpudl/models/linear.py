@@ -8,8 +8,9 @@ closed forms keep their dtype (pass float64 for exact comparisons).
 
 Example:
     >>> import numpy as np
-    >>> x = np.arange(6.0).reshape(3, 2); y = x @ np.array([1.0, -2.0]) + 3.0
-    >>> p = linear_regression(x, y, method="pinv")
+    >>> x = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 3.0], [4.0, 1.0]])
+    >>> y = x @ np.array([1.0, -2.0]) + 3.0
+    >>> p = linear_regression(x, y)
     >>> np.round(p["weight"], 6).tolist(), round(float(p["bias"][0]), 6)
     ([[1.0, -2.0]], 3.0)
 """
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from gpudl import nn, ops, optim
 from gpudl import functional as F
+from gpudl import nn, ops, optim
 from gpudl import random as gdr
 from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_array_module
@@ -337,7 +338,7 @@ def xor_net(activation: str = "sigmoid") -> nn.Sequential:
     return nn.Sequential([nn.Dense(2), nn.Activation(activation), nn.Dense(1)])
 
 
-def train_xor(key=None, steps: int = 2000, lr: float = 0.1, activation: str = "sigmoid"):
+def train_xor(key=None, steps: int = 1000, lr: float = 0.1, activation: str = "sigmoid"):
     """Train :func:`xor_net` on the four XOR points with Adam and :func:`logistic_loss`.
 
     Returns ``(model, params, losses)``. A 2-2-1 sigmoid net has local minima; the

@@ -1,4 +1,5 @@
-"""Progress display: a tqdm bar on a terminal, plain lines otherwise (or with TQDM_DISABLE)."""
+"""Progress display: a tqdm bar on a terminal or in Jupyter, plain lines otherwise (or with
+TQDM_DISABLE)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,20 @@ def _use_bar(verbose: int) -> bool:
         import tqdm  # noqa: F401
     except ImportError:
         return False
-    return sys.stderr.isatty()
+    return sys.stderr.isatty() or _in_notebook()
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel, whose stderr is not a terminal but renders a text bar."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except Exception:  # IPython missing or broken: no notebook
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _fmt(logs: dict[str, float]) -> str:

@@ -216,3 +216,18 @@ def test_fit_leaves_frozen_parameters_untouched():
     np.testing.assert_array_equal(h.params["embedding1"]["weight"], vectors)
     assert not np.allclose(h.params["dense1"]["weight"],
                            model.init(gd.random.key(0), x[:2])[0]["dense1"]["weight"])
+
+
+def test_progress_bar_is_used_in_a_jupyter_kernel(monkeypatch):
+    import types
+
+    class ZMQInteractiveShell:  # the class name IPython gives a notebook kernel's shell
+        pass
+
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = lambda: ZMQInteractiveShell()
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress_mod._use_bar(1)
+    assert not progress_mod._use_bar(0)
