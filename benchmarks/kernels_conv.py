@@ -131,9 +131,54 @@ def run(report: dict) -> list[dict]:
                 found += _torch_rows(c, o, hw, k, p, batch, device == "cuda", repeats)
             for r in found:
                 r["tflops"] = flops / r["median_s"] / 1e12
+            found += _igemm_rows(c, o, hw, k, p, batch, device, repeats, flops)
             rows += [{**base, **r} for r in found]
     if device == "cpu":
         rows.append(common.unavailable_row("conv2d_fwd_bwd", reason))
+    return rows
+
+
+
+# ---- conv2d version 2 (implicit GEMM) rows: GPUDL_CONV_IMPL=igemm vs im2col -------------
+def _igemm_rows(c, o, hw, k, p, batch, device, repeats, flops):
+    """GPU only. ``gpudl-igemm``: the same fwd+bwd step with GPUDL_CONV_IMPL=igemm (forward
+    and backward-data on conv2d_igemm.cu, backward-weight still im2col). ``fwd-*`` and
+    ``bwd-data-*``: each product alone under both implementations, with the key to add to
+    gpudl.functional.conv_igemm.AUTO_IGEMM where igemm wins (TFLOP/s of one GEMM)."""
+    import os
+
+    from gpudl.functional import conv_igemm
+    from gpudl.functional.conv import conv2d_backward_data
+
+    if device != "cuda":
+        return []
+    _, (x, w, b) = _make(c, o, hw, k, batch, device)
+    ho = hw + 2 * p - k + 1
+    g = gd.to_device(np.ones((batch, o, ho, ho), np.float32), device)
+    step = gd.value_and_grad(lambda x, w, b: conv2d(x, w, b, padding=p).sum(), argnums=(0, 1, 2))
+    geo = dict(stride=(1, 1), padding=(p,) * 4, dilation=(1, 1), groups=1)
+    cases = [("gpudl-igemm", "igemm", lambda: step(x, w, b), 1.0, "conv2d_fwd_bwd", None)]
+    for impl in ("im2col", "igemm"):
+        cases += [(f"fwd-{impl}", impl, lambda: conv2d(x, w, padding=p), 1 / 3, "conv2d_fwd",
+                   conv_igemm.auto_key("forward", x.shape, w.shape, **geo)),
+                  (f"bwd-data-{impl}", impl, lambda: conv2d_backward_data(g, w, (hw, hw),
+                                                                          padding=p),
+                   1 / 3, "conv2d_bwd_data",
+                   conv_igemm.auto_key("backward_data", x.shape, w.shape, **geo))]
+    old = os.environ.get(conv_igemm.ENV_VAR)
+    rows = []
+    try:
+        for name, impl, fn, share, bench, key in cases:
+            os.environ[conv_igemm.ENV_VAR] = impl
+            stats = common.time_row(fn, device, warmup=2, repeats=repeats)
+            rows.append({"impl": name, "bench": bench, **stats, "gflop": flops * share / 1e9,
+                         "tflops": flops * share / stats["median_s"] / 1e12,
+                         **({"auto_key": repr(key)} if key else {})})
+    finally:
+        if old is None:
+            os.environ.pop(conv_igemm.ENV_VAR, None)
+        else:
+            os.environ[conv_igemm.ENV_VAR] = old
     return rows
 
 
