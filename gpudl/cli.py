@@ -17,7 +17,6 @@ from collections.abc import Sequence
 DATASETS = ("mnist_5k", "digits")
 # The model each dataset gets when --model is not given; lenet5 needs 28x28 inputs.
 DEFAULT_MODEL = {"mnist_5k": "lenet5", "digits": "mlp"}
-MODEL_INPUT_HW = {"lenet5": (28, 28)}
 
 
 def doctor(out=print) -> int:
@@ -87,15 +86,16 @@ def train(ns: argparse.Namespace) -> int:
     if ns.device:
         gd.set_device(ns.device)
     model_name = ns.model or DEFAULT_MODEL[ns.dataset]
-    if model_name not in models.available():
-        raise SystemExit(f"gpudl train: unknown model {model_name!r}; choose from "
-                         f"{models.available()}")
+    if model_name not in models.IMAGE_CLASSIFIERS:
+        raise SystemExit(f"gpudl train: {model_name!r} is not an image classifier; choose from "
+                         f"{sorted(models.IMAGE_CLASSIFIERS)}")
     x, y = _load_dataset(ns.dataset)
-    need = MODEL_INPUT_HW.get(model_name)
-    if need is not None and tuple(x.shape[-2:]) != need:
+    need = models.IMAGE_CLASSIFIERS[model_name]
+    if model_name != "mlp" and tuple(x.shape[1:]) != need:  # an MLP flattens any image
         raise SystemExit(
-            f"gpudl train: {model_name} expects {need[0]}x{need[1]} images but {ns.dataset} "
-            f"has {x.shape[-2]}x{x.shape[-1]}; use --model mlp (or --dataset mnist_5k)"
+            f"gpudl train: {model_name} expects {need[1]}x{need[2]} images with {need[0]} "
+            f"channel(s) but {ns.dataset} has {x.shape[-2]}x{x.shape[-1]} with {x.shape[1]}; "
+            "use --model mlp (or --dataset mnist_5k with --model lenet5)"
         )
     (xtr, ytr), (xva, yva), (xte, yte) = data.train_val_test_split(x, y, val=0.1, test=0.2,
                                                                     seed=ns.seed)

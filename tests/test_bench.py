@@ -76,3 +76,10 @@ def test_bench_model_cpu_row_and_missing_cuda():
     if not usable:
         assert report["missing"] == {"cuda": reason}
     json.dumps(report, default=str)  # serialisable
+
+
+def test_bench_rejects_a_model_that_is_not_an_image_classifier():
+    from gpudl.bench.train_step import bench_model
+
+    with pytest.raises(ValueError, match="not an image classifier"):
+        bench_model("vae", batch_size=2, steps=1, devices=["cpu"])

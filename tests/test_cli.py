@@ -80,7 +80,9 @@ def test_train_digits_prints_the_test_accuracy(tmp_path, capsys):
 def test_train_rejects_lenet5_on_8x8_digits_with_a_hint():
     with pytest.raises(SystemExit, match="lenet5 expects 28x28.*--model mlp"):
         cli.main(["train", "--dataset", "digits", "--model", "lenet5", "--epochs", "1"])
-    with pytest.raises(SystemExit, match="unknown model"):
+    with pytest.raises(SystemExit, match="not an image classifier"):
         cli.main(["train", "--dataset", "digits", "--model", "resnet9000"])
+    with pytest.raises(SystemExit, match="not an image classifier"):
+        cli.main(["train", "--dataset", "digits", "--model", "vae"])
     with pytest.raises(SystemExit):  # argparse: unknown dataset
         cli.main(["train", "--dataset", "imagenet"])

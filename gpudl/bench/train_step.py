@@ -22,15 +22,16 @@ from gpudl.autodiff import value_and_grad
 from gpudl.backend import asarray, device, memory_info, probe_cuda
 from gpudl.bench.device_info import machine_info
 from gpudl.bench.timing import time_fn
-from gpudl.models import get_model
+from gpudl.models import IMAGE_CLASSIFIERS, get_model
 from gpudl.train.loop import resolve_loss
-
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28)}
 
 
 def _step_fn(model_name: str, batch_size: int, dev: str):
+    if model_name not in IMAGE_CLASSIFIERS:
+        raise ValueError(f"gpudl bench: {model_name!r} is not an image classifier; benchmarkable "
+                         f"models: {sorted(IMAGE_CLASSIFIERS)}")
     model = get_model(model_name)
-    shape = INPUT_SHAPES.get(model_name, (1, 28, 28))
+    shape = IMAGE_CLASSIFIERS[model_name]
     rng = np.random.default_rng(0)
     x = asarray(rng.random((batch_size, *shape), dtype=np.float32), device=dev)
     y = asarray(rng.integers(0, 10, batch_size), device=dev)

@@ -24,7 +24,7 @@ from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
-from gpudl.backend import module_of
+from gpudl.backend import asarray, module_of, to_numpy
 from gpudl.models import decoding
 from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.core import Dense
@@ -161,7 +161,8 @@ class CharLM(Layer):
                 raise ValueError("CharLM.sample: a string prefix needs the model's vocab "
                                  "(CharLM(..., vocab=vocab)); or pass token ids (N, T0)")
             ids = np.asarray([self.vocab.encode(prefix)], dtype=np.int64)
-        ids = module_of(unbox_all(ids)).asarray(ids)
+        # on the parameters' device, so a string prefix works for a model on the GPU
+        ids = asarray(ids, dtype=np.int64, device=array_device(params["embed"]["weight"]))
         if ids.ndim != 2 or ids.shape[1] < 1:
             raise ValueError(f"CharLM: prefix must hold at least one token per row, (N, T0); "
                              f"got shape {tuple(ids.shape)}")
@@ -187,7 +188,7 @@ class CharLM(Layer):
         new = decoding.sample_decode(self.step_fn(params), tokens, state, length,
                                      temperature=temperature, key=key, top_k=top_k)
         if isinstance(prefix, str):
-            return prefix + "".join(self.vocab.decode(np.asarray(unbox_all(new))[0]))
+            return prefix + "".join(self.vocab.decode(to_numpy(new)[0]))
         return new
 
     def beam_search(self, params, prefix, length: int, beam_width: int = 4,
@@ -198,7 +199,7 @@ class CharLM(Layer):
                                        length_penalty=length_penalty)
         best = seqs[:, 0]
         if isinstance(prefix, str):
-            return prefix + "".join(self.vocab.decode(np.asarray(unbox_all(best))[0]))
+            return prefix + "".join(self.vocab.decode(to_numpy(best)[0]))
         return best
 
 

@@ -19,7 +19,7 @@ from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
-from gpudl.backend import module_of
+from gpudl.backend import asarray, module_of
 from gpudl.errors import ShapeError
 from gpudl.models import decoding
 from gpudl.nn import initializers as inits
@@ -187,8 +187,8 @@ class GPT(Layer):
                  top_k: int | None = None, beam_width: int | None = None, eos: int | None = None,
                  length_penalty: float = 0.0):
         """``prefix`` (N, T0) ids -> (N, T0 + length): the prefix and its continuation."""
-        xp = module_of(unbox_all(prefix))
-        prefix = xp.asarray(prefix)
+        prefix = asarray(prefix, dtype=np.int64, device=array_device(params["tok_embed"]["weight"]))
+        xp = module_of(prefix)
         if prefix.ndim != 2 or prefix.shape[1] < 1:
             raise ShapeError(f"GPT.generate: prefix must be (N, T0) with T0 >= 1, got "
                              f"{tuple(prefix.shape)}")

@@ -334,7 +334,6 @@ def test_seq2seq_shapes_attention_and_padding():
     np.testing.assert_array_equal(beam, out)
 
 
-@pytest.mark.slow
 def test_seq2seq_attention_learns_to_reverse():
     rng = np.random.default_rng(0)
     m = Seq2Seq(10, 10, embed_dim=16, hidden=32)
@@ -349,3 +348,32 @@ def test_seq2seq_attention_learns_to_reverse():
     src, tgt = _reverse_batch(np.random.default_rng(1), 200)
     assert (m.greedy(p, src, max_len=6) == tgt).all(axis=1).mean() > 0.95
     assert (m.beam(p, src, max_len=6, beam_width=3) == tgt).all(axis=1).mean() > 0.95
+
+
+# ----------------------------------------------------------------------------- registry, devices
+def test_registry_builds_sequence_models():
+    from gpudl.models import get_model
+
+    assert isinstance(get_model("rnn_classifier", num_outputs=2), gd.nn.Layer)
+    assert isinstance(get_model("char_lm", vocab_size=5), CharLM)
+    assert isinstance(get_model("seq2seq", src_vocab=5, tgt_vocab=6), Seq2Seq)
+    assert isinstance(get_model("sequence_classifier", vocab_size=5), SequenceClassifier)
+
+
+def test_char_lm_and_seq2seq_on_device(device):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, (2, 5))
+    lm = CharLM(7, embed_dim=4, hidden=8)
+    p, _ = lm.init(gd.random.key(0), ids)
+    cpu = lm.sample(p, ids, 4, temperature=1.0, key=gd.random.key(1))
+    pd_, ids_d = gd.to_device(p, device), gd.to_device(ids, device)
+    on_dev = lm.sample(pd_, ids_d, 4, temperature=1.0, key=gd.random.key(1))
+    assert gd.get_array_module(on_dev) is gd.get_array_module(ids_d)
+    np.testing.assert_array_equal(gd.to_numpy(on_dev), cpu)  # same key, same tokens
+    src, tgt = _reverse_batch(rng, 2)
+    m = Seq2Seq(10, 10, embed_dim=4, hidden=8)
+    p, _ = m.init(gd.random.key(0), {"src": src, "tgt_in": shift_right(tgt, 2)})
+    cpu_logits, _ = m.forward(p, src, shift_right(tgt, 2))
+    dev_logits, _ = m.forward(gd.to_device(p, device), gd.to_device(src, device),
+                              gd.to_device(shift_right(tgt, 2), device))
+    np.testing.assert_allclose(gd.to_numpy(dev_logits), cpu_logits, atol=1e-4)
