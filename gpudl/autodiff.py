@@ -282,11 +282,12 @@ def _broadcasts_to(gshape: tuple, shape: tuple) -> bool:
         return False
 
 
-def _toposort(roots: Sequence[Node]) -> list[Node]:
-    """Nodes reachable from ``roots``, inputs first (iterative post-order DFS)."""
-    order: list[Node] = []
+def postorder(roots: Sequence, parents: Callable[[Any], Sequence]) -> list:
+    """Every node reachable from ``roots``, each after all its parents (iterative DFS, so
+    chains of any length need no recursion). Used for the tape and for nn graphs."""
+    order: list = []
     visited: set[int] = set()
-    stack: list[tuple[Node, bool]] = [(r, False) for r in roots]
+    stack: list[tuple[Any, bool]] = [(r, False) for r in reversed(roots)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
@@ -296,10 +297,13 @@ def _toposort(roots: Sequence[Node]) -> list[Node]:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        for _, parent, _ in node.parents:
-            if id(parent) not in visited:
-                stack.append((parent, False))
+        stack.extend((p, False) for p in reversed(parents(node)) if id(p) not in visited)
     return order
+
+
+def _toposort(roots: Sequence[Node]) -> list[Node]:
+    """Nodes reachable from ``roots``, inputs first."""
+    return postorder(roots, lambda node: [parent for _, parent, _ in node.parents])
 
 
 def _accumulate(cots: dict, node: Node, index: int | None, g) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import ops
+from gpudl.autodiff import postorder
 from gpudl.backend import get_device, xp_for
 from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
 
@@ -58,20 +59,7 @@ def call_symbolic(layer: Layer, inputs: tuple):
 
 
 def _topo(outputs: Sequence[Symbolic]) -> list[Symbolic]:
-    order: list[Symbolic] = []
-    seen: set[int] = set()
-    stack = [(o, False) for o in reversed(outputs)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in reversed(node.parents) if id(p) not in seen)
-    return order
+    return postorder(outputs, lambda node: node.parents)
 
 
 class Model(Layer):
