@@ -62,6 +62,7 @@ from gpudl.functional.graph import (
     segment_mean,
     segment_softmax,
 )
+from gpudl.functional.linear import linear
 from gpudl.functional.losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,

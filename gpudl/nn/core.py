@@ -18,6 +18,7 @@ import numpy as np
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.errors import ShapeError
+from gpudl.functional.linear import linear
 from gpudl.nn import initializers as inits
 from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
@@ -63,10 +64,7 @@ class Dense(Layer):
                 f"nn.Dense{' ' + repr(self.name) if self.name else ''}: input has {x.shape[-1]} "
                 f"features but the weight expects {w.shape[1]} (weight shape {w.shape})"
             )
-        y = ops.matmul(x, ops.transpose(w))
-        if self.use_bias:
-            y = y + params["bias"]
-        return y, state
+        return linear(x, w, params.get("bias")), state
 
     def macs(self, x, y, params):
         return int(np.prod(y.shape)) * int(x.shape[-1])
