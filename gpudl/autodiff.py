@@ -234,17 +234,8 @@ def nondifferentiable(name: str, impl: Callable) -> Primitive:
 # ----------------------------------------------------------------------------- backward pass
 def _zeros_like(x):
     raw = unbox_all(x)
-    xp = _xp_of(raw)
+    xp = backend.module_of(raw)
     return xp.zeros(raw.shape, dtype=raw.dtype)
-
-
-def _xp_of(raw):
-    if isinstance(raw, np.ndarray | np.generic):
-        return np
-    import sys
-
-    cupy = sys.modules.get("cupy")
-    return cupy if cupy is not None and isinstance(raw, cupy.ndarray) else np
 
 
 def _fit_cotangent(g, like, prim: Primitive, argnum: int):
@@ -456,7 +447,7 @@ def value_and_grad(
         cots = {}
         if type(out) is Traced and out.trace is trace:
             raw = unbox_all(out)
-            seed = _xp_of(raw).ones(raw.shape, dtype=raw.dtype)
+            seed = backend.module_of(raw).ones(raw.shape, dtype=raw.dtype)
             cots = backward([(out, seed)])
         grads = tuple(_leaf_grads(boxed[n], cots) for n in nums)
         value = _unbox_level(out, trace)

@@ -222,10 +222,26 @@ def _cuda_array_types() -> tuple[type, ...]:
 BOXED_TYPES: tuple[type, ...] = ()
 
 
-def device_of(a: Any) -> str:
-    """``"cuda"`` for a CuPy array (traced or not), ``"cpu"`` for anything else."""
+def _unboxed(a: Any) -> Any:
+    """The plain array inside any boxing (autodiff.unbox_all, without importing autodiff)."""
     while BOXED_TYPES and isinstance(a, BOXED_TYPES):
         a = a.value
+    return a
+
+
+def shape_of(x: Any) -> tuple:
+    """The shape of an array, a traced value or anything ``np.shape`` understands.
+
+    Example:
+        >>> shape_of(np.zeros((2, 3))), shape_of([1.0, 2.0]), shape_of(3.0)
+        ((2, 3), (2,), ())
+    """
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def device_of(a: Any) -> str:
+    """``"cuda"`` for a CuPy array (traced or not), ``"cpu"`` for anything else."""
+    a = _unboxed(a)
     types = _cuda_array_types()
     return "cuda" if types and isinstance(a, types) else "cpu"
 
@@ -271,9 +287,7 @@ def get_array_module(*arrays: Any):
         >>> get_array_module(np.zeros(3)) is np
         True
     """
-    from gpudl.autodiff import unbox_all  # local: autodiff imports backend
-
-    dev = check_same_device([unbox_all(a) for a in arrays], "get_array_module")
+    dev = check_same_device([_unboxed(a) for a in arrays], "get_array_module")
     return np if dev == "cpu" else xp_for("cuda")
 
 
@@ -297,9 +311,7 @@ def asarray(x: Any, dtype: Any = None, device: str | None = None):
         >>> asarray([1.5, 2.5]).dtype, asarray([1, 2]).dtype
         (dtype('float32'), dtype('int64'))
     """
-    from gpudl.autodiff import unbox_all
-
-    x = unbox_all(x)
+    x = _unboxed(x)
     dev = get_device() if device is None else _resolve(device)[0]
     target = _target_dtype(x, dtype)
     if dev == "cpu":
@@ -316,9 +328,7 @@ def to_numpy(x: Any) -> np.ndarray:
         >>> to_numpy(asarray([1.0])).tolist()
         [1.0]
     """
-    from gpudl.autodiff import unbox_all
-
-    x = unbox_all(x)
+    x = _unboxed(x)
     if device_of(x) == "cuda":
         return x.get()
     return np.asarray(x)
@@ -400,6 +410,13 @@ def scatter_add_(target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
+
+
+def gpu_benchmark_times(fn, n_repeat: int, n_warmup: int):
+    """Per-call GPU times (seconds, CUDA events) of ``fn()`` from ``cupyx.profiler.benchmark``."""
+    from cupyx.profiler import benchmark  # noqa: PLC0415 - part of CuPy, still only imported here
+
+    return benchmark(fn, n_repeat=n_repeat, n_warmup=n_warmup).gpu_times[0]
 
 
 def module_of(a: Any):

@@ -102,7 +102,7 @@ class KernelSource:
 
     def compile_check(self, arch: str) -> int:
         """Compile with NVRTC for ``arch`` (no GPU needed). Returns the PTX size in bytes."""
-        from cupy.cuda import compiler
+        compiler = xp_for("cuda").cuda.compiler  # CuPy only through backend
 
         # CuPy's public compile_using_nvrtc asks the driver for the device's arch, which
         # fails without a GPU. This is the program object and the options it then uses:
@@ -205,9 +205,7 @@ def _register_all() -> None:
 def compile_check(archs: Sequence[str] = COMPILE_CHECK_ARCHS) -> int:
     """Compile every ``kernels/*.cu`` for each arch. Prints a line each; returns failures."""
     try:
-        from cupy.cuda import nvrtc
-
-        version = nvrtc.getVersion()
+        version = xp_for("cuda").cuda.nvrtc.getVersion()
     except Exception as exc:
         print(f"compile-check: NVRTC is unavailable ({exc}); install 'gpudl[test]' or 'gpudl[cuda13]'")
         return 1

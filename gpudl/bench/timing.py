@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gpudl.backend import xp_for
+from gpudl.backend import gpu_benchmark_times, xp_for
 
 CLOCKS = ("events", "cupyx", "torch")
 
@@ -111,11 +111,9 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int = 3, repeats: int
         _synchronize(clock)
     first = time.perf_counter() - t0
     if cuda and clock == "cupyx":
-        from cupyx.profiler import benchmark
-
         # benchmark() runs its own warm-up calls and CUDA-event timing per call.
-        result = benchmark(fn, n_repeat=repeats, n_warmup=max(warmup - 1, 0))
-        return {"first_call_s": first, **summarize(result.gpu_times[0])}
+        times = gpu_benchmark_times(fn, n_repeat=repeats, n_warmup=max(warmup - 1, 0))
+        return {"first_call_s": first, **summarize(times)}
     for _ in range(max(warmup - 1, 0)):
         fn()
     if not cuda:

@@ -23,17 +23,14 @@ from collections.abc import Callable
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
+from gpudl.autodiff import Primitive, nondifferentiable
 from gpudl.backend import module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
 
 # torch.nn.SELU's constants (Klambauer et al. 2017).
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _shape(x) -> tuple:
-    return unbox_all(x).shape if hasattr(unbox_all(x), "shape") else np.shape(x)
 
 
 # ------------------------------------------------------------------------ simple ones

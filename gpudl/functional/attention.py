@@ -23,13 +23,9 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import unbox_all
 from gpudl.backend import get_device, module_of, xp_for
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
 from gpudl.functional.activations import softmax
-
-
-def _shape(x) -> tuple:
-    raw = unbox_all(x)
-    return raw.shape if hasattr(raw, "shape") else np.shape(raw)
 
 
 def causal_mask(lq: int, lk: int | None = None, device: str | None = None):

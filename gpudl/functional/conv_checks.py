@@ -16,12 +16,8 @@ from typing import Any
 import numpy as np
 
 from gpudl.autodiff import unbox_all
-from gpudl.backend import check_same_device
+from gpudl.backend import check_same_device, shape_of  # noqa: F401 - shape_of re-exported
 from gpudl.errors import DTypeError, ShapeError
-
-
-def shape_of(a) -> tuple:
-    return tuple(a.shape) if hasattr(a, "shape") else tuple(np.shape(a))
 
 
 def check_float_operands(op: str, named: dict[str, Any]) -> np.dtype:

@@ -20,13 +20,9 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import DTypeError, ShapeError
 from gpudl.functional.activations import leaky_relu
-
-
-def _shape(x) -> tuple:
-    raw = unbox_all(x)
-    return raw.shape if hasattr(raw, "shape") else np.shape(raw)
 
 
 def _check_ids(ids, num_segments: int, op: str, what: str = "segment_ids"):

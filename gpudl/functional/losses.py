@@ -20,15 +20,11 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import DTypeError, ShapeError
 from gpudl.functional.activations import log_softmax, softplus
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _shape(x) -> tuple:
-    raw = unbox_all(x)
-    return raw.shape if hasattr(raw, "shape") else np.shape(raw)
 
 
 def _reduce(loss, reduction: str, op: str):
@@ -65,11 +61,15 @@ def _check_labels(labels, num_classes: int, op: str, ignore_index=None):
             f"(for one-hot or soft targets use a loss on probabilities)"
         )
     valid = raw if ignore_index is None else raw[raw != ignore_index]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
+    if not valid.size:
+        return raw
+    # min and max in one device-to-host copy (one sync on the GPU, not two)
+    lo, hi = (int(v) for v in module_of(valid).stack([valid.min(), valid.max()]).tolist())
+    if lo < 0 or hi >= num_classes:
         raise ValueError(
             f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes"
             f"{'' if ignore_index is None else f' (or equal ignore_index={ignore_index})'}, "
-            f"got range [{int(valid.min())}, {int(valid.max())}]; check the label encoding or "
+            f"got range [{lo}, {hi}]; check the label encoding or "
             f"the number of output units"
         )
     return raw

@@ -15,12 +15,8 @@ import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
-
-
-def _shape(x) -> tuple:
-    raw = unbox_all(x)
-    return raw.shape if hasattr(raw, "shape") else np.shape(raw)
 
 
 def _check_channel_vector(v, name: str, c: int, op: str) -> None:

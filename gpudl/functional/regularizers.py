@@ -12,15 +12,15 @@ from __future__ import annotations
 import numpy as np  # noqa: F401  (the docstring examples use np)
 
 from gpudl import ops
-from gpudl.autodiff import unbox_all
+from gpudl.autodiff import unbox_all, vjp
 from gpudl.backend import module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
-from gpudl.functional.losses import _check_reduction, _shape
+from gpudl.functional.losses import _check_reduction
+from gpudl.tree import flatten_with_paths
 
 
 def _weights(params, exclude_bias: bool) -> list:
-    from gpudl.tree import flatten_with_paths
-
     return [
         leaf
         for path, leaf in flatten_with_paths(params)
@@ -78,8 +78,6 @@ def contractive_penalty(f, x, reduction: str = "mean"):
         >>> float(contractive_penalty(lambda v: 2.0 * v, x))
         12.0
     """
-    from gpudl.autodiff import vjp
-
     _check_reduction(reduction, "contractive_penalty", ("mean", "sum"))
     out, f_vjp = vjp(f, x)
     s = _shape(out)

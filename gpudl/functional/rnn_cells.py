@@ -30,6 +30,7 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced, unbox_all
 from gpudl.backend import check_same_device, device_of, module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
 from gpudl.errors import DTypeError, ShapeError
 
@@ -56,10 +57,6 @@ def _sigmoid(x):
 
 
 # ----------------------------------------------------------------------------- checks
-def _shape(x) -> tuple:
-    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
-
-
 def check_float_args(op: str, named: dict[str, Any]) -> np.dtype:
     """Same device, float32/float64, one dtype for every non-None argument. Returns it."""
     present = {k: v for k, v in named.items() if v is not None}

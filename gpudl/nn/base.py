@@ -33,7 +33,7 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import TreeMismatchError
-from gpudl.tree import tree_map
+from gpudl.tree import tree_leaves, tree_map
 
 
 def array_device(x) -> str:
@@ -229,6 +229,4 @@ class Sequential(Layer):
 
 def count_params(tree: Any) -> int:
     """Number of scalars in a params tree."""
-    from gpudl.tree import tree_leaves
-
     return int(sum(int(np.prod(leaf.shape)) for leaf in tree_leaves(tree)))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
+from gpudl.nn.base import count_params
 from gpudl.tree import tree_leaves
 
 
@@ -31,10 +32,6 @@ def _subtree(tree: Any, path: str) -> Any:
             return {}
         node = node[part]
     return node
-
-
-def _count(tree: Any) -> int:
-    return int(sum(int(np.prod(leaf.shape)) for leaf in tree_leaves(tree)))
 
 
 def summary_data(model, x_example, key=None) -> dict:
@@ -67,7 +64,7 @@ def summary_data(model, x_example, key=None) -> dict:
                 "name": paths.get(id(layer), type(layer).__name__),
                 "type": type(layer).__name__,
                 "output_shape": shape,
-                "params": _count(p) if first else 0,
+                "params": count_params(p) if first else 0,
                 "macs": int(layer.macs(x, y, p)) if hasattr(y, "shape") else 0,
             })
             return y, s2
@@ -94,7 +91,7 @@ def summary_data(model, x_example, key=None) -> dict:
         "trainable_params": trainable,
         "frozen_params": total - trainable,
         "total_macs": int(sum(r["macs"] for r in rows)),
-        "state_size": _count(state),
+        "state_size": count_params(state),
     }
 
 

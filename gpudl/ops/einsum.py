@@ -22,11 +22,8 @@ import string
 import numpy as np
 
 from gpudl.autodiff import Primitive
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
-
-
-def _shape(x) -> tuple:
-    return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
 def parse_subscripts(subscripts: str, shapes: list[tuple]) -> tuple[list[str], str]:

@@ -15,11 +15,8 @@ import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
 from gpudl.backend import module_of, scatter_add_
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import DTypeError, ShapeError
-
-
-def _shape(x) -> tuple:
-    return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
 def _is_basic(index: tuple) -> bool:

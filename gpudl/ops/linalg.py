@@ -14,6 +14,7 @@ import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
 from gpudl.backend import module_of
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
 from gpudl.ops.elementwise import abs as _abs
 from gpudl.ops.elementwise import multiply, not_equal, power, where
@@ -21,10 +22,6 @@ from gpudl.ops.reductions import max as _max
 from gpudl.ops.reductions import min as _min
 from gpudl.ops.reductions import sum as _sum
 from gpudl.ops.shape import expand_dims, reshape, swapaxes
-
-
-def _shape(x) -> tuple:
-    return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
 def _mT(x):
@@ -189,15 +186,11 @@ def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
 
 
 # --------------------------------------------------------------------------- solve, inv, det
-def _xp(a):
-    return module_of(a)
-
-
 def _solve_impl(a, b):
     # Broadcast the batch dims explicitly: NumPy 2 and CuPy then agree that b is a
     # (batch of) matrix, whatever the ranks.
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    xp = _xp(a)
+    xp = module_of(a)
     a = xp.broadcast_to(a, batch + a.shape[-2:])
     b = xp.broadcast_to(b, batch + b.shape[-2:])
     return xp.linalg.solve(a, b)
@@ -242,7 +235,7 @@ def _inv_vjp(g, out, a):
     return (-_matmul(_matmul(t, g), t),)
 
 
-_inv = Primitive("inv", lambda a: _xp(a).linalg.inv(a), _inv_vjp)
+_inv = Primitive("inv", lambda a: module_of(a).linalg.inv(a), _inv_vjp)
 
 
 def inv(a):
@@ -264,7 +257,7 @@ def _det_vjp(g, out, a):
     return (scale * _mT(inv(a)),)
 
 
-_det = Primitive("det", lambda a: _xp(a).linalg.det(a), _det_vjp)
+_det = Primitive("det", lambda a: module_of(a).linalg.det(a), _det_vjp)
 
 
 def det(a):
@@ -277,15 +270,15 @@ def det(a):
 
 # --------------------------------------------------------------------------- forward only
 # Closed-form linear models need these; their gradients are not provided.
-_pinv = nondifferentiable("pinv", lambda a, *, rcond: _xp(a).linalg.pinv(a, rcond))
+_pinv = nondifferentiable("pinv", lambda a, *, rcond: module_of(a).linalg.pinv(a, rcond))
 _svd = nondifferentiable(
     "svd",
-    lambda a, *, full_matrices, compute_uv: _xp(a).linalg.svd(
+    lambda a, *, full_matrices, compute_uv: module_of(a).linalg.svd(
         a, full_matrices=full_matrices, compute_uv=compute_uv
     ),
 )
-_eigh = nondifferentiable("eigh", lambda a, *, UPLO: _xp(a).linalg.eigh(a, UPLO=UPLO))
-_lstsq = nondifferentiable("lstsq", lambda a, b, *, rcond: _xp(a).linalg.lstsq(a, b, rcond=rcond))
+_eigh = nondifferentiable("eigh", lambda a, *, UPLO: module_of(a).linalg.eigh(a, UPLO=UPLO))
+_lstsq = nondifferentiable("lstsq", lambda a, b, *, rcond: module_of(a).linalg.lstsq(a, b, rcond=rcond))
 
 
 def pinv(a, rcond: float = 1e-15):

@@ -17,6 +17,7 @@ import builtins
 import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
 from gpudl.ops.elementwise import equal, exp, sqrt, where
 from gpudl.ops.shape import broadcast_to, reshape
@@ -89,10 +90,6 @@ def _norm_axis(axis, x=None):
         if not -ndim <= int(a) < ndim:
             raise ShapeError(f"axis {a} is out of range for an array of shape {_shape(x)}")
     return tuple(sorted(int(a) % ndim for a in axes))
-
-
-def _shape(x) -> tuple:
-    return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
 def _count(shape: tuple, axis) -> int:

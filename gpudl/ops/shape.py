@@ -19,11 +19,8 @@ import numpy as np
 
 from gpudl.autodiff import Primitive, unbox_all
 from gpudl.backend import module_of, to_numpy
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
-
-
-def _shape(x) -> tuple:
-    return x.shape if hasattr(x, "shape") else np.shape(x)
 
 
 def _axis(axis: int, ndim: int, op: str) -> int:

@@ -34,6 +34,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from gpudl.backend import module_of
 from gpudl.errors import TreeMismatchError
 from gpudl.tree import assert_same_structure, tree_map
 
@@ -198,8 +199,6 @@ def set_to_zero() -> GradientTransformation:
     """Zero updates (what frozen parameters get)."""
 
     def update(grads, state, params=None):
-        from gpudl.backend import module_of
-
         return tree_map(lambda g: module_of(g).zeros_like(g), grads), state
 
     return GradientTransformation(lambda params: EmptyState(), update)

@@ -15,8 +15,6 @@ import math
 import os
 from typing import Any
 
-from gpudl.tree import tree_map
-
 
 class Callback:
     def on_train_begin(self, trainer: Any) -> None:
@@ -165,7 +163,3 @@ class CSVLogger(Callback):
             if new_file:
                 writer.writeheader()
             writer.writerow({"epoch": epoch, **logs})
-
-
-def scale_updates(updates: Any, scale: float) -> Any:
-    return updates if scale == 1.0 else tree_map(lambda u: u * scale, updates)

@@ -28,22 +28,23 @@ from gpudl import random as gdr
 from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import DataLoader
-from gpudl.train.callbacks import Callback, scale_updates
+from gpudl.optim.base import apply_updates, scale_updates
+from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
 from gpudl.tree import tree_leaves, tree_map
 
-# loss name -> (function name, the functional module that defines it)
+# loss name -> its function in gpudl.functional
 _LOSSES = {
-    "cross_entropy": ("softmax_cross_entropy", "cross_entropy"),
-    "softmax_cross_entropy": ("softmax_cross_entropy", "cross_entropy"),
-    "mse": ("mse_loss", "losses"),
-    "l1": ("l1_loss", "losses"),
-    "huber": ("huber_loss", "losses"),
-    "bce_with_logits": ("binary_cross_entropy_with_logits", "losses"),
-    "binary_cross_entropy": ("binary_cross_entropy", "losses"),
+    "cross_entropy": "softmax_cross_entropy",
+    "softmax_cross_entropy": "softmax_cross_entropy",
+    "mse": "mse_loss",
+    "l1": "l1_loss",
+    "huber": "huber_loss",
+    "bce_with_logits": "binary_cross_entropy_with_logits",
+    "binary_cross_entropy": "binary_cross_entropy",
 }
 
 
@@ -54,27 +55,9 @@ def resolve_loss(loss: str | Callable) -> Callable:
     if loss not in _LOSSES:
         raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a "
                          "function (outputs, targets) -> scalar")
-    import importlib
-
     from gpudl import functional as F
 
-    fn_name, module = _LOSSES[loss]
-    fn = getattr(F, fn_name, None)
-    if fn is None:  # the defining module works even before F re-exports the name
-        fn = getattr(importlib.import_module(f"gpudl.functional.{module}"), fn_name)
-    return fn
-
-
-def apply_updates(params: Any, updates: Any) -> Any:
-    """``params + updates`` leaf-wise, keeping each parameter's dtype (as optim.apply_updates)."""
-
-    def add(p, u):
-        if u is None:  # a frozen or masked-out parameter
-            return p
-        out = p + u
-        return out.astype(p.dtype) if out.dtype != p.dtype else out
-
-    return tree_map(add, params, updates)
+    return getattr(F, _LOSSES[loss])
 
 
 def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
@@ -88,6 +71,15 @@ def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
     if metric not in table:
         raise ValueError(f"fit: unknown metric {metric!r}; expected one of {sorted(table)}")
     return metric, table[metric]
+
+
+# The progress bar's running loss is refreshed every this many steps (each read is a sync).
+_PROGRESS_EVERY = 20
+
+
+def _as_float64(value):
+    """``value`` as a float64 scalar on its own device (no host copy for CuPy arrays)."""
+    return value.astype(np.float64) if hasattr(value, "astype") else float(value)
 
 
 def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) -> DataLoader:
@@ -201,20 +193,23 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         trainer.epoch = epoch
         t0 = time.perf_counter()
         progress = Progress(epoch + 1, epochs, len(loader), verbose)
+        # The loss sum stays on the device (float64): float() per step would be a host
+        # sync per step on the GPU. It is read when the bar is redrawn and once per epoch.
         total, count, sums = 0.0, 0, {n: 0.0 for n, _ in named}
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
             try:
                 loss_value, out = trainer.train_step(x, y)
             except Exception as exc:
                 reraise_if_oom(exc, loader.batch_size)
                 raise
             n = int(x.shape[0])
-            total += float(loss_value) * n
+            total = total + _as_float64(loss_value) * n
             count += n
             for name, fn in named:
                 sums[name] += float(fn(out, y)) * n
-            progress.update({"loss": total / count})
-        logs = {"loss": total / max(count, 1)}
+            show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
+            progress.update({"loss": float(total) / count} if show else None)
+        logs = {"loss": float(total) / max(count, 1)}
         logs.update({n: s / max(count, 1) for n, s in sums.items()})
         if validation_data is not None:
             val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
@@ -254,10 +249,11 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
         n = int(x.shape[0])
         count += n
         if loss_fn is not None:
-            sums["loss"] = sums.get("loss", 0.0) + float(loss_fn(out, y)) * n
+            # kept on the device until the end: no host sync per batch
+            sums["loss"] = sums.get("loss", 0.0) + _as_float64(loss_fn(out, y)) * n
         for name, fn in named:
             sums[name] = sums.get(name, 0.0) + float(fn(out, y)) * n
-    return {k: v / max(count, 1) for k, v in sums.items()}
+    return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 
 def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):

@@ -51,9 +51,16 @@ class Progress:
             self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=True,
                             dynamic_ncols=True, file=sys.stderr)
 
-    def update(self, logs: dict[str, float]) -> None:
+    @property
+    def shows_logs(self) -> bool:
+        """Whether :meth:`update` displays its logs (callers skip computing them if not)."""
+        return self.bar is not None
+
+    def update(self, logs: dict[str, float] | None = None) -> None:
+        """One step done; ``logs`` (if given) replace the bar's figures."""
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            if logs is not None:
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
             self.bar.update(1)
 
     def close(self, logs: dict[str, float], seconds: float) -> None:
