@@ -66,6 +66,14 @@ class Layer:
     def init(self, key, x) -> tuple[dict, dict]:
         return {}, {}
 
+    def init_and_apply(self, key, x) -> tuple[dict, dict, Any]:
+        """``init`` plus the eval-mode output on ``x``: containers build each child's example
+        from the previous child's output, so they call this once per child instead of
+        ``init`` followed by ``apply`` (which would run nested children's forwards again)."""
+        params, state = self.init(key, x)
+        y, _ = self.apply(params, state, x, train=False)
+        return params, state, y
+
     def apply(self, params: dict, state: dict, x, *, train: bool = False, key=None):
         raise NotImplementedError(f"{type(self).__name__}.apply")
 
@@ -191,20 +199,25 @@ class Sequential(Layer):
         self._has_params = any(has_params(layer) for layer in self.layers)
 
     def init(self, key, x):
+        params, state, _ = self.init_and_apply(key, x)
+        return params, state
+
+    def init_and_apply(self, key, x):
         params: dict = {}
         state: dict = {}
         seen: set[str] = set()
         keys = split_keys(key, len(self.layers))
         for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            if name not in seen:
-                seen.add(name)
-                p, s = layer.init(k, x)
-                if has_params(layer):
-                    params[name] = p
-                if s:
-                    state[name] = s
-            x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, train=False)
-        return params, state
+            if name in seen:  # a shared layer: its params exist, just run it
+                x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, train=False)
+                continue
+            seen.add(name)
+            p, s, x = layer.init_and_apply(k, x)
+            if has_params(layer):
+                params[name] = p
+            if s:
+                state[name] = s
+        return params, state, x
 
     def apply(self, params, state, x, *, train=False, key=None):
         check_children(params, self.names, self.layers, "nn.Sequential")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpudl import ops
+from gpudl.errors import ShapeError
 from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
 
 
@@ -27,17 +28,33 @@ class _Branches(Layer):
         self._has_params = any(has_params(layer) for layer in self.layers)
 
     def init(self, key, x):
-        params, state = {}, {}
+        params, state, _ = self.init_and_apply(key, x)
+        return params, state
+
+    def init_and_apply(self, key, x):
+        params, state, outs = {}, {}, []
+        seen: set[str] = set()
         keys = split_keys(key, len(self.layers))
         for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
-            if nm in params or nm in state:
+            if nm in seen:  # a shared layer: its params exist, just run it
+                outs.append(layer.apply(params.get(nm, {}), state.get(nm, {}), x)[0])
                 continue
-            p, s = layer.init(k, x)
+            seen.add(nm)
+            p, s, y = layer.init_and_apply(k, x)
             if has_params(layer):
                 params[nm] = p
             if s:
                 state[nm] = s
-        return params, state
+            outs.append(y)
+        return params, state, self._combine(outs, x)
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        outs, new_state = self._outputs(params, state, x, train, key)
+        return self._combine(outs, x), new_state
+
+    def _combine(self, outs: list, x):
+        """The layer's output from its branches' outputs (and its input, for shortcuts)."""
+        raise NotImplementedError
 
     def _outputs(self, params, state, x, train, key):
         check_children(params, self.names, self.layers, type(self).__name__)
@@ -69,22 +86,15 @@ class Residual(_Branches):
         super().__init__(layers, names, name)
         self.has_projection = projection is not None
 
-    def init(self, key, x):
-        params, state = super().init(key, x)
-        self.apply(params, state, x)  # a body/shortcut shape mismatch fails here, at init
-        return params, state
-
-    def apply(self, params, state, x, *, train=False, key=None):
-        outs, new_state = self._outputs(params, state, x, train, key)
+    def _combine(self, outs, x):
+        # Also runs during init, so a body/shortcut shape mismatch fails there.
         shortcut = outs[1] if self.has_projection else x
         if tuple(outs[0].shape) != tuple(shortcut.shape):
-            from gpudl.errors import ShapeError
-
             raise ShapeError(
                 f"nn.Residual: body output {tuple(outs[0].shape)} and shortcut "
                 f"{tuple(shortcut.shape)} differ; give a projection layer to match them"
             )
-        return outs[0] + shortcut, new_state
+        return outs[0] + shortcut
 
 
 class Parallel(_Branches):
@@ -95,8 +105,8 @@ class Parallel(_Branches):
     def __init__(self, branches: Sequence[Layer], name: str | None = None):
         super().__init__(branches, None, name)
 
-    def apply(self, params, state, x, *, train=False, key=None):
-        return self._outputs(params, state, x, train, key)
+    def _combine(self, outs, x):
+        return outs
 
 
 class Concat(_Branches):
@@ -108,6 +118,5 @@ class Concat(_Branches):
         super().__init__(branches, None, name)
         self.axis = axis
 
-    def apply(self, params, state, x, *, train=False, key=None):
-        outs, new_state = self._outputs(params, state, x, train, key)
-        return ops.concatenate(outs, axis=self.axis), new_state
+    def _combine(self, outs, x):
+        return ops.concatenate(outs, axis=self.axis)

@@ -117,14 +117,13 @@ class Model(Layer):
             args = [values[id(p)] for p in node.parents]
             arg = args if node.multi else args[0]
             if initializing and name not in initialized:
-                p, s = node.layer.init(init_keys[name], arg)
+                p, s, y = node.layer.init_and_apply(init_keys[name], arg)
                 if has_params(node.layer):
                     params[name] = p
-                if s:
-                    new_state[name] = s
                 initialized.add(name)
-            y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
-                                    train=train, key=k)
+            else:
+                y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
+                                        train=train, key=k)
             if s:
                 new_state[name] = s
             values[id(node)] = y

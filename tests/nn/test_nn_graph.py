@@ -171,3 +171,21 @@ def test_trainable_mask_and_frozen_layers():
     assert mask == {"dense1": {"weight": False, "bias": False},
                     "dense2": {"weight": True, "bias": True}}
     gd.tree.assert_same_structure(mask, params)
+
+
+def test_init_runs_each_layer_forward_once_however_deeply_nested():
+    calls = {"n": 0}
+
+    class Counting(nn.Layer):
+        def apply(self, params, state, x, *, train=False, key=None):
+            calls["n"] += 1
+            return x, state
+
+    leaf = Counting()
+    nested = nn.Sequential([nn.Sequential([nn.Residual(nn.Sequential([leaf]))])])
+    nested.init(gd.random.key(0), np.zeros((2, 3)))
+    assert calls["n"] == 1
+    calls["n"] = 0
+    x = nn.Input((3,))
+    nn.Model(x, nn.Sequential([leaf])(x)).init(gd.random.key(0))
+    assert calls["n"] == 1
