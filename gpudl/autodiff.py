@@ -134,6 +134,17 @@ class Traced:
 backend.BOXED_TYPES = (Traced,)
 
 
+# The all-ones seed cotangents of running grad calls, by id. Ops that pass a cotangent
+# through unchanged (add, identity reshapes) hand the very same object on, so a fused
+# kernel can tell "the upstream gradient is exactly 1" and skip a scaling pass.
+_UNIT_SEEDS: dict[int, Any] = {}
+
+
+def is_unit_cotangent(g: Any) -> bool:
+    """True when ``g`` is the all-ones seed of a running ``grad``/``value_and_grad`` call."""
+    return id(g) in _UNIT_SEEDS and _UNIT_SEEDS[id(g)] is g
+
+
 def unbox_all(x: Any) -> Any:
     """The plain array inside any number of trace levels (identity for plain arrays)."""
     while type(x) is Traced:
@@ -448,7 +459,11 @@ def value_and_grad(
         if type(out) is Traced and out.trace is trace:
             raw = unbox_all(out)
             seed = backend.module_of(raw).ones(raw.shape, dtype=raw.dtype)
-            cots = backward([(out, seed)])
+            _UNIT_SEEDS[id(seed)] = seed  # held alive, so its id cannot be reused meanwhile
+            try:
+                cots = backward([(out, seed)])
+            finally:
+                del _UNIT_SEEDS[id(seed)]
         grads = tuple(_leaf_grads(boxed[n], cots) for n in nums)
         value = _unbox_level(out, trace)
         grads_out = grads[0] if isinstance(argnums, int) else grads

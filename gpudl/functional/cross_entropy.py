@@ -11,7 +11,9 @@ the same loss, lse and gradient. Both share the vjp:
 * reduction ``'mean'``/``'sum'`` under ``gd.grad``: the forward launch also writes the
   gradient for a unit upstream cotangent (``softmax - target`` times ``1/n_valid`` or 1), and
   the vjp multiplies it by the scalar upstream ``g`` in place, handing the buffer over as
-  the cotangent. Memory trade-off: one extra (N, C) buffer lives from the forward to the
+  the cotangent. When ``g`` is the grad call's own all-ones seed (the loss is returned as
+  is, or only added to other terms) that multiply is skipped: one read of the logits and
+  one write of the gradient in total. Memory trade-off: one extra (N, C) buffer lives from the forward to the
   backward (the activations' size again); in exchange the backward reads no logits and
   recomputes no exponentials. A second backward over the same tape recomputes from lse.
   ``FUSED_REDUCED_BACKWARD = False`` switches to the recompute path (3 instead of 4 passes
@@ -29,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, is_traced, unbox_all
+from gpudl.autodiff import Primitive, is_traced, is_unit_cotangent, unbox_all
 from gpudl.backend import check_same_device, device_of, module_of, xp_for
 from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
 from gpudl.errors import DTypeError, ShapeError
@@ -289,7 +291,8 @@ def _sce_vjp(cots, outs, x, labels, *, reduction, ignore_index, label_smoothing,
             return g * dl if is_traced(g) else dl
         if is_traced(g):
             return g * dl
-        dl *= module_of(dl).asarray(g, dtype=dl.dtype)  # the buffer becomes the cotangent
+        if not is_unit_cotangent(g):  # the loss itself: g == 1, skip a pass over (N, C)
+            dl *= module_of(dl).asarray(g, dtype=dl.dtype)  # the buffer becomes the cotangent
         return dl
 
     return (grad_logits, None)

@@ -358,3 +358,24 @@ def test_kernel_large_vocabulary():
     ref = CE.twin_forward(x, y, eps=0.1, with_grad=True, grad_scale=1.0 / 8192)  # on CuPy
     for a, b in zip(got, ref, strict=True):
         cupy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
+
+
+def test_fused_gradient_skips_the_scale_only_for_the_unit_seed(monkeypatch):
+    """The loss itself gets g == 1 (the seed, passed on unchanged by add); a scaled loss
+    must still scale the saved gradient."""
+    from gpudl import autodiff
+
+    seen = []
+    real = autodiff.is_unit_cotangent
+    monkeypatch.setattr(
+        "gpudl.functional.cross_entropy.is_unit_cotangent", lambda g: seen.append(real(g)) or real(g)
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 4)), rng.integers(0, 4, 6)
+    ref = gd.grad(lambda v: softmax_cross_entropy(v, y))(x)
+    got = gd.grad(lambda v: softmax_cross_entropy(v, y) + 0.0 * v.sum())(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    scaled = gd.grad(lambda v: 3.0 * softmax_cross_entropy(v, y))(x)
+    np.testing.assert_allclose(scaled, 3.0 * ref, rtol=1e-12)
+    assert seen == [True, True, False]
+    assert not autodiff._UNIT_SEEDS  # nothing left registered after the grad calls
