@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
-from gpudl.autodiff import value_and_grad
+from gpudl.autodiff import unbox_all, value_and_grad
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import DataLoader
 from gpudl.optim.base import apply_updates, scale_updates
@@ -66,11 +66,21 @@ def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
         return getattr(metric, "__name__", "metric"), metric
     from gpudl import metrics as M
 
-    table = {"accuracy": M.accuracy, "top5": lambda o, t: M.top_k_accuracy(o, t, 5),
+    table = {"accuracy": _batch_accuracy, "top5": lambda o, t: M.top_k_accuracy(o, t, 5),
              "rmse": M.rmse, "r2": M.r2_score}
     if metric not in table:
         raise ValueError(f"fit: unknown metric {metric!r}; expected one of {sorted(table)}")
     return metric, table[metric]
+
+
+def _batch_accuracy(outputs, targets):
+    """Accuracy as a 0-d float64 array on the outputs' device: no host copy per step (the
+    epoch total is read once); same result as :func:`gpudl.metrics.accuracy`."""
+    out = unbox_all(outputs)
+    pred = out.argmax(axis=-1) if out.ndim > 1 else out
+    if pred.shape != targets.shape:
+        raise ValueError(f"accuracy: predictions {pred.shape} and targets {targets.shape} differ")
+    return (pred == targets).mean(dtype=np.float64)
 
 
 # The progress bar's running loss is refreshed every this many steps (each read is a sync).
@@ -206,11 +216,11 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
             total = total + _as_float64(loss_value) * n
             count += n
             for name, fn in named:
-                sums[name] += float(fn(out, y)) * n
+                sums[name] = sums[name] + _as_float64(fn(out, y)) * n
             show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
             progress.update({"loss": float(total) / count} if show else None)
         logs = {"loss": float(total) / max(count, 1)}
-        logs.update({n: s / max(count, 1) for n, s in sums.items()})
+        logs.update({n: float(s) / max(count, 1) for n, s in sums.items()})
         if validation_data is not None:
             val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
                            metrics=metrics, batch_size=loader.batch_size, device=device)
@@ -252,7 +262,7 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
             # kept on the device until the end: no host sync per batch
             sums["loss"] = sums.get("loss", 0.0) + _as_float64(loss_fn(out, y)) * n
         for name, fn in named:
-            sums[name] = sums.get(name, 0.0) + float(fn(out, y)) * n
+            sums[name] = sums.get(name, 0.0) + _as_float64(fn(out, y)) * n
     return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 
