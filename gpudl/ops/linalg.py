@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.autodiff import Primitive, is_traced, nondifferentiable
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import GradientError, ShapeError
 from gpudl.ops.elementwise import abs as _abs
 from gpudl.ops.elementwise import multiply, not_equal, power, where
 from gpudl.ops.reductions import max as _max
@@ -281,8 +281,20 @@ _eigh = nondifferentiable("eigh", lambda a, *, UPLO: module_of(a).linalg.eigh(a,
 _lstsq = nondifferentiable("lstsq", lambda a, b, *, rcond: module_of(a).linalg.lstsq(a, b, rcond=rcond))
 
 
+def _forward_only(op: str, *args) -> None:
+    """pinv/svd/eigh/lstsq have no gradient here: refuse traced inputs instead of silently
+    giving a zero gradient."""
+    if any(is_traced(a) for a in args):
+        raise GradientError(
+            f"ops.{op} is forward-only in gpudl: its input is being differentiated, and its "
+            f"gradient is not implemented. Use ops.solve/ops.inv (differentiable), or wrap the "
+            f"input in gd.stop_gradient(...) if you mean a constant."
+        )
+
+
 def pinv(a, rcond: float = 1e-15):
     """Moore-Penrose pseudo-inverse (forward only: no gradient)."""
+    _forward_only("pinv", a)
     return _pinv(a, rcond=rcond)
 
 
@@ -294,14 +306,17 @@ def svd(a, full_matrices: bool = True, compute_uv: bool = True):
         >>> s.tolist()
         [1.0, 1.0]
     """
+    _forward_only("svd", a)
     return _svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
 
 
 def eigh(a, UPLO: str = "L"):  # noqa: N803 - NumPy's name
     """Eigenvalues (ascending) and eigenvectors of a symmetric matrix (forward only)."""
+    _forward_only("eigh", a)
     return _eigh(a, UPLO=UPLO)
 
 
 def lstsq(a, b, rcond=None):
     """Least-squares solution of ``a @ x = b``: ``(x, residuals, rank, s)`` (forward only)."""
+    _forward_only("lstsq", a, b)
     return _lstsq(a, b, rcond=rcond)

@@ -219,3 +219,18 @@ def test_einsum_grad_of_grad_and_errors(rng):
         ops.einsum("ijk->i", np.zeros((3, 4)))
     with pytest.raises(NotImplementedError, match="diagonal"):
         gd.grad(lambda m: ops.einsum("ii", m))(np.eye(2))
+
+
+@pytest.mark.parametrize("op", ["pinv", "svd", "eigh", "lstsq"])
+def test_forward_only_linalg_refuses_traced_inputs(op):
+    a = np.eye(3) + 0.1
+    fn = {
+        "pinv": lambda m: gd.ops.linalg.pinv(m).sum(),
+        "svd": lambda m: gd.ops.linalg.svd(m)[1].sum(),
+        "eigh": lambda m: gd.ops.linalg.eigh(m)[0].sum(),
+        "lstsq": lambda m: gd.ops.linalg.lstsq(m, np.ones(3))[0].sum(),
+    }[op]
+    with pytest.raises(gd.GradientError, match=f"ops.{op} is forward-only"):
+        gd.grad(fn)(a)
+    fn(a)  # plain arrays still work
+    gd.grad(lambda m: (m * gd.ops.linalg.pinv(gd.stop_gradient(m))).sum())(a)
