@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.autodiff import Primitive, nondifferentiable, stop_gradient
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
@@ -80,10 +80,12 @@ def relu(x):
 
 
 def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
-    """``clip(x, min_val, max_val)`` (gradient 1 inside, 0 where clipped)."""
+    """``clip(x, min_val, max_val)``; gradient 1 strictly inside, 0 elsewhere (at the bounds
+    too, as torch's hardtanh; ``ops.clip`` keeps 1 at the bounds, as ``torch.clamp``)."""
     if min_val > max_val:
         raise ValueError(f"hardtanh: min_val ({min_val}) must be <= max_val ({max_val})")
-    return ops.clip(x, min_val, max_val)
+    inside = ops.logical_and(ops.greater(x, min_val), ops.less(x, max_val))
+    return ops.where(inside, x, stop_gradient(ops.clip(x, min_val, max_val)))
 
 
 def leaky_relu(x, negative_slope: float = 0.01):

@@ -78,6 +78,20 @@ def test_conv2d_no_bias_1x1():
           rand(3, 5, 4, 4, seed=4), rand(2, 5, 1, 1, seed=5))
 
 
+def test_conv2d_asymmetric_padding():
+    # ((top, bottom), (left, right)) equals torch's F.pad (left, right, top, bottom) then conv
+    check(lambda x, w: F.conv2d(x, w, padding=((1, 0), (2, 1)), stride=2),
+          lambda x, w: TF.conv2d(TF.pad(x, (2, 1, 1, 0)), w, stride=2),
+          rand(2, 2, 6, 7, seed=30), rand(3, 2, 3, 3, seed=31))
+
+
+def test_max_pool2d_ties_first_maximum():
+    # ties (e.g. after a ReLU) send the gradient to the first maximum, as torch
+    x = np.array([[[[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [0.0] * 4, [0.0] * 4]]])
+    check(lambda x: F.max_pool2d(x, 2), lambda x: TF.max_pool2d(x, 2), x)
+    check(lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: TF.max_pool2d(x, 3, 2, 1), x)
+
+
 # ----------------------------------------------------------------------------- conv_transpose2d
 CONVT = [
     dict(stride=1, padding=0, output_padding=0, dilation=1, groups=1),

@@ -111,6 +111,48 @@ def test_prelu(shape, per_channel):
     check(F.prelu, TF.prelu, x, w)
 
 
+KINKS = {
+    "relu": (F.relu, TF.relu),
+    "leaky_relu": (F.leaky_relu, TF.leaky_relu),
+    "elu": (F.elu, TF.elu),
+    "softplus_threshold": (lambda x: F.softplus(x, 1.0, 1.0), lambda x: TF.softplus(x, 1.0, 1.0)),
+    "hardtanh": (F.hardtanh, TF.hardtanh),
+    "hardtanh_range": (lambda x: F.hardtanh(x, -2.0, 2.0), lambda x: TF.hardtanh(x, -2.0, 2.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINKS))
+def test_activation_gradient_at_kinks(name):
+    # torch's subgradient conventions at the kinks: relu'(0) = 0, leaky_relu'(0) = slope,
+    # hardtanh' = 0 at the bounds (unlike clamp, which passes the gradient there)
+    f, tf = KINKS[name]
+    check(f, tf, np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 0.5, -0.5]))
+
+
+def test_hardtanh_inside_and_outside_bounds():
+    # away from the bounds the two agree: the mismatch above is only at x == min/max
+    check(lambda x: F.hardtanh(x, -2.0, 2.0), lambda x: TF.hardtanh(x, -2.0, 2.0),
+          np.array([-3.0, -1.0, 0.0, 1.5, 2.5]))
+
+
+def test_prelu_gradient_at_zero():
+    check(F.prelu, TF.prelu, np.array([[0.0, -1.0], [1.0, 0.0]]), np.array([0.3]))
+
+
+def test_l1_huber_gradient_at_kinks():
+    d = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, 0.5])
+    y = np.zeros_like(d)
+    check(lambda d: F.l1_loss(d, y), lambda d: TF.l1_loss(d, torch.tensor(y)), d)
+    check(lambda d: F.huber_loss(d, y), lambda d: TF.huber_loss(d, torch.tensor(y)), d)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_local_response_norm(size):
+    x = rand(2, 5, 3, 2, seed=40)
+    check(lambda x: F.local_response_norm(x, size, alpha=0.5, beta=0.75, k=2.0),
+          lambda x: TF.local_response_norm(x, size, alpha=0.5, beta=0.75, k=2.0), x)
+
+
 def test_softmax_large_logits():
     x = np.array([[1000.0, 1000.0, -1000.0], [0.0, 50.0, 700.0]])
     check(F.softmax, lambda x: TF.softmax(x, -1), x)

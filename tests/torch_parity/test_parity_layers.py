@@ -31,17 +31,28 @@ def identity_map(flat: dict) -> dict:
     return unflatten_paths(dict(flat))
 
 
-def mha_map(prefix: str = ""):
-    """torch MultiheadAttention keys -> gpudl q/k/v/out projections (under ``prefix``)."""
+def mha_map(*prefixes: str, rename: dict | None = None):
+    """torch MultiheadAttention keys -> gpudl q/k/v/out projections under each prefix.
+
+    torch packs q, k, v into ``in_proj_weight`` (3E, E) and ``in_proj_bias`` (3E,);
+    ``rename`` maps torch's top-level module names to gpudl's.
+    """
+    prefixes = prefixes or ("",)
+    rename = rename or {}
+
     def convert(flat: dict) -> dict:
         out = {}
         for k, v in flat.items():
-            if k.startswith(prefix + "in_proj_"):
-                kind = k[len(prefix + "in_proj_"):]  # weight | bias
-                for name, part in zip("qkv", np.split(v, 3, axis=0)):
-                    out[f"{prefix}{name}_proj.{kind}"] = part
-            else:
+            head, _, rest = k.partition(".")
+            if head in rename:
+                k = f"{rename[head]}.{rest}"
+            prefix = next((p for p in prefixes if k.startswith(p + "in_proj_")), None)
+            if prefix is None:
                 out[k] = v
+                continue
+            kind = k[len(prefix + "in_proj_"):]  # weight | bias
+            for name, part in zip("qkv", np.split(v, 3, axis=0)):
+                out[f"{prefix}{name}_proj.{kind}"] = part
         return unflatten_paths(out)
     return convert
 
@@ -234,9 +245,9 @@ def test_transformer_encoder_layer(norm_first, activation, key_mask):
     tm = torch.nn.TransformerEncoderLayer(e, heads, ff, dropout=0.0, activation=activation,
                                           batch_first=True, norm_first=norm_first)
     with torch.no_grad():
-        for name, p in tm.named_parameters():
+        for i, (name, p) in enumerate(tm.named_parameters()):
             if name.endswith("bias") or name.startswith("norm"):
-                p.copy_(torch.tensor(rand(*p.shape, seed=hash(name) % 1000)))
+                p.copy_(torch.tensor(rand(*p.shape, seed=100 + i)))
     tm.eval()
     keep = np.array([[True, True, True, False, False], [True, True, True, True, True]])
     x = rand(2, 5, e, seed=35)
@@ -254,6 +265,35 @@ def test_transformer_encoder_layer(norm_first, activation, key_mask):
 
 
 # ----------------------------------------------------------------------------- a whole CNN
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("memory_mask", [False, True])
+def test_transformer_decoder_layer(norm_first, memory_mask):
+    e, heads, ff, lt, lm = 8, 2, 12, 4, 5
+    tm = torch.nn.TransformerDecoderLayer(e, heads, ff, dropout=0.0, batch_first=True,
+                                          norm_first=norm_first)
+    with torch.no_grad():
+        for i, (name, p) in enumerate(tm.named_parameters()):
+            if name.endswith("bias") or name.startswith("norm"):
+                p.copy_(torch.tensor(rand(*p.shape, seed=100 + i)))
+    tm.eval()
+    memory = rand(2, lm, e, seed=37)
+    keep = np.array([[True, True, False, True, False], [True, True, True, True, True]])
+    x = rand(2, lt, e, seed=38)
+
+    def gd_input(x):
+        return {"x": x, "memory": memory, "memory_key_mask": keep if memory_mask else None}
+
+    def t_call(m, p, xt):
+        blocked = torch.triu(torch.ones(lt, lt, dtype=torch.bool), 1)  # True = masked out
+        kpm = torch.tensor(~keep) if memory_mask else None
+        return functional_call(m, p, (xt, torch.tensor(memory)), dict(
+            tgt_mask=blocked, memory_key_padding_mask=kpm))
+
+    check_layer(nn.TransformerDecoderLayer(heads, ff, dropout=0.0, norm_first=norm_first),
+                tm, x, t_call=t_call, gd_input=gd_input,
+                convert=mha_map("self_attn.", "cross_attn.", rename={"multihead_attn": "cross_attn"}))
+
+
 def torch_lenet5():
     tnn = torch.nn
     return tnn.Sequential(

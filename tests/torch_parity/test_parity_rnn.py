@@ -198,3 +198,28 @@ def test_layer_last_step_matches_torch_final_states():
     _, hn = tm(packed)
     ref = torch.cat([hn[0], hn[1]], dim=-1).detach().numpy()
     np.testing.assert_allclose(y, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_functional_stacked_bidirectional(kind):
+    n, t_len, i, h, layers = 2, 4, 3, 3, 2
+    tm = getattr(torch.nn, kind.upper())(i, h, num_layers=layers, bidirectional=True).double()
+    names = torch_names(layers, True)
+    sd = {k: v.detach().numpy().copy() for k, v in tm.state_dict().items()}
+    x, h0, c0 = rand(t_len, n, i, seed=90), rand(4, n, h, seed=91), rand(4, n, h, seed=92)
+    lengths = [4, 2]
+
+    def gd_fn(x, h0, c0, *w):
+        sets = [tuple(w[4 * k: 4 * k + 4]) for k in range(2 * layers)]
+        y, final = F.stacked(kind, x, h0, c0 if kind == "lstm" else None, sets,
+                             bidirectional=True, lengths=lengths)
+        return (y, *final) if kind == "lstm" else (y, final)
+
+    def t_fn(x, h0, c0, *w):
+        packed = pack_padded_sequence(x, torch.tensor(lengths))
+        y, final = functional_call(tm, dict(zip(names, w)),
+                                   (packed, (h0, c0) if kind == "lstm" else h0))
+        y, _ = pad_packed_sequence(y, total_length=t_len)
+        return (y, *final) if kind == "lstm" else (y, final)
+
+    check(gd_fn, t_fn, x, h0, c0, *(sd[k] for k in names))
