@@ -188,7 +188,7 @@ class CharLM(Layer):
         new = decoding.sample_decode(self.step_fn(params), tokens, state, length,
                                      temperature=temperature, key=key, top_k=top_k)
         if isinstance(prefix, str):
-            return prefix + "".join(self.vocab.decode(to_numpy(new)[0]))
+            return prefix + self._text(to_numpy(new)[0])
         return new
 
     def beam_search(self, params, prefix, length: int, beam_width: int = 4,
@@ -199,8 +199,15 @@ class CharLM(Layer):
                                        length_penalty=length_penalty)
         best = seqs[:, 0]
         if isinstance(prefix, str):
-            return prefix + "".join(self.vocab.decode(to_numpy(best)[0]))
+            return prefix + self._text(to_numpy(best)[0])
         return best
+
+    def _text(self, ids) -> str:
+        """Decoded characters; ``<pad>``/``<unk>``/``<bos>``/``<eos>`` (which an untrained or
+        barely trained model may still emit) are dropped from the text."""
+        from gpudl.data.text import SPECIALS
+
+        return "".join(t for t in self.vocab.decode(ids) if t not in SPECIALS)
 
 
 def _batch_first(final):
