@@ -18,13 +18,10 @@ from gpudl import models, nn
 from gpudl.tree import flatten_with_paths, unflatten_paths
 
 torch = pytest.importorskip("torch")
+from parity_helpers import rand  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 RTOL, ATOL = 1e-10, 1e-12
-
-
-def rand(*shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def identity_map(flat: dict) -> dict:
