@@ -166,6 +166,20 @@ def check_children(params: dict, names: Sequence[str], layers: Sequence[Layer], 
         )
 
 
+def init_child(name: str, layer: Layer, key, x, params: dict, state: dict, seen: set) -> Any:
+    """Initialise a container's child into ``params``/``state`` and return its eval output;
+    a layer already seen (shared weights) is only run with the params it already has."""
+    if name in seen:
+        return layer.apply(params.get(name, {}), state.get(name, {}), x, train=False)[0]
+    seen.add(name)
+    p, s, y = layer.init_and_apply(key, x)
+    if has_params(layer):
+        params[name] = p
+    if s:
+        state[name] = s
+    return y
+
+
 def split_keys(key, n: int) -> list:
     if key is None:
         return [None] * n
@@ -208,15 +222,7 @@ class Sequential(Layer):
         seen: set[str] = set()
         keys = split_keys(key, len(self.layers))
         for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            if name in seen:  # a shared layer: its params exist, just run it
-                x, _ = layer.apply(params.get(name, {}), state.get(name, {}), x, train=False)
-                continue
-            seen.add(name)
-            p, s, x = layer.init_and_apply(k, x)
-            if has_params(layer):
-                params[name] = p
-            if s:
-                state[name] = s
+            x = init_child(name, layer, k, x, params, state, seen)
         return params, state, x
 
     def apply(self, params, state, x, *, train=False, key=None):

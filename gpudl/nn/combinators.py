@@ -15,7 +15,14 @@ from collections.abc import Sequence
 
 from gpudl import ops
 from gpudl.errors import ShapeError
-from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
+from gpudl.nn.base import (
+    Layer,
+    check_children,
+    has_params,
+    init_child,
+    name_children,
+    split_keys,
+)
 
 
 class _Branches(Layer):
@@ -36,16 +43,7 @@ class _Branches(Layer):
         seen: set[str] = set()
         keys = split_keys(key, len(self.layers))
         for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
-            if nm in seen:  # a shared layer: its params exist, just run it
-                outs.append(layer.apply(params.get(nm, {}), state.get(nm, {}), x)[0])
-                continue
-            seen.add(nm)
-            p, s, y = layer.init_and_apply(k, x)
-            if has_params(layer):
-                params[nm] = p
-            if s:
-                state[nm] = s
-            outs.append(y)
+            outs.append(init_child(nm, layer, k, x, params, state, seen))
         return params, state, self._combine(outs, x)
 
     def apply(self, params, state, x, *, train=False, key=None):
