@@ -1,0 +1,336 @@
+"""Run gpudl's CUDA kernels on the CPU: g++ with a CUDA shim, launched through ctypes.
+
+Machines without a GPU (CI, laptops) can still execute every ``kernels/*.cu`` file: each
+``KernelSource`` is compiled by g++ with ``cuda_shim.h`` (CUDA threads as fibers, real
+``__syncthreads`` and warp-shuffle rendezvous) and launched from Python with the same
+grid, block and argument tuple that ``gpudl.cuda.launch`` would hand to CuPy. The
+``emulated_cuda`` fixture (conftest.py) swaps a NumPy-backed stand-in for the ``cupy``
+module, so the real CUDA bodies (``cuda_forward``, ``im2col_cuda``, ...) run unchanged.
+
+Every launch is checked more strictly than a GPU would: each argument's type must match the
+kernel parameter's C type exactly (a float64 array bound to ``float*`` or an ``np.int64``
+bound to ``int`` is an error, where CuPy would silently reinterpret the bytes); arrays are
+copied into buffers with 0xFF guard bytes on both sides, so a write out of bounds is caught
+(and a read out of bounds reads NaN); a write to a ``const T*`` parameter is caught.
+
+Example:
+    >>> mod = EmulatedModule(code=src, options=("-I/path/kernels",),
+    ...                      name_expressions=["scale<float>"])  # doctest: +SKIP
+    >>> mod.get_function("scale<float>")((4,), (256,), (x, np.int32(x.size)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHIM = Path(__file__).resolve().parent / "cuda_shim.h"
+CXX = os.environ.get("CXX", "g++")
+# No FMA contraction, so results follow the IEEE operations the source names.
+CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-w")
+GUARD_BYTES = 4096
+
+_POINTEE = {"f": np.float32, "d": np.float64, "i": np.int32, "I": np.uint32, "l": np.int64,
+            "L": np.uint64, "b": np.bool_, "c": np.int8, "B": np.uint8}
+_SCALAR = {"f": (np.float32, ctypes.c_float), "d": (np.float64, ctypes.c_double),
+           "i": (np.int32, ctypes.c_int32), "I": (np.uint32, ctypes.c_uint32),
+           "l": (np.int64, ctypes.c_int64), "L": (np.uint64, ctypes.c_uint64),
+           "b": (np.bool_, ctypes.c_bool)}
+
+
+class EmulationError(RuntimeError):
+    """A kernel misbehaved under emulation (bad binding, out-of-bounds write, deadlock)."""
+
+
+def compiler_available() -> bool:
+    return shutil.which(CXX) is not None
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("GPUDL_EMU_CACHE", Path(tempfile.gettempdir()) / "gpudl-kernel-emu"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _include_dirs(options: Sequence[str]) -> list[str]:
+    return [o[2:] for o in options if o.startswith("-I")]
+
+
+def _translation_unit(code: str, name_expressions: Sequence[str]) -> str:
+    """The kernel source followed by one C entry point (launch + signature) per instance."""
+    lines = [code, "", "// ---- emulator entry points ----"]
+    for i, expr in enumerate(name_expressions):
+        lines.append(
+            f'extern "C" int gpudl_emu_launch_{i}(const unsigned* g, const unsigned* b, void** a, '
+            f"char* err, int n) {{ return gpudl_emu::launch(&{expr}, g, b, a, err, n); }}"
+        )
+        lines.append(
+            f'extern "C" const char* gpudl_emu_sig_{i}() {{ return gpudl_emu::signature(&{expr}); }}'
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build(code: str, options: Sequence[str], name_expressions: Sequence[str]) -> Path:
+    """Compile (or reuse from the cache) the shared library for one kernel file."""
+    tu = _translation_unit(code, name_expressions)
+    includes = _include_dirs(options)
+    h = hashlib.sha256()
+    for part in (tu, SHIM.read_text(), " ".join(CXXFLAGS), CXX):
+        h.update(part.encode())
+    for d in includes:  # headers the source includes (common.cuh)
+        for header in sorted(Path(d).glob("*.cuh")):
+            h.update(header.read_bytes())
+    lib = cache_dir() / f"kernels-{h.hexdigest()[:24]}.so"
+    if lib.is_file():
+        return lib
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "tu.cpp"
+        src.write_text(tu)
+        out = Path(tmp) / "lib.so"
+        cmd = [CXX, *CXXFLAGS, *(f"-I{d}" for d in includes), "-include", str(SHIM),
+               str(src), "-o", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulationError(f"g++ could not compile the kernel source:\n{proc.stderr[-4000:]}")
+        tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(out, tmp_lib)
+        os.replace(tmp_lib, lib)  # atomic: a concurrent run never loads half a file
+    return lib
+
+
+class EmulatedKernel:
+    """One template instance, callable like CuPy's RawKernel: ``k(grid, block, args)``."""
+
+    def __init__(self, name: str, launch_fn, signature: str):
+        self.name = name
+        self._launch = launch_fn
+        self.signature = [c for c in signature.split(",") if c]
+
+    def _bind_scalar(self, i: int, code: str, a: Any):
+        if code not in _SCALAR:
+            raise EmulationError(f"{self.name}: parameter {i} has an unsupported type code {code!r}")
+        np_type, c_type = _SCALAR[code]
+        if type(a) is not np_type:
+            raise EmulationError(
+                f"{self.name}: argument {i} is {type(a).__name__}, the kernel parameter is "
+                f"{np.dtype(np_type).name}; pass np.{np.dtype(np_type).name}(value)"
+            )
+        return c_type(a.item())
+
+    def __call__(self, grid, block, args, shared_mem: int = 0) -> None:
+        if shared_mem:
+            raise EmulationError(f"{self.name}: dynamic shared memory is not emulated")
+        if len(args) != len(self.signature):
+            raise EmulationError(
+                f"{self.name}: the kernel takes {len(self.signature)} arguments, got {len(args)}"
+            )
+        holders: list[Any] = []
+        ptrs = (ctypes.c_void_p * max(len(args), 1))()
+        buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        bound: list[tuple[tuple[int, int], int, np.ndarray, np.ndarray, np.ndarray, bool]] = []
+        for i, (code, a) in enumerate(zip(self.signature, args)):
+            if code[0] in "PC":
+                if not isinstance(a, np.ndarray):
+                    raise EmulationError(f"{self.name}: argument {i} must be an array, got {type(a)}")
+                a = a.view(np.ndarray)  # the same memory, without DeviceArray's checks
+                want = np.dtype(_POINTEE[code[1]])
+                if a.dtype != want:
+                    raise EmulationError(
+                        f"{self.name}: argument {i} is a {a.dtype} array, the kernel parameter "
+                        f"is a pointer to {want}"
+                    )
+                if not a.flags.c_contiguous:
+                    raise EmulationError(f"{self.name}: argument {i} is not C-contiguous")
+                key = (a.ctypes.data, a.nbytes)
+                for (start, size) in buffers:
+                    if (start, size) != key and start < key[0] + key[1] and key[0] < start + size:
+                        raise EmulationError(f"{self.name}: argument {i} partly overlaps another")
+                if key not in buffers:
+                    raw = np.full(a.nbytes + 2 * GUARD_BYTES + 64, 0xFF, dtype=np.uint8)
+                    # Same address modulo 64 as the caller's array: kernels that take a
+                    # vector path only for 16-byte-aligned rows must see the real alignment.
+                    start = GUARD_BYTES + (a.ctypes.data - raw.ctypes.data - GUARD_BYTES) % 64
+                    raw = raw[start - GUARD_BYTES:start + a.nbytes + GUARD_BYTES]
+                    inner = raw[GUARD_BYTES:GUARD_BYTES + a.nbytes]
+                    inner[...] = a.reshape(-1).view(np.uint8)
+                    buffers[key] = (raw, inner)
+                raw, inner = buffers[key]
+                holder = ctypes.c_void_p(inner.ctypes.data)
+                # One entry per buffer; it is read-only only if every binding is const.
+                const = code[0] == "C" and all(c for (k, *_, c) in bound if k == key)
+                bound = [e for e in bound if e[0] != key]
+                bound.append((key, i, a, raw, inner, const))
+            else:
+                holder = self._bind_scalar(i, code, a)
+            holders.append(holder)
+            ptrs[i] = ctypes.addressof(holder)
+        g = (ctypes.c_uint * 3)(*(list(grid) + [1, 1])[:3])
+        b = (ctypes.c_uint * 3)(*(list(block) + [1, 1])[:3])
+        err = ctypes.create_string_buffer(2048)
+        rc = self._launch(g, b, ptrs, err, len(err))
+        if rc:
+            raise EmulationError(f"{self.name} grid {tuple(grid)} block {tuple(block)}: "
+                                 f"{err.value.decode()}")
+        for _, i, a, raw, inner, const in bound:
+            for side, guard in (("before the start", raw[:GUARD_BYTES]),
+                                ("past the end", raw[GUARD_BYTES + a.nbytes:])):
+                changed = np.flatnonzero(guard != 0xFF)
+                if changed.size:
+                    raise EmulationError(
+                        f"{self.name}: wrote out of bounds of argument {i} ({side}; "
+                        f"{a.nbytes} bytes, guard byte {int(changed[0])} changed)"
+                    )
+            original = a.reshape(-1).view(np.uint8)
+            if const:
+                if not np.array_equal(inner, original):
+                    raise EmulationError(f"{self.name}: wrote to const argument {i}")
+            else:
+                original[...] = inner
+
+
+class EmulatedModule:
+    """Stand-in for ``cupy.RawModule(code=..., options=..., name_expressions=...)``."""
+
+    def __init__(self, code: str, options: Sequence[str] = (), name_expressions: Sequence[str] = ()):
+        self.name_expressions = list(name_expressions)
+        self._lib = ctypes.CDLL(str(build(code, options, self.name_expressions)))
+        self._kernels: dict[str, EmulatedKernel] = {}
+
+    def get_function(self, name: str) -> EmulatedKernel:
+        if name not in self._kernels:
+            i = self.name_expressions.index(name)
+            launch_fn = getattr(self._lib, f"gpudl_emu_launch_{i}")
+            launch_fn.restype = ctypes.c_int
+            sig_fn = getattr(self._lib, f"gpudl_emu_sig_{i}")
+            sig_fn.restype = ctypes.c_char_p
+            self._kernels[name] = EmulatedKernel(name, launch_fn, sig_fn().decode())
+        return self._kernels[name]
+
+
+class _Device:
+    """``cupy.cuda.Device()``: the emulator has one device, id 0."""
+
+    id = 0
+
+    def __init__(self, device: int | None = None):
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+_DEVICE = _Device()
+
+
+class DeviceArray(np.ndarray):
+    """An array on the emulated GPU: a NumPy array that gpudl's device checks call "cuda"."""
+
+    @property
+    def device(self):  # CuPy's ndarray.device (gpudl.cuda.launch checks .device.id)
+        return _DEVICE
+
+    def get(self) -> np.ndarray:  # CuPy's device-to-host copy
+        return np.array(self.view(np.ndarray))
+
+    # Like CuPy: results stay on the device (0-d arrays, never NumPy scalars), and an
+    # operation mixing a device array with a host (NumPy) array is a TypeError. Without
+    # this, host arrays would sneak into code paths where a real GPU run would fail.
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _refuse_host_arrays(f"{ufunc.__name__}.{method}", inputs, kwargs)
+        out = kwargs.get("out")
+        result = getattr(ufunc, method)(*_on_host(inputs), **_on_host(kwargs))
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return None if method == "at" else _on_device(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        _refuse_host_arrays(func.__name__, args, kwargs)
+        return _on_device(func(*_on_host(args), **_on_host(kwargs)))
+
+    def __getitem__(self, index):
+        return _on_device(super().__getitem__(index))
+
+
+def _refuse_host_arrays(op: str, args, kwargs) -> None:
+    def visit(v):
+        if isinstance(v, np.ndarray) and not isinstance(v, DeviceArray) and v.ndim > 0:
+            raise TypeError(f"emulated CuPy: {op} got a NumPy (host) array {v.shape} beside "
+                            "device arrays; CuPy raises here too")
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                visit(item)
+
+    visit(args)
+    visit(tuple(kwargs.values()))
+
+
+def _on_host(value):
+    """Plain ndarray views of device arrays (recursively in tuples, lists and dicts)."""
+    if isinstance(value, DeviceArray):
+        return value.view(np.ndarray)
+    if isinstance(value, tuple):
+        return tuple(_on_host(v) for v in value)
+    if isinstance(value, list):
+        return [_on_host(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    return value
+
+
+def _on_device(value):
+    if isinstance(value, np.generic):
+        return np.asarray(value).view(DeviceArray)
+    if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
+        return value.view(DeviceArray)
+    if isinstance(value, tuple):
+        return tuple(_on_device(v) for v in value)
+    if isinstance(value, list):
+        return [_on_device(v) for v in value]
+    return value
+
+
+def fake_cupy() -> types.ModuleType:
+    """A ``cupy`` stand-in: NumPy's functions returning :class:`DeviceArray`, emulated RawModule."""
+    mod = types.ModuleType("cupy_emulated")
+
+    def __getattr__(name: str):
+        attr = getattr(np, name)
+        if not callable(attr) or isinstance(attr, type):
+            return attr  # dtypes, constants
+
+        def on_device(*args, **kwargs):
+            return _on_device(attr(*args, **kwargs))
+
+        return on_device
+
+    def asnumpy(a):
+        return np.array(np.asarray(a).view(np.ndarray))
+
+    mod.__getattr__ = __getattr__
+    mod.ndarray = DeviceArray
+    mod.asnumpy = asnumpy
+    mod.RawModule = EmulatedModule
+    mod.cuda = types.SimpleNamespace(Device=_Device)
+    return mod
+
+
+def compile_all(sources) -> dict[str, str]:
+    """Compile every KernelSource with g++; returns {filename: error text} for failures."""
+    failures = {}
+    for name, src in sorted(sources.items()):
+        try:
+            EmulatedModule(src.source(), src.options(), src.name_expressions)
+        except EmulationError as exc:
+            failures[name] = re.sub(r"\s+", " ", str(exc))[:2000]
+    return failures
