@@ -12,7 +12,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
-.PHONY: setup test demo lint gpu-check bench clean
+.PHONY: setup test memcheck-emulated demo lint gpu-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,12 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -W "ignore::RuntimeWarning:runpy" -m gpudl.cuda --compile-check
 	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests gpudl $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory memcheck-emulated
+
+# Every kernel on the CPU emulator (tests/kernel_emulation) again, built with
+# AddressSanitizer: an out-of-bounds access on the tested shapes fails the run.
+memcheck-emulated: setup
+	$(BIN)/python tests/kernel_emulation/run_memcheck.py
 
 demo: setup
 	$(BIN)/python -m gpudl.demo

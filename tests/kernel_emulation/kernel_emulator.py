@@ -40,6 +40,13 @@ CXX = os.environ.get("CXX", "g++")
 # No FMA contraction, so results follow the IEEE operations the source names.
 CXXFLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-w")
 GUARD_BYTES = 4096
+# Memcheck mode (`make memcheck-emulated`): kernels built with AddressSanitizer, Python
+# started with libasan preloaded, and every array argument copied into its own allocation
+# that ends exactly where the array ends, so a read or write past the end hits ASan's
+# redzone - the emulated counterpart of compute-sanitizer's memcheck.
+ASAN = os.environ.get("GPUDL_EMU_ASAN") == "1"
+if ASAN:
+    CXXFLAGS = (*CXXFLAGS, "-fsanitize=address", "-fno-omit-frame-pointer")
 
 _POINTEE = {"f": np.float32, "d": np.float64, "i": np.int32, "I": np.uint32, "l": np.int64,
             "L": np.uint64, "b": np.bool_, "c": np.int8, "B": np.uint8}
@@ -55,6 +62,26 @@ class EmulationError(RuntimeError):
 
 def compiler_available() -> bool:
     return shutil.which(CXX) is not None
+
+
+def asan_runtime() -> str | None:
+    """Path of the compiler's libasan.so (to LD_PRELOAD into Python), or None."""
+    if not compiler_available():
+        return None
+    out = subprocess.run([CXX, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = out.stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def asan_environment() -> dict[str, str]:
+    """Environment for a Python process in memcheck mode (see ASAN above)."""
+    runtime = asan_runtime()
+    if runtime is None:
+        raise EmulationError(f"{CXX} has no AddressSanitizer runtime (libasan.so)")
+    # Leak reports would list CPython's own allocations; fibers switch stacks, which ASan
+    # supports for swapcontext with a one-time warning.
+    return {**os.environ, "GPUDL_EMU_ASAN": "1", "LD_PRELOAD": runtime,
+            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=86"}
 
 
 def cache_dir() -> Path:
@@ -156,7 +183,13 @@ class EmulatedKernel:
                 for (start, size) in buffers:
                     if (start, size) != key and start < key[0] + key[1] and key[0] < start + size:
                         raise EmulationError(f"{self.name}: argument {i} partly overlaps another")
-                if key not in buffers:
+                if key not in buffers and ASAN:
+                    offset = a.ctypes.data % 16  # malloc aligns to 16: keep the caller's
+                    raw = np.empty(offset + a.nbytes, dtype=np.uint8)
+                    inner = raw[offset:]
+                    inner[...] = a.reshape(-1).view(np.uint8)
+                    buffers[key] = (raw, inner)
+                elif key not in buffers:
                     raw = np.full(a.nbytes + 2 * GUARD_BYTES + 64, 0xFF, dtype=np.uint8)
                     # Same address modulo 64 as the caller's array: kernels that take a
                     # vector path only for 16-byte-aligned rows must see the real alignment.
@@ -183,8 +216,9 @@ class EmulatedKernel:
             raise EmulationError(f"{self.name} grid {tuple(grid)} block {tuple(block)}: "
                                  f"{err.value.decode()}")
         for _, i, a, raw, inner, const in bound:
-            for side, guard in (("before the start", raw[:GUARD_BYTES]),
-                                ("past the end", raw[GUARD_BYTES + a.nbytes:])):
+            guards = () if ASAN else (("before the start", raw[:GUARD_BYTES]),
+                                      ("past the end", raw[GUARD_BYTES + a.nbytes:]))
+            for side, guard in guards:
                 changed = np.flatnonzero(guard != 0xFF)
                 if changed.size:
                     raise EmulationError(

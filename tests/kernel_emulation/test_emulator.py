@@ -7,9 +7,19 @@ thread reaches is reported, and bad bindings or out-of-bounds writes raise.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from kernel_emulator import EmulatedModule, EmulationError, compiler_available
+from kernel_emulator import (
+    EmulatedModule,
+    EmulationError,
+    asan_environment,
+    asan_runtime,
+    compiler_available,
+)
 
 pytestmark = pytest.mark.skipif(not compiler_available(), reason="needs a C++ compiler (g++)")
 
@@ -175,3 +185,30 @@ def test_same_array_twice_shares_one_buffer(mod):
 def test_compile_errors_are_reported():
     with pytest.raises(EmulationError, match="could not compile"):
         EmulatedModule("__global__ void broken(float* y) { y[0] = undeclared; }", (), ["broken"])
+
+
+ASAN_SNIPPET = r"""
+import numpy as np
+from kernel_emulator import EmulatedModule
+src = "__global__ void read_one_past(const float* x, float* y, int n) { y[0] = x[n]; }"
+k = EmulatedModule(src, (), ["read_one_past"]).get_function("read_one_past")
+x = np.ones(10, np.float32)
+y = np.zeros(1, np.float32)
+k((1,), (1,), (x, y, np.int32(x.size - 1)))  # in bounds
+print("in-bounds read ok", flush=True)
+k((1,), (1,), (x, y, np.int32(x.size)))      # one past the end
+print("NOT CAUGHT", flush=True)
+"""
+
+
+@pytest.mark.skipif(asan_runtime() is None, reason="needs g++'s AddressSanitizer runtime")
+def test_memcheck_mode_catches_out_of_bounds_reads(tmp_path):
+    # The guard bytes of the default mode only catch writes; memcheck mode (ASan) catches
+    # a read one element past the end, as compute-sanitizer would on a GPU.
+    env = {**asan_environment(), "GPUDL_EMU_CACHE": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, "-c", ASAN_SNIPPET], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "in-bounds read ok" in proc.stdout, proc.stderr[-3000:]
+    assert "NOT CAUGHT" not in proc.stdout
+    assert proc.returncode == 86 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-3000:]
