@@ -12,7 +12,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
-.PHONY: setup test memcheck-emulated demo lint gpu-check bench clean
+.PHONY: setup test memcheck-emulated test-emulated-gpu demo lint gpu-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ test: setup
 	$(BIN)/python -W "ignore::RuntimeWarning:runpy" -m gpudl.cuda --compile-check
 	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests gpudl $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory memcheck-emulated
+	$(MAKE) --no-print-directory test-emulated-gpu
+
+# The `gpu` tests with gpudl's "cuda" device played by the CPU kernel emulator
+# (tests/kernel_emulation/emulated_cupy.py): every GPU code path runs, kernels included.
+# Not a GPU: no timing, no memory model, host libm. `make gpu-check` is the real thing.
+test-emulated-gpu: setup
+	GPUDL_EMULATE_GPU=1 $(BIN)/python -m pytest -q -m "gpu and not slow" -p no:cacheprovider tests $(PYTEST_ARGS)
 
 # Every kernel on the CPU emulator (tests/kernel_emulation) again, built with
 # AddressSanitizer: an out-of-bounds access on the tested shapes fails the run.

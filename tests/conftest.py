@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,11 +13,34 @@ import gpudl as gd
 from gpudl.backend import probe_cuda
 
 
+def pytest_configure(config):
+    # GPUDL_EMULATE_GPU=1: the "cuda" device is the CPU kernel emulator for the whole run,
+    # so `pytest -m gpu` exercises every GPU code path on a machine without a GPU
+    # (tests/kernel_emulation/emulated_cupy.py). Never set on a real GPU run.
+    if os.environ.get("GPUDL_EMULATE_GPU") == "1":
+        sys.path.insert(0, str(Path(__file__).parent / "kernel_emulation"))
+        import emulated_cupy  # noqa: PLC0415 - only in emulation runs
+
+        config._gpudl_emulation = pytest.MonkeyPatch()
+        emulated_cupy.activate(config._gpudl_emulation)
+
+
+def pytest_unconfigure(config):
+    mp = getattr(config, "_gpudl_emulation", None)
+    if mp is not None:
+        mp.undo()
+
+
 def _cuda_usable() -> tuple[bool, str]:
     return probe_cuda()
 
 
 def pytest_collection_modifyitems(config, items):
+    if getattr(config, "_gpudl_emulation", None) is not None:
+        skip = pytest.mark.skip(reason="needs real GPU hardware, not the CPU kernel emulator")
+        for item in items:
+            if "gpu_hardware" in item.keywords:
+                item.add_marker(skip)
     usable, reason = _cuda_usable()
     if usable:
         return

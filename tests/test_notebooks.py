@@ -106,6 +106,7 @@ def test_notebook_runs(notebook, tmp_path, kernelspec_dir, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.gpu_hardware  # the notebook kernel is another process: no emulated device there
 def test_cpu_vs_gpu_notebook_times_the_gpu(tmp_path, kernelspec_dir, monkeypatch):
     notebook = NOTEBOOK_DIR / "03_cpu_vs_gpu.ipynb"
     _skip_unless_runnable(notebook)

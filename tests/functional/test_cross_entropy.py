@@ -348,6 +348,7 @@ def test_kernels_direct_and_misaligned_rows(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.gpu_hardware  # 2^28 logits: hours on the CPU emulator
 @pytest.mark.slow
 def test_kernel_large_vocabulary():
     cupy = gd.backend.xp_for("cuda")

@@ -3,9 +3,9 @@
 Machines without a GPU (CI, laptops) can still execute every ``kernels/*.cu`` file: each
 ``KernelSource`` is compiled by g++ with ``cuda_shim.h`` (CUDA threads as fibers, real
 ``__syncthreads`` and warp-shuffle rendezvous) and launched from Python with the same
-grid, block and argument tuple that ``gpudl.cuda.launch`` would hand to CuPy. The
-``emulated_cuda`` fixture (conftest.py) swaps a NumPy-backed stand-in for the ``cupy``
-module, so the real CUDA bodies (``cuda_forward``, ``im2col_cuda``, ...) run unchanged.
+grid, block and argument tuple that ``gpudl.cuda.launch`` would hand to CuPy.
+emulated_cupy.py puts a NumPy-backed stand-in for the ``cupy`` module around it, so
+gpudl's real CUDA code paths run unchanged.
 
 Every launch is checked more strictly than a GPU would: each argument's type must match the
 kernel parameter's C type exactly (a float64 array bound to ``float*`` or an ``np.int64``
@@ -28,7 +28,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -250,113 +249,6 @@ class EmulatedModule:
             sig_fn.restype = ctypes.c_char_p
             self._kernels[name] = EmulatedKernel(name, launch_fn, sig_fn().decode())
         return self._kernels[name]
-
-
-class _Device:
-    """``cupy.cuda.Device()``: the emulator has one device, id 0."""
-
-    id = 0
-
-    def __init__(self, device: int | None = None):
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-
-_DEVICE = _Device()
-
-
-class DeviceArray(np.ndarray):
-    """An array on the emulated GPU: a NumPy array that gpudl's device checks call "cuda"."""
-
-    @property
-    def device(self):  # CuPy's ndarray.device (gpudl.cuda.launch checks .device.id)
-        return _DEVICE
-
-    def get(self) -> np.ndarray:  # CuPy's device-to-host copy
-        return np.array(self.view(np.ndarray))
-
-    # Like CuPy: results stay on the device (0-d arrays, never NumPy scalars), and an
-    # operation mixing a device array with a host (NumPy) array is a TypeError. Without
-    # this, host arrays would sneak into code paths where a real GPU run would fail.
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _refuse_host_arrays(f"{ufunc.__name__}.{method}", inputs, kwargs)
-        out = kwargs.get("out")
-        result = getattr(ufunc, method)(*_on_host(inputs), **_on_host(kwargs))
-        if out is not None:
-            return out[0] if len(out) == 1 else out
-        return None if method == "at" else _on_device(result)
-
-    def __array_function__(self, func, types, args, kwargs):
-        _refuse_host_arrays(func.__name__, args, kwargs)
-        return _on_device(func(*_on_host(args), **_on_host(kwargs)))
-
-    def __getitem__(self, index):
-        return _on_device(super().__getitem__(index))
-
-
-def _refuse_host_arrays(op: str, args, kwargs) -> None:
-    def visit(v):
-        if isinstance(v, np.ndarray) and not isinstance(v, DeviceArray) and v.ndim > 0:
-            raise TypeError(f"emulated CuPy: {op} got a NumPy (host) array {v.shape} beside "
-                            "device arrays; CuPy raises here too")
-        if isinstance(v, (list, tuple)):
-            for item in v:
-                visit(item)
-
-    visit(args)
-    visit(tuple(kwargs.values()))
-
-
-def _on_host(value):
-    """Plain ndarray views of device arrays (recursively in tuples, lists and dicts)."""
-    if isinstance(value, DeviceArray):
-        return value.view(np.ndarray)
-    if isinstance(value, tuple):
-        return tuple(_on_host(v) for v in value)
-    if isinstance(value, list):
-        return [_on_host(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _on_host(v) for k, v in value.items()}
-    return value
-
-
-def _on_device(value):
-    if isinstance(value, np.generic):
-        return np.asarray(value).view(DeviceArray)
-    if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
-        return value.view(DeviceArray)
-    if isinstance(value, tuple):
-        return tuple(_on_device(v) for v in value)
-    if isinstance(value, list):
-        return [_on_device(v) for v in value]
-    return value
-
-
-def fake_cupy() -> types.ModuleType:
-    """A ``cupy`` stand-in: NumPy's functions returning :class:`DeviceArray`, emulated RawModule."""
-    mod = types.ModuleType("cupy_emulated")
-
-    def __getattr__(name: str):
-        attr = getattr(np, name)
-        if not callable(attr) or isinstance(attr, type):
-            return attr  # dtypes, constants
-
-        def on_device(*args, **kwargs):
-            return _on_device(attr(*args, **kwargs))
-
-        return on_device
-
-    def asnumpy(a):
-        return np.array(np.asarray(a).view(np.ndarray))
-
-    mod.__getattr__ = __getattr__
-    mod.ndarray = DeviceArray
-    mod.asnumpy = asnumpy
-    mod.RawModule = EmulatedModule
-    mod.cuda = types.SimpleNamespace(Device=_Device)
-    return mod
 
 
 def compile_all(sources) -> dict[str, str]:

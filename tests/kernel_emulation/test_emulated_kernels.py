@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_emulator import DeviceArray
+from emulated_cupy import DeviceArray
 
 import gpudl as gd
 import gpudl.functional as F
