@@ -6,7 +6,8 @@ array module (:func:`get_array_module`, :func:`xp`) or moves data with
 
 Device names are ``"cpu"`` (NumPy) and ``"cuda"`` (CuPy). ``"auto"`` picks CUDA only
 when CuPy imports, reports a GPU, and a tiny real kernel (compiled by NVRTC) runs;
-otherwise it falls back to NumPy and logs one line with the reason.
+otherwise it falls back to NumPy and logs one line with the reason (the diagnosis is
+``gpudl/_cuda_probe.py``, handed the module imported here).
 
 Example:
     >>> import gpudl as gd
@@ -27,6 +28,10 @@ from typing import Any
 
 import numpy as np
 
+# The diagnosis moved to _cuda_probe; its old private names stay importable from here.
+from gpudl._cuda_probe import cuda_version as _cuda_version  # noqa: F401
+from gpudl._cuda_probe import diagnose_cuda
+from gpudl._cuda_probe import insufficient_driver_reason as _insufficient_driver_reason  # noqa: F401
 from gpudl.errors import DeviceMismatchError, DeviceUnavailableError, UnknownDeviceError
 
 log = logging.getLogger("gpudl")
@@ -80,63 +85,7 @@ def _probe_cuda_uncached() -> tuple[bool, str]:
     cupy = _cupy_module()
     if cupy is None:
         return False, "CuPy is not installed"
-    try:
-        available = bool(cupy.is_available())
-    except Exception as exc:  # pragma: no cover - depends on the driver
-        return False, f"CuPy could not query the driver ({exc})"
-    if not available:
-        reason = "no CUDA GPU or driver was found"
-        try:
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:
-            text = str(exc)
-            if "InsufficientDriver" in text or "driver version is insufficient" in text:
-                reason = _insufficient_driver_reason(cupy)
-            elif "NoDevice" in text or "no CUDA-capable device" in text:
-                reason = "no CUDA GPU was found"
-            else:
-                reason = f"no usable CUDA GPU ({text.splitlines()[0][:120]})"
-        return False, reason
-    try:  # a tiny real kernel: needs the driver, the runtime and NVRTC
-        kernel = cupy.RawKernel(
-            r'extern "C" __global__ void gpudl_probe(float* x) { x[threadIdx.x] += 1.0f; }',
-            "gpudl_probe",
-        )
-        x = cupy.zeros(4, dtype=cupy.float32)
-        kernel((1,), (4,), (x,))
-        if float(x.sum()) != 4.0:
-            return False, "a test kernel ran but gave a wrong result"
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        text = str(exc)
-        if "nvrtc" in text.lower():
-            return False, f"NVRTC (the CUDA runtime compiler) is missing ({text[:120]})"
-        return False, f"a test kernel failed to run ({text[:160]})"
-    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
-    name = name.decode() if isinstance(name, bytes) else name
-    return True, f"CUDA GPU {name}"
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{v % 1000 // 10}"
-
-
-def _insufficient_driver_reason(cupy) -> str:
-    """'No driver at all' and 'driver older than CuPy's CUDA' raise the same CUDA error."""
-    try:
-        driver = int(cupy.cuda.runtime.driverGetVersion())
-    except Exception:
-        driver = 0
-    if driver == 0:
-        return "no NVIDIA driver is installed (no GPU on this machine)"
-    try:
-        runtime = f" (CUDA {_cuda_version(int(cupy.cuda.runtime.runtimeGetVersion()))})"
-    except Exception:
-        runtime = ""
-    return (
-        f"the NVIDIA driver is too old: it supports CUDA {_cuda_version(driver)} but this "
-        f"CuPy build needs a newer one{runtime}; update the driver or install the CuPy wheel "
-        f"for CUDA {driver // 1000}"
-    )
+    return diagnose_cuda(cupy)
 
 
 # ----------------------------------------------------------------------------- device choice

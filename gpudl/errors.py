@@ -49,3 +49,28 @@ class GradientCheckError(GpudlError, AssertionError):
 
 class CheckpointError(GpudlError, OSError):
     """A checkpoint file is missing, truncated, corrupt or of an unknown format."""
+
+
+class LabelError(GpudlError):
+    """Integer class labels that do not fit the op (the base of the three label errors).
+
+    Raised by every loss that takes class indices (``F.softmax_cross_entropy``,
+    ``nll_loss``, ``sequence_cross_entropy``) through one check in
+    ``gpudl/functional/labels.py``, so a mistake gives the same error on every path.
+    """
+
+
+class LabelDTypeError(LabelError, DTypeError):
+    """Class labels that are not integers (floats, one-hot rows, Python objects)."""
+
+
+class LabelShapeError(LabelError, ShapeError):
+    """Class labels whose shape is not the input's shape without its class axis."""
+
+
+class LabelRangeError(LabelError, IndexError, ValueError):
+    """A class label outside ``[0, num_classes)`` that is not the ``ignore_index``.
+
+    Both an IndexError (what ``F.softmax_cross_entropy`` raised, as torch does) and a
+    ValueError (what the composite losses raised), so code catching either keeps working.
+    """

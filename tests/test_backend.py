@@ -338,3 +338,24 @@ def test_mixed_devices_raise_device_mismatch_on_gpu():
     moved = gd.to_device({"w": host}, "cuda")
     assert isinstance(moved["w"], cupy.ndarray)
     np.testing.assert_array_equal(gd.to_numpy(moved["w"]), host)
+
+
+def test_backend_is_the_only_module_importing_cupy():
+    """DESIGN: the cupy import lives in backend.py alone (its probe diagnosis in
+    _cuda_probe.py is handed the module, never imports it)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(backend.__file__).parent
+    importers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n.split(".")[0] in ("cupy", "cupyx") for n in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"backend.py"}

@@ -35,6 +35,7 @@ from gpudl.autodiff import Primitive, is_traced, is_unit_cotangent, unbox_all
 from gpudl.backend import check_same_device, device_of, module_of, xp_for
 from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
 from gpudl.errors import DTypeError, ShapeError
+from gpudl.functional.labels import check_label_dtype, check_label_range, check_label_shape
 
 OP = "F.softmax_cross_entropy"
 REDUCTIONS = ("mean", "sum", "none")
@@ -77,36 +78,7 @@ def _check_dtypes(x, labels) -> None:
     if x.dtype not in (np.float32, np.float64):
         raise DTypeError(f"{OP}: logits must be float32 or float64, got {x.dtype}; cast with "
                          f"logits.astype('float32')")
-    if labels.dtype.kind not in "iu":
-        raise DTypeError(f"{OP}: labels must be integer class indices, got dtype {labels.dtype}"
-                         f"; for soft (probability) targets use a loss on log_softmax, or cast "
-                         f"hard labels with labels.astype('int64')")
-
-
-def _check_labels(labels, num_classes: int, ignore_index) -> int:
-    """Raise IndexError for labels outside [0, C) that are not ignore_index; return n_valid.
-
-    One small device-to-host copy (two counts) on the GPU: the price of never launching on
-    an unchecked label.
-    """
-    xp = module_of(labels)
-    # CuPy (NEP 50) raises OverflowError comparing e.g. uint8 labels with -100 or with a C
-    # above 255, where NumPy just answers False: compare in int64 on both devices.
-    labels = labels.astype(np.int64, copy=False)
-    bad = (labels < 0) | (labels >= num_classes)
-    ignored = labels == ignore_index if ignore_index is not None else xp.zeros_like(bad)
-    bad &= ~ignored
-    n_bad, n_ignored = (int(v) for v in xp.stack([bad.sum(), ignored.sum()]).tolist())
-    if n_bad:
-        values = labels[bad]
-        first = int(xp.argmax(bad.ravel()))
-        allowed = f" or equal ignore_index={ignore_index}" if ignore_index is not None else ""
-        raise IndexError(
-            f"{OP}: labels must lie in [0, {num_classes}) (C = {num_classes} classes){allowed}; "
-            f"{n_bad} label(s) do not, ranging over [{int(values.min())}, {int(values.max())}] "
-            f"(first at flat position {first}). Fix the labels, or pass ignore_index= for padding."
-        )
-    return labels.size - n_ignored
+    check_label_dtype(labels, OP)
 
 
 # ----------------------------------------------------------------------------- NumPy twin
@@ -155,7 +127,7 @@ def _kernel(kind: str, dtype, num_classes: int):
 
 
 def _labels32(labels):
-    # Safe after _check_labels: every value is in [0, C) or equals an int32 ignore_index.
+    # Safe after check_label_range: every value is in [0, C) or equals an int32 ignore_index.
     return xp_for("cuda").ascontiguousarray(labels, dtype=np.int32)
 
 
@@ -225,10 +197,12 @@ def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad)
     x, labels = unbox_all(x), unbox_all(labels)
     check_same_device([x, labels], OP)
     _check_dtypes(x, labels)
-    if x.ndim != 2 or labels.shape != x.shape[:1]:
+    if x.ndim != 2:
         raise ShapeError(f"{OP}: the primitive takes logits (N, C) and labels (N,), got "
                          f"{x.shape} and {labels.shape}")
-    n_valid = _check_labels(labels, x.shape[1], ignore_index)
+    check_label_shape(labels.shape, x.shape, OP)
+    # The price of never launching on an unchecked label: one small device-to-host copy.
+    n_valid = check_label_range(labels, x.shape[1], OP, ignore_index=ignore_index)
     xp = module_of(x)
     scale = _unit_scale(reduction, n_valid)
     with_grad = save_grad and reduction != "none"
@@ -312,7 +286,8 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
     (C,) with a 0-d label. ``reduction``: 'mean' (over rows whose label is not
     ``ignore_index``; NaN if there is none, as torch), 'sum', or 'none' (labels' shape).
     ``label_smoothing`` eps: the target is ``(1 - eps) * onehot + eps / C``. Labels outside
-    [0, C) raise IndexError before anything runs.
+    [0, C) raise ``LabelRangeError`` (an IndexError) before anything runs; non-integer or
+    misshapen labels raise ``LabelDTypeError`` / ``LabelShapeError`` (gpudl/functional/labels.py).
 
     Example:
         >>> import numpy as np
@@ -335,17 +310,14 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
         raise ShapeError(f"{OP}: logits need a class axis with at least one class, got shape "
                          f"{shape}; expected (N, C), (N, C, d1, ...) or (C,)")
     expected = () if len(shape) == 1 else (shape[0], *shape[2:])
-    if tuple(labels.shape) != expected:
-        raise ShapeError(f"{OP}: labels must have shape {expected} for logits of shape {shape} "
-                         f"(logits without the class axis 1), got {tuple(labels.shape)}")
-    c = shape[0] if len(shape) == 1 else shape[1]
+    c = check_label_shape(labels.shape, shape, OP, class_axis=0 if len(shape) == 1 else 1)
     x2 = logits
     if len(shape) != 2:  # move the class axis last, then one row per labelled position
         x2 = ops.moveaxis(logits, 1, -1) if len(shape) > 2 else logits
         x2 = ops.reshape(x2, (labels.size, c))
     save = FUSED_REDUCED_BACKWARD and reduction != "none" and is_traced(logits)
     # int64 labels: the vjp's comparisons with ignore_index then work for any integer dtype
-    # on CuPy too (see _check_labels); a copy of N integers at most.
+    # on CuPy too (see check_label_range); a copy of N integers at most.
     labels64 = labels.reshape(-1).astype(np.int64, copy=False)
     loss, _ = _sce(x2, labels64, reduction=reduction, ignore_index=ignore_index,
                    label_smoothing=eps, save_grad=save)

@@ -2,7 +2,8 @@
 
 All are composites of ``gd.ops`` (plus ``softplus``/``log_softmax`` primitives). The fused
 softmax cross-entropy kernel is ``F.softmax_cross_entropy`` (its own module). Every loss
-checks shapes and label ranges and says what it expected and how to fix it.
+checks shapes and says what it expected and how to fix it; integer class labels go
+through the check shared with the fused kernel (``gpudl/functional/labels.py``).
 
 Example:
     >>> import numpy as np
@@ -21,8 +22,9 @@ from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ShapeError
 from gpudl.functional.activations import log_softmax, softplus
+from gpudl.functional.labels import check_labels
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -49,30 +51,6 @@ def _same_shape(a, b, op: str, names=("input", "target")) -> None:
             f"{op}: {names[0]} has shape {sa} but {names[1]} has shape {sb}; they must match "
             f"(reshape the target, e.g. y.reshape(pred.shape), or fix the model's output size)"
         )
-
-
-def _check_labels(labels, num_classes: int, op: str, ignore_index=None):
-    """Integer labels in [0, num_classes) (``ignore_index`` allowed); returns the plain array."""
-    raw = unbox_all(labels)
-    if not hasattr(raw, "dtype") or raw.dtype.kind not in "iu":
-        raise DTypeError(
-            f"{op}: labels must be an integer array of class indices, got dtype "
-            f"{getattr(raw, 'dtype', type(raw).__name__)}; cast with labels.astype('int64') "
-            f"(for one-hot or soft targets use a loss on probabilities)"
-        )
-    valid = raw if ignore_index is None else raw[raw != ignore_index]
-    if not valid.size:
-        return raw
-    # min and max in one device-to-host copy (one sync on the GPU, not two)
-    lo, hi = (int(v) for v in module_of(valid).stack([valid.min(), valid.max()]).tolist())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes"
-            f"{'' if ignore_index is None else f' (or equal ignore_index={ignore_index})'}, "
-            f"got range [{lo}, {hi}]; check the label encoding or "
-            f"the number of output units"
-        )
-    return raw
 
 
 # ------------------------------------------------------------------------ regression
@@ -187,13 +165,14 @@ def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: 
         1.497866
     """
     _check_reduction(reduction, "nll_loss")
-    s, ts = _shape(input), _shape(target)
-    if len(s) < 2 or ts != (s[0],) + s[2:]:
+    s = _shape(input)
+    if len(s) < 2:
         raise ShapeError(
-            f"nll_loss: input (log-probabilities) must be (N, C) or (N, C, d1, ...) and target "
-            f"(N,) or (N, d1, ...) matching it without C; got input {s} and target {ts}"
+            f"nll_loss: input (log-probabilities) must be (N, C) or (N, C, d1, ...) with "
+            f"target (N,) or (N, d1, ...); got input {s} and target {_shape(target)}"
         )
-    labels = _check_labels(target, s[1], "nll_loss", ignore_index)
+    labels, n_valid = check_labels(target, s, "nll_loss", ignore_index=ignore_index,
+                                   input_name="input", arg="target")
     xp = module_of(labels)
     keep = xp.ones(labels.shape, dtype=bool) if ignore_index is None else labels != ignore_index
     safe = xp.where(keep, labels, 0)
@@ -213,7 +192,7 @@ def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: 
     return (
         total / ops.maximum(ops.sum(w), 1e-12)
         if weight is not None
-        else total / float(max(int(keep.sum()), 1))
+        else total / float(max(n_valid, 1))  # n_valid == keep.sum(), counted by the check
     )
 
 
@@ -235,11 +214,11 @@ def sequence_cross_entropy(
     op = "sequence_cross_entropy"
     _check_reduction(reduction, op)
     s, ts = _shape(logits), _shape(labels)
-    if len(s) != 3 or ts != s[:2]:
+    if len(s) != 3:
         raise ShapeError(
             f"{op}: logits must be (N, T, V) and labels (N, T); got logits {s} and labels {ts}"
         )
-    raw = _check_labels(labels, s[2], op, ignore_index)
+    raw, _ = check_labels(labels, s, op, class_axis=2, ignore_index=ignore_index)
     xp = module_of(raw)
     keep = xp.ones(ts, dtype=bool) if ignore_index is None else raw != ignore_index
     if mask is not None:

@@ -1,0 +1,161 @@
+"""The two bodies of the fused LSTM and GRU pointwise primitives: the CUDA kernels
+(kernels/lstm_cell.cu, kernels/gru_cell.cu) on CuPy arrays and their NumPy twins.
+
+* LSTM: ``(gates (N, 4H), c (N, H)) -> (h_new, c_new)``, torch gate order i, f, g, o;
+  backward ``-> (dgates (N, 4H), dc_prev (N, H))``.
+* GRU: ``(gi (N, 3H), gh (N, 3H), h (N, H)) -> h_new``, torch gate order r, z, n;
+  backward ``-> (dgi, dgh (N, 3H), dh_prev (N, H))``.
+
+The twins compute the kernels' formulas (sigmoid as ``0.5 * tanh(x / 2) + 0.5``, the
+kernels' ``gpudl_sigmoid``). The primitives, their checks and vjps, and the cells built
+on them are in :mod:`gpudl.functional.rnn_cells`, which re-exports every name here.
+
+Example:
+    >>> h1, c1 = lstm_pointwise_twin(np.zeros((1, 8)), np.ones((1, 2)))
+    >>> c1.tolist()
+    [[0.5, 0.5]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl.backend import module_of
+from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
+
+_TYPES = ("float", "double")
+LSTM_KERNELS = KernelSource(
+    "lstm_cell.cu",
+    [f"lstm_pointwise_{d}<{t}>" for d in ("forward", "backward") for t in _TYPES],
+)
+GRU_KERNELS = KernelSource(
+    "gru_cell.cu",
+    [f"gru_pointwise_{d}<{t}>" for d in ("forward", "backward") for t in _TYPES],
+)
+_BLOCK = 256
+_MAX_BLOCKS = 1 << 20  # grid-stride loops cover the rest; keeps grid * block < 2^31
+
+
+def _blocks(total: int) -> tuple[int]:
+    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
+
+
+def _sigmoid(x):
+    # Same formula as gpudl_sigmoid in kernels/common.cuh: never overflows.
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+# ----------------------------------------------------------------------------- LSTM twins
+def lstm_pointwise_twin(gates, c):
+    """NumPy body of ``lstm_pointwise``: (gates (N, 4H), c (N, H)) -> (h_new, c_new)."""
+    hidden = c.shape[1]
+    i = _sigmoid(gates[:, :hidden])
+    f = _sigmoid(gates[:, hidden:2 * hidden])
+    g = np.tanh(gates[:, 2 * hidden:3 * hidden])
+    o = _sigmoid(gates[:, 3 * hidden:])
+    c_new = f * c + i * g
+    return o * np.tanh(c_new), c_new
+
+
+def lstm_pointwise_backward_twin(gates, c, c_new, dh, dc):
+    """NumPy body of the backward: -> (dgates (N, 4H), dc_prev (N, H))."""
+    hidden = c.shape[1]
+    i = _sigmoid(gates[:, :hidden])
+    f = _sigmoid(gates[:, hidden:2 * hidden])
+    g = np.tanh(gates[:, 2 * hidden:3 * hidden])
+    o = _sigmoid(gates[:, 3 * hidden:])
+    tc = np.tanh(c_new)
+    dct = dc + dh * o * (1.0 - tc * tc)
+    dgates = np.empty_like(gates)
+    dgates[:, :hidden] = dct * g * i * (1.0 - i)
+    dgates[:, hidden:2 * hidden] = dct * c * f * (1.0 - f)
+    dgates[:, 2 * hidden:3 * hidden] = dct * i * (1.0 - g * g)
+    dgates[:, 3 * hidden:] = dh * tc * o * (1.0 - o)
+    return dgates, dct * f
+
+
+# ----------------------------------------------------------------------------- LSTM kernels
+def lstm_pointwise_cuda(gates, c):
+    """CUDA body of ``lstm_pointwise`` (CuPy arrays)."""
+    cupy = module_of(gates)
+    t = type_name(gates.dtype)
+    gates, c = contiguous_inputs("lstm_pointwise", gates, c, dtype=gates.dtype)
+    n, hidden = c.shape
+    h_new = cupy.empty((n, hidden), dtype=c.dtype)
+    c_new = cupy.empty((n, hidden), dtype=c.dtype)
+    if n * hidden:
+        launch(LSTM_KERNELS.get(f"lstm_pointwise_forward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+               (gates, c, h_new, c_new, np.int32(n), np.int32(hidden)))
+    return h_new, c_new
+
+
+def lstm_pointwise_backward_cuda(gates, c, c_new, dh, dc):
+    """CUDA body of the backward (CuPy arrays)."""
+    cupy = module_of(gates)
+    t = type_name(gates.dtype)
+    gates, c, c_new, dh, dc = contiguous_inputs(
+        "lstm_pointwise backward", gates, c, c_new, dh, dc, dtype=gates.dtype)
+    n, hidden = c.shape
+    dgates = cupy.empty(gates.shape, dtype=gates.dtype)
+    dc_prev = cupy.empty((n, hidden), dtype=c.dtype)
+    if n * hidden:
+        launch(LSTM_KERNELS.get(f"lstm_pointwise_backward<{t}>"), _blocks(n * hidden),
+               (_BLOCK,),
+               (gates, c, c_new, dh, dc, dgates, dc_prev, np.int32(n), np.int32(hidden)))
+    return dgates, dc_prev
+
+
+# ----------------------------------------------------------------------------- GRU twins
+def gru_pointwise_twin(gi, gh, h):
+    """NumPy body of ``gru_pointwise``: (gi, gh (N, 3H), h (N, H)) -> h_new (N, H)."""
+    hidden = h.shape[1]
+    r = _sigmoid(gi[:, :hidden] + gh[:, :hidden])
+    z = _sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
+    n = np.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
+    return (1.0 - z) * n + z * h
+
+
+def gru_pointwise_backward_twin(gi, gh, h, dh_new):
+    """NumPy body of the backward: -> (dgi (N, 3H), dgh (N, 3H), dh_prev (N, H))."""
+    hidden = h.shape[1]
+    ghn = gh[:, 2 * hidden:]
+    r = _sigmoid(gi[:, :hidden] + gh[:, :hidden])
+    z = _sigmoid(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
+    n = np.tanh(gi[:, 2 * hidden:] + r * ghn)
+    dn_pre = dh_new * (1.0 - z) * (1.0 - n * n)
+    dz_pre = dh_new * (h - n) * z * (1.0 - z)
+    dr_pre = dn_pre * ghn * r * (1.0 - r)
+    dgi = np.concatenate([dr_pre, dz_pre, dn_pre], axis=1)
+    dgh = np.concatenate([dr_pre, dz_pre, dn_pre * r], axis=1)
+    return dgi, dgh, dh_new * z
+
+
+# ----------------------------------------------------------------------------- GRU kernels
+def gru_pointwise_cuda(gi, gh, h):
+    """CUDA body of ``gru_pointwise`` (CuPy arrays)."""
+    cupy = module_of(gi)
+    t = type_name(gi.dtype)
+    gi, gh, h = contiguous_inputs("gru_pointwise", gi, gh, h, dtype=gi.dtype)
+    n, hidden = h.shape
+    h_new = cupy.empty((n, hidden), dtype=h.dtype)
+    if n * hidden:
+        launch(GRU_KERNELS.get(f"gru_pointwise_forward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+               (gi, gh, h, h_new, np.int32(n), np.int32(hidden)))
+    return h_new
+
+
+def gru_pointwise_backward_cuda(gi, gh, h, dh_new):
+    """CUDA body of the backward (CuPy arrays)."""
+    cupy = module_of(gi)
+    t = type_name(gi.dtype)
+    gi, gh, h, dh_new = contiguous_inputs(
+        "gru_pointwise backward", gi, gh, h, dh_new, dtype=gi.dtype)
+    n, hidden = h.shape
+    dgi = cupy.empty(gi.shape, dtype=gi.dtype)
+    dgh = cupy.empty(gh.shape, dtype=gh.dtype)
+    dh_prev = cupy.empty((n, hidden), dtype=h.dtype)
+    if n * hidden:
+        launch(GRU_KERNELS.get(f"gru_pointwise_backward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+               (gi, gh, h, dh_new, dgi, dgh, dh_prev, np.int32(n), np.int32(hidden)))
+    return dgi, dgh, dh_prev
+
