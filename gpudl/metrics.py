@@ -1,7 +1,13 @@
 """Metrics (no gradients; inputs from either device, results as Python floats / NumPy).
 
 accuracy, top-k accuracy, confusion matrix, precision/recall/F1 (macro and micro),
-ROC curve and AUC, RMSE, R², perplexity, and corpus BLEU with the brevity penalty.
+ROC curve and AUC, MSE/RMSE/MAE, R², perplexity, and corpus BLEU with the brevity penalty.
+
+The classification and regression metrics are built on per-batch *sufficient statistics*
+(``correct_count``, ``top_k_hits``, ``class_counts``, ``error_sums``, ``moments``) that
+are computed with the array module of their inputs and stay on that device. The
+functions below read them once; ``gd.fit`` adds them up over an epoch on the GPU and
+reads them once per report (see ``gpudl/train/metric_state.py``).
 
 Example:
     >>> import numpy as np
@@ -14,37 +20,216 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from gpudl.backend import to_numpy
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of, module_of, to_numpy
 
 
-def _labels_from(outputs) -> np.ndarray:
-    out = to_numpy(outputs)
-    return out.argmax(axis=-1) if out.ndim > 1 else out
+# ----------------------------------------------------------------------------- inputs
+def _array(x: Any):
+    """``x`` as an array on its own device (CuPy stays CuPy; lists become NumPy)."""
+    x = unbox_all(x)
+    return x if device_of(x) == "cuda" else np.asanyarray(x)
 
 
+def _pair(a: Any, b: Any):
+    """Two inputs as arrays on one device: mixed CuPy/NumPy inputs are compared on the host."""
+    a, b = _array(a), _array(b)
+    if device_of(a) != device_of(b):
+        return to_numpy(a), to_numpy(b)
+    return a, b
+
+
+def predicted_labels(outputs):
+    """Class labels from scores ``(..., C)`` (argmax of the last axis); 1-D input is labels."""
+    return outputs.argmax(axis=-1) if outputs.ndim > 1 else outputs
+
+
+# ----------------------------------------------------------------------------- statistics
+def correct_count(outputs, targets) -> tuple[Any, int]:
+    """``(correct, total)``: the number of correct predictions as a 0-d array on the inputs'
+    device (no host copy) and the number of predictions.
+
+    ``outputs``: scores ``(..., C)`` (argmax taken) or predicted labels with the targets'
+    shape.
+
+    Example:
+        >>> c, n = correct_count(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]))
+        >>> int(c), n
+        (1, 2)
+    """
+    out, t = _pair(outputs, targets)
+    pred = predicted_labels(out)
+    if pred.shape != t.shape:
+        raise ValueError(f"accuracy: predictions {pred.shape} and targets {t.shape} differ; "
+                         "pass scores (N, C) with labels (N,), or labels of the same shape")
+    return (pred == t).sum(), int(t.size)
+
+
+def top_k_hits(scores, targets, k: int = 5) -> tuple[Any, int]:
+    """``(hits, total)``: rows whose target is among the ``k`` highest scores (0-d array on the
+    inputs' device) and the number of rows.
+
+    A target counts as a hit when fewer than ``k`` classes score strictly higher, so ties
+    at the k-th place count in its favour (as TensorFlow's ``in_top_k``); this needs no
+    sort. Targets outside ``[0, C)`` are misses.
+
+    Example:
+        >>> h, n = top_k_hits(np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]), np.array([1, 0]), 2)
+        >>> int(h), n
+        (1, 2)
+    """
+    s, t = _pair(scores, targets)
+    num_classes = s.shape[-1] if s.ndim else 0
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"top_k_accuracy: k must be in [1, {num_classes}] (the number of "
+                         f"classes, last axis of scores {s.shape}), got {k}")
+    if t.shape != s.shape[:-1]:
+        raise ValueError(f"top_k_accuracy: targets {t.shape} must be scores {s.shape} without "
+                         "the last (class) axis")
+    xp = module_of(s)
+    t = t.astype(xp.int64, copy=False)
+    valid = (t >= 0) & (t < num_classes)
+    picked = xp.take_along_axis(s, xp.where(valid, t, 0)[..., None], axis=-1)  # (..., 1)
+    above = (s > picked).sum(axis=-1)  # (...): classes scoring strictly higher
+    return (valid & (above < k)).sum(), int(t.size)
+
+
+def class_counts(y_true, y_pred, num_classes: int):
+    """Per-class counts for precision/recall/F1, on the inputs' device:
+    ``(true_positives, predicted, actual, invalid)``; the first three have shape ``(C,)``,
+    ``invalid`` (0-d) counts pairs whose target or predicted label is outside ``[0, C)``
+    (they are left out of the other counts).
+
+    ``y_pred``: scores ``(..., C)`` (argmax taken) or labels with ``y_true``'s shape.
+
+    Example:
+        >>> tp, pred, true, bad = class_counts(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+        >>> tp.tolist(), pred.tolist(), true.tolist(), int(bad)
+        ([1, 1], [2, 1], [1, 2], 0)
+    """
+    t, out = _pair(y_true, y_pred)
+    pred = predicted_labels(out)
+    if pred.shape != t.shape:
+        raise ValueError(f"precision_recall_f1: predictions {pred.shape} and targets {t.shape} "
+                         "differ; pass scores (N, C) with labels (N,)")
+    xp, c = module_of(t), int(num_classes)
+    t, pred = t.astype(xp.int64).ravel(), pred.astype(xp.int64).ravel()
+    valid = (t >= 0) & (t < c) & (pred >= 0) & (pred < c)
+    # Bin c collects what is left out, so bincount always sees non-negative indices.
+    actual = xp.bincount(xp.where(valid, t, c), minlength=c + 1)  # (C + 1,)
+    predicted = xp.bincount(xp.where(valid, pred, c), minlength=c + 1)[:c]
+    tp = xp.bincount(xp.where(valid & (pred == t), t, c), minlength=c + 1)[:c]
+    return tp, predicted, actual[:c], actual[c]
+
+
+def error_sums(pred, target) -> tuple[Any, Any, int]:
+    """``(sum of squared errors, sum of absolute errors, count)`` in float64 on the inputs'
+    device; ``pred`` is reshaped to ``target``'s shape ((N, 1) outputs for (N,) targets).
+
+    Example:
+        >>> se, ae, n = error_sums(np.array([1.0, 2.0]), np.array([1.0, 4.0]))
+        >>> float(se), float(ae), n
+        (4.0, 2.0, 2)
+    """
+    p, t = _pair(pred, target)
+    if p.size != t.size:
+        raise ValueError(f"mse/rmse/mae/r2: predictions {p.shape} and targets {t.shape} differ "
+                         "in size; regression metrics compare them element by element")
+    xp = module_of(t)
+    d = p.reshape(t.shape).astype(xp.float64) - t.astype(xp.float64)
+    return (d * d).sum(), xp.abs(d).sum(), int(t.size)
+
+
+def moments(values) -> tuple[Any, Any, int]:
+    """``(mean, sum of squared deviations from the mean, count)`` of all elements, float64,
+    on the input's device: the batch part of Chan et al.'s pairwise variance update.
+
+    Example:
+        >>> m, m2, n = moments(np.array([1.0, 2.0, 3.0]))
+        >>> float(m), float(m2), n
+        (2.0, 2.0, 3)
+    """
+    v = _array(values)
+    v = v.astype(module_of(v).float64).ravel()
+    if v.size == 0:
+        return 0.0, 0.0, 0
+    mean = v.mean()
+    return mean, ((v - mean) ** 2).sum(), int(v.size)
+
+
+def merge_moments(a: tuple, b: tuple) -> tuple:
+    """Combine two ``moments`` results (Chan, Golub and LeVeque): stable where
+    ``sum(y^2) - sum(y)^2 / n`` would cancel; stays on the device.
+
+    Example:
+        >>> m, m2, n = merge_moments(moments(np.array([1.0, 2.0])), moments(np.array([3.0])))
+        >>> float(m), float(m2), n
+        (2.0, 2.0, 3)
+    """
+    (mean_a, m2_a, n_a), (mean_b, m2_b, n_b) = a, b
+    if n_a == 0 or n_b == 0:
+        return b if n_a == 0 else a
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n), n
+
+
+# ----------------------------------------------------------------------------- from statistics
+def prf_from_counts(tp, predicted, actual, average: str = "macro") -> tuple[float, float, float]:
+    """Precision, recall and F1 from :func:`class_counts` (host values; see
+    :func:`precision_recall_f1` for the conventions).
+
+    Example:
+        >>> prf_from_counts([1, 1], [2, 1], [1, 2], "micro")
+        (0.6666666666666666, 0.6666666666666666, 0.6666666666666666)
+    """
+    tp, predicted, actual = (np.asarray(to_numpy(a), np.float64) for a in (tp, predicted, actual))
+    if average == "micro":
+        p = r = tp.sum() / max(actual.sum(), 1.0)
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        return float(p), float(r), float(f)
+    if average != "macro":
+        raise ValueError(f"precision_recall_f1: average must be 'macro' or 'micro', got {average!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(actual > 0, tp / actual, 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return float(p.mean()), float(r.mean()), float(f.mean())
+
+
+def r2_from_stats(m2: float, sse: float) -> float:
+    """``1 - SS_res / SS_tot`` with ``SS_tot`` the targets' squared deviations (0 when the
+    targets are constant).
+
+    Example:
+        >>> r2_from_stats(8.0, 2.0)
+        0.75
+    """
+    return 1.0 - float(sse) / float(m2) if m2 else 0.0
+
+
+# ----------------------------------------------------------------------------- metrics
 def accuracy(outputs, targets) -> float:
     """Fraction correct. ``outputs``: scores (N, C) (argmax taken) or predicted labels (N,)."""
-    pred, y = _labels_from(outputs), to_numpy(targets)
-    if pred.shape != y.shape:
-        raise ValueError(f"accuracy: predictions {pred.shape} and targets {y.shape} differ")
-    return float((pred == y).mean()) if y.size else 0.0
+    correct, total = correct_count(outputs, targets)
+    return float(correct) / total if total else 0.0
 
 
 def top_k_accuracy(scores, targets, k: int = 5) -> float:
-    """Fraction of rows whose target is among the ``k`` highest scores."""
-    s, y = to_numpy(scores), to_numpy(targets)
-    if not 1 <= k <= s.shape[-1]:
-        raise ValueError(f"top_k_accuracy: k must be in [1, {s.shape[-1]}], got {k}")
-    top = np.argpartition(-s, k - 1, axis=-1)[..., :k]
-    return float((top == y[..., None]).any(axis=-1).mean())
+    """Fraction of rows whose target is among the ``k`` highest scores (ties at the k-th
+    place count as hits, see :func:`top_k_hits`)."""
+    hits, total = top_k_hits(scores, targets, k)
+    return float(hits) / total if total else 0.0
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
     """``m[i, j]`` = count of true class i predicted as j."""
-    t, p = to_numpy(y_true).astype(np.int64).ravel(), _labels_from(y_pred).astype(np.int64).ravel()
+    t = to_numpy(y_true).astype(np.int64).ravel()
+    p = predicted_labels(to_numpy(y_pred)).astype(np.int64).ravel()
     n = num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
     m = np.zeros((n, n), dtype=np.int64)
     np.add.at(m, (t, p), 1)
@@ -58,19 +243,13 @@ def precision_recall_f1(y_true, y_pred, average: str = "macro",
     Classes with no predicted (or no true) examples count 0 precision (recall), as
     scikit-learn's ``zero_division=0``.
     """
-    m = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)
-    tp = np.diag(m)
-    if average == "micro":
-        p = r = tp.sum() / max(m.sum(), 1.0)
-        f = 2 * p * r / (p + r) if p + r else 0.0
-        return float(p), float(r), float(f)
-    if average != "macro":
-        raise ValueError(f"precision_recall_f1: average must be 'macro' or 'micro', got {average!r}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(m.sum(0) > 0, tp / m.sum(0), 0.0)
-        r = np.where(m.sum(1) > 0, tp / m.sum(1), 0.0)
-        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return float(p.mean()), float(r.mean()), float(f.mean())
+    t, p = to_numpy(y_true), predicted_labels(to_numpy(y_pred))
+    n = num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
+    tp, predicted, actual, invalid = class_counts(t, p, n)
+    if invalid:
+        raise ValueError(f"precision_recall_f1: {int(invalid)} labels outside [0, {n}); labels "
+                         "must be class indices")
+    return prf_from_counts(tp, predicted, actual, average)
 
 
 def roc_curve(y_true, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,17 +272,29 @@ def roc_auc(y_true, scores) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def mse(pred, target) -> float:
+    """Mean squared error over all elements (``pred`` reshaped to ``target``'s shape)."""
+    se, _, n = error_sums(pred, target)
+    return float(se) / n if n else 0.0
+
+
 def rmse(pred, target) -> float:
-    p, t = to_numpy(pred).astype(np.float64), to_numpy(target).astype(np.float64)
-    return float(np.sqrt(np.mean((p.reshape(t.shape) - t) ** 2)))
+    """Root mean squared error over all elements."""
+    return math.sqrt(mse(pred, target))
+
+
+def mae(pred, target) -> float:
+    """Mean absolute error over all elements."""
+    _, ae, n = error_sums(pred, target)
+    return float(ae) / n if n else 0.0
 
 
 def r2_score(pred, target) -> float:
-    """Coefficient of determination ``1 - SS_res / SS_tot``."""
-    p, t = to_numpy(pred).astype(np.float64), to_numpy(target).astype(np.float64)
-    p = p.reshape(t.shape)
-    ss_tot = float(((t - t.mean()) ** 2).sum())
-    return 1.0 - float(((t - p) ** 2).sum()) / ss_tot if ss_tot else 0.0
+    """Coefficient of determination ``1 - SS_res / SS_tot`` over all elements (0 when the
+    targets are constant)."""
+    se, _, _ = error_sums(pred, target)
+    _, m2, _ = moments(target)
+    return r2_from_stats(float(m2), float(se))
 
 
 def perplexity(mean_nll: float) -> float:

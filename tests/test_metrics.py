@@ -91,3 +91,68 @@ def test_bleu_clips_repeated_words():
     ref = "the cat".split()
     hyp = "the the the".split()
     assert M.bleu([[ref]], [hyp], max_n=1) == pytest.approx(1 / 3)  # 'the' clipped to 1
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_sufficient_statistics_stay_arrays_on_the_inputs_device(xp):
+    scores = xp.asarray([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.4, 0.35, 0.25]])
+    y = xp.asarray([1, 0, 2])
+    correct, n = M.correct_count(scores, y)
+    hits, rows = M.top_k_hits(scores, y, 2)
+    for stat in (correct, hits):
+        assert type(stat) is type(scores) or isinstance(stat, np.generic)  # no host copy
+        assert getattr(stat, "shape", ()) == ()
+    assert (int(correct), n, int(hits), rows) == (0, 3, 1, 3)
+    tp, pred, true, bad = M.class_counts(y, scores, 3)
+    assert type(tp) is type(scores)
+    assert [v.tolist() for v in (tp, pred, true)] == [[0, 0, 0], [2, 0, 1], [1, 1, 1]]
+    assert int(bad) == 0
+
+
+def test_top_k_ties_at_the_boundary_count_as_hits():
+    # Target 1 ties with class 2 for second place: fewer than 2 classes score higher.
+    scores = np.array([[0.5, 0.2, 0.2, 0.1]])
+    assert M.top_k_accuracy(scores, np.array([1]), k=2) == 1.0
+    assert M.top_k_accuracy(scores, np.array([3]), k=3) == 0.0
+    assert M.top_k_accuracy(scores, np.array([7]), k=4) == 0.0  # outside [0, C): a miss
+    with pytest.raises(ValueError, match="targets"):
+        M.top_k_accuracy(scores, np.array([1, 2]), k=2)
+
+
+def test_class_counts_leave_out_labels_outside_the_classes():
+    tp, pred, true, bad = M.class_counts(np.array([0, 1, 5, -1, 1]), np.array([0, 1, 1, 0, 2]), 3)
+    assert tp.tolist() == [1, 1, 0] and pred.tolist() == [1, 1, 1]
+    assert true.tolist() == [1, 2, 0] and int(bad) == 2
+    with pytest.raises(ValueError, match="outside"):
+        M.precision_recall_f1(np.array([0, -1]), np.array([0, 1]))
+
+
+def test_prf_from_counts_matches_precision_recall_f1():
+    rng = np.random.default_rng(0)
+    y, s = rng.integers(0, 4, 40), rng.normal(size=(40, 4))
+    tp, pred, true, _ = M.class_counts(y, s, 4)
+    for average in ("macro", "micro"):
+        assert M.prf_from_counts(tp, pred, true, average) == \
+            M.precision_recall_f1(y, s, average, num_classes=4)
+
+
+def test_mse_mae_and_error_sums():
+    pred, target = np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 6.0])
+    assert M.mse(pred, target) == pytest.approx(5 / 3)
+    assert M.mae(pred, target) == pytest.approx(1.0)
+    assert M.rmse(pred, target) == pytest.approx(math.sqrt(5 / 3))
+    with pytest.raises(ValueError, match="differ in size"):
+        M.error_sums(np.zeros((3, 2)), target)
+
+
+def test_merged_moments_equal_the_whole_array_even_far_from_zero():
+    rng = np.random.default_rng(1)
+    values = 1e8 + rng.normal(size=100)  # sum(y^2) - sum(y)^2/n would lose every digit
+    acc = M.moments(values[:0])
+    for sl in (slice(0, 30), slice(30, 31), slice(31, 100)):
+        acc = M.merge_moments(acc, M.moments(values[sl]))
+    mean, m2, n = acc
+    ref = values - values.mean()
+    assert n == 100 and float(mean) == pytest.approx(values.mean(), rel=1e-15)
+    assert float(m2) == pytest.approx(float((ref * ref).sum()), rel=1e-8)
+    assert M.r2_from_stats(0.0, 1.0) == 0.0  # constant targets

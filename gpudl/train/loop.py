@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
-from gpudl.autodiff import unbox_all, value_and_grad
+from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import DataLoader
 from gpudl.optim.base import apply_updates, scale_updates
 from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History
+from gpudl.train.metric_state import MetricTracker, StreamingMetric, make_metric
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
 from gpudl.tree import tree_leaves, tree_map
@@ -60,36 +61,29 @@ def resolve_loss(loss: str | Callable) -> Callable:
     return getattr(F, _LOSSES[loss])
 
 
-def resolve_metric(metric: str | Callable) -> tuple[str, Callable]:
-    """``(name, fn(outputs, targets) -> float)`` from a name in gpudl.metrics or a callable."""
-    if callable(metric):
-        return getattr(metric, "__name__", "metric"), metric
-    from gpudl import metrics as M
+def resolve_metric(metric: str | Callable) -> StreamingMetric:
+    """A fresh streaming metric from a name or a function ``(outputs, targets) -> scalar``.
 
-    table = {"accuracy": _batch_accuracy, "top5": lambda o, t: M.top_k_accuracy(o, t, 5),
-             "rmse": M.rmse, "r2": M.r2_score}
-    if metric not in table:
-        raise ValueError(f"fit: unknown metric {metric!r}; expected one of {sorted(table)}")
-    return metric, table[metric]
+    Names: ``accuracy``, ``topK`` (``top5``...), ``mse``, ``rmse``, ``mae``, ``r2``,
+    ``precision``, ``recall``, ``f1`` (macro). Named metrics sum sufficient statistics on
+    the device and give the whole epoch's value; functions are averaged over batches,
+    weighted by batch size.
 
-
-def _batch_accuracy(outputs, targets):
-    """Accuracy as a 0-d float64 array on the outputs' device: no host copy per step (the
-    epoch total is read once); same result as :func:`gpudl.metrics.accuracy`."""
-    out = unbox_all(outputs)
-    pred = out.argmax(axis=-1) if out.ndim > 1 else out
-    if pred.shape != targets.shape:
-        raise ValueError(f"accuracy: predictions {pred.shape} and targets {targets.shape} differ")
-    return (pred == targets).mean(dtype=np.float64)
+    Example:
+        >>> resolve_metric("top3").name
+        'top3'
+    """
+    return make_metric(metric)
 
 
-# The progress bar's running loss is refreshed every this many steps (each read is a sync).
+def _metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool) -> MetricTracker:
+    if isinstance(metrics, str) or callable(metrics):  # metrics="accuracy" means one metric
+        metrics = [metrics]
+    return MetricTracker([resolve_metric(m) for m in metrics], loss=loss)
+
+
+# The progress bar's figures are refreshed every this many steps (each read is a host sync).
 _PROGRESS_EVERY = 20
-
-
-def _as_float64(value):
-    """``value`` as a float64 scalar on its own device (no host copy for CuPy arrays)."""
-    return value.astype(np.float64) if hasattr(value, "astype") else float(value)
 
 
 def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) -> DataLoader:
@@ -159,6 +153,9 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
     """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
 
     ``train_data``/``validation_data``: a DataLoader or a tuple ``(x, y)`` of arrays.
+    ``metrics``: names (see :func:`resolve_metric`) or functions ``(outputs, targets) ->
+    scalar``; they are summed on the device and read once per epoch (and per progress-bar
+    refresh), so a GPU run never waits for the host between steps.
     ``params``/``state`` default to ``model.init`` on the first batch. ``resume_from`` loads
     a checkpoint written by ModelCheckpoint and continues from the epoch after it, with
     the checkpoint's RNG key (so shuffling and dropout continue exactly as in an
@@ -173,7 +170,7 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
     init_key, data_key, step_key = gdr.split(key, 3)
     loader = _loader(train_data, batch_size, shuffle, data_key, device)
     loss_fn = resolve_loss(loss)
-    named = [resolve_metric(m) for m in metrics]
+    tracker = _metric_tracker(metrics, loss=True)
     if params is None:
         if len(loader.dataset) == 0:
             raise ValueError("fit: the training data is empty")
@@ -203,24 +200,19 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         trainer.epoch = epoch
         t0 = time.perf_counter()
         progress = Progress(epoch + 1, epochs, len(loader), verbose)
-        # The loss sum stays on the device (float64): float() per step would be a host
-        # sync per step on the GPU. It is read when the bar is redrawn and once per epoch.
-        total, count, sums = 0.0, 0, {n: 0.0 for n, _ in named}
+        # Loss and metric sums stay on the device: a float() per step would be a host sync
+        # per step on the GPU. They are read when the bar is redrawn and once per epoch.
+        tracker.reset()
         for i, (x, y) in enumerate(loader):
             try:
                 loss_value, out = trainer.train_step(x, y)
             except Exception as exc:
                 reraise_if_oom(exc, loader.batch_size)
                 raise
-            n = int(x.shape[0])
-            total = total + _as_float64(loss_value) * n
-            count += n
-            for name, fn in named:
-                sums[name] = sums[name] + _as_float64(fn(out, y)) * n
+            tracker.update(out, y, int(x.shape[0]), loss=loss_value)
             show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
-            progress.update({"loss": float(total) / count} if show else None)
-        logs = {"loss": float(total) / max(count, 1)}
-        logs.update({n: float(s) / max(count, 1) for n, s in sums.items()})
+            progress.update(tracker.read() if show else None)
+        logs = tracker.read()
         if validation_data is not None:
             val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
                            metrics=metrics, batch_size=loader.batch_size, device=device)
@@ -244,26 +236,25 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
 def evaluate(model, params, state, data, loss: str | Callable | None = None,
              metrics: Sequence[str | Callable] = (), batch_size: int = 256,
              device: str | None = None) -> dict[str, float]:
-    """Average loss and metrics over ``data`` in eval mode (``train=False``)."""
+    """Loss and metrics over ``data`` in eval mode (``train=False``), as Python floats.
+
+    The loss is the batch-size-weighted mean of the per-batch losses; named metrics are
+    those of all of ``data`` at once. Everything is summed on the device and copied to
+    the host once, at the end.
+    """
     loader = _loader(data, batch_size, False, None, device)
     loss_fn = resolve_loss(loss) if loss is not None else None
-    named = [resolve_metric(m) for m in metrics]
-    sums: dict[str, float] = {}
-    count = 0
+    tracker = _metric_tracker(metrics, loss=loss_fn is not None)
     for x, y in loader:
         try:
             out, _ = model.apply(params, state, x, train=False)
         except Exception as exc:
             reraise_if_oom(exc, loader.batch_size, where="evaluate")
             raise
-        n = int(x.shape[0])
-        count += n
-        if loss_fn is not None:
-            # kept on the device until the end: no host sync per batch
-            sums["loss"] = sums.get("loss", 0.0) + _as_float64(loss_fn(out, y)) * n
-        for name, fn in named:
-            sums[name] = sums.get(name, 0.0) + _as_float64(fn(out, y)) * n
-    return {k: float(v) / max(count, 1) for k, v in sums.items()}
+        # sums kept on the device until the end: no host sync per batch
+        tracker.update(out, y, int(x.shape[0]),
+                       loss=loss_fn(out, y) if loss_fn is not None else None)
+    return tracker.read()
 
 
 def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):

@@ -231,16 +231,3 @@ def test_progress_bar_is_used_in_a_jupyter_kernel(monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert progress_mod._use_bar(1)
     assert not progress_mod._use_bar(0)
-
-
-def test_fit_accuracy_on_device_equals_metrics_accuracy():
-    from gpudl import metrics
-    from gpudl.train.loop import _batch_accuracy
-
-    rng = np.random.default_rng(1)
-    out, y = rng.normal(size=(50, 4)), rng.integers(0, 4, 50)
-    got = _batch_accuracy(out, y)
-    assert got.dtype == np.float64 and got.shape == ()
-    assert float(got) == metrics.accuracy(out, y)
-    with pytest.raises(ValueError, match="predictions"):
-        _batch_accuracy(out, y[:3])

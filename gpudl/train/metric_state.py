@@ -1,0 +1,282 @@
+"""Streaming metrics for ``fit``/``evaluate``: sufficient statistics summed on the device.
+
+Each metric adds its batch's statistics (sums and counts from :mod:`gpudl.metrics`) to
+accumulators on the outputs' device, computed with the outputs' array module, so a
+training step never waits for the GPU. :meth:`MetricTracker.read` copies every
+accumulator of every metric to the host in one transfer and turns them into Python
+floats; ``fit`` reads once per epoch and once per progress-bar refresh.
+
+The values are those of the whole epoch's outputs at once (``accuracy`` is correct / all
+predictions, ``rmse`` the root of the epoch's mean squared error, ``r2`` the epoch's R²),
+not an average of per-batch values. The loss and metric *functions* are averaged over
+batches weighted by batch size (they only give one number per batch).
+
+Example:
+    >>> import numpy as np
+    >>> t = MetricTracker([make_metric("accuracy")], loss=True)
+    >>> t.update(np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1]), 2, loss=0.75)
+    >>> t.update(np.array([[0.3, 0.7]]), np.array([1]), 1, loss=0.0)
+    >>> t.read()
+    {'loss': 0.5, 'accuracy': 0.6666666666666666}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpudl import metrics as M
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of, module_of, to_numpy
+
+
+def _as_float64(value):
+    """``value`` as float64 on its own device (no host copy for CuPy arrays)."""
+    value = unbox_all(value)
+    return value.astype(np.float64) if hasattr(value, "astype") else float(value)
+
+
+class StreamingMetric:
+    """Accumulates one metric over batches: ``update`` per batch, ``result`` from host values.
+
+    ``acc`` holds the accumulators (arrays on the outputs' device; empty before the first
+    batch); ``count`` is known from shapes and stays a Python int, so it needs no copy.
+    """
+
+    name = "metric"
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.acc: list[Any] = []
+        self.count = 0
+
+    def update(self, outputs, targets, batch_size: int) -> None:
+        raise NotImplementedError
+
+    def result(self, acc: list[np.ndarray]) -> float:
+        """The metric from ``acc`` copied to the host (float64 NumPy arrays, same order)."""
+        raise NotImplementedError
+
+    def _add(self, *values) -> None:
+        if not self.acc:
+            self.acc = list(values)
+        else:
+            self.acc = [a + v for a, v in zip(self.acc, values)]
+
+
+class BatchMean(StreamingMetric):
+    """The mean of a per-batch value weighted by batch size: the loss, or a metric function
+    ``fn(outputs, targets) -> scalar`` (kept on the device if it returns an array)."""
+
+    def __init__(self, name: str, fn: Callable | None = None):
+        self.name, self.fn = name, fn
+        super().__init__()
+
+    def add(self, value, batch_size: int) -> None:
+        self._add(_as_float64(value) * batch_size)
+        self.count += batch_size
+
+    def update(self, outputs, targets, batch_size: int) -> None:
+        self.add(self.fn(outputs, targets), batch_size)
+
+    def result(self, acc):
+        return float(acc[0]) / self.count if self.count else 0.0
+
+
+class Accuracy(StreamingMetric):
+    """Correct predictions / all predictions (argmax of the outputs' last axis)."""
+
+    name = "accuracy"
+
+    def update(self, outputs, targets, batch_size):
+        correct, total = M.correct_count(outputs, targets)
+        self._add(correct)
+        self.count += total
+
+    def result(self, acc):
+        return float(acc[0]) / self.count if self.count else 0.0
+
+
+class TopK(StreamingMetric):
+    """Rows whose target is among the ``k`` highest scores / all rows."""
+
+    def __init__(self, k: int, name: str | None = None):
+        self.k, self.name = int(k), name or f"top{k}"
+        super().__init__()
+
+    def update(self, outputs, targets, batch_size):
+        hits, total = M.top_k_hits(outputs, targets, self.k)
+        self._add(hits)
+        self.count += total
+
+    def result(self, acc):
+        return float(acc[0]) / self.count if self.count else 0.0
+
+
+class ErrorMean(StreamingMetric):
+    """``mse``, ``rmse`` or ``mae`` over every output element of the epoch."""
+
+    def __init__(self, name: str):
+        if name not in ("mse", "rmse", "mae"):
+            raise ValueError(f"ErrorMean: name must be 'mse', 'rmse' or 'mae', got {name!r}")
+        self.name = name
+        super().__init__()
+
+    def update(self, outputs, targets, batch_size):
+        se, ae, n = M.error_sums(outputs, targets)
+        self._add(se, ae)
+        self.count += n
+
+    def result(self, acc):
+        if not self.count:
+            return 0.0
+        se, ae = float(acc[0]) / self.count, float(acc[1]) / self.count
+        return {"mse": se, "rmse": math.sqrt(se), "mae": ae}[self.name]
+
+
+class R2(StreamingMetric):
+    """R² of the epoch: targets' mean and squared deviations merged batch by batch (Chan's
+    update, no cancellation) plus the sum of squared residuals."""
+
+    name = "r2"
+
+    def update(self, outputs, targets, batch_size):
+        se, _, _ = M.error_sums(outputs, targets)
+        mean, m2, sse = self.acc or (0.0, 0.0, 0.0)
+        mean, m2, self.count = M.merge_moments((mean, m2, self.count), M.moments(targets))
+        self.acc = [mean, m2, sse + se]
+
+    def result(self, acc):
+        return M.r2_from_stats(float(acc[1]), float(acc[2])) if self.count else 0.0
+
+
+class ClassScore(StreamingMetric):
+    """Macro-averaged ``precision``, ``recall`` or ``f1`` from per-class counts (three (C,)
+    vectors on the device; C is the outputs' last axis)."""
+
+    def __init__(self, name: str):
+        if name not in ("precision", "recall", "f1"):
+            raise ValueError(f"ClassScore: name must be precision, recall or f1, got {name!r}")
+        self.name = name
+        super().__init__()
+
+    def update(self, outputs, targets, batch_size):
+        shape = getattr(unbox_all(outputs), "shape", ())
+        if len(shape) < 2:
+            raise ValueError(f"{self.name}: needs class scores (N, C) as outputs, got shape "
+                             f"{tuple(shape)}; for labels use gd.metrics.precision_recall_f1")
+        self._add(*M.class_counts(targets, outputs, shape[-1]))
+        self.count += 1
+
+    def result(self, acc):
+        if not self.count:
+            return 0.0
+        tp, predicted, actual, invalid = acc
+        if invalid:
+            raise ValueError(f"{self.name}: {int(invalid)} targets outside [0, {tp.size}) (the "
+                             "classes of the outputs' last axis); targets must be class indices")
+        p, r, f = M.prf_from_counts(tp, predicted, actual, "macro")
+        return {"precision": p, "recall": r, "f1": f}[self.name]
+
+
+_NAMED: dict[str, Callable[[], StreamingMetric]] = {
+    "accuracy": Accuracy,
+    "mse": lambda: ErrorMean("mse"),
+    "rmse": lambda: ErrorMean("rmse"),
+    "mae": lambda: ErrorMean("mae"),
+    "r2": R2,
+    "precision": lambda: ClassScore("precision"),
+    "recall": lambda: ClassScore("recall"),
+    "f1": lambda: ClassScore("f1"),
+}
+METRIC_NAMES = sorted(_NAMED) + ["top5 (any topK)"]
+
+
+def make_metric(metric: str | Callable) -> StreamingMetric:
+    """A fresh streaming metric from a name (``METRIC_NAMES``) or a function
+    ``fn(outputs, targets) -> scalar`` (averaged over batches, weighted by batch size).
+
+    Example:
+        >>> make_metric("top3").k
+        3
+    """
+    if callable(metric):
+        return BatchMean(getattr(metric, "__name__", "metric"), metric)
+    top = re.fullmatch(r"top(\d+)", str(metric))
+    if top and int(top.group(1)) >= 1:
+        return TopK(int(top.group(1)))
+    if metric not in _NAMED:
+        raise ValueError(f"fit: unknown metric {metric!r}; expected one of {METRIC_NAMES} or a "
+                         "function (outputs, targets) -> scalar")
+    return _NAMED[metric]()
+
+
+def fetch(values: Sequence[Any]) -> list[np.ndarray]:
+    """Every value as a float64 NumPy array, with one device->host copy for all of them.
+
+    The arrays of one device (CuPy if there are any, else NumPy) are flattened into one
+    vector on that device and copied with a single ``to_numpy``; the rest (Python numbers,
+    host values beside CuPy ones) are on the host already.
+    """
+    on_gpu = [device_of(v) == "cuda" for v in values]
+    group = on_gpu if any(on_gpu) else [hasattr(v, "dtype") for v in values]
+    members = [v for v, g in zip(values, group) if g]
+    host = [None if g else np.asarray(v, np.float64) for v, g in zip(values, group)]
+    if members:
+        xp = module_of(members[0])
+        flat = to_numpy(xp.concatenate([xp.asarray(v, dtype=xp.float64).ravel()
+                                        for v in members]))
+        start = 0
+        for i, v in enumerate(values):
+            if group[i]:
+                size = math.prod(v.shape)
+                host[i] = flat[start:start + size].reshape(v.shape)
+                start += size
+    return host
+
+
+class MetricTracker:
+    """The loss (optional) and metrics of one pass over the data.
+
+    ``update`` per batch queues device work only; ``read`` returns ``{name: float}`` with
+    one host transfer.
+    """
+
+    def __init__(self, metrics: Sequence[StreamingMetric], loss: bool = False):
+        self.metrics = ([BatchMean("loss")] if loss else []) + list(metrics)
+        names = [m.name for m in self.metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"fit: metric names must be unique, got {dupes} more than once "
+                             f"in {names}; give metric functions distinct __name__s")
+        self.has_loss = loss
+
+    def reset(self) -> None:
+        for m in self.metrics:
+            m.reset()
+
+    def update(self, outputs, targets, batch_size: int, loss=None) -> None:
+        """Add one batch: ``outputs``/``targets`` as the model and loader give them,
+        ``batch_size`` the batch's rows (the weight of the loss and metric functions)."""
+        outputs = unbox_all(outputs)
+        metrics = self.metrics
+        if self.has_loss:
+            metrics[0].add(loss, batch_size)
+            metrics = metrics[1:]
+        for m in metrics:
+            m.update(outputs, targets, batch_size)
+
+    def read(self) -> dict[str, float]:
+        """``{name: value}`` so far, as Python floats (one device->host transfer)."""
+        host = fetch([a for m in self.metrics for a in m.acc])
+        logs, start = {}, 0
+        for m in self.metrics:
+            logs[m.name] = m.result(host[start:start + len(m.acc)])
+            start += len(m.acc)
+        return logs
