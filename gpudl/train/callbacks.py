@@ -35,7 +35,9 @@ def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
 
 def _mode(monitor: str, mode: str) -> str:
     if mode == "auto":
-        return "max" if any(s in monitor for s in ("acc", "auc", "f1", "r2")) else "min"
+        # Higher is better for these (accuracy, top-k, AUC, F1/precision/recall, R^2).
+        higher = ("acc", "auc", "f1", "r2", "top", "precision", "recall")
+        return "max" if any(s in monitor for s in higher) else "min"
     if mode not in ("min", "max"):
         raise ValueError(f"callback: mode must be 'min', 'max' or 'auto', got {mode!r}")
     return mode

@@ -167,3 +167,14 @@ def test_csv_logger_writes_header_and_one_row_per_epoch(tmp_path):
     # a fresh logger (append=False) starts the file again
     _fit_rising(1, [CSVLogger(str(path))])
     assert len(path.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("monitor, expected", [
+    ("val_loss", "min"), ("val_mae", "min"), ("val_rmse", "min"), ("val_accuracy", "max"),
+    ("val_top5", "max"), ("val_precision", "max"), ("val_recall", "max"), ("val_f1", "max"),
+    ("r2", "max"),
+])
+def test_auto_mode_knows_which_metrics_grow(monitor, expected):
+    from gpudl.train.callbacks import _mode
+
+    assert _mode(monitor, "auto") == expected
