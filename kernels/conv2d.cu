@@ -27,6 +27,9 @@
 // rtol 1e-10; the twin vs a naive float64 loop reference over strides, paddings incl.
 // asymmetric and "same", dilations, groups incl. depthwise, 1x1, conv_transpose2d,
 // conv1d; check_grad of every primitive and of grad-of-grad).
+// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
+// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
+// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
 // Benchmarked: benchmarks/kernels_conv.py (VGG / LeNet / CIFAR layers, forward+backward,
 // TFLOP/s, vs a CuPy composite and torch cuDNN).
 //

@@ -37,9 +37,10 @@
 // Tested: tests/functional/test_conv_igemm.py (GPU vs the NumPy twin over conv2d's shape
 // grid: strides, paddings incl. asymmetric, dilations, groups, depthwise, 1x1, sizes not
 // multiples of the tile; float32 rtol 1e-4, float64 rtol 1e-10) and, with
-// GPUDL_CONV_IMPL=igemm, the whole of tests/functional/test_conv.py. Without a GPU it was
-// checked by compiling this file with g++ against a host shim (one std::thread per CUDA
-// thread, std::barrier for __syncthreads) and comparing with the twin on that grid.
+// GPUDL_CONV_IMPL=igemm, the whole of tests/functional/test_conv.py.
+// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
+// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
+// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
 // Benchmarked: benchmarks/kernels_conv.py (rows "gpudl-igemm", forward+backward with
 // GPUDL_CONV_IMPL=igemm, beside the version-1 rows); version 2 is selected by default
 // only for shapes where it measured faster (gpudl/functional/conv_igemm.py).

@@ -21,6 +21,9 @@
 //
 // Tested: tests/functional/test_rnn.py (GPU vs twin, float32 rtol 1e-4, float64 rtol 1e-10;
 // the twin vs a naive float64 per-element reference; check_grad of the primitive and cell).
+// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
+// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
+// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
 // Benchmarked: benchmarks/kernels_rnn.py (sequence forward+backward vs a CuPy composite
 // cell, torch nn.LSTM (cuDNN) and a torch LSTMCell loop).
 #include "common.cuh"

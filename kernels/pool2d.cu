@@ -22,6 +22,9 @@
 // Tested: tests/functional/test_pooling.py (GPU vs the NumPy twin, float32 rtol 1e-4,
 // float64 rtol 1e-10; the twin vs naive float64 loops incl. overlapping windows and
 // padding; check_grad of every primitive with distinct values, away from ties).
+// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
+// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
+// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
 // Benchmarked: not separately (pooling is memory bound and small next to the convs);
 // benchmarks/kernels_conv.py times the convolutions.
 #include "common.cuh"

@@ -30,7 +30,11 @@
 //
 // Tested: tests/functional/test_cross_entropy.py (GPU vs the NumPy twin, float32 rtol 1e-4,
 // float64 rtol 1e-10; the twin vs a naive float64 per-row loop; gradient and grad-of-grad
-// checks; label/dtype/shape errors). Benchmarked: benchmarks/kernels_cross_entropy.py
+// checks; label/dtype/shape errors).
+// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
+// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
+// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
+// Benchmarked: benchmarks/kernels_cross_entropy.py
 // (fused fwd+bwd vs forward + recomputing backward vs a CuPy composite vs torch, GB/s).
 #include "common.cuh"
 
