@@ -47,6 +47,6 @@ from gpudl.errors import (
     UnknownDeviceError,
 )
 from gpudl.serialization import load, save
-from gpudl.train import evaluate, fit, predict
+from gpudl.train import evaluate, fit, fit_ensemble, predict
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Training workflow: fit/evaluate/predict, callbacks, history, checkpoints."""
+"""Training workflow: fit/evaluate/predict, callbacks, history, checkpoints, ensembles."""
 
 from gpudl.train.callbacks import (
     Callback,
@@ -8,6 +8,7 @@ from gpudl.train.callbacks import (
     ReduceLROnPlateau,
 )
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
+from gpudl.train.ensemble import Ensemble, bootstrap_indices, fit_ensemble
 from gpudl.train.history import History
 from gpudl.train.loop import evaluate, fit, predict
 from gpudl.train.oom import OutOfMemoryError
