@@ -7,11 +7,16 @@ NumPy arrays on ``"cpu"``, CuPy arrays on ``"cuda"``.
 
 The generator is counter-based Philox4x32-10 (Salmon et al., "Parallel random numbers:
 as easy as 1, 2, 3", SC 2011). Output block ``i`` of a call is ``philox(counter=(i, 0, 0, 0),
-key)``; the rounds are written once with vectorised ``uint64`` array ops against the array
-module ``xp`` (numpy or cupy), so both devices compute the very same integers. Everything
-derived from them uses only operations that IEEE 754 rounds exactly the same way everywhere
-(integer ops, int->float conversion, +, -, *, /, sqrt, floor, comparisons); see
-:func:`_log` / :func:`_sincos_2pi` for why ``normal`` avoids ``xp.log``/``xp.sin``.
+key)``; how blocks become words, uniform floats and normal floats is the stream format of
+:mod:`gpudl.random_philox`, fixed forever (tests/test_random_golden.py pins it). Everything
+derived from the words uses only operations that IEEE 754 rounds exactly the same way
+everywhere (integer ops, int->float conversion, +, -, *, /, sqrt, floor, comparisons);
+``normal`` uses exact-op series instead of ``xp.log``/``xp.sin`` (see random_philox).
+
+Three bodies compute that format and give the same bits: on the CPU,
+:mod:`gpudl.random_cpu` (chunked, in-place NumPy); on the GPU, :mod:`gpudl.random_cuda`
+(one launch of ``kernels/philox.cu`` per call: words, uniform or normal floats); and, for
+CuPy arrays beyond the kernel's int32 indexing, the vectorised reference of random_philox.
 
 Keys are never advanced implicitly: derive new ones with :func:`split` or :func:`fold_in`.
 Two calls with one key reuse the same Philox blocks, so their outputs are correlated (as in
@@ -34,7 +39,11 @@ from typing import Any
 import numpy as np
 
 from gpudl import backend
+from gpudl import random_cuda as cuda_body
+from gpudl import random_philox as spec
 from gpudl.errors import DTypeError, ShapeError
+from gpudl.random_cpu import NumpyStream
+from gpudl.random_philox import philox4x32
 
 __all__ = [
     "key", "split", "fold_in", "uniform", "normal", "truncated_normal", "bernoulli",
@@ -42,54 +51,45 @@ __all__ = [
 ]
 
 Shape = int | tuple[int, ...]
-_MASK32 = 0xFFFFFFFF
-_M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
-_W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments (golden ratio, sqrt(3) - 1)
+_MASK32 = spec.MASK32
 # Third counter word of the key-derivation streams, so child keys never coincide with the
 # counters (i, 0, 0, 0) used for data.
 _SPLIT_TAG, _FOLD_TAG = 0x53504C54, 0x464F4C44  # "SPLT", "FOLD"
 
 
-# ----------------------------------------------------------------------------- Philox core
-def philox4x32(counter, key_words: tuple[int, int], rounds: int = 10):
-    """Philox4x32 on four counter words (``uint64`` arrays or Python ints holding 32-bit values).
-
-    ``key_words`` are two Python ints. Returns four words of the same kind. The 32x32->64
-    multiply is exact in ``uint64``; ``>> 32`` and ``& 0xFFFFFFFF`` give mulhi/mullo.
-
-    Example:
-        >>> [hex(int(w)) for w in philox4x32((0, 0, 0, 0), (0, 0))]
-        ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
-    """
-    c0, c1, c2, c3 = counter
-    k0, k1 = int(key_words[0]) & _MASK32, int(key_words[1]) & _MASK32
-    for r in range(rounds):
-        if r:
-            k0, k1 = (k0 + _W0) & _MASK32, (k1 + _W1) & _MASK32
-        p0 = c0 * _M0
-        p1 = c2 * _M1
-        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & _MASK32, (p0 >> 32) ^ c3 ^ k1, p0 & _MASK32
-    return c0, c1, c2, c3
+# ----------------------------------------------------------------------------- bodies
+def _words32(words, n: int, xp):
+    """``n`` 32-bit words, plane layout (uint32 from the fast bodies)."""
+    if xp is np:
+        return NumpyStream(words).words32(n)
+    return cuda_body.words32(words, n) if cuda_body.fits(n) else spec.words32_reference(words, n, xp)
 
 
-def _blocks(key_words: tuple[int, int], n_blocks: int, xp) -> tuple[Any, Any, Any, Any]:
-    """Philox of counters ``(i, 0, 0, 0)`` for ``i < n_blocks``: four uint64 arrays (n_blocks,)."""
-    ctr = xp.arange(n_blocks, dtype=xp.uint64)
-    # The high counter word is zero for any array that fits in memory; a Python 0 lets the
-    # first rounds skip work on constant words.
-    return philox4x32((ctr, 0, 0, 0), key_words)
+def _words64(words, n: int, xp):
+    """``n`` 64-bit words (uint64)."""
+    if xp is np:
+        return NumpyStream(words).words64(n)
+    return cuda_body.words64(words, n) if cuda_body.fits(n) else spec.words64_reference(words, n, xp)
 
 
-def _words32(key_words, n: int, xp):
-    """``n`` random 32-bit words (uint64 array holding values < 2**32)."""
-    blocks = _blocks(key_words, -(-n // 4), xp)
-    return xp.concatenate(blocks)[:n]
+def _unit_generic(words, n: int, dt: np.dtype, xp):
+    """random_philox.unit_reference on the words of the fastest body (CuPy float16)."""
+    bits = np.finfo(dt).nmant + 1
+    if bits <= 32:
+        ints = _words32(words, n, xp) >> (32 - bits)
+    else:
+        ints = _words64(words, n, xp) >> (64 - bits)
+    return ints.astype(dt) * dt.type(2.0 ** -bits)
 
 
-def _words64(key_words, n: int, xp):
-    """``n`` random 64-bit words (uint64 array); two Philox words make one."""
-    c0, c1, c2, c3 = _blocks(key_words, -(-n // 2), xp)
-    return xp.concatenate([(c0 << 32) | c1, (c2 << 32) | c3])[:n]
+def _std_normal(words, n: int, dt: np.dtype, xp):
+    """``n`` N(0, 1) draws of dtype ``dt`` (the float64 Box-Muller draw rounded to dt)."""
+    if xp is np:
+        return NumpyStream(words).normal(n, dt)
+    if cuda_body.fits(n):  # float16 via float32, as random_philox.cast
+        return cuda_body.normal(words, n, np.dtype(np.float64 if dt == np.float64 else np.float32)
+                                ).astype(dt, copy=False)
+    return spec.cast(spec.standard_normal64_reference(words, n, xp), dt)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -184,18 +184,7 @@ def fold_in(k: np.ndarray, data: int) -> np.ndarray:
     return np.array([c0, c1], dtype=np.uint32)
 
 
-# ----------------------------------------------------------------------------- uniform floats
-def _unit(key_words, n: int, dt: np.dtype, xp):
-    """``n`` floats in [0, 1) on the grid ``j * 2**-p`` (p = mantissa bits): both the integer
-    and the power-of-two scaling are exact, so the value is the same on every device."""
-    bits = np.finfo(dt).nmant + 1  # 11, 24, 53
-    if bits <= 32:
-        ints = _words32(key_words, n, xp) >> (32 - bits)
-    else:
-        ints = _words64(key_words, n, xp) >> (64 - bits)
-    return ints.astype(dt) * dt.type(2.0 ** -bits)
-
-
+# ----------------------------------------------------------------------------- floats
 def uniform(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, minval: float = 0.0,
             maxval: float = 1.0, device: str | None = None):
     """Uniform floats in ``[minval, maxval)``.
@@ -211,95 +200,23 @@ def uniform(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, minval: f
     if not lo < hi:
         raise ValueError(f"gpudl.random.uniform: need minval < maxval, got {minval} and {maxval}")
     xp = backend.xp_for(_device(device))
-    u = _unit(words, math.prod(dims), dt, xp)
-    out = u * (hi - lo) + lo  # two separately rounded array ops, identical on both devices
-    # Rounding can land exactly on maxval; keep the interval half-open.
-    out = xp.minimum(out, np.nextafter(hi, lo))
+    n = math.prod(dims)
+    width = hi - lo  # rounded in dt, as every body uses it
+    top = np.nextafter(hi, lo)  # rounding can land exactly on maxval; keep [minval, maxval)
+    affine = not (lo == 0 and hi == 1)  # [0, 1): u * 1 + 0 and the clamp change no bit
+    if xp is np:
+        out = NumpyStream(words).unit(n, dt)
+        if affine:  # the same two rounded array ops as below, in place
+            np.multiply(out, width, out=out)
+            np.add(out, lo, out=out)
+            np.minimum(out, top, out=out)
+    elif cuda_body.fits(n) and dt != np.float16:
+        out = cuda_body.uniform(words, n, dt, lo, width, top, affine)
+    else:
+        out = _unit_generic(words, n, dt, xp)
+        if affine:
+            out = xp.minimum(out * width + lo, top)  # two separately rounded array ops
     return out.reshape(dims)
-
-
-# ----------------------------------------------------------------------------- exact math
-# Why not xp.log / xp.sin / xp.cos: NumPy (glibc/SVML) and CUDA's libdevice may differ in the
-# last ulp, which would break "same key, same numbers on CPU and GPU". The helpers below use
-# only +, -, *, /, sqrt, frexp/ldexp, floor, where and comparisons, which IEEE 754 defines
-# exactly, each as its own array op (a fused multiply-add would round differently), in
-# float64. Accuracy: a few ulp (relative error ~1e-15), far below float32 resolution.
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 split (fdlibm): e * _LN2_HI is exact for |e| < 2**20
-_LN2_LO = 1.90821492927058770002e-10
-_ATANH_COEF = [1.0 / (2 * j + 1) for j in range(12)]  # 1, 1/3, 1/5, ... 1/23
-_SIN_COEF = [(-1) ** j / math.factorial(2 * j + 1) for j in range(10)]  # x, -x^3/3!, ... x^19
-_COS_COEF = [(-1) ** j / math.factorial(2 * j) for j in range(10)]  # 1, -x^2/2!, ... x^18
-_SQRT_HALF = math.sqrt(0.5)
-_HALF_PI = math.pi / 2
-
-
-def _horner(z, coef):
-    acc = coef[-1] + z * 0.0  # array of the constant
-    for c in reversed(coef[:-1]):
-        acc = acc * z
-        acc = acc + c
-    return acc
-
-
-def _log(x, xp):
-    """Natural log of positive, finite, normal float64 ``x`` (exact-op series; see above).
-
-    x = m * 2**e with m in [sqrt(1/2), sqrt(2)); ln m = 2 atanh(s) = 2 (s + s^3/3 + ...) with
-    s = (m-1)/(m+1), |s| <= 0.1716, so s^2 <= 0.0295 and 12 terms reach ~1e-19.
-    """
-    m, e = xp.frexp(x)  # m in [0.5, 1)
-    small = m < _SQRT_HALF
-    m = xp.where(small, m * 2.0, m)
-    e = (e - small.astype(e.dtype)).astype(np.float64)
-    s = (m - 1.0) / (m + 1.0)  # m - 1 is exact (Sterbenz)
-    series = _horner(s * s, _ATANH_COEF)
-    ln_m = (s * series) * 2.0
-    return e * _LN2_HI + (e * _LN2_LO + ln_m)
-
-
-def _sin_cos_poly(x):
-    """sin(x), cos(x) for float64 x in [0, pi/4] by Taylor polynomials (truncation < 1e-19)."""
-    z = x * x
-    return x * _horner(z, _SIN_COEF), _horner(z, _COS_COEF)
-
-
-def _sincos_2pi(u, xp):
-    """sin(2 pi u), cos(2 pi u) for float64 u in [0, 1).
-
-    The quadrant is taken from u itself (4u and floor are exact), so no rounded 2*pi is ever
-    reduced; within a quadrant, f in [0, 1) maps to [0, pi/4] by symmetry (1 - f is exact).
-    """
-    u4 = u * 4.0
-    q = xp.floor(u4)
-    f = u4 - q
-    upper = f > 0.5
-    g = xp.where(upper, 1.0 - f, f)  # [0, 0.5]
-    s, c = _sin_cos_poly(g * _HALF_PI)
-    sin_f, cos_f = xp.where(upper, c, s), xp.where(upper, s, c)  # angle f * pi/2
-    # Rotate by q quarter turns: (sin, cos) -> (cos, -sin) -> (-sin, -cos) -> (-cos, sin).
-    swap = (q == 1.0) | (q == 3.0)
-    sin_out = xp.where(swap, cos_f, sin_f)
-    cos_out = xp.where(swap, sin_f, cos_f)
-    sin_out = xp.where(q >= 2.0, -sin_out, sin_out)
-    cos_out = xp.where((q == 1.0) | (q == 2.0), -cos_out, cos_out)
-    return sin_out, cos_out
-
-
-def _standard_normal64(key_words, n: int, xp):
-    """``n`` float64 N(0, 1) draws by Box-Muller; one Philox block (4 words) gives two."""
-    c0, c1, c2, c3 = _blocks(key_words, -(-n // 2), xp)
-    scale = 2.0 ** -53
-    # u1 in (0, 1] so the log is finite; u2 in [0, 1). 53-bit integers convert exactly.
-    u1 = ((((c0 << 32) | c1) >> 11) + 1).astype(np.float64) * scale
-    u2 = (((c2 << 32) | c3) >> 11).astype(np.float64) * scale
-    r = xp.sqrt(_log(u1, xp) * -2.0)
-    sin_t, cos_t = _sincos_2pi(u2, xp)
-    return xp.concatenate([r * cos_t, r * sin_t])[:n]
-
-
-def _cast(z64, dt: np.dtype):
-    # float64 -> float16 goes via float32 explicitly so both devices round the same way.
-    return z64.astype(np.float32).astype(dt) if dt == np.float16 else z64.astype(dt)
 
 
 def normal(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, mean: float = 0.0,
@@ -314,11 +231,16 @@ def normal(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, mean: floa
     words, dims = _key_words(k, "normal"), _shape(shape, "normal")
     dt = _float_dtype(dtype, "normal")
     xp = backend.xp_for(_device(device))
-    z = _cast(_standard_normal64(words, math.prod(dims), xp), dt)
-    if std != 1.0:
-        z = z * dt.type(std)
-    if mean != 0.0:
-        z = z + dt.type(mean)
+    n = math.prod(dims)
+    scale, shift = std != 1.0, mean != 0.0  # z * 1 is z, but -0.0 + 0.0 is not -0.0
+    if xp is not np and cuda_body.fits(n) and dt != np.float16:
+        z = cuda_body.normal(words, n, dt, dt.type(mean), dt.type(std), scale, shift)
+        return z.reshape(dims)
+    z = _std_normal(words, n, dt, xp)
+    if scale:  # in place: z is a fresh array
+        z *= dt.type(std)
+    if shift:
+        z += dt.type(mean)
     return z.reshape(dims)
 
 
@@ -345,14 +267,14 @@ def truncated_normal(k: np.ndarray, shape: Shape = (), lower: float = -2.0, uppe
                          f" of the normal's mass; rejection sampling needs >= 1e-6")
     xp = backend.xp_for(_device(device))
     n = math.prod(dims)
-    lo, hi = _cast(np.float64(lower), dt), _cast(np.float64(upper), dt)
-    out = _cast(_standard_normal64(words, n, xp), dt)
+    lo, hi = spec.cast(np.float64(lower), dt), spec.cast(np.float64(upper), dt)
+    out = _std_normal(words, n, dt, xp)
     todo = xp.nonzero((out < lo) | (out > hi))[0]  # (m,) positions still to fill
     rnd = 0
     while todo.size:
         rnd += 1
         n_cand = min(todo.size << min(rnd, 30), max(todo.size, 1 << 24))
-        cand = _cast(_standard_normal64(_key_words(fold_in(k, rnd), "fold_in"), n_cand, xp), dt)
+        cand = _std_normal(_key_words(fold_in(k, rnd), "fold_in"), n_cand, dt, xp)
         good = cand[(cand >= lo) & (cand <= hi)]
         take = min(good.size, todo.size)
         out[todo[:take]] = good[:take]
@@ -384,7 +306,15 @@ def bernoulli(k: np.ndarray, p: Any = 0.5, shape: Shape | None = None, device: s
     except ValueError:
         raise ShapeError(f"gpudl.random.bernoulli: p of shape {p_arr.shape} does not broadcast "
                          f"to shape {dims}") from None
-    w = _words32(words, math.prod(dims), xp).astype(np.float64).reshape(dims)
+    n = math.prod(dims)
+    if p_arr.ndim == 0:  # integer words: w < t  <=>  w < ceil(t), t = p 2**32 <= 2**32
+        t = math.ceil(float(p_arr) * 2.0 ** 32)
+        if xp is np:
+            return NumpyStream(words).below32(n, t).reshape(dims)
+        if t >= 1 << 32:
+            return xp.ones(dims, dtype=np.bool_)
+        return (_words32(words, n, xp) < np.uint32(t)).reshape(dims)
+    w = _words32(words, n, xp).astype(np.float64).reshape(dims)
     return w < threshold
 
 
@@ -413,12 +343,12 @@ def randint(k: np.ndarray, shape: Shape, low: int, high: int, dtype: Any = np.in
         raise ValueError(f"gpudl.random.randint: [{low}, {high}) does not fit dtype {dt} "
                          f"([{info.min}, {info.max}]); use a wider dtype")
     xp = backend.xp_for(_device(device))
-    r = _words64(words, math.prod(dims), xp)
+    r = _words64(words, math.prod(dims), xp)  # a fresh array: updated in place
     if high - low < (1 << 64):  # the full 64-bit range needs no reduction
-        r = r % np.uint64(high - low)
+        r %= np.uint64(high - low)
     # low + r wraps modulo 2**64; reading the bits as int64 gives the signed value.
-    vals = (r + np.uint64(low % (1 << 64))).view(np.int64)
-    return vals.astype(dt).reshape(dims)
+    r += np.uint64(low % (1 << 64))
+    return r.view(np.int64).astype(dt, copy=False).reshape(dims)
 
 
 def _dtype_of(x: Any) -> np.dtype:

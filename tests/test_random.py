@@ -1,14 +1,23 @@
-"""gpudl.random: Philox known answers, stream layout, statistics, errors, CPU == GPU bits."""
+"""gpudl.random: Philox known answers, stream layout, statistics, errors, CPU == GPU bits.
+
+Bit-exactness against golden hashes and between the NumPy body, the CUDA kernel and the
+specification (gpudl.random_philox) is tested in tests/test_random_golden.py.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpudl as gd
 from gpudl import random as gdr
+from gpudl import random_philox as spec
 from gpudl.errors import DTypeError, ShapeError
 
 MASK = 0xFFFFFFFF
@@ -108,19 +117,19 @@ def test_log_helper_matches_numpy(rng):
                         1 - rng.random(200) * 1e-9, rng.uniform(1, 1e300, 200),
                         [2.0**-53, 0.5, math.sqrt(0.5), np.nextafter(math.sqrt(0.5), 0), 2.0]])
     ref = np.log(x)
-    got = gdr._log(x, np)
+    got = spec.log_reference(x, np)
     nz = ref != 0
     assert np.max(np.abs(got[nz] - ref[nz]) / np.abs(ref[nz])) < 1e-14
-    assert gdr._log(np.array([1.0]), np)[0] == 0.0
+    assert spec.log_reference(np.array([1.0]), np)[0] == 0.0
 
 
 def test_sin_cos_helpers_match_numpy(rng):
     x = rng.uniform(0, math.pi / 4, 20000)
-    s, c = gdr._sin_cos_poly(x)
+    s, c = spec.sin_cos_poly(x)
     assert np.max(np.abs(s - np.sin(x)) / np.sin(x)) < 1e-14
     assert np.max(np.abs(c - np.cos(x)) / np.cos(x)) < 1e-14
     u = np.concatenate([rng.random(20000), np.arange(16) / 16])
-    s, c = gdr._sincos_2pi(u, np)
+    s, c = spec.sincos_2pi_reference(u, np)
     ref_s, ref_c = np.sin(2 * np.pi * u), np.cos(2 * np.pi * u)
     # np's argument 2*pi*u is itself rounded (abs error ~1e-15), so compare relatively only
     # away from zeros and absolutely everywhere.
@@ -128,7 +137,7 @@ def test_sin_cos_helpers_match_numpy(rng):
         assert np.max(np.abs(got - ref)) < 2e-15
         big = np.abs(ref) > 0.1
         assert np.max(np.abs(got[big] - ref[big]) / np.abs(ref[big])) < 1e-14
-    quarter = gdr._sincos_2pi(np.array([0.0, 0.25, 0.5, 0.75]), np)
+    quarter = spec.sincos_2pi_reference(np.array([0.0, 0.25, 0.5, 0.75]), np)
     np.testing.assert_array_equal(quarter[0], [0.0, 1.0, 0.0, -1.0])
     np.testing.assert_array_equal(quarter[1], [1.0, 0.0, -1.0, 0.0])
 
@@ -399,3 +408,22 @@ def test_cpu_and_gpu_give_identical_bits(name):
         # Compare bit patterns (distinguishes -0.0 from 0.0 and is exact by construction).
         view = np.dtype(f"u{cpu.dtype.itemsize}") if cpu.dtype != np.bool_ else np.bool_
         np.testing.assert_array_equal(cpu.view(view), gpu.view(view))
+
+
+def test_random_speed_benchmark_runs(tmp_path):
+    # Smoke test of benchmarks/random_speed.py at a tiny size: it runs and its JSON has a
+    # positive rate for every implementation it could time (GPU rows only with a GPU).
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rs.json"
+    proc = subprocess.run([sys.executable, "benchmarks/random_speed.py", "--tiny",
+                           "--json", str(out)], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["dist"], r["dtype"]) for r in rows if r["device"] == "cpu"} == {
+        (d, t) for d in ("uniform", "normal") for t in ("float32", "float64")}
+    for r in rows:
+        assert r["gpudl_per_s"] > 0
+        if r["device"] == "cpu":
+            assert r["numpy_per_s"] > 0 and r["reference_per_s"] > 0
+    assert "gpudl M/s" in proc.stdout

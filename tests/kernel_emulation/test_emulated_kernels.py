@@ -241,3 +241,32 @@ def test_every_kernel_file_compiles_and_is_covered(emulated_cuda):
               "lstm_cell.cu", "gru_cell.cu", "philox.cu"}
     untested = set(cuda.SOURCES) - tested
     assert not untested, f"kernel files without an emulation test here: {untested}"
+
+
+# ----------------------------------------------------------------------------- Philox
+@pytest.mark.parametrize("max_grid", [None, 2])  # 2 blocks: every thread wraps the grid
+@pytest.mark.parametrize("n", [1, 7, 1001, 4099])
+def test_philox_streams_are_bit_identical_to_numpy(emulated_cuda, monkeypatch, n, max_grid):
+    from gpudl import random_cuda
+
+    if max_grid is not None:
+        monkeypatch.setattr(random_cuda, "MAX_GRID", max_grid)
+    key = gd.random.fold_in(gd.random.key(42), n)
+    draws = [
+        lambda dev, dt: gd.random.uniform(key, (n,), dt, device=dev),
+        lambda dev, dt: gd.random.uniform(key, (n,), dt, minval=-2.0, maxval=3.0, device=dev),
+        lambda dev, dt: gd.random.normal(key, (n,), dt, device=dev),
+        lambda dev, dt: gd.random.normal(key, (n,), dt, mean=1.5, std=0.3, device=dev),
+    ]
+    for dt in DTYPES:
+        for draw in draws:
+            emulated_cuda.launched.clear()
+            gpu = draw("cuda", dt)
+            assert any(k.startswith("philox_") for k in emulated_cuda.launched)
+            cpu = draw("cpu", dt)
+            assert gpu.dtype == cpu.dtype == dt
+            np.testing.assert_array_equal(_host(gpu).view(np.uint8), cpu.view(np.uint8))
+    ints = [gd.random.randint(key, (n,), -5, 1 << 40, device=dev) for dev in ("cuda", "cpu")]
+    np.testing.assert_array_equal(_host(ints[0]), ints[1])
+    coins = [gd.random.bernoulli(key, 0.3, (n,), device=dev) for dev in ("cuda", "cpu")]
+    np.testing.assert_array_equal(_host(coins[0]), coins[1])
