@@ -10,10 +10,11 @@ two ways, and reports GB/s counting one read and one write of every byte
 Times are CUDA events (``cupyx.profiler.benchmark``), median and IQR after warm-up. The
 ``ceiling_gbps`` is the best of the two medians. On a machine without a GPU the GPU figure
 is absent (with the reason) and a NumPy copy (``np.copyto``, perf_counter) is reported for
-information only: it is not a ceiling for any GPU kernel.
+information only: it is not a ceiling for any GPU kernel. ``--tiny`` copies 1 MiB twice
+on both sides: the code-path check the CPU kernel emulator's tests run, no real figure.
 
 Usage:
-    python benchmarks/bandwidth.py [--json out.json] [--size-mib 1024] [--quick]
+    python benchmarks/bandwidth.py [--json out.json] [--size-mib 1024] [--quick] [--tiny]
 
 From a harness:
     >>> result = measure(quick=True)  # doctest: +SKIP
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
 
-from common import machine_or_error, write_json  # noqa: E402
+from common import TINY_HELP, TINY_REPEATS, machine_or_error, write_json  # noqa: E402
 
 from gpudl.backend import probe_cuda, xp_for  # noqa: E402
 from gpudl.bench.timing import time_fn  # noqa: E402
@@ -40,6 +41,7 @@ GPU_SIZE_MIB = 1024
 GPU_QUICK_MIB = 256
 CPU_SIZE_MIB = 256
 CPU_QUICK_MIB = 64
+TINY_MIB = 1
 
 
 def _copy_stats(fn, device: str, warmup: int, repeats: int,
@@ -99,23 +101,30 @@ def cpu_copy_bandwidth(size_mib: int = CPU_SIZE_MIB, repeats: int = 10) -> dict[
             "timing": "time.perf_counter, median", "note": "informational only"}
 
 
-def measure(quick: bool = False, size_mib: int | None = None) -> dict[str, Any]:
-    """GPU copy ceiling when a GPU is usable (else the reason), plus a CPU copy figure."""
+def measure(quick: bool = False, size_mib: int | None = None,
+            tiny: bool = False) -> dict[str, Any]:
+    """GPU copy ceiling when a GPU is usable (else the reason), plus a CPU copy figure.
+
+    ``tiny``: 1 MiB buffers, 2 repeats (a code-path check; the figures mean nothing).
+    """
     usable, reason = probe_cuda()
     out: dict[str, Any] = {"benchmark": "copy_bandwidth", "quick": quick,
                            "accounting": "GB/s = 2 * buffer bytes / time (one read + one write)"}
+    if tiny:
+        out["tiny"] = True
+    gpu_mib = TINY_MIB if tiny else GPU_QUICK_MIB if quick else GPU_SIZE_MIB
     if usable:
         try:
-            out["gpu"] = gpu_copy_bandwidth(size_mib or (GPU_QUICK_MIB if quick else GPU_SIZE_MIB),
-                                            repeats=10 if quick else 20)
+            out["gpu"] = gpu_copy_bandwidth(size_mib or gpu_mib, repeats=TINY_REPEATS if tiny
+                                            else 10 if quick else 20)
         except Exception as exc:  # record, never fabricate
             out["gpu"] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
     else:
         out["gpu"] = {"status": "unavailable", "reason": reason}
-    cpu_mib = CPU_QUICK_MIB if quick else CPU_SIZE_MIB
+    cpu_mib = TINY_MIB if tiny else CPU_QUICK_MIB if quick else CPU_SIZE_MIB
     if size_mib is not None and not usable:
         cpu_mib = size_mib
-    out["cpu"] = cpu_copy_bandwidth(cpu_mib, repeats=5 if quick else 10)
+    out["cpu"] = cpu_copy_bandwidth(cpu_mib, repeats=TINY_REPEATS if tiny else 5 if quick else 10)
     return out
 
 
@@ -147,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
     parser.add_argument("--quick", action="store_true", help="smaller buffers, fewer repeats")
+    parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     parser.add_argument("--size-mib", type=int, default=None, help="buffer size in MiB")
     ns = parser.parse_args(argv)
-    result = measure(quick=ns.quick, size_mib=ns.size_mib)
+    result = measure(quick=ns.quick, size_mib=ns.size_mib, tiny=ns.tiny)
     print(describe(result))
     if ns.json:
         result["machine"] = machine_or_error()

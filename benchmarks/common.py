@@ -32,6 +32,11 @@ from gpudl.bench.timing import time_fn  # noqa: E402
 
 # The timing fields a kernel row carries (time_fn's max_s is left out of kernel rows).
 ROW_STATS = ("first_call_s", "median_s", "iqr_s", "min_s", "repeats")
+# ``report["tiny"]`` (``--tiny``): a couple of tiny shapes, TINY_REPEATS timed calls each, so
+# every code path of a module, GPU branch included, runs in a second or two on the CPU
+# kernel emulator (tests/kernel_emulation/test_emulated_benchmarks.py). Its figures mean nothing.
+TINY_REPEATS = 2
+TINY_HELP = "tiny shapes, 2 repeats: exercises every code path (emulator tests); no real figures"
 
 
 def time_row(fn: Callable[[], object], device: str, warmup: int, repeats: int,
@@ -145,19 +150,20 @@ def table(rows: Sequence[dict], columns: Sequence[Column]) -> str:
 def kernel_main(run: Callable[[dict], list[dict]], columns: Sequence[Column], doc: str,
                 argv: list[str] | None = None, quick_help: str = "smaller shapes only",
                 flags: Sequence[tuple[str, str]] = ()) -> int:
-    """The command line of a per-kernel module: ``[--json out.json] [--quick] [flags]``.
+    """The command line of a per-kernel module: ``[--json out.json] [--quick] [--tiny] [flags]``.
 
-    Runs ``run(report)`` (``report`` holds ``quick`` and each flag's value), prints the
+    Runs ``run(report)`` (``report`` holds ``quick``, ``tiny`` and each flag's value), prints the
     table and the notes, and writes ``{"machine", "rows", "notes"}`` to ``--json``.
     ``flags`` are extra boolean options as (``--name``, help).
     """
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--json", help="write rows and notes to this file")
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     for flag, help_text in flags:
         parser.add_argument(flag, action="store_true", help=help_text)
     ns = parser.parse_args(argv)
-    report: dict = {"quick": ns.quick}
+    report: dict = {"quick": ns.quick, "tiny": ns.tiny}
     for flag, _ in flags:
         dest = flag.lstrip("-").replace("-", "_")
         report[dest] = getattr(ns, dest)

@@ -21,8 +21,12 @@ information only (never an assertion):
 The copy bandwidth comes from ``--bandwidth-json`` (``benchmarks/bandwidth.py``'s output)
 or, without it, from running ``bandwidth.py`` first.
 
+``--tiny`` runs every module (and bandwidth.py) at a couple of tiny shapes, twice each: a
+code-path check (tests/kernel_emulation runs it in-process on the CPU kernel emulator);
+its figures mean nothing.
+
 Usage:
-    python benchmarks/kernels.py [--json out.json] [--quick] [--bandwidth-json bw.json]
+    python benchmarks/kernels.py [--json out.json] [--quick] [--tiny] [--bandwidth-json bw.json]
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # gpudl from the checkout
 sys.path.insert(0, str(HERE))  # the per-kernel modules
 
-from common import machine_or_error, write_json  # noqa: E402
+from common import TINY_HELP, machine_or_error, write_json  # noqa: E402
 
 MODULES = ("kernels_cross_entropy", "kernels_conv", "kernels_rnn")
 # Keys of a row that describe the measurement rather than the problem shape.
@@ -53,9 +57,9 @@ NOT_SHAPE = {"bench", "device", "device_name", "dtype", "impl", "module", "statu
 
 
 # ----------------------------------------------------------------------------- running
-def run_module_here(name: str, quick: bool) -> dict[str, Any]:
+def run_module_here(name: str, quick: bool, tiny: bool = False) -> dict[str, Any]:
     """Import ``name`` and call its ``run(report)`` in this process; errors are recorded."""
-    report: dict[str, Any] = {"quick": quick, "notes": []}
+    report: dict[str, Any] = {"quick": quick, "tiny": tiny, "notes": []}
     start = time.perf_counter()
     try:
         module = importlib.import_module(name)
@@ -79,7 +83,8 @@ def run_module_here(name: str, quick: bool) -> dict[str, Any]:
             "elapsed_s": time.perf_counter() - start}
 
 
-def run_module_isolated(name: str, quick: bool, timeout_s: float) -> dict[str, Any]:
+def run_module_isolated(name: str, quick: bool, timeout_s: float,
+                        tiny: bool = False) -> dict[str, Any]:
     """Run one module in a child process (``--only-module``), with a time limit."""
     if not (HERE / f"{name}.py").is_file():
         return {"status": "missing", "reason": f"benchmarks/{name}.py does not exist yet",
@@ -87,7 +92,8 @@ def run_module_isolated(name: str, quick: bool, timeout_s: float) -> dict[str, A
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "module.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--only-module", name,
-               "--module-out", str(out)] + (["--quick"] if quick else [])
+               "--module-out", str(out)] + (["--quick"] if quick else []) + (
+            ["--tiny"] if tiny else [])
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -108,7 +114,8 @@ def run_module_isolated(name: str, quick: bool, timeout_s: float) -> dict[str, A
                 "elapsed_s": elapsed}
 
 
-def load_bandwidth(path: str | None, quick: bool, timeout_s: float = 120) -> dict[str, Any]:
+def load_bandwidth(path: str | None, quick: bool, timeout_s: float = 120,
+                   tiny: bool = False) -> dict[str, Any]:
     """``bandwidth.py``'s result from ``path``, or from running it now."""
     if path:
         try:
@@ -118,7 +125,7 @@ def load_bandwidth(path: str | None, quick: bool, timeout_s: float = 120) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bw.json"
         cmd = [sys.executable, str(HERE / "bandwidth.py"), "--json", str(out)]
-        cmd += ["--quick"] if quick else []
+        cmd += (["--quick"] if quick else []) + (["--tiny"] if tiny else [])
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -252,6 +259,8 @@ def _gpu_absent_reason(rows: list[dict], modules: dict, module: str) -> str:
     for r in rows:
         if r.get("module") == module and r.get("status") == "unavailable":
             return f"GPU rows unavailable ({r.get('reason')})"
+    if m.get("tiny"):
+        return "no GPU row for this shape (--tiny runs tiny shapes only)"
     return "no GPU row for this shape" + (" (--quick runs fewer shapes)" if m.get("quick") else "")
 
 
@@ -344,17 +353,20 @@ def check_targets(rows: list[dict], modules: dict, copy_gbps: float | None,
 
 # ----------------------------------------------------------------------------- driver
 def run_all(quick: bool, isolated: bool = True, timeout_s: float = 240,
-            bandwidth_json: str | None = None, modules: tuple[str, ...] = MODULES) -> dict:
+            bandwidth_json: str | None = None, modules: tuple[str, ...] = MODULES,
+            tiny: bool = False) -> dict:
     start = time.perf_counter()
     results: dict[str, dict] = {}
     rows: list[dict] = []
     notes: list[str] = []
     for name in modules:
         t0 = time.perf_counter()
-        res = (run_module_isolated(name, quick, timeout_s) if isolated
-               else run_module_here(name, quick))
+        res = (run_module_isolated(name, quick, timeout_s, tiny) if isolated
+               else run_module_here(name, quick, tiny))
         res.setdefault("elapsed_s", time.perf_counter() - t0)
         res["quick"] = quick
+        if tiny:
+            res["tiny"] = True
         for r in res.get("rows", []):
             r["module"] = name
         rows += res.pop("rows", [])
@@ -365,7 +377,7 @@ def run_all(quick: bool, isolated: bool = True, timeout_s: float = 240,
             notes.append(f"{name}: {res['status']} ({res.get('reason')})")
         results[name] = res
     add_ratios(rows)
-    bandwidth = load_bandwidth(bandwidth_json, quick)
+    bandwidth = load_bandwidth(bandwidth_json, quick, tiny=tiny)
     gpu_bw = bandwidth.get("gpu") or {}
     copy_gbps = gpu_bw.get("ceiling_gbps")
     copy_reason = gpu_bw.get("reason", "")
@@ -377,7 +389,8 @@ def run_all(quick: bool, isolated: bool = True, timeout_s: float = 240,
     if not gpu_rows:
         notes.append("GPU rows unavailable: " + str(machine.get("cuda_reason", "no GPU row ran")))
     return {"benchmark": "kernels", "date": datetime.date.today().isoformat(),
-            "device_name": device_name, "quick": quick, "machine": machine,
+            "device_name": device_name, "quick": quick, **({"tiny": True} if tiny else {}),
+            "machine": machine,
             "copy_bandwidth": bandwidth, "modules": results, "rows": rows, "targets": targets,
             "notes": notes, "ratio_convention": "speedup_vs[b] = time(b) / time(row); > 1: "
             "row is faster", "elapsed_s": time.perf_counter() - start}
@@ -396,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="write rows, ratios and targets here")
     parser.add_argument("--quick", action="store_true", help="fewest shapes (CPU smoke run)")
+    parser.add_argument("--tiny", action="store_true", help=TINY_HELP)
     parser.add_argument("--bandwidth-json", help="bandwidth.py's JSON (else it is run now)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the modules in this process (no isolation, for debugging)")
@@ -405,12 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module-out", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.only_module:
-        res = run_module_here(ns.only_module, ns.quick)
+        res = run_module_here(ns.only_module, ns.quick, ns.tiny)
         Path(ns.module_out).write_text(json.dumps(res, default=_plain))
         return 0
     result = run_all(ns.quick, isolated=not ns.in_process, timeout_s=ns.module_timeout,
                      bandwidth_json=ns.bandwidth_json,
-                     modules=tuple(m for m in ns.modules.split(",") if m))
+                     modules=tuple(m for m in ns.modules.split(",") if m), tiny=ns.tiny)
     print(describe(result))
     print(f"({result['elapsed_s']:.1f} s)")
     if ns.json:

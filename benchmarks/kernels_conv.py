@@ -12,9 +12,12 @@ by gpudl's autodiff: what you write without a kernel) and ``torch-cudnn`` when t
 On a CPU-only machine the NumPy twin, the composite and torch CPU (when importable) run at
 batch 4, and the GPU rows say why they are absent. Timings: median and IQR after warm-up
 (CUDA events on the GPU, perf_counter on the CPU); the first call (compile) apart.
+``--tiny`` (``report["tiny"]``) runs the same rows for two tiny layers at batch 2, twice
+each: the code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
-Usage: ``python benchmarks/kernels_conv.py [--json out.json] [--quick]``; from a harness,
-``run(report)`` returns the rows (``report`` may hold ``quick``; notes are added to it).
+Usage: ``python benchmarks/kernels_conv.py [--json out.json] [--quick] [--tiny]``; from a
+harness, ``run(report)`` returns the rows (``report`` may hold ``quick`` and ``tiny``; notes
+are added to it).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ LAYERS = [
     ("cifar-stem", 3, 64, 32, 3, 1),
 ]
 GPU_BATCH, CPU_BATCH = 32, 4
+# report["tiny"]: a VGG-style 3x3 'same' layer (so the VGG target's filter sees it) and a
+# 5x5 one with an odd size, at TINY_BATCH.
+TINY_LAYERS = [("vgg-tiny", 3, 4, 6, 3, 1), ("lenet-tiny", 2, 3, 7, 5, 2)]
+TINY_BATCH = 2
 
 
 def composite_conv2d(x, w, b, padding: int):
@@ -97,17 +104,21 @@ def _torch_rows(c, o, hw, k, p, batch, cuda: bool, repeats):
 
 def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (layer, impl)."""
-    quick = bool(report.get("quick", False))
+    quick, tiny = bool(report.get("quick", False)), bool(report.get("tiny", False))
     notes = report.setdefault("notes", [])
     usable, reason, device_name = common.cuda_device()
-    layers = [LAYERS[1], LAYERS[4]] if quick else LAYERS
+    layers = TINY_LAYERS if tiny else [LAYERS[1], LAYERS[4]] if quick else LAYERS
     rows: list[dict] = []
     if usable:
         device, batch, repeats = "cuda", GPU_BATCH, 10
+        if tiny:
+            batch, repeats = TINY_BATCH, common.TINY_REPEATS
     else:
-        notes.append(f"kernels_conv: GPU rows unavailable ({reason}); timed the NumPy twin "
-                     f"on CPU at batch {CPU_BATCH}")
         device, batch, repeats = "cpu", CPU_BATCH, 3 if quick else 5
+        if tiny:
+            batch, repeats = TINY_BATCH, common.TINY_REPEATS
+        notes.append(f"kernels_conv: GPU rows unavailable ({reason}); timed the NumPy twin "
+                     f"on CPU at batch {batch}")
         try:
             from gpudl.bench.device_info import blas_info
 

@@ -17,10 +17,12 @@ least any fwd+bwd must move. GPU times: ``cupyx.profiler.benchmark`` (CUDA event
 and IQR after warm-up; torch rows use torch CUDA events. On a machine without a GPU the twin
 (NumPy) and torch CPU (when importable) are timed with perf_counter at the two smaller
 shapes (the largest with ``--full-cpu``) and the GPU rows say why they are absent.
+``--tiny`` (``report["tiny"]``) times the same implementations at two tiny shapes, twice
+each: the code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
-Usage: ``python benchmarks/kernels_cross_entropy.py [--json out.json] [--quick] [--full-cpu]``;
-from a harness, ``run(report)`` returns the rows (``report`` may hold ``quick`` and
-``full_cpu``; notes are appended to ``report["notes"]``).
+Usage: ``python benchmarks/kernels_cross_entropy.py [--json out.json] [--quick] [--tiny]
+[--full-cpu]``; from a harness, ``run(report)`` returns the rows (``report`` may hold
+``quick``, ``tiny`` and ``full_cpu``; notes are appended to ``report["notes"]``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gpudl.backend import xp_for  # noqa: E402
 from gpudl.functional import cross_entropy as CE  # noqa: E402
 
 SHAPES = [(256, 10), (4096, 1000), (8192, 32768)]
+TINY_SHAPES = [(4, 10), (3, 37)]  # an odd class count too: the kernels' row tails run
 BENCH = "softmax_cross_entropy_fwd_bwd"
 
 
@@ -92,7 +95,7 @@ def _gpu_fns(x, y) -> dict:
             "cupy-composite": lambda: _cupy_composite(x, y)}
 
 
-def _time_torch_cuda(n: int, c: int, repeats: int) -> dict:
+def _time_torch_cuda(n: int, c: int, repeats: int, warmup: int = 4) -> dict:
     import torch
 
     rng = np.random.default_rng(0)
@@ -104,7 +107,7 @@ def _time_torch_cuda(n: int, c: int, repeats: int) -> dict:
         loss = torch.nn.functional.cross_entropy(x, y)
         return torch.autograd.grad(loss, x)
 
-    return common.time_row(step, "cuda", warmup=4, repeats=repeats, clock="torch")
+    return common.time_row(step, "cuda", warmup=warmup, repeats=repeats, clock="torch")
 
 
 # ----------------------------------------------------------------------------- CPU
@@ -127,7 +130,7 @@ def _cpu_fns(n: int, c: int) -> dict:
 # ----------------------------------------------------------------------------- driver
 def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (shape, impl)."""
-    quick = bool(report.get("quick", False))
+    quick, tiny = bool(report.get("quick", False)), bool(report.get("tiny", False))
     notes = report.setdefault("notes", [])
     usable, reason, device_name = common.cuda_device()
     rows: list[dict] = []
@@ -135,17 +138,19 @@ def run(report: dict) -> list[dict]:
     if torch_missing:
         notes.append(f"kernels_cross_entropy: torch rows skipped ({torch_missing})")
     if usable:
-        shapes = SHAPES[:2] if quick else SHAPES
+        shapes = TINY_SHAPES if tiny else SHAPES[:2] if quick else SHAPES
         with gd.device("cuda"):
             for n, c in shapes:
                 base = {"bench": BENCH, "device": "cuda", "device_name": device_name,
                         "dtype": "float32", "N": n, "C": c}
-                repeats = 20 if n * c > 10**7 else 100
+                repeats = common.TINY_REPEATS if tiny else 20 if n * c > 10**7 else 100
+                warmup = 2 if tiny else 4
                 x, y = _inputs(xp_for("cuda"), n, c)
-                timed = {k: common.time_row(f, "cuda", warmup=4, repeats=repeats, clock="cupyx")
+                timed = {k: common.time_row(f, "cuda", warmup=warmup, repeats=repeats,
+                                            clock="cupyx")
                          for k, f in _gpu_fns(x, y).items()}
                 if not torch_missing:
-                    timed["torch"] = _time_torch_cuda(n, c, repeats)
+                    timed["torch"] = _time_torch_cuda(n, c, repeats, warmup)
                 for impl, t in timed.items():
                     rows.append({**base, "impl": impl, **t,
                                  "gbps": _bytes(n, c) / t["median_s"] / 1e9})
@@ -157,13 +162,15 @@ def run(report: dict) -> list[dict]:
     shapes = SHAPES if report.get("full_cpu") else SHAPES[:2]
     if quick:
         shapes = SHAPES[:1]
-    if SHAPES[-1] not in shapes:
+    if tiny:
+        shapes = TINY_SHAPES
+    elif SHAPES[-1] not in shapes:
         notes.append(f"kernels_cross_entropy: CPU skips {SHAPES[-1]} (pass --full-cpu)")
     with gd.device("cpu"):
         for n, c in shapes:
             base = {"bench": BENCH, "device": "cpu", "device_name": "cpu", "dtype": "float32",
                     "N": n, "C": c}
-            repeats = 3 if n * c > 10**7 else 10
+            repeats = common.TINY_REPEATS if tiny else 3 if n * c > 10**7 else 10
             for impl, fn in _cpu_fns(n, c).items():
                 t = common.time_row(fn, "cpu", warmup=2, repeats=repeats)
                 rows.append({**base, "impl": impl, **t,

@@ -11,9 +11,12 @@ On a CPU-only machine the same comparison runs on NumPy (the fused twin vs the c
 and torch CPU when importable) at smaller sizes, and the GPU rows say why they are absent.
 Each step's loss is ``y.sum()``; timings are median and IQR after warm-up (CUDA events on
 the GPU, perf_counter on the CPU), first call (kernel compile) reported apart.
+``--tiny`` (``report["tiny"]``) runs the same rows for one tiny configuration, twice each:
+the code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
-Usage: ``python benchmarks/kernels_rnn.py [--json out.json] [--quick]``; from a harness,
-``run(report)`` returns the rows (``report`` may hold ``quick``; notes are added to it).
+Usage: ``python benchmarks/kernels_rnn.py [--json out.json] [--quick] [--tiny]``; from a
+harness, ``run(report)`` returns the rows (``report`` may hold ``quick`` and ``tiny``; notes
+are added to it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gpudl.functional import recurrent as R  # noqa: E402
 
 GPU_CONFIGS = [(h, n, 25) for h in (512, 1024) for n in (16, 64)]  # (hidden, batch, steps)
 CPU_CONFIGS = [(256, 8, 5), (512, 16, 5)]
+TINY_CONFIGS = [(8, 3, 3)]
 
 
 def _composite_lstm(x, params):
@@ -113,7 +117,7 @@ def _torch_rows(hidden, batch, steps, cuda: bool, repeats):
 
 def run(report: dict) -> list[dict]:
     """Time every available implementation; returns one dict per (config, impl)."""
-    quick = bool(report.get("quick", False))
+    quick, tiny = bool(report.get("quick", False)), bool(report.get("tiny", False))
     notes = report.setdefault("notes", [])
     usable, reason, device_name = common.cuda_device()
     rows: list[dict] = []
@@ -122,6 +126,8 @@ def run(report: dict) -> list[dict]:
     else:
         notes.append(f"kernels_rnn: GPU rows unavailable ({reason}); timed the NumPy twin on CPU")
         device, configs, repeats = "cpu", CPU_CONFIGS[:1] if quick else CPU_CONFIGS, 10
+    if tiny:
+        configs, repeats = TINY_CONFIGS, common.TINY_REPEATS
     torch_missing = common.torch_status(device == "cuda")
     if torch_missing:
         notes.append(f"kernels_rnn: torch rows skipped ({torch_missing})")

@@ -164,3 +164,64 @@ def test_ratios_and_targets_on_made_up_rows():
     assert "no GPU" in targets[0]["detail"]
     table = k.table(rows)
     assert "4.00x" in table and "3.00x torch" in table
+
+
+@pytest.mark.parametrize("name", ["kernels_cross_entropy", "kernels_conv", "kernels_rnn"])
+def test_tiny_run_in_process(name):
+    # report["tiny"] on this machine's branch (the GPU branch is run on the CPU kernel
+    # emulator by tests/kernel_emulation/test_emulated_benchmarks.py).
+    report = {"tiny": True}
+    rows = _load(name).run(report)
+    timed = [r for r in rows if r.get("median_s") is not None]
+    assert timed and all(r["median_s"] > 0 and r["repeats"] == 2 for r in timed)
+    if not GPU:
+        assert rows[-1]["status"] == "unavailable" and rows[-1]["reason"] == GPU_REASON
+        assert any("GPU rows unavailable" in n for n in report["notes"])
+
+
+def test_tiny_flag_crosses_into_the_module_process(tmp_path):
+    bw = tmp_path / "bw.json"
+    proc = _run("benchmarks/bandwidth.py", "--tiny", "--json", str(bw))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(bw.read_text())["cpu"]["size_mib"] == 1
+    out = tmp_path / "k.json"
+    proc = _run("benchmarks/kernels.py", "--tiny", "--json", str(out), "--bandwidth-json",
+                str(bw), "--modules", "kernels_rnn")
+    data = _check_kernels_json(proc, out, {"kernels_rnn"})
+    assert data["tiny"] and data["modules"]["kernels_rnn"]["tiny"]
+    timed = [r for r in data["rows"] if r.get("median_s") is not None]
+    configs = {(r["hidden"], r["batch"], r["steps"]) for r in timed}
+    assert configs == set(_load("kernels_rnn").TINY_CONFIGS)
+
+
+def _stub_sanitizer(tmp_path: Path, errors: int, rc: int) -> str:
+    """A compute-sanitizer stand-in: prints what memcheck prints after pytest, exits ``rc``."""
+    path = tmp_path / "compute-sanitizer"
+    path.write_text("#!/bin/sh\necho '12 passed, 3 deselected in 9.10s'\n"
+                    f"echo '========= ERROR SUMMARY: {errors} errors'\nexit {rc}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("errors, rc, status", [(0, 0, "clean"), (2, 86, "errors")])
+def test_gpu_check_memcheck_step_on_a_gpu(tmp_path, monkeypatch, errors, rc, status):
+    # The GPU-only branch of gpu_check (memcheck with a sanitizer found) and the summary
+    # of a GPU run: here with a stub sanitizer and made-up GPU figures.
+    gc = _load("gpu_check")
+    monkeypatch.setattr(gc, "find_sanitizer", lambda: _stub_sanitizer(tmp_path, errors, rc))
+    runner = gc.Runner(tmp_path, budget_s=60)
+    record = gc.memcheck_step(runner, gpu=True)
+    assert record["status"] == status and record["errors"] == errors and record["rc"] == rc
+    assert record["tests"] == {"passed": 12, "deselected": 3} and record["files"]
+    assert "--tool memcheck" in runner.steps["memcheck"]["command"]
+    summary = {"device_name": "NVIDIA X", "date": "2025-01-31", "gpu_available": True,
+               "no_gpu_reason": None, "dry_run": False, "commit": "abc",
+               "machine": {"cupy_version": "13.6", "driver_version": "580", "python": "3.11"},
+               "steps": runner.steps, "gpu_tests": {"counts": {"passed": 494}},
+               "memcheck": record,
+               "bandwidth": {"gpu": {"ceiling_gbps": 3012.5, "ceiling_method": "copy-kernel"}}}
+    gc.write_summary_md(tmp_path / "summary.md", summary, "kernel table")
+    md = (tmp_path / "summary.md").read_text()
+    assert md.startswith("# gpu-check on NVIDIA X (2025-01-31)") and "No GPU" not in md
+    assert "copy bandwidth ceiling: 3012.5 GB/s (copy-kernel)" in md
+    assert f"memcheck: {status}" in md and "kernel table" in md

@@ -5,7 +5,9 @@
 arrays and whose ``RawModule``/``RawKernel`` compile with g++ (kernel_emulator.py). It
 behaves like CuPy where that matters for finding bugs: results stay on the device (0-d
 arrays, never NumPy scalars), mixing host and device arrays is a TypeError, and kernels
-only accept device arrays. Used by the ``emulated_cuda`` fixture (conftest.py) and, for
+only accept device arrays. CUDA events read the host clock (kernels run synchronously),
+so timing code (gpudl.bench, benchmarks/) takes its GPU branch too; the times measure the
+emulator, nothing else. Used by the ``emulated_cuda`` fixture (conftest.py) and, for
 the whole suite, by ``GPUDL_EMULATE_GPU=1 pytest -m gpu`` (tests/conftest.py).
 
 Example:
@@ -72,6 +74,10 @@ class DeviceArray(np.ndarray):
 
     def __getitem__(self, index):
         return _on_device(super().__getitem__(index))
+
+    @property
+    def data(self):  # CuPy's ndarray.data is a device pointer, not a buffer
+        return _MemoryPointer(self)
 
 
 def _foreign(v) -> bool:
@@ -144,9 +150,10 @@ def fake_cupy() -> types.ModuleType:
     pool = _MemoryPool()
     mod.get_default_memory_pool = lambda: pool
     mod.cuda = types.SimpleNamespace(
-        Device=_Device, runtime=_Runtime, get_current_stream=lambda: _Stream(),
-        Stream=types.SimpleNamespace(null=_Stream()),
+        Device=_Device, runtime=_Runtime, get_current_stream=lambda: _Stream.null,
+        Stream=_Stream, Event=_Event, get_elapsed_time=_get_elapsed_time,
     )
+    mod.random = _random_module()
     return mod
 
 
@@ -162,8 +169,114 @@ class _MemoryPool:
 
 
 class _Stream:
+    """``cupy.cuda.Stream``: work runs synchronously on the emulator, so nothing to wait for."""
+
+    null: _Stream
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False):
+        pass
+
     def synchronize(self) -> None:
         pass
+
+    def record(self, event: _Event | None = None) -> _Event:
+        event = event or _Event()
+        event.record(self)
+        return event
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+_Stream.null = _Stream(null=True)
+
+
+class _Event:
+    """``cupy.cuda.Event``: a host timestamp taken at record() (kernels run synchronously)."""
+
+    def __init__(self, block: bool = False, disable_timing: bool = False,
+                 interprocess: bool = False):
+        self.disable_timing = disable_timing
+        self._t: float | None = None
+
+    def record(self, stream: _Stream | None = None) -> None:
+        self._t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _get_elapsed_time(start: _Event, end: _Event) -> float:
+    """Milliseconds between two recorded events; CUDA refuses unrecorded or untimed ones too."""
+    for e in (start, end):
+        if e.disable_timing or e._t is None:
+            raise RuntimeError("emulated CuPy: get_elapsed_time needs two recorded events "
+                               "created without disable_timing (cudaErrorInvalidResourceHandle)")
+    return (end._t - start._t) * 1e3
+
+
+class _MemoryPointer:
+    """``ndarray.data``: copies take a byte count, as with cudaMemcpy."""
+
+    def __init__(self, array: DeviceArray):
+        self._array = array.view(np.ndarray)
+        self.ptr = self._array.ctypes.data
+
+    def _bytes(self, size: int) -> np.ndarray:
+        if not self._array.flags.c_contiguous:
+            raise NotImplementedError("emulated CuPy: raw copies of non-contiguous arrays")
+        if size > self._array.nbytes:  # out of bounds on a GPU: fail loudly here
+            raise ValueError(f"emulated CuPy: copy of {size} bytes from/to a buffer of "
+                             f"{self._array.nbytes}")
+        return self._array.reshape(-1).view(np.uint8)[:size]
+
+    def copy_from_device(self, src: _MemoryPointer, size: int) -> None:
+        self._bytes(size)[...] = src._bytes(size)
+
+    def copy_from_device_async(self, src: _MemoryPointer, size: int, stream=None) -> None:
+        self.copy_from_device(src, size)
+
+
+def _random_module() -> types.SimpleNamespace:
+    """``cupy.random``: NumPy's generators with CuPy's ``dtype=`` argument, results on the device.
+
+    The numbers differ from cuRAND's; code under test must not depend on them.
+    """
+    state = {"rs": np.random.RandomState()}
+
+    def floats(name: str):
+        def draw(*args, dtype=float, **kwargs):
+            return _on_device(np.asarray(getattr(state["rs"], name)(*args, **kwargs), dtype))
+        return draw
+
+    def seed(seed=None) -> None:
+        state["rs"] = np.random.RandomState(seed)
+
+    def randint(low, high=None, size=None, dtype="l"):
+        return _on_device(np.asarray(state["rs"].randint(low, high, size, dtype=dtype)))
+
+    class Generator:  # CuPy's Generator: random/standard_normal/uniform take dtype=
+        def __init__(self, bit_generator):
+            self._g = np.random.Generator(bit_generator)
+
+        def random(self, size=None, dtype=np.float64):
+            return _on_device(np.asarray(self._g.random(size, dtype=dtype)))
+
+        def standard_normal(self, size=None, dtype=np.float64):
+            return _on_device(np.asarray(self._g.standard_normal(size, dtype=dtype)))
+
+        def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float64):
+            return _on_device(np.asarray(self._g.uniform(low, high, size), dtype))
+
+    return types.SimpleNamespace(
+        seed=seed, randint=randint, Generator=Generator,
+        Philox4x3210=lambda seed=None, *, size=-1: np.random.Philox(seed),
+        default_rng=lambda seed=None: Generator(np.random.Philox(seed)),
+        **{n: floats(n) for n in ("rand", "randn", "random", "random_sample",
+                                  "standard_normal", "normal", "uniform")})
 
 
 class _Runtime:
