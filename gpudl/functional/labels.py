@@ -12,7 +12,10 @@ whichever path a user takes (all three derive from :class:`~gpudl.errors.LabelEr
 
 The range check runs every training step, on the GPU too: on the happy path it costs ONE
 device-to-host copy (two counts, bad and ignored labels, computed on the device). Only a
-failing check pays for more transfers, to write a precise message.
+failing check pays for more transfers, to write a precise message. Inside
+:func:`labels_within` - which ``gd.fit``/``gd.evaluate`` enter after checking their
+``(x, y)`` labels once on the host - a check that the known bounds already settle costs
+nothing, so GPU training steps never wait for it.
 
 Example:
     >>> import numpy as np
@@ -27,7 +30,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -86,18 +91,68 @@ def check_label_shape(
     return input_shape[axis]
 
 
+# Bounds [lo, hi] that every label checked in this context is known to lie within.
+_KNOWN_BOUNDS: ContextVar[tuple[int, int] | None] = ContextVar("gpudl_label_bounds",
+                                                                default=None)
+
+
+def host_label_bounds(labels: Any) -> tuple[int, int] | None:
+    """``(min, max)`` of a non-empty NumPy integer array (host data only), else None.
+
+    Example:
+        >>> host_label_bounds(np.array([3, 0, 2])), host_label_bounds(np.zeros(2))
+        ((0, 3), None)
+    """
+    if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu" or not labels.size:
+        return None
+    return int(labels.min()), int(labels.max())
+
+
+@contextmanager
+def labels_within(bounds: tuple[int, int] | None) -> Iterator[None]:
+    """Promise that every label checked inside lies in ``[lo, hi]`` (``bounds``; None: no
+    promise). The caller must have checked it, e.g. with :func:`host_label_bounds` on the
+    host array every batch is drawn from. :func:`check_label_range` then skips its
+    device-to-host copy whenever the bounds settle the check (inside ``[0, C)``, and
+    ``ignore_index`` outside them); otherwise it checks as usual.
+
+    Example:
+        >>> with labels_within((0, 2)):
+        ...     check_label_range(np.array([1, 2]), 3, "demo")
+        2
+    """
+    token = _KNOWN_BOUNDS.set(bounds)
+    try:
+        yield
+    finally:
+        _KNOWN_BOUNDS.reset(token)
+
+
 def check_label_range(
     labels: Any, num_classes: int, op: str, *, ignore_index: int | None = None,
     arg: str = "labels",
 ) -> int:
     """Every label in ``[0, num_classes)`` or equal to ``ignore_index``; returns how many
-    labels are not ignored (``n_valid``). One device-to-host copy on the GPU.
+    labels are not ignored (``n_valid``). One device-to-host copy on the GPU, none where
+    :func:`labels_within` bounds settle it.
 
     Example:
         >>> check_label_range(np.array([[1, 0], [2, 1]], np.uint8), 3, "demo")
         4
     """
     labels = unbox_all(labels)
+    known = _KNOWN_BOUNDS.get()
+    if known is not None and 0 <= known[0] and known[1] < num_classes and (
+            ignore_index is None or not known[0] <= ignore_index <= known[1]):
+        return int(labels.size)  # all in range, none ignored: nothing to count
+    n_bad, n_ignored, bad, ignored, labels = _device_counts(labels, num_classes, ignore_index)
+    if n_bad:
+        raise _range_error(labels, bad, ignored, n_bad, num_classes, op, ignore_index, arg)
+    return labels.size - n_ignored
+
+
+def _device_counts(labels, num_classes: int, ignore_index: int | None):
+    """Bad and ignored label counts, computed on the labels' device, read in ONE copy."""
     xp = module_of(labels)
     # CuPy (NEP 50) raises OverflowError comparing e.g. uint8 labels with -100 or with a C
     # above 255, where NumPy just answers False: compare in int64 on both devices.
@@ -106,9 +161,7 @@ def check_label_range(
     ignored = labels == ignore_index if ignore_index is not None else xp.zeros_like(bad)
     bad &= ~ignored
     n_bad, n_ignored = (int(v) for v in xp.stack([bad.sum(), ignored.sum()]).tolist())
-    if n_bad:
-        raise _range_error(labels, bad, ignored, n_bad, num_classes, op, ignore_index, arg)
-    return labels.size - n_ignored
+    return n_bad, n_ignored, bad, ignored, labels
 
 
 def _range_error(labels, bad, ignored, n_bad, num_classes, op, ignore_index, arg):

@@ -27,7 +27,8 @@ import numpy as np
 from gpudl import random as gdr
 from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_device, synchronize, to_numpy
-from gpudl.data.loader import DataLoader
+from gpudl.data.loader import ArrayDataset, DataLoader
+from gpudl.functional.labels import host_label_bounds, labels_within
 from gpudl.optim.base import apply_updates, scale_updates
 from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
@@ -90,6 +91,18 @@ def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) 
     if isinstance(data, DataLoader):
         return data
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, key=key, device=device)
+
+
+def _known_labels(loader: DataLoader):
+    """Context in which label checks trust the bounds of the loader's host labels.
+
+    Every batch's targets are rows of ``dataset[1]`` when the loader has no transform, so
+    one min/max on the host stands for the per-step device check of integer labels (which
+    would cost a device-to-host sync every GPU step).
+    """
+    ds = loader.dataset
+    plain = loader.transform is None and isinstance(ds, ArrayDataset) and len(ds.arrays) == 2
+    return labels_within(host_label_bounds(ds.arrays[1]) if plain else None)
 
 
 class Trainer:
@@ -203,15 +216,16 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         # Loss and metric sums stay on the device: a float() per step would be a host sync
         # per step on the GPU. They are read when the bar is redrawn and once per epoch.
         tracker.reset()
-        for i, (x, y) in enumerate(loader):
-            try:
-                loss_value, out = trainer.train_step(x, y)
-            except Exception as exc:
-                reraise_if_oom(exc, loader.batch_size)
-                raise
-            tracker.update(out, y, int(x.shape[0]), loss=loss_value)
-            show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
-            progress.update(tracker.read() if show else None)
+        with _known_labels(loader):
+            for i, (x, y) in enumerate(loader):
+                try:
+                    loss_value, out = trainer.train_step(x, y)
+                except Exception as exc:
+                    reraise_if_oom(exc, loader.batch_size)
+                    raise
+                tracker.update(out, y, int(x.shape[0]), loss=loss_value)
+                show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
+                progress.update(tracker.read() if show else None)
         logs = tracker.read()
         if validation_data is not None:
             val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
@@ -245,15 +259,16 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
     loader = _loader(data, batch_size, False, None, device)
     loss_fn = resolve_loss(loss) if loss is not None else None
     tracker = _metric_tracker(metrics, loss=loss_fn is not None)
-    for x, y in loader:
-        try:
-            out, _ = model.apply(params, state, x, train=False)
-        except Exception as exc:
-            reraise_if_oom(exc, loader.batch_size, where="evaluate")
-            raise
-        # sums kept on the device until the end: no host sync per batch
-        tracker.update(out, y, int(x.shape[0]),
-                       loss=loss_fn(out, y) if loss_fn is not None else None)
+    with _known_labels(loader):
+        for x, y in loader:
+            try:
+                out, _ = model.apply(params, state, x, train=False)
+            except Exception as exc:
+                reraise_if_oom(exc, loader.batch_size, where="evaluate")
+                raise
+            # sums kept on the device until the end: no host sync per batch
+            tracker.update(out, y, int(x.shape[0]),
+                           loss=loss_fn(out, y) if loss_fn is not None else None)
     return tracker.read()
 
 

@@ -9,6 +9,7 @@ import pytest
 from train_helpers import MomentumSGD, cross_entropy, np_cross_entropy
 
 import gpudl as gd
+from gpudl import nn, optim
 from gpudl.train import Callback, OutOfMemoryError, evaluate, fit, predict
 from gpudl.train import progress as progress_mod
 from gpudl.train.loop import resolve_loss
@@ -231,3 +232,30 @@ def test_progress_bar_is_used_in_a_jupyter_kernel(monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     assert progress_mod._use_bar(1)
     assert not progress_mod._use_bar(0)
+
+
+def test_fit_checks_integer_labels_on_the_host_not_every_step(monkeypatch):
+    """With (x, y) data, fit and evaluate check y's bounds once on the host; the per-step
+    label check (a device-to-host sync on the GPU) is then skipped, and still runs, with
+    its precise error, when the bounds do not settle it."""
+    from gpudl.functional import labels as L
+
+    calls = []
+    real = L._device_counts
+    monkeypatch.setattr(L, "_device_counts", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    model = nn.Dense(4)
+    h = gd.fit(model, (x, y), loss="cross_entropy", optimizer=optim.sgd(0.1), epochs=2,
+               batch_size=8, validation_data=(x, y), verbose=0)
+    gd.evaluate(model, h.params, h.state, (x, y), loss="cross_entropy")
+    assert calls == []  # 2 epochs x 5 steps + validation + evaluate: no device counts
+    with pytest.raises(gd.errors.LabelRangeError, match=r"\[0, 4\)"):
+        gd.fit(model, (x, np.where(y == 3, 7, y)), loss="cross_entropy",
+               optimizer=optim.sgd(0.1), batch_size=8, verbose=0)
+    assert calls  # bounds [0, 7] do not fit C = 4: the step checked, and raised
+    calls.clear()
+    loader = gd.data.DataLoader((x, y), batch_size=8, transform=lambda b, k: b)
+    gd.fit(model, loader, loss="cross_entropy", optimizer=optim.sgd(0.1), verbose=0)
+    assert len(calls) == 5  # a transform may change labels: checked every step
