@@ -34,6 +34,11 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __constant__
+// __shared__ variables are function-local statics: one copy per kernel instance, which
+// is per block because blocks run one at a time. kernel_emulator.py finds them in the
+// built library's symbol table and registers them (gpudl_emu_add_shared), so every block
+// starts with its shared memory poisoned (0xFF bytes: NaN for floats), as uninitialised
+// shared memory would be on a GPU.
 #define __shared__ static
 #define __launch_bounds__(...)
 
@@ -81,6 +86,9 @@ inline uint3 g_block_idx, g_block_dim, g_grid_dim;
 inline std::string g_error;
 inline unsigned long g_progress = 0;
 inline void (*g_body)(void*) = nullptr;
+// Threads run between barriers in index order, or reversed: a missing barrier shows up as
+// a stale read in one order or the other, so the tests run both (see kernel_emulator.py).
+inline bool g_reverse = false;
 inline void* g_body_arg = nullptr;
 
 inline void fail(const std::string& msg) {
@@ -157,6 +165,12 @@ template <typename T> T shfl(unsigned mask, T v, int src_lane) {
   return r;
 }
 
+inline std::vector<std::pair<char*, size_t>> g_shared_regions;
+
+inline void poison_shared() {
+  for (auto& r : g_shared_regions) memset(r.first, 0xFF, r.second);
+}
+
 inline void fiber_main() {
   g_body(g_body_arg);
   Fiber* f = g_cur;
@@ -172,6 +186,7 @@ inline void fiber_main() {
 
 // Run one block: every fiber until all are done, or report a deadlock.
 inline bool run_block(unsigned nthreads) {
+  poison_shared();
   g_block_bar = Barrier{};
   g_block_live = static_cast<int>(nthreads);
   const unsigned nwarps = (nthreads + 31) / 32;
@@ -197,8 +212,8 @@ inline bool run_block(unsigned nthreads) {
   while (remaining > 0) {
     const unsigned long before = g_progress;
     bool ran = false;
-    for (unsigned i = 0; i < nthreads; ++i) {
-      Fiber& f = g_fibers[i];
+    for (unsigned j = 0; j < nthreads; ++j) {
+      Fiber& f = g_fibers[g_reverse ? nthreads - 1 - j : j];
       if (f.done || f.waiting == 3) continue;
       if (f.waiting == 1 && f.wait_gen == g_block_bar.gen) continue;
       if (f.waiting == 2 && f.wait_gen == warp_of(&f).bar.gen) continue;

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -46,6 +47,11 @@ GUARD_BYTES = 4096
 ASAN = os.environ.get("GPUDL_EMU_ASAN") == "1"
 if ASAN:
     CXXFLAGS = (*CXXFLAGS, "-fsanitize=address", "-fno-omit-frame-pointer")
+# Order in which a block's threads run between barriers: "forward" (0, 1, ...) or
+# "reverse". A race that reads another thread's write without a barrier reads stale data
+# in at least one of the two; `make test` runs the kernel tests in both (memcheck mode
+# reverses).
+THREAD_ORDER = os.environ.get("GPUDL_EMU_ORDER", "forward")
 
 _POINTEE = {"f": np.float32, "d": np.float64, "i": np.int32, "I": np.uint32, "l": np.int64,
             "L": np.uint64, "b": np.bool_, "c": np.int8, "B": np.uint8}
@@ -95,7 +101,10 @@ def _include_dirs(options: Sequence[str]) -> list[str]:
 
 def _translation_unit(code: str, name_expressions: Sequence[str]) -> str:
     """The kernel source followed by one C entry point (launch + signature) per instance."""
-    lines = [code, "", "// ---- emulator entry points ----"]
+    lines = [code, "", "// ---- emulator entry points ----",
+             'extern "C" void gpudl_emu_set_reverse(int r) { gpudl_emu::g_reverse = r != 0; }',
+             'extern "C" void gpudl_emu_add_shared(char* p, unsigned long n) '
+             '{ gpudl_emu::g_shared_regions.emplace_back(p, n); }']
     for i, expr in enumerate(name_expressions):
         lines.append(
             f'extern "C" int gpudl_emu_launch_{i}(const unsigned* g, const unsigned* b, void** a, '
@@ -129,10 +138,37 @@ def build(code: str, options: Sequence[str], name_expressions: Sequence[str]) ->
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EmulationError(f"g++ could not compile the kernel source:\n{proc.stderr[-4000:]}")
+        shared = lib.with_suffix(".shared.json")
+        tmp = shared.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_shared_symbols(out)))
+        os.replace(tmp, shared)
         tmp_lib = lib.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(out, tmp_lib)
         os.replace(tmp_lib, lib)  # atomic: a concurrent run never loads half a file
     return lib
+
+
+def _shared_symbols(lib: Path) -> dict[str, Any]:
+    """Offsets and sizes of the kernels' ``__shared__`` arrays in a built library.
+
+    They are the function-local statics (mangled ``_ZZ...``) in writable sections (.bss,
+    .data), outside the shim (gpudl_emu) and the C++ library (std). One exported function's
+    offset comes along, to turn offsets into addresses after loading.
+    """
+    out = subprocess.run(["objdump", "-t", str(lib)], capture_output=True, text=True,
+                         check=True).stdout
+    regions, anchor = [], None
+    for line in out.splitlines():
+        parts = line.split()  # address flags... section size name
+        if len(parts) < 4:
+            continue
+        name, size, section = parts[-1], parts[-2], parts[-3]
+        if name == "gpudl_emu_set_reverse":
+            anchor = int(parts[0], 16)
+        if (name.startswith("_ZZ") and section in (".bss", ".data")
+                and "gpudl_emu" not in name and not name.startswith(("_ZZNSt", "_ZZNKSt", "_ZZSt"))):
+            regions.append((int(parts[0], 16), int(size, 16)))
+    return {"anchor": anchor, "regions": regions}
 
 
 class EmulatedKernel:
@@ -237,8 +273,27 @@ class EmulatedModule:
 
     def __init__(self, code: str, options: Sequence[str] = (), name_expressions: Sequence[str] = ()):
         self.name_expressions = list(name_expressions)
-        self._lib = ctypes.CDLL(str(build(code, options, self.name_expressions)))
+        lib_path = build(code, options, self.name_expressions)
+        self._lib = ctypes.CDLL(str(lib_path))
         self._kernels: dict[str, EmulatedKernel] = {}
+        self.set_thread_order(THREAD_ORDER)
+        self._register_shared(lib_path)
+
+    def _register_shared(self, lib_path: Path) -> None:
+        info = json.loads(lib_path.with_suffix(".shared.json").read_text())
+        if info["anchor"] is None:
+            raise EmulationError(f"{lib_path}: no gpudl_emu_set_reverse symbol")
+        base = ctypes.cast(self._lib.gpudl_emu_set_reverse, ctypes.c_void_p).value - info["anchor"]
+        add = self._lib.gpudl_emu_add_shared
+        add.argtypes = (ctypes.c_void_p, ctypes.c_ulong)
+        for offset, size in info["regions"]:
+            add(base + offset, size)
+
+    def set_thread_order(self, order: str) -> None:
+        """Run each block's threads in index order ("forward") or reversed ("reverse")."""
+        if order not in ("forward", "reverse"):
+            raise ValueError(f"thread order must be 'forward' or 'reverse', got {order!r}")
+        self._lib.gpudl_emu_set_reverse(int(order == "reverse"))
 
     def get_function(self, name: str) -> EmulatedKernel:
         if name not in self._kernels:

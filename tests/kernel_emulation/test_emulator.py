@@ -95,13 +95,23 @@ def test_syncthreads_orders_shared_memory(mod, dtype, name):
     np.testing.assert_array_equal(y, x.reshape(3, 96)[:, ::-1].ravel())
 
 
-def test_missing_syncthreads_gives_a_wrong_answer(mod):
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_missing_syncthreads_gives_a_wrong_answer(mod, order):
     # Threads run until their next barrier: without one, thread 0 reads slot 95 before
-    # thread 95 writes it. The emulator must expose the bug, not hide it.
+    # thread 95 writes it (forward order), or thread 95 reads slot 0 before thread 0 writes
+    # it (reverse). The emulator must expose the bug, not hide it.
     x = np.arange(96, dtype=np.float32) + 1
     y = np.zeros_like(x)
-    mod.get_function("reverse_block<float, false>")((1,), (96,), (x, y))
+    mod.set_thread_order(order)
+    try:
+        mod.get_function("reverse_block<float, false>")((1,), (96,), (x, y))
+        mod.get_function("reverse_block<float, true>")((1,), (96,), (x, y_ok := np.zeros_like(x)))
+    finally:
+        mod.set_thread_order("forward")
     assert not np.array_equal(y, x[::-1])
+    np.testing.assert_array_equal(y_ok, x[::-1])
+    with pytest.raises(ValueError, match="forward"):
+        mod.set_thread_order("random")
 
 
 def test_warp_shuffles_reduce(mod):
