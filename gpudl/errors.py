@@ -74,3 +74,12 @@ class LabelRangeError(LabelError, IndexError, ValueError):
     Both an IndexError (what ``F.softmax_cross_entropy`` raised, as torch does) and a
     ValueError (what the composite losses raised), so code catching either keeps working.
     """
+
+
+class LayerArgumentError(GpudlError, TypeError, ValueError):
+    """A layer or initializer argument of the wrong type or out of range.
+
+    Both a TypeError and a ValueError, so code that caught either keeps working. The
+    message names the layer, the argument, what was expected, what was given and the fix
+    (often: a torch-order positional call; gpudl infers input sizes).
+    """

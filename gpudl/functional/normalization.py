@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from gpudl import ops
@@ -24,6 +26,20 @@ def _check_channel_vector(v, name: str, c: int, op: str) -> None:
         raise ShapeError(
             f"{op}: {name} must have shape ({c},) (one value per channel, axis 1), got {_shape(v)}"
         )
+
+
+def _check_scalar(op: str, name: str, value, low: float, high: float | None, hint: str) -> float:
+    """A Python/NumPy real number in [low, high], or in (low, inf) when ``high`` is None
+    (bools and arrays rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r} ({type(value).__name__}). "
+                        f"{hint}")
+    v = float(value)
+    ok = (low <= v <= high) if high is not None else v > low  # False for NaN too
+    if not ok:
+        interval = f"[{low}, {high}]" if high is not None else f"({low}, inf)"
+        raise ValueError(f"{op}: {name} must be in {interval}, got {value!r}. {hint}")
+    return v
 
 
 def batch_norm(
@@ -47,6 +63,18 @@ def batch_norm(
         ([[-1.0], [1.0]], [0.2], [1.1])
     """
     op = "batch_norm"
+    momentum = _check_scalar(
+        op, "momentum", momentum, 0.0, 1.0,
+        "It is the weight of the batch statistics in the running update, as torch's "
+        "(Keras's momentum=0.99 is momentum=0.01 here); a value > 1 makes the running "
+        "variance negative.")
+    eps = _check_scalar(op, "eps", eps, 0.0, None, "Use a small positive value such as 1e-5.")
+    if not isinstance(train, (bool, np.bool_)):
+        raise TypeError(
+            f"{op}: train must be True or False, got {train!r} ({type(train).__name__}). "
+            "The signature is batch_norm(x, gamma, beta, running_mean, running_var, train, "
+            "momentum=0.1, eps=1e-5)."
+        )
     s = _shape(x)
     if len(s) < 2:
         raise ShapeError(f"{op}: input must be (N, C) or (N, C, ...), got shape {s}")

@@ -3,13 +3,14 @@
 Example:
     >>> import numpy as np
     >>> from gpudl.functional import regularizers as R
-    >>> float(R.l2_penalty({"weight": np.array([3.0, 4.0]), "bias": np.array([9.0])}))
-    25.0
+    >>> params = {"weight": np.array([3.0, 4.0]), "bias": np.array([9.0])}
+    >>> float(R.l2_penalty(params)), float(R.l2_penalty(params, exclude_bias=True))
+    (106.0, 25.0)
 """
 
 from __future__ import annotations
 
-import numpy as np  # noqa: F401  (the docstring examples use np)
+import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import unbox_all, vjp
@@ -20,7 +21,11 @@ from gpudl.functional.losses import _check_reduction
 from gpudl.tree import flatten_with_paths
 
 
-def _weights(params, exclude_bias: bool) -> list:
+def _weights(params, exclude_bias: bool, op: str) -> list:
+    if not isinstance(exclude_bias, (bool, np.bool_)):
+        raise TypeError(f"{op}: exclude_bias must be True or False, got {exclude_bias!r} "
+                        f"({type(exclude_bias).__name__}); the penalty's strength is applied by "
+                        f"the caller: lam * {op}(params)")
     return [
         leaf
         for path, leaf in flatten_with_paths(params)
@@ -28,23 +33,32 @@ def _weights(params, exclude_bias: bool) -> list:
     ]
 
 
-def l2_penalty(params, exclude_bias: bool = True):
+def l2_penalty(params, exclude_bias: bool = False):
     """``sum(w^2)`` over every array in the parameter tree (weight decay's penalty).
 
-    Leaves named ``bias`` are left out by default. The course's ``(lambda/2) ||w||^2`` is
-    ``0.5 * lam * l2_penalty(params)``.
+    Every leaf counts by default, biases included, as the optimizers' ``weight_decay``
+    (and torch's) decays every parameter it is given; ``exclude_bias=True`` leaves out
+    leaves named ``bias`` (the usual textbook form, which penalises weights only). The
+    course's ``(lambda/2) ||w||^2`` is ``0.5 * lam * l2_penalty(params, exclude_bias=True)``.
 
     Example:
-        >>> float(l2_penalty({"fc": {"weight": np.array([1.0, 2.0]), "bias": np.array([5.0])}}))
-        5.0
+        >>> params = {"fc": {"weight": np.array([1.0, 2.0]), "bias": np.array([5.0])}}
+        >>> float(l2_penalty(params)), float(l2_penalty(params, exclude_bias=True))
+        (30.0, 5.0)
     """
-    terms = [ops.sum(w * w) for w in _weights(params, exclude_bias)]
+    terms = [ops.sum(w * w) for w in _weights(params, exclude_bias, "l2_penalty")]
     return sum(terms[1:], terms[0]) if terms else 0.0
 
 
-def l1_penalty(params, exclude_bias: bool = True):
-    """``sum(|w|)`` over the parameter tree (``bias`` leaves left out by default)."""
-    terms = [ops.sum(ops.abs(w)) for w in _weights(params, exclude_bias)]
+def l1_penalty(params, exclude_bias: bool = False):
+    """``sum(|w|)`` over the parameter tree; ``exclude_bias=True`` leaves out ``bias`` leaves.
+
+    Example:
+        >>> params = {"fc": {"weight": np.array([1.0, -2.0]), "bias": np.array([5.0])}}
+        >>> float(l1_penalty(params)), float(l1_penalty(params, exclude_bias=True))
+        (8.0, 3.0)
+    """
+    terms = [ops.sum(ops.abs(w)) for w in _weights(params, exclude_bias, "l1_penalty")]
     return sum(terms[1:], terms[0]) if terms else 0.0
 
 

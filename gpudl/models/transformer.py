@@ -130,8 +130,8 @@ class GPT(Layer):
         super().__init__(name)
         self.vocab_size, self.max_len, self.dropout = vocab_size, max_len, dropout
         self.tie_weights = tie_weights
-        self.tok_embed = Embedding(vocab_size, d_model, weight_init=inits.normal(0.02))
-        self.pos_embed = Embedding(max_len, d_model, weight_init=inits.normal(0.02))
+        self.tok_embed = Embedding(vocab_size, d_model, weight_init=inits.normal(std=0.02))
+        self.pos_embed = Embedding(max_len, d_model, weight_init=inits.normal(std=0.02))
         self.blocks = [TransformerDecoderLayer(num_heads, ff_dim or 4 * d_model,
                                                dropout=dropout, norm_first=norm_first,
                                                activation="gelu")

@@ -11,6 +11,7 @@ Example:
 """
 
 from gpudl.nn import initializers
+from gpudl.nn.arguments import LayerArgumentError
 from gpudl.nn.attention import (
     MultiHeadAttention,
     PositionalEncoding,
@@ -18,6 +19,7 @@ from gpudl.nn.attention import (
     TransformerEncoderLayer,
 )
 from gpudl.nn.base import Layer, Sequential, count_params
+from gpudl.nn.cells import GRUCell, LSTMCell, RNNCell
 from gpudl.nn.combinators import Concat, Parallel, Residual
 from gpudl.nn.conv import (
     AvgPool2d,
@@ -57,5 +59,6 @@ from gpudl.nn.core import (
 from gpudl.nn.graph import Add, Concatenate, Input, Model, Multiply
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm
 from gpudl.nn.recurrent import GRU, LSTM, RNN
+from gpudl.nn.subsampling import Subsampling2d
 
 __all__ = [n for n in dir() if not n.startswith("_")]

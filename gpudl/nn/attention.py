@@ -25,6 +25,14 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.backend import device_of
 from gpudl.errors import ShapeError
+from gpudl.nn.arguments import (
+    LayerArgumentError,
+    check_bool,
+    check_float,
+    check_int,
+    layer_label,
+    positional_limit,
+)
 from gpudl.nn.base import Layer, require_params
 from gpudl.nn.core import Dense
 from gpudl.nn.normalization import LayerNorm
@@ -37,10 +45,17 @@ class MultiHeadAttention(Layer):
 
     base_name = "mha"
 
-    def __init__(self, num_heads: int, embed_dim: int | None = None, causal: bool = False,
+    @positional_limit(1, lambda label, args: (
+        f"{label} takes (num_heads, *, embed_dim=None, causal=False, dropout=0.0) and infers "
+        f"embed_dim from the input; for torch's MultiheadAttention(embed_dim, num_heads) = "
+        f"MultiheadAttention{tuple(args[:2])!r} write {label}({args[1]!r})."))
+    def __init__(self, num_heads: int, *, embed_dim: int | None = None, causal: bool = False,
                  dropout: float = 0.0, name: str | None = None):
         super().__init__(name)
-        self.num_heads, self.embed_dim, self.causal, self.dropout = num_heads, embed_dim, causal, dropout
+        self.num_heads = check_int(self, "num_heads", num_heads)
+        self.embed_dim = None if embed_dim is None else check_int(self, "embed_dim", embed_dim)
+        self.causal = check_bool(self, "causal", causal)
+        self.dropout = check_float(self, "dropout", dropout, 0.0, 1.0, high_open=True)
 
     @staticmethod
     def _parts(x):
@@ -53,8 +68,11 @@ class MultiHeadAttention(Layer):
         q, k, v, _, _ = self._parts(x)
         e = self.embed_dim or q.shape[-1]
         if e % self.num_heads:
-            raise ShapeError(f"nn.MultiHeadAttention: embed_dim {e} is not divisible by "
-                             f"num_heads {self.num_heads}")
+            raise ShapeError(
+                f"nn.MultiHeadAttention: embed_dim {e} is not divisible by num_heads "
+                f"{self.num_heads}. The first argument is the number of heads (torch's "
+                "MultiheadAttention(embed_dim, num_heads) order is not used: embed_dim is "
+                "inferred from the input).")
         keys = gdr.split(key, 4)
         params = {}
         for name, src, kk in zip(_MHA_KEYS, (q, k, v, None), keys):
@@ -85,15 +103,43 @@ class PositionalEncoding(Layer):
         return x + pe, state
 
 
+def _block_hint(label: str, args: tuple) -> str:
+    return (f"{label} takes (num_heads, ff_dim, *, dropout=0.0, norm_first=False, ...) and "
+            "infers d_model from the input; for torch's (d_model, nhead, dim_feedforward) "
+            f"write {label}(nhead, dim_feedforward) and pass the rest by keyword.")
+
+
 class _Block(Layer):
     """Shared pieces of the transformer layers: feed-forward and residual+norm wiring."""
 
-    def __init__(self, num_heads: int, ff_dim: int, dropout: float = 0.0,
+    @positional_limit(2, _block_hint)
+    def __init__(self, num_heads: int, ff_dim: int, *, dropout: float = 0.0,
                  norm_first: bool = False, activation: str = "relu", eps: float = 1e-5,
                  name: str | None = None):
         super().__init__(name)
-        self.num_heads, self.ff_dim, self.dropout = num_heads, ff_dim, dropout
-        self.norm_first, self.activation, self.eps = norm_first, activation, eps
+        self.num_heads = check_int(self, "num_heads", num_heads)
+        self.ff_dim = check_int(self, "ff_dim", ff_dim)
+        self.dropout = check_float(self, "dropout", dropout, 0.0, 1.0, high_open=True)
+        self.norm_first = check_bool(self, "norm_first", norm_first)
+        if not isinstance(activation, str):
+            raise LayerArgumentError(f"{layer_label(self)}: activation must be a name such as "
+                                     f"'relu' or 'gelu', got {activation!r}")
+        F.get_activation(activation)  # an unknown name fails here, not at the first forward
+        self.activation = activation
+        self.eps = check_float(self, "eps", eps, low=0.0, low_open=True)
+
+    def _check_heads(self, x):
+        """Head dim 1 (num_heads == embedding size) is what torch's (d_model, nhead) order
+        gives, e.g. TransformerEncoderLayer(16, 4) on 16-dim inputs: refuse it."""
+        e = x.shape[-1]
+        if self.num_heads == e and e > 1:
+            raise LayerArgumentError(
+                f"{layer_label(self)}: num_heads={self.num_heads} equals the embedding size "
+                f"{e} (heads of size 1). This looks like torch's TransformerEncoderLayer("
+                f"d_model, nhead, dim_feedforward) order: gpudl takes (num_heads, ff_dim, ...) "
+                f"and infers d_model from the input, so write {layer_label(self)}(nhead, "
+                f"dim_feedforward), e.g. {layer_label(self)}({self.ff_dim}, {4 * e}) for "
+                f"torch's ({e}, {self.ff_dim}).")
 
     def _ff_init(self, key, x):
         k1, k2 = gdr.split(key)
@@ -126,6 +172,7 @@ class TransformerEncoderLayer(_Block):
 
     def init(self, key, x):
         xs = x["x"] if isinstance(x, dict) else x
+        self._check_heads(xs)
         k1, k2, k3, k4 = gdr.split(key, 4)
         return {
             "self_attn": MultiHeadAttention(self.num_heads).init(k1, xs)[0],
@@ -156,6 +203,7 @@ class TransformerDecoderLayer(_Block):
 
     def init(self, key, x):
         xs, memory = x["x"], x.get("memory")
+        self._check_heads(xs)
         keys = gdr.split(key, 6)
         params = {
             "self_attn": MultiHeadAttention(self.num_heads).init(keys[0], xs)[0],

@@ -33,6 +33,7 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import TreeMismatchError
+from gpudl.nn.arguments import LayerArgumentError, check_name, positional_limit
 from gpudl.tree import tree_leaves, tree_map
 
 
@@ -60,7 +61,7 @@ class Layer:
     trainable: bool = True
 
     def __init__(self, name: str | None = None):
-        self.name = name
+        self.name = check_name(self, name)
 
     # -- protocol ----------------------------------------------------------------
     def init(self, key, x) -> tuple[dict, dict]:
@@ -186,6 +187,10 @@ def split_keys(key, n: int) -> list:
     return list(gdr.split(key, n)) if n > 1 else [key]
 
 
+_SEQUENTIAL_HINT = ("torch's nn.Sequential(a, b, c) takes the layers as separate arguments; "
+                    "gpudl takes one list: nn.Sequential([a, b, c], name=...)")
+
+
 class Sequential(Layer):
     """Layers applied one after another; each child's output is the next one's input.
 
@@ -200,8 +205,12 @@ class Sequential(Layer):
 
     base_name = "sequential"
 
-    def __init__(self, layers: Sequence[Layer], name: str | None = None):
+    @positional_limit(1, lambda label, args: _SEQUENTIAL_HINT)
+    def __init__(self, layers: Sequence[Layer], *, name: str | None = None):
         super().__init__(name)
+        if isinstance(layers, Layer):
+            raise LayerArgumentError(f"nn.Sequential: layers must be a list of layers, got a "
+                                     f"single {type(layers).__name__}. {_SEQUENTIAL_HINT}")
         self.layers = list(layers)
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):

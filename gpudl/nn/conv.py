@@ -1,7 +1,9 @@
 """Convolution and pooling layers (NCHW activations, OIHW weights, as PyTorch).
 
 Constructor arguments follow PyTorch except that input channels are inferred:
-``Conv2d(out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True)``.
+``Conv2d(out_channels, kernel_size, *, stride=1, padding=0, dilation=1, groups=1, bias=True)``.
+Arguments after the kernel size are keyword-only, so torch's ``Conv2d(1, 6, 5)`` (in, out,
+kernel) fails with a message instead of building 1 output channel with stride 5.
 Default init as torch: weight and bias uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
 Example:
@@ -22,6 +24,13 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
+from gpudl.nn.arguments import (
+    check_bool,
+    check_float,
+    check_int,
+    check_ints,
+    positional_limit,
+)
 from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
 
@@ -37,17 +46,34 @@ def _check_rank(layer: Layer, x, rank: int, layout: str) -> None:
         )
 
 
+def _conv_hint(label: str, args: tuple) -> str:
+    torch_name = label[3:]
+    example = (f"; for torch's {torch_name}{tuple(args[:3])!r} write "
+               f"{label}({args[1]!r}, {args[2]!r})" if len(args) >= 3 else "")
+    return (f"{label} takes (out_channels, kernel_size, *, stride=1, padding=0, ...) and infers "
+            f"in_channels from the input; torch's {torch_name}(in_channels, out_channels, "
+            f"kernel_size, ...) order would shift every argument{example}.")
+
+
 class _ConvBase(Layer):
     rank = 2
     transpose = False
 
-    def __init__(self, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+    @positional_limit(2, _conv_hint)
+    def __init__(self, out_channels: int, kernel_size, *, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, weight_init=None, bias_init=None,
                  name: str | None = None):
         super().__init__(name)
-        self.out_channels, self.kernel_size = int(out_channels), kernel_size
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.use_bias, self.weight_init, self.bias_init = bias, weight_init, bias_init
+        self.out_channels = check_int(self, "out_channels", out_channels)
+        self.kernel_size = check_ints(self, "kernel_size", kernel_size)
+        self.stride = check_ints(self, "stride", stride)
+        if not (isinstance(padding, str) or isinstance(padding, (tuple, list))):
+            check_int(self, "padding", padding, minimum=0)
+        self.padding = padding
+        self.dilation = check_ints(self, "dilation", dilation)
+        self.groups = check_int(self, "groups", groups)
+        self.use_bias = check_bool(self, "bias", bias)
+        self.weight_init, self.bias_init = weight_init, bias_init
 
     def _kernel(self) -> tuple[int, ...]:
         k = self.kernel_size
@@ -121,12 +147,14 @@ class ConvTranspose2d(_ConvBase):
     base_name = "deconv"
     transpose = True
 
-    def __init__(self, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+    @positional_limit(2, _conv_hint)
+    def __init__(self, out_channels: int, kernel_size, *, stride=1, padding=0, output_padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, weight_init=None,
                  bias_init=None, name: str | None = None):
-        super().__init__(out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         weight_init, bias_init, name)
-        self.output_padding = output_padding
+        super().__init__(out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias, weight_init=weight_init,
+                         bias_init=bias_init, name=name)
+        self.output_padding = check_ints(self, "output_padding", output_padding, minimum=0)
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
@@ -142,9 +170,12 @@ class MaxPool2d(Layer):
 
     base_name = "maxpool"
 
-    def __init__(self, kernel_size, stride=None, padding=0, name: str | None = None):
+    @positional_limit(3)
+    def __init__(self, kernel_size, stride=None, padding=0, *, name: str | None = None):
         super().__init__(name)
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size = check_ints(self, "kernel_size", kernel_size)
+        self.stride = None if stride is None else check_ints(self, "stride", stride)
+        self.padding = check_ints(self, "padding", padding, minimum=0)
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
@@ -166,9 +197,12 @@ class LPPool2d(Layer):
 
     base_name = "lppool"
 
-    def __init__(self, norm_type: float, kernel_size, stride=None, name: str | None = None):
+    @positional_limit(3)
+    def __init__(self, norm_type: float, kernel_size, stride=None, *, name: str | None = None):
         super().__init__(name)
-        self.p, self.kernel_size, self.stride = norm_type, kernel_size, stride
+        self.p = check_float(self, "norm_type", norm_type, low=0.0, low_open=True)
+        self.kernel_size = check_ints(self, "kernel_size", kernel_size)
+        self.stride = None if stride is None else check_ints(self, "stride", stride)
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")

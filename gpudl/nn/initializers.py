@@ -22,6 +22,7 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import get_device, xp_for
+from gpudl.nn.arguments import LayerArgumentError, check_float, positional_limit
 
 Initializer = Callable[..., Any]
 
@@ -55,7 +56,24 @@ def ones() -> Initializer:
     return constant(1.0)
 
 
-def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
+@positional_limit(0, lambda label, args: (
+    f"Give mean and std by keyword: {label}(mean=..., std=...). Positional order differs "
+    "between libraries (torch's normal_(mean, std), Keras's RandomNormal(mean, stddev)); "
+    f"for {label}{args!r} in torch's order write {label}(mean={args[0]!r}"
+    + (f", std={args[1]!r})" if len(args) > 1 else ")")), label="nn.initializers.normal")
+def normal(*, mean: float = 0.0, std: float = 1.0) -> Initializer:
+    """Gaussian ``N(mean, std^2)``; both keyword-only (torch and Keras disagree on order).
+
+    Example:
+        >>> import gpudl as gd
+        >>> w = normal(mean=0.0, std=0.02)(gd.random.key(0), (256, 256), device="cpu")
+        >>> round(float(w.std()), 2)
+        0.02
+    """
+    mean = check_float("nn.initializers.normal", "mean", mean)
+    std = check_float("nn.initializers.normal", "std", std, low=0.0, low_open=True, hint=(
+        "std is the standard deviation (> 0); for a constant use nn.initializers.constant."))
+
     def init(key, shape, dtype=np.float32, device=None):
         return gdr.normal(key, shape, dtype=dtype, device=_dev(device)) * std + mean
 
@@ -63,6 +81,15 @@ def normal(std: float = 1.0, mean: float = 0.0) -> Initializer:
 
 
 def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
+    """Uniform on ``[low, high)`` (the order of torch's ``uniform_(a, b)`` and Keras's
+    ``RandomUniform(minval, maxval)``)."""
+    low = check_float("nn.initializers.uniform", "low", low)
+    high = check_float("nn.initializers.uniform", "high", high)
+    if not low < high:
+        raise LayerArgumentError(
+            f"nn.initializers.uniform: low must be below high, got low={low}, high={high}; "
+            "for a constant use nn.initializers.constant")
+
     def init(key, shape, dtype=np.float32, device=None):
         return gdr.uniform(key, shape, dtype=dtype, minval=low, maxval=high, device=_dev(device))
 
@@ -71,6 +98,7 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
 
 def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     """Var(w) = scale / n with n = fan_in, fan_out or their mean (Keras/JAX naming)."""
+    check_float("nn.initializers.variance_scaling", "scale", scale, low=0.0, low_open=True)
     if mode not in ("fan_in", "fan_out", "fan_avg"):
         raise ValueError(f"variance_scaling: mode must be fan_in/fan_out/fan_avg, got {mode!r}")
     if distribution not in ("normal", "uniform"):
@@ -82,7 +110,7 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         var = scale / max(n, 1)
         if distribution == "normal":
-            return normal(math.sqrt(var))(key, shape, dtype, device)
+            return normal(std=math.sqrt(var))(key, shape, dtype, device)
         limit = math.sqrt(3.0 * var)
         return uniform(-limit, limit)(key, shape, dtype, device)
 

@@ -23,24 +23,64 @@ from gpudl.autodiff import stop_gradient
 from gpudl.backend import asarray
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
+from gpudl.nn.arguments import (
+    LayerArgumentError,
+    check_bool,
+    check_float,
+    check_int,
+    layer_label,
+    positional_limit,
+)
 from gpudl.nn.base import Layer, array_device, float_dtype, require_params
 
 
+def _batch_norm_hint(label: str, args: tuple) -> str:
+    return (f"{label} takes (num_features=None, *, momentum=0.1, eps=1e-5, affine=True); "
+            f"torch's BatchNorm(num_features, eps, momentum, ...) extras go by keyword: "
+            f"{label}({args[0]!r}, eps=..., momentum=...).")
+
+
 class _BatchNorm(Layer):
+    """Shared BatchNorm1d/2d. ``num_features`` is optional: the channel count is inferred from
+    the input, and when given (torch's ``BatchNorm2d(64)``) it is checked against it. The
+    other arguments are keyword-only, so torch's positional ``eps, momentum`` cannot land in
+    the wrong slot. ``momentum`` is torch's (weight of the new batch, in [0, 1]); Keras's
+    ``momentum=0.99`` is torch's ``momentum=0.01``."""
+
     base_name = "bn"
     ranks: tuple[int, ...] = (2, 3)
 
-    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
-                 name: str | None = None):
+    @positional_limit(1, _batch_norm_hint)
+    def __init__(self, num_features: int | None = None, *, momentum: float = 0.1,
+                 eps: float = 1e-5, affine: bool = True, name: str | None = None):
         super().__init__(name)
-        self.momentum, self.eps, self.affine = momentum, eps, affine
-        self._has_params = affine  # affine=False: running statistics only, no params entry
+        if num_features is not None:
+            num_features = check_int(self, "num_features", num_features, hint=(
+                "It is optional (the channel count is inferred from the input); momentum, "
+                f"eps and affine are keyword-only: {layer_label(self)}(momentum=0.1)."))
+        self.num_features = num_features
+        if momentum is None:
+            raise LayerArgumentError(
+                f"{layer_label(self)}: momentum=None (torch's cumulative average) is not "
+                "supported; give a number in [0, 1] such as 0.1")
+        self.momentum = check_float(self, "momentum", momentum, 0.0, 1.0, hint=(
+            "It is the weight of the new batch in the running statistics, as torch's "
+            "(Keras's momentum=0.99 is momentum=0.01 here)."))
+        self.eps = check_float(self, "eps", eps, low=0.0, low_open=True)
+        self.affine = check_bool(self, "affine", affine)
+        self._has_params = self.affine  # affine=False: running statistics only, no params entry
 
     def _check(self, x):
         if x.ndim not in self.ranks:
             raise ShapeError(
                 f"nn.{type(self).__name__}: expects input of rank {self.ranks} with channels on "
                 f"axis 1, got shape {tuple(x.shape)}"
+            )
+        if self.num_features is not None and x.shape[1] != self.num_features:
+            raise ShapeError(
+                f"nn.{type(self).__name__}: built with num_features={self.num_features} but the "
+                f"input has {x.shape[1]} channels on axis 1 (shape {tuple(x.shape)}); pass the "
+                f"right count, or leave num_features out to infer it"
             )
 
     def init(self, key, x):
@@ -86,13 +126,20 @@ class LayerNorm(Layer):
 
     base_name = "ln"
 
-    def __init__(self, normalized_shape=None, eps: float = 1e-5, affine: bool = True,
+    @positional_limit(3)
+    def __init__(self, normalized_shape=None, eps: float = 1e-5, affine: bool = True, *,
                  name: str | None = None):
         super().__init__(name)
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
-            else normalized_shape
-        self.eps, self.affine = eps, affine
-        self._has_params = affine
+        if normalized_shape is not None:
+            if isinstance(normalized_shape, (tuple, list)):
+                normalized_shape = tuple(check_int(self, "normalized_shape", d)
+                                         for d in normalized_shape)
+            else:
+                normalized_shape = (check_int(self, "normalized_shape", normalized_shape),)
+        self.normalized_shape = normalized_shape
+        self.eps = check_float(self, "eps", eps, low=0.0, low_open=True)
+        self.affine = check_bool(self, "affine", affine)
+        self._has_params = self.affine
 
     def _shape(self, x) -> tuple[int, ...]:
         shape = tuple(self.normalized_shape or x.shape[-1:])
@@ -122,11 +169,11 @@ class LayerNorm(Layer):
 class Dropout(Layer):
     """Inverted dropout: zero a fraction ``rate`` of inputs in training and scale by 1/(1-rate)."""
 
-    def __init__(self, rate: float = 0.5, name: str | None = None):
+    @positional_limit(1)
+    def __init__(self, rate: float = 0.5, *, name: str | None = None):
         super().__init__(name)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"nn.Dropout: rate must be in [0, 1), got {rate}")
-        self.rate = rate
+        self.rate = check_float(self, "rate", rate, 0.0, 1.0, high_open=True,
+                                hint="rate is the probability of dropping a unit (torch's p).")
 
     def apply(self, params, state, x, *, train=False, key=None):
         if train and self.rate > 0 and key is None:
@@ -154,15 +201,24 @@ class Embedding(Layer):
         [[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, weight_init=None,
-                 padding_idx: int | None = None, dtype=np.float32, name: str | None = None):
+    @positional_limit(3)
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 *, weight_init=None, dtype=np.float32, name: str | None = None):
         super().__init__(name)
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings = check_int(self, "num_embeddings", num_embeddings)
+        self.embedding_dim = check_int(self, "embedding_dim", embedding_dim)
+        if padding_idx is not None:
+            padding_idx = check_int(self, "padding_idx", padding_idx, minimum=None)
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise LayerArgumentError(
+                    f"nn.Embedding: padding_idx must be in [-{self.num_embeddings}, "
+                    f"{self.num_embeddings}) (a row of the table), got {padding_idx}")
+            padding_idx %= self.num_embeddings  # torch stores a negative index this way
         self.weight_init, self.vectors = weight_init, None
         self.padding_idx, self.dtype = padding_idx, np.dtype(dtype)
 
     @classmethod
-    def from_pretrained(cls, vectors, freeze: bool = True, padding_idx: int | None = None,
+    def from_pretrained(cls, vectors, freeze: bool = True, padding_idx: int | None = None, *,
                         name: str | None = None) -> Embedding:
         """A table initialised from ``vectors`` (V, D) (their float dtype is kept)."""
         if len(vectors.shape) != 2:
@@ -173,14 +229,15 @@ class Embedding(Layer):
         dtype = vectors.dtype if np.dtype(vectors.dtype).kind == "f" else np.float32
         layer = cls(vectors.shape[0], vectors.shape[1], padding_idx=padding_idx, dtype=dtype,
                     name=name)
-        layer.vectors, layer.trainable = vectors, not freeze
+        layer.vectors = vectors
+        layer.trainable = not check_bool(layer, "freeze", freeze)
         return layer
 
     def init(self, key, x):
         dev = array_device(x)
         if self.vectors is not None:  # a copy: training must not write into the caller's array
             return {"weight": asarray(self.vectors, dtype=self.dtype, device=dev).copy()}, {}
-        w = inits.get(self.weight_init, inits.normal(1.0))(
+        w = inits.get(self.weight_init, inits.normal(std=1.0))(
             key, (self.num_embeddings, self.embedding_dim), dtype=self.dtype, device=dev)
         if self.padding_idx is not None:  # torch zeroes the padding row at init
             w[self.padding_idx] = 0

@@ -31,27 +31,62 @@ from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
+from gpudl.nn.arguments import (
+    LayerArgumentError,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    layer_label,
+    positional_limit,
+)
 from gpudl.nn.base import Layer, require_params
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
+def _torch_order_hint(label: str, args: tuple) -> str:
+    hidden = args[1] if len(args) > 1 else "hidden_size"
+    return (f"{label} takes (hidden_size, *, num_layers=1, bidirectional=False, ...) and infers "
+            f"input_size from the input; for torch's {label[3:]}(input_size, hidden_size) = "
+            f"{label[3:]}{tuple(args[:2])!r} write {label}({hidden}) and pass num_layers, "
+            "batch_first, ... by keyword.")
+
+
+def check_nonlinearity(layer: Layer, nonlinearity: str | None) -> str | None:
+    """RNN layers and cells take 'tanh' or 'relu'; LSTM/GRU have fixed gate functions."""
+    label = layer_label(layer)
+    if layer.kind != "rnn":
+        if nonlinearity is not None:
+            raise LayerArgumentError(
+                f"{label}: got nonlinearity={nonlinearity!r}, but an {layer.kind.upper()} has "
+                "fixed gate functions (sigmoid gates, tanh candidate) as torch's, so it would "
+                f"be ignored. Remove the argument; nonlinearity applies to nn.RNN/nn.RNNCell "
+                "only.")
+        return None
+    nonlinearity = "tanh" if nonlinearity is None else nonlinearity
+    return check_choice(layer, "nonlinearity", nonlinearity, ("tanh", "relu"))
+
+
 class _Recurrent(Layer):
     kind = "rnn"
 
-    def __init__(self, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+    @positional_limit(1, _torch_order_hint)
+    def __init__(self, hidden_size: int, *, num_layers: int = 1, bidirectional: bool = False,
                  batch_first: bool = False, dropout: float = 0.0, bias: bool = True,
                  return_sequences: bool = True, return_state: bool = False,
-                 nonlinearity: str = "tanh", name: str | None = None):
+                 nonlinearity: str | None = None, name: str | None = None):
         super().__init__(name)
-        if hidden_size < 1 or num_layers < 1:
-            raise ValueError(f"nn.{type(self).__name__}: hidden_size and num_layers must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"nn.{type(self).__name__}: dropout must be in [0, 1), got {dropout}")
-        self.hidden, self.num_layers, self.bidirectional = hidden_size, num_layers, bidirectional
-        self.batch_first, self.dropout, self.use_bias = batch_first, dropout, bias
-        self.return_sequences, self.return_state = return_sequences, return_state
-        self.nonlinearity = nonlinearity
+        self.hidden = check_int(self, "hidden_size", hidden_size)
+        self.num_layers = check_int(self, "num_layers", num_layers)
+        self.bidirectional = check_bool(self, "bidirectional", bidirectional)
+        self.batch_first = check_bool(self, "batch_first", batch_first)
+        self.dropout = check_float(self, "dropout", dropout, 0.0, 1.0, high_open=True, hint=(
+            "It is the drop probability between stacked layers (torch's dropout)."))
+        self.use_bias = check_bool(self, "bias", bias)
+        self.return_sequences = check_bool(self, "return_sequences", return_sequences)
+        self.return_state = check_bool(self, "return_state", return_state)
+        self.nonlinearity = check_nonlinearity(self, nonlinearity)
 
     def prefix(self) -> str:
         return self.kind

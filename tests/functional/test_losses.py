@@ -266,15 +266,16 @@ def test_regularizers(rng):
         "fc2": {"weight": rng.standard_normal((1, 3))},
     }
     w2 = sum(float((params[k]["weight"] ** 2).sum()) for k in params)
-    np.testing.assert_allclose(R.l2_penalty(params), w2, rtol=1e-12)
+    # Biases count by default (as optim weight_decay decays them); excluded on request.
+    np.testing.assert_allclose(R.l2_penalty(params, exclude_bias=True), w2, rtol=1e-12)
     np.testing.assert_allclose(
-        R.l2_penalty(params, exclude_bias=False),
+        R.l2_penalty(params),
         w2 + float((params["fc1"]["bias"] ** 2).sum()),
         rtol=1e-12,
     )
     w1 = sum(float(np.abs(params[k]["weight"]).sum()) for k in params)
-    np.testing.assert_allclose(R.l1_penalty(params), w1, rtol=1e-12)
-    g = gd.grad(R.l2_penalty)(params)
+    np.testing.assert_allclose(R.l1_penalty(params, exclude_bias=True), w1, rtol=1e-12)
+    g = gd.grad(lambda p: R.l2_penalty(p, exclude_bias=True))(params)
     np.testing.assert_allclose(g["fc1"]["weight"], 2 * params["fc1"]["weight"])
     assert not g["fc1"]["bias"].any()
 

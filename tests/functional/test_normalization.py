@@ -93,6 +93,34 @@ def test_batch_norm_errors():
         batch_norm(np.ones(3), None, None, None, None, True)
 
 
+@pytest.mark.parametrize("momentum", [4, -0.1, 1.5, float("nan")])
+def test_batch_norm_momentum_out_of_range_is_refused(momentum):
+    # momentum=4 (a channel count in the momentum slot) used to drive the running
+    # variance negative: (1 - 4) * 1 + 4 * small < 0.
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    with pytest.raises(ValueError, match=r"batch_norm: momentum must be in \[0.0, 1.0\]"):
+        batch_norm(x, None, None, np.zeros(3), np.ones(3), True, momentum=momentum)
+
+
+def test_batch_norm_scalar_arguments_are_checked():
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    stats = (np.zeros(3), np.ones(3))
+    with pytest.raises(TypeError, match="momentum must be a number"):
+        batch_norm(x, None, None, *stats, True, momentum=np.ones(3))
+    with pytest.raises(ValueError, match=r"eps must be in \(0.0, inf\)"):
+        batch_norm(x, None, None, *stats, True, eps=0.0)
+    with pytest.raises(TypeError, match="train must be True or False"):
+        batch_norm(x, None, None, *stats, "yes")
+    # The ends of the range are valid: momentum 0 keeps the running statistics, 1 replaces
+    # them by the batch's (unbiased variance, as torch).
+    _, (m0, v0) = batch_norm(x, None, None, *stats, True, momentum=0)
+    np.testing.assert_array_equal(m0, 0.0)
+    np.testing.assert_array_equal(v0, 1.0)
+    _, (m1, v1) = batch_norm(x, None, None, *stats, np.bool_(True), momentum=1.0)
+    np.testing.assert_allclose(m1, x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(v1, x.var(axis=0, ddof=1), rtol=1e-12)
+
+
 @pytest.mark.parametrize("norm_shape", [(5,), (4, 5)])
 def test_layer_norm(norm_shape, device, xp, rng):
     x = rng.standard_normal((2, 3, 4, 5)) * 3

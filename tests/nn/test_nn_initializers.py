@@ -51,7 +51,7 @@ def test_basic_initializers():
     np.testing.assert_array_equal(_draw(inits.zeros(), (3, 2)), 0.0)
     np.testing.assert_array_equal(_draw(inits.ones(), (3, 2)), 1.0)
     np.testing.assert_array_equal(_draw(inits.constant(0.1), (2,)), 0.1)
-    w = _draw(inits.normal(0.5, mean=2.0))
+    w = _draw(inits.normal(mean=2.0, std=0.5))
     assert abs(w.std() - 0.5) < 0.01 and abs(w.mean() - 2.0) < 0.01
     w = _draw(inits.uniform(-2.0, 3.0))
     assert w.min() >= -2.0 and w.max() < 3.0 and abs(w.mean() - 0.5) < 0.02

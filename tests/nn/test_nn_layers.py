@@ -109,13 +109,22 @@ TABLE = {
             {f"{w}_l0{d}": s for d in ("", "_reverse")
              for w, s in (("weight_ih", (9, 4)), ("weight_hh", (9, 3)), ("bias_ih", (9,)),
                           ("bias_hh", (9,)))}),
+    "RNNCell": (lambda: nn.RNNCell(3), lambda: f64(2, 4), (2, 3),
+                {"weight_ih": (3, 4), "weight_hh": (3, 3), "bias_ih": (3,), "bias_hh": (3,)}),
+    "LSTMCell": (lambda: nn.LSTMCell(3), lambda: f64(2, 4), [(2, 3), (2, 3)],
+                 {"weight_ih": (12, 4), "weight_hh": (12, 3), "bias_ih": (12,),
+                  "bias_hh": (12,)}),
+    "GRUCell": (lambda: nn.GRUCell(3), lambda: f64(2, 4), (2, 3),
+                {"weight_ih": (9, 4), "weight_hh": (9, 3), "bias_ih": (9,), "bias_hh": (9,)}),
+    "Subsampling2d": (lambda: nn.Subsampling2d(2), lambda: f64(2, 3, 4, 4), (2, 3, 2, 2),
+                      {"weight": (3,), "bias": (3,)}),
 }
 
 # Not layers to instantiate on their own: the base class.
 ABSTRACT = {"Layer"}
 
 LEAF_NAME = re.compile(
-    r"^(weight|bias|running_mean|running_var|(weight|bias)_(ih|hh)_l\d+(_reverse)?)$")
+    r"^(weight|bias|running_mean|running_var|(weight|bias)_(ih|hh)(_l\d+(_reverse)?)?)$")
 SEGMENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

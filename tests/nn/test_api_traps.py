@@ -1,0 +1,242 @@
+"""Torch/Keras habits that used to be silently misread now work as torch does or fail loudly.
+
+Each test provokes one trap from the API audit: a hyper-parameter landing in the ``name``
+slot, torch-order positional calls into gpudl's inferred-size signatures, the
+initializer's argument order, and arguments that were accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl import nn
+from gpudl.errors import GpudlError
+from gpudl.nn import initializers as inits
+
+R = np.random.default_rng(11)
+KEY = gd.random.key(0)
+
+
+def _apply(layer, x):
+    p, s = layer.init(KEY, x)
+    return layer.apply(p, s, x)[0]
+
+
+# ------------------------------------------------- 1. activations: hyper-parameter first
+def test_activation_hyper_parameter_is_the_first_positional_argument():
+    x = np.array([[-2.0, -0.5, 0.0, 1.5]])
+    np.testing.assert_allclose(_apply(nn.LeakyReLU(0.2), x), np.where(x > 0, x, 0.2 * x))
+    np.testing.assert_allclose(_apply(nn.ELU(0.5), x), np.where(x > 0, x, 0.5 * np.expm1(x)))
+    np.testing.assert_allclose(_apply(nn.Softplus(2.0), x), np.log1p(np.exp(2.0 * x)) / 2.0,
+                               rtol=1e-12)
+    np.testing.assert_allclose(_apply(nn.Hardtanh(-0.5, 0.5), x), np.clip(x, -0.5, 0.5))
+    z = R.standard_normal((3, 2))
+    e = np.exp(z - z.max(axis=0))
+    np.testing.assert_allclose(_apply(nn.Softmax(0), z), e / e.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(_apply(nn.Softmax(dim=0), z), e / e.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(_apply(nn.LogSoftmax(0), z), np.log(e / e.sum(axis=0)),
+                               rtol=1e-12)
+    for layer in (nn.LeakyReLU(0.2), nn.ELU(0.5), nn.Softplus(2.0), nn.Softmax(0)):
+        assert layer.name is None  # nothing ended up in the name slot
+    assert nn.LeakyReLU(0.2, name="act").name == "act"
+
+
+def test_old_positional_name_gets_a_message_not_a_wrong_slope():
+    with pytest.raises(nn.LayerArgumentError, match=r"negative_slope must be a number, got "
+                                                    r"'act'.*name='act'"):
+        nn.LeakyReLU("act")
+    with pytest.raises(nn.LayerArgumentError, match="nn.ReLU takes no positional arguments"):
+        nn.ReLU("relu1")
+    with pytest.raises(nn.LayerArgumentError, match="inplace"):
+        nn.ReLU(True)
+    with pytest.raises(nn.LayerArgumentError, match=r"nn.Activation takes 1 positional"):
+        nn.Activation("relu", "act")
+    with pytest.raises(nn.LayerArgumentError, match="does not take"):
+        nn.Activation("relu", slope=0.1)  # caught at construction, not at the first forward
+    with pytest.raises(nn.LayerArgumentError, match=r"beta must be in \(0, inf\)"):
+        nn.Softplus(0.0)
+    with pytest.raises(nn.LayerArgumentError, match="min_val must be below max_val"):
+        nn.Hardtanh(1.0, -1.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Dense(3, name=0.2),
+    lambda: nn.Conv2d(3, 3, name=1),
+    lambda: nn.Dropout(0.5, name=True),
+    lambda: nn.BatchNorm2d(name=0.1),
+    lambda: nn.LSTM(4, name=2),
+    lambda: nn.Sequential([nn.ReLU()], name=3),
+    lambda: nn.Identity(0.2),
+    lambda: nn.Concatenate(1, 2),
+    lambda: nn.Subsampling2d(2, name=6),
+    lambda: nn.Embedding.from_pretrained(np.eye(3), name=1),
+])
+def test_non_str_name_is_rejected_everywhere(make):
+    with pytest.raises(nn.LayerArgumentError, match="name must be a str or None"):
+        make()
+
+
+def test_the_error_is_a_gpudl_error_and_both_type_and_value_error():
+    with pytest.raises(GpudlError):
+        nn.Dense(3, name=1)
+    assert issubclass(nn.LayerArgumentError, TypeError)
+    assert issubclass(nn.LayerArgumentError, ValueError)
+
+
+# ------------------------------------------------------------ 2. torch-order positionals
+def test_linear_torch_order_is_refused_with_the_fix():
+    with pytest.raises(nn.LayerArgumentError, match=r"for torch's Linear\(in_features, "
+                                                    r"out_features\) = Linear\(4, 10\) write "
+                                                    r"nn.Linear\(10\)"):
+        nn.Linear(4, 10)
+    with pytest.raises(nn.LayerArgumentError, match="bias must be True or False, got 10"):
+        nn.Linear(4, bias=10)
+    with pytest.raises(nn.LayerArgumentError, match="features must be an int >= 1"):
+        nn.Dense(0)
+    with pytest.raises(nn.LayerArgumentError, match="features must be an int"):
+        nn.Dense(4.0)
+    assert nn.Dense(np.int64(4)).features == 4
+    assert str(inspect.signature(nn.Dense)).startswith("(features: 'int', *, bias")
+
+
+def test_batchnorm_num_features_is_checked_and_momentum_is_keyword_only():
+    x = R.standard_normal((8, 4))
+    layer = nn.BatchNorm1d(4)  # torch's spelling now means what torch means
+    p, s = layer.init(KEY, x)
+    _, s2 = layer.apply(p, s, x, train=True)
+    np.testing.assert_allclose(s2["running_var"], 0.9 + 0.1 * x.var(axis=0, ddof=1))
+    assert (s2["running_var"] > 0).all()
+    with pytest.raises(gd.ShapeError, match="num_features=4 but the input has 3 channels"):
+        nn.BatchNorm1d(4).init(KEY, np.zeros((2, 3)))
+    with pytest.raises(nn.LayerArgumentError, match=r"momentum must be in \[0, 1\], got 4"):
+        nn.BatchNorm1d(momentum=4)
+    with pytest.raises(nn.LayerArgumentError, match="momentum=None"):
+        nn.BatchNorm2d(momentum=None)
+    with pytest.raises(nn.LayerArgumentError, match=r"eps=\.\.\., momentum=\.\.\."):
+        nn.BatchNorm2d(64, 1e-5, 0.1)  # torch's positional (num_features, eps, momentum)
+    with pytest.raises(nn.LayerArgumentError, match="num_features must be an int"):
+        nn.BatchNorm1d(0.9)  # a Keras-style momentum in the first slot
+    with pytest.raises(nn.LayerArgumentError, match=r"eps must be in \(0, inf\)"):
+        nn.BatchNorm2d(eps=0.0)
+    with pytest.raises(nn.LayerArgumentError, match="affine must be True or False"):
+        nn.BatchNorm2d(affine=1)
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_torch_order_is_refused(cls):
+    name = cls.__name__
+    with pytest.raises(nn.LayerArgumentError,
+                       match=rf"torch's {name}\(input_size, hidden_size\) = {name}\(4, 6\) "
+                             rf"write nn.{name}\(6\)"):
+        cls(4, 6)
+    with pytest.raises(nn.LayerArgumentError, match="num_layers must be an int >= 1, got 0"):
+        cls(4, num_layers=0)
+    with pytest.raises(nn.LayerArgumentError, match="num_layers must be an int >= 1, got 2.0"):
+        cls(4, num_layers=2.0)
+    with pytest.raises(nn.LayerArgumentError, match="batch_first must be True or False"):
+        cls(4, batch_first=1)
+    with pytest.raises(nn.LayerArgumentError, match=r"dropout must be in \[0, 1\)"):
+        cls(4, dropout=1.5)
+
+
+def test_transformer_layers_torch_order_is_refused():
+    x = np.zeros((2, 3, 16))
+    with pytest.raises(nn.LayerArgumentError, match=r"looks like torch's TransformerEncoderLayer"
+                                                    r"\(d_model, nhead"):
+        nn.TransformerEncoderLayer(16, 4).init(KEY, x)
+    with pytest.raises(nn.LayerArgumentError, match="num_heads=16 equals the embedding size"):
+        nn.TransformerDecoderLayer(16, 4).init(KEY, {"x": x})
+    with pytest.raises(nn.LayerArgumentError, match=r"\(num_heads, ff_dim, \*"):
+        nn.TransformerEncoderLayer(4, 64, 0.1)  # torch's positional dropout
+    with pytest.raises(nn.LayerArgumentError, match="unknown activation|'relu' or 'gelu'"):
+        nn.TransformerEncoderLayer(4, 64, activation=0)
+    # The documented order still works: (num_heads, ff_dim).
+    p, s = nn.TransformerEncoderLayer(4, 32).init(KEY, x)
+    assert p["linear1"]["weight"].shape == (32, 16)
+    assert p["self_attn"]["q_proj"]["weight"].shape == (16, 16)
+
+
+def test_multi_head_attention_and_conv_torch_order_are_refused():
+    with pytest.raises(nn.LayerArgumentError, match=r"torch's MultiheadAttention\(embed_dim, "
+                                                    r"num_heads\) = MultiheadAttention\(16, 4\) "
+                                                    r"write nn.MultiHeadAttention\(4\)"):
+        nn.MultiHeadAttention(16, 4)
+    with pytest.raises(nn.LayerArgumentError, match=r"torch's Conv2d\(1, 6, 5\) write "
+                                                    r"nn.Conv2d\(6, 5\)"):
+        nn.Conv2d(1, 6, 5)
+    with pytest.raises(nn.LayerArgumentError, match="ConvTranspose2d"):
+        nn.ConvTranspose2d(8, 4, 4, 2)
+    with pytest.raises(nn.LayerArgumentError, match="bias must be True or False"):
+        nn.Conv2d(6, 5, bias=3)
+    assert nn.Conv2d(6, 5, stride=2, padding="same").stride == 2
+
+
+def test_embedding_takes_torch_padding_idx_position():
+    emb = nn.Embedding(10, 4, 0)  # torch: Embedding(num_embeddings, embedding_dim, padding_idx)
+    p, _ = emb.init(KEY, np.array([[0, 1]]))
+    np.testing.assert_array_equal(p["weight"][0], 0.0)
+    assert nn.Embedding(10, 4, -1).padding_idx == 9  # torch normalises a negative index
+    with pytest.raises(nn.LayerArgumentError, match="padding_idx must be in"):
+        nn.Embedding(10, 4, 10)
+    with pytest.raises(nn.LayerArgumentError, match="takes 3 positional arguments"):
+        nn.Embedding(10, 4, None, "normal")
+
+
+def test_other_layers_validate_their_arguments():
+    with pytest.raises(nn.LayerArgumentError, match=r"rate must be in \[0, 1\)"):
+        nn.Dropout(1.0)
+    with pytest.raises(nn.LayerArgumentError, match="takes 1 positional"):
+        nn.Dropout(0.5, True)  # torch's (p, inplace)
+    with pytest.raises(nn.LayerArgumentError, match="kernel_size must be an int >= 1"):
+        nn.MaxPool2d(0)
+    with pytest.raises(nn.LayerArgumentError, match="normalized_shape must be an int"):
+        nn.LayerNorm(0.5)
+    with pytest.raises(nn.LayerArgumentError, match="torch's nn.Sequential"):
+        nn.Sequential(nn.Dense(2), nn.ReLU())
+    with pytest.raises(nn.LayerArgumentError, match="a list of layers"):
+        nn.Sequential(nn.Dense(2))
+
+
+# ------------------------------------------------------------------- 3. initializers
+def test_normal_initializer_takes_mean_and_std_by_keyword():
+    w = inits.normal(mean=2.0, std=0.5)(KEY, (200, 200), dtype=np.float64, device="cpu")
+    assert abs(w.mean() - 2.0) < 0.01 and abs(w.std() - 0.5) < 0.01
+    with pytest.raises(nn.LayerArgumentError, match=r"normal\(mean=0.0, std=0.02\)"):
+        inits.normal(0.0, 0.02)  # torch's order would have given a constant before
+    with pytest.raises(nn.LayerArgumentError, match=r"std must be in \(0, inf\), got 0"):
+        inits.normal(std=0.0)
+    with pytest.raises(nn.LayerArgumentError, match="std must be in"):
+        inits.normal(mean=0.0, std=-1.0)
+    with pytest.raises(nn.LayerArgumentError, match="low must be below high"):
+        inits.uniform(1.0, -1.0)
+    # Name lookup still gives the standard normal.
+    w = inits.get("normal", None)(KEY, (100, 100), dtype=np.float64, device="cpu")
+    assert abs(w.std() - 1.0) < 0.03
+
+
+# ------------------------------------------------------------- 4. ignored nonlinearity
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU])
+def test_gated_layers_refuse_nonlinearity(cls):
+    with pytest.raises(nn.LayerArgumentError, match=r"nonlinearity='relu'.*would be ignored"):
+        cls(4, nonlinearity="relu")
+    with pytest.raises(nn.LayerArgumentError, match="nonlinearity"):
+        cls(4, nonlinearity="tanh")
+
+
+def test_rnn_nonlinearity_is_used():
+    x = R.standard_normal((3, 2, 4))
+    relu = nn.RNN(5, nonlinearity="relu")
+    p, s = relu.init(KEY, x)
+    y = relu.apply(p, s, x)[0]
+    h = np.zeros((2, 5))
+    for t in range(3):  # naive Elman reference
+        h = np.maximum(x[t] @ p["weight_ih_l0"].T + p["bias_ih_l0"]
+                       + h @ p["weight_hh_l0"].T + p["bias_hh_l0"], 0.0)
+        np.testing.assert_allclose(y[t], h, rtol=1e-12)
+    assert nn.RNN(5).nonlinearity == "tanh"
+    with pytest.raises(nn.LayerArgumentError, match="nonlinearity must be one of"):
+        nn.RNN(5, nonlinearity="sigmoid")
