@@ -1,6 +1,7 @@
 """Recurrent models and decoding: shapes, parameter counts and outputs against torch,
 variable lengths against unpadded runs, decoding against plain-Python references, and
-short trainings (char LM, adding task, seq2seq reversal)."""
+short trainings (char LM; the adding task for Elman, LSTM, GRU, deep and bidirectional
+variants; a sentiment-style many-to-one classifier; seq2seq reversal)."""
 
 from __future__ import annotations
 
@@ -307,6 +308,67 @@ def test_adding_task_lstm_loss_decreases():
     p, losses = _train(lambda p: F.mse_loss(net.apply(p, {}, x)[0], y), p, 40, 1e-2)
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
     assert losses[-1] < 0.17  # variance of the target (predicting its mean) is 1/6
+
+
+@pytest.mark.parametrize("kind,layers,bidir,steps", [
+    ("rnn", 1, False, 300),  # Elman: slower to learn than the gated cells
+    ("rnn", 2, True, 200),
+    ("lstm", 2, False, 200),
+    ("gru", 1, True, 200),
+    ("gru", 2, True, 200),
+])
+def test_recurrent_variants_learn_the_adding_task(kind, layers, bidir, steps):
+    # Short sequences, fresh mini-batches from a pool, error measured on held-out sequences.
+    x, y = adding_task(2048, length=6, seed=0)
+    x_test, y_test = adding_task(256, length=6, seed=1)
+    net = rnn_classifier(1, hidden=16, kind=kind, num_layers=layers, bidirectional=bidir)
+    p, _ = net.init(gd.random.key(0), x_test)
+    rng = np.random.default_rng(0)
+
+    def batch(i):
+        idx = rng.integers(0, len(x), 64)
+        return x[idx], y[idx]
+
+    p, losses = _train(lambda p, xb, yb: F.mse_loss(net.apply(p, {}, xb)[0], yb), p, steps,
+                       1e-2, batch)
+    assert np.mean(losses[-10:]) < 0.5 * losses[0]
+    # Predicting the mean, the best a model can do without reading the marked values,
+    # scores var(y); the trained network must explain more than half of that variance.
+    test_mse = float(F.mse_loss(net.apply(p, {}, x_test)[0], y_test))
+    assert test_mse < 0.5 * float(y_test.var())
+
+
+_POSITIVE, _NEGATIVE, _VOCAB, _MAX_LEN = (1, 2, 3), (4, 5, 6), 20, 10
+
+
+def _reviews(rng, n):
+    """Right-padded 'reviews' of 4.._MAX_LEN tokens: neutral words (7..19) and three opinion
+    words at distinct positions; the label is 1 when most opinion words are positive."""
+    lengths = rng.integers(4, _MAX_LEN + 1, n)
+    ids = rng.integers(7, _VOCAB, (n, _MAX_LEN))
+    polarity = rng.integers(0, 2, (n, 3))  # 1 = positive
+    for row in range(n):
+        where = rng.choice(lengths[row], 3, replace=False)
+        ids[row, where] = np.where(polarity[row] == 1, rng.choice(_POSITIVE, 3),
+                                   rng.choice(_NEGATIVE, 3))
+    ids[np.arange(_MAX_LEN)[None] >= lengths[:, None]] = 0  # padding
+    return {"ids": ids, "lengths": lengths}, (polarity.sum(axis=1) >= 2).astype(np.int64)
+
+
+def test_sequence_classifier_learns_majority_sentiment():
+    rng = np.random.default_rng(0)
+    x_test, y_test = _reviews(np.random.default_rng(100), 500)
+    model = SequenceClassifier(_VOCAB, 2, embed_dim=8, hidden=16)
+    p, _ = model.init(gd.random.key(0), x_test["ids"][:2])
+
+    def loss(p, xb, yb):
+        return F.softmax_cross_entropy(model.apply(p, {}, xb)[0], yb)
+
+    p, losses = _train(loss, p, 60, 1e-2, lambda i: _reviews(rng, 64))
+    assert np.mean(losses[-5:]) < 0.5 * losses[0]
+    logits, _ = model.apply(p, {}, x_test)
+    accuracy = float((np.argmax(gd.to_numpy(logits), axis=1) == y_test).mean())
+    assert accuracy > 0.9  # chance (and the majority class) is about 0.5
 
 
 # ----------------------------------------------------------------------------- seq2seq

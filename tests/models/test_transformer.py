@@ -199,7 +199,6 @@ def test_gpt_generate_greedy_matches_full_rollout_and_sampling_is_keyed():
                                                    key=gd.random.key(0)))
 
 
-@pytest.mark.slow
 def test_gpt_overfits_a_tiny_corpus():
     text = "the quick brown fox jumps over the lazy dog. " * 4
     x, y, vocab = char_corpus(text, seq_len=32)
