@@ -16,34 +16,63 @@
 //                                     and w + pL - kw*dW = ow*sW (0 where no such oh/ow:
 //                                     the gather form of conv2d.cu's col2im)
 //       B_g[(o, kh, kw), c]         = w[g*Og + o, c, kh, kw]
-//   Backward-weight stays on version 1 (im2col + cuBLAS): its GEMM reduces over N*Ho*Wo
-//   into a small (Og, K) output and needs split-K to fill a GPU; not written yet.
+//   conv2d_igemm_backward_weight  dw (O, C/G, kH, kW) from x and dy: a GEMM that reduces
+//       over the output pixels into the small weight gradient,
+//       DW_g (Og x K) = dY_g^T (Og x M) @ A_g (M x K),  M = N*Ho*Wo, K = Cg*kH*kW
+//       dY_g[(n, oh, ow), o] = dy[n, g*Og + o, oh, ow];  A_g: the forward's gather from x
+//   conv2d_igemm_sum_splits  dw = (dw if accumulate) + sum over s of ws[s]: the split-K
+//       combine of backward-weight (below).
 //
-// Tiling: a block of 256 threads computes a 64 (M) x 64 (Og or Cg) tile of its group's
-// output with K in steps of 16. Per step the block stages A (16 x 64, gathered, zero for
-// padding and out-of-range rows) and B (16 x 64) in shared memory; every thread owns a
-// 4 x 4 register micro-tile at rows tx + 16*i and columns ty + 16*j (tx = tid % 16,
-// ty = tid / 16), so shared-memory reads are conflict-free or broadcasts and consecutive
-// threads store consecutive output pixels. The next step's tile is loaded into registers
-// while the current one is multiplied (one shared buffer, two barriers per step). Plain
-// FMA in T (float or double): no tensor cores, no TF32, so float32 matches the NumPy twin
-// to 1e-4; the summation order differs from cuBLAS (parity is to rounding, not bitwise).
+// Tiling (forward, backward-data): a block of 256 threads computes a 64 (M) x 64 (Og or Cg)
+// tile of its group's output with K in steps of 16. Per step the block stages A (16 x 64,
+// gathered, zero for padding and out-of-range rows) and B (16 x 64) in shared memory; every
+// thread owns a 4 x 4 register micro-tile at rows tx + 16*i and columns ty + 16*j (tx = tid
+// % 16, ty = tid / 16), so shared-memory reads are conflict-free or broadcasts and
+// consecutive threads store consecutive output pixels. The next step's tile is loaded into
+// registers while the current one is multiplied (one shared buffer, two barriers per step).
+// Plain FMA in T (float or double): no tensor cores, no TF32, so float32 matches the NumPy
+// twin to 1e-4; the summation order differs from cuBLAS (parity is to rounding, not
+// bitwise).
+//
+// Backward-weight tiling and split-K: M is long (the whole batch's pixels) and the output
+// small (Og x K), so output tiles alone would leave most of a GPU idle. The grid is
+// (k tiles * splits, Og tiles, G): a block computes a 64 (o) x 64 (k) tile of DW_g over one
+// split's slice of M (m_chunk consecutive pixels, a multiple of the step) in steps of 32
+// pixels, staging dY (32 x 64) and the gathered A (32 x 64) in shared memory with the same
+// register prefetch, two barriers per step and 4 x 4 micro-tiles (thread (tx, ty) owns
+// o = ty + 16*i, k = tx + 16*j, so stores of a dW row coalesce). The loaders map a warp to 32
+// consecutive pixels of one channel plane, so dy reads coalesce (x reads too when sW = 1);
+// the column half of every address is decoded once per block, the pixel half once per step.
+// Each split writes its partial tile to a workspace ws (splits, G, Og, K); then
+// conv2d_igemm_sum_splits adds the splits in index order into dw (and adds to dw's running
+// total across batch chunks). No atomics: the result is deterministic, bit-identical from
+// run to run for a given split count (the host's heuristic depends only on the shapes). With
+// one split and one batch chunk the kernel writes dw itself. The split count: enough
+// blocks for about two waves of 132 SMs (H100), each split at least 8 steps long
+// (conv_igemm.weight_splits). The workspace costs
+// splits * O * K elements, small next to the im2col matrix version 1 writes (K * N*Ho*Wo).
 //
 // Shapes: all arrays C-contiguous, one dtype T; sizes < 2^31 (int32 indexing; the launcher
-// checks). Padding top/left (pT, pL) only: bottom/right padding changes Ho, Wo, which the
-// host computes as in conv2d.cu. Grid (ceil(M/64), ceil(cols/64), G); the host falls back
-// to version 1 where that exceeds CUDA's grid limits.
+// checks, the host splits the batch so x and dy slices stay below it and caps splits so
+// splits * O * K does too). Padding top/left (pT, pL) only: bottom/right padding changes
+// Ho, Wo, which the host computes as in conv2d.cu. Grid (ceil(M/64), ceil(cols/64), G) for
+// forward and backward-data, (ceil(K/64) * splits, ceil(Og/64), G) for backward-weight; the
+// host falls back to version 1 where that exceeds CUDA's grid limits.
 //
 // Tested: tests/functional/test_conv_igemm.py (GPU vs the NumPy twin over conv2d's shape
 // grid: strides, paddings incl. asymmetric, dilations, groups, depthwise, 1x1, sizes not
-// multiples of the tile; float32 rtol 1e-4, float64 rtol 1e-10) and, with
-// GPUDL_CONV_IMPL=igemm, the whole of tests/functional/test_conv.py.
+// multiples of the tile; backward-weight with the heuristic split count and with forced
+// splits that leave a short last slice, and across batch chunks; float32 rtol 1e-4,
+// float64 rtol 1e-10) and, with GPUDL_CONV_IMPL=igemm, the whole of
+// tests/functional/test_conv.py.
 // Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
 // emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
 // through gpudl's GPU code path against the twin, and again under AddressSanitizer.
-// Benchmarked: benchmarks/kernels_conv.py (rows "gpudl-igemm", forward+backward with
-// GPUDL_CONV_IMPL=igemm, beside the version-1 rows); version 2 is selected by default
-// only for shapes where it measured faster (gpudl/functional/conv_igemm.py).
+// Benchmarked: benchmarks/kernels_conv.py (row "gpudl-igemm": forward+backward with
+// GPUDL_CONV_IMPL=igemm, all three products on this file once conv_bodies routes
+// backward-weight here; rows "fwd-*", "bwd-data-*" per product, beside the version-1 rows);
+// version 2 is selected by default only for shapes where it measured faster
+// (gpudl/functional/conv_igemm.py). Backward-weight's speed is unmeasured so far.
 // (No common.cuh helpers are needed: plain loads, FMAs and barriers.)
 
 namespace gpudl_igemm {
@@ -208,6 +237,141 @@ __device__ __forceinline__ void igemm_body(const T* __restrict__ a_src,  // x or
   }
 }
 
+// ---- backward-weight: dW_g (Og x K) = dY_g^T (Og x M) @ A_g (M x K), split-K over M ----
+constexpr int WK = 32;                              // pixels (reduction) per step
+constexpr int W_PER_THREAD = WK * BN / THREADS;     // 8 elements of each operand per step
+static_assert(BM == BN && THREADS % WK == 0, "the weight loader shares one mapping");
+
+// One block: the (64 o x 64 k) tile (blockIdx.y, kt) of group blockIdx.z, reduced over the
+// pixels [m_begin, m_end) of split `split`, written to ws[split] (G, Og, K).
+template <typename T>
+__device__ __forceinline__ void weight_body(const T* __restrict__ x,   // (N, C, H, W)
+                                            const T* __restrict__ dy,  // (N, O, Ho, Wo)
+                                            T* __restrict__ ws,        // (splits, G, Og, K)
+                                            int m_chunk, const Geometry& q) {
+  __shared__ T Ds[WK][BM + 1];  // dY tile, [pixel][o]; +1: the loaders write down columns
+  __shared__ T Xs[WK][BN + 1];  // A tile,  [pixel][k]
+
+  const int Cg = q.C / q.G, Og = q.O / q.G;
+  const int kHW = q.kH * q.kW;
+  const int K = Cg * kHW;
+  const int L = q.Ho * q.Wo;
+  const int M = q.N * L;
+  const int k_tiles = (K + BN - 1) / BN;
+  const int split = blockIdx.x / k_tiles;
+  const int k0 = (blockIdx.x - split * k_tiles) * BN;
+  const int o0 = blockIdx.y * BM;
+  const int g = blockIdx.z;
+  const int tid = threadIdx.x;
+  // This split's pixels; written so nothing overflows when M is close to 2^31.
+  const int m_begin = split * m_chunk;  // < M: the host launches ceil(M / m_chunk) splits
+  const int m_len = m_chunk < M - m_begin ? m_chunk : M - m_begin;
+  const int steps = m_len > 0 ? (m_len - 1) / WK + 1 : 0;
+
+  // Loader: pixel slot p = tid % WK (a warp reads 32 consecutive pixels of one channel
+  // plane: coalesced for dY, and for x when sW = 1), columns c0 + 8*j of both tiles. The
+  // column part of each address is fixed for the block, so it is decoded once here.
+  const int p = tid % WK;
+  const int c0 = tid / WK;
+  int d_off[W_PER_THREAD];             // (g*Og + o) * L, or -1 past Og
+  int x_off[W_PER_THREAD];             // (g*Cg + c) * H * W, or -1 past K
+  int x_dh[W_PER_THREAD], x_dw[W_PER_THREAD];  // kh*dH, kw*dW
+#pragma unroll
+  for (int j = 0; j < W_PER_THREAD; ++j) {
+    const int o = o0 + c0 + j * (THREADS / WK);
+    d_off[j] = o < Og ? (g * Og + o) * L : -1;
+    const int k = k0 + c0 + j * (THREADS / WK);
+    x_off[j] = -1;
+    x_dh[j] = x_dw[j] = 0;
+    if (k < K) {
+      const int c = k / kHW;
+      const int t = k - c * kHW;
+      const int kh = t / q.kW;
+      x_off[j] = (g * Cg + c) * q.H * q.W;
+      x_dh[j] = kh * q.dH;
+      x_dw[j] = (t - kh * q.kW) * q.dW;
+    }
+  }
+
+  T d_reg[W_PER_THREAD], x_reg[W_PER_THREAD];
+  auto load_tiles = [&](int step) {
+    const int ms = m_begin + step * WK;
+    const bool ok = p < m_len - step * WK;  // this slot's pixel is inside the split
+    int d_base = 0, x_base = 0, h0 = 0, w0 = 0;
+    if (ok) {
+      const int m = ms + p;
+      const int n = m / L;
+      const int l = m - n * L;
+      const int oh = l / q.Wo;
+      const int ow = l - oh * q.Wo;
+      d_base = n * q.O * L + l;
+      x_base = n * q.C * q.H * q.W;
+      h0 = oh * q.sH - q.pT;  // input row of tap kh = 0
+      w0 = ow * q.sW - q.pL;
+    }
+#pragma unroll
+    for (int j = 0; j < W_PER_THREAD; ++j) {
+      T v = T(0);
+      if (ok && d_off[j] >= 0) v = dy[d_base + d_off[j]];
+      d_reg[j] = v;
+      T u = T(0);
+      if (ok && x_off[j] >= 0) {
+        const int h = h0 + x_dh[j];
+        const int w = w0 + x_dw[j];
+        if (h >= 0 && h < q.H && w >= 0 && w < q.W) u = x[x_base + x_off[j] + h * q.W + w];
+      }
+      x_reg[j] = u;
+    }
+  };
+
+  T acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+  // Thread (tx, ty) owns o = o0 + ty + 16*i, k = k0 + tx + 16*j: consecutive threads write
+  // consecutive k of a dW row, and read consecutive Xs entries (Ds reads are broadcasts).
+  const int tx = tid % 16;
+  const int ty = tid / 16;
+  if (steps > 0) load_tiles(0);
+  for (int s = 0; s < steps; ++s) {
+#pragma unroll
+    for (int j = 0; j < W_PER_THREAD; ++j) {
+      Ds[p][c0 + j * (THREADS / WK)] = d_reg[j];
+      Xs[p][c0 + j * (THREADS / WK)] = x_reg[j];
+    }
+    __syncthreads();
+    if (s + 1 < steps) load_tiles(s + 1);  // global loads overlap the FMAs below
+#pragma unroll
+    for (int kk = 0; kk < WK; ++kk) {
+      T a[TM], b[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = Ds[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) b[j] = Xs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();  // everyone is done with Ds/Xs before the next store
+  }
+
+  // ws[split, g, o, k]: (split*G + g)*Og = split*O + g*Og, and splits*O*K < 2^31 (host).
+  T* out = ws + (split * q.O + g * Og) * K;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int o = o0 + ty + 16 * i;
+    if (o >= Og) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int k = k0 + tx + 16 * j;
+      if (k < K) out[o * K + k] = acc[i][j];
+    }
+  }
+}
+
 }  // namespace gpudl_igemm
 
 template <typename T>
@@ -231,4 +395,30 @@ conv2d_igemm_backward_data(const T* __restrict__ dy,  // (N, O, Ho, Wo)
                            int sH, int sW, int pT, int pL, int dH, int dW, int G) {
   const gpudl_igemm::Geometry q{N, C, H, W, O, Ho, Wo, kH, kW, sH, sW, pT, pL, dH, dW, G};
   gpudl_igemm::igemm_body<T, 1>(dy, w, w, dx, 0, q);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+conv2d_igemm_backward_weight(const T* __restrict__ x,   // (N, C, H, W)
+                             const T* __restrict__ dy,  // (N, O, Ho, Wo)
+                             T* __restrict__ ws,        // (splits, O, C/G*kH*kW)
+                             int m_chunk, int N, int C, int H, int W, int O, int Ho, int Wo,
+                             int kH, int kW, int sH, int sW, int pT, int pL, int dH, int dW,
+                             int G) {
+  const gpudl_igemm::Geometry q{N, C, H, W, O, Ho, Wo, kH, kW, sH, sW, pT, pL, dH, dW, G};
+  gpudl_igemm::weight_body<T>(x, dy, ws, m_chunk, q);
+}
+
+// dw[i] = (accumulate ? dw[i] : 0) + ws[0, i] + ws[1, i] + ... in that order: the split-K
+// partials (and, across batch chunks, the running total) combined deterministically.
+template <typename T>
+__global__ void __launch_bounds__(256)
+conv2d_igemm_sum_splits(const T* __restrict__ ws,  // (splits, size)
+                        T* __restrict__ dw,        // (size,)
+                        int splits, int size, int accumulate) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;  // grid: ceil(size / 256) blocks
+  if (i >= size) return;
+  T v = accumulate ? dw[i] : T(0);
+  for (int s = 0; s < splits; ++s) v += ws[s * size + i];  // < splits*size < 2^31 (host)
+  dw[i] = v;
 }

@@ -15,7 +15,12 @@ from gpudl.cuda import SOURCES
 from gpudl.errors import GpudlError
 from gpudl.functional import conv_bodies as B
 from gpudl.functional import conv_igemm as CI
-from gpudl.functional.conv import conv2d, conv2d_backward_data, conv_transpose2d
+from gpudl.functional.conv import (
+    conv2d,
+    conv2d_backward_data,
+    conv2d_backward_weight,
+    conv_transpose2d,
+)
 from gpudl.functional.conv_checks import check_conv_geometry
 
 # (x shape, w shape, stride, padding, dilation, groups): conv2d's grid (test_conv.py) plus
@@ -115,6 +120,8 @@ def test_use_igemm_follows_the_selection(monkeypatch):
     assert not CI.use_igemm("forward", *args, **GEO, impl="im2col")
     assert CI.use_igemm("forward", *args, **GEO, impl="igemm")
     assert CI.use_igemm("backward_data", *args, **GEO, impl="igemm")
+    assert CI.use_igemm("backward_weight", *args, **GEO, impl="igemm")
+    assert not CI.use_igemm("backward_weight", *args, **GEO, impl="im2col")
     # auto: only shapes in the (shipped empty) table, keyed independently of the batch.
     assert CI.AUTO_IGEMM == frozenset()
     assert not CI.use_igemm("forward", *args, **GEO, impl="auto")
@@ -123,9 +130,14 @@ def test_use_igemm_follows_the_selection(monkeypatch):
     monkeypatch.setattr(CI, "AUTO_IGEMM", frozenset({key}))
     assert CI.use_igemm("forward", *args, **GEO, impl="auto")
     assert not CI.use_igemm("backward_data", *args, **GEO, impl="auto")
+    assert not CI.use_igemm("backward_weight", *args, **GEO, impl="auto")
     assert not CI.use_igemm("forward", (2, 3, 8, 9), (4, 3, 3, 3), **GEO, impl="auto")
+    wkey = CI.auto_key("backward_weight", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
+    monkeypatch.setattr(CI, "AUTO_IGEMM", frozenset({wkey}))
+    assert CI.use_igemm("backward_weight", *args, **GEO, impl="auto")
+    assert not CI.use_igemm("forward", *args, **GEO, impl="auto")
     with pytest.raises(ValueError, match="backward_weight"):
-        CI.use_igemm("backward_weight", *args, **GEO, impl="igemm")
+        CI.use_igemm("backward_input", *args, **GEO, impl="igemm")
 
 
 def test_grid_limits_fall_back_to_im2col():
@@ -147,9 +159,31 @@ def test_batch_chunks_cover_the_batch_under_int32(monkeypatch):
 def test_kernel_source_is_registered():
     src = SOURCES["conv2d_igemm.cu"]
     assert src is CI.IGEMM_KERNELS
-    assert set(src.name_expressions) == {f"conv2d_igemm_{k}<{t}>" for k in
-                                         ("forward", "backward_data") for t in ("float", "double")}
+    assert set(src.name_expressions) == {
+        f"conv2d_igemm_{k}<{t}>" for k in ("forward", "backward_data", "backward_weight",
+                                          "sum_splits") for t in ("float", "double")}
     assert "__global__" in src.source()
+
+
+def test_weight_splits_heuristic(monkeypatch):
+    """About TARGET_BLOCKS blocks, splits of at least MIN_SPLIT_STEPS steps, workspace and
+    split slices within int32; _split_chunk never launches an empty split."""
+    step = CI.MIN_SPLIT_STEPS * CI._WK
+    # VGG 64->64 3x3 at 56x56, batch 32: 9 k tiles x 1 o tile -> 30 splits (270 blocks).
+    assert CI.weight_splits(32 * 56 * 56, 64 * 9, 64, 1) == 30
+    # 512->512 at 7x7, batch 32: 72 x 8 = 576 tiles already fill the GPU.
+    assert CI.weight_splits(32 * 49, 512 * 9, 512, 1) == 1
+    # LeNet c1 (1->6 5x5 at 28x28): 1 tile; 25088 pixels allow 98 splits of 256.
+    assert CI.weight_splits(32 * 28 * 28, 25, 6, 1) == min(CI.TARGET_BLOCKS, 32 * 784 // step)
+    assert CI.weight_splits(step - 1, 25, 6, 1) == 1
+    # Depthwise 256 channels: 256 tiles, 2 splits.
+    assert CI.weight_splits(10 ** 6, 9, 256, 256) == 2
+    monkeypatch.setattr(CI, "INT32_MAX", 1000)
+    assert CI.weight_splits(10 ** 6, 25, 6, 1) == 1000 // 150  # workspace (splits, O, K)
+    for m in (1, 31, 32, 33, 100, 257, 10 ** 5 + 7):
+        for want in (1, 2, 3, 7, 64, 10 ** 6):
+            chunk, s = CI._split_chunk(m, want)
+            assert chunk % CI._WK == 0 and 1 <= s <= want and (s - 1) * chunk < m <= s * chunk
 
 
 def test_cpu_path_ignores_the_selection(monkeypatch):
@@ -184,6 +218,24 @@ def test_conv_bodies_route_cuda_products_to_igemm(monkeypatch):
     assert seen == [("forward", geo), ("backward_data", dict(geo, x_hw=(7, 6)))]
 
 
+# Remove the marker when conv_bodies.conv2d_backward_weight_raw routes to version 2 (the
+# lead wires it; conv_bodies is not this module's to edit): strict, so the XPASS says so.
+@pytest.mark.xfail(strict=True, reason="conv_bodies does not route backward-weight to "
+                   "conv2d_backward_weight_igemm yet")
+def test_conv_bodies_route_backward_weight_to_igemm(monkeypatch):
+    rng = np.random.default_rng(7)
+    x, gy = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((2, 6, 4, 7))
+    geo = dict(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)
+    want = B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo)
+    seen = []
+    monkeypatch.setattr(CI, "conv2d_backward_weight_igemm",
+                        lambda x, g, **k: seen.append(k) or want)
+    monkeypatch.setattr(B, "device_of", lambda a: "cuda")
+    monkeypatch.setenv(CI.ENV_VAR, "igemm")
+    assert B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo) is want
+    assert seen == [dict(geo, k_hw=(3, 2))]
+
+
 # ----------------------------------------------------------------------------- kernels (GPU)
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -213,6 +265,66 @@ def test_igemm_kernels_match_twin(case, dtype):
     np.testing.assert_allclose(dx.get(), ref_dx, **_tol(dtype, ref_dx))
 
 
+def ref_conv2d_backward_weight(x, gy, k_hw, stride, padding, dilation, groups):
+    """Naive float64 loops: dw[o, c, i, j] = sum over n, oh, ow of gy * the input it saw."""
+    n_, c_, h_, w_ = x.shape
+    _, o_, ho, wo = gy.shape
+    kh, kw = k_hw
+    (sh, sw), (dh, dw), (pt, _, pl, _) = stride, dilation, padding
+    cg, og = c_ // groups, o_ // groups
+    out = np.zeros((o_, cg, kh, kw))
+    for o in range(o_):
+        c0 = (o // og) * cg
+        for i in range(kh):
+            for j in range(kw):
+                for oh in range(ho):
+                    h = oh * sh - pt + i * dh
+                    if not 0 <= h < h_:
+                        continue
+                    for ow in range(wo):
+                        v = ow * sw - pl + j * dw
+                        if 0 <= v < w_:
+                            out[o, :, i, j] += gy[:, o, oh, ow] @ x[:, c0:c0 + cg, h, v]
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("splits", [None, 1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_igemm_backward_weight_matches_twin(case, dtype, splits):
+    """Backward-weight (split-K) vs the twin and a naive loop: the heuristic split count,
+    one split (written straight to dw), and 3 (partials combined, a short last split)."""
+    cupy = gd.backend.xp_for("cuda")
+    geo = _geometry(case)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(case[0])
+    gy = rng.standard_normal(B.conv2d_forward_raw(x, rng.standard_normal(case[1]), **geo).shape)
+    k_hw = case[1][2:]
+    ref = B.conv2d_backward_weight_raw(x, gy, k_hw=k_hw, **geo)
+    if splits is None:  # the loop reference once per case
+        np.testing.assert_allclose(ref, ref_conv2d_backward_weight(x, gy, k_hw, **geo),
+                                   rtol=1e-12, atol=1e-12)
+    dw = CI.conv2d_backward_weight_igemm(cupy.asarray(x.astype(dtype)),
+                                         cupy.asarray(gy.astype(dtype)), k_hw=k_hw,
+                                         splits=splits, **geo)
+    assert dw.shape == case[1] and dw.dtype == dtype and dw.flags.c_contiguous
+    np.testing.assert_allclose(dw.get(), ref, **_tol(dtype, ref))
+
+
+@pytest.mark.gpu
+def test_igemm_backward_weight_is_deterministic():
+    """Split-K without atomics: the same inputs give the same bits, run after run."""
+    cupy = gd.backend.xp_for("cuda")
+    rng = np.random.default_rng(6)
+    x = cupy.asarray(rng.standard_normal((8, 16, 20, 20)).astype(np.float32))
+    gy = cupy.asarray(rng.standard_normal((8, 32, 20, 20)).astype(np.float32))
+    runs = [CI.conv2d_backward_weight_igemm(x, gy, k_hw=(3, 3), **GEO).get() for _ in range(3)]
+    assert CI.weight_splits(8 * 400, 16 * 9, 32, 1) > 1  # the combine kernel ran
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+
+
 @pytest.mark.gpu
 def test_selected_igemm_runs_the_public_ops(monkeypatch):
     """With GPUDL_CONV_IMPL=igemm, conv2d, its gradients and conv_transpose2d use version 2."""
@@ -240,7 +352,9 @@ def test_selected_igemm_runs_the_public_ops(monkeypatch):
         np.testing.assert_allclose(y.get(), conv2d(x, w, **kw), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(gx.get(), conv2d_backward_data(g, w, (9, 8), **kw),
                                    rtol=1e-10, atol=1e-12)
-        assert gw.shape == w.shape  # backward-weight: version 1
+        # backward-weight: version 2 once conv_bodies routes it (see the xfail below)
+        np.testing.assert_allclose(gw.get(), conv2d_backward_weight(x, g, (3, 3), **kw),
+                                   rtol=1e-10, atol=1e-12)
     xs = rng.standard_normal((2, 4, 5, 5))
     wt = rng.standard_normal((4, 3, 3, 3))
     ct = conv_transpose2d(cupy.asarray(xs), cupy.asarray(wt), stride=2, padding=1,
@@ -260,8 +374,13 @@ def test_igemm_batch_chunks(monkeypatch):
     want = B.conv2d_forward_raw(x, w, **geo)
     gy = rng.standard_normal(want.shape)
     want_dx = B.conv2d_backward_data_raw(gy, w, x_hw=(6, 6), **geo)
+    want_dw = B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 3), **geo)
     monkeypatch.setattr(CI, "INT32_MAX", 2 * 4 * 36)  # two samples per launch
     y = CI.conv2d_forward_igemm(cupy.asarray(x), cupy.asarray(w), **geo)
     np.testing.assert_allclose(y.get(), want, rtol=1e-10, atol=1e-12)
     dx = CI.conv2d_backward_data_igemm(cupy.asarray(gy), cupy.asarray(w), x_hw=(6, 6), **geo)
     np.testing.assert_allclose(dx.get(), want_dx, rtol=1e-10, atol=1e-12)
+    for splits in (None, 1, 2):  # dw accumulates over the 3 chunks (+ split partials)
+        dw = CI.conv2d_backward_weight_igemm(cupy.asarray(x), cupy.asarray(gy), k_hw=(3, 3),
+                                             splits=splits, **geo)
+        np.testing.assert_allclose(dw.get(), want_dw, rtol=1e-10, atol=1e-12)
