@@ -137,6 +137,7 @@ CONV_CASES = [
     ((2, 4, 6, 7), (4, 1, 3, 3), 1, 1, 1, 4),                 # depthwise
     ((1, 3, 5, 5), (6, 1, 3, 3), 1, "same", 1, 3),            # depthwise, multiplier 2
     ((2, 5, 4, 3), (3, 5, 1, 1), 1, 0, 1, 1),                 # 1x1 (pointwise fast path)
+    ((2, 6, 3, 4), (4, 3, 1, 1), 1, 0, 1, 2),                 # 1x1 grouped (batched matmul)
     ((2, 5, 5, 5), (3, 5, 1, 1), 2, 0, 1, 1),                 # 1x1 strided
     ((1, 2, 3, 3), (2, 2, 1, 1), 1, 1, 1, 1),                 # 1x1 padded
     ((1, 2, 5, 6), (3, 2, 3, 3), 1, ((0, 2), (1, 0)), 1, 1),  # asymmetric padding
@@ -212,6 +213,156 @@ def test_empty_batch():
     assert y.shape == (0, 3, 3, 3)
     gw = gd.grad(lambda w: conv2d(np.zeros((0, 2, 5, 5)), w).sum())(np.ones((3, 2, 3, 3)))
     assert gw.shape == (3, 2, 3, 3) and not gw.any()
+
+
+# ----------------------------------------------------------------------------- CPU paths
+# (x shape, w shape, stride, padding, dilation, groups): every CPU unrolling (rows or
+# im2col), GEMM grouping (per sample or batch-wide), kept-or-recomputed backward-weight
+# and backward-data form (conv or col2im) must agree with the loops.
+CPU_PATH_CASES = [
+    ((3, 4, 6, 5), (6, 2, 3, 3), 1, 1, 1, 2),
+    ((2, 4, 7, 9), (4, 2, 3, 2), (1, 2), ((2, 0), (1, 1)), (2, 1), 2),  # rows: sW, dH > 1
+    ((2, 3, 7, 6), (4, 3, 3, 2), 2, ((1, 0), (0, 2)), (1, 2), 1),  # im2col only (sH = 2)
+    ((2, 4, 5, 5), (6, 4, 1, 1), 1, 0, 1, 1),
+    ((2, 4, 5, 5), (4, 1, 1, 1), 1, 0, 1, 4),
+]
+CPU_STRATEGIES = {  # module constants of conv_bodies
+    "rows-per-sample": dict(ROWS_MAX_OG=10**9, ROWS_MIN_COLS=0, PER_SAMPLE_MIN_L=0),
+    "rows-batch": dict(ROWS_MAX_OG=10**9, ROWS_MIN_COLS=0, PER_SAMPLE_MIN_L=10**9),
+    "cols-per-sample": dict(ROWS_MAX_OG=0, COLS_PER_SAMPLE_MIN_L=0, AS_CONV_MIN_HW=0),
+    "cols-batch": dict(ROWS_MAX_OG=0, COLS_PER_SAMPLE_MIN_L=10**9, AS_CONV_MIN_HW=10**9),
+}
+
+
+def _check_all_products(case, g=None):
+    xs, ws, stride, padding, dilation, groups = case
+    x, w, b = _make(xs, ws, seed=16)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = conv2d(x, w, **geo)
+    g = np.random.default_rng(17).standard_normal(y.shape) if g is None else g(y.shape)
+    ref_y, ref_dx, ref_dw = ref_conv2d(x, w, None, g=g, **geo)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv2d_backward_data(g, w, xs[2:], **geo), ref_dx, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(conv2d_backward_weight(x, g, ws[2:], **geo), ref_dw,
+                               rtol=1e-12, atol=1e-12)
+    # Through gd.grad: the forward keeps its unrolled x and backward-weight takes it.
+    gx, gw = gd.grad(lambda x, w: (conv2d(x, w, **geo) * g).sum(), argnums=(0, 1))(x, w)
+    np.testing.assert_allclose(gx, ref_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gw, ref_dw, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", list(CPU_STRATEGIES))
+@pytest.mark.parametrize("case", CPU_PATH_CASES, ids=[f"p{i}" for i in range(5)])
+def test_cpu_strategies_match_loops(monkeypatch, case, strategy):
+    for name, value in CPU_STRATEGIES[strategy].items():
+        monkeypatch.setattr(B, name, value)
+    taken = []
+    real = B._take_kept
+    monkeypatch.setattr(B, "_take_kept", lambda *a: taken.append(real(*a)) or taken[-1])
+    _check_all_products(case)
+    pointwise = case[1][2:] == (1, 1) and case[2] == 1 and case[3] == 0
+    assert pointwise or any(t is not None for t in taken)  # the kept path ran
+    # The all-ones cotangent of y.sum() is a broadcast view (zero strides): still exact.
+    _check_all_products(case, g=lambda shape: np.broadcast_to(1.0, shape))
+    # A tiny cols budget: one sample per chunk, and nothing is kept across chunks.
+    monkeypatch.setattr(B, "COLS_BUDGET", 10)
+    _check_all_products(case)
+
+
+def test_cpu_default_choices():
+    """The measured rules pick the forms the benchmark layers were tuned with."""
+    def plan(c, o, hw, k=3, p=1, groups=1, stride=(1, 1)):
+        return B._Plan((4, c, hw, hw), (o, c // groups, k, k), stride, (p,) * 4, (1, 1),
+                       groups)
+    assert plan(64, 64, 56).rows and plan(64, 64, 56).per_sample
+    assert not plan(128, 128, 28).rows and plan(128, 128, 28).per_sample
+    assert not plan(512, 512, 7).rows and not plan(512, 512, 7).per_sample
+    assert not plan(6, 16, 14, k=5, p=0).rows  # tiny: one im2col GEMM
+    assert not plan(64, 64, 56, stride=(2, 2)).rows
+
+
+def _forward_kept(x, w, **geo):
+    with B.keep_cols_for_backward():
+        return B.conv2d_forward_raw(x, w, **geo)
+
+
+GEO1 = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+
+
+def test_kept_cols_are_taken_by_backward_weight():
+    rng = np.random.default_rng(18)
+    x, w = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3))
+    B._kept.clear()
+    y = _forward_kept(x, w, **GEO1)
+    assert len(B._kept) == 1
+    g = rng.standard_normal(y.shape)
+    _, ref_dx, ref_dw = ref_conv2d(x, w, None, 1, 1, 1, 1, g=g)
+    dw = B.conv2d_backward_weight_raw(x, g, k_hw=(3, 3), **GEO1)
+    assert not B._kept  # taken once: a second call recomputes the cols
+    np.testing.assert_allclose(dw, ref_dw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(B.conv2d_backward_weight_raw(x, g, k_hw=(3, 3), **GEO1), ref_dw,
+                               rtol=1e-12, atol=1e-12)
+    # Not kept: outside the context, for another geometry, or for another array.
+    B.conv2d_forward_raw(x, w, **GEO1)
+    assert not B._kept
+    _forward_kept(x, w, **GEO1)
+    geo2 = {**GEO1, "padding": (0, 0, 0, 0)}
+    g2 = rng.standard_normal((2, 4, 3, 4))
+    np.testing.assert_allclose(B.conv2d_backward_weight_raw(x, g2, k_hw=(3, 3), **geo2),
+                               ref_conv2d(x, w, None, 1, 0, 1, 1, g=g2)[2], rtol=1e-12,
+                               atol=1e-12)
+    _forward_kept(x, w, **GEO1)
+    np.testing.assert_allclose(B.conv2d_backward_weight_raw(x.copy(), g, k_hw=(3, 3), **GEO1),
+                               ref_dw, rtol=1e-12, atol=1e-12)
+    assert len(B._kept) == 1  # still x's, for x
+    B._kept.clear()
+
+
+def test_kept_cols_guard_against_changed_or_freed_inputs():
+    rng = np.random.default_rng(19)
+    x, w = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((2, 4, 5, 6))
+    B._kept.clear()
+    _forward_kept(x, w, **GEO1)
+    x[:] = rng.standard_normal(x.shape)  # a new batch copied into the same buffer
+    np.testing.assert_allclose(B.conv2d_backward_weight_raw(x, g, k_hw=(3, 3), **GEO1),
+                               ref_conv2d(x, w, None, 1, 1, 1, 1, g=g)[2], rtol=1e-12,
+                               atol=1e-12)
+    _forward_kept(x, w, **GEO1)
+    del x  # the entry dies with its input
+    assert not B._kept
+
+
+def test_kept_cols_budget(monkeypatch):
+    rng = np.random.default_rng(20)
+    w = rng.standard_normal((4, 3, 3, 3))
+    xs = [rng.standard_normal((2, 3, 5, 6)) for _ in range(3)]
+    B._kept.clear()
+    _forward_kept(xs[0], w, **GEO1)
+    one = next(iter(B._kept.values()))[3].nbytes  # what one input's forward holds
+    B._kept.clear()
+    monkeypatch.setattr(B, "KEEP_COLS_BUDGET", 2 * one)
+    for x in xs:
+        _forward_kept(x, w, **GEO1)
+    kept = [e[0]() for e in B._kept.values()]
+    assert len(kept) == 2 and kept[0] is xs[1] and kept[1] is xs[2]  # the oldest went first
+    monkeypatch.setattr(B, "KEEP_COLS_BUDGET", one - 1)
+    B._kept.clear()
+    _forward_kept(xs[0], w, **GEO1)
+    assert not B._kept
+
+
+def test_conv2d_keeps_cols_only_when_w_needs_a_gradient(monkeypatch):
+    taken = []
+    real = B._take_kept
+    monkeypatch.setattr(B, "_take_kept", lambda *a: taken.append(real(*a)) or taken[-1])
+    x, w = np.ones((2, 3, 6, 6)), np.ones((4, 3, 3, 3))
+    B._kept.clear()
+    conv2d(x, w, padding=1)  # inference: nothing held
+    assert not B._kept
+    gd.grad(lambda w: conv2d(x, w, padding=1).sum())(w)
+    assert len(taken) == 1 and taken[0] is not None and not B._kept
 
 
 # ----------------------------------------------------------------------------- transpose
