@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, is_traced
+from gpudl.autodiff import Primitive
 from gpudl.backend import check_same_device
 from gpudl.errors import ShapeError
 from gpudl.functional.conv_bodies import (
     conv2d_backward_data_raw,
     conv2d_backward_weight_raw,
     conv2d_forward_raw,
-    keep_cols_for_backward,
     out_size,
 )
 from gpudl.functional.conv_checks import (
@@ -131,10 +130,7 @@ def conv2d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
     check_float_operands(op, {"x": x, "w": w, "b": b})
     geo = check_conv_geometry(op, shape_of(x), shape_of(w), _bias_shape(b), stride, padding,
                               dilation, groups)
-    # A traced w will want backward-weight: the CPU twin keeps the forward's cols for it.
-    with keep_cols_for_backward(is_traced(w)):
-        y = _conv2d(x, w, **geo)
-    return _add_bias(y, b)
+    return _add_bias(_conv2d(x, w, **geo), b)
 
 
 def conv2d_backward_data(g, w, x_hw, stride=1, padding: Padding = 0, dilation=1,
@@ -247,9 +243,8 @@ def conv1d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
     # Shapes are checked on the (N, C, 1, L) view; messages still name F.conv1d.
     geo = check_conv_geometry(op, (xs[0], xs[1], 1, xs[2]), (ws[0], ws[1], 1, ws[2]),
                               _bias_shape(b), (1, s), pad2, (1, d), groups)
-    with keep_cols_for_backward(is_traced(w)):
-        y = _conv2d(ops.reshape(x, (xs[0], xs[1], 1, xs[2])),
-                    ops.reshape(w, (ws[0], ws[1], 1, ws[2])), **geo)  # (N, O, 1, Lo)
+    y = _conv2d(ops.reshape(x, (xs[0], xs[1], 1, xs[2])),
+                ops.reshape(w, (ws[0], ws[1], 1, ws[2])), **geo)  # (N, O, 1, Lo)
     ys = shape_of(y)
     y = ops.reshape(y, (ys[0], ys[1], ys[3]))
     return y if b is None else y + ops.reshape(b, (1, ws[0], 1))

@@ -218,10 +218,6 @@ def test_conv_bodies_route_cuda_products_to_igemm(monkeypatch):
     assert seen == [("forward", geo), ("backward_data", dict(geo, x_hw=(7, 6)))]
 
 
-# Remove the marker when conv_bodies.conv2d_backward_weight_raw routes to version 2 (the
-# lead wires it; conv_bodies is not this module's to edit): strict, so the XPASS says so.
-@pytest.mark.xfail(strict=True, reason="conv_bodies does not route backward-weight to "
-                   "conv2d_backward_weight_igemm yet")
 def test_conv_bodies_route_backward_weight_to_igemm(monkeypatch):
     rng = np.random.default_rng(7)
     x, gy = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((2, 6, 4, 7))

@@ -134,7 +134,8 @@ def test_conv2d(emulated_cuda, monkeypatch, case, dtype, impl):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
-    kernels = (["conv2d_igemm_forward", "conv2d_igemm_backward_data", "conv2d_im2col"]
+    kernels = (["conv2d_igemm_forward", "conv2d_igemm_backward_data",
+                "conv2d_igemm_backward_weight"]
                if impl == "igemm" else ["conv2d_im2col", "conv2d_col2im"])
     compare(emulated_cuda, lambda x, w, b: F.conv2d(x, w, b, s, p, d, g), (x, w, b), (0, 1, 2),
             dtype, kernels)
