@@ -12,7 +12,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
-.PHONY: setup test memcheck-emulated test-emulated-gpu demo lint gpu-check bench clean
+.PHONY: setup test test-slow memcheck-emulated test-emulated-gpu demo lint gpu-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,10 +38,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/python -W "ignore::RuntimeWarning:runpy" -m gpudl.cuda --compile-check
-	$(BIN)/python -m pytest -q -m "not slow" --doctest-modules tests gpudl $(PYTEST_ARGS)
+	$(BIN)/python -m gpudl.compile_check
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 --doctest-modules tests gpudl $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory memcheck-emulated
 	$(MAKE) --no-print-directory test-emulated-gpu
+
+# The long trainings `make test` leaves out (marked `slow`): every check still runs here.
+test-slow: setup
+	$(BIN)/python -m pytest -q -m "slow" --durations=15 tests $(PYTEST_ARGS)
 
 # The `gpu` tests with gpudl's "cuda" device played by the CPU kernel emulator
 # (tests/kernel_emulation/emulated_cupy.py): every GPU code path runs, kernels included.

@@ -4,7 +4,7 @@ Steps, each in its own process (``sys.executable``), each one's failure recorded
 fatal to the others, logs in the report folder ``--out``:
 
 1. machine info (``gpudl.bench.device_info.machine_info``) and ``nvidia-smi`` output;
-2. ``python -m gpudl.cuda --compile-check``                       -> compile.txt
+2. ``python -m gpudl.compile_check``                              -> compile.txt
 3. ``python -m pytest -q -m gpu tests`` (counts parsed)           -> gpu-tests.txt/.xml
 4. ``benchmarks/bandwidth.py`` (measured copy ceiling)            -> bandwidth.json/.txt
 5. ``benchmarks/kernels.py`` (tables, ratios, targets)            -> kernels.json/.txt
@@ -46,8 +46,27 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-KERNEL_TEST_FILES = ("tests/functional/test_cross_entropy.py", "tests/functional/test_conv.py",
-                     "tests/functional/test_pooling.py", "tests/functional/test_rnn.py")
+_TEST_PATH = re.compile(r"\btests/(?:[\w.-]+/)*test_\w*\.py\b")
+
+
+def kernel_test_files() -> tuple[str, ...]:
+    """The test modules every ``kernels/*.cu`` header names (its ``Tested:`` lines), in order.
+
+    The same rule as the emulated memcheck (tests/kernel_emulation/kernel_coverage.py): a
+    new kernel's tests run under compute-sanitizer without an entry here.
+    """
+    found: dict[str, None] = {}
+    for cu in sorted((ROOT / "kernels").glob("*.cu")):
+        head = []
+        for line in cu.read_text().splitlines():
+            if not line.startswith("//"):
+                break
+            head.append(line)
+        found.update(dict.fromkeys(_TEST_PATH.findall("\n".join(head))))
+    return tuple(found)
+
+
+KERNEL_TEST_FILES = kernel_test_files()
 STEPS = "compile_check, gpu_tests, bandwidth, kernels, overhead, memcheck"
 MEMCHECK_EXIT = 86  # compute-sanitizer --error-exitcode: tells its findings from test failures
 # Run under memcheck: CuPy's pool would hide out-of-bounds accesses inside its big blocks.
@@ -294,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     no_gpu_reason = None if gpu else str(machine.get("cuda_reason") or "machine info failed")
     if not gpu:
         print(f"[gpu-check] NO GPU: {no_gpu_reason}", flush=True)
-    r.run("compile_check", [py, "-m", "gpudl.cuda", "--compile-check"], "compile.txt", 180)
+    r.run("compile_check", [py, "-m", "gpudl.compile_check"], "compile.txt", 180)
     tests = r.run("gpu_tests", [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                 f"--junitxml={out / 'gpu-tests.xml'}", "tests"],
                   "gpu-tests.txt", 300)

@@ -1,7 +1,7 @@
 """Kernel benchmarks: every fused kernel against CuPy composites and PyTorch, one table + JSON.
 
-Runs the per-kernel modules (``kernels_cross_entropy``, ``kernels_conv``, ``kernels_rnn``;
-each exposes ``run(report) -> list[dict]``), each in its own Python process by default so
+Runs the per-kernel modules (every ``benchmarks/kernels_*.py``: cross-entropy, conv, rnn,
+pool; each exposes ``run(report) -> list[dict]``), each in its own Python process by default so
 that a missing module, an exception, a CUDA fault or a hang in one is recorded (with the
 reason) and the others still run. Prints one table: kernel, shape, implementation, median
 and IQR time, achieved GB/s or TFLOP/s, and the speedup against the CuPy/gpudl composite
@@ -49,7 +49,8 @@ sys.path.insert(0, str(HERE))  # the per-kernel modules
 
 from common import TINY_HELP, machine_or_error, write_json  # noqa: E402
 
-MODULES = ("kernels_cross_entropy", "kernels_conv", "kernels_rnn")
+# Every kernels_<op>.py beside this file: a new kernel's benchmark needs no entry here.
+MODULES = tuple(sorted(p.stem for p in Path(__file__).resolve().parent.glob("kernels_*.py")))
 # Keys of a row that describe the measurement rather than the problem shape.
 NOT_SHAPE = {"bench", "device", "device_name", "dtype", "impl", "module", "status", "reason",
              "first_call_s", "median_s", "iqr_s", "min_s", "max_s", "repeats", "gbps",

@@ -153,13 +153,13 @@ def run(report: dict) -> list[dict]:
 # ---- conv2d version 2 (implicit GEMM) rows: GPUDL_CONV_IMPL=igemm vs im2col -------------
 def _igemm_rows(c, o, hw, k, p, batch, device, repeats, flops):
     """GPU only. ``gpudl-igemm``: the same fwd+bwd step with GPUDL_CONV_IMPL=igemm (forward,
-    backward-data and - where conv_bodies routes it by use_igemm("backward_weight") -
+    backward-data and - where _conv_kernels routes it by use_igemm("backward_weight") -
     backward-weight (split-K) on conv2d_igemm.cu). ``fwd-*`` and
     ``bwd-data-*``: each product alone under both implementations, with the key to add to
-    gpudl.functional.conv_igemm.AUTO_IGEMM where igemm wins (TFLOP/s of one GEMM)."""
+    gpudl.functional._conv_igemm_kernels.AUTO_IGEMM where igemm wins (TFLOP/s of one GEMM)."""
     import os
 
-    from gpudl.functional import conv_igemm
+    from gpudl.functional import _conv_igemm_kernels as conv_igemm
     from gpudl.functional.conv import conv2d_backward_data
 
     if device != "cuda":

@@ -38,6 +38,7 @@ import common  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl.backend import xp_for  # noqa: E402
+from gpudl.functional import _cross_entropy_kernels as CEK  # noqa: E402
 from gpudl.functional import cross_entropy as CE  # noqa: E402
 
 SHAPES = [(256, 10), (4096, 1000), (8192, 32768)]
@@ -77,16 +78,16 @@ def _gpu_fns(x, y) -> dict:
     g = cupy.ones((), x.dtype)
 
     def fused():
-        loss, lse, dl = CE.cuda_forward(x, y, with_grad=True, grad_scale=1.0 / n)
+        loss, lse, dl = CEK.cuda_forward(x, y, with_grad=True, grad_scale=1.0 / n)
         dl *= g  # the vjp's in-place scale by the upstream cotangent
         return loss.sum() / n, dl
 
     def fused_kernel():
-        return CE.cuda_forward(x, y, with_grad=True, grad_scale=1.0 / n)
+        return CEK.cuda_forward(x, y, with_grad=True, grad_scale=1.0 / n)
 
     def recompute():
-        loss, lse, _ = CE.cuda_forward(x, y)
-        return loss.sum() / n, CE.cuda_backward(x, y, lse, g, scale=1.0 / n)
+        loss, lse, _ = CEK.cuda_forward(x, y)
+        return loss.sum() / n, CEK.cuda_backward(x, y, lse, g, scale=1.0 / n)
 
     value_and_grad = gd.value_and_grad(lambda v: CE.softmax_cross_entropy(v, y))
 
@@ -114,7 +115,7 @@ def _time_torch_cuda(n: int, c: int, repeats: int, warmup: int = 4) -> dict:
 def _cpu_fns(n: int, c: int) -> dict:
     x, y = _inputs(np, n, c)
     value_and_grad = gd.value_and_grad(lambda v: CE.softmax_cross_entropy(v, y))
-    fns = {"numpy-twin": lambda: CE.twin_forward(x, y, with_grad=True, grad_scale=1.0 / n),
+    fns = {"numpy-twin": lambda: CEK.twin_forward(x, y, with_grad=True, grad_scale=1.0 / n),
            "gpudl-autodiff": lambda: value_and_grad(x)}
     torch_missing = common.torch_status(False)
     if torch_missing is None:

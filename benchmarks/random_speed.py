@@ -5,8 +5,8 @@ For ``uniform`` and ``normal`` in float32 and float64 at n = 1e6 and 1e7 (``--qu
 numbers per second (n / median time):
 
 * ``gpudl``: ``gd.random.uniform/normal(key, (n,), dtype)``: on the CPU the chunked NumPy
-  body (gpudl/random_cpu.py), on the GPU one launch of kernels/philox.cu;
-* ``reference``: the readable vectorised specification (gpudl/random_philox.py), which is
+  body (gpudl/random/_cpu.py), on the GPU one launch of kernels/philox.cu;
+* ``reference``: the readable vectorised specification (gpudl/random/_philox.py), which is
   what gpudl ran before the fast bodies (CPU, n <= 1e6 unless ``--full-reference``: it is
   slow);
 * ``numpy``: ``numpy.random.Generator(Philox)`` (Philox4x64, ziggurat normals; a different
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds t
 import common  # noqa: E402
 
 import gpudl as gd  # noqa: E402
-from gpudl import random_philox as spec  # noqa: E402
+from gpudl.random import _philox as spec  # noqa: E402
 
 DISTS = ("uniform", "normal")
 DTYPES = (np.float32, np.float64)

@@ -7,8 +7,12 @@ Example:
 """
 
 from gpudl import (
+    autodiff,
+    backend,
     bench,
+    cuda,
     data,
+    errors,
     functional,
     inspect,
     metrics,
@@ -17,6 +21,7 @@ from gpudl import (
     ops,
     optim,
     random,
+    serialization,
     testing,
     train,
     tree,
@@ -50,3 +55,18 @@ from gpudl.serialization import load, save
 from gpudl.train import evaluate, fit, fit_ensemble, predict
 
 __version__ = "0.1.0"
+
+# The public surface: these names, and nothing else without a leading underscore
+# (tests/test_public_surface.py). Submodules first, then functions, then errors.
+__all__ = [
+    "autodiff", "backend", "bench", "cuda", "data", "errors", "functional", "inspect",
+    "metrics", "models", "nn", "ops", "optim", "random", "serialization", "testing", "train",
+    "tree",
+    "asarray", "device", "device_reason", "evaluate", "fit", "fit_ensemble",
+    "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
+    "set_device", "stop_gradient", "synchronize", "to_device", "to_numpy", "value_and_grad",
+    "vjp",
+    "CheckpointError", "DeviceMismatchError", "DeviceUnavailableError", "DTypeError",
+    "GpudlError", "GradientError", "KernelError", "ShapeError", "TreeMismatchError",
+    "UnknownDeviceError",
+]

@@ -16,8 +16,8 @@
 //   backward-data    dcols  = w[g]^T (K, Og) @ dy[g] (Og, N*L)  then col2im
 //   backward-weight  dw[g]  = dy[g] (Og, N*L) @ cols[g]^T (N*L, K)
 // (rows of cols for group g are the contiguous block [g*K, (g+1)*K) because channels of a
-// group are contiguous). The host code (gpudl/functional/conv.py) splits the batch so that
-// cols stays under 2^31 elements (int32 indexing here) and a memory budget.
+// group are contiguous). The host code (gpudl/functional/_conv_kernels.py) splits the batch
+// so that cols stays under 2^31 elements (int32 indexing here) and a memory budget.
 //
 // Shapes: all arrays C-contiguous, one dtype T (float or double). Padding is top/left
 // (pT, pL) here; bottom/right padding only changes Ho, Wo, which the host computes:
@@ -25,11 +25,14 @@
 //
 // Tested: tests/functional/test_conv.py (GPU vs the NumPy twin, float32 rtol 1e-4, float64
 // rtol 1e-10; the twin vs a naive float64 loop reference over strides, paddings incl.
-// asymmetric and "same", dilations, groups incl. depthwise, 1x1, conv_transpose2d,
-// conv1d; check_grad of every primitive and of grad-of-grad).
-// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
-// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
-// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
+// asymmetric and "same", dilations, groups incl. depthwise, 1x1; check_grad of every
+// primitive and of grad-of-grad) and tests/functional/test_conv_transpose.py
+// (conv_transpose2d and conv1d, the same checks).
+// Without a GPU (every `make test`): those modules' gpu tests run this file on the CPU
+// emulator (tests/kernel_emulation: g++ + cuda_shim.h, CUDA threads as fibers, real
+// barriers and shuffles) through gpudl's GPU code path, and again under AddressSanitizer
+// (run_memcheck.py). Each instance the KernelSource in gpudl/functional/_conv_kernels.py
+// declares must be launched by those tests (tests/kernel_emulation/kernel_coverage.py).
 // Benchmarked: benchmarks/kernels_conv.py (VGG / LeNet / CIFAR layers, forward+backward,
 // TFLOP/s, vs a CuPy composite and torch cuDNN).
 //

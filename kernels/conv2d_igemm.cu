@@ -49,7 +49,7 @@
 // run to run for a given split count (the host's heuristic depends only on the shapes). With
 // one split and one batch chunk the kernel writes dw itself. The split count: enough
 // blocks for about two waves of 132 SMs (H100), each split at least 8 steps long
-// (conv_igemm.weight_splits). The workspace costs
+// (_conv_igemm_kernels.weight_splits). The workspace costs
 // splits * O * K elements, small next to the im2col matrix version 1 writes (K * N*Ho*Wo).
 //
 // Shapes: all arrays C-contiguous, one dtype T; sizes < 2^31 (int32 indexing; the launcher
@@ -64,15 +64,19 @@
 // multiples of the tile; backward-weight with the heuristic split count and with forced
 // splits that leave a short last slice, and across batch chunks; float32 rtol 1e-4,
 // float64 rtol 1e-10) and, with GPUDL_CONV_IMPL=igemm, the whole of
-// tests/functional/test_conv.py.
-// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
-// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
-// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
+// tests/functional/test_conv.py (tests/functional/test_conv_transpose.py runs
+// conv_transpose2d and conv1d on this file too).
+// Without a GPU (every `make test`): those modules' gpu tests run this file on the CPU
+// emulator (tests/kernel_emulation: g++ + cuda_shim.h, CUDA threads as fibers, real
+// barriers and shuffles) through gpudl's GPU code path, and again under AddressSanitizer
+// (run_memcheck.py). Each instance the KernelSource in
+// gpudl/functional/_conv_igemm_kernels.py declares must be launched by those tests
+// (tests/kernel_emulation/kernel_coverage.py).
 // Benchmarked: benchmarks/kernels_conv.py (row "gpudl-igemm": forward+backward with
-// GPUDL_CONV_IMPL=igemm, all three products on this file once conv_bodies routes
-// backward-weight here; rows "fwd-*", "bwd-data-*" per product, beside the version-1 rows);
-// version 2 is selected by default only for shapes where it measured faster
-// (gpudl/functional/conv_igemm.py). Backward-weight's speed is unmeasured so far.
+// GPUDL_CONV_IMPL=igemm, all three products on this file; rows "fwd-*", "bwd-data-*" per
+// product, beside the version-1 rows); version 2 is selected by default only for shapes
+// where it measured faster (gpudl/functional/_conv_igemm_kernels.py). Backward-weight's
+// speed is unmeasured so far.
 // (No common.cuh helpers are needed: plain loads, FMAs and barriers.)
 
 namespace gpudl_igemm {

@@ -17,13 +17,16 @@
 // functions) instead of saving them: it keeps the forward's memory traffic minimal.
 //
 // Sigmoid is gpudl_sigmoid (0.5 * tanh(x / 2) + 0.5, never overflows); the NumPy twin in
-// gpudl/functional/rnn_cells.py uses the same formula so the two agree to rounding.
+// gpudl/functional/_rnn_kernels.py uses the same formula so the two agree to rounding.
 //
 // Tested: tests/functional/test_rnn.py (GPU vs twin, float32 rtol 1e-4, float64 rtol 1e-10;
-// the twin vs a naive float64 per-element reference; check_grad of the primitive and cell).
-// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
-// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
-// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
+// the twin vs a naive float64 per-element reference; check_grad of the primitive and cell)
+// and tests/functional/test_recurrent.py (sequences with lengths and reverse, GPU vs CPU).
+// Without a GPU (every `make test`): those modules' gpu tests run this file on the CPU
+// emulator (tests/kernel_emulation: g++ + cuda_shim.h, CUDA threads as fibers, real
+// barriers and shuffles) through gpudl's GPU code path, and again under AddressSanitizer
+// (run_memcheck.py). Each instance the KernelSource in gpudl/functional/_rnn_kernels.py
+// declares must be launched by those tests (tests/kernel_emulation/kernel_coverage.py).
 // Benchmarked: benchmarks/kernels_rnn.py (sequence forward+backward vs a CuPy composite
 // cell, torch nn.LSTM (cuDNN) and a torch LSTMCell loop).
 #include "common.cuh"

@@ -4,7 +4,7 @@
 // What: block i of a call is philox4x32_10(counter = (i, 0, 0, 0), key = (k0, k1)), four
 // 32-bit words c0..c3 (Salmon et al., SC 2011; Random123's philox.h). One thread computes
 // whole blocks (grid-stride loop over the nb blocks) and writes them in the plane layout of
-// the stream format (specified in gpudl/random_philox.py; fixed forever, because seeded
+// the stream format (specified in gpudl/random/_philox.py; fixed forever, because seeded
 // results must never change):
 //   philox_words32          out (n,) uint32, nb = ceil(n/4):  out[w*nb + i] = word w of block i
 //   philox_words64          out (n,) uint64, nb = ceil(n/2):  out[i] = c0:c1, out[nb + i] = c2:c3
@@ -18,13 +18,13 @@
 // (the launcher checks array sizes); plane offsets w*nb + i can pass 2^31 when n is close to
 // it, so they are formed in 64 bits before the bounds test.
 //
-// Host side: gpudl/random_cuda.py (one launch per gd.random call, block 256, grid capped at
+// Host side: gpudl/random/_cuda.py (one launch per gd.random call, block 256, grid capped at
 // 2^16 with the grid-stride loop doing the rest); float16 goes through the float kernel or
 // the words kernel plus CuPy casts, as on the CPU.
 //
 // Exactness (why CPU and GPU agree bit for bit): Philox is integer arithmetic (__umulhi and
 // the 32-bit multiply give the 64-bit product's halves). Floats use only IEEE-exact
-// operations on the same operands in the same order as gpudl/random_philox.py: log/sin/cos
+// operations on the same operands in the same order as gpudl/random/_philox.py: log/sin/cos
 // are the same exact-op series (atanh series for ln m, Taylor polynomials on [0, pi/4]),
 // never CUDA's log/sin/cos, whose last ulp differs from glibc's. NVRTC contracts a * b + c
 // into one FMA (a single rounding) by default, so EVERY float operation that must match
@@ -79,7 +79,7 @@ __device__ __forceinline__ unsigned long long philox_join(unsigned int hi, unsig
 }
 
 // ------------------------------------------------------------------------------ exact math
-// Coefficients: random_philox.ATANH_COEF[j] = 1/(2j+1), SIN_COEF[j] = (-1)^j/(2j+1)!,
+// Coefficients (gpudl/random/_philox.py): ATANH_COEF[j] = 1/(2j+1), SIN_COEF[j] = (-1)^j/(2j+1)!,
 // COS_COEF[j] = (-1)^j/(2j)!, each the correctly rounded double.
 __device__ __constant__ double philox_atanh_coef[12] = {
     0x1.0000000000000p+0, 0x1.5555555555555p-2, 0x1.999999999999ap-3, 0x1.2492492492492p-3,
@@ -93,12 +93,12 @@ __device__ __constant__ double philox_cos_coef[10] = {
     0x1.0000000000000p+0,  -0x1.0000000000000p-1, 0x1.5555555555555p-5,  -0x1.6c16c16c16c17p-10,
     0x1.a01a01a01a01ap-16, -0x1.27e4fb7789f5cp-22, 0x1.1eed8eff8d898p-29, -0x1.93974a8c07c9dp-37,
     0x1.ae7f3e733b81fp-45, -0x1.6827863b97d97p-53};
-#define PHILOX_LN2_HI 0x1.62e42fee00000p-1    // random_philox.LN2_HI
-#define PHILOX_LN2_LO 0x1.a39ef35793c76p-33   // random_philox.LN2_LO
+#define PHILOX_LN2_HI 0x1.62e42fee00000p-1    // _philox.LN2_HI
+#define PHILOX_LN2_LO 0x1.a39ef35793c76p-33   // _philox.LN2_LO
 #define PHILOX_SQRT_HALF 0x1.6a09e667f3bcdp-1 // sqrt(0.5)
 #define PHILOX_HALF_PI 0x1.921fb54442d18p+0   // pi / 2
 
-// horner(z, coef) of random_philox: acc = coef[N-1]; acc = acc * z + coef[j], two roundings.
+// horner(z, coef) of gpudl/random/_philox.py: acc = coef[N-1]; acc = acc * z + coef[j], two roundings.
 template <int N> __device__ __forceinline__ double philox_horner(double z, const double* coef) {
   double acc = coef[N - 1];
 #pragma unroll
@@ -106,7 +106,7 @@ template <int N> __device__ __forceinline__ double philox_horner(double z, const
   return acc;
 }
 
-// random_philox.log_reference for one positive, normal double.
+// _philox.log_reference (gpudl/random/_philox.py) for one positive, normal double.
 __device__ __forceinline__ double philox_log(double x) {
   int e;
   double m = frexp(x, &e);  // exact: m in [0.5, 1)
@@ -121,7 +121,7 @@ __device__ __forceinline__ double philox_log(double x) {
   return __dadd_rn(__dmul_rn(ef, PHILOX_LN2_HI), __dadd_rn(__dmul_rn(ef, PHILOX_LN2_LO), ln_m));
 }
 
-// random_philox.sincos_2pi_reference: sin(2 pi u), cos(2 pi u) for u in [0, 1).
+// _philox.sincos_2pi_reference: sin(2 pi u), cos(2 pi u) for u in [0, 1).
 __device__ __forceinline__ void philox_sincos_2pi(double u, double* sin_out, double* cos_out) {
   const double u4 = __dmul_rn(u, 4.0);  // exact
   const double q = floor(u4);           // exact

@@ -22,11 +22,13 @@
 // Tested: tests/functional/test_pooling.py (GPU vs the NumPy twin, float32 rtol 1e-4,
 // float64 rtol 1e-10; the twin vs naive float64 loops incl. overlapping windows and
 // padding; check_grad of every primitive with distinct values, away from ties).
-// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
-// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
-// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
-// Benchmarked: not separately (pooling is memory bound and small next to the convs);
-// benchmarks/kernels_conv.py times the convolutions.
+// Without a GPU (every `make test`): that module's gpu tests run this file on the CPU
+// emulator (tests/kernel_emulation: g++ + cuda_shim.h, CUDA threads as fibers, real
+// barriers and shuffles) through gpudl's GPU code path, and again under AddressSanitizer
+// (run_memcheck.py). Each instance the KernelSource in gpudl/functional/_pool_kernels.py
+// declares must be launched by those tests (tests/kernel_emulation/kernel_coverage.py).
+// Benchmarked: benchmarks/kernels_pool.py (max and avg, forward and forward+backward, at
+// LeNet 2x2, ResNet-stem 3x3/2 pad 1 and VGG 2x2 layers, vs torch F.max_pool2d/avg_pool2d).
 #include "common.cuh"
 
 // First covering window index along one axis: the smallest o with o*s - p + k - 1 >= i.

@@ -26,14 +26,18 @@
 // Safety: the host checks every label lies in [0, C) or equals ignore_index before any
 // launch; the kernels still never index with a label outside [0, C) (such a row would get a
 // NaN loss and a zero gradient), and the launcher checks contiguity, dtypes, int32 sizes.
-// No fast-math: results match the NumPy twin in gpudl/functional/cross_entropy.py to rounding.
+// No fast-math: results match the NumPy twin in gpudl/functional/_cross_entropy_kernels.py
+// to rounding.
 //
 // Tested: tests/functional/test_cross_entropy.py (GPU vs the NumPy twin, float32 rtol 1e-4,
 // float64 rtol 1e-10; the twin vs a naive float64 per-row loop; gradient and grad-of-grad
 // checks; label/dtype/shape errors).
-// Without a GPU (every `make test`): tests/kernel_emulation runs this file on a CPU
-// emulator (g++ + cuda_shim.h, CUDA threads as fibers, real barriers and shuffles)
-// through gpudl's GPU code path against the twin, and again under AddressSanitizer.
+// Without a GPU (every `make test`): that module's gpu tests run this file on the CPU
+// emulator (tests/kernel_emulation: g++ + cuda_shim.h, CUDA threads as fibers, real
+// barriers and shuffles) through gpudl's GPU code path, and again under AddressSanitizer
+// (run_memcheck.py). Each instance the KernelSource in
+// gpudl/functional/_cross_entropy_kernels.py declares must be launched by those tests
+// (tests/kernel_emulation/kernel_coverage.py).
 // Benchmarked: benchmarks/kernels_cross_entropy.py
 // (fused fwd+bwd vs forward + recomputing backward vs a CuPy composite vs torch, GB/s).
 #include "common.cuh"

@@ -83,3 +83,43 @@ def test_bench_rejects_a_model_that_is_not_an_image_classifier():
 
     with pytest.raises(ValueError, match="not an image classifier"):
         bench_model("vae", batch_size=2, steps=1, devices=["cpu"])
+
+
+def test_bench_times_exactly_the_step_fit_runs(monkeypatch):
+    """The timed callable is fit's StepRunner.train_step over supervised_step's step, keyed
+    and started as fit starts it: one bench step and one fit step from the same start give
+    bitwise the same parameters, model state and optimizer state, through the same calls."""
+    import gpudl as gd
+    from gpudl import optim
+    from gpudl.bench import train_step as bench_mod
+    from gpudl.train.loop import Trainer
+    from gpudl.train.step import StepRunner, TrainStep
+
+    calls = []
+    real = TrainStep.__call__
+
+    def spy(self, params, state, opt_state, key, batch, **kw):
+        calls.append((self.objective.__qualname__, np.asarray(key), kw))
+        return real(self, params, state, opt_state, key, batch, **kw)
+
+    monkeypatch.setattr(TrainStep, "__call__", spy)
+
+    def model(name):  # dropout and BatchNorm: the step's key and state show in the numbers
+        return gd.nn.Sequential([gd.nn.Flatten(), gd.nn.Dense(16), gd.nn.BatchNorm1d(),
+                                 gd.nn.ReLU(), gd.nn.Dropout(0.5), gd.nn.Dense(10)])
+
+    monkeypatch.setattr(bench_mod, "get_model", model)
+    x, y = bench_mod._data("mlp", 8)
+    timed = bench_mod._step_fn("mlp", x, y, "cpu")
+    assert timed.func.__func__ is StepRunner.train_step is Trainer.train_step
+    runner = timed.func.__self__
+    timed()
+    h = gd.fit(model("mlp"), (x, y), loss="cross_entropy",  # fit inits the model itself
+               optimizer=optim.sgd(0.01, momentum=0.9), epochs=1, batch_size=8, shuffle=False,
+               key=gd.random.key(0), verbose=0)
+    ours, fits = (runner.params, runner.state, runner.opt_state), (h.params, h.state, h.opt_state)
+    assert len(gd.tree.tree_leaves(ours)) == len(gd.tree.tree_leaves(fits))
+    for a, b in zip(gd.tree.tree_leaves(ours), gd.tree.tree_leaves(fits)):
+        assert np.array_equal(a, b)
+    assert len(calls) == 2 and calls[0][0] == calls[1][0]
+    assert np.array_equal(calls[0][1], calls[1][1]) and calls[0][2] == calls[1][2]

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from optional_extras import missing_optional_package
 
 import gpudl as gd
 from gpudl import functional as F
@@ -70,6 +71,9 @@ def run_section(title: str, blocks: list[str]) -> None:
         try:
             exec(compile(block, filename, "exec"), namespace)
         except Exception as exc:  # reported below, outside the handler (no chained traceback)
+            package = missing_optional_package(exc)
+            if package is not None:
+                pytest.skip(f"docs/guide.md [{title}] needs the optional package {package!r}")
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
             line = frames[-1].lineno if frames else None
             error = (f"docs/guide.md, section {title!r}, python block {i} (0-based), line "

@@ -1,4 +1,5 @@
-"""Metrics against values worked out by hand."""
+"""Metrics against values worked out by hand and against scikit-learn for the same arguments:
+every metric takes the truth first, ``metric(y_true, y_pred)``."""
 
 import math
 
@@ -10,23 +11,23 @@ from gpudl import metrics as M
 
 def test_accuracy_from_scores_and_labels():
     scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
-    assert M.accuracy(scores, np.array([1, 1, 1, 0])) == 0.75
-    assert M.accuracy(np.array([0, 1, 2]), np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert M.accuracy(np.array([1, 1, 1, 0]), scores) == 0.75
+    assert M.accuracy(np.array([0, 1, 1]), np.array([0, 1, 2])) == pytest.approx(2 / 3)
 
 
 def test_accuracy_shape_mismatch_is_an_error():
-    with pytest.raises(ValueError, match="predictions"):
-        M.accuracy(np.array([0, 1]), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="y_true has shape"):
+        M.accuracy(np.array([0, 1, 1]), np.array([0, 1]))
 
 
 def test_top_k_accuracy():
     scores = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.4, 0.35, 0.25]])
     y = np.array([1, 0, 2])
     # top-2 sets: {0,1}, {2,1}, {0,1}: only row 0 contains its label.
-    assert M.top_k_accuracy(scores, y, k=2) == pytest.approx(1 / 3)
-    assert M.top_k_accuracy(scores, y, k=3) == 1.0
+    assert M.top_k_accuracy(y, scores, k=2) == pytest.approx(1 / 3)
+    assert M.top_k_accuracy(y, scores, k=3) == 1.0
     with pytest.raises(ValueError, match="k must be"):
-        M.top_k_accuracy(scores, y, k=4)
+        M.top_k_accuracy(y, scores, k=4)
 
 
 def test_confusion_matrix_and_prf():
@@ -62,9 +63,11 @@ def test_roc_auc_ties_count_half():
 
 def test_regression_metrics():
     pred, target = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 5.0])
-    assert M.rmse(pred, target) == pytest.approx(math.sqrt(2 / 3))
-    # SS_res = 0 + 1 + 1 = 2; mean 3, SS_tot = 4 + 0 + 4 = 8
-    assert M.r2_score(pred, target) == pytest.approx(1 - 2 / 8)
+    assert M.rmse(target, pred) == pytest.approx(math.sqrt(2 / 3))
+    # SS_res = 0 + 1 + 1 = 2; SS_tot from the truth: mean 3, 4 + 0 + 4 = 8
+    assert M.r2_score(target, pred) == pytest.approx(1 - 2 / 8)
+    # swapped, SS_tot comes from the predictions: mean 7/3, 16/9 + 1/9 + 25/9 = 42/9
+    assert M.r2_score(pred, target) == pytest.approx(1 - 2 / (42 / 9))
 
 
 def test_perplexity():
@@ -97,8 +100,8 @@ def test_bleu_clips_repeated_words():
 def test_sufficient_statistics_stay_arrays_on_the_inputs_device(xp):
     scores = xp.asarray([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.4, 0.35, 0.25]])
     y = xp.asarray([1, 0, 2])
-    correct, n = M.correct_count(scores, y)
-    hits, rows = M.top_k_hits(scores, y, 2)
+    correct, n = M.correct_count(y, scores)
+    hits, rows = M.top_k_hits(y, scores, 2)
     for stat in (correct, hits):
         assert type(stat) is type(scores) or isinstance(stat, np.generic)  # no host copy
         assert getattr(stat, "shape", ()) == ()
@@ -112,11 +115,11 @@ def test_sufficient_statistics_stay_arrays_on_the_inputs_device(xp):
 def test_top_k_ties_at_the_boundary_count_as_hits():
     # Target 1 ties with class 2 for second place: fewer than 2 classes score higher.
     scores = np.array([[0.5, 0.2, 0.2, 0.1]])
-    assert M.top_k_accuracy(scores, np.array([1]), k=2) == 1.0
-    assert M.top_k_accuracy(scores, np.array([3]), k=3) == 0.0
-    assert M.top_k_accuracy(scores, np.array([7]), k=4) == 0.0  # outside [0, C): a miss
-    with pytest.raises(ValueError, match="targets"):
-        M.top_k_accuracy(scores, np.array([1, 2]), k=2)
+    assert M.top_k_accuracy(np.array([1]), scores, k=2) == 1.0
+    assert M.top_k_accuracy(np.array([3]), scores, k=3) == 0.0
+    assert M.top_k_accuracy(np.array([7]), scores, k=4) == 0.0  # outside [0, C): a miss
+    with pytest.raises(ValueError, match="without"):
+        M.top_k_accuracy(np.array([1, 2]), scores, k=2)
 
 
 def test_class_counts_leave_out_labels_outside_the_classes():
@@ -138,11 +141,11 @@ def test_prf_from_counts_matches_precision_recall_f1():
 
 def test_mse_mae_and_error_sums():
     pred, target = np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 3.0, 6.0])
-    assert M.mse(pred, target) == pytest.approx(5 / 3)
-    assert M.mae(pred, target) == pytest.approx(1.0)
-    assert M.rmse(pred, target) == pytest.approx(math.sqrt(5 / 3))
+    assert M.mse(target, pred) == pytest.approx(5 / 3)  # (N, 1) outputs for (N,) targets
+    assert M.mae(target, pred) == pytest.approx(1.0)
+    assert M.rmse(target, pred) == pytest.approx(math.sqrt(5 / 3))
     with pytest.raises(ValueError, match="differ in size"):
-        M.error_sums(np.zeros((3, 2)), target)
+        M.error_sums(target, np.zeros((3, 2)))
 
 
 def test_merged_moments_equal_the_whole_array_even_far_from_zero():
@@ -155,4 +158,116 @@ def test_merged_moments_equal_the_whole_array_even_far_from_zero():
     ref = values - values.mean()
     assert n == 100 and float(mean) == pytest.approx(values.mean(), rel=1e-15)
     assert float(m2) == pytest.approx(float((ref * ref).sum()), rel=1e-8)
-    assert M.r2_from_stats(0.0, 1.0) == 0.0  # constant targets
+    assert M.r2_from_stats(0.0, 1.0) == 0.0  # constant targets, as scikit-learn
+    assert M.r2_from_stats(0.0, 0.0) == 1.0  # ... predicted exactly
+
+
+# ----------------------------------------------------------------------------- argument order
+def test_r2_score_is_not_symmetric_and_takes_the_truth_first():
+    y_true, y_pred = np.array([3.0, -0.5, 2.0, 7.0]), np.array([2.5, 0.0, 2.0, 8.0])
+    assert M.r2_score(y_true, y_pred) == pytest.approx(0.9486081370449679)  # sklearn's docs
+    assert M.r2_score(y_true, y_pred) != pytest.approx(M.r2_score(y_pred, y_true))
+
+
+def test_swapped_arguments_are_named_in_the_error():
+    scores, labels = np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([1, 1])
+    for metric in (M.accuracy, M.precision_recall_f1, M.confusion_matrix):
+        with pytest.raises(ValueError, match="look swapped"):
+            metric(scores, labels)
+    with pytest.raises(ValueError, match="look swapped"):
+        M.top_k_accuracy(scores, labels, k=1)
+    for metric in (M.roc_auc, M.roc_curve):  # probabilities where 0/1 labels belong
+        with pytest.raises(ValueError, match=r"binary labels.*y_true, y_score"):
+            metric(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+
+
+def test_roc_takes_minus_one_one_and_bool_labels():
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    for y in (np.array([-1, -1, 1, 1]), np.array([False, False, True, True])):
+        assert M.roc_auc(y, s) == pytest.approx(0.75)
+
+
+def test_labels_outside_the_classes_are_an_error_in_the_confusion_matrix():
+    with pytest.raises(ValueError, match=r"outside \[0, 2\)"):
+        M.confusion_matrix(np.array([0, 2]), np.array([0, 1]), num_classes=2)
+    with pytest.raises(ValueError, match="outside"):
+        M.confusion_matrix(np.array([0, -1]), np.array([0, 1]))
+
+
+# ----------------------------------------------------------------------------- scikit-learn
+@pytest.fixture
+def sk():
+    return pytest.importorskip("sklearn.metrics")
+
+
+@pytest.fixture
+def classes():
+    """Labels and distinct scores for 4 classes, class 2 never predicted nor true."""
+    rng = np.random.default_rng(7)
+    y_true = rng.choice([0, 1, 3], 60)
+    scores = rng.normal(size=(60, 4))
+    scores[np.arange(60), y_true] += 1.0  # better than chance, far from perfect
+    scores[:, 2] -= 10.0  # class 2 never wins
+    return y_true, scores
+
+
+def test_classification_metrics_equal_sklearn_for_the_same_arguments(sk, classes, xp):
+    y_true, scores = classes
+    y_pred = scores.argmax(axis=1)
+    t, s, p = xp.asarray(y_true), xp.asarray(scores), xp.asarray(y_pred)
+    assert M.accuracy(t, p) == pytest.approx(sk.accuracy_score(y_true, y_pred), abs=1e-15)
+    assert M.accuracy(t, s) == pytest.approx(sk.accuracy_score(y_true, y_pred), abs=1e-15)
+    for k in (1, 2, 3):
+        assert M.top_k_accuracy(t, s, k=k) == pytest.approx(
+            sk.top_k_accuracy_score(y_true, scores, k=k, labels=range(4)), abs=1e-15)
+    assert M.confusion_matrix(t, p, num_classes=4).tolist() == \
+        sk.confusion_matrix(y_true, y_pred, labels=range(4)).tolist()
+    for average in ("macro", "micro"):
+        for num_classes, labels in ((None, None), (4, list(range(4)))):
+            ref = sk.precision_recall_fscore_support(y_true, y_pred, average=average,
+                                                     labels=labels, zero_division=0)[:3]
+            got = M.precision_recall_f1(t, p, average, num_classes=num_classes)
+            assert got == pytest.approx(ref, abs=1e-12), (average, num_classes)
+
+
+def test_macro_scores_leave_out_absent_class_indices_as_sklearn(sk):
+    y_true, y_pred = np.array([0, 2, 2, 0]), np.array([0, 2, 0, 0])  # class 1 never occurs
+    ref = sk.precision_recall_fscore_support(y_true, y_pred, average="macro")[:3]
+    assert M.precision_recall_f1(y_true, y_pred) == pytest.approx(ref, abs=1e-12)
+
+
+def test_roc_equals_sklearn_with_ties(sk, xp):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.random(200) + 0.3 * y, 1)  # rounded: many tied scores
+    fpr, tpr, thr = M.roc_curve(xp.asarray(y), xp.asarray(s))
+    ref = sk.roc_curve(y, s, drop_intermediate=False)
+    for got, want in zip((fpr, tpr, thr[1:]), (ref[0], ref[1], ref[2][1:])):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    assert M.roc_auc(xp.asarray(y), xp.asarray(s)) == pytest.approx(sk.roc_auc_score(y, s),
+                                                                     abs=1e-12)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])  # far from 0: the R² statistics must not cancel
+def test_regression_metrics_equal_sklearn_for_the_same_arguments(sk, xp, offset):
+    rng = np.random.default_rng(5)
+    y_true = rng.normal(size=50) * 2.0 + offset
+    y_pred = 0.7 * y_true + rng.normal(size=50) + 0.3 * offset  # biased: R² is asymmetric
+    t, p = xp.asarray(y_true), xp.asarray(y_pred)
+    refs = {M.mse: sk.mean_squared_error, M.mae: sk.mean_absolute_error,
+            M.rmse: lambda a, b: math.sqrt(sk.mean_squared_error(a, b)), M.r2_score: sk.r2_score}
+    for ours, theirs in refs.items():
+        assert ours(t, p) == pytest.approx(theirs(y_true, y_pred), rel=1e-9), ours.__name__
+        assert ours(p, t) == pytest.approx(theirs(y_pred, y_true), rel=1e-9), ours.__name__
+    assert M.r2_score(t, p) != pytest.approx(M.r2_score(p, t), rel=1e-3)
+    # (N, 1) outputs for (N,) targets, and 2-D targets pooled as sklearn on the flat arrays
+    assert M.r2_score(t, p[:, None]) == pytest.approx(sk.r2_score(y_true, y_pred), rel=1e-9)
+    assert M.r2_score(t.reshape(10, 5), p.reshape(10, 5)) == \
+        pytest.approx(sk.r2_score(y_true, y_pred), rel=1e-9)
+
+
+def test_r2_of_constant_targets_equals_sklearn(sk):
+    const = np.full(4, 2.0)
+    assert M.r2_score(const, const) == sk.r2_score(const, const) == 1.0
+    other = np.array([2.0, 2.0, 2.0, 3.0])
+    assert M.r2_score(const, other) == sk.r2_score(const, other) == 0.0

@@ -1,7 +1,7 @@
 """gpudl.random: Philox known answers, stream layout, statistics, errors, CPU == GPU bits.
 
 Bit-exactness against golden hashes and between the NumPy body, the CUDA kernel and the
-specification (gpudl.random_philox) is tested in tests/test_random_golden.py.
+specification (gpudl.random._philox) is tested in tests/test_random_golden.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 import gpudl as gd
 from gpudl import random as gdr
-from gpudl import random_philox as spec
 from gpudl.errors import DTypeError, ShapeError
+from gpudl.random import _philox as spec
 
 MASK = 0xFFFFFFFF
 

@@ -9,7 +9,7 @@ hashes (a deliberate format change would need a new, versioned stream).
 
 Each case is run for three keys; the GPU test runs the very same cases on CuPy arrays
 and checks the very same hashes. The second half checks the NumPy body and the CUDA kernel
-against the readable specification (gpudl.random_philox) and each other.
+against the readable specification (gpudl.random._philox) and each other.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl import cuda, random_cpu, random_cuda
+from gpudl import cuda
 from gpudl import random as gdr
-from gpudl import random_philox as spec
+from gpudl.random import _cpu as random_cpu
+from gpudl.random import _cuda as random_cuda
+from gpudl.random import _philox as spec
 
 MASK32 = 0xFFFFFFFF
 
@@ -164,8 +166,8 @@ def test_gpu_bits_match_golden(name):
 
 
 # ----------------------------------------------------------------------------- bodies == spec
-# The NumPy body (gpudl.random_cpu) and the CUDA kernel (kernels/philox.cu) must equal the
-# readable specification (gpudl.random_philox) bit for bit, at every size, chunk boundary
+# The NumPy body (gpudl.random._cpu) and the CUDA kernel (kernels/philox.cu) must equal the
+# readable specification (gpudl.random._philox) bit for bit, at every size, chunk boundary
 # and grid-stride wrap, and on the edge words of the exact-op math.
 BODY_KEYS = [(0, 0), (1, 0), (MASK32, MASK32), (0x243F6A88, 0x85A308D3)]
 KINDS = ["words32", "words64", "unit16", "unit32", "unit64", "normal16", "normal32", "normal64"]

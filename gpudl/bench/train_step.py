@@ -1,6 +1,8 @@
 """``gpudl bench``: time training steps of a model on each available device.
 
-Each device gets the same model, batch and optimizer (SGD); warm-up steps are excluded;
+The timed step is exactly the one ``gd.fit`` runs (:mod:`gpudl.train.step`: dropout key
+folded per step, model state carried, frozen parameters respected). Each device gets the
+same model, batch and optimizer (SGD with momentum); warm-up steps are excluded;
 the report holds median and spread per step, samples/s, peak memory, and the GPU/CPU
 speedup. Without a GPU it times the CPU and says why the GPU row is missing.
 
@@ -10,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -18,45 +21,49 @@ import numpy as np
 
 from gpudl import optim
 from gpudl import random as gdr
-from gpudl.autodiff import value_and_grad
 from gpudl.backend import asarray, device, memory_info, probe_cuda
 from gpudl.bench.device_info import machine_info
 from gpudl.bench.timing import time_fn
+from gpudl.functional.labels import host_label_bounds, labels_within
 from gpudl.models import IMAGE_CLASSIFIERS, get_model
 from gpudl.train.loop import resolve_loss
+from gpudl.train.step import StepRunner, run_keys, supervised_step
 
 
-def _step_fn(model_name: str, batch_size: int, dev: str):
+def _optimizer():
+    return optim.sgd(0.01, momentum=0.9)
+
+
+def _data(model_name: str, batch_size: int):
+    """A fixed host batch ``(x, y)`` of the model's input shape, 10 classes."""
     if model_name not in IMAGE_CLASSIFIERS:
         raise ValueError(f"gpudl bench: {model_name!r} is not an image classifier; benchmarkable "
                          f"models: {sorted(IMAGE_CLASSIFIERS)}")
-    model = get_model(model_name)
-    shape = IMAGE_CLASSIFIERS[model_name]
     rng = np.random.default_rng(0)
-    x = asarray(rng.random((batch_size, *shape), dtype=np.float32), device=dev)
-    y = asarray(rng.integers(0, 10, batch_size), device=dev)
-    params, state = model.init(gdr.key(0), x)
-    opt = optim.sgd(0.01, momentum=0.9)
-    box = {"params": params, "opt": opt.init(params)}
+    return (rng.random((batch_size, *IMAGE_CLASSIFIERS[model_name]), dtype=np.float32),
+            rng.integers(0, 10, batch_size))
 
-    def loss_fn(p, xb, yb):
-        out, _ = model.apply(p, state, xb, train=True)
-        return cross_entropy(out, yb)
 
-    cross_entropy = resolve_loss("cross_entropy")
-    vg = value_and_grad(loss_fn)
+def _step_fn(model_name: str, x_host, y_host, dev: str) -> functools.partial:
+    """``fit``'s step on the batch ``(x_host, y_host)`` moved to ``dev``, started as ``fit``
+    starts it with ``key=gd.random.key(0)``.
 
-    def step():
-        loss, grads = vg(box["params"], x, y)
-        updates, box["opt"] = opt.update(grads, box["opt"], box["params"])
-        box["params"] = optim.apply_updates(box["params"], updates)
-        return loss
-
-    return step
+    The timed callable is ``StepRunner.train_step`` of a runner built as ``fit`` builds its
+    Trainer (same key split, :func:`~gpudl.train.step.supervised_step`, frozen-parameter
+    handling, per-step ``fold_in`` key, model state carried from step to step).
+    """
+    model = get_model(model_name)
+    x, y = asarray(x_host, device=dev), asarray(y_host, device=dev)
+    init_key, _, step_key = run_keys(gdr.key(0))
+    params, state = model.init(init_key, x)
+    step = supervised_step(model, resolve_loss("cross_entropy"), _optimizer(), params)
+    runner = StepRunner(step, params, state, step.optimizer.init(params), step_key)
+    return functools.partial(runner.train_step, x, y)
 
 
 def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 50,
                 devices: Sequence[str] = ("cpu", "cuda"), warmup: int = 5) -> dict[str, Any]:
+    """Time ``steps`` training steps (after ``warmup``) of ``model_name`` on each device."""
     rows, missing = [], {}
     for dev in (d.strip().lower() for d in devices if d.strip()):
         if dev == "cuda":
@@ -65,8 +72,11 @@ def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 
                 missing["cuda"] = reason
                 continue
         with device(dev):
-            step = _step_fn(model_name, batch_size, dev)
-            stats = time_fn(step, dev, warmup=warmup, repeats=steps)
+            x_host, y_host = _data(model_name, batch_size)
+            step = _step_fn(model_name, x_host, y_host, dev)
+            # fit checks (x, y) labels once on the host, not in every step: so does the bench
+            with labels_within(host_label_bounds(y_host)):
+                stats = time_fn(step, dev, warmup=warmup, repeats=steps)
             mem = memory_info()
         peak = mem.get("pool_total") if dev == "cuda" else mem.get("peak_rss")
         rows.append({"device": dev, **stats, "samples_per_s": batch_size / stats["median_s"],

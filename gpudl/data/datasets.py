@@ -44,7 +44,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("digits: needs scikit-learn (pip install 'gpudl[data]')")
+        # Chained to the ImportError it stands for, so callers can tell a missing extra
+        # from a broken file.
+        missing = ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+        raise DatasetError("digits: needs scikit-learn (pip install 'gpudl[data]')") from missing
     # Read the shipped file directly: importing sklearn.datasets takes seconds.
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
     if path.is_file():

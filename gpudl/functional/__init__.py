@@ -5,6 +5,11 @@ Torch shapes and conventions: NCHW activations, OIHW conv weights, Linear weight
 softmax-cross-entropy, LSTM/GRU cells) run a CUDA kernel on CuPy arrays and a NumPy twin
 on NumPy arrays, behind one primitive.
 
+``F.<name>`` is every name in the ``__all__`` of a public module of this package (one
+without a leading underscore): ``conv.py`` lists ``conv2d``, ``losses.py`` ``mse_loss``...
+A new op module is exported by its own ``__all__``; there is no second list to keep here.
+Activations are there through their registration (``activations.py``).
+
 Example:
     >>> import numpy as np
     >>> from gpudl import functional as F
@@ -12,95 +17,35 @@ Example:
     [0.0, 2.0]
 """
 
-from gpudl.functional.activations import (
-    elu,
-    erf,
-    gelu,
-    get_activation,
-    hardtanh,
-    identity,
-    leaky_relu,
-    log_softmax,
-    maxout,
-    prelu,
-    relu,
-    selu,
-    silu,
-    softmax,
-    softplus,
-    step,
-    swish,
-)
-from gpudl.functional.attention import (
-    additive_attention,
-    additive_attention_scores,
-    causal_mask,
-    masked_softmax,
-    multi_head_attention,
-    scaled_dot_product_attention,
-    sinusoidal_positional_encoding,
-)
-from gpudl.functional.conv import (
-    conv1d,
-    conv2d,
-    conv2d_backward_data,
-    conv2d_backward_weight,
-    conv_transpose2d,
-)
-from gpudl.functional.cross_entropy import softmax_cross_entropy
-from gpudl.functional.dropout import dropout
-from gpudl.functional.embedding import embedding
-from gpudl.functional.graph import (
-    add_self_loops,
-    gat_conv,
-    gcn_conv,
-    gcn_norm_adjacency,
-    gcn_norm_edges,
-    message_passing,
-    readout,
-    segment_max,
-    segment_mean,
-    segment_softmax,
-)
-from gpudl.functional.linear import linear
-from gpudl.functional.losses import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    gan_discriminator_loss,
-    gan_generator_loss,
-    gaussian_kl,
-    gaussian_nll_loss,
-    huber_loss,
-    kl_div,
-    l1_loss,
-    mse_loss,
-    nll_loss,
-    nt_xent,
-    sequence_cross_entropy,
-)
-from gpudl.functional.normalization import batch_norm, layer_norm, local_response_norm
-from gpudl.functional.pooling import (
-    avg_pool2d,
-    global_avg_pool2d,
-    global_max_pool2d,
-    lp_pool2d,
-    max_pool2d,
-    max_pool2d_with_indices,
-)
-from gpudl.functional.recurrent import gru, lstm, rnn, stacked, unstack
-from gpudl.functional.regularizers import (
-    contractive_penalty,
-    contractive_penalty_sigmoid,
-    l1_penalty,
-    l2_penalty,
-    sparsity_kl,
-)
-from gpudl.functional.rnn_cells import (
-    gru_cell,
-    gru_pointwise,
-    lstm_cell,
-    lstm_pointwise,
-    rnn_cell,
-)
-from gpudl.ops import sigmoid, tanh
+import importlib as _importlib
+import pkgutil as _pkgutil
 
+from gpudl.functional import activation_registry as _activation_registry
+
+
+def _public_modules() -> list[str]:
+    return sorted(m.name for m in _pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def _export_public_modules() -> list[str]:
+    exported: dict[str, str] = {}
+    for module_name in _public_modules():
+        module = _importlib.import_module(f"{__name__}.{module_name}")
+        for name in module.__all__:  # a public module without __all__ fails here, loudly
+            if name in exported and getattr(module, name) is not globals()[name]:
+                raise ImportError(f"gpudl.functional: {module_name}.{name} and "
+                                  f"{exported[name]}.{name} both claim F.{name}")
+            exported.setdefault(name, module_name)
+            globals()[name] = getattr(module, name)
+    return sorted(exported)
+
+
+__all__ = _export_public_modules()
+
+
+def __getattr__(name: str):
+    """Activations registered after this import (user code, tests)."""
+    functions = _activation_registry.functions()
+    if name in functions:
+        return functions[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

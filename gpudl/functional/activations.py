@@ -1,5 +1,10 @@
 """Activation functions (torch names, defaults and derivative conventions).
 
+Each is registered with ``@activation(name, layer=...)`` (see
+:mod:`gpudl.functional.activation_registry`): that one line makes it ``F.<name>``, a
+name for :func:`get_activation` and, in ``gpudl.nn``, a layer class whose constructor
+takes the function's hyper-parameters (``nn.LeakyReLU(0.2)``).
+
 Most are composites of ``gd.ops`` and get their gradients for free. Primitives exist
 where a composite would be wrong or unstable: ``relu`` (derivative exactly 0 at 0, where
 ``maximum(x, 0)`` would give 1), ``softplus`` (no overflow, torch's linear threshold),
@@ -18,7 +23,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,6 +33,8 @@ from gpudl.autodiff import Primitive, nondifferentiable, stop_gradient
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
+from gpudl.functional.activation_registry import activation, by_name
+from gpudl.functional.activation_registry import functions as _registry_functions
 
 # torch.nn.SELU's constants (Klambauer et al. 2017).
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -34,6 +42,7 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 # ------------------------------------------------------------------------ simple ones
+@activation("identity", lookup_aliases=("linear",))
 def identity(x):
     """``x`` unchanged (the "linear" activation)."""
     return x
@@ -45,6 +54,7 @@ _step = nondifferentiable(
 )
 
 
+@activation("step", layer="Step")
 def step(x, at_zero: float = 1.0):
     """Heaviside step: 1 for x > 0, 0 for x < 0, ``at_zero`` at 0 (the perceptron's rule).
 
@@ -58,8 +68,9 @@ def step(x, at_zero: float = 1.0):
     return _step(x, at_zero=float(at_zero))
 
 
-sigmoid = ops.sigmoid
-tanh = ops.tanh
+# ops' own primitives (their docstrings describe Primitive, hence doc=).
+sigmoid = activation("sigmoid", layer="Sigmoid", doc="``1 / (1 + exp(-x))``.")(ops.sigmoid)
+tanh = activation("tanh", layer="Tanh", doc="Hyperbolic tangent.")(ops.tanh)
 
 relu_p = Primitive(
     "relu",
@@ -69,6 +80,7 @@ relu_p = Primitive(
 )
 
 
+@activation("relu", layer="ReLU")
 def relu(x):
     """``max(x, 0)``; its derivative at 0 is 0 (torch's convention).
 
@@ -79,6 +91,15 @@ def relu(x):
     return relu_p(x)
 
 
+def _min_below_max(args: Mapping[str, Any]) -> str | None:
+    """The layer refuses an empty range (the function accepts min_val == max_val)."""
+    if args["min_val"] < args["max_val"]:
+        return None
+    return (f"min_val must be below max_val, got min_val={args['min_val']}, "
+            f"max_val={args['max_val']}")
+
+
+@activation("hardtanh", layer="Hardtanh", layer_check=_min_below_max)
 def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     """``clip(x, min_val, max_val)``; gradient 1 strictly inside, 0 elsewhere (at the bounds
     too, as torch's hardtanh; ``ops.clip`` keeps 1 at the bounds, as ``torch.clamp``)."""
@@ -88,6 +109,7 @@ def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     return ops.where(inside, x, stop_gradient(ops.clip(x, min_val, max_val)))
 
 
+@activation("leaky_relu", layer="LeakyReLU")
 def leaky_relu(x, negative_slope: float = 0.01):
     """``x`` for x > 0, ``negative_slope * x`` otherwise (torch default slope 0.01)."""
     return ops.where(ops.greater(x, 0), x, x * negative_slope)
@@ -119,17 +141,20 @@ def prelu(x, weight):
     return ops.where(ops.greater(x, 0), x, x * weight)
 
 
+@activation("elu", layer="ELU")
 def elu(x, alpha: float = 1.0):
     """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
     # expm1 of min(x, 0): the unused branch never overflows (inf * 0 would poison grads).
     return ops.where(ops.greater(x, 0), x, alpha * ops.expm1(ops.minimum(x, 0.0)))
 
 
+@activation("selu", layer="SELU")
 def selu(x):
     """``scale * elu(x, alpha)`` with torch's constants (self-normalising networks)."""
     return SELU_SCALE * elu(x, SELU_ALPHA)
 
 
+@activation("silu", "swish", layer=("SiLU", "Swish"))
 def silu(x):
     """``x * sigmoid(x)`` (SiLU, a.k.a. Swish with beta = 1)."""
     return x * ops.sigmoid(x)
@@ -153,6 +178,7 @@ def _softplus_vjp(g, out, x, *, beta, threshold):
 softplus_p = Primitive("softplus", _softplus_impl, _softplus_vjp)
 
 
+@activation("softplus", layer="Softplus", positive=("beta",))
 def softplus(x, beta: float = 1.0, threshold: float = 20.0):
     """``log(1 + exp(beta x)) / beta``, computed without overflow; linear where beta x > threshold.
 
@@ -237,7 +263,8 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 erf = Primitive("erf", _erf_impl, lambda g, out, x: (g * (_TWO_OVER_SQRT_PI * ops.exp(-(x * x))),))
 
 
-def gelu(x, approximate: str = "none"):
+@activation("gelu", layer="GELU")
+def gelu(x, approximate: Literal["none", "tanh"] = "none"):
     """``x * Phi(x)``: exact (``"none"``, via erf) or torch's ``"tanh"`` approximation.
 
     Example:
@@ -284,6 +311,8 @@ def _check_axis(x, axis: int, op: str) -> int:
     return axis % max(ndim, 1)
 
 
+@activation("softmax", layer="Softmax", positional=1, positive=("temperature",),
+            torch_names={"dim": "axis"})
 def softmax(x, axis: int = -1, temperature: float = 1.0):
     """``exp(x/T) / sum(exp(x/T))`` over ``axis``, stable (the max is subtracted first).
 
@@ -300,6 +329,8 @@ def softmax(x, axis: int = -1, temperature: float = 1.0):
     return softmax_p(x, axis=_check_axis(x, axis, "softmax"))
 
 
+@activation("log_softmax", layer="LogSoftmax", positional=1, positive=("temperature",),
+            torch_names={"dim": "axis"})
 def log_softmax(x, axis: int = -1, temperature: float = 1.0):
     """``log(softmax(x))`` computed as ``x - max - log(sum(exp(x - max)))`` (no log of 0)."""
     if temperature <= 0:
@@ -309,6 +340,7 @@ def log_softmax(x, axis: int = -1, temperature: float = 1.0):
     return log_softmax_p(x, axis=_check_axis(x, axis, "log_softmax"))
 
 
+@activation("maxout", layer="Maxout", positive=("num_pieces",))
 def maxout(x, num_pieces: int, axis: int = -1):
     """Max over groups of ``num_pieces`` consecutive features along ``axis`` (Goodfellow et al.).
 
@@ -330,27 +362,6 @@ def maxout(x, num_pieces: int, axis: int = -1):
 
 
 # ------------------------------------------------------------------------ lookup by name
-_BY_NAME: dict[str, Callable] = {
-    "identity": identity,
-    "linear": identity,
-    "step": step,
-    "sigmoid": sigmoid,
-    "tanh": tanh,
-    "hardtanh": hardtanh,
-    "relu": relu,
-    "leaky_relu": leaky_relu,
-    "elu": elu,
-    "selu": selu,
-    "gelu": gelu,
-    "silu": silu,
-    "swish": swish,
-    "softplus": softplus,
-    "softmax": softmax,
-    "log_softmax": log_softmax,
-    "maxout": maxout,
-}
-
-
 def get_activation(name: str) -> Callable:
     """The activation function called ``name`` (case-insensitive; ``-`` or ``_`` alike).
 
@@ -359,10 +370,16 @@ def get_activation(name: str) -> Callable:
         True
     """
     key = str(name).lower().replace("-", "_")
-    if key not in _BY_NAME:
+    table = by_name()
+    if key not in table:
         raise ValueError(
             f"get_activation: unknown activation {name!r}; valid names are "
-            f"{', '.join(sorted(_BY_NAME))} (prelu needs a weight: use functional.prelu "
+            f"{', '.join(sorted(table))} (prelu needs a weight: use functional.prelu "
             f"or nn.PReLU)"
         )
-    return _BY_NAME[key]
+    return table[key]
+
+
+# F.<name>: every registered activation (sigmoid and tanh come from gpudl.ops) and the
+# helpers around them.
+__all__ = ["erf", "get_activation", "prelu", *_registry_functions()]

@@ -231,3 +231,9 @@ def sinusoidal_positional_encoding(
     pe[:, 1::2] = np.cos(pos * freq)
     xp = xp_for(get_device() if device is None else device)
     return xp.asarray(pe[:, :dim], dtype=dtype)
+
+
+__all__ = [
+    "additive_attention", "additive_attention_scores", "causal_mask", "masked_softmax",
+    "multi_head_attention", "scaled_dot_product_attention", "sinusoidal_positional_encoding",
+]

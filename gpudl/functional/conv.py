@@ -1,7 +1,9 @@
 """Convolutions: conv2d, conv_transpose2d, conv1d (torch shapes: NCHW, OIHW).
 
-Three primitives, each with a CUDA body and a NumPy twin (``conv_bodies.py``), closed
-under differentiation so grad-of-grad works (for y = conv2d(x, w), <y, g> is bilinear):
+Three primitives, each with a CUDA body and a NumPy twin (``_conv_kernels.py``, and the
+implicit-GEMM CUDA version in ``_conv_igemm_kernels.py``; argument and geometry checks in
+``conv_checks.py``), closed under differentiation so grad-of-grad works (for
+y = conv2d(x, w), <y, g> is bilinear):
 
 * ``conv2d(x, w)``                     -> y;   vjp: dx = backward_data(g, w),
                                                      dw = backward_weight(x, g)
@@ -27,24 +29,16 @@ import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import Primitive
-from gpudl.backend import check_same_device
+from gpudl.backend import check_same_device, shape_of
 from gpudl.errors import ShapeError
-from gpudl.functional.conv_bodies import (
+from gpudl.functional._checks import check_float_operands, int_pair, positive_pair
+from gpudl.functional._conv_kernels import (
     conv2d_backward_data_raw,
     conv2d_backward_weight_raw,
     conv2d_forward_raw,
     out_size,
 )
-from gpudl.functional.conv_checks import (
-    check_conv_geometry,
-    check_float_operands,
-    check_transpose_geometry,
-    conv_output_hw,
-    int_pair,
-    padding4,
-    positive_pair,
-    shape_of,
-)
+from gpudl.functional.conv_checks import check_conv_geometry, check_transpose_geometry
 
 Padding = Any  # int | (ph, pw) | ((top, bottom), (left, right)) | "same" | "valid"
 
@@ -251,4 +245,4 @@ def conv1d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
 
 
 __all__ = ["conv1d", "conv2d", "conv2d_backward_data", "conv2d_backward_weight",
-           "conv_output_hw", "conv_transpose2d", "padding4"]
+           "conv_transpose2d"]

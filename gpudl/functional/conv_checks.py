@@ -11,55 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from gpudl.autodiff import unbox_all
-from gpudl.backend import check_same_device, shape_of  # noqa: F401 - shape_of re-exported
-from gpudl.errors import DTypeError, ShapeError
-
-
-def check_float_operands(op: str, named: dict[str, Any]) -> np.dtype:
-    """Same device, float32 or float64, one dtype for every non-None operand."""
-    present = {k: v for k, v in named.items() if v is not None}
-    check_same_device([unbox_all(v) for v in present.values()], op)
-    dtype, first = None, None
-    for name, v in present.items():
-        raw = unbox_all(v)
-        dt = np.dtype(raw.dtype if hasattr(raw, "dtype") else np.asarray(raw).dtype)
-        if dt == np.float16:
-            raise DTypeError(f"{op}: {name} is float16, which the convolution and pooling "
-                             f"kernels do not support; cast it with .astype('float32')")
-        if dt not in (np.float32, np.float64):
-            raise DTypeError(f"{op}: {name} has dtype {dt}; expected float32 or float64. "
-                             f"Cast it with .astype('float32').")
-        if dtype is None:
-            dtype, first = dt, name
-        elif dt != dtype:
-            raise DTypeError(f"{op}: {name} has dtype {dt} but {first} has {dtype}; all "
-                             f"operands need one dtype. Cast with .astype({dtype.name!r}).")
-    return dtype
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def int_pair(v, name: str, op: str) -> tuple[int, int]:
-    """An int or a pair of ints -> (a, b)."""
-    if _is_int(v):
-        return int(v), int(v)
-    if isinstance(v, tuple | list) and len(v) == 2 and all(_is_int(a) for a in v):
-        return int(v[0]), int(v[1])
-    raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
-
-
-def positive_pair(v, name: str, op: str) -> tuple[int, int]:
-    p = int_pair(v, name, op)
-    if min(p) < 1:
-        raise ShapeError(f"{op}: {name} must be >= 1, got {v!r}")
-    return p
+from gpudl.errors import ShapeError
+from gpudl.functional._checks import int_pair, is_int, positive_pair
 
 
 def padding4(padding, k_hw, stride, dilation, op: str) -> tuple[int, int, int, int]:
@@ -98,7 +51,7 @@ def conv_output_hw(h: int, w: int, k_hw, stride, padding, dilation) -> tuple[int
 
 
 def _groups(groups, op: str) -> int:
-    if not _is_int(groups) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ShapeError(f"{op}: groups must be an int >= 1, got {groups!r}")
     return int(groups)
 
@@ -190,3 +143,7 @@ def check_transpose_geometry(op: str, x_shape, w_shape, b_shape, stride, padding
     ho, wo = conv_output_hw(out_h, out_w, (kh, kw), stride, pads, dilation)
     geo = {"stride": stride, "padding": pads, "dilation": dilation, "groups": groups}
     return (out_h, out_w), geo, (ho - h, wo - w)
+
+
+# Helpers for other modules and for nn: nothing here is an F.<name> function.
+__all__: list[str] = []

@@ -5,16 +5,17 @@
 ``lse = logsumexp(x, axis=-1)``, rows whose label is ``ignore_index`` contributing 0.
 
 On CuPy arrays it launches ``kernels/softmax_cross_entropy.cu`` (one block per row, an
-online max/sum in one pass over the row); on NumPy arrays the vectorised twin below computes
-the same loss, lse and gradient. Both share the vjp:
+online max/sum in one pass over the row); on NumPy arrays the vectorised twin computes the
+same loss, lse and gradient (both bodies are in ``_cross_entropy_kernels.py``; this module
+holds the primitive, its vjp and the argument checks). Both share the vjp:
 
 * reduction ``'mean'``/``'sum'`` under ``gd.grad``: the forward launch also writes the
   gradient for a unit upstream cotangent (``softmax - target`` times ``1/n_valid`` or 1), and
   the vjp multiplies it by the scalar upstream ``g`` in place, handing the buffer over as
   the cotangent. When ``g`` is the grad call's own all-ones seed (the loss is returned as
   is, or only added to other terms) that multiply is skipped: one read of the logits and
-  one write of the gradient in total. Memory trade-off: one extra (N, C) buffer lives from the forward to the
-  backward (the activations' size again); in exchange the backward reads no logits and
+  one write of the gradient in total. Memory trade-off: one extra (N, C) buffer lives from
+  the forward to the backward (the activations' size again); in exchange the backward reads no logits and
   recomputes no exponentials. A second backward over the same tape recomputes from lse.
   ``FUSED_REDUCED_BACKWARD = False`` switches to the recompute path (3 instead of 4 passes
   over N*C elements when g != 1 must be applied; see benchmarks/kernels_cross_entropy.py).
@@ -32,30 +33,17 @@ import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced, is_unit_cotangent, unbox_all
-from gpudl.backend import check_same_device, device_of, module_of, xp_for
-from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.backend import check_same_device, module_of
+from gpudl.errors import ShapeError
+from gpudl.functional._checks import DTypeWording, check_float_operands
+from gpudl.functional._cross_entropy_kernels import OP, forward_raw, grad_raw
 from gpudl.functional.labels import check_label_dtype, check_label_range, check_label_shape
 
-OP = "F.softmax_cross_entropy"
 REDUCTIONS = ("mean", "sum", "none")
 FUSED_REDUCED_BACKWARD = True  # see the module docstring
-
-_BLOCKS = (32, 128, 512)
-_KERNELS = ("sce_forward", "sce_forward_backward", "sce_backward")
-SCE = KernelSource(
-    "softmax_cross_entropy.cu",
-    [f"{k}<{t}, {b}>" for k in _KERNELS for t in ("float", "double") for b in _BLOCKS],
-)
 _INT32 = np.iinfo(np.int32)
-_NO_IGNORE = np.int32(_INT32.min)  # never equals a checked label in [0, C)
-
-
-def block_size(num_classes: int) -> int:
-    """Threads per row-block: enough to cover a row in a few 16-byte loads, few idle ones."""
-    if num_classes <= 256:
-        return 32
-    return 128 if num_classes <= 2048 else 512
+_LOGITS_DTYPES = DTypeWording(unsupported="{op}: {name} must be float32 or float64, got {dtype}; "
+                                          "cast with logits.astype('float32')")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -75,99 +63,8 @@ def _check_options(reduction, ignore_index, label_smoothing) -> float:
 
 
 def _check_dtypes(x, labels) -> None:
-    if x.dtype not in (np.float32, np.float64):
-        raise DTypeError(f"{OP}: logits must be float32 or float64, got {x.dtype}; cast with "
-                         f"logits.astype('float32')")
+    check_float_operands(OP, {"logits": x}, _LOGITS_DTYPES)
     check_label_dtype(labels, OP)
-
-
-# ----------------------------------------------------------------------------- NumPy twin
-def _twin_grad(x, labels, lse, coef, *, ignore_index, eps):
-    """(N, C) ``coef[n] * (softmax(x) - target)``, zero rows where ignored (vectorised)."""
-    xp = module_of(x)
-    n, c = x.shape
-    p = x - lse[:, None]  # (N, C); in place from here on: this runs once per training step
-    xp.exp(p, out=p)  # softmax from lse, as the kernel computes it
-    if eps != 0.0:
-        p -= eps / c
-    valid = labels != ignore_index if ignore_index is not None else None
-    p[xp.arange(n), labels if valid is None else xp.where(valid, labels, 0)] -= 1.0 - eps
-    p *= xp.broadcast_to(xp.asarray(coef, dtype=x.dtype), (n,))[:, None]
-    if valid is not None:
-        p[~valid] = 0  # exact zeros, even where the logits are inf/NaN
-    return p
-
-
-def twin_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad_scale=1.0):
-    """NumPy twin of the forward kernels: ``(loss (N,), lse (N,), dlogits (N, C) or None)``.
-
-    Stable (the row max is subtracted before exp), vectorised, no loop over rows. Runs on
-    CuPy arrays too (the benchmark's composite).
-    """
-    xp = module_of(x)
-    n, c = x.shape
-    m = x.max(axis=1)  # (N,)
-    log_s = xp.log(xp.exp(x - m[:, None]).sum(axis=1))  # (N,)
-    lse = m + log_s
-    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
-    x_y = x[xp.arange(n), xp.where(valid, labels, 0)]  # (N,) logit of the label
-    loss = (m - x_y) + log_s  # not lse - x_y: lse is rounded at the logits' magnitude
-    if eps != 0.0:
-        loss = (1.0 - eps) * loss + eps * ((m - x.sum(axis=1) / c) + log_s)
-    loss = xp.where(valid, loss, 0).astype(x.dtype, copy=False)
-    dlogits = None
-    if with_grad:
-        dlogits = _twin_grad(x, labels, lse, grad_scale, ignore_index=ignore_index, eps=eps)
-    return loss, lse, dlogits
-
-
-# ----------------------------------------------------------------------------- CUDA body
-def _kernel(kind: str, dtype, num_classes: int):
-    return SCE.get(f"{kind}<{type_name(dtype)}, {block_size(num_classes)}>")
-
-
-def _labels32(labels):
-    # Safe after check_label_range: every value is in [0, C) or equals an int32 ignore_index.
-    return xp_for("cuda").ascontiguousarray(labels, dtype=np.int32)
-
-
-def cuda_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad_scale=1.0):
-    """Launch the forward (or fused forward+backward) kernel; same outputs as the twin."""
-    cupy = xp_for("cuda")
-    (x,) = contiguous_inputs(OP, x)
-    n, c = x.shape
-    dt = x.dtype.type
-    loss, lse = cupy.empty(n, x.dtype), cupy.empty(n, x.dtype)
-    ig = _NO_IGNORE if ignore_index is None else np.int32(ignore_index)
-    head = (x, _labels32(labels), loss, lse)
-    if with_grad:
-        dlogits = cupy.empty((n, c), x.dtype)
-        launch(_kernel("sce_forward_backward", x.dtype, c), (n,), (block_size(c),),
-               (*head, dlogits, np.int32(n), np.int32(c), ig, dt(eps), dt(grad_scale)))
-        return loss, lse, dlogits
-    launch(_kernel("sce_forward", x.dtype, c), (n,), (block_size(c),),
-           (*head, np.int32(n), np.int32(c), ig, dt(eps)))
-    return loss, lse, None
-
-
-def cuda_backward(x, labels, lse, g, *, ignore_index=None, eps=0.0, scale=1.0):
-    """``g[n] * scale * (softmax(x) - target)`` from the saved lse; g is () or (N,)."""
-    cupy = xp_for("cuda")
-    (x,) = contiguous_inputs(OP, x)
-    n, c = x.shape
-    g = cupy.asarray(g, dtype=x.dtype)
-    # The stride comes from g's own rank: cupy.ascontiguousarray turns a 0-d g into shape
-    # (1,), which read as a per-row g would index past its end for every row > 0.
-    g_stride = np.int32(1 if g.ndim else 0)
-    if g.ndim and g.shape != (n,):
-        raise ShapeError(f"{OP}: the upstream gradient must be () or ({n},), got {g.shape}")
-    g = cupy.ascontiguousarray(g)
-    dlogits = cupy.empty((n, c), x.dtype)
-    ig = _NO_IGNORE if ignore_index is None else np.int32(ignore_index)
-    launch(_kernel("sce_backward", x.dtype, c), (n,), (block_size(c),),
-           (x, _labels32(labels), lse, g, dlogits, np.int32(n), np.int32(c), ig,
-            x.dtype.type(eps), x.dtype.type(scale), g_stride))
-    return dlogits
 
 
 # ----------------------------------------------------------------------------- the primitive
@@ -210,24 +107,14 @@ def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad)
         loss, lse = xp.zeros(0, x.dtype), xp.zeros(0, x.dtype)
         dlogits = xp.zeros(x.shape, x.dtype) if with_grad else None
     else:
-        body = cuda_forward if device_of(x) == "cuda" else twin_forward
-        loss, lse, dlogits = body(x, labels, ignore_index=ignore_index, eps=label_smoothing,
-                                  with_grad=with_grad, grad_scale=scale)
+        loss, lse, dlogits = forward_raw(x, labels, ignore_index=ignore_index,
+                                         eps=label_smoothing, with_grad=with_grad,
+                                         grad_scale=scale)
     if reduction == "sum":
         loss = xp.asarray(loss.sum())
     elif reduction == "mean":  # over non-ignored rows, as torch; 0 of them gives NaN (0/0)
         loss = xp.asarray(loss.sum() / n_valid) if n_valid else xp.full((), np.nan, x.dtype)
     return loss, _Saved(lse, dlogits, n_valid, x.dtype)
-
-
-def _grad_raw(x, labels, lse, g, *, ignore_index, eps, scale):
-    """Plain-array gradient ``g * scale * (softmax - target)`` on either device."""
-    if x.shape[0] == 0:  # nothing to launch
-        return module_of(x).zeros(x.shape, x.dtype)
-    if device_of(x) == "cuda":
-        return cuda_backward(x, labels, lse, g, ignore_index=ignore_index, eps=eps, scale=scale)
-    coef = np.asarray(g, dtype=x.dtype) * x.dtype.type(scale)
-    return _twin_grad(x, labels, lse, coef, ignore_index=ignore_index, eps=eps)
 
 
 def _grad_composite(x, labels, g, *, reduction, ignore_index, eps, scale):
@@ -255,13 +142,13 @@ def _sce_vjp(cots, outs, x, labels, *, reduction, ignore_index, label_smoothing,
             return _grad_composite(x, labels, g, reduction=reduction, scale=scale, **kw)
         if reduction == "none":
             if is_traced(g):
-                unit = _grad_raw(x, labels, saved.lse, np.ones((), x.dtype), scale=1.0, **kw)
+                unit = grad_raw(x, labels, saved.lse, np.ones((), x.dtype), scale=1.0, **kw)
                 return ops.reshape(g, (x.shape[0], 1)) * unit
-            return _grad_raw(x, labels, saved.lse, g, scale=1.0, **kw)
+            return grad_raw(x, labels, saved.lse, g, scale=1.0, **kw)
         dl = saved.take_dlogits()
         if dl is None:  # not fused, or a second backward over this tape: recompute
             ones = np.ones((), x.dtype)
-            dl = _grad_raw(x, labels, saved.lse, ones if is_traced(g) else g, scale=scale, **kw)
+            dl = grad_raw(x, labels, saved.lse, ones if is_traced(g) else g, scale=scale, **kw)
             return g * dl if is_traced(g) else dl
         if is_traced(g):
             return g * dl
@@ -324,3 +211,6 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
     if reduction == "none" and loss.shape != expected:
         loss = ops.reshape(loss, expected)
     return loss
+
+
+__all__ = ["softmax_cross_entropy"]

@@ -50,3 +50,6 @@ def dropout(x, rate: float, key=None, train: bool = True):
     # A NumPy scalar of x's dtype: CuPy accepts it, and float32 stays float32.
     scale = keep.astype(raw.dtype) * raw.dtype.type(1.0 / (1.0 - float(rate)))
     return ops.multiply(x, scale)
+
+
+__all__ = ["dropout"]

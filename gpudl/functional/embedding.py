@@ -46,3 +46,6 @@ def embedding(weight, indices, padding_idx: int | None = None):
         pad = (raw == padding_idx)[..., None]
         out = ops.where(pad, stop_gradient(out), out)
     return out
+
+
+__all__ = ["embedding"]

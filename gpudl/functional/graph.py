@@ -250,3 +250,9 @@ def gat_conv(
     if bias is not None:
         out = out + bias
     return (out, (ei, alpha)) if return_attention else out
+
+
+__all__ = [
+    "add_self_loops", "gat_conv", "gcn_conv", "gcn_norm_adjacency", "gcn_norm_edges",
+    "message_passing", "readout", "segment_max", "segment_mean", "segment_softmax",
+]

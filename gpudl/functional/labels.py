@@ -208,3 +208,7 @@ def check_labels(
     c = check_label_shape(raw.shape, input_shape, op, class_axis=class_axis,
                           input_name=input_name, arg=arg)
     return raw, check_label_range(raw, c, op, ignore_index=ignore_index, arg=arg)
+
+
+# Helpers for other modules and for nn: nothing here is an F.<name> function.
+__all__: list[str] = []

@@ -25,3 +25,6 @@ def linear(x, w, b=None):
         raise ShapeError(f"F.linear: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     y = ops.matmul(x, ops.transpose(w))
     return y if b is None else y + b
+
+
+__all__ = ["linear"]

@@ -371,3 +371,10 @@ def gan_generator_loss(fake_logits, non_saturating: bool = True):
 
 
 # Regularizers (L2/L1 penalties, sparsity, contractive) live in functional/regularizers.py.
+
+
+__all__ = [
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "gan_discriminator_loss",
+    "gan_generator_loss", "gaussian_kl", "gaussian_nll_loss", "huber_loss", "kl_div", "l1_loss",
+    "mse_loss", "nll_loss", "nt_xent", "sequence_cross_entropy",
+]

@@ -184,3 +184,6 @@ def local_response_norm(x, size: int, alpha: float = 1e-4, beta: float = 0.75, k
         window = part if window is None else window + part
     div = ops.power(k + (alpha / size) * window, beta)
     return x / div
+
+
+__all__ = ["batch_norm", "layer_norm", "local_response_norm"]

@@ -1,7 +1,8 @@
 """Pooling: max, average, Lp, global average and global max (NCHW, torch semantics).
 
 Four primitives, each with a CUDA body (kernels/pool2d.cu) and a NumPy twin
-(``pool_bodies.py``):
+(both in ``_pool_kernels.py``); this module holds the primitives, their vjps and the
+argument checks:
 
 * ``max_pool2d(x) -> (y, argmax)``; vjp: ``max_pool2d_backward(g, argmax)`` (the gradient
   goes to the arg-max, the first maximum on ties, as torch);
@@ -24,10 +25,10 @@ import numpy as np  # noqa: F401  (the docstring examples use np)
 
 from gpudl import ops
 from gpudl.autodiff import Primitive, unbox_all
-from gpudl.backend import check_same_device
+from gpudl.backend import check_same_device, shape_of
 from gpudl.errors import ShapeError
-from gpudl.functional.conv_checks import check_float_operands, int_pair, shape_of
-from gpudl.functional.pool_bodies import (
+from gpudl.functional._checks import check_float_operands, int_pair
+from gpudl.functional._pool_kernels import (
     avg_pool2d_backward_raw,
     avg_pool2d_raw,
     max_pool2d_backward_raw,

@@ -2,8 +2,8 @@
 ``stacked`` (multi-layer, bidirectional), torch layouts and semantics.
 
 The input projection for ALL steps is one GEMM, ``x.reshape(T*N, I) @ w_ih.T``; each step
-then does ``h @ w_hh.T`` and one fused pointwise kernel (``lstm_pointwise`` /
-``gru_pointwise`` from :mod:`gpudl.functional.rnn_cells`, re-exported here with the cells).
+then does ``h @ w_hh.T`` and one fused pointwise kernel (the ``lstm_pointwise`` /
+``gru_pointwise`` primitives of :mod:`gpudl.functional.rnn_cells`, where the cells are).
 
 Variable-length batches (``lengths``, as torch's ``pack_padded_sequence``): a sequence's
 state is frozen after its last valid step (before its first one when ``reverse=True``),
@@ -28,25 +28,14 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import Primitive, unbox_all
 from gpudl.backend import module_of, to_numpy
+from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
-from gpudl.functional.rnn_cells import (  # noqa: F401  (re-exported: F.rnn is the one import)
-    GRU_KERNELS,
-    LSTM_KERNELS,
+from gpudl.functional._checks import CELL_DTYPES, check_float_operands
+from gpudl.functional.rnn_cells import (
     _gru_pointwise,
     _lstm_pointwise,
-    _shape,
     check_cell_shapes,
-    check_float_args,
-    gru_cell,
-    gru_pointwise,
-    gru_pointwise_backward_twin,
-    gru_pointwise_twin,
-    lstm_cell,
-    lstm_pointwise,
-    lstm_pointwise_backward_twin,
-    lstm_pointwise_twin,
     rnn_activation,
-    rnn_cell,
 )
 
 _N_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -128,8 +117,8 @@ def _step_masks(op: str, lengths, t_len: int, n: int, like):
 def _run(op: str, kind: str, x, h0, c0, params, batch_first: bool, lengths, reverse: bool,
          nonlinearity: str = "tanh"):
     w_ih, w_hh, b_ih, b_hh = _unpack_params(op, params)
-    check_float_args(op, {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh,
-                          "bias_ih": b_ih, "bias_hh": b_hh})
+    check_float_operands(op, {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh,
+                              "bias_ih": b_ih, "bias_hh": b_hh}, CELL_DTYPES)
     act = rnn_activation(nonlinearity, op) if kind == "rnn" else None
     xs = _shape(x)
     if len(xs) != 3 or 0 in xs[:2]:
@@ -281,3 +270,6 @@ def stacked(kind: str, x, h0, c0, layers: Sequence[Any], bidirectional: bool = F
     if kind == "lstm":
         return y, (h_n, ops.concatenate(finals_c, axis=0))
     return y, h_n
+
+
+__all__ = ["gru", "lstm", "rnn", "stacked", "unstack"]

@@ -129,3 +129,9 @@ def contractive_penalty_sigmoid(h, weight, reduction: str = "mean"):
     d = h * (1.0 - h)
     total = ops.sum(ops.matmul(d * d, ops.sum(weight * weight, axis=1)))
     return total / float(sh[0]) if reduction == "mean" else total
+
+
+__all__ = [
+    "contractive_penalty", "contractive_penalty_sigmoid", "l1_penalty", "l2_penalty",
+    "sparsity_kl",
+]

@@ -7,11 +7,11 @@ primitive with two bodies (DESIGN principle 3):
 * ``gru_pointwise(gi (N, 3H), gh (N, 3H), h (N, H)) -> h_new``, torch gate order r, z, n.
 
 On CuPy arrays the forward and the backward are one kernel launch each; on NumPy arrays
-the twins compute the same formulas (both bodies live in
-:mod:`gpudl.functional.rnn_bodies`, re-exported here; this module holds the checks, the
-primitives with their vjps, and the cells). The vjps call the backward kernel / twin directly when nothing
-is traced at an outer level; under grad-of-grad they switch to the same formulas written
-with differentiable gpudl ops, so higher derivatives are exact.
+the twins compute the same formulas (both bodies live in ``_rnn_kernels.py``; this module
+holds the checks, the primitives with their vjps, and the cells; the sequence functions
+are in ``recurrent.py``). The vjps call the backward kernel / twin directly when nothing is
+traced at an outer level; under grad-of-grad they switch to the same formulas written with
+differentiable gpudl ops, so higher derivatives are exact.
 
 Example:
     >>> import numpy as np
@@ -27,57 +27,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+import numpy as np  # noqa: F401  (the docstring examples use np)
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, is_traced, unbox_all
-from gpudl.backend import check_same_device, device_of
+from gpudl.autodiff import Primitive, is_traced
+from gpudl.backend import check_same_device
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional.rnn_bodies import (  # noqa: F401  (re-exported: the bodies' old home)
-    _BLOCK,
-    _MAX_BLOCKS,
-    _TYPES,
-    GRU_KERNELS,
-    LSTM_KERNELS,
-    _blocks,
-    _sigmoid,
-    gru_pointwise_backward_cuda,
-    gru_pointwise_backward_twin,
-    gru_pointwise_cuda,
-    gru_pointwise_twin,
-    lstm_pointwise_backward_cuda,
-    lstm_pointwise_backward_twin,
-    lstm_pointwise_cuda,
-    lstm_pointwise_twin,
+from gpudl.errors import ShapeError
+from gpudl.functional._checks import CELL_DTYPES, check_float_operands
+from gpudl.functional._rnn_kernels import (
+    gru_pointwise_backward_raw,
+    gru_pointwise_raw,
+    lstm_pointwise_backward_raw,
+    lstm_pointwise_raw,
 )
 
 
 # ----------------------------------------------------------------------------- checks
-def check_float_args(op: str, named: dict[str, Any]) -> np.dtype:
-    """Same device, float32/float64, one dtype for every non-None argument. Returns it."""
-    present = {k: v for k, v in named.items() if v is not None}
-    check_same_device([unbox_all(v) for v in present.values()], op)
-    dtype = None
-    first = None
-    for name, v in present.items():
-        raw = unbox_all(v)
-        dt = np.dtype(raw.dtype if hasattr(raw, "dtype") else np.asarray(raw).dtype)
-        if dt not in (np.float32, np.float64):
-            raise DTypeError(
-                f"{op}: {name} has dtype {dt}; recurrent cells take float32 or float64 "
-                f"(float16 is not supported). Cast it with .astype('float32')."
-            )
-        if dtype is None:
-            dtype, first = dt, name
-        elif dt != dtype:
-            raise DTypeError(
-                f"{op}: {name} has dtype {dt} but {first} has {dtype}; all arguments need one "
-                f"dtype. Cast with .astype({dtype.name!r})."
-            )
-    return dtype
-
-
 def check_cell_shapes(op: str, n_gates: int, x_shape, h_shape, c_shape, w_ih, w_hh, b_ih, b_hh,
                       x_name: str = "x") -> tuple[int, int, int]:
     """Validate a cell's shapes (torch layouts); returns (N, input_size, hidden_size)."""
@@ -114,7 +80,7 @@ def check_cell_shapes(op: str, n_gates: int, x_shape, h_shape, c_shape, w_ih, w_
 
 
 def _check_pointwise(op: str, n_gates: int, wide: dict[str, Any], state: dict[str, Any]) -> None:
-    check_float_args(op, {**wide, **state})
+    check_float_operands(op, {**wide, **state}, CELL_DTYPES)
     (sname, s), = state.items()
     ss = _shape(s)
     if len(ss) != 2:
@@ -131,17 +97,13 @@ def _check_pointwise(op: str, n_gates: int, wide: dict[str, Any], state: dict[st
 # ----------------------------------------------------------------------------- LSTM primitive
 def _lstm_forward_raw(gates, c):
     check_same_device((gates, c), "lstm_pointwise")
-    if device_of(gates) == "cuda":
-        return lstm_pointwise_cuda(gates, c)
-    return lstm_pointwise_twin(gates, c)
+    return lstm_pointwise_raw(gates, c)
 
 
 def _lstm_backward_raw(gates, c, c_new, dh, dc):
     dh = dh.astype(gates.dtype, copy=False)
     dc = dc.astype(gates.dtype, copy=False)
-    if device_of(gates) == "cuda":
-        return lstm_pointwise_backward_cuda(gates, c, c_new, dh, dc)
-    return lstm_pointwise_backward_twin(gates, c, c_new, dh, dc)
+    return lstm_pointwise_backward_raw(gates, c, c_new, dh, dc)
 
 
 def _lstm_backward_composite(gates, c, c_new, dh, dc):
@@ -188,16 +150,12 @@ def lstm_pointwise(gates, c):
 # ----------------------------------------------------------------------------- GRU primitive
 def _gru_forward_raw(gi, gh, h):
     check_same_device((gi, gh, h), "gru_pointwise")
-    if device_of(gi) == "cuda":
-        return gru_pointwise_cuda(gi, gh, h)
-    return gru_pointwise_twin(gi, gh, h)
+    return gru_pointwise_raw(gi, gh, h)
 
 
 def _gru_backward_raw(gi, gh, h, dh_new):
     dh_new = dh_new.astype(gi.dtype, copy=False)
-    if device_of(gi) == "cuda":
-        return gru_pointwise_backward_cuda(gi, gh, h, dh_new)
-    return gru_pointwise_backward_twin(gi, gh, h, dh_new)
+    return gru_pointwise_backward_raw(gi, gh, h, dh_new)
 
 
 def _gru_backward_composite(gi, gh, h, dh_new):
@@ -256,8 +214,8 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
         0.0
     """
     op = "F.lstm_cell"
-    check_float_args(op, {"x": x, "h": h, "c": c, "w_ih": w_ih, "w_hh": w_hh,
-                          "b_ih": b_ih, "b_hh": b_hh})
+    check_float_operands(op, {"x": x, "h": h, "c": c, "w_ih": w_ih, "w_hh": w_hh,
+                              "b_ih": b_ih, "b_hh": b_hh}, CELL_DTYPES)
     check_cell_shapes(op, 4, _shape(x), _shape(h), _shape(c), w_ih, w_hh, b_ih, b_hh)
     gates = _affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh)  # (N, 4H)
     return _lstm_pointwise(gates, c)
@@ -274,8 +232,8 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
         (2, 4)
     """
     op = "F.gru_cell"
-    check_float_args(op, {"x": x, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih,
-                          "b_hh": b_hh})
+    check_float_operands(op, {"x": x, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih,
+                              "b_hh": b_hh}, CELL_DTYPES)
     check_cell_shapes(op, 3, _shape(x), _shape(h), None, w_ih, w_hh, b_ih, b_hh)
     return _gru_pointwise(_affine(x, w_ih, b_ih), _affine(h, w_hh, b_hh), h)
 
@@ -300,7 +258,10 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh")
     """
     op = "F.rnn_cell"
     act = rnn_activation(nonlinearity, op)
-    check_float_args(op, {"x": x, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih,
-                          "b_hh": b_hh})
+    check_float_operands(op, {"x": x, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih,
+                              "b_hh": b_hh}, CELL_DTYPES)
     check_cell_shapes(op, 1, _shape(x), _shape(h), None, w_ih, w_hh, b_ih, b_hh)
     return act(_affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh))
+
+
+__all__ = ["gru_cell", "gru_pointwise", "lstm_cell", "lstm_pointwise", "rnn_cell"]

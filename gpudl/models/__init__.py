@@ -11,22 +11,19 @@ from gpudl.models import (  # noqa: E402  (families with their own losses and he
 )
 from gpudl.models.cnn import (
     alexnet,
-    basic_block,
-    cifar_resnet,
     googlenet,
     inception,
     lenet5,
     mlp,
     nin,
     nin_block,
-    resnet18,
-    resnet20,
     vgg,
     vgg11,
     vgg16,
     vgg_block,
 )
 from gpudl.models.linear import logistic_regression, softmax_regression, xor_net
+from gpudl.models.resnet import basic_block, cifar_resnet, resnet18, resnet20
 
 # Image classifiers and the input (C, H, W) each is built for by default: `gpudl bench`
 # and `gpudl train` take these (random or shipped images of that shape, integer labels).

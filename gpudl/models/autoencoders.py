@@ -8,10 +8,11 @@ reconstruction (``"sigmoid"`` for data in [0, 1], ``None`` for a linear output),
 use the stable logits form. Losses are per-example sums over features averaged over the
 batch (the VAE's ELBO convention), and each returns a scalar for ``gd.value_and_grad``.
 
-This module holds the regularised variants (denoising, sparse, k-sparse, contractive) and
-re-exports the rest, so ``from gpudl.models import autoencoders as ae`` reaches every
-name: the container, builders and reconstruction losses are in ``autoencoders_base``, the
-VAE in ``autoencoders_vae``, the training loops in ``autoencoders_training``.
+This module defines the regularised variants (denoising, sparse, k-sparse, contractive) and
+is the family's public face: ``from gpudl.models import autoencoders as ae`` reaches every
+name in ``__all__``. The others are defined in ``autoencoders_base`` (the container,
+builders and reconstruction losses), ``autoencoders_vae`` (the VAE) and
+``autoencoders_training`` (the training loops); their private helpers stay there.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -35,14 +36,10 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import module_of
 from gpudl.errors import ShapeError
-from gpudl.models.autoencoders_base import (  # noqa: F401  (re-exported, with the privates)
+from gpudl.models.autoencoders_base import (
     Autoencoder,
     Shape,
-    _act,
-    _activate,
-    _dims,
     _mlp_halves,
-    _sub,
     ae_loss,
     conv_ae,
     reconstruction_loss,
@@ -55,8 +52,9 @@ from gpudl.models.autoencoders_training import (
     make_train_step,
 )
 from gpudl.models.autoencoders_vae import VAE, vae, vae_loss
+from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential, array_device
-from gpudl.nn.core import Activation, Dense, Flatten
+from gpudl.nn.core import Dense, Flatten
 
 
 # -- denoising

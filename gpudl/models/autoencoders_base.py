@@ -6,7 +6,7 @@ reconstruction losses every variant shares.
 variants (denoising, sparse, k-sparse, contractive) are in
 :mod:`gpudl.models.autoencoders`, the VAE in :mod:`gpudl.models.autoencoders_vae`, the
 training loops in :mod:`gpudl.models.autoencoders_training`; ``gpudl.models.autoencoders``
-re-exports every public name.
+(the family's public face) re-exports this module's ``__all__``.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -27,9 +27,13 @@ import numpy as np
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
+from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential
 from gpudl.nn.conv import Conv2d, ConvTranspose2d
-from gpudl.nn.core import Activation, Dense, Flatten, Reshape
+from gpudl.nn.core import Dense, Flatten, Reshape
+
+__all__ = ["Autoencoder", "ae_loss", "conv_ae", "reconstruction_loss", "stacked_ae",
+           "undercomplete_ae"]
 
 Shape = int | Sequence[int]
 

@@ -21,15 +21,21 @@ from typing import Any
 
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.autodiff import unbox_all, value_and_grad
+from gpudl.autodiff import _split_aux, unbox_all
+from gpudl.errors import GradientError
 from gpudl.models.autoencoders_base import ae_loss, undercomplete_ae
 from gpudl.nn.base import array_device
-from gpudl.optim import adam, apply_updates
+from gpudl.optim import adam
+from gpudl.train.step import TrainStep
 
 
 def make_train_step(loss_fn: Callable, optimizer, has_aux: bool = False) -> Callable:
     """``step(params, opt_state, *args) -> (params, opt_state, loss[, aux])`` for a loss
     ``loss_fn(params, *args)`` that is not a plain supervised loss (a pure function).
+
+    A thin adapter over :class:`gpudl.train.step.TrainStep`, the step ``gd.fit`` runs:
+    ``args`` are its batch, and there is no model state or key of its own (pass a key in
+    ``args`` when the loss samples noise).
 
     Example:
         >>> import numpy as np, gpudl as gd
@@ -40,16 +46,22 @@ def make_train_step(loss_fn: Callable, optimizer, has_aux: bool = False) -> Call
         >>> step = make_train_step(lambda p, xb: ae_loss(m, p, xb), opt)
         >>> p, s, loss = step(p, opt.init(p), x)
     """
-    vg = value_and_grad(loss_fn, has_aux=has_aux)
+
+    def objective(params, state, key, args):
+        value = loss_fn(params, *args)
+        if not has_aux and isinstance(value, tuple | list):  # gd.value_and_grad's own error
+            raise GradientError(
+                f"gd.grad: the function returned a {type(value).__name__}; grad needs a scalar "
+                "(size-1) array output; if the extra items are auxiliary data, pass "
+                "has_aux=True and return (value, aux).")
+        loss, aux = _split_aux(value, has_aux, "gd.value_and_grad")
+        return loss, (aux, state)
+
+    train_step = TrainStep(objective, optimizer)
 
     def step(params, opt_state, *args):
-        value, grads = vg(params, *args)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = apply_updates(params, updates)
-        if has_aux:
-            loss, aux = value
-            return params, opt_state, loss, aux
-        return params, opt_state, value
+        params, _, opt_state, loss, aux = train_step(params, None, opt_state, None, args)
+        return (params, opt_state, loss, aux) if has_aux else (params, opt_state, loss)
 
     return step
 

@@ -25,8 +25,9 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import module_of
 from gpudl.models.autoencoders_base import Shape, _activate, _dims, _sub, reconstruction_loss
+from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential, array_device
-from gpudl.nn.core import Activation, Dense, Flatten, Reshape
+from gpudl.nn.core import Dense, Flatten, Reshape
 
 
 class VAE(Layer):

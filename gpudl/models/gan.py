@@ -30,13 +30,14 @@ import numpy as np
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.autodiff import stop_gradient, unbox_all, value_and_grad
+from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.errors import ShapeError
+from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential, array_device, split_keys
 from gpudl.nn.conv import Conv2d, ConvTranspose2d
-from gpudl.nn.core import Activation, Dense, Flatten, Reshape
+from gpudl.nn.core import Dense, Flatten, Reshape
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding
-from gpudl.optim import apply_updates
+from gpudl.train.step import TrainStep
 
 Shape = int | Sequence[int]
 
@@ -244,6 +245,33 @@ def _first_leaf(tree):
     return tree_leaves(tree)[0]
 
 
+def _discriminator_objective(disc: Layer, labels):
+    """D's objective over ``batch = (x_real, fake)``, ``key = (k_real, k_fake)``; aux: the logits."""
+
+    def objective(p, s, key, batch):
+        x_real, fake = batch
+        # Real and fake go through separately, as in the DCGAN reference: each BatchNorm
+        # batch is then all-real or all-fake, like the generator step's all-fake batch.
+        real_l, s = disc.apply(p, s, _inputs(x_real, labels), train=True, key=key[0])
+        fake_l, s = disc.apply(p, s, _inputs(fake, labels), train=True, key=key[1])
+        return F.gan_discriminator_loss(real_l, fake_l), ((real_l, fake_l), s)
+
+    return objective
+
+
+def _generator_objective(gen: Layer, disc: Layer, labels, non_saturating: bool):
+    """G's objective over ``batch = (z, disc_params, disc_state)``, ``key = (k_gen, k_disc)``:
+    the other player's params arrive as data, so they get no gradient and no update."""
+
+    def objective(p, s, key, batch):
+        z, dp, ds = batch
+        fake, new_s = gen.apply(p, s, _inputs(z, labels), train=True, key=key[0])
+        logits, _ = disc.apply(dp, ds, _inputs(fake, labels), train=True, key=key[1])
+        return F.gan_generator_loss(logits, non_saturating=non_saturating), (None, new_s)
+
+    return objective
+
+
 def gan_train_step(gen: Layer, disc: Layer, gen_opt, disc_opt, state: GANState, x_real, key, *,
                    latent_dim: int, labels=None, non_saturating: bool = True
                    ) -> tuple[GANState, dict[str, float]]:
@@ -253,7 +281,9 @@ def gan_train_step(gen: Layer, disc: Layer, gen_opt, disc_opt, state: GANState, 
     Generator: minimise ``-log D(G(z))`` (non-saturating) on fresh ``z``, through the
     *updated* discriminator, changing only G's params. For a conditional pair, ``labels``
     conditions both the real batch and the generated one. Metrics: both losses and the
-    discriminator's mean probabilities on real and fake samples.
+    discriminator's mean probabilities on real and fake samples. Each update is one
+    :class:`gpudl.train.step.TrainStep`, the step ``gd.fit`` runs, with the other player's
+    parameters held fixed.
     """
     n = x_real.shape[0]
     kz1, kz2, kg1, kd1, kg2, kd2 = split_keys(key, 6)
@@ -263,31 +293,14 @@ def gan_train_step(gen: Layer, disc: Layer, gen_opt, disc_opt, state: GANState, 
     fake, gs = gen.apply(gp, gs, _inputs(latent(kz1, n, latent_dim, like=x_real), labels),
                          train=True, key=kg1)
     fake = stop_gradient(fake)
-
-    kd1a, kd1b = split_keys(kd1, 2)
-
-    def d_loss_fn(p):
-        # Real and fake go through separately, as in the DCGAN reference: each BatchNorm
-        # batch is then all-real or all-fake, like the generator step's all-fake batch.
-        real_l, s = disc.apply(p, ds, _inputs(x_real, labels), train=True, key=kd1a)
-        fake_l, s = disc.apply(p, s, _inputs(fake, labels), train=True, key=kd1b)
-        return F.gan_discriminator_loss(real_l, fake_l), (s, real_l, fake_l)
-
-    (d_loss, (ds, real_l, fake_l)), d_grads = value_and_grad(d_loss_fn, has_aux=True)(dp)
-    d_updates, d_os = disc_opt.update(d_grads, d_os, dp)
-    dp = apply_updates(dp, d_updates)
+    d_step = TrainStep(_discriminator_objective(disc, labels), disc_opt)
+    dp, ds, d_os, d_loss, (real_l, fake_l) = d_step(dp, ds, d_os, tuple(split_keys(kd1, 2)),
+                                                    (x_real, fake))
 
     # --- generator step: gradient through the (fixed, updated) discriminator into G
     z2 = latent(kz2, n, latent_dim, like=x_real)
-
-    def g_loss_fn(p):
-        fake2, new_gs = gen.apply(p, gs, _inputs(z2, labels), train=True, key=kg2)
-        logits, _ = disc.apply(dp, ds, _inputs(fake2, labels), train=True, key=kd2)
-        return F.gan_generator_loss(logits, non_saturating=non_saturating), new_gs
-
-    (g_loss, gs), g_grads = value_and_grad(g_loss_fn, has_aux=True)(gp)
-    g_updates, g_os = gen_opt.update(g_grads, g_os, gp)
-    gp = apply_updates(gp, g_updates)
+    g_step = TrainStep(_generator_objective(gen, disc, labels, non_saturating), gen_opt)
+    gp, gs, g_os, g_loss, _ = g_step(gp, gs, g_os, (kg2, kd2), (z2, dp, ds))
 
     metrics = {"d_loss": float(d_loss), "g_loss": float(g_loss),
                "d_real": float(ops.mean(ops.sigmoid(unbox_all(real_l)))),

@@ -29,8 +29,9 @@ from gpudl.autodiff import unbox_all
 from gpudl.backend import module_of
 from gpudl.errors import ShapeError
 from gpudl.nn import initializers as inits
+from gpudl.nn.activations import ReLU
 from gpudl.nn.base import Layer, Sequential, array_device
-from gpudl.nn.core import Dense, ReLU
+from gpudl.nn.core import Dense
 
 _READOUTS = ("sum", "mean", "max")
 

@@ -25,9 +25,9 @@ import numpy as np
 from gpudl import functional as F
 from gpudl import nn, ops, optim
 from gpudl import random as gdr
-from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_array_module
 from gpudl.errors import ShapeError
+from gpudl.train.step import TrainStep, supervised_step
 
 
 # ----------------------------------------------------------------------- helpers
@@ -118,26 +118,25 @@ def linear_regression_gd(x, y, lr: float = 0.1, steps: int = 1000, fit_intercept
     if fit_intercept:
         params["bias"] = xp.zeros((y.shape[1],), x.dtype)
 
-    def loss_fn(p):
+    def objective(p, state, key, batch):
         pred = ops.matmul(x, ops.transpose(p["weight"]))
         if fit_intercept:
             pred = pred + p["bias"]
-        return ops.mean((pred - y) ** 2) + l2 * ops.sum(p["weight"] ** 2)
+        return ops.mean((pred - y) ** 2) + l2 * ops.sum(p["weight"] ** 2), (None, state)
 
-    params, losses = _descend(loss_fn, params, optim.sgd(lr), steps)
+    params, _, losses = _descend(TrainStep(objective, optim.sgd(lr)), params, {}, None, steps)
     if not fit_intercept:
         params["bias"] = xp.zeros((y.shape[1],), x.dtype)
     return params, losses
 
 
-def _descend(loss_fn, params, opt, steps: int):
-    vg, state, losses = value_and_grad(loss_fn), opt.init(params), []
+def _descend(step: TrainStep, params, state, batch, steps: int):
+    """``steps`` full-batch steps of ``step``; returns the trees and the loss before each."""
+    opt_state, losses = step.optimizer.init(params), []
     for _ in range(steps):
-        loss, grads = vg(params)
+        params, state, opt_state, loss, _ = step(params, state, opt_state, None, batch)
         losses.append(float(loss))
-        updates, state = opt.update(grads, state, params)
-        params = optim.apply_updates(params, updates)
-    return params, losses
+    return params, state, losses
 
 
 def polynomial_features(x, degree: int, include_bias: bool = False):
@@ -237,8 +236,13 @@ def logistic_loss(logits, labels):
     return F.binary_cross_entropy_with_logits(z, ops.astype(labels, z.dtype))
 
 
-def binary_accuracy(logits, labels) -> float:
-    """Fraction of ``(logit > 0) == label`` (a metric for ``fit``)."""
+def binary_accuracy(labels, logits) -> float:
+    """Fraction of ``(logit > 0) == label``; truth first, as every gpudl metric and ``fit``.
+
+    Example:
+        >>> binary_accuracy(np.array([1, 0, 1]), np.array([2.0, -1.0, -0.5]))
+        0.6666666666666666
+    """
     xp = get_array_module(logits)
     pred = (xp.asarray(logits).reshape(-1) > 0).astype(np.int64)
     return float((pred == xp.asarray(labels).reshape(-1)).mean())
@@ -261,7 +265,8 @@ def softmax_regression(num_classes: int) -> nn.Sequential:
 
 def fit_full_batch(model, x, y, loss: Callable, optimizer, steps: int, key=None,
                    params=None) -> tuple[dict, dict, list[float]]:
-    """Full-batch training for tiny problems (XOR, 2-D blobs): ``steps`` optimizer steps.
+    """Full-batch training for tiny problems (XOR, 2-D blobs): ``steps`` optimizer steps of
+    ``fit``'s step (:func:`gpudl.train.step.supervised_step`), without dropout keys.
 
     Returns ``(params, state, losses)``; ``losses[i]`` is the loss before step i.
     """
@@ -271,13 +276,8 @@ def fit_full_batch(model, x, y, loss: Callable, optimizer, steps: int, key=None,
         params, state = model.init(key, x)
     else:
         state = {}
-
-    def loss_fn(p):
-        out, _ = model.apply(p, state, x, train=True)
-        return loss(out, y)
-
-    params, losses = _descend(loss_fn, params, optimizer, steps)
-    return params, state, losses
+    step = supervised_step(model, loss, optimizer, params)
+    return _descend(step, params, state, (x, y), steps)
 
 
 # ------------------------------------------------------------------------- perceptron

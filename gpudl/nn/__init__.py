@@ -10,7 +10,9 @@ Example:
     (5, 3)
 """
 
+from gpudl.nn import activations as _activations
 from gpudl.nn import initializers
+from gpudl.nn.activations import Activation, Maxout, PReLU
 from gpudl.nn.arguments import LayerArgumentError
 from gpudl.nn.attention import (
     MultiHeadAttention,
@@ -31,34 +33,39 @@ from gpudl.nn.conv import (
     LPPool2d,
     MaxPool2d,
 )
-from gpudl.nn.core import (
-    ELU,
-    GELU,
-    SELU,
-    Activation,
-    Dense,
-    Flatten,
-    Hardtanh,
-    Identity,
-    Lambda,
-    LeakyReLU,
-    Linear,
-    LogSoftmax,
-    Maxout,
-    PReLU,
-    ReLU,
-    Reshape,
-    Sigmoid,
-    SiLU,
-    Softmax,
-    Softplus,
-    Step,
-    Swish,
-    Tanh,
-)
+from gpudl.nn.core import Dense, Flatten, Identity, Lambda, Linear, Reshape
 from gpudl.nn.graph import Add, Concatenate, Input, Model, Multiply
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm
 from gpudl.nn.recurrent import GRU, LSTM, RNN
 from gpudl.nn.subsampling import Subsampling2d
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+# One class per registered activation (nn.ReLU, nn.LeakyReLU, nn.Softmax, ...), built from
+# the registration in gpudl/functional/activations.py.
+globals().update(_activations.layer_classes())
+
+
+def __getattr__(name: str):
+    """Layer classes of activations registered after this import (user code, tests)."""
+    classes = _activations.layer_classes()
+    if name in classes:
+        return classes[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    # layers
+    "Dense", "Linear", "Flatten", "Reshape", "Identity", "Lambda",
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "LPPool2d",
+    "GlobalAvgPool2d", "GlobalMaxPool2d", "Subsampling2d",
+    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Embedding",
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "MultiHeadAttention", "PositionalEncoding", "TransformerEncoderLayer",
+    "TransformerDecoderLayer",
+    # activations: the by-name layer, PReLU (a parameter), then one per registration
+    "Activation", "PReLU", *sorted(_activations.layer_classes()),
+    # containers and graphs
+    "Layer", "Sequential", "Residual", "Parallel", "Concat",
+    "Input", "Model", "Add", "Concatenate", "Multiply",
+    # helpers
+    "count_params", "initializers", "LayerArgumentError",
+]

@@ -78,6 +78,7 @@ from gpudl.ops.indexing import (
     take,
     take_along_axis,
 )
+from gpudl.ops.join import concatenate, pad, split, stack
 from gpudl.ops.linalg import (
     det,
     dot,
@@ -107,18 +108,14 @@ from gpudl.ops.reductions import (
 )
 from gpudl.ops.shape import (
     broadcast_to,
-    concatenate,
     expand_dims,
     flatten,
     flip,
     moveaxis,
-    pad,
     ravel,
     repeat,
     reshape,
-    split,
     squeeze,
-    stack,
     swapaxes,
     tile,
     transpose,

@@ -12,6 +12,7 @@ import numpy as np
 from gpudl.autodiff import UFUNC_DISPATCH, Traced
 from gpudl.ops import elementwise as E
 from gpudl.ops import indexing as I
+from gpudl.ops import join as J
 from gpudl.ops import linalg as L
 from gpudl.ops import reductions as R
 from gpudl.ops import shape as S
@@ -92,8 +93,8 @@ _FUNCTIONS = {
     np.cumsum: R.cumsum,
     np.reshape: S.reshape, np.transpose: S.transpose, np.swapaxes: S.swapaxes,
     np.moveaxis: S.moveaxis, np.squeeze: S.squeeze, np.expand_dims: S.expand_dims,
-    np.concatenate: S.concatenate, np.stack: S.stack, np.split: S.split,
-    np.broadcast_to: S.broadcast_to, np.pad: S.pad, np.flip: S.flip, np.tile: S.tile,
+    np.concatenate: J.concatenate, np.stack: J.stack, np.split: J.split,
+    np.broadcast_to: S.broadcast_to, np.pad: J.pad, np.flip: S.flip, np.tile: S.tile,
     np.repeat: S.repeat, np.ravel: S.ravel, np.tril: S.tril, np.triu: S.triu,
     np.where: E.where, np.clip: E.clip, np.dot: L.dot, np.outer: L.outer,
     np.einsum: _einsum, np.take: I.take, np.take_along_axis: I.take_along_axis,

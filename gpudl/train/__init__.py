@@ -1,4 +1,5 @@
-"""Training workflow: fit/evaluate/predict, callbacks, history, checkpoints, ensembles."""
+"""Training workflow: fit/evaluate/predict, the one train step, callbacks, history, checkpoints,
+ensembles."""
 
 from gpudl.train.callbacks import (
     Callback,
@@ -12,5 +13,6 @@ from gpudl.train.ensemble import Ensemble, bootstrap_indices, fit_ensemble
 from gpudl.train.history import History
 from gpudl.train.loop import evaluate, fit, predict
 from gpudl.train.oom import OutOfMemoryError
+from gpudl.train.step import StepResult, StepRunner, TrainStep, supervised_step
 
 __all__ = [n for n in dir() if not n.startswith("_")]

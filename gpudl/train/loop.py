@@ -3,7 +3,8 @@
 Everything is explicit: parameters, state and optimizer state are trees that ``fit``
 returns in the History; the RNG key of step ``s`` is ``fold_in(key, s)``, and shuffling
 folds in the epoch, so a resumed run reproduces an uninterrupted one exactly. A step
-that raises leaves the previous parameters untouched (nothing is updated in place).
+that raises leaves the previous parameters untouched (nothing is updated in place). The
+step itself is :mod:`gpudl.train.step`'s, shared with ``gpudl bench`` and the recipes.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -25,18 +26,16 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
-from gpudl.autodiff import value_and_grad
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import ArrayDataset, DataLoader
 from gpudl.functional.labels import host_label_bounds, labels_within
-from gpudl.optim.base import apply_updates, scale_updates
 from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
 from gpudl.train.history import History
 from gpudl.train.metric_state import MetricTracker, StreamingMetric, make_metric
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
-from gpudl.tree import tree_leaves, tree_map
+from gpudl.train.step import StepRunner, TrainStep, run_keys, supervised_objective, supervised_step
 
 # loss name -> its function in gpudl.functional
 _LOSSES = {
@@ -63,7 +62,7 @@ def resolve_loss(loss: str | Callable) -> Callable:
 
 
 def resolve_metric(metric: str | Callable) -> StreamingMetric:
-    """A fresh streaming metric from a name or a function ``(outputs, targets) -> scalar``.
+    """A fresh streaming metric from a name or a function ``(y_true, y_pred) -> scalar``.
 
     Names: ``accuracy``, ``topK`` (``top5``...), ``mse``, ``rmse``, ``mae``, ``r2``,
     ``precision``, ``recall``, ``f1`` (macro). Named metrics sum sufficient statistics on
@@ -105,57 +104,30 @@ def _known_labels(loader: DataLoader):
     return labels_within(host_label_bounds(ds.arrays[1]) if plain else None)
 
 
-class Trainer:
+class Trainer(StepRunner):
     """The state of one ``fit`` run (what callbacks see and may change).
 
     ``key`` is the run's root key (saved in checkpoints); step ``s`` uses
-    ``fold_in(step_key, s)`` where ``step_key`` is derived from it.
+    ``fold_in(step_key, s)`` where ``step_key`` is derived from it. ``train_step(x, y)`` is
+    :meth:`StepRunner.train_step` over ``train_step_fn`` (by default
+    :func:`~gpudl.train.step.supervised_step`'s step), the one ``gpudl bench`` times.
     """
 
     def __init__(self, model, loss_fn, optimizer, params, state, opt_state, key, config,
-                 step_key=None):
+                 step_key=None, train_step_fn: TrainStep | None = None):
+        if train_step_fn is None:
+            train_step_fn = TrainStep(supervised_objective(model, loss_fn), optimizer)
+        super().__init__(train_step_fn, params, state, opt_state,
+                         key if step_key is None else step_key)
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.params, self.state, self.opt_state = params, state, opt_state
         self.key, self.config = key, config
-        self.step_key = key if step_key is None else step_key
-        self.step, self.epoch, self.stop, self.lr_scale = 0, 0, False, 1.0
+        self.epoch, self.stop = 0, False
         self.history = History()
-
-        def objective(p, s, x, y, k):
-            out, new_state = model.apply(p, s, x, train=True, key=k)
-            return loss_fn(out, y), (out, new_state)
-
-        self._value_and_grad = value_and_grad(objective, has_aux=True)
-
-    def train_step(self, x, y):
-        step_key = gdr.fold_in(self.step_key, self.step)
-        (loss, (out, new_state)), grads = self._value_and_grad(
-            self.params, self.state, x, y, step_key)
-        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params)
-        updates = scale_updates(updates, self.lr_scale)
-        new_params = apply_updates(self.params, updates)
-        # Assign only after every piece succeeded: a failing step leaves params untouched.
-        self.params, self.state, self.opt_state = new_params, new_state, opt_state
-        self.step += 1
-        return loss, out
 
     def save_checkpoint(self, path: str, epoch: int | None = None) -> None:
         save_checkpoint(path, params=self.params, state=self.state, opt_state=self.opt_state,
                         epoch=self.epoch if epoch is None else epoch, step=self.step,
                         key=self.key, config={**self.config, "lr_scale": self.lr_scale})
-
-
-def _respect_frozen(model, params, optimizer):
-    """Wrap ``optimizer`` so parameters the model marks frozen get no update and no state."""
-    mask_fn = getattr(model, "trainable_mask", None)
-    if mask_fn is None:
-        return optimizer
-    trainable = mask_fn(params)
-    if all(tree_leaves(trainable)):
-        return optimizer
-    from gpudl import optim
-
-    return optim.freeze(tree_map(lambda t: not t, trainable), optimizer)
 
 
 def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
@@ -166,7 +138,7 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
     """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
 
     ``train_data``/``validation_data``: a DataLoader or a tuple ``(x, y)`` of arrays.
-    ``metrics``: names (see :func:`resolve_metric`) or functions ``(outputs, targets) ->
+    ``metrics``: names (see :func:`resolve_metric`) or functions ``(y_true, y_pred) ->
     scalar``; they are summed on the device and read once per epoch (and per progress-bar
     refresh), so a GPU run never waits for the host between steps.
     ``params``/``state`` default to ``model.init`` on the first batch. ``resume_from`` loads
@@ -180,7 +152,7 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         if resumed["key"] is not None:
             key = resumed["key"]
     key = gdr.key(0) if key is None else key
-    init_key, data_key, step_key = gdr.split(key, 3)
+    init_key, data_key, step_key = run_keys(key)
     loader = _loader(train_data, batch_size, shuffle, data_key, device)
     loss_fn = resolve_loss(loss)
     tracker = _metric_tracker(metrics, loss=True)
@@ -194,11 +166,11 @@ def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
         params, init_state = model.init(init_key, x0)
         state = init_state if state is None else state
     state = {} if state is None else state
-    optimizer = _respect_frozen(model, params, optimizer)
-    opt_state = optimizer.init(params)
+    step_fn = supervised_step(model, loss_fn, optimizer, params)
+    opt_state = step_fn.optimizer.init(params)
     config = {"epochs": epochs, "batch_size": loader.batch_size, "device": device or get_device()}
-    trainer = Trainer(model, loss_fn, optimizer, params, state, opt_state, key, config,
-                      step_key=step_key)
+    trainer = Trainer(model, loss_fn, step_fn.optimizer, params, state, opt_state, key, config,
+                      step_key=step_key, train_step_fn=step_fn)
     start_epoch = 0
     if resume_from is not None:
         ck = load_checkpoint(resume_from, params_like=params, state_like=state,

@@ -72,7 +72,9 @@ class StreamingMetric:
 
 class BatchMean(StreamingMetric):
     """The mean of a per-batch value weighted by batch size: the loss, or a metric function
-    ``fn(outputs, targets) -> scalar`` (kept on the device if it returns an array)."""
+    ``fn(y_true, y_pred) -> scalar``, truth first as every ``gd.metrics`` function (called
+    with the batch's targets and the model's outputs; kept on the device if it returns an
+    array)."""
 
     def __init__(self, name: str, fn: Callable | None = None):
         self.name, self.fn = name, fn
@@ -83,7 +85,7 @@ class BatchMean(StreamingMetric):
         self.count += batch_size
 
     def update(self, outputs, targets, batch_size: int) -> None:
-        self.add(self.fn(outputs, targets), batch_size)
+        self.add(self.fn(targets, outputs), batch_size)
 
     def result(self, acc):
         return float(acc[0]) / self.count if self.count else 0.0
@@ -95,7 +97,7 @@ class Accuracy(StreamingMetric):
     name = "accuracy"
 
     def update(self, outputs, targets, batch_size):
-        correct, total = M.correct_count(outputs, targets)
+        correct, total = M.correct_count(targets, outputs)
         self._add(correct)
         self.count += total
 
@@ -111,7 +113,7 @@ class TopK(StreamingMetric):
         super().__init__()
 
     def update(self, outputs, targets, batch_size):
-        hits, total = M.top_k_hits(outputs, targets, self.k)
+        hits, total = M.top_k_hits(targets, outputs, self.k)
         self._add(hits)
         self.count += total
 
@@ -129,7 +131,7 @@ class ErrorMean(StreamingMetric):
         super().__init__()
 
     def update(self, outputs, targets, batch_size):
-        se, ae, n = M.error_sums(outputs, targets)
+        se, ae, n = M.error_sums(targets, outputs)
         self._add(se, ae)
         self.count += n
 
@@ -147,7 +149,7 @@ class R2(StreamingMetric):
     name = "r2"
 
     def update(self, outputs, targets, batch_size):
-        se, _, _ = M.error_sums(outputs, targets)
+        se, _, _ = M.error_sums(targets, outputs)
         mean, m2, sse = self.acc or (0.0, 0.0, 0.0)
         mean, m2, self.count = M.merge_moments((mean, m2, self.count), M.moments(targets))
         self.acc = [mean, m2, sse + se]
@@ -200,7 +202,8 @@ METRIC_NAMES = sorted(_NAMED) + ["top5 (any topK)"]
 
 def make_metric(metric: str | Callable) -> StreamingMetric:
     """A fresh streaming metric from a name (``METRIC_NAMES``) or a function
-    ``fn(outputs, targets) -> scalar`` (averaged over batches, weighted by batch size).
+    ``fn(y_true, y_pred) -> scalar`` (averaged over batches, weighted by batch size), such
+    as ``gd.metrics.r2_score`` or scikit-learn's metrics on host arrays.
 
     Example:
         >>> make_metric("top3").k
@@ -213,7 +216,7 @@ def make_metric(metric: str | Callable) -> StreamingMetric:
         return TopK(int(top.group(1)))
     if metric not in _NAMED:
         raise ValueError(f"fit: unknown metric {metric!r}; expected one of {METRIC_NAMES} or a "
-                         "function (outputs, targets) -> scalar")
+                         "function (y_true, y_pred) -> scalar")
     return _NAMED[metric]()
 
 

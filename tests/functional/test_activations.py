@@ -1,15 +1,28 @@
-"""Activations against per-element float64 references written with ``math`` (torch formulas)."""
+"""Activations against float64 references written with ``math`` (torch formulas).
+
+``ROWS`` holds one row per registered activation (more for variants): each row drives the
+value check on every device, the name lookup, the ``nn`` layer and a float64 gradient
+check, and a registered activation without a row fails ``test_every_activation_has_a_row``.
+Adding an activation is its function (with ``@activation``) plus its row here.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 import gpudl as gd
+from gpudl import functional as F
+from gpudl import nn
 from gpudl.errors import ShapeError
 from gpudl.functional import activations as A
+from gpudl.functional.activation_registry import ACTIVATIONS, activation, unregister
 from gpudl.testing import check_grad
 
 
@@ -17,49 +30,206 @@ def elementwise(f, x):
     return np.vectorize(f, otypes=[np.float64])(np.asarray(x, dtype=np.float64))
 
 
+def each(f):
+    """A per-element ``math`` formula as a reference for whole arrays."""
+    return lambda x: elementwise(f, x)
+
+
 def host(a):
     return gd.to_numpy(a)
 
 
+def _softmax_ref(x, axis, t=1.0):
+    x = np.moveaxis(np.asarray(x, dtype=np.float64) / t, axis, -1)
+    out = np.empty_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        row = x[idx]
+        e = [math.exp(v - max(row)) for v in row]
+        out[idx] = [v / sum(e) for v in e]
+    return np.moveaxis(out, -1, axis)
+
+
+
+def _maxout_ref(x, pieces):
+    return np.array([max(x[j:j + pieces]) for j in range(0, len(x), pieces)])
+
+
+def _selu(v):
+    return 1.0507009873554805 * (v if v > 0 else 1.6732632423543772 * (math.exp(v) - 1))
+
+
+def _gelu_tanh(v):
+    return 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+
+
+def _away_from_kinks(x, kinks=(0.0, 1.0, -1.0, 1.5, -2.0), margin=0.1):
+    for k in kinks:
+        x = np.where(np.abs(x - k) < margin, k + np.copysign(margin, x - k), x)
+    return x
+
+
 XS = np.array([-25.0, -3.0, -1.0, -0.3, 0.0, 0.2, 0.9, 2.5, 30.0])
-
-REFERENCES = {
-    "sigmoid": (lambda x: A.sigmoid(x), lambda v: 1.0 / (1.0 + math.exp(-v))),
-    "tanh": (lambda x: A.tanh(x), math.tanh),
-    "relu": (A.relu, lambda v: v if v > 0 else 0.0),
-    "hardtanh": (lambda x: A.hardtanh(x, -2.0, 1.5), lambda v: min(max(v, -2.0), 1.5)),
-    "leaky_relu": (A.leaky_relu, lambda v: v if v > 0 else 0.01 * v),
-    "leaky_relu_0.2": (lambda x: A.leaky_relu(x, 0.2), lambda v: v if v > 0 else 0.2 * v),
-    "elu": (lambda x: A.elu(x, 0.7), lambda v: v if v > 0 else 0.7 * (math.exp(v) - 1)),
-    "selu": (
-        A.selu,
-        lambda v: 1.0507009873554805 * (v if v > 0 else 1.6732632423543772 * (math.exp(v) - 1)),
-    ),
-    "gelu": (A.gelu, lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2)))),
-    "gelu_tanh": (
-        lambda x: A.gelu(x, approximate="tanh"),
-        lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))),
-    ),
-    "silu": (A.silu, lambda v: v / (1 + math.exp(-v))),
-    "softplus": (A.softplus, lambda v: v if v > 20 else math.log1p(math.exp(v))),
-    "softplus_beta": (
-        lambda x: A.softplus(x, beta=2.0, threshold=10.0),
-        lambda v: v if 2 * v > 10 else math.log1p(math.exp(2 * v)) / 2,
-    ),
-    "step": (A.step, lambda v: 1.0 if v >= 0 else 0.0),
-    "identity": (A.identity, lambda v: v),
-}
+X2 = np.random.default_rng(1).standard_normal((3, 4)) * 3
+# A non-contiguous (3, 6) view away from every kink the rows have (0, +-1, -2, 1.5).
+GRAD_X = _away_from_kinks(np.random.default_rng(2).uniform(-2.5, 2.5, (3, 12)))[:, ::2]
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCES))
-def test_forward_matches_reference(name, device, xp):
-    fn, ref = REFERENCES[name]
+@dataclass(frozen=True)
+class Row:
+    name: str  # the registered name
+    ref: Callable  # float64 array -> array, independent of gpudl
+    kwargs: dict = field(default_factory=dict)  # hyper-parameters, for F.<name> and nn
+    x: np.ndarray = field(default_factory=lambda: XS)
+    grad: bool = True  # float64 gradient check on GRAD_X (the step has no gradient)
+
+
+ROWS = dict([  # id -> row
+    ("identity", Row("identity", each(lambda v: v))),
+    ("step", Row("step", each(lambda v: 1.0 if v > 0 else 0.5 if v == 0 else 0.0),
+                 {"at_zero": 0.5}, grad=False)),
+    ("sigmoid", Row("sigmoid", each(lambda v: 1.0 / (1.0 + math.exp(-v))))),
+    ("tanh", Row("tanh", each(math.tanh))),
+    ("relu", Row("relu", each(lambda v: v if v > 0 else 0.0))),
+    ("hardtanh", Row("hardtanh", each(lambda v: min(max(v, -2.0), 1.5)),
+                     {"min_val": -2.0, "max_val": 1.5})),
+    ("leaky_relu", Row("leaky_relu", each(lambda v: v if v > 0 else 0.01 * v))),
+    ("leaky_relu-0.2", Row("leaky_relu", each(lambda v: v if v > 0 else 0.2 * v),
+                           {"negative_slope": 0.2})),
+    ("elu", Row("elu", each(lambda v: v if v > 0 else 0.7 * (math.exp(v) - 1)),
+                {"alpha": 0.7})),
+    ("selu", Row("selu", each(_selu))),
+    ("silu", Row("silu", each(lambda v: v / (1 + math.exp(-v))))),
+    ("softplus", Row("softplus", each(lambda v: v if v > 20 else math.log1p(math.exp(v))))),
+    ("softplus-beta", Row("softplus",
+                          each(lambda v: v if 2 * v > 10 else math.log1p(math.exp(2 * v)) / 2),
+                          {"beta": 2.0, "threshold": 10.0})),
+    ("gelu", Row("gelu", each(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2)))))),
+    ("gelu-tanh", Row("gelu", each(_gelu_tanh), {"approximate": "tanh"})),
+    ("softmax", Row("softmax", lambda x: _softmax_ref(x, 0, 2.5),
+                    {"axis": 0, "temperature": 2.5}, x=X2)),
+    ("log_softmax", Row("log_softmax", lambda x: np.log(_softmax_ref(x, 1)), {"axis": 1},
+                        x=X2)),
+    ("maxout", Row("maxout", lambda x: _maxout_ref(x, 3), {"num_pieces": 3})),
+])
+WITH_LAYER = {i: r for i, r in ROWS.items() if ACTIVATIONS[r.name].layer}
+WITH_GRAD = {i: r for i, r in ROWS.items() if r.grad}
+KEY = gd.random.key(0)
+
+
+def test_every_activation_has_a_row():
+    assert {r.name for r in ROWS.values()} == set(ACTIVATIONS), "add a row to ROWS"
+
+
+@pytest.mark.parametrize("row", list(ROWS.values()), ids=list(ROWS))
+def test_values_match_the_reference(row, device, xp):
+    fn = getattr(F, row.name)
     for dtype, tol in ((np.float64, 1e-12), (np.float32, 2e-6)):
-        out = fn(xp.asarray(XS, dtype=dtype))
-        assert out.dtype == dtype, name
-        np.testing.assert_allclose(host(out), elementwise(ref, XS), rtol=tol, atol=tol)
+        out = fn(xp.asarray(row.x, dtype=dtype), **row.kwargs)
+        assert out.dtype == dtype, row.name
+        np.testing.assert_allclose(host(out), row.ref(row.x), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("row", list(ROWS.values()), ids=list(ROWS))
+def test_function_and_name_lookup(row):
+    spec = ACTIVATIONS[row.name]
+    assert getattr(A, row.name) is spec.fn
+    for name in (spec.name, *spec.aliases):
+        assert getattr(F, name) is spec.fn
+    for name in (*spec.lookup_names, row.name.upper().replace("_", "-")):
+        assert F.get_activation(name) is spec.fn
+
+
+def _layer(cls, kwargs, **extra):
+    """``cls`` built as torch users write it: leading hyper-parameters by position."""
+    args, rest = [], dict(kwargs)
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind is not p.POSITIONAL_OR_KEYWORD or p.name not in rest:
+            break
+        args.append(rest.pop(p.name))
+    return cls(*args, **rest, **extra)
+
+
+@pytest.mark.parametrize("row", list(WITH_LAYER.values()), ids=list(WITH_LAYER))
+def test_layer(row):
+    spec = ACTIVATIONS[row.name]
+    cls = getattr(nn, spec.layer)
+    assert spec.layer in nn.__all__ and all(getattr(nn, a) is cls for a in spec.layer_aliases)
+    layer = _layer(cls, row.kwargs)
+    assert layer.name is None and layer.prefix() == row.name
+    assert _layer(cls, row.kwargs, name="act").name == "act"
+    params, state = layer.init(KEY, row.x)
+    assert params == {} and state == {}
+    y, _ = layer.apply(params, state, row.x)
+    np.testing.assert_allclose(y, row.ref(row.x), rtol=1e-12, atol=1e-12)
+    by_name = nn.Activation(row.name, **row.kwargs).apply({}, {}, row.x)[0]
+    np.testing.assert_array_equal(by_name, y)
+    names = [r["name"] for r in nn.Sequential([nn.Dense(6), layer]).summary_dict(X2)["rows"]]
+    assert names[-1] == f"{row.name}1"
+
+
+@pytest.mark.parametrize("row", list(WITH_GRAD.values()), ids=list(WITH_GRAD))
+def test_float64_gradient(row):
+    check_grad(lambda v: getattr(F, row.name)(v, **row.kwargs), GRAD_X)
+
+
+# ------------------------------------------------------------------- the registry itself
+@contextlib.contextmanager
+def temporary_activation(*names, **options):
+    """Register a test-only activation, ``scale * x**3``, and remove it afterwards."""
+
+    def cube(x, scale: float = 1.0, mode: str = "odd"):
+        """``scale * x**3`` (a test-only activation)."""
+        return scale * x * x * x
+
+    activation(*names, **options)(cube)
+    try:
+        yield cube
+    finally:
+        unregister(names[0])
+
+
+def test_one_registration_gives_function_lookup_and_layer():
+    with temporary_activation("cube", "cubic", layer=("Cube", "Cubic"),
+                              positive=("scale",)) as cube:
+        assert F.cube is cube and F.cubic is cube
+        assert F.get_activation("Cube") is cube and F.get_activation("cubic") is cube
+        assert nn.Cubic is nn.Cube and issubclass(nn.Cube, nn.Activation)
+        assert str(inspect.signature(nn.Cube)) == (
+            "(scale: 'float' = 1.0, mode: 'str' = 'odd', *, name: 'str | None' = None)")
+        assert nn.Cube.__doc__.startswith("``scale * x**3`` (a test-only activation).")
+        layer = nn.Cube(2.0, name="c")
+        assert layer.kwargs == {"scale": 2.0, "mode": "odd"} and layer.prefix() == "cube"
+        np.testing.assert_allclose(layer.apply({}, {}, np.array([-1.0, 2.0]))[0], [-2.0, 16.0])
+        with pytest.raises(nn.LayerArgumentError, match=r"nn.Cube: scale must be in \(0, inf"):
+            nn.Cube(0.0)
+        with pytest.raises(nn.LayerArgumentError, match="takes 2 positional arguments"):
+            nn.Cube(1.0, "odd", "c")
+        with pytest.raises(ValueError, match="already registered"):
+            activation("cube")(cube)
+    assert not hasattr(F, "cube") and not hasattr(nn, "Cube")
+    with pytest.raises(ValueError, match="unknown activation 'cube'"):
+        F.get_activation("cube")
+
+
+def test_registration_options_are_checked():
+    with pytest.raises(ValueError, match="already registered"), \
+            temporary_activation("relu_again", "relu"):
+        pass
+    with pytest.raises(ValueError, match=r"\['beta'\] named in positive= or torch_names="), \
+            temporary_activation("cube", positive=("beta",)):
+        pass
+    assert "cube" not in ACTIVATIONS and "relu_again" not in ACTIVATIONS
+
+
+def test_layers_without_hyper_parameters_and_the_lookup_only_alias():
+    assert F.linear is not A.identity and F.get_activation("linear") is A.identity
+    with temporary_activation("cube", layer="Cube", positional=0):
+        assert str(inspect.signature(nn.Cube)).startswith("(*, scale: 'float' = 1.0")
+        with pytest.raises(nn.LayerArgumentError, match="nn.Cube has no hyper-parameters"):
+            nn.Cube(2.0)
+
+
+# ------------------------------------------------------------------- special behaviour
 def test_erf_against_math_erf(device, xp):
     x = np.concatenate([np.linspace(-7, 7, 20001), [1e-300, -1e-9, 0.999999, 1.0, 6.0, 40.0]])
     got = host(A.erf(xp.asarray(x)))
@@ -115,16 +285,6 @@ def test_prelu_wrong_weight_shape_is_clear():
         A.prelu(np.ones((2, 4)), np.ones(3))
 
 
-def _softmax_ref(x, axis, t=1.0):
-    x = np.moveaxis(np.asarray(x, dtype=np.float64) / t, axis, -1)
-    out = np.empty_like(x)
-    for idx in np.ndindex(x.shape[:-1]):
-        row = x[idx]
-        e = [math.exp(v - max(row)) for v in row]
-        out[idx] = [v / sum(e) for v in e]
-    return np.moveaxis(out, -1, axis)
-
-
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 def test_softmax_and_log_softmax(axis, device, xp, rng):
     x = rng.standard_normal((3, 4, 5)) * 3
@@ -158,22 +318,6 @@ def test_softmax_family_gradients():
     hvp = gd.grad(lambda v: (gd.grad(lambda u: -A.log_softmax(u)[:, 0].sum())(v) ** 2).sum())
     check_grad(lambda v: gd.grad(lambda u: -A.log_softmax(u)[:, 0].sum())(v), x)
     assert np.isfinite(hvp(x)).all()
-
-
-def test_composite_gradients():
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((4, 3))
-    x = np.where(np.abs(x) < 0.05, 0.1, x)
-    for fn in (
-        A.elu,
-        A.selu,
-        A.silu,
-        A.gelu,
-        lambda v: A.gelu(v, "tanh"),
-        lambda v: A.leaky_relu(v, 0.3),
-        lambda v: A.hardtanh(v, -0.8, 0.9),
-    ):
-        check_grad(fn, x)
 
 
 def test_maxout(device, xp, rng):

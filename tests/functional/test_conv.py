@@ -1,5 +1,11 @@
-"""Convolutions: the NumPy twin vs naive float64 loops, gradients (incl. grad of grad),
-errors, and (on a GPU) the CUDA im2col/col2im kernels vs the twin."""
+"""conv2d and its two backward products: the NumPy twin vs naive float64 loops, gradients
+(incl. grad of grad; ``GRAD_CASES``, run by tests/test_registry.py), and on the ``cuda``
+device (a GPU, or the CPU kernel emulator under ``GPUDL_EMULATE_GPU=1``) the CUDA
+im2col/col2im kernels vs the twin.
+
+The rest of the convolution family has modules of its own: test_conv_transpose.py
+(conv_transpose2d, conv1d), test_conv_checks.py (argument errors), test_conv_igemm.py
+(version 2, implicit GEMM) and test_conv_backward_data_paths.py (the twin's two paths)."""
 
 from __future__ import annotations
 
@@ -7,22 +13,15 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.functional import _conv_kernels as CK
 from gpudl.functional import conv as C
-from gpudl.functional import conv_bodies as B
-from gpudl.functional.conv import (
-    conv1d,
-    conv2d,
-    conv2d_backward_data,
-    conv2d_backward_weight,
-    conv_transpose2d,
-)
+from gpudl.functional.conv import conv2d, conv2d_backward_data, conv2d_backward_weight
 from gpudl.testing import check_grad
 
 
 # ----------------------------------------------------------------------------- references
 def _pads(padding, k_hw, dilation):
-    """Reference padding rules, written out independently of conv_checks."""
+    """Reference padding rules, written out independently of conv_checks.py."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
@@ -75,57 +74,6 @@ def ref_conv2d(x, w, b, stride, padding, dilation, groups, g=None):
                                     dw[o, ci, i, j] += g[n, o, oh, ow] * x[n, c, h, v]
                     y[n, o, oh, ow] = acc
     return y if g is None else (y, dx, dw)
-
-
-def ref_conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups):
-    """Naive scatter loops: every input pixel adds x * w to a stride-spaced output patch."""
-    n_, cin, h_, w_ = x.shape
-    _, cog, kh, kw = w.shape
-    (sh, sw), (dh, dw_), (oph, opw) = _pair(stride), _pair(dilation), _pair(output_padding)
-    pt, pb, pl, pr = _pads(padding, (kh, kw), (dh, dw_))
-    ho = (h_ - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
-    wo = (w_ - 1) * sw - pl - pr + dw_ * (kw - 1) + opw + 1
-    cing = cin // groups
-    y = np.zeros((n_, cog * groups, ho, wo))
-    for n in range(n_):
-        for ci in range(cin):
-            grp = ci // cing
-            for h in range(h_):
-                for v in range(w_):
-                    for co in range(cog):
-                        for i in range(kh):
-                            oh = h * sh - pt + i * dh
-                            if not 0 <= oh < ho:
-                                continue
-                            for j in range(kw):
-                                ow = v * sw - pl + j * dw_
-                                if 0 <= ow < wo:
-                                    y[n, grp * cog + co, oh, ow] += x[n, ci, h, v] * w[ci, co, i, j]
-    if b is not None:
-        y += np.asarray(b)[None, :, None, None]
-    return y
-
-
-def ref_conv1d(x, w, stride, padding, dilation, groups):
-    n_, c_, l_ = x.shape
-    o_, cg, k = w.shape
-    if padding == "same":
-        t = dilation * (k - 1)
-        pl, pr = t // 2, t - t // 2
-    else:
-        pl, pr = (padding, padding) if isinstance(padding, int) else padding
-    lo = (l_ + pl + pr - dilation * (k - 1) - 1) // stride + 1
-    y = np.zeros((n_, o_, lo))
-    og = o_ // groups
-    for n in range(n_):
-        for o in range(o_):
-            for t in range(lo):
-                for ci in range(cg):
-                    for j in range(k):
-                        p = t * stride - pl + j * dilation
-                        if 0 <= p < l_:
-                            y[n, o, t] += x[n, (o // og) * cg + ci, p] * w[o, ci, j]
-    return y
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -199,8 +147,8 @@ def test_noncontiguous_inputs_and_batch_chunks(monkeypatch):
     ref, ref_dx, ref_dw = ref_conv2d(x, w, None, 2, 1, 1, 1, g=np.ones((3, 3, 5, 4)))
     np.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
     # A tiny cols budget forces one sample per chunk: same results.
-    monkeypatch.setattr(B, "COLS_BUDGET", 10)
-    assert len(B.batch_chunks(3, 100, 100)) == 3
+    monkeypatch.setattr(CK, "COLS_BUDGET", 10)
+    assert len(CK.batch_chunks(3, 100, 100)) == 3
     np.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
     gx, gw = gd.grad(lambda x, w: conv2d(x, w, **geo).sum(), argnums=(0, 1))(x, w)
     np.testing.assert_allclose(gx, ref_dx, rtol=1e-12, atol=1e-12)
@@ -214,65 +162,11 @@ def test_empty_batch():
     assert gw.shape == (3, 2, 3, 3) and not gw.any()
 
 
-# ----------------------------------------------------------------------------- transpose
-# (x shape, w shape, stride, padding, output_padding, dilation, groups)
-TRANSPOSE_CASES = [
-    ((2, 3, 3, 4), (3, 2, 3, 3), 2, 1, 1, 1, 1),
-    ((1, 4, 3, 3), (4, 1, 3, 3), 2, 0, 0, 1, 2),
-    ((1, 2, 4, 3), (2, 3, 2, 3), (2, 3), (0, 1), (1, 2), 1, 1),
-    ((1, 2, 3, 3), (2, 2, 3, 3), 1, 0, 1, 2, 1),  # output_padding >= stride, < dilation
-    ((2, 2, 5, 5), (2, 3, 3, 3), 1, 1, 0, 1, 1),
-    ((1, 2, 3, 4), (2, 2, 3, 2), 2, ((1, 0), (0, 1)), 0, 1, 1),
-    ((1, 4, 2, 2), (4, 1, 4, 4), 2, 1, 0, 1, 4),  # depthwise upsampling (DCGAN-like k4 s2 p1)
-]
-
-
-@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=[f"t{i}" for i in range(7)])
-def test_conv_transpose2d_matches_loops(case):
-    xs, ws, stride, padding, out_pad, dilation, groups = case
-    x, w, _ = _make(xs, ws, seed=5)
-    b = np.random.default_rng(6).standard_normal(ws[1] * groups)
-    kw = dict(stride=stride, padding=padding, output_padding=out_pad, dilation=dilation,
-              groups=groups)
-    y = conv_transpose2d(x, w, b, **kw)
-    ref = ref_conv_transpose2d(x, w, b, **kw)
-    assert y.shape == ref.shape
-    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
-    check_grad(lambda x, w, b: conv_transpose2d(x, w, b, **kw), x, w, b)
-
-
-def test_conv_transpose_is_the_adjoint_of_conv2d():
-    rng = np.random.default_rng(7)
-    x, w = rng.standard_normal((2, 3, 8, 7)), rng.standard_normal((4, 3, 3, 3))
-    geo = dict(stride=2, padding=1, dilation=1, groups=1)
-    y = conv2d(x, w, **geo)
-    u = rng.standard_normal(y.shape)
-    xt = conv_transpose2d(u, w, output_padding=(1, 0), **geo)
-    assert xt.shape == x.shape
-    np.testing.assert_allclose((y * u).sum(), (x * xt).sum(), rtol=1e-12)
-
-
-# ----------------------------------------------------------------------------- conv1d
-@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", [
-    ((2, 3, 10), (4, 3, 3), 2, 1, 1, 1),
-    ((1, 2, 9), (2, 2, 4), 1, "same", 2, 1),
-    ((2, 3, 8), (3, 1, 3), 1, (2, 0), 1, 3),
-    ((1, 2, 7), (4, 1, 2), 3, 0, 2, 2),
-])
-def test_conv1d_matches_loops(xs, ws, stride, padding, dilation, groups):
-    x, w, b = _make(xs, ws, seed=8)
-    y = conv1d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    ref = ref_conv1d(x, w, stride, padding, dilation, groups) + b[None, :, None]
-    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
-    check_grad(lambda x, w, b: conv1d(x, w, b, stride=stride, padding=padding,
-                                      dilation=dilation, groups=groups), x, w, b)
-
-
 # ----------------------------------------------------------------------------- gradients
-GRAD_CASES = [CONV_CASES[i] for i in (1, 2, 4, 5, 8, 9, 14)]
+CHECK_GRAD_CASES = [CONV_CASES[i] for i in (1, 2, 4, 5, 8, 9, 14)]
 
 
-@pytest.mark.parametrize("case", GRAD_CASES, ids=[f"g{i}" for i in range(len(GRAD_CASES))])
+@pytest.mark.parametrize("case", CHECK_GRAD_CASES, ids=[f"g{i}" for i in range(len(CHECK_GRAD_CASES))])
 def test_grad_checks_every_primitive(case):
     xs, ws, stride, padding, dilation, groups = case
     x, w, b = _make(xs, ws, seed=9)
@@ -282,6 +176,46 @@ def test_grad_checks_every_primitive(case):
     check_grad(lambda x, w, b: conv2d(x, w, b, **geo), x, w, b)
     check_grad(lambda g, w: conv2d_backward_data(g, w, xs[2:], **geo), g, w)
     check_grad(lambda x, g: conv2d_backward_weight(x, g, ws[2:], **geo), x, g)
+
+
+# GRAD_CASES: collected by tests/test_registry.py. Inputs are float64 strided views
+# (non-contiguous), which the ops accept.
+_GEO = dict(stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
+
+
+def _conv2d_case():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 4, 7, 12))[:, :, :, ::2]  # (2, 4, 7, 6), non-contiguous
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    return (lambda x, w, b: conv2d(x, w, b, **_GEO)), (x, w, b)
+
+
+def _conv2d_same_case():
+    rng = np.random.default_rng(22)
+    return (lambda x, w: conv2d(x, w, padding="same")), (
+        rng.standard_normal((1, 3, 5, 6)), rng.standard_normal((2, 3, 2, 3)))
+
+
+def _backward_data_case():
+    rng = np.random.default_rng(23)
+    g = rng.standard_normal((2, 6, 3, 7))  # conv2d's output for a (7, 6) input with _GEO
+    w = rng.standard_normal((6, 2, 3, 2))
+    return (lambda g, w: conv2d_backward_data(g, w, (7, 6), **_GEO)), (g, w)
+
+
+def _backward_weight_case():
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((2, 4, 7, 6))
+    g = rng.standard_normal((2, 6, 3, 7))
+    return (lambda x, g: conv2d_backward_weight(x, g, (3, 2), **_GEO)), (x, g)
+
+
+GRAD_CASES = {
+    "conv2d": [_conv2d_case, _conv2d_same_case],
+    "conv2d_backward_data": [_backward_data_case],
+    "conv2d_backward_weight": [_backward_weight_case],
+}
 
 
 def test_grad_of_grad():
@@ -310,62 +244,6 @@ def test_constant_inputs_skip_their_gradient(monkeypatch):
     assert not calls
     gd.grad(lambda w: conv2d(x, w).sum())(w)
     assert calls
-
-
-# ----------------------------------------------------------------------------- errors
-def _raises(err, match, fn, *args, **kwargs):
-    with pytest.raises(err, match=match):
-        fn(*args, **kwargs)
-
-
-def test_errors():
-    x, w = np.ones((2, 4, 6, 6)), np.ones((6, 4, 3, 3))
-    _raises(ShapeError, r"F.conv2d: x must be 4-D.*\(4, 6, 6\)", conv2d, x[0], w)
-    _raises(ShapeError, r"w must be 4-D", conv2d, x, w[0])
-    _raises(ShapeError, r"x has 4 channels but w .* takes 3 per group", conv2d, x,
-            np.ones((6, 3, 3, 3)))
-    _raises(ShapeError, r"groups=3 must divide the 4 input channels", conv2d, x, w, groups=3)
-    _raises(ShapeError, r"groups=4 must divide the 6 output channels", conv2d, x,
-            np.ones((6, 1, 3, 3)), groups=4)
-    _raises(ShapeError, r"groups must be an int >= 1", conv2d, x, w, groups=0)
-    _raises(ShapeError, r"larger than the padded input", conv2d, x, np.ones((6, 4, 7, 7)))
-    _raises(ShapeError, r"larger than the padded input", conv2d, x, w, dilation=4)
-    _raises(ShapeError, r"stride must be >= 1", conv2d, x, w, stride=0)
-    _raises(ShapeError, r"dilation must be >= 1", conv2d, x, w, dilation=(1, 0))
-    _raises(ShapeError, r"padding must be >= 0", conv2d, x, w, padding=-1)
-    _raises(ShapeError, r"'same' needs stride 1", conv2d, x, w, stride=2, padding="same")
-    _raises(ShapeError, r"padding must be an int, a pair", conv2d, x, w, padding="full")
-    _raises(ShapeError, r"b must have shape \(6,\)", conv2d, x, w, np.ones(4))
-    _raises(DTypeError, r"x is float16.*astype\('float32'\)", conv2d, x.astype(np.float16), w)
-    _raises(DTypeError, r"x has dtype int64", conv2d, x.astype(np.int64), w)
-    _raises(DTypeError, r"w has dtype float32 but x has float64", conv2d, x,
-            w.astype(np.float32))
-    # conv_transpose2d
-    wt = np.ones((4, 2, 3, 3))
-    _raises(ShapeError, r"output_padding .* smaller than the stride", conv_transpose2d, x, wt,
-            stride=2, output_padding=2)
-    _raises(ShapeError, r"output_padding", conv_transpose2d, x, wt, output_padding=1)
-    _raises(ShapeError, r"w .* has 6 input channels.*torch layout", conv_transpose2d, x,
-            np.ones((6, 2, 3, 3)))
-    _raises(ShapeError, r"string modes are for conv2d", conv_transpose2d, x, wt, padding="same")
-    _raises(ShapeError, r"the output would be", conv_transpose2d, np.ones((1, 4, 1, 1)), wt,
-            padding=2)
-    _raises(ShapeError, r"b must have shape \(2,\)", conv_transpose2d, x, wt, np.ones(4))
-    # conv1d and the backward functions
-    _raises(ShapeError, r"F.conv1d: x must be 3-D", conv1d, x, np.ones((2, 4, 3)))
-    _raises(ShapeError, r"F.conv1d: w must be 3-D", conv1d, x[0], w)
-    _raises(ShapeError, r"F.conv1d: .*larger than the padded input", conv1d, x[0],
-            np.ones((2, 6, 7)))
-    _raises(ShapeError, r"g must have conv2d's output shape", conv2d_backward_data,
-            np.ones((2, 6, 5, 5)), w, (6, 6))
-
-
-def test_device_mismatch_is_named():
-    cupy = pytest.importorskip("cupy")
-    if not gd.backend.probe_cuda()[0]:
-        pytest.skip("needs a GPU to build a CuPy array")
-    with pytest.raises(gd.errors.DeviceMismatchError, match="F.conv2d"):
-        conv2d(np.ones((1, 1, 3, 3)), cupy.ones((1, 1, 3, 3)))
 
 
 # ----------------------------------------------------------------------------- devices
@@ -405,15 +283,15 @@ def test_im2col_col2im_kernels_match_twins(dtype):
                            ((1, 2, 9, 9), (3, 3), (3, 3), (2, 2, 2, 2), (2, 2)),
                            ((3, 1, 5, 4), (1, 1), (2, 2), (1, 0, 0, 1), (1, 1)),
                            ((1, 4, 4, 4), (4, 4), (1, 1), (0, 0, 0, 0), (1, 1))]:
-        out = B.out_size(xs[2], k[0], s[0], p[0] + p[1], d[0]), B.out_size(
+        out = CK.out_size(xs[2], k[0], s[0], p[0] + p[1], d[0]), CK.out_size(
             xs[3], k[1], s[1], p[2] + p[3], d[1])
         x = rng.standard_normal(xs).astype(dtype)
-        ref = B.im2col_twin(x, k, s, p, d, out)
-        got = B.im2col_cuda(cupy.asarray(x), k, s, p, d, out)
+        ref = CK.im2col_twin(x, k, s, p, d, out)
+        got = CK.im2col_cuda(cupy.asarray(x), k, s, p, d, out)
         np.testing.assert_array_equal(got.get(), ref)  # a pure copy: exact
         dcols = rng.standard_normal(ref.shape).astype(dtype)
-        ref_dx = B.col2im_twin(dcols, xs, k, s, p, d, out)
-        got_dx = B.col2im_cuda(cupy.asarray(dcols), xs, k, s, p, d, out)
+        ref_dx = CK.col2im_twin(dcols, xs, k, s, p, d, out)
+        got_dx = CK.col2im_cuda(cupy.asarray(dcols), xs, k, s, p, d, out)
         # Same summation order per pixel as the twin: float64 agrees to the last bits.
         np.testing.assert_allclose(got_dx.get(), ref_dx, rtol=1e-6 if dtype == np.float32
                                    else 1e-14, atol=1e-6 if dtype == np.float32 else 1e-14)
@@ -429,7 +307,7 @@ def test_gpu_grad_checks_and_chunks(monkeypatch):
     check_grad(gd.grad(lambda x, w: gd.ops.sum(gd.ops.tanh(conv2d(x, w, **geo))),
                        argnums=(0, 1)), x, w)
     ref = conv2d(x, w, **geo)
-    monkeypatch.setattr(B, "COLS_BUDGET", 10)  # one sample per chunk
+    monkeypatch.setattr(CK, "COLS_BUDGET", 10)  # one sample per chunk
     cupy.testing.assert_allclose(conv2d(x, w, **geo), ref, rtol=1e-12, atol=1e-12)
     xt = x[:, :, ::-1, :]  # non-contiguous view: copied before the kernel
     cupy.testing.assert_allclose(conv2d(xt, w, **geo),

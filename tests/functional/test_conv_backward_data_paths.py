@@ -4,7 +4,7 @@ the flipped weights) give the same dx, on shapes where the second one applies.""
 import numpy as np
 import pytest
 
-from gpudl.functional import conv_bodies as B
+from gpudl.functional import _conv_kernels as CK
 
 CASES = [  # (N, C, O, H, W, kH, kW, padding (t, b, l, r), dilation, groups)
     (2, 4, 4, 16, 16, 3, 3, (1, 1, 1, 1), (1, 1), 1),
@@ -18,21 +18,21 @@ CASES = [  # (N, C, O, H, W, kH, kW, padding (t, b, l, r), dilation, groups)
 @pytest.mark.parametrize("n,c,o,h,w,kh,kw,padding,dilation,groups", CASES)
 def test_backward_data_as_conv_equals_col2im(n, c, o, h, w, kh, kw, padding, dilation, groups):
     rng = np.random.default_rng(0)
-    ho = B.out_size(h, kh, 1, padding[0] + padding[1], dilation[0])
-    wo = B.out_size(w, kw, 1, padding[2] + padding[3], dilation[1])
+    ho = CK.out_size(h, kh, 1, padding[0] + padding[1], dilation[0])
+    wo = CK.out_size(w, kw, 1, padding[2] + padding[3], dilation[1])
     gy = rng.standard_normal((n, o, ho, wo))
     wt = rng.standard_normal((o, c // groups, kh, kw))
-    fast = B._backward_data_as_conv(gy, wt, (h, w), (1, 1), padding, dilation, groups)
+    fast = CK._backward_data_as_conv(gy, wt, (h, w), (1, 1), padding, dilation, groups)
     assert fast is not None, "the case must exercise the as-conv path"
     geo = ((kh, kw), (1, 1), padding, dilation, (ho, wo))
     wm = wt.reshape(groups, o // groups, -1).transpose(0, 2, 1)
-    dcols = np.matmul(wm, B._grouped(gy, groups, n))
-    slow = B.col2im(dcols.reshape(c * kh * kw, -1), (n, c, h, w), *geo)
+    dcols = np.matmul(wm, CK._grouped(gy, groups, n))
+    slow = CK.col2im(dcols.reshape(c * kh * kw, -1), (n, c, h, w), *geo)
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
 
 
 def test_backward_data_as_conv_declines_where_it_loses():
     gy, w = np.zeros((1, 8, 16, 16)), np.zeros((8, 4, 3, 3))  # C=4 < O=8
-    assert B._backward_data_as_conv(gy, w, (18, 18), (1, 1), (0, 0, 0, 0), (1, 1), 1) is None
+    assert CK._backward_data_as_conv(gy, w, (18, 18), (1, 1), (0, 0, 0, 0), (1, 1), 1) is None
     gy, w = np.zeros((1, 4, 8, 8)), np.zeros((4, 4, 3, 3))  # stride 2
-    assert B._backward_data_as_conv(gy, w, (16, 16), (2, 2), (1, 1, 1, 1), (1, 1), 1) is None
+    assert CK._backward_data_as_conv(gy, w, (16, 16), (2, 2), (1, 1, 1, 1), (1, 1), 1) is None

@@ -13,8 +13,8 @@ import pytest
 import gpudl as gd
 from gpudl.cuda import SOURCES
 from gpudl.errors import GpudlError
-from gpudl.functional import conv_bodies as B
-from gpudl.functional import conv_igemm as CI
+from gpudl.functional import _conv_igemm_kernels as IK
+from gpudl.functional import _conv_kernels as CK
 from gpudl.functional.conv import (
     conv2d,
     conv2d_backward_data,
@@ -90,75 +90,75 @@ def _tol(dtype, ref):
 
 # ----------------------------------------------------------------------------- selector (CPU)
 def test_default_is_im2col(monkeypatch):
-    monkeypatch.delenv(CI.ENV_VAR, raising=False)
-    assert CI.conv_impl() == "im2col"
-    monkeypatch.setenv(CI.ENV_VAR, "  ")
-    assert CI.conv_impl() == "im2col"
+    monkeypatch.delenv(IK.ENV_VAR, raising=False)
+    assert IK.conv_impl() == "im2col"
+    monkeypatch.setenv(IK.ENV_VAR, "  ")
+    assert IK.conv_impl() == "im2col"
 
 
 @pytest.mark.parametrize("raw, name", [("im2col", "im2col"), ("igemm", "igemm"),
                                        ("auto", "auto"), (" IGemm\n", "igemm")])
 def test_env_var_parsing(monkeypatch, raw, name):
-    monkeypatch.setenv(CI.ENV_VAR, raw)
-    assert CI.conv_impl() == name
-    assert CI.conv_impl(raw) == name  # an explicit value is parsed the same way
+    monkeypatch.setenv(IK.ENV_VAR, raw)
+    assert IK.conv_impl() == name
+    assert IK.conv_impl(raw) == name  # an explicit value is parsed the same way
 
 
 def test_unknown_impl_is_a_named_error(monkeypatch):
-    monkeypatch.setenv(CI.ENV_VAR, "cudnn")
-    with pytest.raises(CI.ConvImplError, match=r"GPUDL_CONV_IMPL='cudnn'.*im2col, igemm, auto"):
-        CI.conv_impl()
+    monkeypatch.setenv(IK.ENV_VAR, "cudnn")
+    with pytest.raises(IK.ConvImplError, match=r"GPUDL_CONV_IMPL='cudnn'.*im2col, igemm, auto"):
+        IK.conv_impl()
     with pytest.raises(ValueError, match=r"impl='winograd'"):
-        CI.conv_impl("winograd")
-    assert issubclass(CI.ConvImplError, GpudlError)
-    with pytest.raises(CI.ConvImplError):
-        CI.use_igemm("forward", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
+        IK.conv_impl("winograd")
+    assert issubclass(IK.ConvImplError, GpudlError)
+    with pytest.raises(IK.ConvImplError):
+        IK.use_igemm("forward", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
 
 
 def test_use_igemm_follows_the_selection(monkeypatch):
     args = ((2, 3, 8, 8), (4, 3, 3, 3))
-    assert not CI.use_igemm("forward", *args, **GEO, impl="im2col")
-    assert CI.use_igemm("forward", *args, **GEO, impl="igemm")
-    assert CI.use_igemm("backward_data", *args, **GEO, impl="igemm")
-    assert CI.use_igemm("backward_weight", *args, **GEO, impl="igemm")
-    assert not CI.use_igemm("backward_weight", *args, **GEO, impl="im2col")
+    assert not IK.use_igemm("forward", *args, **GEO, impl="im2col")
+    assert IK.use_igemm("forward", *args, **GEO, impl="igemm")
+    assert IK.use_igemm("backward_data", *args, **GEO, impl="igemm")
+    assert IK.use_igemm("backward_weight", *args, **GEO, impl="igemm")
+    assert not IK.use_igemm("backward_weight", *args, **GEO, impl="im2col")
     # auto: only shapes in the (shipped empty) table, keyed independently of the batch.
-    assert CI.AUTO_IGEMM == frozenset()
-    assert not CI.use_igemm("forward", *args, **GEO, impl="auto")
-    key = CI.auto_key("forward", (64, 3, 8, 8), (4, 3, 3, 3), **GEO)
+    assert IK.AUTO_IGEMM == frozenset()
+    assert not IK.use_igemm("forward", *args, **GEO, impl="auto")
+    key = IK.auto_key("forward", (64, 3, 8, 8), (4, 3, 3, 3), **GEO)
     assert key == ("forward", 3, 8, 8, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)
-    monkeypatch.setattr(CI, "AUTO_IGEMM", frozenset({key}))
-    assert CI.use_igemm("forward", *args, **GEO, impl="auto")
-    assert not CI.use_igemm("backward_data", *args, **GEO, impl="auto")
-    assert not CI.use_igemm("backward_weight", *args, **GEO, impl="auto")
-    assert not CI.use_igemm("forward", (2, 3, 8, 9), (4, 3, 3, 3), **GEO, impl="auto")
-    wkey = CI.auto_key("backward_weight", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
-    monkeypatch.setattr(CI, "AUTO_IGEMM", frozenset({wkey}))
-    assert CI.use_igemm("backward_weight", *args, **GEO, impl="auto")
-    assert not CI.use_igemm("forward", *args, **GEO, impl="auto")
+    monkeypatch.setattr(IK, "AUTO_IGEMM", frozenset({key}))
+    assert IK.use_igemm("forward", *args, **GEO, impl="auto")
+    assert not IK.use_igemm("backward_data", *args, **GEO, impl="auto")
+    assert not IK.use_igemm("backward_weight", *args, **GEO, impl="auto")
+    assert not IK.use_igemm("forward", (2, 3, 8, 9), (4, 3, 3, 3), **GEO, impl="auto")
+    wkey = IK.auto_key("backward_weight", (1, 3, 8, 8), (4, 3, 3, 3), **GEO)
+    monkeypatch.setattr(IK, "AUTO_IGEMM", frozenset({wkey}))
+    assert IK.use_igemm("backward_weight", *args, **GEO, impl="auto")
+    assert not IK.use_igemm("forward", *args, **GEO, impl="auto")
     with pytest.raises(ValueError, match="backward_weight"):
-        CI.use_igemm("backward_input", *args, **GEO, impl="igemm")
+        IK.use_igemm("backward_input", *args, **GEO, impl="igemm")
 
 
 def test_grid_limits_fall_back_to_im2col():
     geo = dict(GEO, padding=(0, 0, 0, 0))
-    assert CI.grid_fits((1, 65535, 4, 4), (65535, 1, 1, 1), 65535)
-    assert not CI.grid_fits((1, 65536, 4, 4), (65536, 1, 1, 1), 65536)
-    assert not CI.use_igemm("forward", (1, 65536, 4, 4), (65536, 1, 1, 1),
+    assert IK.grid_fits((1, 65535, 4, 4), (65535, 1, 1, 1), 65535)
+    assert not IK.grid_fits((1, 65536, 4, 4), (65536, 1, 1, 1), 65536)
+    assert not IK.use_igemm("forward", (1, 65536, 4, 4), (65536, 1, 1, 1),
                             **dict(geo, groups=65536), impl="igemm")
-    assert not CI.grid_fits((1, 1, 4, 4), (64 * 65535 + 1, 1, 1, 1), 1)  # column tiles
+    assert not IK.grid_fits((1, 1, 4, 4), (64 * 65535 + 1, 1, 1, 1), 1)  # column tiles
 
 
 def test_batch_chunks_cover_the_batch_under_int32(monkeypatch):
-    monkeypatch.setattr(CI, "INT32_MAX", 100)
-    chunks = CI._batch_chunks(7, 30)  # 3 samples per chunk
+    monkeypatch.setattr(IK, "INT32_MAX", 100)
+    chunks = IK._batch_chunks(7, 30)  # 3 samples per chunk
     assert chunks == [(0, 3), (3, 6), (6, 7)]
-    assert CI._batch_chunks(2, 500) == [(0, 1), (1, 2)]  # one sample over the limit: still 1
+    assert IK._batch_chunks(2, 500) == [(0, 1), (1, 2)]  # one sample over the limit: still 1
 
 
 def test_kernel_source_is_registered():
     src = SOURCES["conv2d_igemm.cu"]
-    assert src is CI.IGEMM_KERNELS
+    assert src is IK.IGEMM_KERNELS
     assert set(src.name_expressions) == {
         f"conv2d_igemm_{k}<{t}>" for k in ("forward", "backward_data", "backward_weight",
                                           "sum_splits") for t in ("float", "double")}
@@ -168,67 +168,67 @@ def test_kernel_source_is_registered():
 def test_weight_splits_heuristic(monkeypatch):
     """About TARGET_BLOCKS blocks, splits of at least MIN_SPLIT_STEPS steps, workspace and
     split slices within int32; _split_chunk never launches an empty split."""
-    step = CI.MIN_SPLIT_STEPS * CI._WK
+    step = IK.MIN_SPLIT_STEPS * IK._WK
     # VGG 64->64 3x3 at 56x56, batch 32: 9 k tiles x 1 o tile -> 30 splits (270 blocks).
-    assert CI.weight_splits(32 * 56 * 56, 64 * 9, 64, 1) == 30
+    assert IK.weight_splits(32 * 56 * 56, 64 * 9, 64, 1) == 30
     # 512->512 at 7x7, batch 32: 72 x 8 = 576 tiles already fill the GPU.
-    assert CI.weight_splits(32 * 49, 512 * 9, 512, 1) == 1
+    assert IK.weight_splits(32 * 49, 512 * 9, 512, 1) == 1
     # LeNet c1 (1->6 5x5 at 28x28): 1 tile; 25088 pixels allow 98 splits of 256.
-    assert CI.weight_splits(32 * 28 * 28, 25, 6, 1) == min(CI.TARGET_BLOCKS, 32 * 784 // step)
-    assert CI.weight_splits(step - 1, 25, 6, 1) == 1
+    assert IK.weight_splits(32 * 28 * 28, 25, 6, 1) == min(IK.TARGET_BLOCKS, 32 * 784 // step)
+    assert IK.weight_splits(step - 1, 25, 6, 1) == 1
     # Depthwise 256 channels: 256 tiles, 2 splits.
-    assert CI.weight_splits(10 ** 6, 9, 256, 256) == 2
-    monkeypatch.setattr(CI, "INT32_MAX", 1000)
-    assert CI.weight_splits(10 ** 6, 25, 6, 1) == 1000 // 150  # workspace (splits, O, K)
+    assert IK.weight_splits(10 ** 6, 9, 256, 256) == 2
+    monkeypatch.setattr(IK, "INT32_MAX", 1000)
+    assert IK.weight_splits(10 ** 6, 25, 6, 1) == 1000 // 150  # workspace (splits, O, K)
     for m in (1, 31, 32, 33, 100, 257, 10 ** 5 + 7):
         for want in (1, 2, 3, 7, 64, 10 ** 6):
-            chunk, s = CI._split_chunk(m, want)
-            assert chunk % CI._WK == 0 and 1 <= s <= want and (s - 1) * chunk < m <= s * chunk
+            chunk, s = IK._split_chunk(m, want)
+            assert chunk % IK._WK == 0 and 1 <= s <= want and (s - 1) * chunk < m <= s * chunk
 
 
 def test_cpu_path_ignores_the_selection(monkeypatch):
     """The twin runs on NumPy arrays whatever GPUDL_CONV_IMPL says (even an invalid value)."""
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
-    monkeypatch.delenv(CI.ENV_VAR, raising=False)
+    monkeypatch.delenv(IK.ENV_VAR, raising=False)
     want = conv2d(x, w, padding=1)
     for raw in ("igemm", "auto", "nonsense"):
-        monkeypatch.setenv(CI.ENV_VAR, raw)
+        monkeypatch.setenv(IK.ENV_VAR, raw)
         np.testing.assert_array_equal(conv2d(x, w, padding=1), want)
 
 
-def test_conv_bodies_route_cuda_products_to_igemm(monkeypatch):
-    """conv_bodies' CUDA branch hands forward and backward-data, with their geometry, to
+def test_version_1_routes_cuda_products_to_igemm(monkeypatch):
+    """_conv_kernels' CUDA branch hands forward and backward-data, with their geometry, to
     version 2 when selected (device faked; the launchers stubbed with the twin)."""
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, 3, 2))
     geo = dict(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)
-    want = B.conv2d_forward_raw(x, w, **geo)
+    want = CK.conv2d_forward_raw(x, w, **geo)
     gy = rng.standard_normal(want.shape)
-    want_dx = B.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo)
+    want_dx = CK.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo)
     seen = []
-    monkeypatch.setattr(CI, "conv2d_forward_igemm",
+    monkeypatch.setattr(IK, "conv2d_forward_igemm",
                         lambda x, w, **k: seen.append(("forward", k)) or want)
-    monkeypatch.setattr(CI, "conv2d_backward_data_igemm",
+    monkeypatch.setattr(IK, "conv2d_backward_data_igemm",
                         lambda g, w, **k: seen.append(("backward_data", k)) or want_dx)
-    monkeypatch.setattr(B, "device_of", lambda a: "cuda")
-    monkeypatch.setenv(CI.ENV_VAR, "igemm")
-    assert B.conv2d_forward_raw(x, w, **geo) is want
-    assert B.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo) is want_dx
+    monkeypatch.setattr(CK, "device_of", lambda a: "cuda")
+    monkeypatch.setenv(IK.ENV_VAR, "igemm")
+    assert CK.conv2d_forward_raw(x, w, **geo) is want
+    assert CK.conv2d_backward_data_raw(gy, w, x_hw=(7, 6), **geo) is want_dx
     assert seen == [("forward", geo), ("backward_data", dict(geo, x_hw=(7, 6)))]
 
 
-def test_conv_bodies_route_backward_weight_to_igemm(monkeypatch):
+def test_version_1_routes_backward_weight_to_igemm(monkeypatch):
     rng = np.random.default_rng(7)
     x, gy = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((2, 6, 4, 7))
     geo = dict(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2), groups=2)
-    want = B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo)
+    want = CK.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo)
     seen = []
-    monkeypatch.setattr(CI, "conv2d_backward_weight_igemm",
+    monkeypatch.setattr(IK, "conv2d_backward_weight_igemm",
                         lambda x, g, **k: seen.append(k) or want)
-    monkeypatch.setattr(B, "device_of", lambda a: "cuda")
-    monkeypatch.setenv(CI.ENV_VAR, "igemm")
-    assert B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo) is want
+    monkeypatch.setattr(CK, "device_of", lambda a: "cuda")
+    monkeypatch.setenv(IK.ENV_VAR, "igemm")
+    assert CK.conv2d_backward_weight_raw(x, gy, k_hw=(3, 2), **geo) is want
     assert seen == [dict(geo, k_hw=(3, 2))]
 
 
@@ -245,17 +245,17 @@ def test_igemm_kernels_match_twin(case, dtype):
     w = rng.standard_normal(case[1])
     b = rng.standard_normal(case[1][0])
     xd, wd, bd = (cupy.asarray(a.astype(dtype)) for a in (x, w, b))
-    ref = B.conv2d_forward_raw(x, w, **geo)
+    ref = CK.conv2d_forward_raw(x, w, **geo)
     np.testing.assert_allclose(ref, ref_conv2d(x, w, **geo), rtol=1e-12, atol=1e-12)
-    y = CI.conv2d_forward_igemm(xd, wd, **geo)
+    y = IK.conv2d_forward_igemm(xd, wd, **geo)
     assert y.dtype == dtype and y.flags.c_contiguous
     np.testing.assert_allclose(y.get(), ref, **_tol(dtype, ref))
-    yb = CI.conv2d_forward_igemm(xd, wd, bd, **geo).get()
+    yb = IK.conv2d_forward_igemm(xd, wd, bd, **geo).get()
     np.testing.assert_allclose(yb, ref + b[None, :, None, None], **_tol(dtype, ref))
 
     gy = rng.standard_normal(ref.shape)
-    ref_dx = B.conv2d_backward_data_raw(gy, w, x_hw=case[0][2:], **geo)
-    dx = CI.conv2d_backward_data_igemm(cupy.asarray(gy.astype(dtype)), wd, x_hw=case[0][2:],
+    ref_dx = CK.conv2d_backward_data_raw(gy, w, x_hw=case[0][2:], **geo)
+    dx = IK.conv2d_backward_data_igemm(cupy.asarray(gy.astype(dtype)), wd, x_hw=case[0][2:],
                                        **geo)
     assert dx.shape == x.shape and dx.dtype == dtype
     np.testing.assert_allclose(dx.get(), ref_dx, **_tol(dtype, ref_dx))
@@ -295,13 +295,13 @@ def test_igemm_backward_weight_matches_twin(case, dtype, splits):
     geo = _geometry(case)
     rng = np.random.default_rng(5)
     x = rng.standard_normal(case[0])
-    gy = rng.standard_normal(B.conv2d_forward_raw(x, rng.standard_normal(case[1]), **geo).shape)
+    gy = rng.standard_normal(CK.conv2d_forward_raw(x, rng.standard_normal(case[1]), **geo).shape)
     k_hw = case[1][2:]
-    ref = B.conv2d_backward_weight_raw(x, gy, k_hw=k_hw, **geo)
+    ref = CK.conv2d_backward_weight_raw(x, gy, k_hw=k_hw, **geo)
     if splits is None:  # the loop reference once per case
         np.testing.assert_allclose(ref, ref_conv2d_backward_weight(x, gy, k_hw, **geo),
                                    rtol=1e-12, atol=1e-12)
-    dw = CI.conv2d_backward_weight_igemm(cupy.asarray(x.astype(dtype)),
+    dw = IK.conv2d_backward_weight_igemm(cupy.asarray(x.astype(dtype)),
                                          cupy.asarray(gy.astype(dtype)), k_hw=k_hw,
                                          splits=splits, **geo)
     assert dw.shape == case[1] and dw.dtype == dtype and dw.flags.c_contiguous
@@ -315,8 +315,8 @@ def test_igemm_backward_weight_is_deterministic():
     rng = np.random.default_rng(6)
     x = cupy.asarray(rng.standard_normal((8, 16, 20, 20)).astype(np.float32))
     gy = cupy.asarray(rng.standard_normal((8, 32, 20, 20)).astype(np.float32))
-    runs = [CI.conv2d_backward_weight_igemm(x, gy, k_hw=(3, 3), **GEO).get() for _ in range(3)]
-    assert CI.weight_splits(8 * 400, 16 * 9, 32, 1) > 1  # the combine kernel ran
+    runs = [IK.conv2d_backward_weight_igemm(x, gy, k_hw=(3, 3), **GEO).get() for _ in range(3)]
+    assert IK.weight_splits(8 * 400, 16 * 9, 32, 1) > 1  # the combine kernel ran
     for r in runs[1:]:
         np.testing.assert_array_equal(r, runs[0])
 
@@ -326,7 +326,7 @@ def test_selected_igemm_runs_the_public_ops(monkeypatch):
     """With GPUDL_CONV_IMPL=igemm, conv2d, its gradients and conv_transpose2d use version 2."""
     cupy = gd.backend.xp_for("cuda")
     calls = {"forward": 0, "backward_data": 0}
-    fwd, bwd = CI.conv2d_forward_igemm, CI.conv2d_backward_data_igemm
+    fwd, bwd = IK.conv2d_forward_igemm, IK.conv2d_backward_data_igemm
 
     def count(name, fn):
         def wrapped(*a, **k):
@@ -334,9 +334,9 @@ def test_selected_igemm_runs_the_public_ops(monkeypatch):
             return fn(*a, **k)
         return wrapped
 
-    monkeypatch.setattr(CI, "conv2d_forward_igemm", count("forward", fwd))
-    monkeypatch.setattr(CI, "conv2d_backward_data_igemm", count("backward_data", bwd))
-    monkeypatch.setenv(CI.ENV_VAR, "igemm")
+    monkeypatch.setattr(IK, "conv2d_forward_igemm", count("forward", fwd))
+    monkeypatch.setattr(IK, "conv2d_backward_data_igemm", count("backward_data", bwd))
+    monkeypatch.setenv(IK.ENV_VAR, "igemm")
     rng = np.random.default_rng(2)
     x, w, g = (rng.standard_normal(s) for s in ((3, 4, 9, 8), (6, 2, 3, 3), (3, 6, 4, 10)))
     kw = dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)
@@ -348,7 +348,6 @@ def test_selected_igemm_runs_the_public_ops(monkeypatch):
         np.testing.assert_allclose(y.get(), conv2d(x, w, **kw), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(gx.get(), conv2d_backward_data(g, w, (9, 8), **kw),
                                    rtol=1e-10, atol=1e-12)
-        # backward-weight: version 2 once conv_bodies routes it (see the xfail below)
         np.testing.assert_allclose(gw.get(), conv2d_backward_weight(x, g, (3, 3), **kw),
                                    rtol=1e-10, atol=1e-12)
     xs = rng.standard_normal((2, 4, 5, 5))
@@ -367,16 +366,16 @@ def test_igemm_batch_chunks(monkeypatch):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     geo = dict(GEO)
-    want = B.conv2d_forward_raw(x, w, **geo)
+    want = CK.conv2d_forward_raw(x, w, **geo)
     gy = rng.standard_normal(want.shape)
-    want_dx = B.conv2d_backward_data_raw(gy, w, x_hw=(6, 6), **geo)
-    want_dw = B.conv2d_backward_weight_raw(x, gy, k_hw=(3, 3), **geo)
-    monkeypatch.setattr(CI, "INT32_MAX", 2 * 4 * 36)  # two samples per launch
-    y = CI.conv2d_forward_igemm(cupy.asarray(x), cupy.asarray(w), **geo)
+    want_dx = CK.conv2d_backward_data_raw(gy, w, x_hw=(6, 6), **geo)
+    want_dw = CK.conv2d_backward_weight_raw(x, gy, k_hw=(3, 3), **geo)
+    monkeypatch.setattr(IK, "INT32_MAX", 2 * 4 * 36)  # two samples per launch
+    y = IK.conv2d_forward_igemm(cupy.asarray(x), cupy.asarray(w), **geo)
     np.testing.assert_allclose(y.get(), want, rtol=1e-10, atol=1e-12)
-    dx = CI.conv2d_backward_data_igemm(cupy.asarray(gy), cupy.asarray(w), x_hw=(6, 6), **geo)
+    dx = IK.conv2d_backward_data_igemm(cupy.asarray(gy), cupy.asarray(w), x_hw=(6, 6), **geo)
     np.testing.assert_allclose(dx.get(), want_dx, rtol=1e-10, atol=1e-12)
     for splits in (None, 1, 2):  # dw accumulates over the 3 chunks (+ split partials)
-        dw = CI.conv2d_backward_weight_igemm(cupy.asarray(x), cupy.asarray(gy), k_hw=(3, 3),
+        dw = IK.conv2d_backward_weight_igemm(cupy.asarray(x), cupy.asarray(gy), k_hw=(3, 3),
                                              splits=splits, **geo)
         np.testing.assert_allclose(dw.get(), want_dw, rtol=1e-10, atol=1e-12)

@@ -1,5 +1,7 @@
 """F.softmax_cross_entropy: the NumPy twin vs a naive float64 loop, gradients (incl. grad of
-grad), errors, and (on a GPU) the CUDA kernels vs the twin."""
+grad; ``GRAD_CASES``, run by tests/test_registry.py), and on the ``cuda`` device (a GPU, or
+the CPU kernel emulator under ``GPUDL_EMULATE_GPU=1``) the kernels vs the twin. The argument
+errors are in test_cross_entropy_checks.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import DTypeError
+from gpudl.functional import _cross_entropy_kernels as CEK
 from gpudl.functional import cross_entropy as CE
 from gpudl.functional.cross_entropy import softmax_cross_entropy
 from gpudl.testing import check_grad
@@ -95,7 +98,7 @@ def test_twin_float32(reduction):
 
 def test_twin_lse_and_unit_gradient():
     x, y = make_inputs((7, 3), -100)
-    loss, lse, dlogits = CE.twin_forward(x, y, ignore_index=-100, eps=0.1, with_grad=True,
+    loss, lse, dlogits = CEK.twin_forward(x, y, ignore_index=-100, eps=0.1, with_grad=True,
                                          grad_scale=0.5)
     ref_lse = np.array([np.log(np.exp(row).sum()) for row in x])
     np.testing.assert_allclose(lse, ref_lse, rtol=1e-13)
@@ -228,58 +231,34 @@ def test_saves_gradient_only_under_grad():
         CE._sce.impl = real
 
 
-# ----------------------------------------------------------------------------- errors
-@pytest.mark.parametrize("bad", [5, -1, 2**32])
-def test_label_out_of_range(bad):
-    x, y = make_inputs((4, 5), None)
-    y[2] = bad
-    with pytest.raises(IndexError) as info:
-        softmax_cross_entropy(x, y)
-    msg = str(info.value)
-    assert "softmax_cross_entropy" in msg and "[0, 5)" in msg and f"[{bad}, {bad}]" in msg
-    assert "position 2" in msg
+# ----------------------------------------------------------------------------- gradient cases
+# Collected by tests/test_registry.py: float64 logits of order 1 (no saturated softmax);
+# labels are integer args, not differentiated. One case per reduction, plus ignore_index +
+# label smoothing, torch's (N, C, d) layout and a non-contiguous view.
+def _case(shape, labels, seed, view=False, **kw):
+    def make():
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(shape)
+        if view:  # (N, 2C) -> every other column: a non-contiguous (N, C) view
+            x = rng.standard_normal((shape[0], 2 * shape[1]))[:, ::2]
+        return (lambda logits, y: softmax_cross_entropy(logits, y, **kw)), (x, np.array(labels))
+
+    return make
 
 
-def test_label_out_of_range_with_ignore_index():
-    x, y = make_inputs((4, 5), None)
-    y[0], y[3] = -100, -7
-    assert np.isfinite(softmax_cross_entropy(x, np.where(y == -7, 0, y), ignore_index=-100))
-    with pytest.raises(IndexError, match=r"ignore_index=-100.*\[-7, -7\]"):
-        softmax_cross_entropy(x, y, ignore_index=-100)
-    with pytest.raises(IndexError, match=r"\[-100, -7\]"):  # -100 is bad without ignore_index
-        softmax_cross_entropy(x, y)
+GRAD_CASES = {
+    "softmax_cross_entropy": [
+        _case((4, 5), [0, 4, 2, 1], 1),
+        _case((4, 5), [0, 4, 2, 1], 2, reduction="sum"),
+        _case((4, 5), [0, 4, 2, 1], 3, reduction="none"),
+        _case((5, 3), [0, -100, 2, 1, -100], 4, ignore_index=-100, label_smoothing=0.2),
+        _case((3, 4), [3, 0, 1], 5, view=True, reduction="none", label_smoothing=0.1),
+        _case((2, 3, 4), [[0, 2, 1, 1], [2, 2, 0, 1]], 6),  # (N, C, d) torch layout
+    ],
+}
 
 
-def test_dtype_errors():
-    x, y = make_inputs((4, 5), None)
-    with pytest.raises(DTypeError, match="float32 or float64"):
-        softmax_cross_entropy(x.astype(np.float16), y)
-    with pytest.raises(DTypeError, match="float32 or float64"):
-        softmax_cross_entropy(y.reshape(4, 1).repeat(5, 1), y)
-    with pytest.raises(DTypeError, match="labels must be integer"):
-        softmax_cross_entropy(x, y.astype(np.float64))
-
-
-def test_shape_errors():
-    x, y = make_inputs((4, 5), None)
-    with pytest.raises(ShapeError, match=r"labels must have shape \(4,\)"):
-        softmax_cross_entropy(x, y[:3])
-    with pytest.raises(ShapeError, match=r"\(4, 3\)"):
-        softmax_cross_entropy(np.zeros((4, 5, 3)), y)
-    with pytest.raises(ShapeError, match="at least one class"):
-        softmax_cross_entropy(np.zeros((4, 0)), y)
-
-
-def test_option_errors():
-    x, y = make_inputs((4, 5), None)
-    with pytest.raises(ValueError, match="reduction"):
-        softmax_cross_entropy(x, y, reduction="avg")
-    with pytest.raises(ValueError, match="label_smoothing"):
-        softmax_cross_entropy(x, y, label_smoothing=1.5)
-    with pytest.raises(ValueError, match="ignore_index"):
-        softmax_cross_entropy(x, y, ignore_index=2**40)
-
-
+# ----------------------------------------------------------------------------- views
 def test_non_contiguous_logits_accepted():
     rng = np.random.default_rng(3)
     big = rng.standard_normal((10, 6)).astype(np.float32)
@@ -337,14 +316,52 @@ def test_kernels_direct_and_misaligned_rows(dtype):
             assert x.flags.c_contiguous
             y = cupy.asarray(rng.integers(0, c, size=n))
             for eps in (0.0, 0.2):
-                got = CE.cuda_forward(x, y, eps=eps, with_grad=True, grad_scale=0.5)
-                ref = CE.twin_forward(x, y, eps=eps, with_grad=True, grad_scale=0.5)
+                got = CEK.cuda_forward(x, y, eps=eps, with_grad=True, grad_scale=0.5)
+                ref = CEK.twin_forward(x, y, eps=eps, with_grad=True, grad_scale=0.5)
                 for a, b in zip(got, ref, strict=True):
                     np.testing.assert_allclose(a.get(), b.get(), **_tol(dtype))
                 g = cupy.asarray(rng.standard_normal(n).astype(dtype))
-                back = CE.cuda_backward(x, y, got[1], g, eps=eps, scale=1.0)
-                ref_back = CE._twin_grad(x, y, ref[1], g, ignore_index=None, eps=eps)
+                back = CEK.cuda_backward(x, y, got[1], g, eps=eps, scale=1.0)
+                ref_back = CEK.twin_grad(x, y, ref[1], g, ignore_index=None, eps=eps)
                 np.testing.assert_allclose(back.get(), ref_back.get(), **_tol(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [
+    dict(reduction="none"), dict(reduction="sum", ignore_index=2),
+    dict(reduction="mean", label_smoothing=0.1),
+    dict(reduction="none", label_smoothing=0.2, ignore_index=0),
+], ids=str)
+def test_gpu_upstream_gradients(options, dtype):
+    """A non-unit upstream gradient: the backward kernel with a per-row g ('none') or the
+    fused gradient scaled by g (reductions), with ignored rows and smoothing."""
+    rng = np.random.default_rng(1)
+    x = (3.0 * rng.standard_normal((6, 36))).astype(dtype)
+    y = np.array([0, 2, 35, 2, 7, 0])
+    r = rng.standard_normal(6 if options["reduction"] == "none" else ()).astype(dtype)
+
+    def weighted(v, y, r):
+        return gd.ops.sum(softmax_cross_entropy(v, y, **options) * r)
+
+    want = gd.value_and_grad(weighted)(x, y, r)
+    got = gd.value_and_grad(weighted)(*gd.to_device((x, y, r), "cuda"))
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(gd.to_numpy(a), b, **_tol(dtype))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_extreme_logits(dtype):
+    """Rows with -inf, huge and NaN logits match the twin (a NaN row stays NaN)."""
+    x = (3.0 * np.random.default_rng(1).standard_normal((4, 8))).astype(dtype)
+    x[1, :3], x[2], x[3, 5] = -np.inf, [1e30, 0, 0, 0, 0, 0, 0, -1e30], np.nan
+    y = np.array([3, 4, 0, 1])
+    want = softmax_cross_entropy(x, y, reduction="none")
+    got = gd.to_numpy(softmax_cross_entropy(*gd.to_device((x, y), "cuda"), reduction="none"))
+    np.testing.assert_allclose(got, want, **_tol(dtype))
+    assert np.isnan(got[3])
 
 
 @pytest.mark.gpu
@@ -355,8 +372,8 @@ def test_kernel_large_vocabulary():
     cupy.random.seed(0)
     x = cupy.random.standard_normal((8192, 32768), dtype=cupy.float32) * 4
     y = cupy.random.randint(0, 32768, size=8192)
-    got = CE.cuda_forward(x, y, eps=0.1, with_grad=True, grad_scale=1.0 / 8192)
-    ref = CE.twin_forward(x, y, eps=0.1, with_grad=True, grad_scale=1.0 / 8192)  # on CuPy
+    got = CEK.cuda_forward(x, y, eps=0.1, with_grad=True, grad_scale=1.0 / 8192)
+    ref = CEK.twin_forward(x, y, eps=0.1, with_grad=True, grad_scale=1.0 / 8192)  # on CuPy
     for a, b in zip(got, ref, strict=True):
         cupy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-9)
 

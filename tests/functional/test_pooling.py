@@ -1,5 +1,7 @@
 """Pooling: the NumPy twins vs naive float64 loops (incl. overlapping windows, padding,
-ties), gradients, errors, and (on a GPU) the pool2d.cu kernels vs the twins."""
+ties), gradients (``GRAD_CASES``, run by tests/test_registry.py), errors, and on the
+``cuda`` device (a GPU, or the CPU kernel emulator under ``GPUDL_EMULATE_GPU=1``) the
+pool2d.cu kernels vs the twins."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 
 import gpudl as gd
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional import pool_bodies as PB
+from gpudl.functional import _pool_kernels as PK
 from gpudl.functional import pooling as P
 from gpudl.functional.pooling import (
     avg_pool2d,
@@ -207,6 +209,51 @@ def test_composite_grad_checks():
     check_grad(global_max_pool2d, _distinct((2, 2, 5, 4), 9))
 
 
+# ----------------------------------------------------------------------------- gradient cases
+# Collected by tests/test_registry.py (every registered primitive needs one): float64,
+# distinct values for max pooling so no window has a tie (away from kinks).
+def _max_pool_case():
+    return (lambda x: max_pool2d(x, 3, 2, 1)), (_distinct((2, 3, 7, 6), 27),)
+
+
+def _max_pool_backward_case():
+    x = _distinct((2, 2, 7, 6), 28)
+    _, idx = max_pool2d_with_indices(x, 3, 2, 1)
+    g = np.random.default_rng(29).standard_normal(idx.shape)
+    geo = dict(x_hw=(7, 6), kernel=(3, 3), stride=(2, 2), padding=(1, 1))
+    return (lambda g: P._max_backward(g, idx, **geo)), (g,)
+
+
+def _max_pool_grad_of_grad_case():
+    # The gradient of max_pool2d is max_pool2d_backward: check it through gd.grad.
+    f = gd.grad(lambda x: gd.ops.sum(max_pool2d(x, (2, 3), (1, 2), (1, 1)) ** 3))
+    return f, (_distinct((1, 2, 5, 7), 30),)
+
+
+def _avg_pool_case():
+    return (lambda x: avg_pool2d(x, 3, 2, 1, count_include_pad=False)), (
+        np.random.default_rng(31).standard_normal((2, 2, 7, 6)),)
+
+
+def _avg_pool_backward_case():
+    g = np.random.default_rng(32).standard_normal((2, 2, 4, 3))
+    geo = dict(x_hw=(7, 6), kernel=(3, 3), stride=(2, 2), padding=(1, 1), count_include_pad=True)
+    return (lambda g: P._avg_backward(g, **geo)), (g,)
+
+
+def _lp_pool_case():
+    return (lambda x: lp_pool2d(x, 2, 2, 1)), (
+        np.random.default_rng(33).uniform(0.5, 2.0, (1, 2, 4, 5)),)
+
+
+GRAD_CASES = {
+    "max_pool2d": [_max_pool_case],
+    "max_pool2d_backward": [_max_pool_backward_case, _max_pool_grad_of_grad_case],
+    "avg_pool2d": [_avg_pool_case, _lp_pool_case],
+    "avg_pool2d_backward": [_avg_pool_backward_case],
+}
+
+
 # ----------------------------------------------------------------------------- errors
 def test_errors():
     x = np.ones((2, 3, 6, 6))
@@ -239,8 +286,12 @@ def _tol(dtype):
     return dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-14)
 
 
+# Enough output cells for many 256-thread blocks too.
+DEVICE_CASES = [*POOL_CASES, ((2, 3, 40, 40), 3, 1, 1)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", POOL_CASES, ids=IDS)
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=[*IDS, "many_blocks"])
 def test_device_matches_twin(device, dtype, case):
     """Forward and backward of max and avg pooling on `device` vs the NumPy twin."""
     xs, k, s, p = case
@@ -279,4 +330,4 @@ def test_gpu_ties_nan_and_grad_checks():
     check_grad(lambda v: max_pool2d(v, 3, 2, 1), xd)
     check_grad(lambda v: avg_pool2d(v, 3, 2, 1, count_include_pad=False), xd)
     check_grad(gd.grad(lambda v: gd.ops.sum(max_pool2d(v, 3, 2) ** 3)), xd)
-    assert PB.POOL_KERNELS.filename == "pool2d.cu"
+    assert PK.POOL_KERNELS.filename == "pool2d.cu"

@@ -1,22 +1,22 @@
-"""LSTM/GRU/Elman cells, their fused primitives (twin and kernel) and the sequence functions.
+"""LSTM/GRU/Elman cells and their fused pointwise primitives (NumPy twin and CUDA kernel).
 
 References are written here independently: per-element float64 loops with math.exp for the
-pointwise parts, torch's documented cell formulas with per-gate weight slices, and
-per-sequence loops (no masking) for variable lengths.
+pointwise parts and torch's documented cell formulas with per-gate weight slices (the
+sequence functions, built on these cells, are tested in test_recurrent.py). Gradient cases
+are ``GRAD_CASES`` (run by tests/test_registry.py); the ``cuda`` tests run on a GPU, or on
+the CPU kernel emulator under ``GPUDL_EMULATE_GPU=1``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gpudl as gd
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.functional import recurrent as R
+from gpudl.functional import _rnn_kernels as K
 from gpudl.functional import rnn_cells as C
 from gpudl.testing import check_grad
 
@@ -119,28 +119,6 @@ def ref_rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     return np.tanh(pre) if nonlinearity == "tanh" else np.maximum(pre, 0)
 
 
-def ref_sequence(kind, x, h0, c0, p, lengths, reverse, nonlinearity="tanh"):
-    """Each sequence on its own: steps 0..L-1 (or L-1..0), outputs zero past the end."""
-    t_len, n, _ = x.shape
-    hidden = p[1].shape[1]
-    y = np.zeros((t_len, n, hidden))
-    h_n, c_n = np.zeros((n, hidden)), np.zeros((n, hidden))
-    for a in range(n):
-        h, c = h0[a:a + 1], c0[a:a + 1]
-        steps = range(lengths[a])
-        for t in (reversed(steps) if reverse else steps):
-            xt = x[t, a:a + 1]
-            if kind == "lstm":
-                h, c = ref_lstm_cell(xt, h, c, *p)
-            elif kind == "gru":
-                h = ref_gru_cell(xt, h, *p)
-            else:
-                h = ref_rnn_cell(xt, h, *p, nonlinearity)
-            y[t, a] = h[0]
-        h_n[a], c_n[a] = h[0], c[0]
-    return y, h_n, c_n
-
-
 # ----------------------------------------------------------------------------- data
 N, H, I = 3, 5, 7
 _G = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -160,13 +138,13 @@ def as_dict(p):
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
 def test_lstm_twin_matches_naive(rng, dtype, tol):
     gates, c = rng.standard_normal((N, 4 * H)) * 2, rng.standard_normal((N, H))
-    h_new, c_new = C.lstm_pointwise_twin(gates.astype(dtype), c.astype(dtype))
+    h_new, c_new = K.lstm_pointwise_twin(gates.astype(dtype), c.astype(dtype))
     rh, rc = ref_lstm_pointwise(gates, c)
     assert h_new.dtype == dtype and c_new.dtype == dtype
     np.testing.assert_allclose(h_new, rh, rtol=tol, atol=tol)
     np.testing.assert_allclose(c_new, rc, rtol=tol, atol=tol)
     dh, dc = rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    dg, dcp = C.lstm_pointwise_backward_twin(gates, c, rc, dh, dc)
+    dg, dcp = K.lstm_pointwise_backward_twin(gates, c, rc, dh, dc)
     rdg, rdc = ref_lstm_pointwise_backward(gates, c, dh, dc)
     np.testing.assert_allclose(dg, rdg, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dcp, rdc, rtol=1e-12, atol=1e-12)
@@ -176,11 +154,11 @@ def test_lstm_twin_matches_naive(rng, dtype, tol):
 def test_gru_twin_matches_naive(rng, dtype, tol):
     gi, gh = rng.standard_normal((N, 3 * H)) * 2, rng.standard_normal((N, 3 * H)) * 2
     h = rng.standard_normal((N, H))
-    out = C.gru_pointwise_twin(gi.astype(dtype), gh.astype(dtype), h.astype(dtype))
+    out = K.gru_pointwise_twin(gi.astype(dtype), gh.astype(dtype), h.astype(dtype))
     assert out.dtype == dtype
     np.testing.assert_allclose(out, ref_gru_pointwise(gi, gh, h), rtol=tol, atol=tol)
     d = rng.standard_normal((N, H))
-    for got, want in zip(C.gru_pointwise_backward_twin(gi, gh, h, d),
+    for got, want in zip(K.gru_pointwise_backward_twin(gi, gh, h, d),
                          ref_gru_pointwise_backward(gi, gh, h, d), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -188,7 +166,7 @@ def test_gru_twin_matches_naive(rng, dtype, tol):
 def test_sigmoid_twin_does_not_overflow():
     gates = np.full((1, 8), -1000.0, dtype=np.float32)
     with np.errstate(all="raise"):
-        h, c = C.lstm_pointwise_twin(gates, np.ones((1, 2), np.float32))
+        h, c = K.lstm_pointwise_twin(gates, np.ones((1, 2), np.float32))
     assert np.all(np.isfinite(h)) and np.allclose(c, 0.0)
 
 
@@ -223,33 +201,11 @@ def test_cells_keep_float32(rng):
 
 
 # ----------------------------------------------------------------------------- gradients
-def test_check_grad_pointwise_primitives(rng):
-    check_grad(R.lstm_pointwise, rng.standard_normal((N, 4 * H)), rng.standard_normal((N, H)))
-    check_grad(R.gru_pointwise, rng.standard_normal((N, 3 * H)),
-               rng.standard_normal((N, 3 * H)), rng.standard_normal((N, H)))
-    # Only one output used: the other cotangent is filled with zeros.
-    check_grad(lambda g, c: R.lstm_pointwise(g, c)[1], rng.standard_normal((2, 8)),
-               rng.standard_normal((2, 2)), mode="full")
-
-
 def test_check_grad_cells(rng):
     x, h, c = (rng.standard_normal(s) for s in ((N, I), (N, H), (N, H)))
     check_grad(C.lstm_cell, x, h, c, *make_params("lstm", rng))
     check_grad(C.gru_cell, x, h, *make_params("gru", rng))
     check_grad(lambda *a: C.rnn_cell(*a, nonlinearity="tanh"), x, h, *make_params("rnn", rng))
-
-
-def test_grad_cases_module():
-    path = Path(__file__).resolve().parents[1] / "grad_cases" / "rnn.py"
-    spec = importlib.util.spec_from_file_location("grad_cases_rnn", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    for prim in ("lstm_pointwise", "gru_pointwise", "rnn_unstack"):
-        assert prim in gd.autodiff.PRIMITIVES and mod.CASES[prim]
-    for cases in mod.CASES.values():
-        for case in cases:
-            f, args = case()
-            check_grad(f, *args)
 
 
 def test_first_order_uses_backward_body_and_second_order_is_exact(rng, monkeypatch):
@@ -290,81 +246,35 @@ def test_first_order_uses_backward_body_and_second_order_is_exact(rng, monkeypat
     np.testing.assert_allclose(hvp(C.lstm_cell), hvp(composite_lstm), rtol=1e-10, atol=1e-12)
 
 
-# ----------------------------------------------------------------------------- sequences
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
-def test_sequence_matches_per_sequence_reference(rng, kind, reverse, lengths):
-    t_len = 4
-    x = rng.standard_normal((t_len, N, I))
-    h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    p = make_params(kind, rng)
-    lens = [t_len] * N if lengths is None else lengths
-    ry, rh, rc = ref_sequence(kind, x, h0, c0, p, lens, reverse)
-    kw = dict(lengths=lengths, reverse=reverse)
-    if kind == "lstm":
-        y, (h_n, c_n) = R.lstm(x, h0, c0, as_dict(p), **kw)
-        np.testing.assert_allclose(c_n, rc[None], rtol=1e-12, atol=1e-12)
-    elif kind == "gru":
-        y, h_n = R.gru(x, h0[None], as_dict(p), **kw)  # torch's (1, N, H) also accepted
-    else:
-        y, h_n = R.rnn(x, h0, p, **kw)
-    assert y.shape == (t_len, N, H) and h_n.shape == (1, N, H)
-    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(h_n, rh[None], rtol=1e-12, atol=1e-12)
+# ----------------------------------------------------------------------------- gradient cases
+# Collected by tests/test_registry.py: float64 and moderate (|pre-activation| ~ 1) so no
+# gate saturates; the gates/gi arrays are sliced views (non-contiguous), which the ops accept.
+def _lstm_pointwise_case():
+    rng = np.random.default_rng(11)
+    gates = rng.standard_normal((3, 24))[:, 2:22]  # (N=3, 4H=20), non-contiguous view
+    c = rng.standard_normal((3, 5))
+    return C.lstm_pointwise, (gates, c)
 
 
-def test_sequence_batch_first_float32_and_zero_state(rng):
-    x = rng.standard_normal((N, 4, I)).astype(np.float32)  # (N, T, I)
-    p = [a.astype(np.float32) for a in make_params("lstm", rng)]
-    y, (h_n, c_n) = R.lstm(x, None, None, p, batch_first=True, lengths=np.array([2, 4, 3]))
-    assert y.shape == (N, 4, H) and y.dtype == np.float32 and h_n.dtype == np.float32
-    z = np.zeros((N, H))
-    ry, rh, _ = ref_sequence("lstm", x.transpose(1, 0, 2).astype(np.float64), z, z,
-                             [a.astype(np.float64) for a in p], [2, 4, 3], False)
-    np.testing.assert_allclose(y, ry.transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(h_n[0], rh, rtol=1e-5, atol=1e-6)
-    assert np.all(y[0, 2:] == 0)
+def _lstm_pointwise_one_output_case():
+    # Only c_new used: the cotangent of h_new is filled with zeros.
+    rng = np.random.default_rng(15)
+    return ((lambda g, c: C.lstm_pointwise(g, c)[1]),
+            (rng.standard_normal((2, 8)), rng.standard_normal((2, 2))), {"mode": "full"})
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_check_grad_sequences_with_lengths(rng, kind, reverse):
-    x = rng.standard_normal((3, N, 4))
-    h0, c0 = rng.standard_normal((N, 2)), rng.standard_normal((N, 2))
-    p = as_dict(make_params(kind, rng, hidden=2, inp=4))
-    lens = np.array([3, 1, 2])
-    if kind == "lstm":
-        check_grad(lambda x, h0, c0, p: R.lstm(x, h0, c0, p, lengths=lens, reverse=reverse),
-                   x, h0, c0, p)
-    else:  # batch_first: x.transpose is a non-contiguous view
-        check_grad(lambda x, h0, p: R.gru(x, h0, p, lengths=lens, reverse=reverse,
-                                          batch_first=True), x.transpose(1, 0, 2), h0, p)
+def _gru_pointwise_case():
+    rng = np.random.default_rng(12)
+    gi = rng.standard_normal((3, 17))[:, 1:16]  # (N=3, 3H=15), non-contiguous view
+    gh = rng.standard_normal((3, 15))
+    h = rng.standard_normal((3, 5))
+    return C.gru_pointwise, (gi, gh, h)
 
 
-def test_stacked_bidirectional_matches_manual(rng):
-    x = rng.standard_normal((4, N, I))
-    layers = [make_params("lstm", rng), make_params("lstm", rng),
-              make_params("lstm", rng, inp=2 * H), make_params("lstm", rng, inp=2 * H)]
-    h0, c0 = rng.standard_normal((4, N, H)), rng.standard_normal((4, N, H))
-    lens = [4, 2, 3]
-    y, (h_n, c_n) = R.stacked("lstm", x, h0, c0, layers, bidirectional=True, lengths=lens)
-    inp, hs, cs = x, [], []
-    for layer in range(2):
-        outs = []
-        for d in range(2):
-            k = 2 * layer + d
-            yy, hh, cc = ref_sequence("lstm", inp, h0[k], c0[k], layers[k], lens, d == 1)
-            outs.append(yy)
-            hs.append(hh)
-            cs.append(cc)
-        inp = np.concatenate(outs, axis=2)
-    np.testing.assert_allclose(y, inp, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(h_n, np.stack(hs), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(c_n, np.stack(cs), rtol=1e-12, atol=1e-12)
-    check_grad(lambda x, l0, l1: R.stacked("gru", x, None, None, [l0, l1], batch_first=True),
-               rng.standard_normal((2, 3, 4)), make_params("gru", rng, 2, 4),
-               make_params("gru", rng, 2, 2))
+GRAD_CASES = {
+    "lstm_pointwise": [_lstm_pointwise_case, _lstm_pointwise_one_output_case],
+    "gru_pointwise": [_gru_pointwise_case],
+}
 
 
 # ----------------------------------------------------------------------------- errors
@@ -379,27 +289,14 @@ def test_clear_errors(rng):
     with pytest.raises(ShapeError, match=r"w_hh must be .*\(15, 5\).*got shape \(15, 4\)"):
         C.gru_cell(x, h, pg[0], pg[1][:, :4], *pg[2:])
     with pytest.raises(ShapeError, match=r"gates must be \(N, 4H\)"):
-        R.lstm_pointwise(np.zeros((N, 3 * H)), h)
+        C.lstm_pointwise(np.zeros((N, 3 * H)), h)
     with pytest.raises(ShapeError, match=r"gh must be \(N, 3H\)"):
-        R.gru_pointwise(np.zeros((N, 3 * H)), np.zeros((N, 4 * H)), h)
+        C.gru_pointwise(np.zeros((N, 3 * H)), np.zeros((N, 4 * H)), h)
     with pytest.raises(DTypeError, match="float16"):
         C.lstm_cell(x.astype(np.float16), h, h, *p)
     with pytest.raises(DTypeError, match="w_hh has dtype float32 but x has float64"):
         C.gru_cell(x, h, *[a if k != 1 else a.astype(np.float32)
                            for k, a in enumerate(make_params("gru", rng))])
-    xs = rng.standard_normal((4, N, I))
-    with pytest.raises(ShapeError, match=r"lengths must lie in \[0, T\]"):
-        R.lstm(xs, None, None, p, lengths=[5, 1, 1])
-    with pytest.raises(ShapeError, match="lengths must be 3 integers"):
-        R.lstm(xs, None, None, p, lengths=[1.0, 1.0, 1.0])
-    with pytest.raises(ShapeError, match="h0 must be"):
-        R.lstm(xs, np.zeros((2, N, H)), None, p)
-    with pytest.raises(ShapeError, match=r"x must be \(T, N, input_size\)"):
-        R.gru(x, None, make_params("gru", rng))
-    with pytest.raises(ValueError, match="weight_ih"):
-        R.rnn(xs, None, {"w": p[0]})
-    with pytest.raises(ValueError, match="nonlinearity"):
-        R.rnn(xs, None, make_params("rnn", rng), nonlinearity="sigmoid")
 
 
 # ----------------------------------------------------------------------------- GPU parity
@@ -412,41 +309,46 @@ def test_kernels_match_twins(rng, dtype, rtol, atol):
         wide = rng.standard_normal((n, 4 * hidden + 3)).astype(dtype)
         gates = wide[:, 1:-2]
         c, dh, dc = (rng.standard_normal((n, hidden)).astype(dtype) for _ in range(3))
-        want = C.lstm_pointwise_twin(gates, c)
+        want = K.lstm_pointwise_twin(gates, c)
         # A strided CuPy view: the launcher path must copy it to C order first.
-        got = C.lstm_pointwise_cuda(cp.asarray(wide)[:, 1:-2], cp.asarray(c))
+        got = K.lstm_pointwise_cuda(cp.asarray(wide)[:, 1:-2], cp.asarray(c))
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=atol)
         c_new = want[1]  # one c_new for both bodies
-        want = C.lstm_pointwise_backward_twin(gates, c, c_new, dh, dc)
-        got = C.lstm_pointwise_backward_cuda(*(cp.asarray(a) for a in (gates, c, c_new, dh, dc)))
+        want = K.lstm_pointwise_backward_twin(gates, c, c_new, dh, dc)
+        got = K.lstm_pointwise_backward_cuda(*(cp.asarray(a) for a in (gates, c, c_new, dh, dc)))
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=atol)
         gi, gh = (rng.standard_normal((n, 3 * hidden)).astype(dtype) for _ in range(2))
         h = rng.standard_normal((n, hidden)).astype(dtype)
         np.testing.assert_allclose(
-            cp.asnumpy(C.gru_pointwise_cuda(cp.asarray(gi), cp.asarray(gh), cp.asarray(h))),
-            C.gru_pointwise_twin(gi, gh, h), rtol=rtol, atol=atol)
-        got = C.gru_pointwise_backward_cuda(*(cp.asarray(a) for a in (gi, gh, h, dh)))
-        for g, w in zip(got, C.gru_pointwise_backward_twin(gi, gh, h, dh), strict=True):
+            cp.asnumpy(K.gru_pointwise_cuda(cp.asarray(gi), cp.asarray(gh), cp.asarray(h))),
+            K.gru_pointwise_twin(gi, gh, h), rtol=rtol, atol=atol)
+        got = K.gru_pointwise_backward_cuda(*(cp.asarray(a) for a in (gi, gh, h, dh)))
+        for g, w in zip(got, K.gru_pointwise_backward_twin(gi, gh, h, dh), strict=True):
             np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=atol)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_sequence_grads_gpu_match_cpu(rng, kind):
-    x = rng.standard_normal((5, N, I))
-    p = as_dict(make_params(kind, rng))
-    lens = np.array([5, 2, 4])
+@pytest.mark.parametrize("dtype,tol", [(np.float32, dict(rtol=1e-4, atol=1e-5)),
+                                       (np.float64, dict(rtol=1e-10, atol=1e-12))])
+def test_gpu_cells_match_cpu(rng, dtype, tol):
+    """The LSTM and GRU cells, value and every gradient, H = 33 (not a warp multiple)."""
+    n, i, h = 2, 3, 33
+    x, h0, c0 = (rng.standard_normal(s).astype(dtype) for s in ((n, i), (n, h), (n, h)))
+    cases = [(lambda x, h, c, *p: C.lstm_cell(x, h, c, *p)[0] * C.lstm_cell(x, h, c, *p)[1],
+              (x, h0, c0, *make_params("lstm", rng, h, i))),
+             (C.gru_cell, (x, h0, *make_params("gru", rng, h, i)))]
+    for f, args in cases:
+        args = tuple(a.astype(dtype) for a in args)
+        r = rng.standard_normal((n, h)).astype(dtype)
+        argnums = tuple(range(len(args)))
 
-    def loss(x, p):
-        out = (R.lstm(x, None, None, p, lengths=lens, reverse=True) if kind == "lstm"
-               else R.gru(x, None, p, lengths=lens))
-        return (out[0] ** 2).sum() + out[1][0].sum() if kind == "lstm" else (
-            (out[0] ** 2).sum() + out[1].sum())
+        def loss(*a, f=f):
+            return gd.ops.sum(f(*a[:-1]) * a[-1])
 
-    cpu = gd.value_and_grad(loss, argnums=(0, 1))(x, p)
-    gpu = gd.value_and_grad(loss, argnums=(0, 1))(*gd.to_device((x, p), "cuda"))
-    for a, b in zip(gd.tree.tree_flatten(cpu)[0], gd.tree.tree_flatten(gpu)[0], strict=True):
-        np.testing.assert_allclose(gd.to_numpy(b), a, rtol=1e-10, atol=1e-10)
-    check_grad(loss, *gd.to_device((x, p), "cuda"))
+        want = gd.value_and_grad(loss, argnums=argnums)(*args, r)
+        got = gd.value_and_grad(loss, argnums=argnums)(*gd.to_device((*args, r), "cuda"))
+        for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
+            assert a.dtype == dtype
+            np.testing.assert_allclose(gd.to_numpy(a), b, **tol)

@@ -3,15 +3,24 @@
 Inside a test that takes the fixture, gpudl's "cuda" device is the emulated one
 (emulated_cupy.activate): the public ops take their GPU branches - kernel launches,
 CuPy-side glue, vjps - on a machine with no GPU.
+
+It also registers the kernel-coverage plugin (kernel_coverage.py) for any session that
+collects this folder, e.g. ``make test-emulated-gpu``.
 """
 
 from __future__ import annotations
 
 import emulated_cupy
+import kernel_coverage
 import kernel_emulator
 import pytest
 from emulated_cupy import DeviceArray
 from kernel_emulator import compiler_available
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.is_registered(kernel_coverage):  # unless -p kernel_coverage
+        config.pluginmanager.register(kernel_coverage, "gpudl_kernel_coverage")
 
 
 class EmulatedDevice:

@@ -331,7 +331,10 @@ def fake_cupyx() -> types.ModuleType:
     return mod
 
 
-_EMULATED_MODULES: dict[str, dict] = {}
+# Kernel file -> the compile cache of its KernelSource while emulated (EmulatedModules and
+# their functions): kept for the process, so kernel_coverage.py can read what each module
+# launched.
+EMULATED_MODULES: dict[str, dict] = {}
 
 
 def activate(mp) -> types.ModuleType:
@@ -340,9 +343,10 @@ def activate(mp) -> types.ModuleType:
     Kernel modules go to caches of their own, so a GPU session that also runs emulated
     tests never launches an emulated module on the real GPU (or the reverse).
     """
-    from gpudl import backend, cuda
+    from gpudl import backend
+    from gpudl.compile_check import registered_sources
 
-    cuda._register_all()
+    sources = registered_sources()
     fake = fake_cupy()
     mp.setattr(backend, "_cupy_module", lambda: fake)
     mp.setattr(backend, "_cuda_array_types", lambda: (DeviceArray,))
@@ -350,6 +354,6 @@ def activate(mp) -> types.ModuleType:
     mp.setitem(sys.modules, "cupyx.profiler", sys.modules["cupyx"].profiler)
     for key in ("probe", "device"):
         mp.setitem(backend._state, key, None)
-    for filename, src in cuda.SOURCES.items():
-        mp.setattr(src, "_modules", _EMULATED_MODULES.setdefault(filename, {}))
+    for filename, src in sources.items():
+        mp.setattr(src, "_modules", EMULATED_MODULES.setdefault(filename, {}))
     return fake

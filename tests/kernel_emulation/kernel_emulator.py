@@ -174,10 +174,11 @@ def _shared_symbols(lib: Path) -> dict[str, Any]:
 class EmulatedKernel:
     """One template instance, callable like CuPy's RawKernel: ``k(grid, block, args)``."""
 
-    def __init__(self, name: str, launch_fn, signature: str):
+    def __init__(self, name: str, launch_fn, signature: str, launched: set[str] | None = None):
         self.name = name
         self._launch = launch_fn
         self.signature = [c for c in signature.split(",") if c]
+        self._launched = set() if launched is None else launched  # the module's record
 
     def _bind_scalar(self, i: int, code: str, a: Any):
         if code not in _SCALAR:
@@ -266,6 +267,7 @@ class EmulatedKernel:
                     raise EmulationError(f"{self.name}: wrote to const argument {i}")
             else:
                 original[...] = inner
+        self._launched.add(self.name)
 
 
 class EmulatedModule:
@@ -273,6 +275,9 @@ class EmulatedModule:
 
     def __init__(self, code: str, options: Sequence[str] = (), name_expressions: Sequence[str] = ()):
         self.name_expressions = list(name_expressions)
+        # Instances launched to completion (checks passed): the kernel coverage of a run
+        # (kernel_coverage.py) is read from here.
+        self.launched: set[str] = set()
         lib_path = build(code, options, self.name_expressions)
         self._lib = ctypes.CDLL(str(lib_path))
         self._kernels: dict[str, EmulatedKernel] = {}
@@ -302,7 +307,7 @@ class EmulatedModule:
             launch_fn.restype = ctypes.c_int
             sig_fn = getattr(self._lib, f"gpudl_emu_sig_{i}")
             sig_fn.restype = ctypes.c_char_p
-            self._kernels[name] = EmulatedKernel(name, launch_fn, sig_fn().decode())
+            self._kernels[name] = EmulatedKernel(name, launch_fn, sig_fn().decode(), self.launched)
         return self._kernels[name]
 
 

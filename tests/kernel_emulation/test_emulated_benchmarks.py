@@ -39,7 +39,10 @@ def _load(name: str):
 KERNELS = _load("kernels")
 common = importlib.import_module("common")
 
-# module -> (implementations its GPU branch times, kernels it must launch, GPU clock)
+# module -> (implementations its GPU branch times, kernels it must launch, GPU clock): the
+# exact expectations for these modules. Every module of benchmarks/kernels.py's MODULES runs
+# (a new kernel's benchmark needs no entry here): on cuda rows, launching kernels, timed by
+# a GPU clock.
 EXPECTED = {
     "kernels_cross_entropy": (
         {"gpudl-fused", "gpudl-fused-kernel", "gpudl-recompute", "gpudl-autodiff",
@@ -52,6 +55,9 @@ EXPECTED = {
         "events"),
     "kernels_rnn": ({"gpudl-fused", "gpudl-composite"},
                     {"lstm_pointwise_forward", "lstm_pointwise_backward"}, "events"),
+    "kernels_pool": ({"gpudl-kernel", "gpudl-autodiff"},
+                     {"max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+                      "avg_pool2d_backward"}, "cupyx"),
 }
 
 
@@ -104,17 +110,25 @@ def _check_cuda_rows(rows: list[dict], repeats: int = common.TINY_REPEATS) -> No
         assert r["repeats"] == repeats and r["dtype"] == "float32"
 
 
-@pytest.mark.parametrize("name", list(EXPECTED))
+def test_every_kernel_benchmark_module_is_run_here():
+    assert set(EXPECTED) <= set(KERNELS.MODULES)
+
+
+@pytest.mark.parametrize("name", KERNELS.MODULES)
 def test_kernel_module_gpu_branch(name, emulated_cuda, clocks, torch_cuda_missing):
     module = importlib.import_module(name)
     report = {"tiny": True, "notes": []}
     rows = module.run(report)
-    impls, kernels, clock = EXPECTED[name]
     _check_cuda_rows(rows)
+    assert emulated_cuda.launched  # gpudl's kernels ran, not a NumPy fallback
+    assert clocks["events"] + clocks["cupyx"] > 0  # a GPU clock, not the CPU's perf_counter
+    assert not any("GPU rows unavailable" in n for n in report["notes"])
+    if name not in EXPECTED:
+        return
+    impls, kernels, clock = EXPECTED[name]
     found = {r["impl"] for r in rows}
     assert kernels <= _base_names(emulated_cuda.launched)
-    assert clocks[clock] > 0  # the GPU clock, not the CPU's perf_counter
-    assert not any("GPU rows unavailable" in n for n in report["notes"])
+    assert clocks[clock] > 0
     # Every implementation but torch's CUDA ones (absent, no made-up row; a note says why).
     assert found == impls
     assert f"{name}: torch rows skipped ({torch_cuda_missing})" in report["notes"]

@@ -14,7 +14,7 @@ import gpudl as gd
 from gpudl import functional as F
 from gpudl import nn, optim
 from gpudl.errors import ShapeError
-from gpudl.models import cnn, get_model
+from gpudl.models import cnn, get_model, resnet
 
 # torchvision's published counts (torchvision.models.*().parameters(), 1000 classes)
 TORCHVISION_COUNTS = {"alexnet": 61_100_840, "vgg11": 132_863_336, "vgg16": 138_357_544,
@@ -78,11 +78,11 @@ COUNT_CASES = [
     pytest.param("vgg16", lambda: cnn.vgg16(), (1, 3, 224, 224), TORCHVISION_COUNTS["vgg16"],
                  1000, marks=pytest.mark.slow),
     # Global-average-pool heads: the count does not depend on the input size.
-    ("resnet18", lambda: cnn.resnet18(), (1, 3, 32, 32), TORCHVISION_COUNTS["resnet18"], 1000),
+    ("resnet18", lambda: resnet.resnet18(), (1, 3, 32, 32), TORCHVISION_COUNTS["resnet18"], 1000),
     ("googlenet", lambda: cnn.googlenet(), (1, 3, 32, 32), googlenet_hand_count(), 1000),
     ("nin", lambda: cnn.nin(), (1, 3, 96, 96), nin_hand_count(), 10),
     ("nin_1ch", lambda: cnn.nin(), (1, 1, 96, 96), 1_992_166, 10),  # 1 channel, d2l's Fashion-MNIST setting
-    ("resnet20", lambda: cnn.resnet20(), (1, 3, 32, 32), cifar_resnet_hand_count(), 10),
+    ("resnet20", lambda: resnet.resnet20(), (1, 3, 32, 32), cifar_resnet_hand_count(), 10),
     ("lenet5", lambda: cnn.lenet5(), (1, 1, 28, 28), 61_706, 10),
 ]
 
@@ -124,8 +124,8 @@ def test_counts_equal_torchvision(name):
     (lambda: cnn.vgg16(10, width=1 / 16, hidden=16, batch_norm=True), (2, 3, 32, 32), 10),
     (lambda: cnn.nin(7, small=True, width=1 / 16), (2, 3, 32, 32), 7),
     (lambda: cnn.googlenet(10, small=True, width=1 / 16), (2, 3, 32, 32), 10),
-    (lambda: cnn.resnet18(5, width=4), (2, 3, 64, 64), 5),
-    (lambda: cnn.cifar_resnet(8, 10, width=4), (2, 3, 32, 32), 10),
+    (lambda: resnet.resnet18(5, width=4), (2, 3, 64, 64), 5),
+    (lambda: resnet.cifar_resnet(8, 10, width=4), (2, 3, 32, 32), 10),
     (lambda: cnn.alexnet(4, input_size=96, hidden=16), (1, 1, 96, 96), 4),
 ])
 def test_small_variants_output_shape(build, shape, classes):
@@ -159,7 +159,7 @@ def test_inception_concatenates_four_branches():
 
 
 def test_basic_block_identity_shortcut():
-    blk = cnn.basic_block(4)
+    blk = resnet.basic_block(4)
     x = np.random.default_rng(1).normal(size=(2, 4, 6, 6))
     params, state = blk.init(gd.random.key(0), x)
     assert sorted(params["residual1"]) == ["body"]  # no projection when the shape is kept
@@ -170,7 +170,7 @@ def test_basic_block_identity_shortcut():
 
 
 def test_basic_block_projection_shortcut():
-    blk = cnn.basic_block(6, stride=2, in_channels=3)
+    blk = resnet.basic_block(6, stride=2, in_channels=3)
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8))
     params, state = blk.init(gd.random.key(0), x)
     assert sorted(params["residual1"]) == ["body", "projection"]
@@ -185,8 +185,8 @@ def test_basic_block_projection_shortcut():
 
 def test_basic_block_channel_change_needs_projection():
     with pytest.raises(ShapeError, match="projection"):
-        cnn.basic_block(8).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
-    p, _ = cnn.basic_block(8, in_channels=4).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
+        resnet.basic_block(8).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
+    p, _ = resnet.basic_block(8, in_channels=4).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
     assert "projection" in p["residual1"]
 
 
@@ -207,7 +207,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="too small"):
         cnn.alexnet(input_size=40)
     with pytest.raises(ValueError, match="6n"):
-        cnn.cifar_resnet(21)
+        resnet.cifar_resnet(21)
 
 
 def test_registry_builds_the_cnns():
@@ -216,7 +216,7 @@ def test_registry_builds_the_cnns():
 
 
 def test_cifar_resnet_same_on_every_device(device):
-    net = cnn.cifar_resnet(8, 10, width=4)
+    net = resnet.cifar_resnet(8, 10, width=4)
     x = np.random.default_rng(3).normal(size=(4, 3, 32, 32)).astype(np.float32)
     with gd.device("cpu"):
         params, state = net.init(gd.random.key(0), x)
@@ -229,7 +229,7 @@ def test_cifar_resnet_same_on_every_device(device):
 
 # ------------------------------------------------------------------ one training step
 @pytest.mark.parametrize("name,build", [
-    ("cifar_resnet", lambda: cnn.cifar_resnet(8, 10, width=4)),
+    ("cifar_resnet", lambda: resnet.cifar_resnet(8, 10, width=4)),
     ("alexnet_small", lambda: cnn.alexnet(10, small=True, hidden=32)),
     ("vgg11_small", lambda: cnn.vgg11(10, width=1 / 16, hidden=32)),
     ("nin_small", lambda: cnn.nin(10, small=True, width=1 / 16)),
@@ -273,7 +273,7 @@ def test_resnet18_learns_oriented_gratings():
     # eval mode, so the BatchNorm running statistics the training steps kept are used.
     rng = np.random.default_rng(0)
     x_test, y_test = _gratings(np.random.default_rng(100), 200)
-    net = cnn.resnet18(4, width=4)
+    net = resnet.resnet18(4, width=4)
     params, state = net.init(gd.random.key(0), x_test[:2])
     opt = optim.adam(1e-2)
     opt_state = opt.init(params)
@@ -324,7 +324,7 @@ def test_cifar_resnet20_overfits_a_batch():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, size=16)
-    net = cnn.resnet20()
+    net = resnet.resnet20()
     params, state = net.init(gd.random.key(0), x)
     opt = optim.sgd(0.1, momentum=0.9)
     opt_state = opt.init(params)

@@ -203,7 +203,7 @@ def test_logistic_loss_is_binary_cross_entropy():
     p = 1 / (1 + np.exp(-z[:, 0]))
     ref = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
     np.testing.assert_allclose(float(L.logistic_loss(z, t)), ref, rtol=1e-12)
-    assert L.binary_accuracy(z, t) == pytest.approx(2 / 3)
+    assert L.binary_accuracy(t, z) == pytest.approx(2 / 3)
 
 
 def test_logistic_regression_separates_blobs():
@@ -214,7 +214,7 @@ def test_logistic_regression_separates_blobs():
                                              steps=150, key=gd.random.key(0))
     assert losses[-1] < 0.5 * losses[0]
     out, _ = net.apply(params, state, xte)
-    assert L.binary_accuracy(out, yte) > 0.95
+    assert L.binary_accuracy(yte, out) > 0.95
     # the probability is sigmoid(w·x + b): check on one point by hand
     w, b = params["dense1"]["weight"][0], params["dense1"]["bias"][0]
     np.testing.assert_allclose(out[0, 0], xte[0] @ w + b, rtol=1e-5)
@@ -227,14 +227,14 @@ def test_softmax_regression_on_blobs():
                                         gd.functional.softmax_cross_entropy, optim.adam(0.1),
                                         steps=150)
     out, _ = net.apply(params, state, x[450:])
-    assert gd.metrics.accuracy(out, y[450:]) > 0.95
+    assert gd.metrics.accuracy(y[450:], out) > 0.95
 
 
 def test_linear_models_cannot_learn_xor():
     x, y = gd.data.xor()
     net = L.logistic_regression()
     params, state, _ = L.fit_full_batch(net, x, y, L.logistic_loss, optim.adam(0.1), steps=200)
-    assert L.binary_accuracy(net.apply(params, state, x)[0], y) <= 0.75
+    assert L.binary_accuracy(y, net.apply(params, state, x)[0]) <= 0.75
 
 
 # --------------------------------------------------------------------- perceptron
@@ -298,5 +298,5 @@ def test_xor_2_2_1_learns_xor():
     model, params, losses = L.train_xor()
     x, y = gd.data.xor()
     out, _ = model.apply(params, {}, x)
-    assert L.binary_accuracy(out, y) == 1.0
+    assert L.binary_accuracy(y, out) == 1.0
     assert losses[-1] < 0.01

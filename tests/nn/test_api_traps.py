@@ -63,6 +63,63 @@ def test_old_positional_name_gets_a_message_not_a_wrong_slope():
         nn.Hardtanh(1.0, -1.0)
 
 
+# The activation layers are built from the registry; their signatures are the torch order.
+ACTIVATION_SIGNATURES = {
+    "ReLU": "(*, name: 'str | None' = None)",
+    "Sigmoid": "(*, name: 'str | None' = None)",
+    "Tanh": "(*, name: 'str | None' = None)",
+    "SELU": "(*, name: 'str | None' = None)",
+    "SiLU": "(*, name: 'str | None' = None)",
+    "Swish": "(*, name: 'str | None' = None)",
+    "LeakyReLU": "(negative_slope: 'float' = 0.01, *, name: 'str | None' = None)",
+    "ELU": "(alpha: 'float' = 1.0, *, name: 'str | None' = None)",
+    "GELU": "(approximate: \"Literal['none', 'tanh']\" = 'none', *, name: 'str | None' = None)",
+    "Softplus": "(beta: 'float' = 1.0, threshold: 'float' = 20.0, *, name: 'str | None' = None)",
+    "Hardtanh": "(min_val: 'float' = -1.0, max_val: 'float' = 1.0, *, name: 'str | None' = None)",
+    "Step": "(at_zero: 'float' = 1.0, *, name: 'str | None' = None)",
+    "Softmax": "(axis: 'int' = -1, *, temperature: 'float' = 1.0, dim: 'int | None' = None, "
+               "name: 'str | None' = None)",
+    "LogSoftmax": "(axis: 'int' = -1, *, temperature: 'float' = 1.0, dim: 'int | None' = None, "
+                  "name: 'str | None' = None)",
+    "PReLU": "(num_parameters: 'int | None' = 1, init: 'float' = 0.25, *, "
+             "name: 'str | None' = None)",
+    "Maxout": "(num_pieces: 'int', axis: 'int' = -1, *, name: 'str | None' = None)",
+}
+
+
+@pytest.mark.parametrize("cls_name", sorted(ACTIVATION_SIGNATURES))
+def test_activation_layer_signatures_and_docs(cls_name):
+    cls = getattr(nn, cls_name)
+    assert str(inspect.signature(cls)) == ACTIVATION_SIGNATURES[cls_name]
+    assert cls.__doc__ and cls.__module__ == "gpudl.nn.activations"
+
+
+def test_activation_layer_argument_errors():
+    with pytest.raises(nn.LayerArgumentError, match=r"nn.LeakyReLU takes 1 positional argument "
+                                                    r"\(negative_slope\), got 2"):
+        nn.LeakyReLU(0.1, 0.2)
+    with pytest.raises(nn.LayerArgumentError, match=r"nn.Softplus takes 2 positional"):
+        nn.Softplus(1.0, 20.0, "sp")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'slope'"):
+        nn.LeakyReLU(slope=0.1)
+    with pytest.raises(nn.LayerArgumentError, match=r"approximate must be one of \['none', "
+                                                    r"'tanh'\], got 'fast'"):
+        nn.GELU("fast")
+    with pytest.raises(nn.LayerArgumentError, match="give axis or dim"):
+        nn.Softmax(0, dim=1)
+    with pytest.raises(nn.LayerArgumentError, match="axis must be an int"):
+        nn.LogSoftmax(1.5)
+    with pytest.raises(nn.LayerArgumentError, match=r"temperature must be in \(0, inf\)"):
+        nn.Softmax(temperature=0.0)
+    with pytest.raises(nn.LayerArgumentError, match="at_zero must be a number"):
+        nn.Step(True)
+    with pytest.raises(nn.LayerArgumentError, match="min_val must be below max_val, got "
+                                                    "min_val=1, max_val=1"):
+        nn.Hardtanh(1, 1)
+    assert nn.Softmax(dim=0).kwargs == {"axis": 0, "temperature": 1.0}
+    assert nn.Swish is nn.SiLU and nn.SiLU().prefix() == "silu"
+
+
 @pytest.mark.parametrize("make", [
     lambda: nn.Dense(3, name=0.2),
     lambda: nn.Conv2d(3, 3, name=1),

@@ -13,6 +13,7 @@ import pytest
 
 import gpudl as gd
 from gpudl import nn
+from gpudl.nn import activations as nn_activations
 from gpudl.nn.base import has_params
 from gpudl.testing import check_grad
 from gpudl.tree import flatten_with_paths, tree_map
@@ -59,19 +60,6 @@ TABLE = {
                   (2, 3, 4), {"weight": (10, 4)}),
     "Activation": (lambda: nn.Activation("tanh"), ACT, (2, 5), {}),
     "Identity": (nn.Identity, ACT, (2, 5), {}),
-    "ReLU": (nn.ReLU, ACT, (2, 5), {}),
-    "Sigmoid": (nn.Sigmoid, ACT, (2, 5), {}),
-    "Tanh": (nn.Tanh, ACT, (2, 5), {}),
-    "LeakyReLU": (lambda: nn.LeakyReLU(negative_slope=0.2), ACT, (2, 5), {}),
-    "ELU": (nn.ELU, ACT, (2, 5), {}),
-    "SELU": (nn.SELU, ACT, (2, 5), {}),
-    "GELU": (nn.GELU, ACT, (2, 5), {}),
-    "SiLU": (nn.SiLU, ACT, (2, 5), {}),
-    "Softplus": (nn.Softplus, ACT, (2, 5), {}),
-    "Hardtanh": (nn.Hardtanh, ACT, (2, 5), {}),
-    "Softmax": (nn.Softmax, ACT, (2, 5), {}),
-    "LogSoftmax": (nn.LogSoftmax, ACT, (2, 5), {}),
-    "Step": (nn.Step, ACT, (2, 5), {}),
     "PReLU": (lambda: nn.PReLU(None), lambda: f64(2, 3, 4), (2, 3, 4), {"weight": (3,)}),
     "Maxout": (lambda: nn.Maxout(2), lambda: f64(2, 6), (2, 3), {}),
     "Lambda": (lambda: nn.Lambda(lambda x: x * 2.0), ACT, (2, 5), {}),
@@ -119,6 +107,13 @@ TABLE = {
     "Subsampling2d": (lambda: nn.Subsampling2d(2), lambda: f64(2, 3, 4, 4), (2, 3, 2, 2),
                       {"weight": (3,), "bias": (3,)}),
 }
+
+# The activation layers built from the registry (nn.ReLU, nn.LeakyReLU, ...) keep the
+# shape with their default arguments; tests/functional/test_activations.py checks their
+# values. Hand-written ones (PReLU, Maxout) have rows above.
+TABLE.update({cls.__name__: (cls, ACT, (2, 5), {})
+              for cls in nn_activations.layer_classes().values()
+              if cls not in nn_activations.HAND_WRITTEN.values()})
 
 # Not layers to instantiate on their own: the base class.
 ABSTRACT = {"Layer"}

@@ -222,6 +222,8 @@ def test_fit_leaves_frozen_parameters_untouched():
 def test_progress_bar_is_used_in_a_jupyter_kernel(monkeypatch):
     import types
 
+    pytest.importorskip("tqdm", reason="the progress bar is tqdm's (gpudl[data])")
+
     class ZMQInteractiveShell:  # the class name IPython gives a notebook kernel's shell
         pass
 

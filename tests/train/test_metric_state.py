@@ -87,10 +87,10 @@ def test_metric_functions_are_batch_means_weighted_by_batch_size():
     rng = np.random.default_rng(1)
     out, y = rng.normal(size=(21, 3)), rng.integers(0, 3, 21)
 
-    def first_col_mean(o, t):  # a device array: stays on the device
+    def first_col_mean(t, o):  # a device array: stays on the device
         return o[:, 0].mean()
 
-    def host_value(o, t):  # a Python float (the function's own choice)
+    def host_value(t, o):  # a Python float (the function's own choice)
         return float(o[:, 1].mean())
 
     tracker = ms.MetricTracker([ms.make_metric(first_col_mean), ms.make_metric(host_value)])
@@ -101,6 +101,21 @@ def test_metric_functions_are_batch_means_weighted_by_batch_size():
     for name, col in (("first_col_mean", 0), ("host_value", 1)):
         means = [out[sl, col].mean() for sl in _batches(21, 8)]
         assert got[name] == pytest.approx(np.dot(means, sizes) / 21, rel=1e-12)
+
+
+def test_metric_functions_take_the_truth_first_as_gd_metrics_and_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    out, y = rng.normal(size=(12, 1)) + 5.0, rng.normal(size=12) * 3 + 5.0
+    tracker = ms.MetricTracker([ms.make_metric(gd.metrics.r2_score),
+                                ms.make_metric(lambda t, o: sk.r2_score(t, o.ravel()))])
+    tracker.update(out, y, 12)  # one batch: the batch mean is the function's value
+    got = list(tracker.read().values())
+    assert got == pytest.approx([sk.r2_score(y, out.ravel())] * 2, rel=1e-12)
+    assert got[0] != pytest.approx(sk.r2_score(out.ravel(), y), rel=1e-3)
+    named = ms.MetricTracker([ms.make_metric("r2")])
+    named.update(out, y, 12)
+    assert named.read()["r2"] == pytest.approx(got[0], rel=1e-12)
 
 
 def test_metric_names_and_errors():
@@ -136,7 +151,7 @@ def test_fetch_copies_everything_in_one_transfer(monkeypatch):
 def _recorder(store: list):
     """A metric function that keeps every batch's outputs and targets (on the host)."""
 
-    def recorded(out, y):
+    def recorded(y, out):  # metric functions take (y_true, y_pred)
         store.append((gd.to_numpy(out).astype(np.float64), gd.to_numpy(y)))
         return 0.0
 
@@ -242,7 +257,7 @@ def _transfers(monkeypatch, task: str, n_rows: int, epochs: int = 2) -> tuple[in
 
         return counting
 
-    for module in (ms, loop_mod, gd.metrics, gd.backend):
+    for module in (ms, loop_mod, gd.metrics.statistics, gd.metrics.classification, gd.backend):
         monkeypatch.setattr(module, "to_numpy", counter(module))
     _HostReads.count = 0
     rng = np.random.default_rng(4)

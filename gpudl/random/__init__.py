@@ -8,15 +8,15 @@ NumPy arrays on ``"cpu"``, CuPy arrays on ``"cuda"``.
 The generator is counter-based Philox4x32-10 (Salmon et al., "Parallel random numbers:
 as easy as 1, 2, 3", SC 2011). Output block ``i`` of a call is ``philox(counter=(i, 0, 0, 0),
 key)``; how blocks become words, uniform floats and normal floats is the stream format of
-:mod:`gpudl.random_philox`, fixed forever (tests/test_random_golden.py pins it). Everything
+:mod:`gpudl.random._philox`, fixed forever (tests/test_random_golden.py pins it). Everything
 derived from the words uses only operations that IEEE 754 rounds exactly the same way
 everywhere (integer ops, int->float conversion, +, -, *, /, sqrt, floor, comparisons);
-``normal`` uses exact-op series instead of ``xp.log``/``xp.sin`` (see random_philox).
+``normal`` uses exact-op series instead of ``xp.log``/``xp.sin`` (see gpudl.random._philox).
 
 Three bodies compute that format and give the same bits: on the CPU,
-:mod:`gpudl.random_cpu` (chunked, in-place NumPy); on the GPU, :mod:`gpudl.random_cuda`
+:mod:`gpudl.random._cpu` (chunked, in-place NumPy); on the GPU, :mod:`gpudl.random._cuda`
 (one launch of ``kernels/philox.cu`` per call: words, uniform or normal floats); and, for
-CuPy arrays beyond the kernel's int32 indexing, the vectorised reference of random_philox.
+CuPy arrays beyond the kernel's int32 indexing, the vectorised reference of _philox.
 
 Keys are never advanced implicitly: derive new ones with :func:`split` or :func:`fold_in`.
 Two calls with one key reuse the same Philox blocks, so their outputs are correlated (as in
@@ -39,11 +39,21 @@ from typing import Any
 import numpy as np
 
 from gpudl import backend
-from gpudl import random_cuda as cuda_body
-from gpudl import random_philox as spec
 from gpudl.errors import DTypeError, ShapeError
-from gpudl.random_cpu import NumpyStream
-from gpudl.random_philox import philox4x32
+from gpudl.random import _cuda, _philox
+from gpudl.random._common import (
+    _check_int,
+    _device,
+    _float_dtype,
+    _key_words,
+    _shape,
+    _std_normal,
+    _unit_generic,
+    _words32,
+    _words64,
+)
+from gpudl.random._cpu import NumpyStream
+from gpudl.random._philox import philox4x32
 
 __all__ = [
     "key", "split", "fold_in", "uniform", "normal", "truncated_normal", "bernoulli",
@@ -51,93 +61,10 @@ __all__ = [
 ]
 
 Shape = int | tuple[int, ...]
-_MASK32 = spec.MASK32
+_MASK32 = _philox.MASK32
 # Third counter word of the key-derivation streams, so child keys never coincide with the
 # counters (i, 0, 0, 0) used for data.
 _SPLIT_TAG, _FOLD_TAG = 0x53504C54, 0x464F4C44  # "SPLT", "FOLD"
-
-
-# ----------------------------------------------------------------------------- bodies
-def _words32(words, n: int, xp):
-    """``n`` 32-bit words, plane layout (uint32 from the fast bodies)."""
-    if xp is np:
-        return NumpyStream(words).words32(n)
-    return cuda_body.words32(words, n) if cuda_body.fits(n) else spec.words32_reference(words, n, xp)
-
-
-def _words64(words, n: int, xp):
-    """``n`` 64-bit words (uint64)."""
-    if xp is np:
-        return NumpyStream(words).words64(n)
-    return cuda_body.words64(words, n) if cuda_body.fits(n) else spec.words64_reference(words, n, xp)
-
-
-def _unit_generic(words, n: int, dt: np.dtype, xp):
-    """random_philox.unit_reference on the words of the fastest body (CuPy float16)."""
-    bits = np.finfo(dt).nmant + 1
-    if bits <= 32:
-        ints = _words32(words, n, xp) >> (32 - bits)
-    else:
-        ints = _words64(words, n, xp) >> (64 - bits)
-    return ints.astype(dt) * dt.type(2.0 ** -bits)
-
-
-def _std_normal(words, n: int, dt: np.dtype, xp):
-    """``n`` N(0, 1) draws of dtype ``dt`` (the float64 Box-Muller draw rounded to dt)."""
-    if xp is np:
-        return NumpyStream(words).normal(n, dt)
-    if cuda_body.fits(n):  # float16 via float32, as random_philox.cast
-        return cuda_body.normal(words, n, np.dtype(np.float64 if dt == np.float64 else np.float32)
-                                ).astype(dt, copy=False)
-    return spec.cast(spec.standard_normal64_reference(words, n, xp), dt)
-
-
-# ----------------------------------------------------------------------------- argument checks
-def _key_words(k: Any, op: str) -> tuple[int, int]:
-    arr = k
-    if backend.device_of(k) == "cuda":
-        arr = k.get()
-    if not isinstance(arr, np.ndarray) or arr.shape != (2,) or arr.dtype != np.uint32:
-        got = (f"array of shape {arr.shape}, dtype {arr.dtype}" if isinstance(arr, np.ndarray)
-               else f"{type(k).__name__} {k!r}"[:80])
-        raise TypeError(
-            f"gpudl.random.{op}: argument 'key' must be a key (uint32 array of shape (2,)), "
-            f"got {got}. Make one with gd.random.key(seed) and derive more with "
-            f"gd.random.split(key) / gd.random.fold_in(key, i)."
-        )
-    return int(arr[0]), int(arr[1])
-
-
-def _check_int(value: Any, op: str, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"gpudl.random.{op}: argument '{name}' must be an int, "
-                        f"got {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def _shape(shape: Any, op: str) -> tuple[int, ...]:
-    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
-    try:
-        dims = tuple(dims)
-    except TypeError:
-        dims = None
-    if dims is None or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral)
-                           or d < 0 for d in dims):
-        raise ShapeError(f"gpudl.random.{op}: argument 'shape' must be an int or a tuple of "
-                         f"non-negative ints, got {shape!r}")
-    return tuple(int(d) for d in dims)
-
-
-def _float_dtype(dtype: Any, op: str) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.float16, np.float32, np.float64):
-        raise DTypeError(f"gpudl.random.{op}: argument 'dtype' must be float16, float32 or "
-                         f"float64, got {dt}")
-    return dt
-
-
-def _device(device: str | None) -> str:
-    return backend.get_device() if device is None else backend._resolve(device)[0]
 
 
 # ----------------------------------------------------------------------------- keys
@@ -210,8 +137,8 @@ def uniform(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, minval: f
             np.multiply(out, width, out=out)
             np.add(out, lo, out=out)
             np.minimum(out, top, out=out)
-    elif cuda_body.fits(n) and dt != np.float16:
-        out = cuda_body.uniform(words, n, dt, lo, width, top, affine)
+    elif _cuda.fits(n) and dt != np.float16:
+        out = _cuda.uniform(words, n, dt, lo, width, top, affine)
     else:
         out = _unit_generic(words, n, dt, xp)
         if affine:
@@ -233,8 +160,8 @@ def normal(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, mean: floa
     xp = backend.xp_for(_device(device))
     n = math.prod(dims)
     scale, shift = std != 1.0, mean != 0.0  # z * 1 is z, but -0.0 + 0.0 is not -0.0
-    if xp is not np and cuda_body.fits(n) and dt != np.float16:
-        z = cuda_body.normal(words, n, dt, dt.type(mean), dt.type(std), scale, shift)
+    if xp is not np and _cuda.fits(n) and dt != np.float16:
+        z = _cuda.normal(words, n, dt, dt.type(mean), dt.type(std), scale, shift)
         return z.reshape(dims)
     z = _std_normal(words, n, dt, xp)
     if scale:  # in place: z is a fresh array
@@ -267,7 +194,7 @@ def truncated_normal(k: np.ndarray, shape: Shape = (), lower: float = -2.0, uppe
                          f" of the normal's mass; rejection sampling needs >= 1e-6")
     xp = backend.xp_for(_device(device))
     n = math.prod(dims)
-    lo, hi = spec.cast(np.float64(lower), dt), spec.cast(np.float64(upper), dt)
+    lo, hi = _philox.cast(np.float64(lower), dt), _philox.cast(np.float64(upper), dt)
     out = _std_normal(words, n, dt, xp)
     todo = xp.nonzero((out < lo) | (out > hi))[0]  # (m,) positions still to fill
     rnd = 0

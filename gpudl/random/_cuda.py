@@ -1,7 +1,7 @@
 """The CUDA body of :mod:`gpudl.random`: one launch of ``kernels/philox.cu`` per call.
 
-Each function fills a new CuPy array with the stream format of :mod:`gpudl.random_philox`,
-bit-identical to the NumPy body (:mod:`gpudl.random_cpu`); ``gpudl.random`` picks it for
+Each function fills a new CuPy array with the stream format of :mod:`gpudl.random._philox`,
+bit-identical to the NumPy body (:mod:`gpudl.random._cpu`); ``gpudl.random`` picks it for
 ``device="cuda"`` when :func:`fits` (the kernels index with int32). One thread computes one
 Philox block (four words) per grid-stride step and writes its outputs in plane layout.
 

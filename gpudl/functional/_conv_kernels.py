@@ -1,5 +1,9 @@
 """The two bodies of the convolution primitives: im2col/col2im on CUDA and in NumPy.
 
+The primitives, their vjps and the argument checks are in :mod:`gpudl.functional.conv`
+(geometry in ``conv_checks.py``); version 2 of the CUDA products (implicit GEMM) is in
+``_conv_igemm_kernels.py``, chosen per product by ``GPUDL_CONV_IMPL``.
+
 Every convolution product here is ``unroll (im2col) -> GEMM -> fold``. The GEMMs are
 ``xp.matmul`` (BLAS on the CPU, cuBLAS on the GPU), one batched product over the groups.
 Only the unrolling differs between devices:
@@ -24,15 +28,21 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from gpudl.backend import device_of, module_of
-from gpudl.cuda import INT32_MAX, KernelSource, contiguous_inputs, launch, type_name
-from gpudl.functional import conv_igemm  # version 2 (implicit GEMM), GPUDL_CONV_IMPL
+from gpudl.cuda import (
+    DEFAULT_BLOCK,
+    INT32_MAX,
+    KernelSource,
+    contiguous_inputs,
+    grid_1d,
+    launch,
+    type_name,
+)
+from gpudl.functional import _conv_igemm_kernels as igemm  # version 2, GPUDL_CONV_IMPL
 
 CONV_KERNELS = KernelSource(
     "conv2d.cu",
     [f"conv2d_{k}<{t}>" for k in ("im2col", "col2im") for t in ("float", "double")],
 )
-_BLOCK = 256
-_MAX_BLOCKS = 1 << 20  # grid-stride loops cover the rest
 # At most this many cols elements per batch chunk (512 MiB in float32): bounds the
 # temporary's memory and keeps every kernel argument under int32 indexing.
 COLS_BUDGET = 1 << 27
@@ -41,10 +51,6 @@ COLS_BUDGET = 1 << 27
 def out_size(n: int, k: int, s: int, p_total: int, d: int) -> int:
     """``floor((n + p_total - d*(k-1) - 1) / s) + 1`` (may be < 1: callers check)."""
     return (n + p_total - d * (k - 1) - 1) // s + 1
-
-
-def _blocks(total: int) -> tuple[int]:
-    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
 
 
 def _is_pointwise(k_hw, stride, padding) -> bool:
@@ -103,7 +109,7 @@ def im2col_cuda(x, k_hw, stride, padding, dilation, out_hw):
     n, c, h, w = x.shape
     cols = cupy.empty((c * k_hw[0] * k_hw[1], n * out_hw[0] * out_hw[1]), dtype=x.dtype)
     if cols.size:
-        launch(CONV_KERNELS.get(f"conv2d_im2col<{t}>"), _blocks(cols.size), (_BLOCK,),
+        launch(CONV_KERNELS.get(f"conv2d_im2col<{t}>"), grid_1d(cols.size), (DEFAULT_BLOCK,),
                (x, cols, *_geometry_args(n, c, h, w, out_hw, k_hw, stride, padding, dilation)))
     return cols
 
@@ -116,7 +122,7 @@ def col2im_cuda(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
     n, c, h, w = x_shape
     dx = cupy.empty((n, c, h, w), dtype=dcols.dtype)
     if dx.size:
-        launch(CONV_KERNELS.get(f"conv2d_col2im<{t}>"), _blocks(dx.size), (_BLOCK,),
+        launch(CONV_KERNELS.get(f"conv2d_col2im<{t}>"), grid_1d(dx.size), (DEFAULT_BLOCK,),
                (dcols, dx, *_geometry_args(n, c, h, w, out_hw, k_hw, stride, padding, dilation)))
     return dx
 
@@ -152,12 +158,12 @@ def _grouped(a, groups: int, m: int):
 # ----------------------------------------------------------------------------- products
 def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
     """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias."""
-    # -- conv2d version 2 selector (conv_igemm.py): CUDA only, GPUDL_CONV_IMPL decides.
-    if device_of(x) == "cuda" and conv_igemm.use_igemm(
+    # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
+    if device_of(x) == "cuda" and igemm.use_igemm(
             "forward", x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
             groups=groups):
-        return conv_igemm.conv2d_forward_igemm(x, w, stride=stride, padding=padding,
-                                               dilation=dilation, groups=groups)
+        return igemm.conv2d_forward_igemm(x, w, stride=stride, padding=padding,
+                                          dilation=dilation, groups=groups)
     xp = module_of(x)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -175,13 +181,13 @@ def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
 
 def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
     """dx (N, C, H, W) from gy (N, O, Ho, Wo) and w: the adjoint of conv2d in x."""
-    # -- conv2d version 2 selector (conv_igemm.py): CUDA only, GPUDL_CONV_IMPL decides.
-    if device_of(gy) == "cuda" and conv_igemm.use_igemm(
+    # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
+    if device_of(gy) == "cuda" and igemm.use_igemm(
             "backward_data", (gy.shape[0], w.shape[1] * groups, *x_hw), w.shape, stride=stride,
             padding=padding, dilation=dilation, groups=groups):
-        return conv_igemm.conv2d_backward_data_igemm(gy, w, x_hw=x_hw, stride=stride,
-                                                     padding=padding, dilation=dilation,
-                                                     groups=groups)
+        return igemm.conv2d_backward_data_igemm(gy, w, x_hw=x_hw, stride=stride,
+                                                padding=padding, dilation=dilation,
+                                                groups=groups)
     if device_of(gy) == "cpu":
         as_conv = _backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups)
         if as_conv is not None:
@@ -226,13 +232,13 @@ def _backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups):
 
 def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups):
     """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo): adjoint in w."""
-    # -- conv2d version 2 selector (conv_igemm.py): CUDA only, GPUDL_CONV_IMPL decides.
-    if device_of(x) == "cuda" and conv_igemm.use_igemm(
+    # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
+    if device_of(x) == "cuda" and igemm.use_igemm(
             "backward_weight", x.shape, (gy.shape[1], x.shape[1] // groups, *k_hw),
             stride=stride, padding=padding, dilation=dilation, groups=groups):
-        return conv_igemm.conv2d_backward_weight_igemm(x, gy, k_hw=k_hw, stride=stride,
-                                                       padding=padding, dilation=dilation,
-                                                       groups=groups)
+        return igemm.conv2d_backward_weight_igemm(x, gy, k_hw=k_hw, stride=stride,
+                                                  padding=padding, dilation=dilation,
+                                                  groups=groups)
     xp = module_of(x)
     n, c, h, wd = x.shape
     _, o, ho, wo = gy.shape

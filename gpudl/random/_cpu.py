@@ -1,4 +1,4 @@
-"""The fast NumPy body of :mod:`gpudl.random`: the stream format of :mod:`gpudl.random_philox`,
+"""The fast NumPy body of :mod:`gpudl.random`: the stream format of :mod:`gpudl.random._philox`,
 bit for bit, several times faster than its vectorised reference.
 
 Why the reference is slow: every op allocates a full-size temporary (~100 of them per
@@ -24,7 +24,7 @@ What is computed differently, and why it is still the same bits:
 
 Example:
     >>> import numpy as np
-    >>> from gpudl.random_philox import unit_reference
+    >>> from gpudl.random._philox import unit_reference
     >>> fast = NumpyStream((7, 0)).unit(10, np.dtype(np.float32))
     >>> bool((fast == unit_reference((7, 0), 10, np.dtype(np.float32), np)).all())
     True
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudl.random_philox import (
+from gpudl.random._philox import (
     ATANH_COEF,
     COS_COEF,
     HALF_PI,
@@ -98,7 +98,7 @@ class _Scratch:
 
 
 class NumpyStream:
-    """One key's stream (the format of :mod:`gpudl.random_philox`), computed on NumPy arrays."""
+    """One key's stream (the format of :mod:`gpudl.random._philox`), computed on NumPy arrays."""
 
     def __init__(self, key_words: tuple[int, int]):
         self.keys = round_keys(key_words)
@@ -267,7 +267,7 @@ class NumpyStream:
         np.multiply(x, x, out=zz[1])
         zz[2] = zz[1]
         np.multiply(s, s, out=zz[0])
-        # Horner as random_philox.horner: the ln series has 12 terms, sin/cos join at 10.
+        # Horner as _philox.horner: the ln series has 12 terms, sin/cos join at 10.
         a0 = acc[0]
         np.multiply(zz[0], _ATANH[11], out=a0)
         np.add(a0, _ATANH[10], out=a0)

@@ -1,5 +1,5 @@
 """conv2d version 2: the implicit-GEMM CUDA kernels (``kernels/conv2d_igemm.cu``) and the
-choice between them and version 1 (im2col/col2im + cuBLAS, ``conv_bodies.py``).
+choice between them and version 1 (im2col/col2im + cuBLAS, ``_conv_kernels.py``).
 
 Which implementation runs the CUDA forward, backward-data and backward-weight products is
 chosen by the environment variable ``GPUDL_CONV_IMPL``, read at every call:
@@ -179,7 +179,7 @@ def _split_chunk(m: int, splits: int) -> tuple[int, int]:
 def conv2d_forward_igemm(x, w, b=None, *, stride, padding, dilation, groups):
     """y (N, O, Ho, Wo) = conv2d(x, w) (+ b) with the implicit-GEMM kernel (CuPy arrays).
 
-    Same geometry arguments as ``conv_bodies.conv2d_forward_raw`` (padding is (top, bottom,
+    Same geometry arguments as ``_conv_kernels.conv2d_forward_raw`` (padding is (top, bottom,
     left, right)); ``b`` (O,) or None is added in the kernel's epilogue.
     """
     cupy = module_of(x)
@@ -226,7 +226,7 @@ def conv2d_backward_weight_igemm(x, gy, *, k_hw, stride, padding, dilation, grou
                                  splits: int | None = None):
     """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo), implicit GEMM.
 
-    Same geometry arguments as ``conv_bodies.conv2d_backward_weight_raw`` (padding is (top,
+    Same geometry arguments as ``_conv_kernels.conv2d_backward_weight_raw`` (padding is (top,
     bottom, left, right)). The reduction over N*Ho*Wo is split ``splits`` ways (default:
     :func:`weight_splits`; fewer where the pixels run out) and the partials combined in a
     fixed order, so the result is deterministic.

@@ -17,8 +17,8 @@ The format (fixed forever: seeded results must not change between versions):
 
 The functions here are that specification, vectorised against any array module ``xp``
 (numpy or cupy) and written for reading, not speed: every op makes a full-size temporary.
-gpudl runs the fast bodies instead, :mod:`gpudl.random_cpu` (NumPy) and
-:mod:`gpudl.random_cuda` (``kernels/philox.cu``); tests compare both with this module bit
+gpudl runs the fast bodies instead, :mod:`gpudl.random._cpu` (NumPy) and
+:mod:`gpudl.random._cuda` (``kernels/philox.cu``); tests compare both with this module bit
 for bit, and gpudl.random falls back on it for CuPy arrays beyond the kernels' int32
 indexing.
 

@@ -8,7 +8,8 @@
 
 The twins compute the kernels' formulas (sigmoid as ``0.5 * tanh(x / 2) + 0.5``, the
 kernels' ``gpudl_sigmoid``). The primitives, their checks and vjps, and the cells built
-on them are in :mod:`gpudl.functional.rnn_cells`, which re-exports every name here.
+on them are in :mod:`gpudl.functional.rnn_cells`; the sequence functions in
+:mod:`gpudl.functional.recurrent`.
 
 Example:
     >>> h1, c1 = lstm_pointwise_twin(np.zeros((1, 8)), np.ones((1, 2)))
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudl.backend import module_of
-from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
+from gpudl.backend import device_of, module_of
+from gpudl.cuda import DEFAULT_BLOCK, KernelSource, contiguous_inputs, grid_1d, launch, type_name
 
 _TYPES = ("float", "double")
 LSTM_KERNELS = KernelSource(
@@ -32,12 +33,6 @@ GRU_KERNELS = KernelSource(
     "gru_cell.cu",
     [f"gru_pointwise_{d}<{t}>" for d in ("forward", "backward") for t in _TYPES],
 )
-_BLOCK = 256
-_MAX_BLOCKS = 1 << 20  # grid-stride loops cover the rest; keeps grid * block < 2^31
-
-
-def _blocks(total: int) -> tuple[int]:
-    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
 
 
 def _sigmoid(x):
@@ -84,7 +79,8 @@ def lstm_pointwise_cuda(gates, c):
     h_new = cupy.empty((n, hidden), dtype=c.dtype)
     c_new = cupy.empty((n, hidden), dtype=c.dtype)
     if n * hidden:
-        launch(LSTM_KERNELS.get(f"lstm_pointwise_forward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+        launch(LSTM_KERNELS.get(f"lstm_pointwise_forward<{t}>"), grid_1d(n * hidden),
+               (DEFAULT_BLOCK,),
                (gates, c, h_new, c_new, np.int32(n), np.int32(hidden)))
     return h_new, c_new
 
@@ -99,8 +95,8 @@ def lstm_pointwise_backward_cuda(gates, c, c_new, dh, dc):
     dgates = cupy.empty(gates.shape, dtype=gates.dtype)
     dc_prev = cupy.empty((n, hidden), dtype=c.dtype)
     if n * hidden:
-        launch(LSTM_KERNELS.get(f"lstm_pointwise_backward<{t}>"), _blocks(n * hidden),
-               (_BLOCK,),
+        launch(LSTM_KERNELS.get(f"lstm_pointwise_backward<{t}>"), grid_1d(n * hidden),
+               (DEFAULT_BLOCK,),
                (gates, c, c_new, dh, dc, dgates, dc_prev, np.int32(n), np.int32(hidden)))
     return dgates, dc_prev
 
@@ -139,7 +135,8 @@ def gru_pointwise_cuda(gi, gh, h):
     n, hidden = h.shape
     h_new = cupy.empty((n, hidden), dtype=h.dtype)
     if n * hidden:
-        launch(GRU_KERNELS.get(f"gru_pointwise_forward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+        launch(GRU_KERNELS.get(f"gru_pointwise_forward<{t}>"), grid_1d(n * hidden),
+               (DEFAULT_BLOCK,),
                (gi, gh, h, h_new, np.int32(n), np.int32(hidden)))
     return h_new
 
@@ -155,7 +152,36 @@ def gru_pointwise_backward_cuda(gi, gh, h, dh_new):
     dgh = cupy.empty(gh.shape, dtype=gh.dtype)
     dh_prev = cupy.empty((n, hidden), dtype=h.dtype)
     if n * hidden:
-        launch(GRU_KERNELS.get(f"gru_pointwise_backward<{t}>"), _blocks(n * hidden), (_BLOCK,),
+        launch(GRU_KERNELS.get(f"gru_pointwise_backward<{t}>"), grid_1d(n * hidden),
+               (DEFAULT_BLOCK,),
                (gi, gh, h, dh_new, dgi, dgh, dh_prev, np.int32(n), np.int32(hidden)))
     return dgi, dgh, dh_prev
 
+
+# ----------------------------------------------------------------------------- dispatch
+def lstm_pointwise_raw(gates, c):
+    """``(h_new, c_new)`` on gates' device: the kernel on CUDA, the twin on the CPU."""
+    if device_of(gates) == "cuda":
+        return lstm_pointwise_cuda(gates, c)
+    return lstm_pointwise_twin(gates, c)
+
+
+def lstm_pointwise_backward_raw(gates, c, c_new, dh, dc):
+    """``(dgates, dc_prev)`` on gates' device."""
+    if device_of(gates) == "cuda":
+        return lstm_pointwise_backward_cuda(gates, c, c_new, dh, dc)
+    return lstm_pointwise_backward_twin(gates, c, c_new, dh, dc)
+
+
+def gru_pointwise_raw(gi, gh, h):
+    """``h_new`` on gi's device."""
+    if device_of(gi) == "cuda":
+        return gru_pointwise_cuda(gi, gh, h)
+    return gru_pointwise_twin(gi, gh, h)
+
+
+def gru_pointwise_backward_raw(gi, gh, h, dh_new):
+    """``(dgi, dgh, dh_prev)`` on gi's device."""
+    if device_of(gi) == "cuda":
+        return gru_pointwise_backward_cuda(gi, gh, h, dh_new)
+    return gru_pointwise_backward_twin(gi, gh, h, dh_new)

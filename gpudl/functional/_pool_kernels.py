@@ -1,5 +1,7 @@
 """The two bodies of the pooling primitives: kernels/pool2d.cu on CUDA, NumPy twins.
 
+The primitives, their vjps and argument checks are in :mod:`gpudl.functional.pooling`.
+
 Geometry arguments are normalised pairs: ``kernel (kH, kW)``, ``stride (sH, sW)``,
 ``padding (pH, pW)`` (symmetric, at most half the kernel, as torch). Max pooling saves
 the arg-max of each window as an int32 index ``h*W + w`` into its (H, W) plane.
@@ -17,15 +19,13 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from gpudl.backend import device_of, module_of
-from gpudl.cuda import KernelSource, contiguous_inputs, launch, type_name
+from gpudl.cuda import DEFAULT_BLOCK, KernelSource, contiguous_inputs, grid_1d, launch, type_name
 
 POOL_KERNELS = KernelSource(
     "pool2d.cu",
     [f"{k}_pool2d_{d}<{t}>" for k in ("max", "avg") for d in ("forward", "backward")
      for t in ("float", "double")],
 )
-_BLOCK = 256
-_MAX_BLOCKS = 1 << 20
 
 
 def pool_output_hw(h: int, w: int, kernel, stride, padding) -> tuple[int, int]:
@@ -119,10 +119,6 @@ def avg_pool2d_backward_twin(g, x_hw, kernel, stride, padding, count_include_pad
 
 
 # ----------------------------------------------------------------------------- CUDA bodies
-def _blocks(total: int) -> tuple[int]:
-    return (min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS),)
-
-
 def _geo(nc, x_hw, out_hw, kernel, stride, padding):
     return tuple(np.int32(v) for v in (nc, *x_hw, *out_hw, *kernel, *stride, *padding))
 
@@ -136,7 +132,7 @@ def max_pool2d_cuda(x, kernel, stride, padding):
     y = cupy.empty((n, c, *out_hw), dtype=x.dtype)
     argmax = cupy.empty((n, c, *out_hw), dtype=cupy.int32)
     if y.size:
-        launch(POOL_KERNELS.get(f"max_pool2d_forward<{t}>"), _blocks(y.size), (_BLOCK,),
+        launch(POOL_KERNELS.get(f"max_pool2d_forward<{t}>"), grid_1d(y.size), (DEFAULT_BLOCK,),
                (x, y, argmax, *_geo(n * c, (h, w), out_hw, kernel, stride, padding)))
     return y, argmax
 
@@ -149,7 +145,7 @@ def max_pool2d_backward_cuda(g, argmax, x_hw, kernel, stride, padding):
     n, c = g.shape[:2]
     dx = cupy.empty((n, c, *x_hw), dtype=g.dtype)
     if dx.size:
-        launch(POOL_KERNELS.get(f"max_pool2d_backward<{t}>"), _blocks(dx.size), (_BLOCK,),
+        launch(POOL_KERNELS.get(f"max_pool2d_backward<{t}>"), grid_1d(dx.size), (DEFAULT_BLOCK,),
                (g, argmax, dx, *_geo(n * c, x_hw, g.shape[2:], kernel, stride, padding)))
     return dx
 
@@ -162,7 +158,7 @@ def avg_pool2d_cuda(x, kernel, stride, padding, count_include_pad):
     out_hw = pool_output_hw(h, w, kernel, stride, padding)
     y = cupy.empty((n, c, *out_hw), dtype=x.dtype)
     if y.size:
-        launch(POOL_KERNELS.get(f"avg_pool2d_forward<{t}>"), _blocks(y.size), (_BLOCK,),
+        launch(POOL_KERNELS.get(f"avg_pool2d_forward<{t}>"), grid_1d(y.size), (DEFAULT_BLOCK,),
                (x, y, *_geo(n * c, (h, w), out_hw, kernel, stride, padding),
                 np.int32(bool(count_include_pad))))
     return y
@@ -175,7 +171,7 @@ def avg_pool2d_backward_cuda(g, x_hw, kernel, stride, padding, count_include_pad
     n, c = g.shape[:2]
     dx = cupy.empty((n, c, *x_hw), dtype=g.dtype)
     if dx.size:
-        launch(POOL_KERNELS.get(f"avg_pool2d_backward<{t}>"), _blocks(dx.size), (_BLOCK,),
+        launch(POOL_KERNELS.get(f"avg_pool2d_backward<{t}>"), grid_1d(dx.size), (DEFAULT_BLOCK,),
                (g, dx, *_geo(n * c, x_hw, g.shape[2:], kernel, stride, padding),
                 np.int32(bool(count_include_pad))))
     return dx

@@ -1,0 +1,54 @@
+"""Regression metrics over all elements: MSE, RMSE, MAE and R². Truth first:
+``metric(y_true, y_pred)``, ``y_pred`` reshaped to ``y_true``'s shape ((N, 1) outputs for
+(N,) targets).
+
+Example:
+    >>> import numpy as np
+    >>> mse(np.array([1.0, 3.0]), np.array([1.0, 1.0]))
+    2.0
+"""
+
+from __future__ import annotations
+
+import math
+
+from gpudl.metrics.statistics import error_sums, moments, r2_from_stats
+
+__all__ = ["mse", "rmse", "mae", "r2_score"]
+
+
+def mse(y_true, y_pred) -> float:
+    """Mean squared error over all elements (``y_pred`` reshaped to ``y_true``'s shape);
+    scikit-learn's ``mean_squared_error``."""
+    se, _, n = error_sums(y_true, y_pred)
+    return float(se) / n if n else 0.0
+
+
+def rmse(y_true, y_pred) -> float:
+    """Root mean squared error over all elements (for 1-D targets scikit-learn's
+    ``root_mean_squared_error``, which averages per-column RMSEs of 2-D targets)."""
+    return math.sqrt(mse(y_true, y_pred))
+
+
+def mae(y_true, y_pred) -> float:
+    """Mean absolute error over all elements; scikit-learn's ``mean_absolute_error``."""
+    _, ae, n = error_sums(y_true, y_pred)
+    return float(ae) / n if n else 0.0
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot``, ``SS_tot`` from ``y_true``.
+
+    Pooled over all elements: scikit-learn's ``r2_score`` for 1-D targets (for 2-D ones
+    scikit-learn averages per column; this equals its value on the flattened arrays).
+    Constant ``y_true``: 1.0 for a perfect prediction, else 0.0, as scikit-learn.
+
+    Example:
+        >>> import numpy as np
+        >>> y_true, y_pred = np.array([1.0, 3.0, 5.0]), np.array([1.0, 2.0, 4.0])
+        >>> r2_score(y_true, y_pred), r2_score(y_pred, y_true)  # not symmetric: truth first
+        (0.75, 0.5714285714285714)
+    """
+    se, _, _ = error_sums(y_true, y_pred)
+    _, m2, _ = moments(y_true)
+    return r2_from_stats(float(m2), float(se))

@@ -1,0 +1,227 @@
+"""Per-batch sufficient statistics of the metrics, and the metrics read from them.
+
+Each statistic (``correct_count``, ``top_k_hits``, ``class_counts``, ``error_sums``,
+``moments``) is computed with the array module of its inputs and stays on that device (no
+host copy), so ``gd.fit`` can add them up over an epoch on the GPU and read them once per
+report (``gpudl/train/metric_state.py``); ``prf_from_counts`` and ``r2_from_stats`` turn
+the sums into metrics. Arguments come truth first, as the metrics: ``(y_true, y_pred)``.
+
+Example:
+    >>> import numpy as np
+    >>> c, n = correct_count(np.array([1, 1]), np.array([[0.1, 0.9], [0.8, 0.2]]))
+    >>> int(c), n
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of, module_of, to_numpy
+
+__all__ = [
+    "predicted_labels", "correct_count", "top_k_hits", "class_counts", "error_sums", "moments",
+    "merge_moments", "prf_from_counts", "r2_from_stats",
+]
+
+
+# ----------------------------------------------------------------------------- inputs
+def _array(x: Any):
+    """``x`` as an array on its own device (CuPy stays CuPy; lists become NumPy)."""
+    x = unbox_all(x)
+    return x if device_of(x) == "cuda" else np.asanyarray(x)
+
+
+def _pair(a: Any, b: Any):
+    """Two inputs as arrays on one device: mixed CuPy/NumPy inputs are compared on the host."""
+    a, b = _array(a), _array(b)
+    if device_of(a) != device_of(b):
+        return to_numpy(a), to_numpy(b)
+    return a, b
+
+
+def predicted_labels(outputs):
+    """Class labels from scores ``(..., C)`` (argmax of the last axis); 1-D input is labels."""
+    return outputs.argmax(axis=-1) if outputs.ndim > 1 else outputs
+
+
+def _check_label_shapes(op: str, y_true, pred) -> None:
+    """``pred`` (labels, after the argmax) must have ``y_true``'s shape; name a swap."""
+    if pred.shape == y_true.shape:
+        return
+    hint = "pass labels (N,) as y_true with scores (N, C) or labels (N,) as y_pred"
+    if y_true.ndim == pred.ndim + 1:
+        hint = (f"the arguments look swapped: the order is {op}(y_true, y_pred), truth first "
+                "as scikit-learn")
+    raise ValueError(f"{op}: y_pred gives labels of shape {pred.shape}, y_true has shape "
+                     f"{y_true.shape}; {hint}")
+
+
+# ----------------------------------------------------------------------------- statistics
+def correct_count(y_true, y_pred) -> tuple[Any, int]:
+    """``(correct, total)``: the number of correct predictions as a 0-d array on the inputs'
+    device (no host copy) and the number of predictions.
+
+    ``y_pred``: scores ``(..., C)`` (argmax taken) or predicted labels with ``y_true``'s
+    shape.
+
+    Example:
+        >>> c, n = correct_count(np.array([1, 1]), np.array([[0.1, 0.9], [0.8, 0.2]]))
+        >>> int(c), n
+        (1, 2)
+    """
+    t, out = _pair(y_true, y_pred)
+    pred = predicted_labels(out)
+    _check_label_shapes("accuracy", t, pred)
+    return (pred == t).sum(), int(t.size)
+
+
+def top_k_hits(y_true, y_score, k: int = 5) -> tuple[Any, int]:
+    """``(hits, total)``: rows whose target is among the ``k`` highest scores (0-d array on the
+    inputs' device) and the number of rows.
+
+    A target counts as a hit when fewer than ``k`` classes score strictly higher, so ties
+    at the k-th place count in its favour (as TensorFlow's ``in_top_k``); this needs no
+    sort. Targets outside ``[0, C)`` are misses.
+
+    Example:
+        >>> h, n = top_k_hits(np.array([1, 0]), np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]), 2)
+        >>> int(h), n
+        (1, 2)
+    """
+    t, s = _pair(y_true, y_score)
+    if t.ndim == s.ndim + 1:
+        raise ValueError(f"top_k_accuracy: y_true has shape {t.shape} and y_score {s.shape}: "
+                         "the arguments look swapped; the order is top_k_accuracy(y_true, "
+                         "y_score, k), truth first as scikit-learn")
+    num_classes = s.shape[-1] if s.ndim else 0
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"top_k_accuracy: k must be in [1, {num_classes}] (the number of "
+                         f"classes, last axis of y_score {s.shape}), got {k}")
+    if t.shape != s.shape[:-1]:
+        raise ValueError(f"top_k_accuracy: y_true {t.shape} must be y_score {s.shape} without "
+                         "the last (class) axis")
+    xp = module_of(s)
+    t = t.astype(xp.int64, copy=False)
+    valid = (t >= 0) & (t < num_classes)
+    picked = xp.take_along_axis(s, xp.where(valid, t, 0)[..., None], axis=-1)  # (..., 1)
+    above = (s > picked).sum(axis=-1)  # (...): classes scoring strictly higher
+    return (valid & (above < k)).sum(), int(t.size)
+
+
+def class_counts(y_true, y_pred, num_classes: int):
+    """Per-class counts for precision/recall/F1, on the inputs' device:
+    ``(true_positives, predicted, actual, invalid)``; the first three have shape ``(C,)``,
+    ``invalid`` (0-d) counts pairs whose target or predicted label is outside ``[0, C)``
+    (they are left out of the other counts).
+
+    ``y_pred``: scores ``(..., C)`` (argmax taken) or labels with ``y_true``'s shape.
+
+    Example:
+        >>> tp, pred, true, bad = class_counts(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
+        >>> tp.tolist(), pred.tolist(), true.tolist(), int(bad)
+        ([1, 1], [2, 1], [1, 2], 0)
+    """
+    t, out = _pair(y_true, y_pred)
+    pred = predicted_labels(out)
+    _check_label_shapes("precision_recall_f1", t, pred)
+    xp, c = module_of(t), int(num_classes)
+    t, pred = t.astype(xp.int64).ravel(), pred.astype(xp.int64).ravel()
+    valid = (t >= 0) & (t < c) & (pred >= 0) & (pred < c)
+    # Bin c collects what is left out, so bincount always sees non-negative indices.
+    actual = xp.bincount(xp.where(valid, t, c), minlength=c + 1)  # (C + 1,)
+    predicted = xp.bincount(xp.where(valid, pred, c), minlength=c + 1)[:c]
+    tp = xp.bincount(xp.where(valid & (pred == t), t, c), minlength=c + 1)[:c]
+    return tp, predicted, actual[:c], actual[c]
+
+
+def error_sums(y_true, y_pred) -> tuple[Any, Any, int]:
+    """``(sum of squared errors, sum of absolute errors, count)`` in float64 on the inputs'
+    device; ``y_pred`` is reshaped to ``y_true``'s shape ((N, 1) outputs for (N,) targets).
+
+    Example:
+        >>> se, ae, n = error_sums(np.array([1.0, 4.0]), np.array([1.0, 2.0]))
+        >>> float(se), float(ae), n
+        (4.0, 2.0, 2)
+    """
+    t, p = _pair(y_true, y_pred)
+    if p.size != t.size:
+        raise ValueError(f"mse/rmse/mae/r2: y_pred {p.shape} and y_true {t.shape} differ "
+                         "in size; regression metrics compare them element by element")
+    xp = module_of(t)
+    d = p.reshape(t.shape).astype(xp.float64) - t.astype(xp.float64)
+    return (d * d).sum(), xp.abs(d).sum(), int(t.size)
+
+
+def moments(values) -> tuple[Any, Any, int]:
+    """``(mean, sum of squared deviations from the mean, count)`` of all elements, float64,
+    on the input's device: the batch part of Chan et al.'s pairwise variance update.
+
+    Example:
+        >>> m, m2, n = moments(np.array([1.0, 2.0, 3.0]))
+        >>> float(m), float(m2), n
+        (2.0, 2.0, 3)
+    """
+    v = _array(values)
+    v = v.astype(module_of(v).float64).ravel()
+    if v.size == 0:
+        return 0.0, 0.0, 0
+    mean = v.mean()
+    return mean, ((v - mean) ** 2).sum(), int(v.size)
+
+
+def merge_moments(a: tuple, b: tuple) -> tuple:
+    """Combine two ``moments`` results (Chan, Golub and LeVeque): stable where
+    ``sum(y^2) - sum(y)^2 / n`` would cancel; stays on the device.
+
+    Example:
+        >>> m, m2, n = merge_moments(moments(np.array([1.0, 2.0])), moments(np.array([3.0])))
+        >>> float(m), float(m2), n
+        (2.0, 2.0, 3)
+    """
+    (mean_a, m2_a, n_a), (mean_b, m2_b, n_b) = a, b
+    if n_a == 0 or n_b == 0:
+        return b if n_a == 0 else a
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n), n
+
+
+# ----------------------------------------------------------------------------- from statistics
+def prf_from_counts(tp, predicted, actual, average: str = "macro") -> tuple[float, float, float]:
+    """Precision, recall and F1 from :func:`class_counts` (host values; see
+    :func:`precision_recall_f1` for the conventions).
+
+    Example:
+        >>> prf_from_counts([1, 1], [2, 1], [1, 2], "micro")
+        (0.6666666666666666, 0.6666666666666666, 0.6666666666666666)
+    """
+    tp, predicted, actual = (np.asarray(to_numpy(a), np.float64) for a in (tp, predicted, actual))
+    if average == "micro":
+        p = r = tp.sum() / max(actual.sum(), 1.0)
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        return float(p), float(r), float(f)
+    if average != "macro":
+        raise ValueError(f"precision_recall_f1: average must be 'macro' or 'micro', got {average!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(actual > 0, tp / actual, 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return float(p.mean()), float(r.mean()), float(f.mean())
+
+
+def r2_from_stats(m2: float, sse: float) -> float:
+    """``1 - SS_res / SS_tot`` with ``SS_tot`` the targets' squared deviations. Constant
+    targets (``SS_tot == 0``) give 1.0 for a perfect prediction and 0.0 otherwise, as
+    scikit-learn's ``r2_score``.
+
+    Example:
+        >>> r2_from_stats(8.0, 2.0), r2_from_stats(0.0, 0.0), r2_from_stats(0.0, 1.0)
+        (0.75, 1.0, 0.0)
+    """
+    if not m2:
+        return 0.0 if sse else 1.0
+    return 1.0 - float(sse) / float(m2)

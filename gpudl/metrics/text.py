@@ -1,0 +1,54 @@
+"""Language-model and translation metrics: perplexity and corpus BLEU.
+
+Example:
+    >>> bleu([[["a", "cat"]]], [["a", "cat"]], max_n=2)
+    1.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = ["perplexity", "bleu"]
+
+
+def perplexity(mean_nll: float) -> float:
+    """``exp(mean negative log-likelihood per token)`` (natural log)."""
+    return float(math.exp(mean_nll))
+
+
+def _ngrams(tokens: Sequence, n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu(references: Sequence[Sequence[Sequence]], hypotheses: Sequence[Sequence],
+         max_n: int = 4, weights: Sequence[float] | None = None) -> float:
+    """Corpus BLEU (Papineni et al. 2002): clipped n-gram precisions, geometric mean, brevity
+    penalty ``exp(1 - r/c)`` when the candidate corpus is shorter than the references.
+
+    ``references[i]`` is a list of reference token lists for hypothesis ``i``; the
+    effective reference length is the closest one (ties: the shorter). Returns 0 when any
+    n-gram precision is 0 (no smoothing).
+    """
+    if len(references) != len(hypotheses):
+        raise ValueError(f"bleu: {len(references)} reference sets for {len(hypotheses)} hypotheses")
+    weights = list(weights) if weights is not None else [1.0 / max_n] * max_n
+    matched, total = [0] * max_n, [0] * max_n
+    hyp_len = ref_len = 0
+    for refs, hyp in zip(references, hypotheses):
+        hyp_len += len(hyp)
+        ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
+        for n in range(1, max_n + 1):
+            counts = _ngrams(hyp, n)
+            max_ref: Counter = Counter()
+            for r in refs:
+                max_ref |= _ngrams(r, n)
+            matched[n - 1] += sum(min(c, max_ref[g]) for g, c in counts.items())
+            total[n - 1] += max(len(hyp) - n + 1, 0)
+    if min(matched) == 0 or hyp_len == 0:
+        return 0.0
+    log_p = sum(w * math.log(m / t) for w, m, t in zip(weights, matched, total))
+    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return float(bp * math.exp(log_p))

@@ -1,0 +1,209 @@
+"""The recurrent sequence functions (gpudl/functional/recurrent.py): lstm, gru, rnn,
+stacked, with variable lengths, reverse, batch_first and bidirectional layers.
+
+The reference runs each sequence on its own with the reference cells of test_rnn.py (no
+masking). Gradient cases are ``GRAD_CASES`` (run by tests/test_registry.py); the ``cuda``
+tests run on a GPU, or on the CPU kernel emulator under ``GPUDL_EMULATE_GPU=1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_rnn import H, I, N, as_dict, make_params, ref_gru_cell, ref_lstm_cell, ref_rnn_cell
+
+import gpudl as gd
+from gpudl.errors import ShapeError
+from gpudl.functional import recurrent as R
+from gpudl.testing import check_grad
+
+
+# ----------------------------------------------------------------------------- reference
+def ref_sequence(kind, x, h0, c0, p, lengths, reverse, nonlinearity="tanh"):
+    """Each sequence on its own: steps 0..L-1 (or L-1..0), outputs zero past the end."""
+    t_len, n, _ = x.shape
+    hidden = p[1].shape[1]
+    y = np.zeros((t_len, n, hidden))
+    h_n, c_n = np.zeros((n, hidden)), np.zeros((n, hidden))
+    for a in range(n):
+        h, c = h0[a:a + 1], c0[a:a + 1]
+        steps = range(lengths[a])
+        for t in (reversed(steps) if reverse else steps):
+            xt = x[t, a:a + 1]
+            if kind == "lstm":
+                h, c = ref_lstm_cell(xt, h, c, *p)
+            elif kind == "gru":
+                h = ref_gru_cell(xt, h, *p)
+            else:
+                h = ref_rnn_cell(xt, h, *p, nonlinearity)
+            y[t, a] = h[0]
+        h_n[a], c_n[a] = h[0], c[0]
+    return y, h_n, c_n
+
+
+# ----------------------------------------------------------------------------- sequences
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
+def test_sequence_matches_per_sequence_reference(rng, kind, reverse, lengths):
+    t_len = 4
+    x = rng.standard_normal((t_len, N, I))
+    h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    p = make_params(kind, rng)
+    lens = [t_len] * N if lengths is None else lengths
+    ry, rh, rc = ref_sequence(kind, x, h0, c0, p, lens, reverse)
+    kw = dict(lengths=lengths, reverse=reverse)
+    if kind == "lstm":
+        y, (h_n, c_n) = R.lstm(x, h0, c0, as_dict(p), **kw)
+        np.testing.assert_allclose(c_n, rc[None], rtol=1e-12, atol=1e-12)
+    elif kind == "gru":
+        y, h_n = R.gru(x, h0[None], as_dict(p), **kw)  # torch's (1, N, H) also accepted
+    else:
+        y, h_n = R.rnn(x, h0, p, **kw)
+    assert y.shape == (t_len, N, H) and h_n.shape == (1, N, H)
+    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h_n, rh[None], rtol=1e-12, atol=1e-12)
+
+
+def test_sequence_batch_first_float32_and_zero_state(rng):
+    x = rng.standard_normal((N, 4, I)).astype(np.float32)  # (N, T, I)
+    p = [a.astype(np.float32) for a in make_params("lstm", rng)]
+    y, (h_n, c_n) = R.lstm(x, None, None, p, batch_first=True, lengths=np.array([2, 4, 3]))
+    assert y.shape == (N, 4, H) and y.dtype == np.float32 and h_n.dtype == np.float32
+    z = np.zeros((N, H))
+    ry, rh, _ = ref_sequence("lstm", x.transpose(1, 0, 2).astype(np.float64), z, z,
+                             [a.astype(np.float64) for a in p], [2, 4, 3], False)
+    np.testing.assert_allclose(y, ry.transpose(1, 0, 2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_n[0], rh, rtol=1e-5, atol=1e-6)
+    assert np.all(y[0, 2:] == 0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_check_grad_sequences_with_lengths(rng, kind, reverse):
+    x = rng.standard_normal((3, N, 4))
+    h0, c0 = rng.standard_normal((N, 2)), rng.standard_normal((N, 2))
+    p = as_dict(make_params(kind, rng, hidden=2, inp=4))
+    lens = np.array([3, 1, 2])
+    if kind == "lstm":
+        check_grad(lambda x, h0, c0, p: R.lstm(x, h0, c0, p, lengths=lens, reverse=reverse),
+                   x, h0, c0, p)
+    else:  # batch_first: x.transpose is a non-contiguous view
+        check_grad(lambda x, h0, p: R.gru(x, h0, p, lengths=lens, reverse=reverse,
+                                          batch_first=True), x.transpose(1, 0, 2), h0, p)
+
+
+def test_stacked_bidirectional_matches_manual(rng):
+    x = rng.standard_normal((4, N, I))
+    layers = [make_params("lstm", rng), make_params("lstm", rng),
+              make_params("lstm", rng, inp=2 * H), make_params("lstm", rng, inp=2 * H)]
+    h0, c0 = rng.standard_normal((4, N, H)), rng.standard_normal((4, N, H))
+    lens = [4, 2, 3]
+    y, (h_n, c_n) = R.stacked("lstm", x, h0, c0, layers, bidirectional=True, lengths=lens)
+    inp, hs, cs = x, [], []
+    for layer in range(2):
+        outs = []
+        for d in range(2):
+            k = 2 * layer + d
+            yy, hh, cc = ref_sequence("lstm", inp, h0[k], c0[k], layers[k], lens, d == 1)
+            outs.append(yy)
+            hs.append(hh)
+            cs.append(cc)
+        inp = np.concatenate(outs, axis=2)
+    np.testing.assert_allclose(y, inp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(h_n, np.stack(hs), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c_n, np.stack(cs), rtol=1e-12, atol=1e-12)
+    check_grad(lambda x, l0, l1: R.stacked("gru", x, None, None, [l0, l1], batch_first=True),
+               rng.standard_normal((2, 3, 4)), make_params("gru", rng, 2, 4),
+               make_params("gru", rng, 2, 2))
+
+
+# ----------------------------------------------------------------------------- gradient cases
+# Collected by tests/test_registry.py: float64.
+def _unstack_case():
+    rng = np.random.default_rng(13)
+    # Only some slices reach the output: the others get zero cotangents.
+    return (lambda x: R.unstack(x)[0] * 2.0 + R.unstack(x)[2]), (rng.standard_normal((4, 3, 2)),)
+
+
+def _lstm_sequence_case():
+    rng = np.random.default_rng(14)
+    t, n, i, h = 3, 2, 4, 3
+    x = rng.standard_normal((t, n, i))
+    params = {"weight_ih": rng.standard_normal((4 * h, i)) * 0.5,
+              "weight_hh": rng.standard_normal((4 * h, h)) * 0.5,
+              "bias_ih": rng.standard_normal(4 * h) * 0.1,
+              "bias_hh": rng.standard_normal(4 * h) * 0.1}
+    return (lambda x, p: R.lstm(x, None, None, p, lengths=np.array([3, 2]))), (x, params)
+
+
+GRAD_CASES = {
+    "rnn_unstack": [_unstack_case, _lstm_sequence_case],
+}
+
+
+# ----------------------------------------------------------------------------- errors
+def test_clear_errors(rng):
+    x = rng.standard_normal((N, I))
+    p = make_params("lstm", rng)
+    xs = rng.standard_normal((4, N, I))
+    with pytest.raises(ShapeError, match=r"lengths must lie in \[0, T\]"):
+        R.lstm(xs, None, None, p, lengths=[5, 1, 1])
+    with pytest.raises(ShapeError, match="lengths must be 3 integers"):
+        R.lstm(xs, None, None, p, lengths=[1.0, 1.0, 1.0])
+    with pytest.raises(ShapeError, match="h0 must be"):
+        R.lstm(xs, np.zeros((2, N, H)), None, p)
+    with pytest.raises(ShapeError, match=r"x must be \(T, N, input_size\)"):
+        R.gru(x, None, make_params("gru", rng))
+    with pytest.raises(ValueError, match="weight_ih"):
+        R.rnn(xs, None, {"w": p[0]})
+    with pytest.raises(ValueError, match="nonlinearity"):
+        R.rnn(xs, None, make_params("rnn", rng), nonlinearity="sigmoid")
+
+
+# ----------------------------------------------------------------------------- GPU parity
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_sequence_grads_gpu_match_cpu(rng, kind):
+    x = rng.standard_normal((5, N, I))
+    p = as_dict(make_params(kind, rng))
+    lens = np.array([5, 2, 4])
+
+    def loss(x, p):
+        out = (R.lstm(x, None, None, p, lengths=lens, reverse=True) if kind == "lstm"
+               else R.gru(x, None, p, lengths=lens))
+        return (out[0] ** 2).sum() + out[1][0].sum() if kind == "lstm" else (
+            (out[0] ** 2).sum() + out[1].sum())
+
+    cpu = gd.value_and_grad(loss, argnums=(0, 1))(x, p)
+    gpu = gd.value_and_grad(loss, argnums=(0, 1))(*gd.to_device((x, p), "cuda"))
+    for a, b in zip(gd.tree.tree_flatten(cpu)[0], gd.tree.tree_flatten(gpu)[0], strict=True):
+        np.testing.assert_allclose(gd.to_numpy(b), a, rtol=1e-10, atol=1e-10)
+    check_grad(loss, *gd.to_device((x, p), "cuda"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(np.float32, dict(rtol=1e-4, atol=1e-5)),
+                                       (np.float64, dict(rtol=1e-10, atol=1e-12))])
+def test_gpu_sequences_match_cpu(rng, dtype, tol):
+    """LSTM with lengths and a reversed GRU (H = 33) in both dtypes: value and gradients."""
+    t, n, i, h = 4, 3, 5, 33
+    x, h0, c0 = (rng.standard_normal(s).astype(dtype) for s in ((t, n, i), (n, h), (n, h)))
+    lens = np.array([4, 1, 3])
+    cases = [
+        (lambda x, h0, c0, p: R.lstm(x, h0, c0, p, lengths=lens),
+         (x, h0, c0, [a.astype(dtype) for a in make_params("lstm", rng, h, i)])),
+        (lambda x, h0, p: R.gru(x, h0, p, reverse=True),
+         (x, h0, [a.astype(dtype) for a in make_params("gru", rng, h, i)])),
+    ]
+    for f, args in cases:
+        def loss(*a, f=f):
+            leaves = gd.tree.tree_flatten(f(*a))[0]
+            return sum(gd.ops.sum(v * v) for v in leaves)
+
+        argnums = tuple(range(len(args)))
+        want = gd.value_and_grad(loss, argnums=argnums)(*args)
+        got = gd.value_and_grad(loss, argnums=argnums)(*gd.to_device(args, "cuda"))
+        for a, b in zip(gd.tree.tree_flatten(got)[0], gd.tree.tree_flatten(want)[0], strict=True):
+            assert a.dtype == dtype
+            np.testing.assert_allclose(gd.to_numpy(a), b, **tol)
