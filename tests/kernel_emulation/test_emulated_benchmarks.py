@@ -135,13 +135,15 @@ def test_kernel_module_gpu_branch(name, emulated_cuda, clocks, torch_cuda_missin
 
 
 def test_tiny_shapes_are_the_tiny_ones(emulated_cuda):
-    ce, conv, rnn = (importlib.import_module(n) for n in EXPECTED)
+    ce, conv, rnn = (importlib.import_module(f"kernels_{n}") for n in ("cross_entropy", "conv", "rnn"))
     assert {(r["N"], r["C"]) for r in ce.run({"tiny": True})} == set(ce.TINY_SHAPES)
     rows = conv.run({"tiny": True})
     assert {r["layer"] for r in rows} == {layer[0] for layer in conv.TINY_LAYERS}
     assert {r["batch"] for r in rows} == {conv.TINY_BATCH}
     assert {(r["hidden"], r["batch"], r["steps"]) for r in rnn.run({"tiny": True})} == set(
         rnn.TINY_CONFIGS)
+    pool = importlib.import_module("kernels_pool")
+    assert {r["layer"] for r in pool.run({"tiny": True})} == {layer[0] for layer in pool.TINY_LAYERS}
 
 
 def test_kernels_driver_on_cuda_rows(emulated_cuda, tmp_path):
