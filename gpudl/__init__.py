@@ -26,7 +26,7 @@ from gpudl import (
     train,
     tree,
 )
-from gpudl.autodiff import grad, stop_gradient, value_and_grad, vjp
+from gpudl.autodiff import debug_nans, grad, stop_gradient, value_and_grad, vjp
 from gpudl.backend import (
     asarray,
     device,
@@ -62,7 +62,7 @@ __all__ = [
     "autodiff", "backend", "bench", "cuda", "data", "errors", "functional", "inspect",
     "metrics", "models", "nn", "ops", "optim", "random", "serialization", "testing", "train",
     "tree",
-    "asarray", "device", "device_reason", "evaluate", "fit", "fit_ensemble",
+    "asarray", "debug_nans", "device", "device_reason", "evaluate", "fit", "fit_ensemble",
     "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
     "set_device", "stop_gradient", "synchronize", "to_device", "to_numpy", "value_and_grad",
     "vjp",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gpudl import backend
+from gpudl import _trace, backend
 from gpudl._trace import PRIMITIVES, Node, Primitive, Traced, unbox_all
 from gpudl.errors import GradientError
 
@@ -98,7 +98,18 @@ def _accumulate(cots: dict, node: Node, index: int | None, g) -> None:
 
 
 def backward(roots: Sequence[tuple[Traced, Any]]) -> dict[int, Any]:
-    """Run the backward pass from ``[(traced_output, cotangent)]``; returns {id(node): cot}."""
+    """Run the backward pass from ``[(traced_output, cotangent)]``; returns {id(node): cot}.
+
+    Under ``gd.debug_nans()`` each vjp's cotangents are checked (and the forward checks
+    of the ops inside the vjp rules are paused, so the error names the rule's primitive).
+    """
+    if _trace._DEBUG_NANS:
+        with _trace.nan_checks_paused():
+            return _backward(roots, check=True)
+    return _backward(roots, check=False)
+
+
+def _backward(roots: Sequence[tuple[Traced, Any]], check: bool) -> dict[int, Any]:
     cots: dict[int, Any] = {}
     for y, g in roots:
         _accumulate(cots, y.node, y.index, g)
@@ -125,5 +136,7 @@ def backward(roots: Sequence[tuple[Traced, Any]]) -> dict[int, Any]:
                 gi = gi()
             if gi is not None:
                 gi = _fit_cotangent(gi, node.args[argnum], node.prim, argnum)
+                if check:
+                    _trace.check_cotangent(gi, node, argnum, c)
                 _accumulate(cots, parent, index, gi)
     return cots

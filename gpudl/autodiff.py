@@ -54,6 +54,7 @@ from gpudl._trace import (  # noqa: F401  (re-exported: gpudl.autodiff is the on
     Traced,
     _bind,
     _trace_ids,
+    debug_nans,
     is_traced,
     nondifferentiable,
     unbox_all,

@@ -32,7 +32,13 @@ import numpy as np
 from gpudl._cuda_probe import cuda_version as _cuda_version  # noqa: F401
 from gpudl._cuda_probe import diagnose_cuda
 from gpudl._cuda_probe import insufficient_driver_reason as _insufficient_driver_reason  # noqa: F401
-from gpudl.errors import DeviceMismatchError, DeviceUnavailableError, UnknownDeviceError
+from gpudl.errors import (
+    DeviceMismatchError,
+    DeviceUnavailableError,
+    DTypeError,
+    ShapeError,
+    UnknownDeviceError,
+)
 
 log = logging.getLogger("gpudl")
 if not log.handlers:
@@ -251,18 +257,45 @@ def _target_dtype(x: Any, dtype: Any):
     return np.dtype(np.float32) if kind.kind == "f" else kind
 
 
+_NOT_NUMBERS = (str, bytes, dict, set, frozenset)
+
+
+def _numeric_source(x: Any) -> Any:
+    """``x``, or a NumPy array of a list/scalar; not numbers (None, text, dicts, objects)
+    raise DTypeError, ragged nested lists ShapeError."""
+    if x is None or isinstance(x, _NOT_NUMBERS):
+        raise DTypeError(f"asarray: argument 'x' must be numbers (an array, a list of numbers or "
+                         f"a scalar), got {type(x).__name__} {repr(x)[:60]}. Convert it first "
+                         "(a dict of arrays is a tree: use gd.to_device).")
+    if getattr(x, "dtype", None) is None:
+        try:
+            x = np.asarray(x)
+        except ValueError as exc:  # ragged nested lists
+            raise ShapeError(f"asarray: argument 'x' is not rectangular ({exc}); every row of "
+                             "a nested list needs the same length") from None
+    kind = getattr(getattr(x, "dtype", None), "kind", "f")  # foreign dtypes: NumPy decides
+    if kind in "OUSV":
+        raise DTypeError(f"asarray: argument 'x' must hold numbers, got dtype {x.dtype} (Python "
+                         "objects, text or records); convert it first, e.g. np.asarray(x, "
+                         "dtype=np.float32), or encode text with a vocabulary")
+    return x
+
+
 def asarray(x: Any, dtype: Any = None, device: str | None = None):
     """An array on ``device`` (default: current). Floats become float32 unless ``dtype`` says.
 
-    Ints and bools keep their dtype.
+    Ints and bools keep their dtype. Things that are not numbers (None, strings, dicts,
+    object arrays) raise :class:`~gpudl.errors.DTypeError`.
 
     Example:
         >>> asarray([1.5, 2.5]).dtype, asarray([1, 2]).dtype
         (dtype('float32'), dtype('int64'))
     """
-    x = _unboxed(x)
+    x = _numeric_source(_unboxed(x))
     dev = get_device() if device is None else _resolve(device)[0]
     target = _target_dtype(x, dtype)
+    if target.kind in "OUSV":
+        raise DTypeError(f"asarray: dtype must be numeric (float, int, bool), got {target}")
     if dev == "cpu":
         if device_of(x) == "cuda":
             x = x.get()

@@ -83,3 +83,97 @@ class LayerArgumentError(GpudlError, TypeError, ValueError):
     message names the layer, the argument, what was expected, what was given and the fix
     (often: a torch-order positional call; gpudl infers input sizes).
     """
+
+
+# --- bad-input errors that keep their builtin meaning (an `except ValueError` still works)
+class ConfigError(GpudlError, ValueError):
+    """An argument value the op does not accept: an unknown option name, a number out of
+    range, or arguments that contradict each other. The message names the op, the argument,
+    the accepted values and what was given."""
+
+
+class ArgumentTypeError(GpudlError, TypeError):
+    """An argument of the wrong kind (a list where a layer belongs, a string where a number
+    belongs, a callable that is not one)."""
+
+
+class MissingKeyError(GpudlError, KeyError):
+    """A name looked up in a dict that does not hold it (a metric not in the logs, a state
+    without its running statistics). Printed as its message, not as KeyError's quoted repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class IndexRangeError(GpudlError, IndexError, ValueError):
+    """An integer index outside the axis it indexes (embedding rows, graph nodes, one-hot
+    classes). Both an IndexError (what NumPy and torch raise) and a ValueError."""
+
+
+class TreeTypeError(TreeMismatchError, TypeError):
+    """A params/state/updates argument that is not a tree of the expected kind (None, an
+    array, a list where the dict returned by ``init`` belongs)."""
+
+
+class ParamShapeError(TreeMismatchError, ShapeError):
+    """A parameter whose shape is not the one the layer's configuration and its input imply
+    (params of another model, head or checkpoint). ``path`` is the leaf's key path from the
+    params tree given to the outermost container (``"dense2.weight"``); containers prefix
+    their child's name as the error passes through them."""
+
+    def __init__(self, path: str, expected: tuple, got: tuple, owner: str, detail: str = ""):
+        self.path, self.expected, self.got = path, tuple(expected), tuple(got)
+        self.owner, self.detail = owner, detail
+        super().__init__(path, self.expected, self.got, owner, detail)
+
+    def within(self, name: str) -> ParamShapeError:
+        """The same error one container level up: ``path`` prefixed by ``name``."""
+        self.path = f"{name}.{self.path}"
+        self.args = (self.path, *self.args[1:])
+        return self
+
+    def __str__(self) -> str:
+        return (f"{self.owner}: parameter '{self.path}' has shape {self.got}, expected "
+                f"{self.expected}{self.detail}. These params were made for another model or "
+                "configuration (another head, layer size or input size): use the params "
+                "returned by this model's init, or a checkpoint of the same architecture.")
+
+
+class OptimizerStateError(TreeMismatchError, TypeError):
+    """An optimizer state that this optimizer's ``init`` did not make (another optimizer's
+    state, or another configuration's: momentum on or off, amsgrad, a schedule)."""
+
+
+class NonFiniteError(GpudlError, FloatingPointError):
+    """NaN or Inf where finite numbers were needed.
+
+    Raised by ``gd.fit`` when the loss or the trained trees stop being finite (the error
+    names the epoch and step; ``err.gpudl_history`` holds the History and the last finite
+    params), by checkpoint saves given non-finite weights, and under ``gd.debug_nans()`` by
+    the first primitive (forward) or gradient rule (backward) that produced a NaN or Inf:
+    then ``err.primitive``, ``err.output``, ``err.phase`` and ``err.where`` (the user's
+    ``file:line``) say where.
+    """
+
+
+class EmptyDataError(GpudlError, ValueError):
+    """``fit``/``evaluate``/``predict`` got data that yields no batch (no rows, or a
+    ``drop_last`` loader with fewer rows than one batch)."""
+
+
+class TrainingConfigError(ConfigError, TypeError):
+    """A ``fit`` argument or callback configuration that cannot work (checked before the
+    first step): epochs not a positive int, a monitored metric nothing produces, a
+    checkpoint path template with unknown fields, a resume that does not fit, ..."""
+
+
+class UndefinedMetricError(GpudlError, ValueError):
+    """A metric that is not defined for the data given: a ROC curve or ROC AUC of labels
+    holding one class only (where scikit-learn gives NaN with an UndefinedMetricWarning)."""
+
+
+class LossFunctionError(TrainingConfigError):
+    """A custom ``loss_fn`` given to ``gd.fit`` that returned something other than a scalar
+    loss or ``(loss, (new_state, aux))`` (checked on the first batch, before the first
+    step): a ``(loss, aux)`` pair, a non-scalar loss, a new state shaped unlike the state
+    it was given, logged names that clash, ``metrics=`` without ``y_true``/``y_pred``."""

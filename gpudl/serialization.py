@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -74,8 +76,30 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
-    """Call ``data_writer(file)`` on a temp file next to ``path``, fsync, then rename it over."""
+    """Call ``data_writer(file)`` on a temp file next to ``path``, fsync, then rename it over.
+
+    Whatever fails (an exception, Ctrl-C, a full disk) removes the temp file and leaves
+    the previous file at ``path`` as it was; an ``OSError`` comes back as a
+    :class:`CheckpointError` (same ``errno``) that names ``path``.
+    """
     path = Path(path)
+    try:
+        _atomic_write(path, data_writer)
+    except CheckpointError:
+        raise
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        err = CheckpointError(
+            f"could not write {path}: {exc.strerror or exc}"
+            + ("; the disk (or quota) is full: free some space or save elsewhere"
+               if full else "")
+            + "; the previous file at that path, if any, is unchanged"
+        )
+        err.errno, err.filename = exc.errno, str(path)
+        raise err from exc
+
+
+def _atomic_write(path: Path, data_writer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -117,25 +141,64 @@ def _write_npz(f, flat: dict[str, np.ndarray]) -> None:
 
 
 _ORDER_KEY = "gpudl.key_order"  # safetensors metadata: the tree's key order (the format sorts)
+_SUM_KEY = "gpudl.sha256"  # safetensors metadata: checksum of the tensors and the metadata
+_NPZ_META = "__metadata__"  # .npz member holding the metadata (JSON bytes), when there is any
 
 
-def _write_safetensors(f, flat: dict[str, np.ndarray]) -> None:
+def _checksum(flat: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes, in name order) and the
+    metadata, so a flipped byte anywhere in a safetensors file is caught on load."""
+    h = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(flat):
+        arr = np.ascontiguousarray(flat[name])
+        h.update(json.dumps([name, arr.dtype.str, list(arr.shape)]).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _write_safetensors(f, flat: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     from safetensors.numpy import save as st_save
 
-    f.write(st_save(flat, metadata={_ORDER_KEY: json.dumps(list(flat))}))
+    meta = {**(metadata or {}), _ORDER_KEY: json.dumps(list(flat))}
+    f.write(st_save(flat, metadata={**meta, _SUM_KEY: _checksum(flat, meta)}))
 
 
-def _read_safetensors(data: bytes) -> dict[str, np.ndarray]:
+def _read_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     from safetensors.numpy import load as st_load
 
     arrays = st_load(data)
-    # Restore the saved key order when gpudl wrote the file (files from torch have none).
     header_len = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-    order = json.loads(meta[_ORDER_KEY]) if _ORDER_KEY in meta else []
+    meta = dict(json.loads(data[8:8 + header_len]).get("__metadata__") or {})
+    stored = meta.pop(_SUM_KEY, None)  # files from torch or older gpudl have none
+    if stored is not None and stored != _checksum(arrays, meta):
+        raise ValueError("checksum mismatch: the file changed after it was written")
+    if stored is None and any(len(k) == len(_SUM_KEY) and  # the checksum's own name hit
+                              sum(a != b for a, b in zip(k, _SUM_KEY)) == 1 for k in meta):
+        raise ValueError("damaged metadata: the checksum entry's name changed")
+    # Restore the saved key order when gpudl wrote the file (files from torch have none).
+    order = json.loads(meta.pop(_ORDER_KEY)) if _ORDER_KEY in meta else []
     if sorted(order) == sorted(arrays):
-        return {k: arrays[k] for k in order}
-    return arrays
+        arrays = {k: arrays[k] for k in order}
+    return arrays, meta
+
+
+def write_file(path: str | os.PathLike, flat: dict[str, np.ndarray],
+               metadata: dict[str, str] | None = None, who: str = "gd.save") -> None:
+    """Write flat arrays (and string metadata) atomically; the suffix decides the format."""
+    path = Path(path)
+    if _format(path) == ".npz":
+        if metadata:
+            flat = {**flat, _NPZ_META: np.frombuffer(json.dumps(metadata).encode(), np.uint8)}
+        atomic_write_bytes(path, lambda f: _write_npz(f, flat))
+        return
+    try:
+        import safetensors.numpy  # noqa: F401
+    except ImportError as exc:
+        raise CheckpointError(
+            f"{who}: .safetensors needs the safetensors package (pip install safetensors); "
+            "or save as .npz"
+        ) from exc
+    atomic_write_bytes(path, lambda f: _write_safetensors(f, flat, metadata))
 
 
 def save(path: str | os.PathLike, tree: Any) -> None:
@@ -144,34 +207,29 @@ def save(path: str | os.PathLike, tree: Any) -> None:
     Keys are dotted paths (``conv1.weight``); list items get their index (``layers.0.w``).
     """
     path = Path(path)
+    _format(path)
+    write_file(path, _flat(tree))
+
+
+def read_file(path: str | os.PathLike, who: str = "gd.load"
+              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(flat arrays, metadata)`` of a file written by :func:`write_file` (or torch)."""
+    path = Path(path)
     fmt = _format(path)
-    flat = _flat(tree)
-    if fmt == ".npz":
-        atomic_write_bytes(path, lambda f: _write_npz(f, flat))
-        return
-    try:
-        import safetensors.numpy  # noqa: F401
-    except ImportError as exc:
-        raise CheckpointError(
-            "gd.save: .safetensors needs the safetensors package (pip install safetensors); "
-            "or save as .npz"
-        ) from exc
-    atomic_write_bytes(path, lambda f: _write_safetensors(f, flat))
-
-
-def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise CheckpointError(f"gd.load: no file at {path}")
+        raise CheckpointError(f"{who}: no file at {path}")
     try:
         if fmt == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                flat = {k: data[k] for k in data.files}
+            meta = flat.pop(_NPZ_META, None)
+            return flat, (json.loads(bytes(meta).decode()) if meta is not None else {})
         return _read_safetensors(path.read_bytes())
     except ImportError as exc:
-        raise CheckpointError("gd.load: .safetensors needs the safetensors package") from exc
+        raise CheckpointError(f"{who}: .safetensors needs the safetensors package") from exc
     except Exception as exc:  # zipfile, numpy and safetensors each raise their own kinds
         raise CheckpointError(
-            f"gd.load: {path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            f"{who}: {path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
             "restore it from an earlier checkpoint"
         ) from exc
 
@@ -187,7 +245,13 @@ def _lists_back(node: Any) -> Any:
 
 
 def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -> Any:
-    """Load a tree saved by :func:`save` (or a torch-named safetensors file).
+    """Load a tree saved by :func:`save` (or a torch-named safetensors file), or the parts
+    of a training checkpoint (``ModelCheckpoint``, ``save_checkpoint``).
+
+    A training checkpoint gives a dict ``{"params", "state", "opt_state", "epoch", "step",
+    "key", "config", "history"}``, trees rebuilt from their stored paths (dicts and lists;
+    ``gd.train.load_checkpoint`` with templates restores tuples and named tuples), or,
+    with ``like``, its params in ``like``'s structure.
 
     Arrays keep their saved dtype and go to ``device`` (default: the current device).
     With ``like`` (e.g. the params from ``model.init``), keys and shapes must match or a
@@ -196,7 +260,12 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
     are 0..n-1 come back as lists.
     """
     path = Path(path)
-    flat = _read(path, _format(path))
+    flat, meta = read_file(path)
+    info = checkpoint_info(flat, meta)
+    if info is not None:  # a training checkpoint: its parts, or its params shaped like `like`
+        if like is None:
+            return checkpoint_parts(flat, info, device)
+        flat = tree_arrays(flat, info, "params")
     if like is not None:
         expected = dict(flatten_with_paths(like))
         missing = sorted(set(expected) - set(flat))
@@ -213,3 +282,61 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
     if like is not None:
         return tree_unflatten(tree_structure(like), [arrays[k] for k in expected])
     return _lists_back(unflatten_paths(arrays))
+
+
+# --------------------------------------------------------------- training checkpoint files
+# A training checkpoint (gpudl.train.checkpoint writes it) is a file of write_file: arrays
+# "<tree>.<i>" (leaf i of params, state, opt_state, or a callback's tree) and "key", and
+# metadata {CHECKPOINT_KEY: JSON} holding the epoch, step, config, History, callback
+# states and every tree's leaf paths. Files of the first layout (arrays "<tree>.count",
+# "<tree>.paths", "epoch", "step", "config" and no metadata) are read as well.
+CHECKPOINT_KEY = "gpudl.checkpoint"
+CHECKPOINT_TREES = ("params", "state", "opt_state")
+
+
+def _json_array(a: np.ndarray) -> Any:
+    return json.loads(bytes(a).decode() or "null")
+
+
+def checkpoint_info(flat: dict[str, np.ndarray], meta: dict[str, str]) -> dict | None:
+    """The description of a training checkpoint (``None`` for any other file)."""
+    if CHECKPOINT_KEY in meta:
+        return json.loads(meta[CHECKPOINT_KEY])
+    if "params.count" not in flat:
+        return None
+    trees = {}
+    for name in CHECKPOINT_TREES:  # the first layout; its oldest files stored no paths
+        paths = _json_array(flat[f"{name}.paths"]) if f"{name}.paths" in flat else None
+        trees[name] = paths if paths is not None else [None] * int(flat[f"{name}.count"])
+    return {"epoch": int(flat["epoch"]), "step": int(flat["step"]), "trees": trees,
+            "config": (_json_array(flat["config"]) if "config" in flat else None) or {},
+            "history": None, "callbacks": [], "stopped": False}
+
+
+def tree_arrays(flat: dict[str, np.ndarray], info: dict, name: str) -> dict[str, np.ndarray]:
+    """``{path: array}`` of the checkpoint tree ``name`` (host arrays, saved order)."""
+    paths = info["trees"][name]
+    missing = [f"{name}.{i}" for i in range(len(paths)) if f"{name}.{i}" not in flat]
+    if missing:
+        raise CheckpointError(f"the checkpoint lacks the arrays {missing[:5]} of its {name}")
+    return {(p if p is not None else str(i)): flat[f"{name}.{i}"] for i, p in enumerate(paths)}
+
+
+def tree_from_paths(arrays: dict[str, Any]) -> Any:
+    """A tree of dicts (lists for 0..n-1 keys) from ``{path: leaf}``; ``{"": x}`` is ``x``."""
+    if list(arrays) == [""]:
+        return arrays[""]
+    return _lists_back(unflatten_paths(arrays)) if arrays else {}
+
+
+def checkpoint_parts(flat: dict[str, np.ndarray], info: dict, device: str | None) -> dict:
+    """What ``gd.load`` returns for a training checkpoint (trees on ``device``)."""
+    parts: dict[str, Any] = {}
+    for name in CHECKPOINT_TREES:
+        arrays = tree_arrays(flat, info, name)
+        parts[name] = tree_from_paths(
+            {k: asarray(v, dtype=v.dtype, device=device) for k, v in arrays.items()})
+    parts.update(epoch=info["epoch"], step=info["step"],
+                 key=np.array(flat["key"]) if "key" in flat else None,
+                 config=info.get("config") or {}, history=info.get("history"))
+    return parts

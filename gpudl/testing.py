@@ -18,7 +18,7 @@ import numpy as np
 
 from gpudl.autodiff import unbox_all, vjp
 from gpudl.backend import module_of
-from gpudl.errors import GradientCheckError
+from gpudl.errors import ConfigError, GradientCheckError
 from gpudl.tree import tree_flatten, tree_unflatten
 
 
@@ -47,14 +47,14 @@ def check_grad(
     ``f`` may return any array or pytree; a random cotangent reduces it to a scalar.
     """
     if mode not in ("directional", "full"):
-        raise ValueError(f"check_grad: mode must be 'directional' or 'full', got {mode!r}")
+        raise ConfigError(f"check_grad: mode must be 'directional' or 'full', got {mode!r}")
     args = [_tree64(a) for a in args]
     if argnums is None:
         nums = [i for i, a in enumerate(args) if _is_float_tree(a)]
     else:
         nums = [argnums] if isinstance(argnums, int) else list(argnums)
     if not nums:
-        raise ValueError(
+        raise ConfigError(
             "check_grad: no floating-point argument to check; pass float arrays or argnums="
         )
     rng = np.random.default_rng(seed)

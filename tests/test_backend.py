@@ -15,7 +15,13 @@ import pytest
 
 import gpudl as gd
 from gpudl import backend
-from gpudl.errors import DeviceMismatchError, DeviceUnavailableError, UnknownDeviceError
+from gpudl.errors import (
+    DeviceMismatchError,
+    DeviceUnavailableError,
+    DTypeError,
+    ShapeError,
+    UnknownDeviceError,
+)
 
 HAS_GPU = backend.probe_cuda()[0]
 no_gpu_only = pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
@@ -238,6 +244,22 @@ def test_asarray_dtypes():
     out = gd.asarray([[1.0, 2.0]], device="cpu")
     assert type(out) is np.ndarray and out.shape == (1, 2)
     np.testing.assert_array_equal(out, [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("bad", ["1.5", b"12", None, {"w": 1.0}, {1, 2}, object(),
+                                 [1, None], np.array(["a", "b"]), np.array([1, "a"], object)])
+def test_asarray_refuses_what_is_not_numbers(bad):
+    with pytest.raises(DTypeError, match="asarray: argument 'x' must"):
+        gd.asarray(bad)
+    with pytest.raises(TypeError):  # DTypeError is a TypeError: old except clauses work
+        gd.asarray(bad, device="cpu")
+
+
+def test_asarray_refuses_ragged_lists_and_object_dtypes():
+    with pytest.raises(ShapeError, match="not rectangular"):
+        gd.asarray([[1.0, 2.0], [3.0]])
+    with pytest.raises(DTypeError, match="dtype must be numeric"):
+        gd.asarray([1.0], dtype=object)
 
 
 def test_to_numpy():

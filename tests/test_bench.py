@@ -123,3 +123,48 @@ def test_bench_times_exactly_the_step_fit_runs(monkeypatch):
         assert np.array_equal(a, b)
     assert len(calls) == 2 and calls[0][0] == calls[1][0]
     assert np.array_equal(calls[0][1], calls[1][1]) and calls[0][2] == calls[1][2]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"warmup": -1}, "warmup must be an integer >= 0"),
+    ({"steps": 2.5}, "steps must be an integer"),
+    ({"devices": ["cpu", "tpu"]}, "devices must be 'cpu' and/or 'cuda'"),
+    ({"devices": []}, "devices must be"),
+])
+def test_bench_model_checks_its_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench_model("mlp", **{"batch_size": 2, "steps": 1, "devices": ["cpu"], **kwargs})
+
+
+def test_usable_cores_is_the_affinity_capped_by_the_container_quota(monkeypatch):
+    from gpudl.bench import device_info
+
+    monkeypatch.setattr(device_info.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3},
+                        raising=False)
+    monkeypatch.setattr(device_info, "_cgroup_cpu_limit", lambda: None)
+    assert device_info.usable_cores() == 4
+    monkeypatch.setattr(device_info, "_cgroup_cpu_limit", lambda: 1.5)  # docker --cpus 1.5
+    assert device_info.usable_cores() == 2
+    monkeypatch.setattr(device_info, "_cgroup_cpu_limit", lambda: 16.0)
+    assert device_info.usable_cores() == 4
+
+
+def test_thread_pools_from_threadpoolctl_or_the_environment(monkeypatch):
+    import sys
+
+    from gpudl.bench import device_info
+
+    pytest.importorskip("threadpoolctl")
+    pools = device_info.thread_pools()
+    assert pools and {p["source"] for p in pools} == {"threadpoolctl"}
+    assert any(p["api"] == "blas" and p["threads"] >= 1 for p in pools)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    for var in device_info.ALL_THREAD_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    assert device_info.thread_pools() == []
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert device_info.thread_pools() == [{"api": "blas", "library": "openblas", "threads": 4,
+                                           "source": "env OPENBLAS_NUM_THREADS"}]
+    assert device_info.blas_info()["blas_threads"] == {"OPENBLAS_NUM_THREADS": "4"}

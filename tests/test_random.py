@@ -17,7 +17,7 @@ import pytest
 
 import gpudl as gd
 from gpudl import random as gdr
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, ShapeError
 from gpudl.random import _philox as spec
 
 MASK = 0xFFFFFFFF
@@ -147,8 +147,17 @@ def test_key_is_small_cpu_uint32():
     k = gdr.key(0)
     assert isinstance(k, np.ndarray) and k.shape == (2,) and k.dtype == np.uint32
     assert gdr.key(2**40 + 5).tolist() == [5, 2**8]
-    assert gdr.key(-1).tolist() == [MASK, MASK]  # seeds are taken modulo 2**64
+    assert gdr.key(2**64 - 1).tolist() == [MASK, MASK]
     assert gdr.key(np.int64(3)).tolist() == [3, 0]
+
+
+@pytest.mark.parametrize("seed", [-1, -(2**63), 2**64, 2**70])
+def test_key_refuses_seeds_that_would_wrap(seed):
+    # key(2**64) used to equal key(0) and key(-1) key(2**64 - 1): another seed's numbers
+    with pytest.raises(ConfigError, match=r"must be in \[0, 2\*\*64\), got"):
+        gdr.key(seed)
+    with pytest.raises(ValueError):  # the builtin meaning is kept
+        gdr.key(seed)
 
 
 @pytest.mark.parametrize("seed", [1.5, "0", None, True, np.float64(1.0)])

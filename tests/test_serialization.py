@@ -155,11 +155,11 @@ def test_interrupted_save_keeps_previous_file(tmp_path, monkeypatch, fmt, writer
     gd.save(path, old)
     real = getattr(serialization, writer)
 
-    def crash_midway(f, flat):
+    def crash_midway(f, flat, *metadata):
         import io
 
         buf = io.BytesIO()
-        real(buf, flat)
+        real(buf, flat, *metadata)
         f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # half the new file is out...
         raise KeyboardInterrupt("simulated crash")  # ...when the process is interrupted
 
@@ -193,3 +193,102 @@ def test_saved_file_is_not_private_to_the_owner(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(tmp_path / "p.npz").st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_every_flipped_bit_of_a_safetensors_file_is_caught(tmp_path):
+    """The checksum in the metadata covers the tensors and the metadata: flipping the low
+    bit of any byte (header, metadata, checksum, data) makes the load fail by name."""
+    path = tmp_path / "w.safetensors"
+    gd.save(path, {"a": {"w": np.arange(3, dtype=np.float32)}, "b": np.ones(2)})
+    data = path.read_bytes()
+    missed = []
+    for i in range(len(data)):
+        damaged = bytearray(data)
+        damaged[i] ^= 1
+        path.write_bytes(bytes(damaged))
+        try:
+            gd.load(path)
+        except gd.CheckpointError as err:
+            assert "truncated or corrupt" in str(err)
+        else:
+            missed.append(i)
+    assert missed == []
+    path.write_bytes(data)
+    raw = bytearray(data)
+    raw[-3] ^= 0x40  # one byte of tensor data: still a well-formed file, other values
+    path.write_bytes(bytes(raw))
+    with pytest.raises(gd.CheckpointError, match="checksum mismatch"):
+        gd.load(path)
+
+
+def test_safetensors_written_elsewhere_load_without_a_checksum(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.ones(3, np.float32)}, str(tmp_path / "t.safetensors"),
+              metadata={"format": "pt"})
+    assert gd.load(tmp_path / "t.safetensors")["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_full_disk_names_the_path_and_leaves_no_temp_file(tmp_path, monkeypatch, fmt):
+    import errno
+
+    path = tmp_path / f"p.{fmt}"
+    gd.save(path, {"w": np.zeros(2)})
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def full(fd):  # the data was written to the temp file; the disk fills up on flush
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(serialization.os, "fsync", full)
+    with pytest.raises(gd.CheckpointError) as info:
+        gd.save(path, {"w": np.ones(1000)})
+    monkeypatch.setattr(serialization.os, "fsync", real_fsync)
+    err = info.value
+    assert str(path) in str(err) and "full" in str(err) and err.errno == errno.ENOSPC
+    assert isinstance(err, OSError) and isinstance(err.__cause__, OSError)
+    assert os.listdir(tmp_path) == [f"p.{fmt}"] and path.read_bytes() == before
+
+
+def test_a_failed_save_removes_its_temp_file(tmp_path, monkeypatch):
+    def broken(f, flat, *metadata):
+        f.write(b"partial")
+        raise RuntimeError("serializer bug")
+
+    monkeypatch.setattr(serialization, "_write_npz", broken)
+    with pytest.raises(RuntimeError, match="serializer bug"):
+        gd.save(tmp_path / "p.npz", {"w": np.zeros(2)})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_load_returns_the_parts_of_a_training_checkpoint(tmp_path, fmt):
+    from gpudl import optim
+    from gpudl.train import save_checkpoint
+
+    net = nn.Sequential([nn.Dense(3), nn.BatchNorm1d(), nn.Dense(2)])
+    x = np.ones((4, 2), np.float32)
+    params, state = net.init(gd.random.key(0), x)
+    opt_state = optim.adam(1e-3).init(params)
+    path = tmp_path / f"ck.{fmt}"
+    save_checkpoint(path, params=params, state=state, opt_state=opt_state, epoch=4, step=40,
+                    key=gd.random.key(1), config={"epochs": 9},
+                    history={"history": {"loss": [1.0, 0.5]}, "epoch": [0, 1],
+                             "epoch_times": [0.1, 0.1]})
+    parts = gd.load(path)  # no template: the stored paths rebuild the trees
+    assert sorted(parts) == ["config", "epoch", "history", "key", "opt_state", "params",
+                             "state", "step"]
+    assert (parts["epoch"], parts["step"], parts["config"]) == (4, 40, {"epochs": 9})
+    assert parts["history"]["history"] == {"loss": [1.0, 0.5]}
+    _assert_equal_trees(parts["params"], params)
+    _assert_equal_trees(parts["state"], state)
+    flat = dict(gd.tree.flatten_with_paths(opt_state))
+    assert dict(gd.tree.flatten_with_paths(parts["opt_state"])).keys() == flat.keys()
+    _assert_equal_trees(gd.load(path, like=params), params)  # like=: the params alone
+    if fmt == "safetensors":  # the suffix decides the format
+        from safetensors.numpy import load_file
+
+        assert "params.0" in load_file(str(path))
+    else:
+        assert path.read_bytes()[:2] == b"PK"

@@ -6,6 +6,7 @@ figures are left out and the reason is given.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -15,19 +16,78 @@ import numpy as np
 
 from gpudl.backend import probe_cuda, xp_for
 
+# The variables each threading library reads, most specific first.
+THREAD_VARIABLES = {
+    "openblas": ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"),
+    "mkl": ("MKL_NUM_THREADS", "OMP_NUM_THREADS"),
+    "blis": ("BLIS_NUM_THREADS", "OMP_NUM_THREADS"),
+    "openmp": ("OMP_NUM_THREADS",),
+}
+ALL_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                        "BLIS_NUM_THREADS")
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """The container's CPU quota in cores (cgroup v2 ``cpu.max`` or v1 CFS), None if unset."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a container quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
+
+
+def thread_pools() -> list[dict[str, Any]]:
+    """The BLAS and OpenMP thread pools of this process.
+
+    Each: ``{"api": "blas" | "openmp", "library": "openblas" | "mkl" | ..., "threads": n,
+    "source": "threadpoolctl" | "env VAR"}``. With threadpoolctl installed these are the
+    loaded libraries' own counts; without it, the thread variables that are set (an
+    unset one leaves the library's own default, usually one thread per core).
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pools = []
+        for var in ALL_THREAD_VARIABLES:
+            if var in os.environ:
+                value = os.environ[var].strip()
+                threads = int(value) if value.isdigit() else value
+                openmp = var == "OMP_NUM_THREADS"
+                pools.append({"api": "openmp" if openmp else "blas",
+                              "library": "openmp" if openmp else var.split("_")[0].lower(),
+                              "threads": threads, "source": f"env {var}"})
+        return pools
+    return [{"api": p.get("user_api"), "library": p.get("internal_api"),
+             "threads": p.get("num_threads"), "source": "threadpoolctl"}
+            for p in threadpool_info()]
+
 
 def blas_info() -> dict[str, Any]:
     """BLAS library and thread count (threadpoolctl when installed, else env vars)."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        if pools:
-            return {"blas": pools[0].get("internal_api"), "blas_threads": pools[0].get("num_threads")}
-    except Exception:  # threadpoolctl is optional
-        pass
-    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-           if k in os.environ}
+    pools = thread_pools()
+    blas = [p for p in pools if p["api"] == "blas" and p["source"] == "threadpoolctl"]
+    if blas:
+        return {"blas": blas[0]["library"], "blas_threads": blas[0]["threads"]}
+    env = {k: os.environ[k] for k in ALL_THREAD_VARIABLES if k in os.environ}
     return {"blas": "unknown (install threadpoolctl to see)", "blas_threads": env or os.cpu_count()}
 
 
@@ -87,6 +147,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
         **blas_info(),
         **cuda_info(),
     }

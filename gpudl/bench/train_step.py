@@ -64,8 +64,16 @@ def _step_fn(model_name: str, x_host, y_host, dev: str) -> functools.partial:
 def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 50,
                 devices: Sequence[str] = ("cpu", "cuda"), warmup: int = 5) -> dict[str, Any]:
     """Time ``steps`` training steps (after ``warmup``) of ``model_name`` on each device."""
+    for arg, value, least in (("batch_size", batch_size, 1), ("steps", steps, 1),
+                              ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"bench_model: {arg} must be an integer >= {least}, got {value!r}")
+    names = [d.strip().lower() for d in devices if d.strip()]
+    unknown = [d for d in names if d not in ("cpu", "cuda")]
+    if unknown or not names:
+        raise ValueError(f"bench_model: devices must be 'cpu' and/or 'cuda', got {list(devices)!r}")
     rows, missing = [], {}
-    for dev in (d.strip().lower() for d in devices if d.strip()):
+    for dev in dict.fromkeys(names):
         if dev == "cuda":
             usable, reason = probe_cuda()
             if not usable:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpudl.errors import GpudlError
+from gpudl.errors import ConfigError, GpudlError
 
 
 class DatasetError(GpudlError, OSError):
@@ -144,7 +144,7 @@ def _idx_pair(folder, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 def mnist(folder: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """MNIST from local IDX files (``train-images-idx3-ubyte[.gz]`` etc.); split train/test."""
     if split not in ("train", "test"):
-        raise ValueError(f"mnist: split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"mnist: split must be 'train' or 'test', got {split!r}")
     return _idx_pair(folder, "train" if split == "train" else "t10k")
 
 
@@ -157,7 +157,7 @@ def fashion_mnist(folder: str | os.PathLike, split: str = "train"):
 def cifar10(folder: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 binary version: records of 1 label byte + 3072 pixel bytes (R, G, B planes)."""
     if split not in ("train", "test"):
-        raise ValueError(f"cifar10: split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"cifar10: split must be 'train' or 'test', got {split!r}")
     folder = Path(folder)
     names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
     xs, ys = [], []

@@ -26,6 +26,7 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import asarray, get_device, to_numpy
+from gpudl.errors import ArgumentTypeError, ConfigError, EmptyDataError, ShapeError
 
 
 class ArrayDataset:
@@ -33,17 +34,17 @@ class ArrayDataset:
 
     def __init__(self, *arrays: Any):
         if not arrays:
-            raise ValueError("ArrayDataset: give at least one array")
+            raise ConfigError("ArrayDataset: give at least one array")
         for i, a in enumerate(arrays):
             if getattr(a, "ndim", 1) == 0 or not hasattr(a, "__len__"):
-                raise ValueError(
+                raise ShapeError(
                     f"ArrayDataset: array {i} is a scalar ({type(a).__name__}); every array needs "
                     "a first dim of examples"
                 )
         n = len(arrays[0])
         for i, a in enumerate(arrays):
             if len(a) != n:
-                raise ValueError(
+                raise ShapeError(
                     f"ArrayDataset: array {i} has {len(a)} rows, array 0 has {n}; all arrays "
                     "must share their first dim"
                 )
@@ -61,19 +62,23 @@ def as_dataset(data: Any):
         return ArrayDataset(*data)
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return data
-    raise TypeError(
+    raise ArgumentTypeError(
         f"DataLoader: expected a tuple of arrays (x, y) or a Dataset, got {type(data).__name__}"
     )
 
 
 class DataLoader:
-    """Iterate over mini-batches of a dataset, optionally shuffled and prefetched."""
+    """Iterate over mini-batches of a dataset, optionally shuffled and prefetched.
+
+    Iterating a loader that has no batch (no rows, or fewer rows than one batch with
+    ``drop_last=True``) raises :class:`~gpudl.errors.EmptyDataError`.
+    """
 
     def __init__(self, dataset: Any, batch_size: int = 32, shuffle: bool = False,
                  drop_last: bool = False, key=None, device: str | None = None,
                  prefetch: int = 2, transform=None):
         if int(batch_size) < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         self.dataset = as_dataset(dataset)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.key = gdr.key(0) if key is None else key
@@ -103,6 +108,12 @@ class DataLoader:
                         for a in batch)
 
     def __iter__(self) -> Iterator[tuple]:
+        if len(self) == 0:
+            rows = len(self.dataset)
+            why = (f"{rows} rows are fewer than one batch of {self.batch_size} and drop_last=True "
+                   "drops the partial batch; use a smaller batch_size or drop_last=False"
+                   if rows else "the dataset has no rows; check the split or filter that built it")
+            raise EmptyDataError(f"DataLoader: no batches to iterate: {why}")
         epoch = self.epoch
         self.epoch += 1
         if self.prefetch <= 0:

@@ -16,6 +16,7 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import to_numpy
+from gpudl.errors import ConfigError
 
 
 class Standardizer:
@@ -69,7 +70,7 @@ def random_crop(x: np.ndarray, key, size: int, padding: int = 0) -> np.ndarray:
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     hp, wp = h + 2 * padding, w + 2 * padding
     if size > min(hp, wp):
-        raise ValueError(f"random_crop: size {size} exceeds the padded image {hp}x{wp}")
+        raise ConfigError(f"random_crop: size {size} exceeds the padded image {hp}x{wp}")
     k1, k2 = gdr.split(key)
     top = to_numpy(gdr.randint(k1, (n,), 0, hp - size + 1, device="cpu"))
     left = to_numpy(gdr.randint(k2, (n,), 0, wp - size + 1, device="cpu"))

@@ -90,3 +90,20 @@ def positive_pair(v, name: str, op: str) -> tuple[int, int]:
     if min(p) < 1:
         raise ShapeError(f"{op}: {name} must be >= 1, got {v!r}")
     return p
+
+
+def check_broadcasts_to(op: str, name: str, value: Any, shape: tuple) -> None:
+    """``value`` (a weight) may broadcast to ``shape``, never enlarge it: an (N,) weight for
+    (N, 1) outputs would silently give an (N, N) loss. None passes."""
+    if value is None:
+        return
+    got = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+    try:
+        fits = np.broadcast_shapes(shape, got) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"{op}: {name} has shape {got}, which does not broadcast to the "
+                         f"input's shape {tuple(shape)} without changing it; give {name} the "
+                         "input's shape, or one that broadcasts to it (one value per class on "
+                         "the last axis)")

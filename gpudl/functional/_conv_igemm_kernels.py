@@ -38,7 +38,7 @@ import numpy as np
 
 from gpudl.backend import module_of
 from gpudl.cuda import INT32_MAX, KernelSource, contiguous_inputs, launch, type_name
-from gpudl.errors import GpudlError
+from gpudl.errors import ConfigError, GpudlError
 
 IGEMM_KERNELS = KernelSource(
     "conv2d_igemm.cu",
@@ -121,7 +121,7 @@ def use_igemm(op: str, x_shape, w_shape, *, stride, padding, dilation, groups,
         True
     """
     if op not in OPS:
-        raise ValueError(f"use_igemm: op must be one of {', '.join(OPS)}, got {op!r}")
+        raise ConfigError(f"use_igemm: op must be one of {', '.join(OPS)}, got {op!r}")
     name = conv_impl(impl)
     if name == "im2col" or not grid_fits(x_shape, w_shape, groups):
         return False

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpudl.errors import ConfigError
+
 #: A layer-only rule over several hyper-parameters: gets the arguments as given (after
 #: their type checks) and returns an error message, or None when they are fine.
 LayerCheck = Callable[[Mapping[str, Any]], str | None]
@@ -98,11 +100,11 @@ def activation(name: str, *aliases: str, layer: str | tuple[str, ...] | None = N
             summary=doc if doc is not None else _first_paragraph(fn.__doc__))
         taken = [n for n in spec.lookup_names if n in _BY_NAME]
         if taken:
-            raise ValueError(f"activation {name!r}: the name(s) {taken} are already registered")
+            raise ConfigError(f"activation {name!r}: the name(s) {taken} are already registered")
         unknown = ({*spec.positive, *spec.torch_names.values()}
                    - {p.name for p in spec.hyper_parameters})
         if unknown:
-            raise ValueError(f"activation {name!r}: {sorted(unknown)} named in positive= or "
+            raise ConfigError(f"activation {name!r}: {sorted(unknown)} named in positive= or "
                              f"torch_names= are not parameters of {fn!r}")
         ACTIVATIONS[name] = spec
         _BY_NAME.update(dict.fromkeys(spec.lookup_names, fn))

@@ -32,7 +32,7 @@ from gpudl import ops
 from gpudl.autodiff import Primitive, nondifferentiable, stop_gradient
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.functional.activation_registry import activation, by_name
 from gpudl.functional.activation_registry import functions as _registry_functions
 
@@ -104,7 +104,7 @@ def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     """``clip(x, min_val, max_val)``; gradient 1 strictly inside, 0 elsewhere (at the bounds
     too, as torch's hardtanh; ``ops.clip`` keeps 1 at the bounds, as ``torch.clamp``)."""
     if min_val > max_val:
-        raise ValueError(f"hardtanh: min_val ({min_val}) must be <= max_val ({max_val})")
+        raise ConfigError(f"hardtanh: min_val ({min_val}) must be <= max_val ({max_val})")
     inside = ops.logical_and(ops.greater(x, min_val), ops.less(x, max_val))
     return ops.where(inside, x, stop_gradient(ops.clip(x, min_val, max_val)))
 
@@ -187,7 +187,7 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
         1000.0
     """
     if beta <= 0:
-        raise ValueError(f"softplus: beta must be > 0, got {beta}")
+        raise ConfigError(f"softplus: beta must be > 0, got {beta}")
     return softplus_p(x, beta=float(beta), threshold=float(threshold))
 
 
@@ -276,7 +276,7 @@ def gelu(x, approximate: Literal["none", "tanh"] = "none"):
     if approximate == "tanh":
         inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
         return 0.5 * x * (1.0 + ops.tanh(inner))
-    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    raise ConfigError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 # ------------------------------------------------------------------------ softmax family
@@ -323,7 +323,7 @@ def softmax(x, axis: int = -1, temperature: float = 1.0):
         [0.5, 0.5]
     """
     if temperature <= 0:
-        raise ValueError(f"softmax: temperature must be > 0, got {temperature}")
+        raise ConfigError(f"softmax: temperature must be > 0, got {temperature}")
     if temperature != 1.0:
         x = x / float(temperature)
     return softmax_p(x, axis=_check_axis(x, axis, "softmax"))
@@ -334,7 +334,7 @@ def softmax(x, axis: int = -1, temperature: float = 1.0):
 def log_softmax(x, axis: int = -1, temperature: float = 1.0):
     """``log(softmax(x))`` computed as ``x - max - log(sum(exp(x - max)))`` (no log of 0)."""
     if temperature <= 0:
-        raise ValueError(f"log_softmax: temperature must be > 0, got {temperature}")
+        raise ConfigError(f"log_softmax: temperature must be > 0, got {temperature}")
     if temperature != 1.0:
         x = x / float(temperature)
     return log_softmax_p(x, axis=_check_axis(x, axis, "log_softmax"))
@@ -372,7 +372,7 @@ def get_activation(name: str) -> Callable:
     key = str(name).lower().replace("-", "_")
     table = by_name()
     if key not in table:
-        raise ValueError(
+        raise ConfigError(
             f"get_activation: unknown activation {name!r}; valid names are "
             f"{', '.join(sorted(table))} (prelu needs a weight: use functional.prelu "
             f"or nn.PReLU)"

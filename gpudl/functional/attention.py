@@ -24,7 +24,7 @@ from gpudl import ops
 from gpudl.autodiff import unbox_all
 from gpudl.backend import get_device, module_of, xp_for
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
 from gpudl.functional.activations import softmax
 
 
@@ -46,7 +46,7 @@ def masked_softmax(scores, mask=None, axis: int = -1):
     raw = unbox_all(scores)
     keep = unbox_all(mask)
     if getattr(getattr(keep, "dtype", None), "kind", None) != "b":
-        raise TypeError(
+        raise ArgumentTypeError(
             f"attention: mask must be boolean (True = keep), got "
             f"{getattr(keep, 'dtype', type(keep))}; build it with a comparison, e.g. lengths > t"
         )
@@ -221,7 +221,7 @@ def sinusoidal_positional_encoding(
         [0.8415, 0.5403, 0.01, 1.0]
     """
     if length < 0 or dim < 1:
-        raise ValueError(
+        raise ConfigError(
             f"sinusoidal_positional_encoding: need length >= 0 and dim >= 1, got {length}, {dim}"
         )
     pos = np.arange(length, dtype=np.float64)[:, None]

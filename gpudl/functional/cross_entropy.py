@@ -34,7 +34,7 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced, is_unit_cotangent, unbox_all
 from gpudl.backend import check_same_device, module_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.functional._checks import DTypeWording, check_float_operands
 from gpudl.functional._cross_entropy_kernels import OP, forward_raw, grad_raw
 from gpudl.functional.labels import check_label_dtype, check_label_range, check_label_shape
@@ -49,16 +49,16 @@ _LOGITS_DTYPES = DTypeWording(unsupported="{op}: {name} must be float32 or float
 # ----------------------------------------------------------------------------- checks
 def _check_options(reduction, ignore_index, label_smoothing) -> float:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{OP}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ConfigError(f"{OP}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if ignore_index is not None and (
         isinstance(ignore_index, bool) or not isinstance(ignore_index, int | np.integer)
         or not _INT32.min < int(ignore_index) <= _INT32.max
     ):
-        raise ValueError(f"{OP}: ignore_index must be None or an int32 integer (torch uses "
+        raise ConfigError(f"{OP}: ignore_index must be None or an int32 integer (torch uses "
                          f"-100), got {ignore_index!r}")
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"{OP}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
+        raise ConfigError(f"{OP}: label_smoothing must lie in [0, 1], got {label_smoothing!r}")
     return eps
 
 

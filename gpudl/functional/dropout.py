@@ -16,6 +16,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
+from gpudl.errors import ConfigError
 
 
 def dropout(x, rate: float, key=None, train: bool = True):
@@ -34,14 +35,14 @@ def dropout(x, rate: float, key=None, train: bool = True):
         [1.0, 1.0, 1.0]
     """
     if not isinstance(rate, (int, float, np.floating)) or not 0.0 <= float(rate) < 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"dropout: rate is the probability of dropping an element and must lie in [0, 1), "
             f"got {rate!r}"
         )
     if not train or rate == 0:
         return x
     if key is None:
-        raise ValueError(
+        raise ConfigError(
             "dropout: train=True needs a random key, e.g. dropout(x, rate, gd.random.key(0)); "
             "in a model pass key= to apply(), or use train=False for evaluation"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import DTypeError, IndexRangeError, ShapeError
 
 
 def embedding(weight, indices, padding_idx: int | None = None):
@@ -36,7 +36,7 @@ def embedding(weight, indices, padding_idx: int | None = None):
             f"cast with idx.astype('int64')"
         )
     if raw.size and (int(raw.min()) < 0 or int(raw.max()) >= shape[0]):
-        raise IndexError(
+        raise IndexRangeError(
             f"embedding: indices must lie in [0, {shape[0]}) for a table of {shape[0]} rows, "
             f"got range [{int(raw.min())}, {int(raw.max())}]; grow num_embeddings or fix the "
             f"vocabulary mapping"

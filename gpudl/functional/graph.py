@@ -21,7 +21,7 @@ from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, IndexRangeError, ShapeError
 from gpudl.functional.activations import leaky_relu
 
 
@@ -30,7 +30,7 @@ def _check_ids(ids, num_segments: int, op: str, what: str = "segment_ids"):
     if not hasattr(raw, "dtype") or raw.dtype.kind not in "iu":
         raise DTypeError(f"{op}: {what} must be integers, got {getattr(raw, 'dtype', type(raw))}")
     if raw.size and (int(raw.min()) < 0 or int(raw.max()) >= num_segments):
-        raise IndexError(
+        raise IndexRangeError(
             f"{op}: {what} must lie in [0, {num_segments}), got range "
             f"[{int(raw.min())}, {int(raw.max())}]"
         )
@@ -110,7 +110,7 @@ def readout(x, batch, num_graphs: int, reduce: str = "sum"):
         return segment_mean(x, batch, num_graphs)
     if reduce == "max":
         return segment_max(x, batch, num_graphs)
-    raise ValueError(f"readout: reduce must be 'sum', 'mean' or 'max', got {reduce!r}")
+    raise ConfigError(f"readout: reduce must be 'sum', 'mean' or 'max', got {reduce!r}")
 
 
 # ------------------------------------------------------------------------ message passing
@@ -137,7 +137,7 @@ def message_passing(
         return segment_mean(msgs, ei[1], n)
     if aggr == "max":
         return segment_max(msgs, ei[1], n)
-    raise ValueError(f"message_passing: aggr must be 'sum', 'mean' or 'max', got {aggr!r}")
+    raise ConfigError(f"message_passing: aggr must be 'sum', 'mean' or 'max', got {aggr!r}")
 
 
 def add_self_loops(edge_index, num_nodes: int):

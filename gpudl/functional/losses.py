@@ -22,7 +22,8 @@ from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
+from gpudl.functional._checks import check_broadcasts_to
 from gpudl.functional.activations import log_softmax, softplus
 from gpudl.functional.labels import check_labels
 
@@ -36,12 +37,12 @@ def _reduce(loss, reduction: str, op: str):
         return ops.sum(loss)
     if reduction == "none":
         return loss
-    raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    raise ConfigError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def _check_reduction(reduction: str, op: str, allowed=_REDUCTIONS) -> None:
     if reduction not in allowed:
-        raise ValueError(f"{op}: reduction must be one of {allowed}, got {reduction!r}")
+        raise ConfigError(f"{op}: reduction must be one of {allowed}, got {reduction!r}")
 
 
 def _same_shape(a, b, op: str, names=("input", "target")) -> None:
@@ -86,7 +87,7 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
     _check_reduction(reduction, "huber_loss")
     _same_shape(input, target, "huber_loss")
     if delta <= 0:
-        raise ValueError(f"huber_loss: delta must be > 0, got {delta}")
+        raise ConfigError(f"huber_loss: delta must be > 0, got {delta}")
     d = input - target
     a = ops.abs(d)
     loss = ops.where(ops.less(a, delta), 0.5 * d * d, delta * (a - 0.5 * delta))
@@ -94,21 +95,33 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
 
 
 # ------------------------------------------------------------------------ binary classification
+def _binary_target(input, target, op: str, input_name: str = "input"):
+    """``target`` in ``input``'s shape: (N,) labels for (N, 1) outputs and the reverse are
+    reshaped (never broadcast to (N, N)); any other difference is a ShapeError."""
+    si, st = _shape(input), _shape(target)
+    if si != st and (si == st + (1,) or st == si + (1,)):
+        return ops.reshape(target, si)
+    _same_shape(input, target, op, (input_name, "target"))
+    return target
+
+
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     """BCE on probabilities: ``-(t log p + (1-t) log(1-p))``, each log clamped to >= -100 (torch).
 
     Prefer :func:`binary_cross_entropy_with_logits` (stable); this form is for models that
-    end in a sigmoid.
+    end in a sigmoid. Labels (N,) for outputs (N, 1), or the reverse, are reshaped to the
+    input's shape (never broadcast to (N, N)); other shape differences raise ShapeError.
 
     Example:
         >>> round(float(binary_cross_entropy(np.array([0.5]), np.array([1.0]))), 6)
         0.693147
     """
     _check_reduction(reduction, "binary_cross_entropy")
-    _same_shape(input, target, "binary_cross_entropy")
+    target = _binary_target(input, target, "binary_cross_entropy")
+    check_broadcasts_to("binary_cross_entropy", "weight", weight, _shape(input))
     raw = unbox_all(input)
     if raw.size and (float(raw.min()) < 0.0 or float(raw.max()) > 1.0):
-        raise ValueError(
+        raise ConfigError(
             f"binary_cross_entropy: input must be probabilities in [0, 1], got range "
             f"[{float(raw.min()):.4g}, {float(raw.max()):.4g}]; apply a sigmoid first or use "
             f"binary_cross_entropy_with_logits on the raw outputs"
@@ -132,7 +145,9 @@ def binary_cross_entropy_with_logits(
 ):
     """BCE on logits in the stable softplus form (torch semantics, ``pos_weight`` per class).
 
-    ``loss = (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``, never overflows.
+    ``loss = (1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)``, never overflows. Labels
+    (N,) for logits (N, 1), or the reverse, are reshaped to the input's shape (never
+    broadcast to (N, N)); other shape differences raise ShapeError.
 
     Example:
         >>> round(float(binary_cross_entropy_with_logits(np.array([0.0]), np.array([1.0]))), 6)
@@ -140,7 +155,9 @@ def binary_cross_entropy_with_logits(
     """
     op = "binary_cross_entropy_with_logits"
     _check_reduction(reduction, op)
-    _same_shape(input, target, op, ("input (logits)", "target"))
+    target = _binary_target(input, target, op, "input (logits)")
+    check_broadcasts_to(op, "weight", weight, _shape(input))
+    check_broadcasts_to(op, "pos_weight", pos_weight, _shape(input))
     sp = softplus(-input)  # = -log sigmoid(x)
     if pos_weight is None:
         loss = (1.0 - target) * input + sp
@@ -308,7 +325,7 @@ def gaussian_nll_loss(
             )
     raw = unbox_all(var)
     if raw.size and float(raw.min()) < 0:
-        raise ValueError(f"{op}: var must be non-negative, got a minimum of {float(raw.min()):.4g}")
+        raise ConfigError(f"{op}: var must be non-negative, got a minimum of {float(raw.min()):.4g}")
     var = var + stop_gradient(ops.maximum(var, eps) - var)  # clamp, identity gradient
     d = input - target
     loss = 0.5 * (ops.log(var) + d * d / var)
@@ -334,7 +351,7 @@ def nt_xent(z1, z2, temperature: float = 0.5):
     if len(s) != 2 or s[0] < 1:
         raise ShapeError(f"nt_xent: embeddings must be (N, D) with N >= 1, got {s}")
     if temperature <= 0:
-        raise ValueError(f"nt_xent: temperature must be > 0, got {temperature}")
+        raise ConfigError(f"nt_xent: temperature must be > 0, got {temperature}")
     n = s[0]
     z = ops.concatenate([z1, z2], axis=0)  # (2N, D)
     norm = ops.sqrt(ops.sum(z * z, axis=1, keepdims=True))

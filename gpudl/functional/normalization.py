@@ -18,7 +18,7 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
 
 
 def _check_channel_vector(v, name: str, c: int, op: str) -> None:
@@ -32,13 +32,13 @@ def _check_scalar(op: str, name: str, value, low: float, high: float | None, hin
     """A Python/NumPy real number in [low, high], or in (low, inf) when ``high`` is None
     (bools and arrays rejected)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a number, got {value!r} ({type(value).__name__}). "
+        raise ArgumentTypeError(f"{op}: {name} must be a number, got {value!r} ({type(value).__name__}). "
                         f"{hint}")
     v = float(value)
     ok = (low <= v <= high) if high is not None else v > low  # False for NaN too
     if not ok:
         interval = f"[{low}, {high}]" if high is not None else f"({low}, inf)"
-        raise ValueError(f"{op}: {name} must be in {interval}, got {value!r}. {hint}")
+        raise ConfigError(f"{op}: {name} must be in {interval}, got {value!r}. {hint}")
     return v
 
 
@@ -70,7 +70,7 @@ def batch_norm(
         "variance negative.")
     eps = _check_scalar(op, "eps", eps, 0.0, None, "Use a small positive value such as 1e-5.")
     if not isinstance(train, (bool, np.bool_)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{op}: train must be True or False, got {train!r} ({type(train).__name__}). "
             "The signature is batch_norm(x, gamma, beta, running_mean, running_var, train, "
             "momentum=0.1, eps=1e-5)."
@@ -87,7 +87,7 @@ def batch_norm(
     ):
         _check_channel_vector(v, name, c, op)
     if (running_mean is None) != (running_var is None):
-        raise ValueError(f"{op}: give both running_mean and running_var, or neither")
+        raise ConfigError(f"{op}: give both running_mean and running_var, or neither")
     axes = (0,) + tuple(range(2, len(s)))
     bshape = (1, c) + (1,) * (len(s) - 2)
     use_batch = train or running_mean is None
@@ -171,7 +171,7 @@ def local_response_norm(x, size: int, alpha: float = 1e-4, beta: float = 0.75, k
     if len(s) < 3:
         raise ShapeError(f"local_response_norm: input must be (N, C, ...) with 3+ dims, got {s}")
     if size < 1:
-        raise ValueError(f"local_response_norm: size must be >= 1, got {size}")
+        raise ConfigError(f"local_response_norm: size must be >= 1, got {size}")
     c = s[1]
     sq = x * x
     width = [(0, 0)] * len(s)

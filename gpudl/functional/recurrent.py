@@ -29,7 +29,7 @@ from gpudl import ops
 from gpudl.autodiff import Primitive, unbox_all
 from gpudl.backend import module_of, to_numpy
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError, TreeMismatchError, TreeTypeError
 from gpudl.functional._checks import CELL_DTYPES, check_float_operands
 from gpudl.functional.rnn_cells import (
     _gru_pointwise,
@@ -66,7 +66,7 @@ def _unpack_params(op: str, params: Any):
         allowed = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
         unknown = set(params) - allowed
         if unknown or "weight_ih" not in params or "weight_hh" not in params:
-            raise ValueError(
+            raise TreeMismatchError(
                 f"{op}: params must be a dict with 'weight_ih', 'weight_hh' and optional "
                 f"'bias_ih', 'bias_hh' (torch names without the _l0 suffix), got keys "
                 f"{sorted(params)}"
@@ -76,7 +76,7 @@ def _unpack_params(op: str, params: Any):
     if isinstance(params, list | tuple) and len(params) in (2, 4):
         w_ih, w_hh, *rest = params
         return (w_ih, w_hh, *(rest or (None, None)))
-    raise ValueError(
+    raise TreeTypeError(
         f"{op}: params must be a dict {{'weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'}} or a "
         f"tuple (w_ih, w_hh[, b_ih, b_hh]), got {type(params).__name__}"
     )
@@ -238,10 +238,10 @@ def stacked(kind: str, x, h0, c0, layers: Sequence[Any], bidirectional: bool = F
         ((4, 1, 4), (2, 1, 2))
     """
     if kind not in _N_GATES:
-        raise ValueError(f"F.stacked: kind must be 'lstm', 'gru' or 'rnn', got {kind!r}")
+        raise ConfigError(f"F.stacked: kind must be 'lstm', 'gru' or 'rnn', got {kind!r}")
     d = 2 if bidirectional else 1
     if len(layers) == 0 or len(layers) % d:
-        raise ValueError(
+        raise ConfigError(
             f"F.stacked: got {len(layers)} parameter sets; need num_layers * {d} (one per "
             f"layer{' and direction' if d == 2 else ''}, torch order)"
         )

@@ -16,14 +16,14 @@ from gpudl import ops
 from gpudl.autodiff import unbox_all, vjp
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
 from gpudl.functional.losses import _check_reduction
 from gpudl.tree import flatten_with_paths
 
 
 def _weights(params, exclude_bias: bool, op: str) -> list:
     if not isinstance(exclude_bias, (bool, np.bool_)):
-        raise TypeError(f"{op}: exclude_bias must be True or False, got {exclude_bias!r} "
+        raise ArgumentTypeError(f"{op}: exclude_bias must be True or False, got {exclude_bias!r} "
                         f"({type(exclude_bias).__name__}); the penalty's strength is applied by "
                         f"the caller: lam * {op}(params)")
     return [
@@ -73,7 +73,7 @@ def sparsity_kl(rho: float, rho_hat, eps: float = 1e-8):
         0.0
     """
     if not 0.0 < rho < 1.0:
-        raise ValueError(f"sparsity_kl: rho must lie in (0, 1), got {rho}")
+        raise ConfigError(f"sparsity_kl: rho must lie in (0, 1), got {rho}")
     r = ops.clip(rho_hat, eps, 1.0 - eps)
     return ops.sum(rho * ops.log(rho / r) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - r)))
 

@@ -33,7 +33,7 @@ from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced
 from gpudl.backend import check_same_device
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.functional._checks import CELL_DTYPES, check_float_operands
 from gpudl.functional._rnn_kernels import (
     gru_pointwise_backward_raw,
@@ -244,7 +244,7 @@ def rnn_activation(nonlinearity: str, op: str = "F.rnn_cell"):
         return ops.tanh
     if nonlinearity == "relu":
         return lambda v: ops.maximum(v, 0.0)
-    raise ValueError(f"{op}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    raise ConfigError(f"{op}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
 def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):

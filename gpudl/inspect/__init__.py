@@ -1,5 +1,6 @@
 """Inspection tools: attributions, adversarial examples, activation maximization, latent
-interpolation, loss landscapes, and filters/feature maps as images.
+interpolation, loss landscapes, filters/feature maps as images, and splitting a trained
+Sequential into a feature extractor and a head (for Grad-CAM).
 
 Every function takes plain NumPy or CuPy arrays (and models as functions of them) and
 works on either device; results meant for plotting come back as NumPy arrays and the
@@ -34,11 +35,12 @@ from gpudl.inspect.landscape import (
     plot_landscape_2d,
 )
 from gpudl.inspect.latent import interpolate, lerp, slerp
+from gpudl.inspect.split import split_sequential
 
 __all__ = [
     "Landscape1D", "Landscape2D", "activation_maximization", "class_score",
     "feature_map_grid", "fgsm", "filter_grid", "filter_normalized_direction", "grad_cam",
     "grid_figure", "interpolate", "interpolate_params", "landscape_1d", "landscape_2d",
     "lerp", "make_grid", "normalize_tiles", "plot_landscape_1d", "plot_landscape_2d",
-    "resize_bilinear", "saliency", "slerp", "smoothgrad",
+    "resize_bilinear", "saliency", "slerp", "smoothgrad", "split_sequential",
 ]

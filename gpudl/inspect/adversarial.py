@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gpudl as gd
+from gpudl.errors import ConfigError
 
 Array = Any  # a NumPy or CuPy array
 
@@ -33,7 +34,7 @@ def fgsm(loss_fn: Callable[[Array], Array], x: Array, eps: float,
         [1.0, -0.4]
     """
     if eps < 0:
-        raise ValueError(f"fgsm: eps must be >= 0, got {eps}")
+        raise ConfigError(f"fgsm: eps must be >= 0, got {eps}")
     xp = gd.get_array_module(x)
     g = gd.grad(loss_fn)(x)
     step = xp.sign(g).astype(x.dtype) * eps

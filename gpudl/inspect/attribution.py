@@ -22,6 +22,7 @@ import numpy as np
 
 import gpudl as gd
 from gpudl import ops
+from gpudl.errors import ConfigError
 
 Array = Any  # a NumPy or CuPy array
 ScoreFn = Callable[[Array], Array]
@@ -66,7 +67,7 @@ def class_score(fn: ScoreFn, target: int | Array) -> Callable[[Array], Array]:
 
 def _reduce(g: Array, reduce: str | None) -> Array:
     if reduce not in REDUCTIONS:
-        raise ValueError(f"inspect: reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        raise ConfigError(f"inspect: reduce must be one of {REDUCTIONS}, got {reduce!r}")
     xp = gd.get_array_module(g)
     if reduce == "abs":
         return xp.abs(g)
@@ -110,7 +111,7 @@ def smoothgrad(fn: ScoreFn, x: Array, key: np.ndarray, target: int | Array | Non
         True
     """
     if n_samples < 1:
-        raise ValueError(f"smoothgrad: n_samples must be >= 1, got {n_samples}")
+        raise ConfigError(f"smoothgrad: n_samples must be >= 1, got {n_samples}")
     if target is None:
         target = _targets(fn(x), None)
     n = x.shape[0]

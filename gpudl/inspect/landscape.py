@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import gpudl as gd
+from gpudl.errors import ConfigError
 from gpudl.tree import tree_flatten, tree_map, tree_unflatten
 
 Params = Any  # a pytree of NumPy or CuPy arrays
@@ -120,7 +121,7 @@ def landscape_2d(loss_fn: LossFn, params: Params, key: np.ndarray | None = None,
     """
     if directions is None:
         if key is None:
-            raise ValueError("landscape_2d: pass a random key or two directions")
+            raise ConfigError("landscape_2d: pass a random key or two directions")
         k1, k2 = gd.random.split(key)
         directions = (filter_normalized_direction(k1, params),
                       filter_normalized_direction(k2, params))

@@ -18,8 +18,12 @@ from typing import Any
 import numpy as np
 
 import gpudl as gd
+from gpudl.errors import ConfigError
 
 Array = Any  # a NumPy or CuPy array
+
+#: accepted ``method`` names of :func:`interpolate`, the function names as aliases
+_METHODS = {"linear": "linear", "lerp": "linear", "spherical": "spherical", "slerp": "spherical"}
 
 
 def _ts(t: Any, like: Array, xp) -> Array:
@@ -67,15 +71,21 @@ def slerp(z0: Array, z1: Array, t: float | Any, eps: float = 1e-7) -> Array:
 def interpolate(z0: Array, z1: Array, steps: int, method: str = "linear") -> Array:
     """``steps`` codes from ``z0`` to ``z1`` inclusive, shape (steps, *z0.shape).
 
-    ``method`` is ``"linear"`` or ``"spherical"``. Decode the result in one batch, e.g.
-    ``decoder(params, path.reshape(-1, D))``, to see the generated images morph.
+    ``method`` is ``"linear"`` (alias ``"lerp"``) or ``"spherical"`` (alias ``"slerp"``).
+    Decode the result in one batch, e.g. ``decoder(params, path.reshape(-1, D))``, to see
+    the generated images morph.
 
     Example:
         >>> interpolate(np.zeros(3), np.ones(3), 5).shape
         (5, 3)
+        >>> path = interpolate(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 3, method="slerp")
+        >>> np.round(path[1], 4).tolist()
+        [0.7071, 0.7071]
     """
-    if method not in ("linear", "spherical"):
-        raise ValueError(f"interpolate: method must be 'linear' or 'spherical', got {method!r}")
+    if method not in _METHODS:
+        raise ConfigError(f"interpolate: method must be 'linear' (alias 'lerp') or "
+                          f"'spherical' (alias 'slerp'), got {method!r}")
+    method = _METHODS[method]
     if z0.shape != z1.shape:
         raise gd.ShapeError(f"interpolate: z0 and z1 must have one shape, got {z0.shape} and "
                             f"{z1.shape}")

@@ -1,19 +1,26 @@
 """Metrics (no gradients; inputs from either device, results as Python floats / NumPy).
 
-accuracy, top-k accuracy, confusion matrix, precision/recall/F1 (macro and micro),
+accuracy, top-k accuracy, confusion matrix, precision/recall/F1 (macro, micro and binary),
 ROC curve and AUC, MSE/RMSE/MAE, R², perplexity, and corpus BLEU with the brevity penalty.
 
 Every metric takes the truth first: ``metric(y_true, y_pred)``, as scikit-learn and Keras
 (and ``bleu(references, hypotheses)``), and gives scikit-learn's number for the same
 arguments (tests/test_metrics.py compares them). Where the two arguments cannot be
 confused silently they are checked: class scores ``(N, C)`` passed as ``y_true`` beside
-labels ``(N,)``, or non-binary ``y_true`` for the ROC, raise a ``ValueError`` that says so.
+labels ``(N,)``, or non-binary ``y_true`` for the ROC, raise a named error (a
+``ValueError``) that says so. A metric of no examples raises ``EmptyDataError``, a ROC of
+one class ``UndefinedMetricError``: never a made-up number.
+
+Binary classifiers (one output per example, ``(N,)`` or ``(N, 1)``, logits or
+probabilities) are read by one documented rule, :mod:`gpudl.metrics.binary`: whole
+numbers are labels, other scores are thresholded at 0.5 when all lie in ``[0, 1]``
+(probabilities), else at 0 (logits); ``threshold=`` overrides it.
 
 The classification and regression metrics are built on per-batch *sufficient statistics*
 (:mod:`gpudl.metrics.statistics`) that are computed with the array module of their inputs
 and stay on that device. The metrics read them once; ``gd.fit`` adds them up over an epoch
 on the GPU and reads them once per report (see ``gpudl/train/metric_state.py``).
-Modules: ``classification``, ``regression``, ``text`` and ``statistics``.
+Modules: ``classification``, ``regression``, ``text``, ``statistics`` and ``binary``.
 
 Example:
     >>> import numpy as np

@@ -12,28 +12,38 @@ from __future__ import annotations
 
 import math
 
+from gpudl.errors import EmptyDataError
 from gpudl.metrics.statistics import error_sums, moments, r2_from_stats
 
 __all__ = ["mse", "rmse", "mae", "r2_score"]
 
 
+def _sums(op: str, y_true, y_pred):
+    se, ae, n = error_sums(y_true, y_pred)
+    if not n:
+        raise EmptyDataError(f"{op}: got no values (empty y_true); a metric of nothing is "
+                             "undefined. Check the split or filter that built the arrays.")
+    return se, ae, n
+
+
 def mse(y_true, y_pred) -> float:
     """Mean squared error over all elements (``y_pred`` reshaped to ``y_true``'s shape);
     scikit-learn's ``mean_squared_error``."""
-    se, _, n = error_sums(y_true, y_pred)
-    return float(se) / n if n else 0.0
+    se, _, n = _sums("mse", y_true, y_pred)
+    return float(se) / n
 
 
 def rmse(y_true, y_pred) -> float:
     """Root mean squared error over all elements (for 1-D targets scikit-learn's
     ``root_mean_squared_error``, which averages per-column RMSEs of 2-D targets)."""
-    return math.sqrt(mse(y_true, y_pred))
+    se, _, n = _sums("rmse", y_true, y_pred)
+    return math.sqrt(float(se) / n)
 
 
 def mae(y_true, y_pred) -> float:
     """Mean absolute error over all elements; scikit-learn's ``mean_absolute_error``."""
-    _, ae, n = error_sums(y_true, y_pred)
-    return float(ae) / n if n else 0.0
+    _, ae, n = _sums("mae", y_true, y_pred)
+    return float(ae) / n
 
 
 def r2_score(y_true, y_pred) -> float:
@@ -49,6 +59,6 @@ def r2_score(y_true, y_pred) -> float:
         >>> r2_score(y_true, y_pred), r2_score(y_pred, y_true)  # not symmetric: truth first
         (0.75, 0.5714285714285714)
     """
-    se, _, _ = error_sums(y_true, y_pred)
+    se, _, _ = _sums("r2_score", y_true, y_pred)
     _, m2, _ = moments(y_true)
     return r2_from_stats(float(m2), float(se))

@@ -21,6 +21,14 @@ import numpy as np
 
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of, to_numpy
+from gpudl.errors import ConfigError, LabelRangeError, ShapeError
+from gpudl.metrics.binary import (
+    binary_threshold,
+    check_binary_truth,
+    drop_unit_axis,
+    one_score_per_example,
+    predicted_binary,
+)
 
 __all__ = [
     "predicted_labels", "correct_count", "top_k_hits", "class_counts", "error_sums", "moments",
@@ -43,9 +51,58 @@ def _pair(a: Any, b: Any):
     return a, b
 
 
-def predicted_labels(outputs):
-    """Class labels from scores ``(..., C)`` (argmax of the last axis); 1-D input is labels."""
-    return outputs.argmax(axis=-1) if outputs.ndim > 1 else outputs
+def predicted_labels(outputs, threshold: float | None = None):
+    """Class labels from scores ``(..., C)`` (argmax of the last axis, C >= 2); one score per
+    example (``(N,)``, ``(..., 1)``) by the binary rule of :mod:`gpudl.metrics.binary`
+    (labels stay labels; other floats are thresholded, by ``threshold`` when given).
+
+    Example:
+        >>> predicted_labels(np.array([[0.1, 0.9], [0.8, 0.2]])).tolist()
+        [1, 0]
+        >>> predicted_labels(np.array([[-1.5], [2.0], [0.25]])).tolist()   # logits
+        [0, 1, 1]
+    """
+    if not one_score_per_example(outputs):
+        return outputs.argmax(axis=-1)
+    return predicted_binary(drop_unit_axis(outputs), threshold)
+
+
+def predictions(op: str, y_true, y_pred, threshold: float | None = None):
+    """``(y_true, predicted labels)`` of one shape, on the inputs' device.
+
+    Class scores ``(..., C)`` give their argmax (no host copy); one score per example goes
+    through the binary rule (a host read of the scores decides it, and scores need 0/1
+    truth). ``(N, 1)`` labels are accepted for ``(N,)`` ones, never broadcast.
+    """
+    t, out = _pair(y_true, y_pred)
+    if not one_score_per_example(out):
+        pred = out.argmax(axis=-1)
+        t = drop_unit_axis(t) if t.ndim == out.ndim else t
+        _check_label_shapes(op, t, pred)
+        _check_truth_is_labels(op, t)
+        return t, pred
+    t, scores = drop_unit_axis(t), drop_unit_axis(out)
+    _check_label_shapes(op, t, scores)
+    _check_truth_is_labels(op, t)
+    if np.dtype(scores.dtype).kind != "f":
+        return t, scores
+    thr = binary_threshold(scores) if threshold is None else float(threshold)
+    if thr is None:
+        return t, scores.astype(module_of(scores).int64)
+    check_binary_truth(op, t)
+    return t, predicted_binary(scores, thr)
+
+
+def _check_truth_is_labels(op: str, y_true) -> None:
+    """Float ``y_true`` must hold whole numbers: scores there mean swapped arguments."""
+    if np.dtype(y_true.dtype).kind != "f" or not y_true.size:
+        return
+    frac = y_true[y_true != module_of(y_true).floor(y_true)]
+    if frac.size:
+        raise LabelRangeError(
+            f"{op}: y_true holds non-integer values (e.g. {float(frac[0]):.4g}), so it is not "
+            f"class labels; the order is {op}(y_true, y_pred), truth first as scikit-learn: "
+            "are the arguments swapped?")
 
 
 def _check_label_shapes(op: str, y_true, pred) -> None:
@@ -56,26 +113,25 @@ def _check_label_shapes(op: str, y_true, pred) -> None:
     if y_true.ndim == pred.ndim + 1:
         hint = (f"the arguments look swapped: the order is {op}(y_true, y_pred), truth first "
                 "as scikit-learn")
-    raise ValueError(f"{op}: y_pred gives labels of shape {pred.shape}, y_true has shape "
+    raise ShapeError(f"{op}: y_pred gives labels of shape {pred.shape}, y_true has shape "
                      f"{y_true.shape}; {hint}")
 
 
 # ----------------------------------------------------------------------------- statistics
-def correct_count(y_true, y_pred) -> tuple[Any, int]:
+def correct_count(y_true, y_pred, threshold: float | None = None) -> tuple[Any, int]:
     """``(correct, total)``: the number of correct predictions as a 0-d array on the inputs'
-    device (no host copy) and the number of predictions.
+    device and the number of predictions.
 
-    ``y_pred``: scores ``(..., C)`` (argmax taken) or predicted labels with ``y_true``'s
-    shape.
+    ``y_pred``: scores ``(..., C)`` (argmax taken, no host copy), predicted labels with
+    ``y_true``'s shape, or one score per example (``(N,)``/``(N, 1)``, the binary rule of
+    :mod:`gpudl.metrics.binary`: a host read of the scores decides it).
 
     Example:
         >>> c, n = correct_count(np.array([1, 1]), np.array([[0.1, 0.9], [0.8, 0.2]]))
         >>> int(c), n
         (1, 2)
     """
-    t, out = _pair(y_true, y_pred)
-    pred = predicted_labels(out)
-    _check_label_shapes("accuracy", t, pred)
+    t, pred = predictions("accuracy", y_true, y_pred, threshold)
     return (pred == t).sum(), int(t.size)
 
 
@@ -94,15 +150,15 @@ def top_k_hits(y_true, y_score, k: int = 5) -> tuple[Any, int]:
     """
     t, s = _pair(y_true, y_score)
     if t.ndim == s.ndim + 1:
-        raise ValueError(f"top_k_accuracy: y_true has shape {t.shape} and y_score {s.shape}: "
+        raise ShapeError(f"top_k_accuracy: y_true has shape {t.shape} and y_score {s.shape}: "
                          "the arguments look swapped; the order is top_k_accuracy(y_true, "
                          "y_score, k), truth first as scikit-learn")
     num_classes = s.shape[-1] if s.ndim else 0
     if not 1 <= k <= num_classes:
-        raise ValueError(f"top_k_accuracy: k must be in [1, {num_classes}] (the number of "
+        raise ConfigError(f"top_k_accuracy: k must be in [1, {num_classes}] (the number of "
                          f"classes, last axis of y_score {s.shape}), got {k}")
     if t.shape != s.shape[:-1]:
-        raise ValueError(f"top_k_accuracy: y_true {t.shape} must be y_score {s.shape} without "
+        raise ShapeError(f"top_k_accuracy: y_true {t.shape} must be y_score {s.shape} without "
                          "the last (class) axis")
     xp = module_of(s)
     t = t.astype(xp.int64, copy=False)
@@ -112,22 +168,21 @@ def top_k_hits(y_true, y_score, k: int = 5) -> tuple[Any, int]:
     return (valid & (above < k)).sum(), int(t.size)
 
 
-def class_counts(y_true, y_pred, num_classes: int):
+def class_counts(y_true, y_pred, num_classes: int, threshold: float | None = None):
     """Per-class counts for precision/recall/F1, on the inputs' device:
     ``(true_positives, predicted, actual, invalid)``; the first three have shape ``(C,)``,
     ``invalid`` (0-d) counts pairs whose target or predicted label is outside ``[0, C)``
     (they are left out of the other counts).
 
-    ``y_pred``: scores ``(..., C)`` (argmax taken) or labels with ``y_true``'s shape.
+    ``y_pred``: scores ``(..., C)`` (argmax taken), labels with ``y_true``'s shape, or one
+    score per example (the binary rule, see :func:`predictions`).
 
     Example:
         >>> tp, pred, true, bad = class_counts(np.array([0, 1, 1]), np.array([0, 0, 1]), 2)
         >>> tp.tolist(), pred.tolist(), true.tolist(), int(bad)
         ([1, 1], [2, 1], [1, 2], 0)
     """
-    t, out = _pair(y_true, y_pred)
-    pred = predicted_labels(out)
-    _check_label_shapes("precision_recall_f1", t, pred)
+    t, pred = predictions("precision_recall_f1", y_true, y_pred, threshold)
     xp, c = module_of(t), int(num_classes)
     t, pred = t.astype(xp.int64).ravel(), pred.astype(xp.int64).ravel()
     valid = (t >= 0) & (t < c) & (pred >= 0) & (pred < c)
@@ -149,7 +204,7 @@ def error_sums(y_true, y_pred) -> tuple[Any, Any, int]:
     """
     t, p = _pair(y_true, y_pred)
     if p.size != t.size:
-        raise ValueError(f"mse/rmse/mae/r2: y_pred {p.shape} and y_true {t.shape} differ "
+        raise ShapeError(f"mse/rmse/mae/r2: y_pred {p.shape} and y_true {t.shape} differ "
                          "in size; regression metrics compare them element by element")
     xp = module_of(t)
     d = p.reshape(t.shape).astype(xp.float64) - t.astype(xp.float64)
@@ -205,7 +260,7 @@ def prf_from_counts(tp, predicted, actual, average: str = "macro") -> tuple[floa
         f = 2 * p * r / (p + r) if p + r else 0.0
         return float(p), float(r), float(f)
     if average != "macro":
-        raise ValueError(f"precision_recall_f1: average must be 'macro' or 'micro', got {average!r}")
+        raise ConfigError(f"precision_recall_f1: average must be 'macro' or 'micro', got {average!r}")
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(predicted > 0, tp / predicted, 0.0)
         r = np.where(actual > 0, tp / actual, 0.0)

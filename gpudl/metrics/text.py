@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+from gpudl.errors import ConfigError, EmptyDataError
+
 __all__ = ["perplexity", "bleu"]
 
 
@@ -33,7 +35,11 @@ def bleu(references: Sequence[Sequence[Sequence]], hypotheses: Sequence[Sequence
     n-gram precision is 0 (no smoothing).
     """
     if len(references) != len(hypotheses):
-        raise ValueError(f"bleu: {len(references)} reference sets for {len(hypotheses)} hypotheses")
+        raise ConfigError(f"bleu: {len(references)} reference sets for {len(hypotheses)} "
+                          "hypotheses; give one list of references per hypothesis")
+    if not hypotheses:
+        raise EmptyDataError("bleu: got no hypotheses; the BLEU of an empty corpus is "
+                             "undefined. Check the split or filter that built it.")
     weights = list(weights) if weights is not None else [1.0 / max_n] * max_n
     matched, total = [0] * max_n, [0] * max_n
     hyp_len = ref_len = 0

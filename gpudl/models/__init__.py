@@ -1,5 +1,6 @@
 """The course's models, one module per family. ``get_model(name)`` builds one by name."""
 
+from gpudl.errors import ConfigError
 from gpudl.models import (  # noqa: E402  (families with their own losses and helpers)
     autoencoders,
     decoding,
@@ -63,7 +64,7 @@ _REGISTRY = {
 def get_model(name: str, **kwargs):
     """Build a model by name (``gpudl train --model NAME``)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
+        raise ConfigError(f"unknown model {name!r}; available: {sorted(_REGISTRY)}")
     return _REGISTRY[name](**kwargs)
 
 

@@ -35,7 +35,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import module_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.models.autoencoders_base import (
     Autoencoder,
     Shape,
@@ -51,7 +51,7 @@ from gpudl.models.autoencoders_training import (
     greedy_pretrain,
     make_train_step,
 )
-from gpudl.models.autoencoders_vae import VAE, vae, vae_loss
+from gpudl.models.autoencoders_vae import VAE, vae, vae_loss, vae_loss_fn
 from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.core import Dense, Flatten
@@ -72,12 +72,12 @@ def corrupt(key, x, noise: str = "mask", level: float = 0.3):
     dev = array_device(x)
     if noise == "mask":
         if not 0.0 <= level < 1.0:
-            raise ValueError(f"corrupt: masking level must be in [0, 1), got {level}")
+            raise ConfigError(f"corrupt: masking level must be in [0, 1), got {level}")
         keep = gdr.bernoulli(key, 1.0 - level, raw.shape, device=dev)
         return x * keep.astype(raw.dtype)
     if noise == "gaussian":
         return x + level * gdr.normal(key, raw.shape, dtype=raw.dtype, device=dev)
-    raise ValueError(f"corrupt: noise must be 'mask' or 'gaussian', got {noise!r}")
+    raise ConfigError(f"corrupt: noise must be 'mask' or 'gaussian', got {noise!r}")
 
 
 def denoising_ae_loss(model: Autoencoder, params, x, key, noise: str = "mask",
@@ -101,7 +101,7 @@ def sparse_ae_loss(model: Autoencoder, params, x, penalty: str = "kl", rho: floa
         return rec + beta * F.sparsity_kl(rho, ops.mean(h, axis=0))
     if penalty == "l1":
         return rec + beta * ops.sum(ops.abs(h)) / float(h.shape[0])
-    raise ValueError(f"sparse_ae_loss: penalty must be 'kl' or 'l1', got {penalty!r}")
+    raise ConfigError(f"sparse_ae_loss: penalty must be 'kl' or 'l1', got {penalty!r}")
 
 
 # -- k-sparse
@@ -122,7 +122,7 @@ def k_sparse(h, k: int):
         raise ShapeError(f"k_sparse: h must be (N, H), got shape {tuple(raw.shape)}")
     k = int(k)
     if not 1 <= k:
-        raise ValueError(f"k_sparse: k must be >= 1, got {k}")
+        raise ConfigError(f"k_sparse: k must be >= 1, got {k}")
     if k >= raw.shape[1]:
         return h
     xp = module_of(raw)
@@ -183,7 +183,7 @@ def contractive_ae_loss(model: Autoencoder, params, x, lam: float = 0.1, kind: s
     rec = reconstruction_loss(logits, x, kind, model.output)
     w = _sigmoid_dense_weight(model, params)
     if closed_form and w is None:
-        raise ValueError("contractive_ae_loss: closed_form=True needs an encoder made of one "
+        raise ConfigError("contractive_ae_loss: closed_form=True needs an encoder made of one "
                          "Dense layer and a Sigmoid (see contractive_ae)")
     if w is not None and closed_form is not False:
         return rec + lam * F.contractive_penalty_sigmoid(h, w)
@@ -199,5 +199,5 @@ __all__ = [
     "Autoencoder", "VAE", "KSparse", "undercomplete_ae", "stacked_ae", "k_sparse_ae",
     "contractive_ae", "conv_ae", "vae", "reconstruction_loss", "ae_loss", "corrupt",
     "denoising_ae_loss", "sparse_ae_loss", "k_sparse", "contractive_ae_loss", "vae_loss",
-    "make_train_step", "fit_unsupervised", "greedy_pretrain",
+    "vae_loss_fn", "make_train_step", "fit_unsupervised", "greedy_pretrain",
 ]

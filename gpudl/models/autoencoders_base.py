@@ -27,6 +27,7 @@ import numpy as np
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
+from gpudl.errors import ConfigError
 from gpudl.nn.activations import Activation
 from gpudl.nn.base import Layer, Sequential
 from gpudl.nn.conv import Conv2d, ConvTranspose2d
@@ -113,7 +114,7 @@ def _mlp_halves(input_shape: Shape, sizes: Sequence[int], activation: str | None
     """Encoder Dense(s)+act for each size (the last with ``code_activation``) and its mirror."""
     d, shape = _dims(input_shape)
     if not sizes:
-        raise ValueError("autoencoder: need at least one layer size (the code size)")
+        raise ConfigError("autoencoder: need at least one layer size (the code size)")
     enc: list[Layer] = [Flatten()] if shape else []
     for i, s in enumerate(sizes):
         enc += [Dense(s)] + _act(code_activation if i == len(sizes) - 1 else activation)
@@ -171,7 +172,7 @@ def reconstruction_loss(logits, target, kind: str = "bce", output: str | None = 
         d = _activate(logits, output) - target
         per = d * d
     else:
-        raise ValueError(f"reconstruction_loss: kind must be 'bce' or 'mse', got {kind!r}")
+        raise ConfigError(f"reconstruction_loss: kind must be 'bce' or 'mse', got {kind!r}")
     n = per.shape[0]
     return ops.sum(per) / float(n)
 

@@ -1,5 +1,6 @@
-"""Training loops for losses that are not plain supervised ones (autoencoders, VAEs):
-a pure train step, mini-batch fitting, and greedy layer-wise pretraining.
+"""Training for losses that are not plain supervised ones (autoencoders, VAEs): a pure
+train step, mini-batch fitting through ``gd.fit``'s custom step, and greedy layer-wise
+pretraining.
 
 Re-exported by :mod:`gpudl.models.autoencoders`.
 
@@ -19,13 +20,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import _split_aux, unbox_all
+from gpudl.backend import module_of, to_numpy
+from gpudl.data.loader import DataLoader
 from gpudl.errors import GradientError
 from gpudl.models.autoencoders_base import ae_loss, undercomplete_ae
 from gpudl.nn.base import array_device
 from gpudl.optim import adam
+from gpudl.train.callbacks import Callback
+from gpudl.train.loop import fit
 from gpudl.train.step import TrainStep
 
 
@@ -66,28 +73,67 @@ def make_train_step(loss_fn: Callable, optimizer, has_aux: bool = False) -> Call
     return step
 
 
-def fit_unsupervised(loss_fn: Callable, params, x, key, optimizer=None, steps: int = 200,
-                     batch_size: int = 64) -> tuple[Any, list[float]]:
-    """Minimise ``loss_fn(params, batch, key)`` on random mini-batches of ``x``.
+class _Passes:
+    """Rows of ``x`` for ``steps`` batches of ``batch_size``: each pass over ``x`` in a fresh
+    order (pass ``p`` permuted by ``fold_in(key, p)``), the rows that do not fill a last
+    batch of a pass left out, as ``fit_unsupervised`` always drew them."""
 
-    Returns ``(params, losses)``. Batches are drawn without replacement within each pass.
+    def __init__(self, x, steps: int, batch_size: int, key):
+        n = int(x.shape[0])
+        per_pass = n // batch_size
+        passes = -(-steps // per_pass)
+        self.x = x
+        self.order = np.concatenate([
+            to_numpy(gdr.permutation(gdr.fold_in(key, p), n, device="cpu"))[:per_pass * batch_size]
+            for p in range(passes)])[:steps * batch_size]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index):
+        return (self.x[self.order[index]],)
+
+
+class _StepLosses(Callback):
+    """Keeps every step's loss on the device; ``values()`` reads them in one transfer."""
+
+    def __init__(self) -> None:
+        self.losses: list = []
+
+    def on_batch_end(self, trainer, batch, loss) -> None:
+        self.losses.append(loss)
+
+    def values(self) -> list[float]:
+        if not self.losses:
+            return []
+        xp = module_of(self.losses[0])
+        return [float(v) for v in to_numpy(xp.stack([xp.asarray(v) for v in self.losses]))]
+
+
+def fit_unsupervised(loss_fn: Callable, params, x, key, optimizer=None, steps: int = 200,
+                     batch_size: int = 64, *, callbacks: Sequence = (), verbose: int = 0,
+                     ) -> tuple[Any, list[float]]:
+    """Minimise ``loss_fn(params, batch, key)`` on ``steps`` random mini-batches of ``x``.
+
+    Returns ``(params, losses)`` (one loss per step). A thin wrapper over ``gd.fit`` with
+    a custom step (``loss_fn=``; see :func:`gpudl.models.autoencoders.vae_loss_fn` to call
+    ``gd.fit`` directly, with epochs): one epoch of ``steps`` batches drawn without
+    replacement within each pass over ``x``, step ``s`` keyed as ``fit`` keys it
+    (``key`` is the run's root key), ``verbose=1`` for a progress bar, ``callbacks`` as
+    ``fit``'s.
     """
-    optimizer = optimizer or adam(1e-3)
-    step = make_train_step(loss_fn, optimizer)
-    opt_state = optimizer.init(params)
-    n = x.shape[0]
-    b = min(int(batch_size), n)
-    losses: list[float] = []
-    order, pos = None, n
-    for t in range(int(steps)):
-        kt = gdr.fold_in(key, t)
-        if pos + b > n:
-            order, pos = gdr.permutation(gdr.fold_in(kt, 1), n, device=array_device(x)), 0
-        idx = order[pos:pos + b]
-        pos += b
-        params, opt_state, loss = step(params, opt_state, x[idx], gdr.fold_in(kt, 2))
-        losses.append(float(loss))
-    return params, losses
+    b = min(int(batch_size), int(x.shape[0]))
+    passes = _Passes(x, int(steps), b, gdr.fold_in(key, 1))
+    loader = DataLoader(passes, batch_size=b, shuffle=False, device=array_device(x))
+    losses = _StepLosses()
+
+    def step_loss(p, state, batch, k):
+        return loss_fn(p, batch, k)
+
+    history = fit(None, loader, loss_fn=step_loss, optimizer=optimizer or adam(1e-3),
+                  epochs=1, params=params, key=key, verbose=verbose,
+                  callbacks=[losses, *callbacks])
+    return history.params, losses.values()
 
 
 def greedy_pretrain(key, x, sizes: Sequence[int], activation: str = "sigmoid", steps: int = 200,

@@ -135,3 +135,26 @@ def vae_loss(model: VAE, params, x, key, kind: str = "bce", beta: float = 1.0, s
     rec = reconstruction_loss(model.decode_logits(params, z, state), x, kind, model.output)
     kl = F.gaussian_kl(mu, logvar)
     return rec + beta * kl, {"reconstruction": rec, "kl": kl}
+
+
+def vae_loss_fn(model: VAE, kind: str = "bce", beta: float = 1.0):
+    """The VAE's custom step for ``gd.fit``: ``loss_fn(params, state, batch, key)`` is
+    :func:`vae_loss` on the batch's images (``x``, or the first item of ``(x, labels)``)
+    with the step's key, and logs ``reconstruction`` and ``kl`` beside the loss.
+
+    Example:
+        >>> import numpy as np, gpudl as gd
+        >>> m = vae(16, latent_dim=2, hidden=(8,))
+        >>> x = np.random.default_rng(0).random((32, 16), dtype=np.float32)
+        >>> h = gd.fit(m, x, loss_fn=vae_loss_fn(m), optimizer=gd.optim.adam(1e-2),
+        ...            epochs=2, batch_size=16, verbose=0)
+        >>> sorted(h.history)
+        ['kl', 'loss', 'reconstruction']
+    """
+
+    def loss_fn(params, state, batch, key):
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        loss, parts = vae_loss(model, params, x, key, kind, beta, state)
+        return loss, (state, parts)
+
+    return loss_fn

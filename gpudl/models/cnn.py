@@ -17,7 +17,7 @@ from __future__ import annotations
 from gpudl import nn
 
 # The defining modules: these work whatever nn/__init__ re-exports.
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn.conv import AvgPool2d, Conv2d, GlobalAvgPool2d, MaxPool2d
 from gpudl.nn.normalization import BatchNorm2d, Dropout
 from gpudl.nn.subsampling import Subsampling2d
@@ -44,7 +44,7 @@ def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg"
         (61750, ['bias', 'weight'])
     """
     if pool not in ("avg", "max", "subsampling"):
-        raise ValueError(f"lenet5: pool must be 'avg', 'max' or 'subsampling', got {pool!r}")
+        raise ConfigError(f"lenet5: pool must be 'avg', 'max' or 'subsampling', got {pool!r}")
 
     def act():
         return nn.Activation(activation)
@@ -142,7 +142,7 @@ def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool 
                     Conv2d(192, 5, padding=2), nn.ReLU(), MaxPool2d(3, 2)]
         last_pool = MaxPool2d(3, 2)
     if final < 1:
-        raise ValueError(f"alexnet: input_size={size} is too small for the "
+        raise ConfigError(f"alexnet: input_size={size} is too small for the "
                          f"{'small' if small else 'full'} layout (no feature map is left)")
     features += [Conv2d(384, 3, padding=1), nn.ReLU(), Conv2d(256, 3, padding=1), nn.ReLU(),
                  Conv2d(256, 3, padding=1), nn.ReLU(), last_pool]

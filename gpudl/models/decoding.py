@@ -25,7 +25,7 @@ import numpy as np
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.tree import tree_map
 
 Step = Callable[[Any, Any], tuple[Any, Any]]
@@ -60,16 +60,16 @@ def sample_token(log_probs, temperature: float = 1.0, key=None, top_k: int | Non
     lp = unbox_all(log_probs)
     xp = module_of(lp)
     if temperature < 0:
-        raise ValueError(f"sample_token: temperature must be >= 0, got {temperature}")
+        raise ConfigError(f"sample_token: temperature must be >= 0, got {temperature}")
     if top_k is not None:
         if top_k < 1:
-            raise ValueError(f"sample_token: top_k must be >= 1, got {top_k}")
+            raise ConfigError(f"sample_token: top_k must be >= 1, got {top_k}")
         kth = xp.sort(lp, axis=-1)[..., -min(top_k, lp.shape[-1])][..., None]
         lp = xp.where(lp >= kth, lp, -xp.inf)
     if temperature == 0:
         return xp.argmax(lp, axis=-1)
     if key is None:
-        raise ValueError("sample_token: sampling needs a key, e.g. gd.random.key(0) "
+        raise ConfigError("sample_token: sampling needs a key, e.g. gd.random.key(0) "
                          "(or temperature=0 for greedy)")
     # Gumbel-max: argmax(logits/T + G) is a draw from softmax(logits/T). float64 noise so
     # u never rounds to 0 or 1 for any realistic vocabulary.
@@ -130,7 +130,7 @@ def beam_search(step: Step, tokens, state, length: int, beam_width: int = 4,
         [1, 1]
     """
     if beam_width < 1 or length < 1:
-        raise ValueError(f"beam_search: need beam_width >= 1 and length >= 1, got "
+        raise ConfigError(f"beam_search: need beam_width >= 1 and length >= 1, got "
                          f"{beam_width}, {length}")
     reorder = reorder or _take_rows
     xp = module_of(unbox_all(tokens))

@@ -1,10 +1,12 @@
-"""Generative adversarial networks: MLP GAN, DCGAN, conditional GAN, and a pure train step.
+"""Generative adversarial networks: MLP GAN, DCGAN, conditional GAN, and their training.
 
 Generators and discriminators are ordinary ``nn`` layers: a generator maps latent codes
 ``z`` (N, latent_dim) to samples, a discriminator maps samples to one logit each (N, 1).
-A conditional pair takes ``(x, labels)`` tuples (:class:`Conditional`). Training state is
-a :class:`GANState` of plain trees; :func:`gan_train_step` returns a new one (Goodfellow
-et al.'s alternating updates, non-saturating generator loss by default).
+A conditional pair takes ``(x, labels)`` tuples (:class:`Conditional`). Training
+(:mod:`gpudl.models.gan_training`, re-exported here): ``gd.fit`` on a :class:`GAN` with its
+``losses()`` (progress bar, callbacks, checkpoints, exact resume), or one step at a time
+with :func:`gan_train_step` on a :class:`GANState` of plain trees (Goodfellow et al.'s
+alternating updates, non-saturating generator loss by default).
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -23,21 +25,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.autodiff import stop_gradient, unbox_all
-from gpudl.errors import ShapeError
+from gpudl.autodiff import unbox_all
+from gpudl.errors import ArgumentTypeError, ShapeError
+from gpudl.models.gan_training import GAN, GANState, gan_init, gan_train_step, generate, latent
 from gpudl.nn.activations import Activation
-from gpudl.nn.base import Layer, Sequential, array_device, split_keys
+from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.conv import Conv2d, ConvTranspose2d
 from gpudl.nn.core import Dense, Flatten, Reshape
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding
-from gpudl.train.step import TrainStep
 
 Shape = int | Sequence[int]
 
@@ -160,7 +160,7 @@ class Conditional(Layer):
 
     def _split(self, inputs):
         if not isinstance(inputs, tuple | list) or len(inputs) != 2:
-            raise TypeError(f"Conditional: input must be an (x, labels) pair, got "
+            raise ArgumentTypeError(f"Conditional: input must be an (x, labels) pair, got "
                             f"{type(inputs).__name__}")
         x, labels = inputs
         if tuple(unbox_all(labels).shape) != (x.shape[0],):
@@ -198,118 +198,8 @@ def cgan_discriminator(num_classes: int = 10, hidden: Sequence[int] = (256, 128)
     return Conditional(mlp_discriminator(hidden, dropout=dropout), num_classes, embed_dim)
 
 
-# ----------------------------------------------------------------------------- training
-class GANState(NamedTuple):
-    """Everything a GAN training loop carries: params, optimizer states, layer states."""
-
-    gen_params: Any
-    disc_params: Any
-    gen_opt_state: Any
-    disc_opt_state: Any
-    gen_state: Any
-    disc_state: Any
-
-
-def _inputs(x, labels):
-    return x if labels is None else (x, labels)
-
-
-def latent(key, n: int, latent_dim: int, like=None):
-    """``z ~ N(0, I)`` of shape (n, latent_dim), in ``like``'s dtype and on its device."""
-    raw = None if like is None else unbox_all(like)
-    return gdr.normal(key, (int(n), int(latent_dim)),
-                      dtype=np.float32 if raw is None else raw.dtype,
-                      device=None if like is None else array_device(like))
-
-
-def gan_init(key, gen: Layer, disc: Layer, gen_opt, disc_opt, x_example, latent_dim: int,
-             labels_example=None) -> GANState:
-    """Initialise both networks (from a batch of real data) and both optimizers."""
-    kg, kd = gdr.split(key)
-    z = latent(gdr.fold_in(kg, 1), x_example.shape[0], latent_dim, like=x_example)
-    gp, gs = gen.init(kg, _inputs(z, labels_example))
-    dp, ds = disc.init(kd, _inputs(x_example, labels_example))
-    return GANState(gp, dp, gen_opt.init(gp), disc_opt.init(dp), gs, ds)
-
-
-def generate(gen: Layer, gen_params, key, n: int, latent_dim: int, labels=None, gen_state=None,
-             like=None):
-    """``n`` samples from the generator in evaluation mode (BatchNorm running statistics)."""
-    z = latent(key, n, latent_dim, like=like if like is not None else _first_leaf(gen_params))
-    return gen.apply(gen_params, gen_state or {}, _inputs(z, labels))[0]
-
-
-def _first_leaf(tree):
-    from gpudl.tree import tree_leaves
-
-    return tree_leaves(tree)[0]
-
-
-def _discriminator_objective(disc: Layer, labels):
-    """D's objective over ``batch = (x_real, fake)``, ``key = (k_real, k_fake)``; aux: the logits."""
-
-    def objective(p, s, key, batch):
-        x_real, fake = batch
-        # Real and fake go through separately, as in the DCGAN reference: each BatchNorm
-        # batch is then all-real or all-fake, like the generator step's all-fake batch.
-        real_l, s = disc.apply(p, s, _inputs(x_real, labels), train=True, key=key[0])
-        fake_l, s = disc.apply(p, s, _inputs(fake, labels), train=True, key=key[1])
-        return F.gan_discriminator_loss(real_l, fake_l), ((real_l, fake_l), s)
-
-    return objective
-
-
-def _generator_objective(gen: Layer, disc: Layer, labels, non_saturating: bool):
-    """G's objective over ``batch = (z, disc_params, disc_state)``, ``key = (k_gen, k_disc)``:
-    the other player's params arrive as data, so they get no gradient and no update."""
-
-    def objective(p, s, key, batch):
-        z, dp, ds = batch
-        fake, new_s = gen.apply(p, s, _inputs(z, labels), train=True, key=key[0])
-        logits, _ = disc.apply(dp, ds, _inputs(fake, labels), train=True, key=key[1])
-        return F.gan_generator_loss(logits, non_saturating=non_saturating), (None, new_s)
-
-    return objective
-
-
-def gan_train_step(gen: Layer, disc: Layer, gen_opt, disc_opt, state: GANState, x_real, key, *,
-                   latent_dim: int, labels=None, non_saturating: bool = True
-                   ) -> tuple[GANState, dict[str, float]]:
-    """One discriminator update then one generator update; pure (returns a new state).
-
-    Discriminator: minimise ``-log D(x) - log(1 - D(G(z)))`` with G's samples held fixed.
-    Generator: minimise ``-log D(G(z))`` (non-saturating) on fresh ``z``, through the
-    *updated* discriminator, changing only G's params. For a conditional pair, ``labels``
-    conditions both the real batch and the generated one. Metrics: both losses and the
-    discriminator's mean probabilities on real and fake samples. Each update is one
-    :class:`gpudl.train.step.TrainStep`, the step ``gd.fit`` runs, with the other player's
-    parameters held fixed.
-    """
-    n = x_real.shape[0]
-    kz1, kz2, kg1, kd1, kg2, kd2 = split_keys(key, 6)
-    gp, dp, g_os, d_os, gs, ds = state
-
-    # --- discriminator step: fake samples are constants here
-    fake, gs = gen.apply(gp, gs, _inputs(latent(kz1, n, latent_dim, like=x_real), labels),
-                         train=True, key=kg1)
-    fake = stop_gradient(fake)
-    d_step = TrainStep(_discriminator_objective(disc, labels), disc_opt)
-    dp, ds, d_os, d_loss, (real_l, fake_l) = d_step(dp, ds, d_os, tuple(split_keys(kd1, 2)),
-                                                    (x_real, fake))
-
-    # --- generator step: gradient through the (fixed, updated) discriminator into G
-    z2 = latent(kz2, n, latent_dim, like=x_real)
-    g_step = TrainStep(_generator_objective(gen, disc, labels, non_saturating), gen_opt)
-    gp, gs, g_os, g_loss, _ = g_step(gp, gs, g_os, (kg2, kd2), (z2, dp, ds))
-
-    metrics = {"d_loss": float(d_loss), "g_loss": float(g_loss),
-               "d_real": float(ops.mean(ops.sigmoid(unbox_all(real_l)))),
-               "d_fake": float(ops.mean(ops.sigmoid(unbox_all(fake_l))))}
-    return GANState(gp, dp, g_os, d_os, gs, ds), metrics
-
-
 __all__ = [
     "mlp_generator", "mlp_discriminator", "dcgan_generator", "dcgan_discriminator",
-    "Conditional", "cgan_generator", "cgan_discriminator", "GANState", "latent", "gan_init",
-    "generate", "gan_train_step",
+    "Conditional", "cgan_generator", "cgan_discriminator", "GANState", "GAN", "latent",
+    "gan_init", "generate", "gan_train_step",
 ]

@@ -26,7 +26,7 @@ from gpudl import functional as F
 from gpudl import nn, ops, optim
 from gpudl import random as gdr
 from gpudl.backend import get_array_module
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.train.step import TrainStep, supervised_step
 
 
@@ -75,7 +75,7 @@ def linear_regression(x, y, fit_intercept: bool = True, method: str = "solve") -
     gives the minimum-norm solution of rank-deficient problems (as ``np.linalg.lstsq``).
     """
     if method not in ("solve", "pinv"):
-        raise ValueError(f"linear_regression: method must be 'solve' or 'pinv', got {method!r}")
+        raise ConfigError(f"linear_regression: method must be 'solve' or 'pinv', got {method!r}")
     x, y, _ = _prep(x, y, "linear_regression")
     xc, yc, xm, ym = _center(x, y, fit_intercept)
     if method == "solve":
@@ -98,7 +98,7 @@ def ridge(x, y, lam: float, fit_intercept: bool = True) -> dict:
         0.5
     """
     if lam < 0:
-        raise ValueError(f"ridge: lam must be >= 0, got {lam}")
+        raise ConfigError(f"ridge: lam must be >= 0, got {lam}")
     x, y, xp = _prep(x, y, "ridge")
     xc, yc, xm, ym = _center(x, y, fit_intercept)
     a = ops.matmul(xc.T, xc) + lam * xp.eye(x.shape[1], dtype=x.dtype)
@@ -150,7 +150,7 @@ def polynomial_features(x, degree: int, include_bias: bool = False):
         [[2.0, 4.0, 8.0], [3.0, 9.0, 27.0]]
     """
     if int(degree) < 1:
-        raise ValueError(f"polynomial_features: degree must be >= 1, got {degree}")
+        raise ConfigError(f"polynomial_features: degree must be >= 1, got {degree}")
     x = ops.reshape(x, (x.shape[0], 1)) if x.ndim == 1 else x
     cols = [x ** p for p in range(1, int(degree) + 1)]
     if include_bias:
@@ -185,9 +185,9 @@ def lasso(x, y, lam: float, method: str = "coordinate", steps: int = 1000, tol: 
     ``steps`` sweeps or when no weight moves more than ``tol``.
     """
     if method not in ("coordinate", "ista"):
-        raise ValueError(f"lasso: method must be 'coordinate' or 'ista', got {method!r}")
+        raise ConfigError(f"lasso: method must be 'coordinate' or 'ista', got {method!r}")
     if lam < 0:
-        raise ValueError(f"lasso: lam must be >= 0, got {lam}")
+        raise ConfigError(f"lasso: lam must be >= 0, got {lam}")
     x, y, xp = _prep(x, y, "lasso")
     xc, yc, xm, ym = _center(x, y, fit_intercept)
     n, d = xc.shape
@@ -292,7 +292,7 @@ def perceptron_update(w, b, x_i, y_i, lr: float = 1.0):
         ([-1.0, -2.0], -1.0, True)
     """
     if float(y_i) not in (-1.0, 1.0):
-        raise ValueError(f"perceptron_update: y_i must be -1 or +1, got {y_i}")
+        raise ConfigError(f"perceptron_update: y_i must be -1 or +1, got {y_i}")
     if float(y_i * ((w * x_i).sum() + b)) <= 0:
         return w + lr * y_i * x_i, b + lr * y_i, True
     return w, b, False

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from gpudl import nn
+from gpudl.errors import ConfigError
 from gpudl.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
 from gpudl.nn.normalization import BatchNorm2d
 
@@ -98,7 +99,7 @@ def cifar_resnet(depth: int = 20, num_classes: int = 10, width: int = 16) -> nn.
         (2, 10)
     """
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"cifar_resnet: depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, "
+        raise ConfigError(f"cifar_resnet: depth must be 6n + 2 with n >= 1 (8, 20, 32, 44, 56, "
                          f"110), got {depth}")
     n = (depth - 2) // 6
     layers: list = [Conv2d(width, 3, padding=1, bias=False, name="conv1"),

@@ -25,6 +25,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import asarray, module_of, to_numpy
+from gpudl.errors import ConfigError
 from gpudl.models import decoding
 from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.core import Dense
@@ -37,7 +38,7 @@ _KINDS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 def recurrent(kind: str, hidden: int, **kwargs) -> Layer:
     """``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` by name, batch-first."""
     if kind not in _KINDS:
-        raise ValueError(f"recurrent: kind must be one of {sorted(_KINDS)}, got {kind!r}")
+        raise ConfigError(f"recurrent: kind must be one of {sorted(_KINDS)}, got {kind!r}")
     return _KINDS[kind](hidden, batch_first=True, **kwargs)
 
 
@@ -125,7 +126,7 @@ class CharLM(Layer):
                  name: str | None = None):
         super().__init__(name)
         if kind not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"CharLM: kind must be 'lstm', 'gru' or 'rnn', got {kind!r}")
+            raise ConfigError(f"CharLM: kind must be 'lstm', 'gru' or 'rnn', got {kind!r}")
         self.vocab, self.kind, self.vocab_size = vocab, kind, vocab_size
         self.embed = Embedding(vocab_size, embed_dim)
         self.rnn = recurrent(kind, hidden, num_layers=num_layers, dropout=dropout,
@@ -158,13 +159,13 @@ class CharLM(Layer):
         ids = prefix
         if isinstance(prefix, str):
             if self.vocab is None:
-                raise ValueError("CharLM.sample: a string prefix needs the model's vocab "
+                raise ConfigError("CharLM.sample: a string prefix needs the model's vocab "
                                  "(CharLM(..., vocab=vocab)); or pass token ids (N, T0)")
             ids = np.asarray([self.vocab.encode(prefix)], dtype=np.int64)
         # on the parameters' device, so a string prefix works for a model on the GPU
         ids = asarray(ids, dtype=np.int64, device=array_device(params["embed"]["weight"]))
         if ids.ndim != 2 or ids.shape[1] < 1:
-            raise ValueError(f"CharLM: prefix must hold at least one token per row, (N, T0); "
+            raise ConfigError(f"CharLM: prefix must hold at least one token per row, (N, T0); "
                              f"got shape {tuple(ids.shape)}")
         state = None
         if ids.shape[1] > 1:
@@ -251,7 +252,9 @@ class Seq2Seq(Layer):
         self.embed_dim, self.tgt_vocab, self.bos, self.eos = embed_dim, tgt_vocab, bos, eos
 
     def init(self, key, x):
-        src, tgt_in = x["src"], x["tgt_in"]
+        # {"src", "tgt_in"} as apply takes it, or {"src", "tgt"} as seq2seq_loss_fn's batches
+        src = x["src"]
+        tgt_in = x["tgt_in"] if "tgt_in" in x else shift_right(x["tgt"], self.bos)
         ks = gdr.split(key, 8)
         dev, f32 = array_device(src), np.float32
         p = {"src_embed": self.src_embed.init(ks[0], src)[0],
@@ -344,3 +347,33 @@ def shift_right(tgt, bos: int):
     """Teacher-forcing decoder input: ``[bos, y_0, ..., y_{T-2}]`` for targets (N, T)."""
     xp = module_of(unbox_all(tgt))
     return xp.concatenate([xp.full((tgt.shape[0], 1), bos, dtype=tgt.dtype), tgt[:, :-1]], 1)
+
+
+def seq2seq_loss_fn(model: Seq2Seq, pad: int | None = 0):
+    """Teacher forcing as ``gd.fit``'s custom step for a :class:`Seq2Seq`.
+
+    The batch is a dict ``{"src": (N, S), "tgt": (N, T)}`` (plus ``"src_lengths"`` for
+    right-padded sources); the decoder reads ``shift_right(tgt, bos)`` and is scored on
+    ``tgt`` with ``F.sequence_cross_entropy`` (tokens equal to ``pad`` left out; None
+    scores all). ``aux`` holds ``y_true``/``y_pred`` (targets, logits), so
+    ``metrics=["accuracy"]`` is the per-token accuracy (over every position).
+
+    Example:
+        >>> import numpy as np, gpudl as gd
+        >>> src = np.random.default_rng(0).integers(4, 10, (16, 4))
+        >>> data = {"src": src, "tgt": src[:, ::-1].copy()}
+        >>> m = Seq2Seq(10, 10, embed_dim=4, hidden=8)
+        >>> h = gd.fit(m, data, loss_fn=seq2seq_loss_fn(m), optimizer=gd.optim.adam(1e-2),
+        ...            metrics=["accuracy"], epochs=1, batch_size=8, verbose=0)
+        >>> sorted(h.history)
+        ['accuracy', 'loss']
+    """
+
+    def loss_fn(params, state, batch, key):
+        tgt = batch["tgt"]
+        logits, _ = model.forward(params, batch["src"], shift_right(tgt, model.bos),
+                                  batch.get("src_lengths"))
+        loss = F.sequence_cross_entropy(logits, tgt, ignore_index=pad)
+        return loss, (state, {"y_true": tgt, "y_pred": unbox_all(logits)})
+
+    return loss_fn

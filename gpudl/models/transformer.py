@@ -20,7 +20,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import asarray, module_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.models import decoding
 from gpudl.nn import initializers as inits
 from gpudl.nn.attention import TransformerDecoderLayer, TransformerEncoderLayer
@@ -53,7 +53,7 @@ class TransformerClassifier(Layer):
                  name: str | None = None):
         super().__init__(name)
         if pooling not in _POOLING:
-            raise ValueError(f"TransformerClassifier: pooling must be one of {_POOLING}, "
+            raise ConfigError(f"TransformerClassifier: pooling must be one of {_POOLING}, "
                              f"got {pooling!r}")
         self.d_model, self.pooling, self.padding_idx, self.dropout = (d_model, pooling,
                                                                       padding_idx, dropout)

@@ -27,7 +27,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import get_device, module_of, to_numpy, xp_for
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn.base import Layer, array_device
 
 
@@ -39,12 +39,12 @@ def skipgram_pairs(ids, window: int = 2, key=None, dynamic_window: bool = False)
     """
     ids = np.asarray(to_numpy(ids), dtype=np.int64).reshape(-1)
     if window < 1:
-        raise ValueError(f"skipgram_pairs: window must be >= 1, got {window}")
+        raise ConfigError(f"skipgram_pairs: window must be >= 1, got {window}")
     n = ids.size
     spans = np.full(n, window)
     if dynamic_window:
         if key is None:
-            raise ValueError("skipgram_pairs: dynamic_window needs a key")
+            raise ConfigError("skipgram_pairs: dynamic_window needs a key")
         spans = to_numpy(gdr.randint(key, (n,), 1, window + 1, device="cpu"))
     centers, contexts = [], []
     for offset in range(-window, window + 1):
@@ -65,7 +65,7 @@ def unigram_table(ids, vocab_size: int, power: float = 0.75):
                          minlength=vocab_size).astype(np.float64)
     p = counts ** power
     if p.sum() == 0:
-        raise ValueError("unigram_table: no tokens")
+        raise ConfigError("unigram_table: no tokens")
     return p / p.sum()
 
 

@@ -37,7 +37,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 
 
 class Activation(Layer):
@@ -105,13 +105,17 @@ class PReLU(Layer):
         self.num_parameters = num_parameters
         self.init_value = check_float(self, "init", init)
 
+    def param_shapes(self, x) -> dict:
+        """One slope, or one per channel (axis 1)."""
+        return {"weight": (self.num_parameters or (x.shape[1] if x.ndim > 1 else 1),)}
+
     def init(self, key, x):
-        n = self.num_parameters or (x.shape[1] if x.ndim > 1 else 1)
+        (n,) = self.param_shapes(x)["weight"]
         return {"weight": ops.full((n,), self.init_value, dtype=float_dtype(x),
                                    device=array_device(x))}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
-        require_params(params, ["weight"], self)
+        check_params(params, self.param_shapes(x), self, x)
         return F.prelu(x, params["weight"]), state
 
 

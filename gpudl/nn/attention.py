@@ -33,11 +33,18 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, require_params
+from gpudl.nn.base import Layer, check_params
 from gpudl.nn.core import Dense
 from gpudl.nn.normalization import LayerNorm
 
 _MHA_KEYS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _mha_shapes(q, k, v, embed_dim: int | None = None) -> dict:
+    """q/k/v projections (E, E_q/E_k/E_v) and the output projection (E, E), with biases."""
+    e = embed_dim or q.shape[-1]
+    return {name: {"weight": (e, e if src is None else src.shape[-1]), "bias": (e,)}
+            for name, src in zip(_MHA_KEYS, (q, k, v, None))}
 
 
 class MultiHeadAttention(Layer):
@@ -80,9 +87,13 @@ class MultiHeadAttention(Layer):
             params[name] = Dense(e).init(kk, example)[0]
         return params, {}
 
+    def param_shapes(self, x) -> dict:
+        q, k, v, _, _ = self._parts(x)
+        return _mha_shapes(q, k, v, self.embed_dim)
+
     def apply(self, params, state, x, *, train=False, key=None):
-        require_params(params, list(_MHA_KEYS), self)
         q, k, v, mask, key_mask = self._parts(x)
+        check_params(params, self.param_shapes(x), self, q)
         p = params
         out = F.multi_head_attention(
             q, k, v, self.num_heads, p["q_proj"]["weight"], p["k_proj"]["weight"],
@@ -141,6 +152,13 @@ class _Block(Layer):
                 f"dim_feedforward), e.g. {layer_label(self)}({self.ff_dim}, {4 * e}) for "
                 f"torch's ({e}, {self.ff_dim}).")
 
+    def _shapes(self, d: int, attention: dict, norms: tuple[str, ...]) -> dict:
+        """Every param's shape for model width ``d``: attention blocks, FF and norms."""
+        ln = {"weight": (d,), "bias": (d,)}
+        return {**attention, **{n: ln for n in norms},
+                "linear1": {"weight": (self.ff_dim, d), "bias": (self.ff_dim,)},
+                "linear2": {"weight": (d, self.ff_dim), "bias": (d,)}}
+
     def _ff_init(self, key, x):
         k1, k2 = gdr.split(key)
         p1 = Dense(self.ff_dim).init(k1, x)[0]
@@ -181,9 +199,15 @@ class TransformerEncoderLayer(_Block):
             "norm2": LayerNorm().init(k4, xs)[0],
         }, {}
 
+    def param_shapes(self, x) -> dict:
+        xs = x["x"] if isinstance(x, dict) else x
+        return self._shapes(xs.shape[-1], {
+            "self_attn": _mha_shapes(xs, xs, xs)}, ("norm1", "norm2"))
+
     def apply(self, params, state, x, *, train=False, key=None):
         inputs = x if isinstance(x, dict) else {"x": x}
         xs = inputs["x"]
+        check_params(params, self.param_shapes(x), self, xs)
         k1, k2 = gdr.split(key) if key is not None else (None, None)
         mha = MultiHeadAttention(self.num_heads)
 
@@ -217,8 +241,18 @@ class TransformerDecoderLayer(_Block):
             params["norm2"] = LayerNorm().init(keys[3], xs)[0]
         return params, {}
 
+    def param_shapes(self, x) -> dict:
+        xs, memory = x["x"], x.get("memory")
+        attention = {"self_attn": _mha_shapes(xs, xs, xs)}
+        norms = ("norm1", "norm3")
+        if memory is not None:
+            attention["cross_attn"] = _mha_shapes(xs, memory, memory)
+            norms = ("norm1", "norm2", "norm3")
+        return self._shapes(xs.shape[-1], attention, norms)
+
     def apply(self, params, state, x, *, train=False, key=None):
         xs, memory = x["x"], x.get("memory")
+        check_params(params, self.param_shapes(x), self, xs)
         k1, k2, k3 = gdr.split(key, 3) if key is not None else (None, None, None)
         self_attn = MultiHeadAttention(self.num_heads, causal=x.get("causal", True))
         cross = MultiHeadAttention(self.num_heads)

@@ -12,6 +12,14 @@ to the layer) and keep only children that have parameters in the params tree, so
 flattened key reads ``conv1.weight``. The same layer object used twice shares its
 parameters and counts once, as in PyTorch and Keras.
 
+Every ``apply`` checks its params against what the layer's configuration and its input
+imply (``param_shapes(x)``: keys and shapes, no arrays made), so the weights of another
+configuration (another head, layer size or input size) fail with
+:class:`~gpudl.errors.ParamShapeError` naming the leaf path (``dense2.weight``, prefixed
+by each container on the way out), the expected and the given shape. It costs about a
+microsecond per layer (``check_params``); tests/nn/test_param_shapes.py checks that
+init makes exactly these shapes for every parametrised layer.
+
 Example:
     >>> import gpudl as gd
     >>> from gpudl import nn
@@ -32,8 +40,8 @@ import numpy as np
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
-from gpudl.errors import TreeMismatchError
-from gpudl.nn.arguments import LayerArgumentError, check_name, positional_limit
+from gpudl.errors import ArgumentTypeError, ConfigError, ParamShapeError, TreeMismatchError, TreeTypeError
+from gpudl.nn.arguments import LayerArgumentError, check_name, layer_label, positional_limit
 from gpudl.tree import tree_leaves, tree_map
 
 
@@ -112,16 +120,67 @@ class Layer:
         return f"{type(self).__name__}({self.name or ''})"
 
 
+def _owner(layer: Layer) -> str:
+    return f"{layer_label(layer)}{' ' + repr(layer.name) if layer.name else ''}"
+
+
+def check_tree(value: Any, what: str, owner: str) -> None:
+    """``params``/``state`` must be the dicts ``init`` returned (not None, not an array)."""
+    if not isinstance(value, dict):
+        raise TreeTypeError(
+            f"{owner}: {what} must be the dict returned by init, got "
+            f"{type(value).__name__}. Call params, state = model.init(key, x_example) first "
+            "and pass both: y, state = model.apply(params, state, x).")
+
+
 def require_params(params: dict, keys: Sequence[str], layer: Layer) -> None:
     """Raise TreeMismatchError naming missing and extra keys of a leaf layer's params."""
+    check_tree(params, "params", _owner(layer))
     missing = [k for k in keys if k not in params]
     extra = [k for k in params if k not in keys]
     if missing or extra:
         raise TreeMismatchError(
-            f"{type(layer).__name__}{' ' + repr(layer.name) if layer.name else ''}: the params "
+            f"{_owner(layer)}: the params "
             f"do not match the layer: missing keys {missing}, extra keys {extra}. Use the "
             "params returned by model.init (or gd.load of a checkpoint of this model)."
         )
+
+
+def check_params(params: dict, expected: dict, layer: Layer, x: Any = None) -> None:
+    """A leaf layer's params against the keys and shapes its configuration and its input
+    imply: ``expected`` maps each key to a shape tuple (or to a nested dict of them).
+
+    No second init and no arrays: one dict-keys comparison per level and one tuple
+    comparison per leaf, so it runs on every ``apply``. A wrong key raises
+    TreeMismatchError (missing and extra keys), a wrong shape :class:`ParamShapeError`
+    naming the leaf path, the expected and the given shape; containers prefix their
+    child's name to the path on the way out.
+    """
+    if not isinstance(params, dict) or params.keys() != expected.keys():
+        require_params(params, list(expected), layer)
+    for name, shape in expected.items():
+        leaf = params[name]
+        if type(shape) is dict:
+            try:
+                check_params(leaf, shape, layer, x)
+            except ParamShapeError as err:
+                err.within(name)
+                raise
+        elif getattr(leaf, "shape", None) != shape:
+            _leaf_mismatch(name, shape, leaf, layer, x)
+
+
+def _leaf_mismatch(name: str, shape: tuple, leaf: Any, layer: Layer, x: Any) -> None:
+    got = getattr(leaf, "shape", None)
+    if got is None:
+        raise TreeTypeError(f"{_owner(layer)}: parameter '{name}' must be an array of shape "
+                            f"{shape}, got {type(leaf).__name__}. Use the params returned by "
+                            "model.init.")
+    if tuple(got) == shape:
+        return
+    seen = getattr(x, "shape", None)
+    detail = "" if seen is None else f" for an input of shape {tuple(seen)}"
+    raise ParamShapeError(name, shape, tuple(got), _owner(layer), detail)
 
 
 def has_params(layer: Layer) -> bool:
@@ -149,14 +208,19 @@ def name_children(layers: Sequence[Layer]) -> list[str]:
                 if name not in taken:
                     break
         if name in by_id.values():
-            raise ValueError(f"two different layers are both named {name!r}; rename one")
+            raise ConfigError(f"two different layers are both named {name!r}; give one of "
+                              "them another name= (layer names must be unique in a container)")
         by_id[id(layer)] = name
         names.append(name)
     return names
 
 
-def check_children(params: dict, names: Sequence[str], layers: Sequence[Layer], owner: str):
-    """The container-level params check: missing and extra child names, both listed."""
+def check_children(params: dict, names: Sequence[str], layers: Sequence[Layer], owner: str,
+                   state: Any = None):
+    """The container-level params check: missing and extra child names, both listed (and
+    ``params``/``state`` must be dicts, as init returns them)."""
+    check_tree(params, "params", owner)
+    check_tree(state, "state", owner)
     expected = {n for n, layer in zip(names, layers, strict=True) if has_params(layer)}
     missing = sorted(n for n in expected if n not in params)
     extra = sorted(k for k in params if k not in set(names))
@@ -212,9 +276,13 @@ class Sequential(Layer):
             raise LayerArgumentError(f"nn.Sequential: layers must be a list of layers, got a "
                                      f"single {type(layers).__name__}. {_SEQUENTIAL_HINT}")
         self.layers = list(layers)
+        if not self.layers:
+            raise LayerArgumentError("nn.Sequential: got an empty list of layers; give at least "
+                                     "one layer, e.g. nn.Sequential([nn.Identity()]) for a "
+                                     "pass-through")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"nn.Sequential: item {i} is a {type(layer).__name__}, not a layer; wrap "
                     "functions with nn.Lambda(fn)"
                 )
@@ -235,11 +303,16 @@ class Sequential(Layer):
         return params, state, x
 
     def apply(self, params, state, x, *, train=False, key=None):
-        check_children(params, self.names, self.layers, "nn.Sequential")
+        check_children(params, self.names, self.layers, "nn.Sequential", state)
         new_state = dict(state)
         keys = split_keys(key, len(self.layers))
         for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x, train=train, key=k)
+            try:
+                x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x,
+                                   train=train, key=k)
+            except ParamShapeError as err:  # zero cost unless raised: name the leaf's path
+                err.within(name)
+                raise
             if s:
                 new_state[name] = s
         return x, new_state

@@ -30,10 +30,10 @@ import math
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import check_bool, check_int, layer_label, positional_limit
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 from gpudl.nn.recurrent import _GATES, _torch_order_hint, check_nonlinearity
 
 
@@ -60,37 +60,47 @@ class _Cell(Layer):
         if isinstance(inputs, dict):
             unknown = set(inputs) - {"x", "h", "c"}
             if unknown or "x" not in inputs:
-                raise ValueError(f"{label}: input dict keys must be x (required), h, c; got "
+                raise ConfigError(f"{label}: input dict keys must be x (required), h, c; got "
                                  f"{sorted(inputs)}")
             x, h, c = inputs["x"], inputs.get("h"), inputs.get("c")
         elif isinstance(inputs, (tuple, list)):
             if len(inputs) != 2:
-                raise ValueError(f"{label}: a tuple input must be (x, state) as torch's cell "
+                raise ConfigError(f"{label}: a tuple input must be (x, state) as torch's cell "
                                  f"call, got {len(inputs)} items")
             x, state = inputs
             h, c = state, None
             if self.kind == "lstm" and state is not None:
                 if not isinstance(state, (tuple, list)) or len(state) != 2:
-                    raise ValueError(f"{label}: the state must be the pair (h, c), as torch's "
+                    raise ConfigError(f"{label}: the state must be the pair (h, c), as torch's "
                                      f"LSTMCell(x, (h, c)); got {type(state).__name__}")
                 h, c = state
         else:
             x, h, c = inputs, None, None
         if self.kind != "lstm" and c is not None:
-            raise ValueError(f"{label}: has no cell state c (only nn.LSTMCell does)")
+            raise ConfigError(f"{label}: has no cell state c (only nn.LSTMCell does); pass "
+                              "(x, h) or {'x': x, 'h': h}")
         if x.ndim != 2:
             raise ShapeError(f"{label}: expects x of shape (N, input_size), got shape "
                              f"{tuple(x.shape)}; loop over time steps yourself, or use the "
                              "sequence layer nn.LSTM/nn.GRU/nn.RNN")
         return x, h, c
 
+    def _shapes(self, x) -> dict:
+        g, h = _GATES[self.kind], self.hidden
+        shapes = {"weight_ih": (g * h, x.shape[1]), "weight_hh": (g * h, h)}
+        if self.use_bias:
+            shapes.update(bias_ih=(g * h,), bias_hh=(g * h,))
+        return shapes
+
+    def param_shapes(self, x) -> dict:
+        """weight_ih (G*H, I), weight_hh (G*H, H), biases (G*H,), as torch's cells."""
+        return self._shapes(self._parts(x)[0])
+
     def init(self, key, x):
         x, _, _ = self._parts(x)
-        g, h = _GATES[self.kind], self.hidden
-        bound = 1.0 / math.sqrt(h)
+        bound = 1.0 / math.sqrt(self.hidden)
         init = inits.uniform(-bound, bound)
-        shapes = {"weight_ih": (g * h, x.shape[1]), "weight_hh": (g * h, h),
-                  "bias_ih": (g * h,), "bias_hh": (g * h,)}
+        shapes = self._shapes(x)
         names = self._names()
         dtype, dev = float_dtype(x), array_device(x)
         return {n: init(k, shapes[n], dtype=dtype, device=dev)
@@ -98,7 +108,7 @@ class _Cell(Layer):
 
     def apply(self, params, state, x, *, train=False, key=None):
         x, h, c = self._parts(x)
-        require_params(params, self._names(), self)
+        check_params(params, self._shapes(x), self, x)
         zeros = ops.zeros((x.shape[0], self.hidden), dtype=float_dtype(x),
                           device=array_device(x))
         h = zeros if h is None else h

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpudl import ops
-from gpudl.errors import ShapeError
+from gpudl.errors import ParamShapeError, ShapeError
 from gpudl.nn.base import (
     Layer,
     check_children,
@@ -55,11 +55,16 @@ class _Branches(Layer):
         raise NotImplementedError
 
     def _outputs(self, params, state, x, train, key):
-        check_children(params, self.names, self.layers, type(self).__name__)
+        check_children(params, self.names, self.layers, f"nn.{type(self).__name__}", state)
         new_state, outs = dict(state), []
         keys = split_keys(key, len(self.layers))
         for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
-            y, s = layer.apply(params.get(nm, {}), new_state.get(nm, {}), x, train=train, key=k)
+            try:
+                y, s = layer.apply(params.get(nm, {}), new_state.get(nm, {}), x, train=train,
+                                   key=k)
+            except ParamShapeError as err:
+                err.within(nm)
+                raise
             if s:
                 new_state[nm] = s
             outs.append(y)

@@ -31,7 +31,7 @@ from gpudl.nn.arguments import (
     check_ints,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 
 
 def _pair(v) -> tuple[int, int]:
@@ -104,8 +104,15 @@ class _ConvBase(Layer):
                 kb, (self.out_channels,), dtype=dtype, device=dev)
         return params, {}
 
-    def _params(self, params):
-        require_params(params, ["weight", "bias"] if self.use_bias else ["weight"], self)
+    def param_shapes(self, x) -> dict:
+        """The params' shapes for input ``x`` (N, C, ...): weight as torch's, bias (out,)."""
+        shapes = {"weight": self._weight_shape(x.shape[1])}
+        if self.use_bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def _params(self, params, x):
+        check_params(params, self.param_shapes(x), self, x)
         return params["weight"], params.get("bias")
 
     def macs(self, x, y, params):
@@ -123,7 +130,7 @@ class Conv2d(_ConvBase):
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
-        w, b = self._params(params)
+        w, b = self._params(params, x)
         return F.conv2d(x, w, b, stride=self.stride, padding=self.padding,
                         dilation=self.dilation, groups=self.groups), state
 
@@ -136,7 +143,7 @@ class Conv1d(_ConvBase):
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
-        w, b = self._params(params)
+        w, b = self._params(params, x)
         return F.conv1d(x, w, b, stride=self.stride, padding=self.padding,
                         dilation=self.dilation, groups=self.groups), state
 
@@ -158,7 +165,7 @@ class ConvTranspose2d(_ConvBase):
 
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
-        w, b = self._params(params)
+        w, b = self._params(params, x)
         return F.conv_transpose2d(x, w, b, stride=self.stride, padding=self.padding,
                                   output_padding=self.output_padding, dilation=self.dilation,
                                   groups=self.groups), state

@@ -26,7 +26,7 @@ from gpudl.nn.arguments import (
     check_int,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 
 _device = array_device
 
@@ -79,14 +79,22 @@ class Dense(Layer):
                 kb, (self.features,), dtype=dtype, device=dev)
         return params, {}
 
+    def param_shapes(self, x) -> dict:
+        """The params' shapes for input ``x`` (..., in): weight (out, in), bias (out,)."""
+        shapes = {"weight": (self.features, x.shape[-1])}
+        if self.use_bias:
+            shapes["bias"] = (self.features,)
+        return shapes
+
     def apply(self, params, state, x, *, train=False, key=None):
-        require_params(params, ["weight", "bias"] if self.use_bias else ["weight"], self)
-        w = params["weight"]
-        if x.shape[-1] != w.shape[1]:
+        w = params.get("weight") if isinstance(params, dict) else None
+        w_shape = getattr(w, "shape", ())
+        if len(w_shape) == 2 and w_shape[0] == self.features and x.shape[-1] != w_shape[1]:
             raise ShapeError(
                 f"nn.Dense{' ' + repr(self.name) if self.name else ''}: input has {x.shape[-1]} "
-                f"features but the weight expects {w.shape[1]} (weight shape {w.shape})"
+                f"features but the weight expects {w_shape[1]} (weight shape {w_shape})"
             )
+        check_params(params, self.param_shapes(x), self, x)
         return linear(x, w, params.get("bias")), state
 
     def macs(self, x, y, params):

@@ -22,6 +22,7 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import postorder
 from gpudl.backend import get_device, xp_for
+from gpudl.errors import ArgumentTypeError, ConfigError, ParamShapeError
 from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
 
 
@@ -48,9 +49,10 @@ def call_symbolic(layer: Layer, inputs: tuple):
     flat = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)) else inputs
     multi = len(flat) != 1 or isinstance(inputs[0], (list, tuple))
     if not flat:
-        raise TypeError(f"{type(layer).__name__}() called with no inputs; pass nn.Input values")
+        raise ArgumentTypeError(f"{type(layer).__name__}() called with no inputs; pass nn.Input "
+                                "values")
     if not all(isinstance(i, Symbolic) for i in flat):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{type(layer).__name__}(...) called on {[type(i).__name__ for i in flat]}: calling a "
             "layer builds a graph from nn.Input values; to compute, use layer.apply(params, "
             "state, x)"
@@ -77,7 +79,8 @@ class Model(Layer):
         missing = [n for n in self.nodes
                    if n.layer is None and all(n is not i for i in self.inputs)]
         if missing:
-            raise ValueError(f"nn.Model: the outputs depend on inputs not listed: {missing}")
+            raise ConfigError(f"nn.Model: the outputs depend on inputs not listed: {missing}; "
+                              "pass every nn.Input they use in inputs=")
         layer_nodes = [n for n in self.nodes if n.layer is not None]
         unique: list[Layer] = []
         for n in layer_nodes:
@@ -101,7 +104,7 @@ class Model(Layer):
         else:
             xs = [x] if self.single_input else list(x)
         if len(xs) != len(self.inputs):
-            raise ValueError(
+            raise ConfigError(
                 f"nn.Model: expected {len(self.inputs)} inputs, got {len(xs)}; pass "
                 + ("one array" if self.single_input else f"a tuple of {len(self.inputs)} arrays")
             )
@@ -122,8 +125,12 @@ class Model(Layer):
                     params[name] = p
                 initialized.add(name)
             else:
-                y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
-                                        train=train, key=k)
+                try:
+                    y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
+                                            train=train, key=k)
+                except ParamShapeError as err:
+                    err.within(name)
+                    raise
             if s:
                 new_state[name] = s
             values[id(node)] = y
@@ -137,7 +144,7 @@ class Model(Layer):
         return params, state
 
     def apply(self, params, state, x, *, train=False, key=None):
-        check_children(params, self.names, self.layers, "nn.Model")
+        check_children(params, self.names, self.layers, "nn.Model", state)
         return self._run(params, state, x, train, key, False)
 
     def trainable_mask(self, params):

@@ -22,6 +22,7 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import get_device, xp_for
+from gpudl.errors import ConfigError
 from gpudl.nn.arguments import LayerArgumentError, check_float, positional_limit
 
 Initializer = Callable[..., Any]
@@ -100,9 +101,9 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
     """Var(w) = scale / n with n = fan_in, fan_out or their mean (Keras/JAX naming)."""
     check_float("nn.initializers.variance_scaling", "scale", scale, low=0.0, low_open=True)
     if mode not in ("fan_in", "fan_out", "fan_avg"):
-        raise ValueError(f"variance_scaling: mode must be fan_in/fan_out/fan_avg, got {mode!r}")
+        raise ConfigError(f"variance_scaling: mode must be fan_in/fan_out/fan_avg, got {mode!r}")
     if distribution not in ("normal", "uniform"):
-        raise ValueError(
+        raise ConfigError(
             f"variance_scaling: distribution must be normal/uniform, got {distribution!r}")
 
     def init(key, shape, dtype=np.float32, device=None):
@@ -191,6 +192,6 @@ def get(init: str | Initializer | None, default: Initializer) -> Initializer:
         return init
     if init in _BY_NAME:
         return _BY_NAME[init]()
-    raise ValueError(
+    raise ConfigError(
         f"unknown initializer {init!r}; expected one of {sorted(_BY_NAME)} or a function"
     )

@@ -21,7 +21,7 @@ from gpudl import functional as F
 from gpudl import ops
 from gpudl.autodiff import stop_gradient
 from gpudl.backend import asarray
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, MissingKeyError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
     LayerArgumentError,
@@ -31,7 +31,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 
 
 def _batch_norm_hint(label: str, args: tuple) -> str:
@@ -94,12 +94,17 @@ class _BatchNorm(Layer):
                  "running_var": ops.ones((c,), dtype=dtype, device=dev)}
         return params, state
 
+    def param_shapes(self, x) -> dict:
+        """weight and bias (C,), C = the input's axis 1 (none when affine=False)."""
+        c = x.shape[1]
+        return {"weight": (c,), "bias": (c,)} if self.affine else {}
+
     def apply(self, params, state, x, *, train=False, key=None):
         self._check(x)
         if self.affine:
-            require_params(params, ["weight", "bias"], self)
+            check_params(params, self.param_shapes(x), self, x)
         if not isinstance(state, dict) or not {"running_mean", "running_var"} <= set(state):
-            raise KeyError(
+            raise MissingKeyError(
                 f"nn.{type(self).__name__}: the state has no running_mean/running_var (got keys "
                 f"{sorted(state) if isinstance(state, dict) else type(state).__name__}); pass the "
                 "state returned by model.init (and by the previous apply)"
@@ -158,10 +163,15 @@ class LayerNorm(Layer):
         return {"weight": ops.ones(shape, dtype=dtype, device=dev),
                 "bias": ops.zeros(shape, dtype=dtype, device=dev)}, {}
 
+    def param_shapes(self, x) -> dict:
+        """weight and bias of the normalized shape (none when affine=False)."""
+        shape = self._shape(x)
+        return {"weight": shape, "bias": shape} if self.affine else {}
+
     def apply(self, params, state, x, *, train=False, key=None):
         shape = self._shape(x)
         if self.affine:
-            require_params(params, ["weight", "bias"], self)
+            check_params(params, {"weight": shape, "bias": shape}, self, x)
             return F.layer_norm(x, params["weight"], params["bias"], eps=self.eps), state
         return F.layer_norm(x, None, None, eps=self.eps, normalized_shape=shape), state
 
@@ -177,7 +187,7 @@ class Dropout(Layer):
 
     def apply(self, params, state, x, *, train=False, key=None):
         if train and self.rate > 0 and key is None:
-            raise ValueError(
+            raise ConfigError(
                 f"nn.Dropout{' ' + repr(self.name) if self.name else ''}: train=True needs a "
                 "random key: model.apply(params, state, x, train=True, key=gd.random.key(step)) "
                 "(use a fresh key each step), or train=False for evaluation"
@@ -243,8 +253,12 @@ class Embedding(Layer):
             w[self.padding_idx] = 0
         return {"weight": w}, {}
 
+    def param_shapes(self, x=None) -> dict:
+        """The table (num_embeddings, embedding_dim), whatever the input."""
+        return {"weight": (self.num_embeddings, self.embedding_dim)}
+
     def apply(self, params, state, x, *, train=False, key=None):
-        require_params(params, ["weight"], self)
+        check_params(params, {"weight": (self.num_embeddings, self.embedding_dim)}, self)
         w = params["weight"] if self.trainable else stop_gradient(params["weight"])
         return F.embedding(w, x, padding_idx=self.padding_idx), state
 

@@ -29,7 +29,7 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
     LayerArgumentError,
@@ -40,7 +40,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, require_params
+from gpudl.nn.base import Layer, check_params
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -103,33 +103,44 @@ class _Recurrent(Layer):
                 names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
         return names
 
+    def _shapes(self, n_in: int) -> dict:
+        """Every param's shape for input size ``n_in``, in :meth:`_names` order."""
+        g, h, d = _GATES[self.kind], self.hidden, 2 if self.bidirectional else 1
+        shapes = {}
+        for sfx in self._suffixes():
+            shapes[f"weight_ih{sfx}"] = (g * h, n_in if sfx.startswith("_l0") else d * h)
+            shapes[f"weight_hh{sfx}"] = (g * h, h)
+            if self.use_bias:
+                shapes[f"bias_ih{sfx}"] = shapes[f"bias_hh{sfx}"] = (g * h,)
+        return shapes
+
+    def param_shapes(self, x) -> dict:
+        """torch's shapes: weight_ih_l{k} (G*H, I or D*H), weight_hh_l{k} (G*H, H), biases."""
+        x = x["x"] if isinstance(x, dict) else x
+        return self._shapes(x.shape[-1])
+
     def init(self, key, x):
         x = x["x"] if isinstance(x, dict) else x
         if x.ndim != 3:
             layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
             raise ShapeError(f"nn.{type(self).__name__}: expects a 3-D input {layout}, got "
                              f"shape {tuple(x.shape)}")
-        g, h, d = _GATES[self.kind], self.hidden, 2 if self.bidirectional else 1
-        bound = 1.0 / math.sqrt(h)
+        bound = 1.0 / math.sqrt(self.hidden)
         init = inits.uniform(-bound, bound)
-        names = self._names()
-        keys = gdr.split(key, len(names))
+        shapes = self._shapes(x.shape[-1])
+        keys = gdr.split(key, len(shapes))
         params = {}
-        for name, k in zip(names, keys):
-            layer = int(name.split("_l")[1].split("_")[0])
-            n_in = x.shape[-1] if layer == 0 else d * h
-            shape = {"weight_ih": (g * h, n_in), "weight_hh": (g * h, h)}.get(
-                name.split("_l")[0], (g * h,))
+        for (name, shape), k in zip(shapes.items(), keys):
             params[name] = init(k, shape, dtype=x.dtype, device=device_of(x))
         return params, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
-        require_params(params, self._names(), self)
         inputs = x if isinstance(x, dict) else {"x": x}
         unknown = set(inputs) - {"x", "lengths", "h0", "c0"}
         if unknown:
-            raise ValueError(f"nn.{type(self).__name__}: unknown input keys {sorted(unknown)}; "
-                             "use x, lengths, h0, c0")
+            raise ConfigError(f"nn.{type(self).__name__}: unknown input keys {sorted(unknown)}; "
+                              "use x, lengths, h0, c0")
+        check_params(params, self._shapes(inputs["x"].shape[-1]), self, inputs["x"])
         seq, lengths = inputs["x"], inputs.get("lengths")
         h0, c0 = inputs.get("h0"), inputs.get("c0")
         d = 2 if self.bidirectional else 1

@@ -43,7 +43,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, float_dtype, require_params
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype
 
 #: LeCun et al. (1998), Appendix A: f(a) = A tanh(S a) with A = 1.7159, S = 2/3, chosen so
 #: that f(1) = 1 and f(-1) = -1.
@@ -127,16 +127,14 @@ class Subsampling2d(Layer):
                 kb, (c,), dtype=dtype, device=dev)
         return params, {}
 
+    def param_shapes(self, x) -> dict:
+        """One weight (and bias) per input channel: (C,)."""
+        return {name: (x.shape[1],) for name in self._names()}
+
     def apply(self, params, state, x, *, train=False, key=None):
         self._check_input(x)
-        require_params(params, self._names(), self)
         c = x.shape[1]
-        for name in self._names():
-            if tuple(params[name].shape) != (c,):
-                raise ShapeError(
-                    f"{layer_label(self)}: {name} must have shape ({c},) (one value per input "
-                    f"channel), got {tuple(params[name].shape)}; use the params from init on "
-                    "inputs with this many channels")
+        check_params(params, self.param_shapes(x), self, x)
         pooled = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)  # (N, C, Ho, Wo)
         y = pooled * ops.reshape(params["weight"], (1, c, 1, 1))
         if self.use_bias:

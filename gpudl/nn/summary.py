@@ -1,8 +1,49 @@
 """``model.summary(x)``: layer, output shape, parameter count and MACs, with totals.
 
-Leaf layers are recorded by running the model once on the example with each leaf's
-``apply`` wrapped, so any container (Sequential, Residual, Concat, graph Model) works.
-A layer object used twice appears on two rows but its parameters count once.
+The model runs once on the example with the ``apply`` of every layer it holds wrapped
+(layers reached through ``children()`` and through attributes: a Sequential, Residual,
+Concat, graph ``nn.Model``, or a model class that keeps its sub-layers as attributes).
+A layer whose ``apply`` calls wrapped layers is *expanded*: its children get rows with
+dotted names (``encoder.dense1``, the params-tree path where there is one) and the layer
+itself gets a row only for parameters that none of its children used. Transformer
+encoder/decoder layers are expanded into their attention, feed-forward and norm parts.
+Every parameter counts on exactly one row, so the rows add up to the totals. A layer
+called several times under the same name (a shared layer, a cell in a loop over time) is
+one row: its calls counted, its MACs summed, its parameters counted once; a container
+(Sequential, Residual, Concat, graph Model) lists each position it calls a layer at, so a
+layer shared by two positions is on two rows and its parameters count on the first.
+
+**What a MAC is here**: one multiply-accumulate of a matrix product or a convolution, as
+torch's profilers count them (fvcore, thop, ptflops); elementwise work (activations,
+biases, normalization, softmax, pooling, gate nonlinearities) is not counted. Per layer:
+
+* ``Dense`` on (..., I) -> (..., O): ``prod(...) * O * I``; convolutions: each output
+  element is a dot product over ``C_in/groups * prod(kernel)``.
+* ``RNN``/``LSTM``/``GRU`` on T steps of N sequences: ``T * N * G*H * (I + H)`` per layer
+  and direction, G = 1 (Elman), 4 (LSTM), 3 (GRU), I the layer's input size (``D*H``
+  above the first layer); every step is counted, also past ``lengths``. The cells: one
+  step, ``N * G*H * (I + H)``.
+* ``MultiHeadAttention`` with queries (N, Lq, Eq), keys/values (N, Lk, Ek/Ev), width E:
+  projections ``N*Lq*E*Eq + N*Lk*E*Ek + N*Lk*E*Ev``, scores ``QK^T`` and the weighted sum
+  ``AV`` ``N*Lq*Lk*E`` each (masked entries included: the dense product is computed), and
+  the output projection ``N*Lq*E*E``.
+* Transformer layers: their attention blocks plus the feed-forward ``2 * N*L*E*ff_dim``.
+
+Work a model does with ``ops``/``F`` calls outside any layer (a GCN's propagation, GPT's
+tied output projection) counts only where that model defines ``macs(x, y, params)``.
+
+Example:
+    >>> import numpy as np
+    >>> from gpudl import nn
+    >>> net = nn.Sequential([nn.LSTM(8, batch_first=True), nn.TransformerEncoderLayer(2, 16)])
+    >>> data = net.summary_dict(np.zeros((2, 5, 3), np.float32))
+    >>> [(r["name"], r["macs"]) for r in data["rows"]]  # doctest: +NORMALIZE_WHITESPACE
+    [('lstm1', 3520), ('encoder1.self_attn', 3360), ('encoder1.norm1', 0),
+     ('encoder1.linear1', 1280), ('encoder1.linear2', 1280), ('encoder1.norm2', 0)]
+    >>> data["rows"][0]["macs"] == 5 * 2 * 4 * 8 * (3 + 8)  # T * N * 4H * (I + H)
+    True
+    >>> data["total_macs"] == sum(r["macs"] for r in data["rows"])
+    True
 """
 
 from __future__ import annotations
@@ -12,81 +53,242 @@ from typing import Any
 import numpy as np
 
 from gpudl import random as gdr
-from gpudl.nn.base import count_params
+from gpudl.nn.attention import MultiHeadAttention, TransformerDecoderLayer, TransformerEncoderLayer
+from gpudl.nn.base import Layer, count_params
+from gpudl.nn.recurrent import _Recurrent
 from gpudl.tree import tree_leaves
 
 
-def _walk(layer, path: str, out: dict[int, str], params: Any) -> None:
+def _size(shape) -> int:
+    return int(np.prod(tuple(shape), dtype=np.int64))
+
+
+def shape_of(value: Any) -> Any:
+    """An array's shape as a tuple; nested lists of shapes for tuple/list outputs."""
+    if hasattr(value, "shape"):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return [shape_of(v) for v in value]
+    if isinstance(value, dict):
+        return {k: shape_of(v) for k, v in value.items()}
+    return None
+
+
+# ------------------------------------------------------------------ MAC formulas
+def attention_macs(q, k, v, params: dict) -> int:
+    """Projections, ``QK^T``, ``AV`` and the output projection (see the module docstring)."""
+    e = int(params["q_proj"]["weight"].shape[0])
+    nq = _size(q.shape[:-1])  # N * Lq
+    lk = int(k.shape[-2])
+    projections = (nq * _size(params["q_proj"]["weight"].shape)
+                   + _size(k.shape[:-1]) * _size(params["k_proj"]["weight"].shape)
+                   + _size(v.shape[:-1]) * _size(params["v_proj"]["weight"].shape))
+    return projections + 2 * nq * lk * e + nq * _size(params["out_proj"]["weight"].shape)
+
+
+def recurrent_macs(layer: _Recurrent, x, params: dict) -> int:
+    """``T * N * G*H * (I + H)`` summed over layers and directions."""
+    seq = x["x"] if isinstance(x, dict) else x
+    steps_times_batch = int(seq.shape[0]) * int(seq.shape[1])  # T * N in either layout
+    return steps_times_batch * sum(
+        _size(params[name].shape) for name in params if name.startswith(("weight_ih", "weight_hh")))
+
+
+def _leaf_macs(layer: Layer, x, y, params: dict) -> int:
+    if isinstance(layer, _Recurrent):
+        return recurrent_macs(layer, x, params)
+    if isinstance(layer, MultiHeadAttention):
+        q, k, v, _, _ = layer._parts(x)
+        return attention_macs(q, k, v, params)
+    return int(layer.macs(x, y, params))
+
+
+def _transformer_parts(layer: Layer, x, params: dict) -> list[tuple[str, str, Any, int]]:
+    """``(name, type, output shape, macs)`` of a transformer layer's parts, in the order
+    they run; each part's parameters are ``params[name]``."""
+    xs = x["x"] if isinstance(x, dict) else x
+    shape, tokens, d = tuple(xs.shape), _size(xs.shape[:-1]), int(xs.shape[-1])
+    ff = int(params["linear1"]["weight"].shape[0])
+    parts = [("self_attn", "MultiHeadAttention", shape, attention_macs(xs, xs, xs,
+                                                                      params["self_attn"])),
+             ("norm1", "LayerNorm", shape, 0)]
+    if "cross_attn" in params:
+        memory = x["memory"]
+        parts += [("cross_attn", "MultiHeadAttention", shape,
+                   attention_macs(xs, memory, memory, params["cross_attn"])),
+                  ("norm2", "LayerNorm", shape, 0)]
+    parts += [("linear1", "Dense", (*shape[:-1], ff), tokens * ff * d),
+              ("linear2", "Dense", shape, tokens * d * ff)]
+    last = "norm3" if isinstance(layer, TransformerDecoderLayer) else "norm2"
+    return parts + [(last, "LayerNorm", shape, 0)]
+
+
+_EXPANDED = (TransformerEncoderLayer, TransformerDecoderLayer)
+
+
+# ------------------------------------------------------------------ finding the layers
+def _sub_layers(layer: Layer) -> list[tuple[str, Layer]]:
+    """A layer's sub-layers with their names: ``children()``, else its attributes holding
+    layers (``head``, ``layers.0``, ...)."""
     children = getattr(layer, "children", None)
-    if children is None:
-        out.setdefault(id(layer), path or type(layer).__name__.lower())
-        return
-    for name, child in children():
-        _walk(child, f"{path}.{name}" if path else name, out, None)
+    if callable(children):
+        return list(children())
+    found: list[tuple[str, Layer]] = []
+    for attr, value in vars(layer).items():
+        if isinstance(value, Layer):
+            found.append((attr, value))
+        elif isinstance(value, (list, tuple)):
+            found += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, Layer)]
+        elif isinstance(value, dict):
+            found += [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(v, Layer)]
+    return found
 
 
-def _subtree(tree: Any, path: str) -> Any:
-    node = tree
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return {}
-        node = node[part]
-    return node
-
-
-def summary_data(model, x_example, key=None) -> dict:
-    """Rows ``{name, type, output_shape, params, macs}`` plus totals (trainable vs frozen)."""
-    key = gdr.key(0) if key is None else key
-    params, state = model.init(key, x_example)
-    paths: dict[int, str] = {}
-    _walk(model, "", paths, params)
-    leaves = {}
+def _all_layers(model: Layer) -> tuple[dict[int, Layer], dict[tuple[int, int], str]]:
+    """Every reachable layer by id, and each (parent id, child id) -> the child's name."""
+    layers: dict[int, Layer] = {}
+    names: dict[tuple[int, int], str] = {}
     stack = [model]
     while stack:
         layer = stack.pop()
-        children = getattr(layer, "children", None)
-        if children is None:
-            leaves[id(layer)] = layer
-        else:
-            stack.extend(child for _, child in children())
-    rows: list[dict] = []
-    counted: set[int] = set()
+        if id(layer) in layers:
+            continue
+        layers[id(layer)] = layer
+        for name, child in _sub_layers(layer):
+            names.setdefault((id(layer), id(child)), name)
+            stack.append(child)
+    return layers, names
 
-    def wrap(layer):
+
+def _path_to(tree: Any, target: Any) -> str | None:
+    """Dotted path of ``target`` (by identity) inside a params tree, or None."""
+    if not isinstance(tree, dict):
+        return None
+    for key, value in tree.items():
+        if value is target:
+            return str(key)
+        inner = _path_to(value, target)
+        if inner is not None:
+            return f"{key}.{inner}"
+    return None
+
+
+# ------------------------------------------------------------------ the recording run
+class _Recorder:
+    """Rows of one summary run; a stack of frames for the layer calls in progress."""
+
+    def __init__(self, model: Layer, params: dict):
+        self.layers, self.names = _all_layers(model)
+        self.param_ids = {id(leaf) for leaf in tree_leaves(params)}
+        self.claimed: set[int] = set()
+        self.rows: list[dict] = []
+        self.by_key: dict[tuple, dict] = {}
+        self.stack: list[dict] = []
+
+    def claim(self, tree: Any) -> int:
+        """Scalars of the model's parameters in ``tree`` that no row has counted yet."""
+        total = 0
+        for leaf in tree_leaves(tree):
+            if id(leaf) in self.param_ids and id(leaf) not in self.claimed:
+                self.claimed.add(id(leaf))
+                total += _size(leaf.shape)
+        return total
+
+    def name_for(self, layer: Layer, params: Any) -> str:
+        if not self.stack:
+            return layer.name or type(layer).__name__.lower()
+        parent = self.stack[-1]
+        rel = None
+        if isinstance(params, dict) and params:
+            rel = _path_to(parent["params"], params)
+        rel = rel or self.names.get((id(parent["layer"]), id(layer))) \
+            or layer.name or layer.prefix()
+        return f"{parent['name']}.{rel}" if parent["name"] else rel
+
+    def add(self, name: str, layer_type: str, key: tuple, shape: Any, params: int,
+            macs: int, at: int | None = None) -> None:
+        row = self.by_key.get(key)
+        if row is not None:  # called again: one row, calls and MACs summed
+            row.update(output_shape=shape, calls=row["calls"] + 1, macs=row["macs"] + macs,
+                       params=row["params"] + params)
+            return
+        row = {"name": name, "type": layer_type, "output_shape": shape, "params": params,
+               "macs": int(macs), "calls": 1}
+        self.by_key[key] = row
+        self.rows.insert(len(self.rows) if at is None else at, row)
+
+    def wrap(self, layer: Layer):
         original = layer.apply
 
         def recorded(p, s, x, *, train=False, key=None):
-            y, s2 = original(p, s, x, train=train, key=key)
-            first = id(layer) not in counted
-            counted.add(id(layer))
-            shape = tuple(y.shape) if hasattr(y, "shape") else [tuple(v.shape) for v in y]
-            rows.append({
-                "name": paths.get(id(layer), type(layer).__name__),
-                "type": type(layer).__name__,
-                "output_shape": shape,
-                "params": count_params(p) if first else 0,
-                "macs": int(layer.macs(x, y, p)) if hasattr(y, "shape") else 0,
-            })
+            name = self.name_for(layer, p)
+            position = None  # calls at different positions of a container: separate rows
+            if self.stack:
+                parent = self.stack[-1]
+                parent["expanded"] = True
+                if callable(getattr(parent["layer"], "children", None)):
+                    position = parent["calls"] = parent["calls"] + 1
+            # the top-level row is named for the model only when nothing expands it
+            frame = {"layer": layer, "params": p, "name": name if self.stack else "",
+                     "start": len(self.rows), "expanded": False, "calls": 0,
+                     "key": (name, id(layer), position)}
+            self.stack.append(frame)
+            try:
+                y, s2 = original(p, s, x, train=train, key=key)
+            finally:
+                self.stack.pop()
+            self.record(layer, name, frame, p, x, y)
             return y, s2
 
-        layer.apply = recorded
+        return recorded
 
-    for layer in leaves.values():
-        wrap(layer)
+    def record(self, layer: Layer, name: str, frame: dict, p: Any, x, y) -> None:
+        prefix = f"{frame['name']}." if frame["name"] else ""
+        if not frame["expanded"] and isinstance(layer, _EXPANDED):
+            for part, kind, shape, macs in _transformer_parts(layer, x, p):
+                self.add(prefix + part, kind, (*frame["key"], part), shape,
+                         self.claim(p.get(part, {})), macs)
+            frame["expanded"] = True
+        if frame["expanded"]:
+            # parameters the layer used itself, outside its children, and the MACs of a
+            # ``macs`` it defines for that work of its own
+            rest = self.claim(p)
+            own = int(layer.macs(x, y, p)) if type(layer).macs is not Layer.macs else 0
+            if rest or own:
+                self.add(name, type(layer).__name__, frame["key"], shape_of(y), rest, own,
+                         at=frame["start"])
+            return
+        self.add(name, type(layer).__name__, frame["key"], shape_of(y), self.claim(p),
+                 _leaf_macs(layer, x, y, p))
+
+
+def summary_data(model, x_example, key=None) -> dict:
+    """Rows ``{name, type, output_shape, params, macs, calls}`` plus totals (trainable vs
+    frozen parameters, MACs for this input); the rows add up to the totals."""
+    key = gdr.key(0) if key is None else key
+    params, state = model.init(key, x_example)
+    recorder = _Recorder(model, params)
+    wrapped = []
+    for layer in recorder.layers.values():
+        wrapped.append((layer, vars(layer).get("apply")))
+        layer.apply = recorder.wrap(layer)
     try:
         out, _ = model.apply(params, state, x_example, train=False)
     finally:
-        for layer in leaves.values():
-            del layer.apply
-    mask = model.trainable_mask(params)
-    flags = tree_leaves(mask)
-    sizes = [int(np.prod(leaf.shape)) for leaf in tree_leaves(params)]
+        for layer, before in wrapped:
+            if before is None:
+                del layer.apply
+            else:
+                layer.apply = before
+    flags = tree_leaves(model.trainable_mask(params))
+    sizes = [_size(leaf.shape) for leaf in tree_leaves(params)]
     trainable = int(sum(n for n, f in zip(sizes, flags, strict=True) if f))
     total = int(sum(sizes))
+    rows = recorder.rows
     return {
         "rows": rows,
-        "input_shape": tuple(x_example.shape) if hasattr(x_example, "shape") else None,
-        "output_shape": tuple(out.shape) if hasattr(out, "shape") else None,
+        "input_shape": shape_of(x_example),
+        "output_shape": shape_of(out),
         "total_params": total,
         "trainable_params": trainable,
         "frozen_params": total - trainable,
@@ -96,10 +298,12 @@ def summary_data(model, x_example, key=None) -> dict:
 
 
 def summary_table(model, x_example, key=None) -> str:
+    """The text of ``model.summary``: one line per row, then the totals."""
     data = summary_data(model, x_example, key)
-    head = ("Layer", "Type", "Output shape", "Params", "MACs")
+    with_calls = any(r["calls"] > 1 for r in data["rows"])
+    head = ("Layer", "Type", "Output shape", "Params", "MACs") + (("Calls",) if with_calls else ())
     body = [(r["name"], r["type"], str(r["output_shape"]), f"{r['params']:,}", f"{r['macs']:,}")
-            for r in data["rows"]]
+            + ((str(r["calls"]),) if with_calls else ()) for r in data["rows"]]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
               for i, h in enumerate(head)]
 
@@ -114,6 +318,7 @@ def summary_table(model, x_example, key=None) -> str:
         rule,
         f"Total params: {data['total_params']:,}  (trainable {data['trainable_params']:,}, "
         f"frozen {data['frozen_params']:,})",
-        f"Total MACs for this input: {data['total_macs']:,}",
+        f"Total MACs for this input: {data['total_macs']:,}  (multiply-accumulates of matrix "
+        "products and convolutions)",
     ]
     return "\n".join(out)

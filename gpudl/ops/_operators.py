@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpudl.autodiff import UFUNC_DISPATCH, Traced
+from gpudl.errors import ConfigError
 from gpudl.ops import elementwise as E
 from gpudl.ops import indexing as I
 from gpudl.ops import join as J
@@ -25,7 +26,7 @@ def _swap(f):
 
 def _reshape_method(self, *shape, order: str = "C"):
     if order != "C":
-        raise ValueError("reshape: only order='C' is supported on traced values")
+        raise ConfigError("reshape: only order='C' is supported on traced values")
     return S.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
 
 

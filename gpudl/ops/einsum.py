@@ -23,7 +23,7 @@ import numpy as np
 
 from gpudl.autodiff import Primitive
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ShapeError
 
 
 def parse_subscripts(subscripts: str, shapes: list[tuple]) -> tuple[list[str], str]:
@@ -125,7 +125,7 @@ def einsum(subscripts: str, *operands):
         (5, 2, 4)
     """
     if not isinstance(subscripts, str):
-        raise TypeError("ops.einsum: the first argument must be the subscripts string")
+        raise ArgumentTypeError("ops.einsum: the first argument must be the subscripts string")
     shapes = [_shape(o) for o in operands]
     terms, out = parse_subscripts(subscripts, shapes)
     size: dict[str, int] = {}

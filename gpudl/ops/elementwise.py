@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
+from gpudl.errors import ConfigError
 
 # --------------------------------------------------------------------------- arithmetic
 add = Primitive("add", np.add, lambda g, out, x, y: (g, g))
@@ -167,7 +168,7 @@ def clip(x, a_min=None, a_max=None, *, min=None, max=None):  # noqa: A002 - NumP
     a_min = min if a_min is None else a_min
     a_max = max if a_max is None else a_max
     if a_min is None and a_max is None:
-        raise ValueError("ops.clip: give a_min, a_max or both (both are None)")
+        raise ConfigError("ops.clip: give a_min, a_max or both (both are None)")
     return _clip(x, a_min=_typed_scalar(a_min, x), a_max=_typed_scalar(a_max, x))
 
 

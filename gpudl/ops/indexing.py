@@ -16,7 +16,7 @@ import numpy as np
 from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
 from gpudl.backend import module_of, scatter_add_
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, IndexRangeError, ShapeError
 
 
 def _is_basic(index: tuple) -> bool:
@@ -92,7 +92,7 @@ def segment_sum(data, segment_ids, num_segments: int):
     """
     ids = unbox_all(segment_ids)
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_segments):
-        raise IndexError(
+        raise IndexRangeError(
             f"ops.segment_sum: segment_ids must lie in [0, {num_segments}), "
             f"got range [{int(ids.min())}, {int(ids.max())}]"
         )
@@ -159,9 +159,9 @@ def one_hot(labels, num_classes: int, dtype=np.float32):
             "cast them with labels.astype('int64')"
         )
     if int(num_classes) <= 0:
-        raise ValueError(f"ops.one_hot: num_classes must be positive, got {num_classes}")
+        raise ConfigError(f"ops.one_hot: num_classes must be positive, got {num_classes}")
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise IndexError(
+        raise IndexRangeError(
             f"ops.one_hot: labels must lie in [0, {num_classes}), "
             f"got range [{int(labels.min())}, {int(labels.max())}]"
         )

@@ -16,7 +16,7 @@ import numpy as np
 
 from gpudl.autodiff import Primitive
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.ops.shape import _axis, expand_dims, ravel
 
 
@@ -151,7 +151,7 @@ def pad(x, pad_width, mode: str = "constant", constant_values=0):
         [[0.0, 1.0, 1.0, 0.0, 0.0]]
     """
     if mode != "constant":
-        raise ValueError(f"ops.pad: only mode='constant' is differentiable here, got {mode!r}")
+        raise ConfigError(f"ops.pad: only mode='constant' is differentiable here, got {mode!r}")
     ndim = len(_shape(x))
     try:
         width = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
@@ -161,6 +161,6 @@ def pad(x, pad_width, mode: str = "constant", constant_values=0):
             "int, a (before, after) pair, or one pair per axis"
         ) from None
     if (width < 0).any():
-        raise ValueError(f"ops.pad: pad widths must be >= 0, got {pad_width}")
+        raise ConfigError(f"ops.pad: pad widths must be >= 0, got {pad_width}")
     width = tuple((int(a), int(b)) for a, b in width)
     return _pad(x, pad_width=width, constant_values=constant_values)

@@ -15,7 +15,7 @@ import numpy as np
 from gpudl.autodiff import Primitive, is_traced, nondifferentiable
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import GradientError, ShapeError
+from gpudl.errors import ConfigError, GradientError, ShapeError
 from gpudl.ops.elementwise import abs as _abs
 from gpudl.ops.elementwise import multiply, not_equal, power, where
 from gpudl.ops.reductions import max as _max
@@ -163,7 +163,7 @@ def _vector_norm(x, ord, axes, keepdims):  # noqa: A002
     if isinstance(ord, int | float) and ord > 0:
         p = float(ord)
         return power(_sum(power(_abs(x), p), axis=axes, keepdims=keepdims), 1.0 / p)
-    raise ValueError(f"ops.norm: vector ord must be > 0, inf or -inf, got {ord!r}")
+    raise ConfigError(f"ops.norm: vector ord must be > 0, inf or -inf, got {ord!r}")
 
 
 def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
@@ -179,7 +179,7 @@ def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
         return out if keepdims else reshape(
             out, tuple(n for i, n in enumerate(_shape(out)) if i not in axes)
         )
-    raise ValueError(
+    raise ConfigError(
         f"ops.norm: matrix ord must be 'fro', 1, -1, inf or -inf, got {ord!r} "
         "(the spectral and nuclear norms are not supported)"
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ShapeError
 from gpudl.ops.elementwise import equal, exp, sqrt, where
 from gpudl.ops.shape import broadcast_to, reshape
 
@@ -56,7 +56,7 @@ _sum = Primitive(
 
 def _check_out(out, op: str) -> None:
     if out is not None:
-        raise TypeError(f"ops.{op}: out= is not supported (gpudl ops return new arrays)")
+        raise ArgumentTypeError(f"ops.{op}: out= is not supported (gpudl ops return new arrays)")
 
 
 def _cast(x, dtype):

@@ -35,8 +35,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from gpudl.backend import module_of
-from gpudl.errors import TreeMismatchError
-from gpudl.tree import assert_same_structure, tree_map
+from gpudl.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    OptimizerStateError,
+    ShapeError,
+    TreeMismatchError,
+)
+from gpudl.tree import assert_same_structure, flatten_with_paths, tree_map
 
 Schedule = Callable[[int], float]
 
@@ -78,7 +84,8 @@ def check_hparam(op: str, name: str, value: Any, *, low: float = 0.0, high: floa
                  low_open: bool = False, high_open: bool = False) -> float:
     """A hyperparameter as a Python float, checked to lie in its range (ValueError names it)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a real number, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{op}: {name} must be a real number, got "
+                                f"{type(value).__name__} {value!r}")
     value = float(value)
     bad = math.isnan(value) or value < low or (low_open and value == low)
     if high is not None:
@@ -87,7 +94,7 @@ def check_hparam(op: str, name: str, value: Any, *, low: float = 0.0, high: floa
         lo = "(" if low_open else "["
         hi = "" if high is None else f"{high})" if high_open else f"{high}]"
         rng = f"{lo}{low}, {hi or 'inf)'}"
-        raise ValueError(f"{op}: {name} must be in {rng}, got {value}")
+        raise ConfigError(f"{op}: {name} must be in {rng}, got {value}")
     return value
 
 
@@ -101,7 +108,8 @@ def as_schedule(lr: Any, op: str, name: str = "lr") -> Schedule | float:
 def schedule_value(lr: Any, count: int, op: str, name: str = "lr") -> float:
     value = float(lr(count))
     if math.isnan(value) or value < 0.0:
-        raise ValueError(f"{op}: the {name} schedule gave {value} at step {count}; it must be >= 0")
+        raise ConfigError(f"{op}: the {name} schedule gave {value} at step {count}; it must "
+                          "return a number >= 0 at every step")
     return value
 
 
@@ -114,13 +122,36 @@ class _Box:
         self.items = items
 
 
-def map_leaves(f: Callable, n_out: int, grads: Any, *others: Any) -> tuple:
+def map_leaves(f: Callable, n_out: int, grads: Any, *others: Any, op: str = "update") -> tuple:
     """``f(g, *o) -> tuple of n_out`` leaf-wise over trees matched by key; ``n_out`` trees back.
 
-    Structures must already be checked (``None`` subtrees in ``grads`` are skipped).
+    Structures must already be checked (``None`` subtrees in ``grads`` are skipped); a
+    leaf of ``others`` (optimizer state) whose shape is not its gradient's raises
+    :class:`OptimizerStateError` naming it (state made for other params would broadcast).
     """
-    boxed = tree_map(lambda *leaves: _Box(tuple(f(*leaves))), grads, *others)
+
+    def leaf(g, *o):
+        # The state trees are made together by init: the first one stands for all.
+        if o and getattr(o[0], "shape", None) != getattr(g, "shape", None):
+            _state_shapes(op, grads, others)
+        return _Box(tuple(f(g, *o)))
+
+    boxed = tree_map(leaf, grads, *others)
     return tuple(tree_map(lambda b, i=i: b.items[i], boxed) for i in range(n_out))
+
+
+def _state_shapes(op: str, grads: Any, others: tuple) -> None:
+    """Name the first state leaf whose shape is not its gradient's (the error path)."""
+    for other in others:
+        state = dict(flatten_with_paths(other))
+        for path, g in flatten_with_paths(grads):
+            got = getattr(state.get(path), "shape", None)
+            if got is not None and tuple(got) != tuple(g.shape):
+                raise OptimizerStateError(
+                    f"{op}: the optimizer state for '{path}' has shape {tuple(got)} but its "
+                    f"gradient has shape {tuple(g.shape)}: the state was made for other params "
+                    "(another head or model). Make it with opt_state = opt.init(params) from "
+                    "these params.")
 
 
 # ----------------------------------------------------------------------------- combinators
@@ -137,7 +168,7 @@ def chain(*transforms: GradientTransformation, name: str = "chain") -> GradientT
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"{name}: argument {i} must be a GradientTransformation (init/update pair), got "
                 f"{type(t).__name__}"
             )
@@ -147,24 +178,57 @@ def chain(*transforms: GradientTransformation, name: str = "chain") -> GradientT
 
     def update(grads, state, params=None):
         if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise TreeMismatchError(
+            raise OptimizerStateError(
                 f"{name}.update: the state must be a tuple of {len(transforms)} states (from "
                 f"this optimizer's init), got {type(state).__name__}"
                 + (f" of length {len(state)}" if isinstance(state, tuple) else "")
+                + "; it looks like another optimizer's state. Make it with "
+                "opt_state = opt.init(params) from this optimizer."
             )
         if params is not None:
             check_structure(params, grads, name)
         new_states = []
         for t, s in zip(transforms, state, strict=True):
-            grads, s = t.update(grads, s, params)
+            try:
+                grads, s = t.update(grads, s, params)
+            except OptimizerStateError as err:
+                if not str(err).startswith(f"{name}.update"):
+                    raise OptimizerStateError(f"{name}.update: {err}") from None
+                raise
             new_states.append(s)
         return grads, tuple(new_states)
 
     return GradientTransformation(init, update)
 
 
+def check_state(op: str, state: Any, expected: type) -> None:
+    """An optimizer state of the kind this transformation's ``init`` makes, or a named
+    :class:`OptimizerStateError` (another optimizer's state: sgd's given to adam)."""
+    if type(state) is not expected:
+        raise OptimizerStateError(
+            f"{op}: the state is a {type(state).__name__}, expected a {expected.__name__}: "
+            "it was made by another optimizer (or another configuration of this one). Make "
+            "it with opt_state = opt.init(params) from the optimizer whose update you call.")
+
+
+def _shape_changes(params: Any, updates: Any) -> None:
+    """Raise ShapeError naming the first leaf whose update has another shape (error path)."""
+    ups = dict(flatten_with_paths(updates))
+    for path, p in flatten_with_paths(params):
+        got, want = getattr(ups.get(path), "shape", None), getattr(p, "shape", ())
+        if got is not None and tuple(got) != tuple(want):
+            raise ShapeError(
+                f"apply_updates: the update for '{path}' has shape {tuple(got)} but the "
+                f"parameter has shape {tuple(want)}; an update must have its parameter's shape "
+                "(adding it would broadcast). Pass the updates that opt.update made from the "
+                "gradients of these same params.")
+
+
 def apply_updates(params: Any, updates: Any) -> Any:
-    """``params + updates`` leaf-wise, keeping each parameter's dtype.
+    """``params + updates`` leaf-wise, keeping each parameter's dtype and shape.
+
+    An update of another shape than its parameter raises :class:`~gpudl.errors.ShapeError`
+    naming the leaf (it would broadcast and silently change the parameter's shape).
 
     Example:
         >>> import numpy as np
@@ -174,6 +238,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
     check_structure(params, updates, "apply_updates", "params")
 
     def add(p, u):
+        u_shape = getattr(u, "shape", None)
+        if u_shape is not None and u_shape != getattr(p, "shape", ()):
+            _shape_changes(params, updates)
         out = p + u
         dtype = getattr(p, "dtype", None)
         if dtype is not None and out.dtype != dtype:
@@ -213,7 +280,8 @@ def scale(factor: float) -> GradientTransformation:
         [-0.1, -0.2]
     """
     if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
-        raise TypeError(f"scale: factor must be a real number, got {type(factor).__name__}")
+        raise ArgumentTypeError(f"scale: factor must be a real number, got "
+                                f"{type(factor).__name__} {factor!r}")
     factor = float(factor)
 
     def update(grads, state, params=None):
@@ -225,10 +293,11 @@ def scale(factor: float) -> GradientTransformation:
 def scale_by_schedule(schedule: Schedule) -> GradientTransformation:
     """Multiply updates by ``schedule(count)``, where ``count`` (in the state) starts at 0."""
     if not callable(schedule):
-        raise TypeError(f"scale_by_schedule: schedule must be callable step -> factor, got "
+        raise ArgumentTypeError(f"scale_by_schedule: schedule must be callable step -> factor, got "
                         f"{type(schedule).__name__}")
 
     def update(grads, state, params=None):
+        check_state("scale_by_schedule", state, ScheduleState)
         factor = float(schedule(state.count))
         return tree_map(lambda g: g * factor, grads), ScheduleState(state.count + 1)
 
@@ -260,6 +329,7 @@ def scale_by_learning_rate(lr: float | Schedule, *, op: str = "scale_by_learning
         return GradientTransformation(lambda params: EmptyState(), update_const)
 
     def update(grads, state, params=None):
+        check_state(op, state, ScheduleState)
         neg = -schedule_value(lr, state.count, op)
         return tree_map(lambda g: g * neg, grads), ScheduleState(state.count + 1)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpudl.backend import module_of
+from gpudl.errors import ConfigError
 from gpudl.optim.base import EmptyState, GradientTransformation, check_hparam, check_structure
 from gpudl.optim.masking import masked
 from gpudl.tree import tree_map
@@ -36,7 +37,7 @@ from gpudl.tree import tree_map
 
 def _need_params(op: str, params: Any) -> None:
     if params is None:
-        raise ValueError(f"{op}: needs the current params; call update(grads, state, params)")
+        raise ConfigError(f"{op}: needs the current params; call update(grads, state, params)")
 
 
 def add_decayed_weights(weight_decay: float, mask: Any = None) -> GradientTransformation:

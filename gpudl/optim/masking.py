@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 from gpudl.backend import module_of
-from gpudl.errors import TreeMismatchError
+from gpudl.errors import ArgumentTypeError, ConfigError, TreeMismatchError
 from gpudl.optim.base import EmptyState, GradientTransformation, check_hparam, check_structure
 from gpudl.tree import is_leaf, tree_leaves, tree_map
 
@@ -112,7 +112,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     """
     op = "masked"
     if not isinstance(inner, GradientTransformation):
-        raise TypeError(f"{op}: inner must be a GradientTransformation, got {type(inner).__name__}")
+        raise ArgumentTypeError(f"{op}: inner must be a GradientTransformation, got {type(inner).__name__}")
 
     def init(params):
         flags = _resolve(mask, params, op, "mask")
@@ -150,7 +150,7 @@ def freeze(mask: Any, inner: GradientTransformation | None = None) -> GradientTr
     """
     op = "freeze"
     if inner is not None and not isinstance(inner, GradientTransformation):
-        raise TypeError(f"{op}: inner must be a GradientTransformation, got {type(inner).__name__}")
+        raise ArgumentTypeError(f"{op}: inner must be a GradientTransformation, got {type(inner).__name__}")
 
     def zero(flag, g, p):
         if not flag:
@@ -194,18 +194,18 @@ def multi_transform(transforms: dict[Hashable, GradientTransformation], labels: 
     """
     op = "multi_transform"
     if not isinstance(transforms, dict) or not transforms:
-        raise TypeError(f"{op}: transforms must be a non-empty dict "
+        raise ArgumentTypeError(f"{op}: transforms must be a non-empty dict "
                         "label -> GradientTransformation")
     for name, t in transforms.items():
         if not isinstance(t, GradientTransformation):
-            raise TypeError(f"{op}: transforms[{name!r}] must be a GradientTransformation, got "
+            raise ArgumentTypeError(f"{op}: transforms[{name!r}] must be a GradientTransformation, got "
                             f"{type(t).__name__}")
 
     def label_tree(tree):
         tree_labels = _resolve(labels, tree, op, "labels")
         unknown = sorted({str(x) for x in tree_leaves(tree_labels) if x not in transforms})
         if unknown:
-            raise ValueError(f"{op}: labels {unknown} have no transformation; known labels: "
+            raise ConfigError(f"{op}: labels {unknown} have no transformation; known labels: "
                              f"{list(transforms)}")
         return tree_labels
 
@@ -249,7 +249,7 @@ def scale_by_group(scales: dict[Hashable, float], labels: Any) -> GradientTransf
         lab = _resolve(labels, grads, op, "labels")
         unknown = sorted({str(x) for x in tree_leaves(lab) if x not in factors})
         if unknown:
-            raise ValueError(f"{op}: labels {unknown} have no scale; known labels: {list(factors)}")
+            raise ConfigError(f"{op}: labels {unknown} have no scale; known labels: {list(factors)}")
         return tree_map(lambda g, lb: g * factors[lb], grads, lab), state
 
     return GradientTransformation(lambda params: EmptyState(), update)

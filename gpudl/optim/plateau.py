@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from gpudl.errors import ConfigError
 from gpudl.optim.base import check_hparam
 
 _EPS = 1e-8  # torch: a reduction smaller than this is ignored
@@ -52,13 +53,13 @@ class ReduceOnPlateau:
         op = "reduce_on_plateau"
         self.factor = check_hparam(op, "factor", factor, high=1.0, high_open=True)
         if int(patience) != patience or patience < 0:
-            raise ValueError(f"{op}: patience must be an integer >= 0, got {patience}")
+            raise ConfigError(f"{op}: patience must be an integer >= 0, got {patience}")
         if int(cooldown) != cooldown or cooldown < 0:
-            raise ValueError(f"{op}: cooldown must be an integer >= 0, got {cooldown}")
+            raise ConfigError(f"{op}: cooldown must be an integer >= 0, got {cooldown}")
         if mode not in ("min", "max"):
-            raise ValueError(f"{op}: mode must be 'min' or 'max', got {mode!r}")
+            raise ConfigError(f"{op}: mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"{op}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+            raise ConfigError(f"{op}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         self.patience, self.cooldown = int(patience), int(cooldown)
         self.threshold = check_hparam(op, "threshold", threshold)
         self.mode, self.threshold_mode = mode, threshold_mode

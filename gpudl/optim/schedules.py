@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from gpudl.errors import ConfigError
 from gpudl.optim.base import check_hparam
 
 Schedule = Callable[[int], float]
@@ -24,13 +25,13 @@ Schedule = Callable[[int], float]
 
 def _step(op: str, step: int) -> int:
     if step < 0:
-        raise ValueError(f"{op}: step must be >= 0, got {step}")
+        raise ConfigError(f"{op}: step must be >= 0, got {step}")
     return int(step)
 
 
 def _count(op: str, name: str, value: int, low: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or value < low:
-        raise ValueError(f"{op}: {name} must be an integer >= {low}, got {value}")
+        raise ConfigError(f"{op}: {name} must be an integer >= {low}, got {value}")
     return int(value)
 
 
@@ -70,7 +71,7 @@ def exponential_decay(init_value: float, gamma: float | None = None, *,
     op = "exponential_decay"
     init_value = check_hparam(op, "init_value", init_value)
     if (gamma is None) == (decay_rate is None):
-        raise ValueError(f"{op}: give exactly one of gamma (per step) or decay_rate "
+        raise ConfigError(f"{op}: give exactly one of gamma (per step) or decay_rate "
                          f"(per decay_steps)")
     rate = check_hparam(op, "gamma" if gamma is not None else "decay_rate",
                         gamma if gamma is not None else decay_rate)
@@ -155,10 +156,10 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     op = "join_schedules"
     schedules, boundaries = list(schedules), [int(b) for b in boundaries]
     if len(schedules) != len(boundaries) + 1:
-        raise ValueError(f"{op}: need one more schedule than boundaries, got {len(schedules)} "
+        raise ConfigError(f"{op}: need one more schedule than boundaries, got {len(schedules)} "
                          f"schedules and {len(boundaries)} boundaries")
     if any(b < 0 for b in boundaries) or boundaries != sorted(boundaries):
-        raise ValueError(f"{op}: boundaries must be >= 0 and increasing, got {boundaries}")
+        raise ConfigError(f"{op}: boundaries must be >= 0 and increasing, got {boundaries}")
 
     def schedule(step: int) -> float:
         step = _step(op, step)
@@ -210,7 +211,7 @@ def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3,
     div_factor = check_hparam(op, "div_factor", div_factor, low_open=True)
     final_div_factor = check_hparam(op, "final_div_factor", final_div_factor, low_open=True)
     if anneal_strategy not in ("cos", "linear"):
-        raise ValueError(f"{op}: anneal_strategy must be 'cos' or 'linear', "
+        raise ConfigError(f"{op}: anneal_strategy must be 'cos' or 'linear', "
                          f"got {anneal_strategy!r}")
     initial = max_lr / div_factor
     min_lr = initial / final_div_factor
@@ -229,7 +230,7 @@ def one_cycle(total_steps: int, max_lr: float, pct_start: float = 0.3,
     def schedule(step: int) -> float:
         step = _step(op, step)
         if step > total:
-            raise ValueError(f"{op}: step {step} is beyond total_steps={total}; make "
+            raise ConfigError(f"{op}: step {step} is beyond total_steps={total}; make "
                              f"total_steps = epochs * steps_per_epoch")
         start_step = 0.0
         for i, (end_step, start, end) in enumerate(phases):

@@ -19,7 +19,14 @@ import math
 from typing import Any, NamedTuple
 
 from gpudl.backend import module_of
-from gpudl.optim.base import GradientTransformation, check_hparam, check_structure, map_leaves
+from gpudl.errors import ConfigError
+from gpudl.optim.base import (
+    GradientTransformation,
+    check_hparam,
+    check_state,
+    check_structure,
+    map_leaves,
+)
 from gpudl.tree import tree_map
 
 
@@ -41,7 +48,8 @@ def _betas(op: str, betas: tuple[float, float]) -> tuple[float, float]:
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
-        raise ValueError(f"{op}: betas must be a pair (beta1, beta2), got {betas!r}") from None
+        raise ConfigError(f"{op}: betas must be a pair (beta1, beta2) such as (0.9, 0.999), "
+                          f"got {betas!r}") from None
     return (check_hparam(op, "betas[0]", b1, high=1.0, high_open=True),
             check_hparam(op, "betas[1]", b2, high=1.0, high_open=True))
 
@@ -63,13 +71,14 @@ def trace(momentum: float, nesterov: bool = False, dampening: float = 0.0
     mu = check_hparam(op, "momentum", momentum)
     damp = check_hparam(op, "dampening", dampening, high=1.0)
     if nesterov and (mu <= 0.0 or damp != 0.0):
-        raise ValueError(f"{op}: nesterov=True needs momentum > 0 and dampening = 0 "
+        raise ConfigError(f"{op}: nesterov=True needs momentum > 0 and dampening = 0 "
                          f"(got momentum={mu}, dampening={damp})")
 
     def init(params):
         return TraceState(0, _zeros(params))
 
     def update(grads, state, params=None):
+        check_state(op, state, TraceState)
         _check(op, state.momentum_buffer, grads)
         first = state.count == 0
 
@@ -77,7 +86,7 @@ def trace(momentum: float, nesterov: bool = False, dampening: float = 0.0
             buf = g * 1.0 if first else buf * mu + g * (1.0 - damp)  # g * 1.0: a fresh copy
             return (g + buf * mu if nesterov else buf), buf
 
-        updates, bufs = map_leaves(leaf, 2, grads, state.momentum_buffer)
+        updates, bufs = map_leaves(leaf, 2, grads, state.momentum_buffer, op=op)
         return updates, TraceState(state.count + 1, bufs)
 
     return GradientTransformation(init, update)
@@ -104,6 +113,7 @@ def scale_by_adam(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                                 _zeros(params) if amsgrad else None)
 
     def update(grads, state, params=None):
+        check_state(op, state, ScaleByAdamState)
         _check(op, state.exp_avg, grads)
         t = state.count + 1
         bc1 = 1.0 - b1 ** t
@@ -120,9 +130,9 @@ def scale_by_adam(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
 
         if amsgrad:
             u, m, v, vmax = map_leaves(leaf, 4, grads, state.exp_avg, state.exp_avg_sq,
-                                       state.max_exp_avg_sq)
+                                       state.max_exp_avg_sq, op=op)
         else:
-            u, m, v, vmax = map_leaves(leaf, 4, grads, state.exp_avg, state.exp_avg_sq)
+            u, m, v, vmax = map_leaves(leaf, 4, grads, state.exp_avg, state.exp_avg_sq, op=op)
             vmax = None
         return u, ScaleByAdamState(t, m, v, vmax)
 
@@ -146,6 +156,7 @@ def scale_by_adamax(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
         return ScaleByAdamaxState(0, _zeros(params), _zeros(params))
 
     def update(grads, state, params=None):
+        check_state(op, state, ScaleByAdamaxState)
         _check(op, state.exp_avg, grads)
         t = state.count + 1
         bc1 = 1.0 - b1 ** t
@@ -156,7 +167,7 @@ def scale_by_adamax(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
             u = xp.maximum(u * b2, xp.abs(g) + eps)
             return m / u / bc1, m, u
 
-        u, m, inf = map_leaves(leaf, 3, grads, state.exp_avg, state.exp_inf)
+        u, m, inf = map_leaves(leaf, 3, grads, state.exp_avg, state.exp_inf, op=op)
         return u, ScaleByAdamaxState(t, m, inf)
 
     return GradientTransformation(init, update)
@@ -180,6 +191,7 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
         return ScaleByRmsState(_zeros(params), _zeros(params) if centered else None)
 
     def update(grads, state, params=None):
+        check_state(op, state, ScaleByRmsState)
         _check(op, state.square_avg, grads)
 
         def leaf(g, s, a=None):
@@ -191,9 +203,9 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8, centered: bool = False
             return g / (xp.sqrt(s - a * a) + eps), s, a
 
         if centered:
-            u, s, a = map_leaves(leaf, 3, grads, state.square_avg, state.grad_avg)
+            u, s, a = map_leaves(leaf, 3, grads, state.square_avg, state.grad_avg, op=op)
         else:
-            u, s, _ = map_leaves(leaf, 3, grads, state.square_avg)
+            u, s, _ = map_leaves(leaf, 3, grads, state.square_avg, op=op)
             a = None
         return u, ScaleByRmsState(s, a)
 
@@ -215,13 +227,14 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.0, eps: float = 1e-10
         return ScaleByAdagradState(_zeros(params, init_acc))
 
     def update(grads, state, params=None):
+        check_state(op, state, ScaleByAdagradState)
         _check(op, state.sum, grads)
 
         def leaf(g, acc):
             acc = acc + g * g
             return g / (module_of(g).sqrt(acc) + eps), acc
 
-        u, acc = map_leaves(leaf, 2, grads, state.sum)
+        u, acc = map_leaves(leaf, 2, grads, state.sum, op=op)
         return u, ScaleByAdagradState(acc)
 
     return GradientTransformation(init, update)
@@ -243,6 +256,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         return ScaleByAdadeltaState(_zeros(params), _zeros(params))
 
     def update(grads, state, params=None):
+        check_state(op, state, ScaleByAdadeltaState)
         _check(op, state.square_avg, grads)
 
         def leaf(g, s, d2):
@@ -252,7 +266,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
             d2 = d2 * rho + (delta * delta) * (1.0 - rho)
             return delta, s, d2
 
-        u, s, d2 = map_leaves(leaf, 3, grads, state.square_avg, state.acc_delta)
+        u, s, d2 = map_leaves(leaf, 3, grads, state.square_avg, state.acc_delta, op=op)
         return u, ScaleByAdadeltaState(s, d2)
 
     return GradientTransformation(init, update)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import backend
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, ShapeError
 from gpudl.random import _cuda, _philox
 from gpudl.random._common import (
     _check_int,
@@ -69,15 +69,22 @@ _SPLIT_TAG, _FOLD_TAG = 0x53504C54, 0x464F4C44  # "SPLT", "FOLD"
 
 # ----------------------------------------------------------------------------- keys
 def key(seed: int) -> np.ndarray:
-    """A new key from an integer seed (taken modulo 2**64): NumPy uint32 ``[low, high]``.
+    """A new key from an integer seed in ``[0, 2**64)``: NumPy uint32 ``[low, high]``.
 
     Keys live on the CPU whatever the device; the numbers they generate do not depend on it.
+    Seeds outside the range (negative, or 2**64 and above) raise ConfigError rather than
+    wrapping onto another seed's key; non-integers (floats, bools) raise ArgumentTypeError.
 
     Example:
         >>> key(1).tolist()
         [1, 0]
     """
-    seed = _check_int(seed, "key", "seed") % (1 << 64)
+    seed = _check_int(seed, "key", "seed")
+    if not 0 <= seed < 1 << 64:
+        raise ConfigError(f"gpudl.random.key: argument 'seed' must be in [0, 2**64), got {seed}; "
+                          "it would wrap onto the key of another seed (key(2**64) == key(0)). "
+                          "Use a non-negative seed below 2**64, or gd.random.fold_in(key, i) "
+                          "to derive keys from a large number.")
     return np.array([seed & _MASK32, seed >> 32], dtype=np.uint32)
 
 
@@ -92,7 +99,7 @@ def split(k: np.ndarray, num: int = 2) -> np.ndarray:
     words = _key_words(k, "split")
     num = _check_int(num, "split", "num")
     if num < 0:
-        raise ValueError(f"gpudl.random.split: argument 'num' must be >= 0, got {num}")
+        raise ConfigError(f"gpudl.random.split: argument 'num' must be >= 0, got {num}")
     ctr = np.arange(num, dtype=np.uint64)
     c0, c1, _, _ = philox4x32((ctr & _MASK32, ctr >> 32, _SPLIT_TAG, 0), words)
     return np.stack([c0, c1], axis=1).astype(np.uint32)  # (num, 2)
@@ -125,7 +132,7 @@ def uniform(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, minval: f
     dt = _float_dtype(dtype, "uniform")
     lo, hi = dt.type(minval), dt.type(maxval)
     if not lo < hi:
-        raise ValueError(f"gpudl.random.uniform: need minval < maxval, got {minval} and {maxval}")
+        raise ConfigError(f"gpudl.random.uniform: need minval < maxval, got {minval} and {maxval}")
     xp = backend.xp_for(_device(device))
     n = math.prod(dims)
     width = hi - lo  # rounded in dt, as every body uses it
@@ -187,10 +194,10 @@ def truncated_normal(k: np.ndarray, shape: Shape = (), lower: float = -2.0, uppe
     words, dims = _key_words(k, "truncated_normal"), _shape(shape, "truncated_normal")
     dt = _float_dtype(dtype, "truncated_normal")
     if not lower < upper:
-        raise ValueError(f"gpudl.random.truncated_normal: need lower < upper, got {lower}, {upper}")
+        raise ConfigError(f"gpudl.random.truncated_normal: need lower < upper, got {lower}, {upper}")
     mass = 0.5 * (math.erf(upper / math.sqrt(2)) - math.erf(lower / math.sqrt(2)))
     if mass < 1e-6:
-        raise ValueError(f"gpudl.random.truncated_normal: [{lower}, {upper}] holds only {mass:.2g}"
+        raise ConfigError(f"gpudl.random.truncated_normal: [{lower}, {upper}] holds only {mass:.2g}"
                          f" of the normal's mass; rejection sampling needs >= 1e-6")
     xp = backend.xp_for(_device(device))
     n = math.prod(dims)
@@ -225,7 +232,7 @@ def bernoulli(k: np.ndarray, p: Any = 0.5, shape: Shape | None = None, device: s
     xp = backend.xp_for(dev)
     p_arr = backend.asarray(p, dtype=np.float64, device=dev)
     if bool(xp.isnan(p_arr).any()) or bool((p_arr < 0).any()) or bool((p_arr > 1).any()):
-        raise ValueError(f"gpudl.random.bernoulli: argument 'p' must be within [0, 1], got "
+        raise ConfigError(f"gpudl.random.bernoulli: argument 'p' must be within [0, 1], got "
                          f"{p if np.ndim(p) == 0 else 'an array with values outside it'}")
     dims = p_arr.shape if shape is None else _shape(shape, "bernoulli")
     try:
@@ -264,10 +271,10 @@ def randint(k: np.ndarray, shape: Shape, low: int, high: int, dtype: Any = np.in
         raise DTypeError(f"gpudl.random.randint: argument 'dtype' must be an integer dtype, "
                          f"got {dt}")
     if low >= high:
-        raise ValueError(f"gpudl.random.randint: need low < high, got low={low}, high={high}")
+        raise ConfigError(f"gpudl.random.randint: need low < high, got low={low}, high={high}")
     info = np.iinfo(dt)
     if low < info.min or high - 1 > info.max:
-        raise ValueError(f"gpudl.random.randint: [{low}, {high}) does not fit dtype {dt} "
+        raise ConfigError(f"gpudl.random.randint: [{low}, {high}) does not fit dtype {dt} "
                          f"([{info.min}, {info.max}]); use a wider dtype")
     xp = backend.xp_for(_device(device))
     r = _words64(words, math.prod(dims), xp)  # a fresh array: updated in place
@@ -298,7 +305,7 @@ def permutation(k: np.ndarray, x: Any, device: str | None = None):
     if isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_)):
         n, arr = int(x), None
         if n < 0:
-            raise ValueError(f"gpudl.random.permutation: n must be >= 0, got {n}")
+            raise ConfigError(f"gpudl.random.permutation: n must be >= 0, got {n}")
     else:
         if device is None:
             device = backend.device_of(x)
@@ -327,12 +334,12 @@ def choice(k: np.ndarray, a: Any, shape: Shape = (), replace: bool = True,
         device = backend.device_of(a)
     n = int(a) if is_int else len(a)
     if n <= 0:
-        raise ValueError("gpudl.random.choice: cannot choose from an empty population")
+        raise ConfigError("gpudl.random.choice: cannot choose from an empty population")
     if replace:
         idx = randint(k, dims, 0, n, device=device)
     else:
         if n_out > n:
-            raise ValueError(f"gpudl.random.choice: cannot take {n_out} samples from {n} "
+            raise ConfigError(f"gpudl.random.choice: cannot take {n_out} samples from {n} "
                              f"without replacement")
         idx = permutation(k, n, device=device)[:n_out].reshape(dims)
     if is_int:

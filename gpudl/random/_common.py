@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import backend
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, DTypeError, ShapeError
 from gpudl.random import _cuda, _philox
 from gpudl.random._cpu import NumpyStream
 
@@ -62,7 +62,7 @@ def _key_words(k: Any, op: str) -> tuple[int, int]:
     if not isinstance(arr, np.ndarray) or arr.shape != (2,) or arr.dtype != np.uint32:
         got = (f"array of shape {arr.shape}, dtype {arr.dtype}" if isinstance(arr, np.ndarray)
                else f"{type(k).__name__} {k!r}"[:80])
-        raise TypeError(
+        raise ArgumentTypeError(
             f"gpudl.random.{op}: argument 'key' must be a key (uint32 array of shape (2,)), "
             f"got {got}. Make one with gd.random.key(seed) and derive more with "
             f"gd.random.split(key) / gd.random.fold_in(key, i)."
@@ -72,7 +72,7 @@ def _key_words(k: Any, op: str) -> tuple[int, int]:
 
 def _check_int(value: Any, op: str, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"gpudl.random.{op}: argument '{name}' must be an int, "
+        raise ArgumentTypeError(f"gpudl.random.{op}: argument '{name}' must be an int, "
                         f"got {type(value).__name__} {value!r}")
     return int(value)
 

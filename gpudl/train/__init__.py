@@ -1,6 +1,8 @@
-"""Training workflow: fit/evaluate/predict, the one train step, callbacks, history, checkpoints,
-ensembles."""
+"""Training workflow: fit/evaluate/predict, the one train step (and the custom-step hook:
+``fit(..., loss_fn=...)``, :class:`PlayerStep` for GANs, :class:`FullBatch` for one graph),
+callbacks, history, checkpoints, ensembles."""
 
+from gpudl.train.batches import FullBatch
 from gpudl.train.callbacks import (
     Callback,
     CSVLogger,
@@ -9,6 +11,7 @@ from gpudl.train.callbacks import (
     ReduceLROnPlateau,
 )
 from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
+from gpudl.train.custom import PlayerStep
 from gpudl.train.ensemble import Ensemble, bootstrap_indices, fit_ensemble
 from gpudl.train.history import History
 from gpudl.train.loop import evaluate, fit, predict

@@ -1,8 +1,14 @@
 """Callbacks for ``fit``: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, CSVLogger.
 
 A callback gets ``on_epoch_end(trainer, epoch, logs)`` after every epoch (logs hold
-``loss``, ``val_loss`` and the metrics) and may set ``trainer.stop = True``. The trainer
+``loss``, ``val_loss`` and the metrics) and may set ``trainer.stop = True``;
+``on_batch_end(trainer, batch, loss)`` after every step. The trainer
 exposes ``params``, ``state``, ``opt_state``, ``lr_scale`` and ``history``.
+
+``fit`` checks every callback's configuration before the first step
+(:meth:`Callback.check_config`): a monitored metric that nothing produces, ``val_*`` without
+validation data, a checkpoint path template with unknown fields. A checkpoint holds each
+callback's :meth:`Callback.state_dict`, so a resumed run continues their counters exactly.
 
 Example:
     >>> stopper = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
@@ -11,19 +17,51 @@ Example:
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import os
+import string
+from pathlib import Path
 from typing import Any
+
+from gpudl.errors import TrainingConfigError
 
 
 class Callback:
+    """Base class: override the hooks you need.
+
+    ``adds_logs``: the log entries this callback's ``on_epoch_end`` adds, so monitors of
+    the callbacks after it can be checked before training (``None``: unknown, which skips
+    those checks). ``state_dict``/``load_state_dict``: what a checkpoint saves and a
+    resumed run restores (JSON values, or trees of arrays).
+    """
+
+    adds_logs: tuple[str, ...] | None = None
+
     def on_train_begin(self, trainer: Any) -> None:
         pass
+
+    def on_batch_end(self, trainer: Any, batch: int, loss: Any) -> None:
+        """After each step: ``batch`` its index in the epoch, ``loss`` its loss as an array
+        on the device (a dict per player for several). Reading it (``float(loss)``) waits
+        for the device: keep it, and read many at once."""
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         pass
 
     def on_train_end(self, trainer: Any) -> None:
+        pass
+
+    def check_config(self, available: set[str] | None, has_validation: bool) -> None:
+        """Raise :class:`TrainingConfigError` if this callback cannot work in this run.
+
+        ``available``: the log names its ``on_epoch_end`` will see (None when unknown).
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -39,19 +77,40 @@ def _mode(monitor: str, mode: str) -> str:
         higher = ("acc", "auc", "f1", "r2", "top", "precision", "recall")
         return "max" if any(s in monitor for s in higher) else "min"
     if mode not in ("min", "max"):
-        raise ValueError(f"callback: mode must be 'min', 'max' or 'auto', got {mode!r}")
+        raise TrainingConfigError(f"callback: mode must be 'min', 'max' or 'auto', got {mode!r}")
     return mode
+
+
+def _unknown_name(who: str, what: str, name: str, available: set[str],
+                  has_validation: bool) -> TrainingConfigError:
+    hint = ""
+    if name.startswith("val_") and not has_validation:
+        hint = "; val_* metrics need validation_data=(x, y) in fit"
+    else:
+        close = difflib.get_close_matches(name, sorted(available), n=1, cutoff=0.5) or \
+            [n for n in sorted(available) if n.startswith(name)][:1]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    return TrainingConfigError(
+        f"{who}: {what} {name!r} is not produced by this run, which logs "
+        f"{sorted(available)}{hint}")
+
+
+def _check_monitor(who: str, monitor: str, available: set[str] | None,
+                   has_validation: bool) -> None:
+    if available is not None and monitor not in available:
+        raise _unknown_name(who, "monitored metric", monitor, available, has_validation)
 
 
 def _value(logs: dict, monitor: str, who: str) -> float:
     if monitor not in logs:
-        raise KeyError(f"{who}: monitored metric {monitor!r} is not in the logs {sorted(logs)}; "
-                       "pass validation_data for val_* metrics")
+        raise _unknown_name(who, "monitored metric", monitor, set(logs), "val_loss" in logs)
     return float(logs[monitor])
 
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best."""
+
+    adds_logs = ()
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True):
@@ -63,6 +122,9 @@ class EarlyStopping(Callback):
         # Fresh counters for each fit (as Keras): a reused callback must not stop at once.
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch, self.wait, self.best_params, self.best_state = -1, 0, None, None
+
+    def check_config(self, available, has_validation):
+        _check_monitor("EarlyStopping", self.monitor, available, has_validation)
 
     def on_epoch_end(self, trainer, epoch, logs):
         value = _value(logs, self.monitor, "EarlyStopping")
@@ -79,19 +141,67 @@ class EarlyStopping(Callback):
         if self.restore_best and self.best_params is not None:
             trainer.params, trainer.state = self.best_params, self.best_state
 
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "best_params": self.best_params, "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_params, self.best_state = state["best_params"], state["best_state"]
+
+
+CHECKPOINT_SUFFIXES = (".npz", ".safetensors")
+
 
 class ModelCheckpoint(Callback):
     """Save a full checkpoint each epoch, or only when ``monitor`` improves (``best_only``).
 
-    ``path`` may contain ``{epoch}``. Files are written atomically.
+    ``path`` may hold the fields ``{epoch}``, ``{step}`` and any logged metric
+    (``"ck-{epoch:03d}-{val_loss:.3f}.npz"``); its suffix picks the format (``.npz`` or
+    ``.safetensors``). Files are written atomically, after every callback has run for the
+    epoch, and never with non-finite weights.
     """
 
-    def __init__(self, path: str, monitor: str = "val_loss", best_only: bool = True,
-                 mode: str = "auto"):
-        self.path, self.monitor, self.best_only = path, monitor, best_only
+    adds_logs = ()
+
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
+                 best_only: bool = True, mode: str = "auto"):
+        self.path, self.monitor, self.best_only = str(path), monitor, best_only
         self.mode = _mode(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
+        suffix = Path(self.path).suffix.lower()
+        if suffix not in CHECKPOINT_SUFFIXES:
+            raise TrainingConfigError(
+                f"ModelCheckpoint: path {self.path!r} must end in .npz or .safetensors (the "
+                f"suffix decides the format), got {suffix or 'no suffix'!r}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None]
+        except ValueError as exc:
+            raise TrainingConfigError(
+                f"ModelCheckpoint: path {self.path!r} is not a valid template ({exc}); "
+                "write literal braces as {{ and }}") from exc
+        bad = [f for f in fields if not f.isidentifier()]
+        if bad:
+            raise TrainingConfigError(
+                f"ModelCheckpoint: path {self.path!r} has fields {bad}; use named fields: "
+                "{epoch}, {step} or a logged metric such as {val_loss}")
+        self.fields = fields
+
+    def check_config(self, available, has_validation):
+        if self.best_only:
+            _check_monitor("ModelCheckpoint", self.monitor, available, has_validation)
+        known = {"epoch", "step"} | (available or set())
+        for field in self.fields:
+            if available is not None and field not in known:
+                raise _unknown_name(f"ModelCheckpoint({self.path!r})", "path field", field,
+                                    known, has_validation)
+        try:
+            self.path.format(**{f: (0 if f in ("epoch", "step") else 0.0) for f in self.fields})
+        except (ValueError, TypeError) as exc:
+            raise TrainingConfigError(
+                f"ModelCheckpoint: path {self.path!r} cannot be formatted ({exc}); epoch and "
+                "step are ints ({epoch:03d}), metrics floats ({val_loss:.3f})") from exc
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.best_only:
@@ -99,28 +209,44 @@ class ModelCheckpoint(Callback):
             if not _better(self.mode, value, self.best, 0.0):
                 return
             self.best = value
-        path = self.path.format(epoch=epoch)
-        trainer.save_checkpoint(path, epoch=epoch)
+        path = self.path.format(**{**logs, "epoch": epoch, "step": trainer.step})
         self.saved.append(path)
+        trainer.save_checkpoint(path, epoch=epoch)  # written once the epoch is recorded
+
+    def state_dict(self):
+        return {"best": self.best, "saved": list(self.saved)}
+
+    def load_state_dict(self, state):
+        self.best, self.saved = state["best"], list(state["saved"])
 
 
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
 
     It scales every update by ``trainer.lr_scale`` (the optimizer itself is untouched), with
-    torch's relative threshold (``threshold=1e-4``), ``cooldown`` and ``min_scale``.
+    torch's relative threshold (``threshold=1e-4``), ``cooldown`` and ``min_scale``. The
+    scale is logged as ``lr_scale``.
     """
+
+    adds_logs = ("lr_scale",)
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, cooldown: int = 0, min_scale: float = 0.0,
                  mode: str = "auto"):
         if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+            raise TrainingConfigError(
+                f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
         self.monitor, self.factor, self.patience = monitor, factor, int(patience)
         self.threshold, self.cooldown, self.min_scale = threshold, int(cooldown), min_scale
         self.mode = _mode(monitor, mode)
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = self.cooldown_left = 0
+
+    def check_config(self, available, has_validation):
+        _check_monitor("ReduceLROnPlateau", self.monitor, available, has_validation)
 
     def on_epoch_end(self, trainer, epoch, logs):
         value = _value(logs, self.monitor, "ReduceLROnPlateau")
@@ -141,20 +267,38 @@ class ReduceLROnPlateau(Callback):
             self.cooldown_left, self.wait = self.cooldown, 0
         logs["lr_scale"] = trainer.lr_scale
 
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait, "cooldown_left": self.cooldown_left}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = state["best"], state["wait"]
+        self.cooldown_left = state["cooldown_left"]
+
 
 class CSVLogger(Callback):
     """Write one row per epoch (epoch and all logs) to a CSV file, header first.
 
     The columns are fixed by the first epoch's logs; ``append=True`` adds to an existing
-    file (e.g. when resuming) without repeating its header.
+    file without repeating its header. A resumed run continues the file from the
+    checkpoint's epoch (rows written after the checkpoint are dropped).
     """
 
-    def __init__(self, path: str, append: bool = False):
-        self.path, self.append = path, append
+    adds_logs = ()
+
+    def __init__(self, path: str | os.PathLike, append: bool = False):
+        self.path, self.append = str(path), append
         self._fields: list[str] | None = None
-        if append and os.path.exists(path) and os.path.getsize(path) > 0:
-            with open(path, newline="") as f:
-                self._fields = next(csv.reader(f), None)
+        self.rows = 0
+        if append and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            with open(self.path, newline="") as f:
+                lines = list(csv.reader(f))
+            self._fields, self.rows = lines[0], len(lines) - 1
+
+    def check_config(self, available, has_validation):
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise TrainingConfigError(
+                f"CSVLogger: the folder of {self.path!r} does not exist; create it first")
 
     def on_epoch_end(self, trainer, epoch, logs):
         new_file = self._fields is None
@@ -165,3 +309,16 @@ class CSVLogger(Callback):
             if new_file:
                 writer.writeheader()
             writer.writerow({"epoch": epoch, **logs})
+        self.rows += 1
+
+    def state_dict(self):
+        return {"fields": self._fields, "rows": self.rows}
+
+    def load_state_dict(self, state):
+        self._fields, self.rows = state["fields"], state["rows"]
+        if self._fields is None or not os.path.exists(self.path):
+            return
+        with open(self.path, newline="") as f:
+            lines = list(csv.reader(f))
+        with open(self.path, "w", newline="") as f:  # header + the checkpoint's rows
+            csv.writer(f).writerows(lines[:1 + self.rows])

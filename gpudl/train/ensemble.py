@@ -33,7 +33,7 @@ import numpy as np
 
 from gpudl import random as gdrandom
 from gpudl.backend import to_numpy
-from gpudl.errors import ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
 from gpudl.train.history import History
 from gpudl.train.loop import fit, predict
 
@@ -49,7 +49,7 @@ def bootstrap_indices(key: Any, n: int, num_samples: int | None = None) -> np.nd
         ((1000,), True)
     """
     if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"bootstrap_indices: n must be a positive int, got {n!r}")
+        raise ConfigError(f"bootstrap_indices: n must be a positive int, got {n!r}")
     m = n if num_samples is None else num_samples
     return np.asarray(to_numpy(gdrandom.randint(key, (m,), 0, n, device="cpu")))
 
@@ -88,7 +88,7 @@ class Ensemble:
         where every member saw it.
         """
         if not self.bootstrap_idx or any(b is None for b in self.bootstrap_idx):
-            raise ValueError("Ensemble.oob_predict: needs members trained with bootstrap=True")
+            raise ConfigError("Ensemble.oob_predict: needs members trained with bootstrap=True")
         outs = self.member_outputs(x, batch_size, device)  # (M, N, ...)
         n = outs.shape[1]
         if any(int(b.max()) >= n for b in self.bootstrap_idx):
@@ -115,7 +115,7 @@ def combine_outputs(outs: np.ndarray, combine: str) -> np.ndarray:
         array([0])
     """
     if combine not in COMBINE:
-        raise ValueError(f"ensemble: combine must be one of {COMBINE}, got {combine!r}")
+        raise ConfigError(f"ensemble: combine must be one of {COMBINE}, got {combine!r}")
     if combine == "mean":
         return outs.mean(axis=0)
     if combine == "softmax":
@@ -136,11 +136,11 @@ def fit_ensemble(model, train_data: tuple, *, loss: str | Callable, optimizer,
     :func:`gpudl.fit` (``epochs``, ``batch_size``, ``metrics``, ``validation_data``, ...).
     """
     if not isinstance(num_models, int | np.integer) or num_models < 1:
-        raise ValueError(f"fit_ensemble: num_models must be a positive int, got {num_models!r}")
+        raise ConfigError(f"fit_ensemble: num_models must be a positive int, got {num_models!r}")
     if combine not in COMBINE:
-        raise ValueError(f"fit_ensemble: combine must be one of {COMBINE}, got {combine!r}")
+        raise ConfigError(f"fit_ensemble: combine must be one of {COMBINE}, got {combine!r}")
     if not (isinstance(train_data, tuple) and len(train_data) == 2):
-        raise TypeError("fit_ensemble: train_data must be an (x, y) tuple of arrays (bootstrap "
+        raise ArgumentTypeError("fit_ensemble: train_data must be an (x, y) tuple of arrays (bootstrap "
                         f"resampling needs random access), got {type(train_data).__name__}")
     x, y = train_data
     if len(x) != len(y):

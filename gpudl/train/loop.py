@@ -6,6 +6,12 @@ folds in the epoch, so a resumed run reproduces an uninterrupted one exactly. A 
 that raises leaves the previous parameters untouched (nothing is updated in place). The
 step itself is :mod:`gpudl.train.step`'s, shared with ``gpudl bench`` and the recipes.
 
+A run users can trust: arguments and callbacks are checked before the first step
+(:mod:`gpudl.train.fit_checks`); NaN/Inf stops the run at the next report, keeping the
+last finite trees (:mod:`gpudl.train.finite`); Ctrl-C returns the History so far; any
+other exception carries it as ``exc.gpudl_history``; checkpoints hold the History and
+the callbacks' states, so a resume is exact (:mod:`gpudl.train.trainer`).
+
 Example:
     >>> import numpy as np, gpudl as gd
     >>> from gpudl import nn, optim
@@ -19,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,225 +35,258 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import get_device, synchronize, to_numpy
-from gpudl.data.loader import ArrayDataset, DataLoader
-from gpudl.functional.labels import host_label_bounds, labels_within
+from gpudl.data.loader import DataLoader
+from gpudl.errors import NonFiniteError, TrainingConfigError
+from gpudl.train.batches import FullBatch, make_batches
 from gpudl.train.callbacks import Callback
-from gpudl.train.checkpoint import load_checkpoint, save_checkpoint
+from gpudl.train.checkpoint import Checkpoint
+from gpudl.train.custom import evaluate_custom, loss_fns, probe
+from gpudl.train.finite import REPORT_EVERY, FiniteWatch
+from gpudl.train.fit_checks import (
+    check_callbacks,
+    check_callbacks_arg,
+    check_positive_int,
+    check_verbose,
+    require_batches,
+)
 from gpudl.train.history import History
-from gpudl.train.metric_state import MetricTracker, StreamingMetric, make_metric
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
-from gpudl.train.step import StepRunner, TrainStep, run_keys, supervised_objective, supervised_step
+from gpudl.train.step import run_keys
+from gpudl.train.tasks import (
+    as_metric_list,
+    evaluate_supervised,
+    init_opt_state,
+    init_trees,
+    make_task,
+    resolve_loss,
+    resolve_metric,
+)
+from gpudl.train.trainer import Trainer
 
-# loss name -> its function in gpudl.functional
-_LOSSES = {
-    "cross_entropy": "softmax_cross_entropy",
-    "softmax_cross_entropy": "softmax_cross_entropy",
-    "mse": "mse_loss",
-    "l1": "l1_loss",
-    "huber": "huber_loss",
-    "bce_with_logits": "binary_cross_entropy_with_logits",
-    "binary_cross_entropy": "binary_cross_entropy",
-}
-
-
-def resolve_loss(loss: str | Callable) -> Callable:
-    """A loss function ``(outputs, targets) -> scalar`` from a name or a callable."""
-    if callable(loss):
-        return loss
-    if loss not in _LOSSES:
-        raise ValueError(f"fit: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a "
-                         "function (outputs, targets) -> scalar")
-    from gpudl import functional as F
-
-    return getattr(F, _LOSSES[loss])
-
-
-def resolve_metric(metric: str | Callable) -> StreamingMetric:
-    """A fresh streaming metric from a name or a function ``(y_true, y_pred) -> scalar``.
-
-    Names: ``accuracy``, ``topK`` (``top5``...), ``mse``, ``rmse``, ``mae``, ``r2``,
-    ``precision``, ``recall``, ``f1`` (macro). Named metrics sum sufficient statistics on
-    the device and give the whole epoch's value; functions are averaged over batches,
-    weighted by batch size.
-
-    Example:
-        >>> resolve_metric("top3").name
-        'top3'
-    """
-    return make_metric(metric)
-
-
-def _metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool) -> MetricTracker:
-    if isinstance(metrics, str) or callable(metrics):  # metrics="accuracy" means one metric
-        metrics = [metrics]
-    return MetricTracker([resolve_metric(m) for m in metrics], loss=loss)
-
+__all__ = ["fit", "evaluate", "predict", "resolve_loss", "resolve_metric", "Trainer"]
 
 # The progress bar's figures are refreshed every this many steps (each read is a host sync).
 _PROGRESS_EVERY = 20
 
 
-def _loader(data: Any, batch_size: int, shuffle: bool, key, device: str | None) -> DataLoader:
-    if isinstance(data, DataLoader):
-        return data
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, key=key, device=device)
-
-
-def _known_labels(loader: DataLoader):
-    """Context in which label checks trust the bounds of the loader's host labels.
-
-    Every batch's targets are rows of ``dataset[1]`` when the loader has no transform, so
-    one min/max on the host stands for the per-step device check of integer labels (which
-    would cost a device-to-host sync every GPU step).
-    """
-    ds = loader.dataset
-    plain = loader.transform is None and isinstance(ds, ArrayDataset) and len(ds.arrays) == 2
-    return labels_within(host_label_bounds(ds.arrays[1]) if plain else None)
-
-
-class Trainer(StepRunner):
-    """The state of one ``fit`` run (what callbacks see and may change).
-
-    ``key`` is the run's root key (saved in checkpoints); step ``s`` uses
-    ``fold_in(step_key, s)`` where ``step_key`` is derived from it. ``train_step(x, y)`` is
-    :meth:`StepRunner.train_step` over ``train_step_fn`` (by default
-    :func:`~gpudl.train.step.supervised_step`'s step), the one ``gpudl bench`` times.
-    """
-
-    def __init__(self, model, loss_fn, optimizer, params, state, opt_state, key, config,
-                 step_key=None, train_step_fn: TrainStep | None = None):
-        if train_step_fn is None:
-            train_step_fn = TrainStep(supervised_objective(model, loss_fn), optimizer)
-        super().__init__(train_step_fn, params, state, opt_state,
-                         key if step_key is None else step_key)
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.key, self.config = key, config
-        self.epoch, self.stop = 0, False
-        self.history = History()
-
-    def save_checkpoint(self, path: str, epoch: int | None = None) -> None:
-        save_checkpoint(path, params=self.params, state=self.state, opt_state=self.opt_state,
-                        epoch=self.epoch if epoch is None else epoch, step=self.step,
-                        key=self.key, config={**self.config, "lr_scale": self.lr_scale})
-
-
-def fit(model, train_data, loss: str | Callable, optimizer, epochs: int = 1, *,
-        validation_data: Any = None, metrics: Sequence[str | Callable] = (),
-        callbacks: Sequence[Callback] = (), key=None, params=None, state=None,
-        batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
+def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, epochs: int = 1,
+        *, loss_fn: Callable | dict | None = None, validation_data: Any = None,
+        metrics: Sequence[str | Callable] = (), callbacks: Sequence[Callback] = (), key=None,
+        params=None, state=None, batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
         resume_from: str | None = None, device: str | None = None) -> History:
     """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
 
-    ``train_data``/``validation_data``: a DataLoader or a tuple ``(x, y)`` of arrays.
-    ``metrics``: names (see :func:`resolve_metric`) or functions ``(y_true, y_pred) ->
-    scalar``; they are summed on the device and read once per epoch (and per progress-bar
-    refresh), so a GPU run never waits for the host between steps.
-    ``params``/``state`` default to ``model.init`` on the first batch. ``resume_from`` loads
-    a checkpoint written by ModelCheckpoint and continues from the epoch after it, with
-    the checkpoint's RNG key (so shuffling and dropout continue exactly as in an
-    uninterrupted run) and learning-rate scale.
+    ``train_data``/``validation_data``: a tuple ``(x, y)`` of arrays, a DataLoader, or (see
+    :mod:`gpudl.train.batches`) one array ``x``, a dict or any tree of arrays sharing their
+    first dim, or a :class:`~gpudl.train.batches.FullBatch` (one batch per epoch: a graph).
+    ``loss``: a name or a function ``(outputs, targets) -> scalar`` of ``model.apply``'s
+    outputs on ``(x, y)`` batches. ``metrics``: names (see :func:`resolve_metric`) or
+    functions ``(y_true, y_pred) -> scalar``; they are summed on the device and read once
+    per epoch (and per progress-bar refresh), so a GPU run never waits for the host
+    between steps. ``params``/``state`` default to ``model.init`` on the first batch's
+    ``x`` (with ``loss_fn``: the batch, or its first item if it is a tuple).
+    ``resume_from`` loads a checkpoint written by ModelCheckpoint and continues from the
+    epoch after it, with the checkpoint's RNG key (so shuffling and dropout continue
+    exactly as in an uninterrupted run), learning-rate scale, History and callback
+    states.
+
+    Custom training steps (:mod:`gpudl.train.custom`), instead of ``loss``:
+    ``loss_fn(params, state, batch, key)`` returning the scalar loss or ``(loss,
+    (new_state, aux))``, for losses that need a key (VAE), a mask (GCN), teacher forcing
+    (seq2seq) or anything else of the batch as the data yields it. ``aux`` is None or a
+    dict: its scalar entries are logged by name, ``y_true``/``y_pred`` feed ``metrics``.
+    A ``loss_fn`` with a ``train`` keyword gets ``train=False`` on ``validation_data``.
+    Several players (a GAN): ``loss_fn={"discriminator": d_loss, "generator": g_loss}``
+    with ``optimizer={"discriminator": ..., "generator": ...}``; each trains its own
+    ``params[name]``, in the order of ``loss_fn``, and logs ``<name>_loss``. Progress bar,
+    callbacks, checkpoints and exact resume work the same.
+
+    Every argument and callback configuration is checked before the first step
+    (:class:`~gpudl.errors.TrainingConfigError`, :class:`~gpudl.errors.EmptyDataError`;
+    a ``loss_fn`` runs once on the first batch: :class:`~gpudl.errors.LossFunctionError`).
+    Ctrl-C stops training and returns the History (``stop_reason="interrupted"``) with
+    the trees of the last completed step. A NaN or Inf in the loss or the trees raises
+    :class:`~gpudl.errors.NonFiniteError` at the next report (see
+    :mod:`gpudl.train.finite`). Any exception that escapes carries
+    ``exc.gpudl_history``: the History so far, with the trees of the last completed step
+    (the last finite ones for a NonFiniteError).
+
+    Example (a custom step: the key draws the noise of a denoising objective):
+        >>> import numpy as np, gpudl as gd
+        >>> from gpudl import nn, optim
+        >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+        >>> net = nn.Dense(4)
+        >>> def denoise(params, state, batch, key):
+        ...     noisy = batch + 0.1 * gd.random.normal(key, batch.shape)
+        ...     out, state = net.apply(params, state, noisy, train=True)
+        ...     mse = ((out - batch) ** 2).mean()
+        ...     return mse, (state, {"mse": mse})
+        >>> h = gd.fit(net, x, loss_fn=denoise, optimizer=optim.adam(1e-2), epochs=2,
+        ...            verbose=0)
+        >>> sorted(h.history)
+        ['loss', 'mse']
     """
-    resumed = None
-    if resume_from is not None:  # the saved key decides the data order and dropout masks
-        resumed = load_checkpoint(resume_from, params_like=None)
-        if resumed["key"] is not None:
-            key = resumed["key"]
+    check_positive_int("fit", "epochs", epochs)
+    if not isinstance(train_data, DataLoader | FullBatch):
+        check_positive_int("fit", "batch_size", batch_size)
+    if optimizer is None:
+        raise TrainingConfigError("fit: optimizer= is required (e.g. gd.optim.adam(1e-3); a "
+                                  "dict of them, one per player, with a dict loss_fn)")
+    task = make_task(model, loss, loss_fn, metrics)
+    verbose, callbacks = check_verbose(verbose), check_callbacks_arg(callbacks)
+    ck = Checkpoint(resume_from, who="fit(resume_from=...)") if resume_from is not None else None
+    if ck is not None and ck.key is not None:  # the saved key decides data order and dropout
+        key = ck.key
     key = gdr.key(0) if key is None else key
     init_key, data_key, step_key = run_keys(key)
-    loader = _loader(train_data, batch_size, shuffle, data_key, device)
-    loss_fn = resolve_loss(loss)
-    tracker = _metric_tracker(metrics, loss=True)
-    if params is None:
-        if len(loader.dataset) == 0:
-            raise ValueError("fit: the training data is empty")
-        # Same transform as training: a crop changes the input shape the model sees.
-        x0 = next(iter(DataLoader(loader.dataset, batch_size=min(2, len(loader.dataset)),
-                                  device=device or get_device(), prefetch=0,
-                                  transform=loader.transform)))[0]
-        params, init_state = model.init(init_key, x0)
-        state = init_state if state is None else state
-    state = {} if state is None else state
-    step_fn = supervised_step(model, loss_fn, optimizer, params)
-    opt_state = step_fn.optimizer.init(params)
-    config = {"epochs": epochs, "batch_size": loader.batch_size, "device": device or get_device()}
-    trainer = Trainer(model, loss_fn, step_fn.optimizer, params, state, opt_state, key, config,
-                      step_key=step_key, train_step_fn=step_fn)
-    start_epoch = 0
-    if resume_from is not None:
-        ck = load_checkpoint(resume_from, params_like=params, state_like=state,
-                             opt_state_like=opt_state, device=device)
-        trainer.params, trainer.state = ck["params"], ck["state"]
-        trainer.opt_state, trainer.step, start_epoch = ck["opt_state"], ck["step"], ck["epoch"] + 1
-        trainer.lr_scale = float(ck["config"].get("lr_scale", 1.0))
-    loader.epoch = start_epoch
+    batches = make_batches(train_data, batch_size, shuffle, data_key, device)
+    require_batches(batches, "fit", "the training data")
+    val_batches = None
+    if validation_data is not None:
+        val_batches = make_batches(validation_data, batches.batch_size, False, None, device)
+        require_batches(val_batches, "fit", "validation_data")
+    has_val = val_batches is not None
+    if loss_fn is None:  # the names are known before init; a loss_fn's after its first call
+        check_callbacks(callbacks, set(task.names(has_val)), has_val)
+    params, state = init_trees(model, batches, init_key, params, state, device,
+                               custom=loss_fn is not None)
+    step_fn = task.make_step(params, optimizer)
+    opt_state = init_opt_state(step_fn, params)
+    config = {"epochs": epochs, "batch_size": batches.batch_size,
+              "device": device or get_device()}
+    trainer = Trainer(model, task.loss_fn, step_fn.optimizer, params, state, opt_state, key,
+                      config, step_key=step_key, train_step_fn=step_fn, callbacks=callbacks)
+    start_epoch = 0 if ck is None else trainer.restore(ck, device)
+    if start_epoch > epochs:
+        raise TrainingConfigError(
+            f"fit: resume_from={resume_from!r} holds epoch {start_epoch} already, more "
+            f"than epochs={epochs}; pass epochs >= {start_epoch} (the total, not the "
+            "epochs still to run)")
+    task.start(trainer, batches, val_batches, device)
+    if loss_fn is not None:
+        check_callbacks(callbacks, set(task.names(has_val)), has_val)
+    batches.epoch = start_epoch
     for cb in callbacks:
         cb.on_train_begin(trainer)
-    for epoch in range(start_epoch, epochs):
-        trainer.epoch = epoch
-        t0 = time.perf_counter()
-        progress = Progress(epoch + 1, epochs, len(loader), verbose)
-        # Loss and metric sums stay on the device: a float() per step would be a host sync
-        # per step on the GPU. They are read when the bar is redrawn and once per epoch.
-        tracker.reset()
-        with _known_labels(loader):
-            for i, (x, y) in enumerate(loader):
-                try:
-                    loss_value, out = trainer.train_step(x, y)
-                except Exception as exc:
-                    reraise_if_oom(exc, loader.batch_size)
-                    raise
-                tracker.update(out, y, int(x.shape[0]), loss=loss_value)
-                show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or i + 1 == len(loader))
-                progress.update(tracker.read() if show else None)
-        logs = tracker.read()
-        if validation_data is not None:
-            val = evaluate(model, trainer.params, trainer.state, validation_data, loss=loss_fn,
-                           metrics=metrics, batch_size=loader.batch_size, device=device)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-        synchronize()
-        seconds = time.perf_counter() - t0
-        for cb in callbacks:
-            cb.on_epoch_end(trainer, epoch, logs)
-        trainer.history.append(logs, seconds)
-        progress.close(logs, seconds)
-        if trainer.stop:
-            trainer.history.stopped_early = True
-            break
+    if ck is not None:
+        trainer.restore_callbacks(ck, device)
+    run = _Run(trainer, task, batches, val_batches, epochs, verbose)
+    try:
+        stop_reason = run.run(start_epoch)
+    except KeyboardInterrupt:
+        stop_reason = "interrupted"
+        trainer.cancel_epoch_end()
+        run.close_display()
+        print(f"fit: interrupted (Ctrl-C) in epoch {trainer.epoch + 1}/{epochs}; returning "
+              f"the History with the trees after step {trainer.step} (the interrupted "
+              "epoch is not in it)", file=sys.stderr, flush=True)
+    except Exception as exc:
+        non_finite = isinstance(exc, NonFiniteError)
+        history = trainer.result("non_finite" if non_finite else "error",
+                                 run.watch.good if non_finite else None)
+        with contextlib.suppress(AttributeError):  # exceptions that take no attributes
+            exc.gpudl_history = history
+        raise
     for cb in callbacks:
         cb.on_train_end(trainer)
-    h = trainer.history
-    h.params, h.state, h.opt_state = trainer.params, trainer.state, trainer.opt_state
-    return h
+    return trainer.result(stop_reason)
+
+
+class _Run:
+    """The epochs of one ``fit`` call (steps, reports, validation, callbacks)."""
+
+    def __init__(self, trainer: Trainer, task, batches, val_batches, epochs: int, verbose: int):
+        self.trainer, self.task, self.epochs, self.verbose = trainer, task, epochs, verbose
+        self.batches, self.val_batches = batches, val_batches
+        self.watch = FiniteWatch(trainer)
+        self.progress: Progress | None = None
+
+    def close_display(self) -> None:
+        """Close an open progress bar (after an interrupted epoch)."""
+        if self.progress is not None and self.progress.bar is not None:
+            self.progress.bar.close()
+
+    def run(self, start_epoch: int) -> str | None:
+        """Run the epochs; return the stop reason (None: all ran; "callback")."""
+        trainer = self.trainer
+        for epoch in range(start_epoch, self.epochs):
+            if trainer.stop:  # resumed from a run that a callback had stopped
+                break
+            trainer.epoch = epoch
+            t0 = time.perf_counter()
+            self.train_epoch(epoch)
+            logs = self.task.tracker.read()
+            if self.val_batches is not None:
+                val = self.task.validate(self.val_batches)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            synchronize()
+            self.end_epoch(epoch, logs, time.perf_counter() - t0)
+        return "callback" if trainer.stop else None
+
+    def train_epoch(self, epoch: int) -> None:
+        task, batches = self.task, self.batches
+        progress = self.progress = Progress(epoch + 1, self.epochs, len(batches), self.verbose)
+        # Loss and metric sums stay on the device: a float() per step would be a host sync
+        # per step on the GPU. They are read when the bar is redrawn and once per epoch.
+        task.tracker.reset()
+        on_batch = [cb.on_batch_end for cb in self.trainer.callbacks  # the ones that use it
+                    if getattr(type(cb), "on_batch_end", Callback.on_batch_end)
+                    is not Callback.on_batch_end]
+        with task.labels(batches):
+            for i, batch in enumerate(batches):
+                try:
+                    loss_value, losses = task.step(batch, batches.rows(batch))
+                except Exception as exc:
+                    reraise_if_oom(exc, batches.batch_size)
+                    raise
+                for f in on_batch:
+                    f(self.trainer, i, losses)
+                self.watch.record(loss_value, epoch, i)
+                last = i + 1 == len(batches)
+                if last or (i + 1) % REPORT_EVERY == 0:  # no NaN/Inf past a report
+                    self.watch.check(epoch, self.epochs)
+                show = progress.shows_logs and (i % _PROGRESS_EVERY == 0 or last)
+                progress.update(task.tracker.read() if show else None)
+
+    def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
+        trainer = self.trainer
+        trainer.begin_epoch_end()  # checkpoints asked for now are written at the end
+        for cb in trainer.callbacks:
+            cb.on_epoch_end(trainer, epoch, logs)
+        trainer.history.append(logs, seconds, epoch)
+        self.progress.close(logs, seconds)
+        trainer.finish_epoch_end()
 
 
 def evaluate(model, params, state, data, loss: str | Callable | None = None,
              metrics: Sequence[str | Callable] = (), batch_size: int = 256,
-             device: str | None = None) -> dict[str, float]:
+             device: str | None = None, *, loss_fn: Callable | dict | None = None,
+             key=None) -> dict[str, float]:
     """Loss and metrics over ``data`` in eval mode (``train=False``), as Python floats.
 
     The loss is the batch-size-weighted mean of the per-batch losses; named metrics are
     those of all of ``data`` at once. Everything is summed on the device and copied to
-    the host once, at the end.
+    the host once, at the end. With ``loss_fn`` (a custom step's, see :func:`fit`) the
+    values are those ``fit`` logs for ``validation_data``: every loss (``train=False``
+    when it takes ``train``), its logged aux entries and ``metrics`` on its ``y_true``/
+    ``y_pred``; batch ``i`` gets the key ``fold_in(key, i)`` (``key`` default
+    ``gd.random.key(0)``).
     """
-    loader = _loader(data, batch_size, False, None, device)
-    loss_fn = resolve_loss(loss) if loss is not None else None
-    tracker = _metric_tracker(metrics, loss=loss_fn is not None)
-    with _known_labels(loader):
-        for x, y in loader:
-            try:
-                out, _ = model.apply(params, state, x, train=False)
-            except Exception as exc:
-                reraise_if_oom(exc, loader.batch_size, where="evaluate")
-                raise
-            # sums kept on the device until the end: no host sync per batch
-            tracker.update(out, y, int(x.shape[0]),
-                           loss=loss_fn(out, y) if loss_fn is not None else None)
-    return tracker.read()
+    batches = make_batches(data, batch_size, False, None, device)
+    require_batches(batches, "evaluate", "the data")
+    if loss_fn is None:
+        loss_fn_ = resolve_loss(loss) if loss is not None else None
+        return evaluate_supervised(model, params, state, batches, loss_fn_, metrics)
+    fns, multi = loss_fns(loss_fn)
+    key = gdr.key(0) if key is None else key
+    logs = probe(fns, multi, params, state, batches.first(device), key, as_metric_list(metrics))
+    return evaluate_custom(fns, multi, params, state, batches, logs, key)
 
 
 def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):
     """Model outputs for ``x`` in eval mode, batch by batch, concatenated (NumPy)."""
     loader = DataLoader((to_numpy(x),), batch_size=batch_size, device=device, prefetch=0)
+    require_batches(loader, "predict", "x")
     outs = [to_numpy(model.apply(params, state, xb, train=False)[0]) for (xb,) in loader]
     return np.concatenate(outs, axis=0)

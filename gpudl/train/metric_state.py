@@ -11,6 +11,14 @@ predictions, ``rmse`` the root of the epoch's mean squared error, ``r2`` the epo
 not an average of per-batch values. The loss and metric *functions* are averaged over
 batches weighted by batch size (they only give one number per batch).
 
+Binary classifiers (one output per example, ``(N, 1)`` or ``(N,)``) are read by the rule
+of :mod:`gpudl.metrics.binary`, as ``gd.metrics.accuracy`` reads them: each batch adds the
+counts of every reading (labels, probabilities at 0.5, logits at 0) and the rule picks
+one from the whole epoch's scores when the result is read, so it never flips between
+batches and costs no host sync per step. ``precision``/``recall``/``f1`` on such outputs
+are those of the positive class (scikit-learn's ``average="binary"``). A metric that saw
+no examples raises ``EmptyDataError`` instead of reporting 0.
+
 Example:
     >>> import numpy as np
     >>> t = MetricTracker([make_metric("accuracy")], loss=True)
@@ -22,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -32,6 +41,13 @@ import numpy as np
 from gpudl import metrics as M
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of, to_numpy
+from gpudl.errors import ConfigError, EmptyDataError, LabelRangeError, ShapeError
+from gpudl.metrics.binary import (
+    binary_stats,
+    drop_unit_axis,
+    one_score_per_example,
+    threshold_from_stats,
+)
 
 
 def _as_float64(value):
@@ -69,6 +85,37 @@ class StreamingMetric:
         else:
             self.acc = [a + v for a, v in zip(self.acc, values)]
 
+    def _count(self) -> int:
+        """The number of examples seen; none raises (a metric of nothing is undefined)."""
+        if not self.count:
+            raise EmptyDataError(f"{self.name}: no examples were added (empty data); a metric "
+                                 "of nothing is undefined. Check the data given to fit/evaluate.")
+        return self.count
+
+    def _binary_stats(self, outputs, targets):
+        """The binary counts of one batch when ``outputs`` hold one float score per example,
+        else None; the mode (binary or not) must stay the same for the whole pass."""
+        out, t = unbox_all(outputs), unbox_all(targets)
+        binary = one_score_per_example(out) and np.dtype(out.dtype).kind == "f"
+        if self.acc and binary != self.binary:
+            raise ShapeError(f"{self.name}: the outputs changed from "
+                             f"{'class scores' if binary else 'one score per example'} to "
+                             f"{'one score per example' if binary else 'class scores'} "
+                             f"(shape {tuple(out.shape)}) within one pass over the data")
+        self.binary = binary
+        if not binary:
+            return None
+        given = getattr(self, "threshold", None)
+        scores, t = drop_unit_axis(out), drop_unit_axis(M.statistics._array(t))
+        if device_of(t) != device_of(scores):
+            scores, t = to_numpy(scores), to_numpy(t)
+        if tuple(t.shape) != tuple(scores.shape):
+            raise ShapeError(f"{self.name}: the outputs {tuple(out.shape)} give one score per "
+                             f"example, but the targets have shape {tuple(t.shape)}; give "
+                             "targets (N,) or (N, 1)")
+        thresholds = (0.5, 0.0) if given is None else (given, given)
+        return binary_stats(t, scores, thresholds), int(t.size)
+
 
 class BatchMean(StreamingMetric):
     """The mean of a per-batch value weighted by batch size: the loss, or a metric function
@@ -88,21 +135,39 @@ class BatchMean(StreamingMetric):
         self.add(self.fn(targets, outputs), batch_size)
 
     def result(self, acc):
-        return float(acc[0]) / self.count if self.count else 0.0
+        return float(acc[0]) / self._count()
 
 
 class Accuracy(StreamingMetric):
-    """Correct predictions / all predictions (argmax of the outputs' last axis)."""
+    """Correct predictions / all predictions: argmax of class scores (N, C), or one score
+    per example read by the binary rule (``threshold=None``) or at ``threshold``."""
 
     name = "accuracy"
 
+    def __init__(self, threshold: float | None = None):
+        self.threshold = None if threshold is None else float(threshold)
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self.binary = False
+
     def update(self, outputs, targets, batch_size):
-        correct, total = M.correct_count(targets, outputs)
-        self._add(correct)
+        stats = self._binary_stats(outputs, targets)
+        if stats is None:
+            correct, total = M.correct_count(targets, outputs)
+            self._add(correct)
+        else:
+            self._add(stats[0])
+            total = stats[1]
         self.count += total
 
     def result(self, acc):
-        return float(acc[0]) / self.count if self.count else 0.0
+        count = self._count()
+        if not self.binary:
+            return float(acc[0]) / count
+        which = threshold_from_stats(self.name, acc[0], given=self.threshold is not None)
+        return float(acc[0][3 * which]) / count
 
 
 class TopK(StreamingMetric):
@@ -118,7 +183,7 @@ class TopK(StreamingMetric):
         self.count += total
 
     def result(self, acc):
-        return float(acc[0]) / self.count if self.count else 0.0
+        return float(acc[0]) / self._count()
 
 
 class ErrorMean(StreamingMetric):
@@ -126,7 +191,7 @@ class ErrorMean(StreamingMetric):
 
     def __init__(self, name: str):
         if name not in ("mse", "rmse", "mae"):
-            raise ValueError(f"ErrorMean: name must be 'mse', 'rmse' or 'mae', got {name!r}")
+            raise ConfigError(f"ErrorMean: name must be 'mse', 'rmse' or 'mae', got {name!r}")
         self.name = name
         super().__init__()
 
@@ -136,9 +201,8 @@ class ErrorMean(StreamingMetric):
         self.count += n
 
     def result(self, acc):
-        if not self.count:
-            return 0.0
-        se, ae = float(acc[0]) / self.count, float(acc[1]) / self.count
+        count = self._count()
+        se, ae = float(acc[0]) / count, float(acc[1]) / count
         return {"mse": se, "rmse": math.sqrt(se), "mae": ae}[self.name]
 
 
@@ -155,35 +219,57 @@ class R2(StreamingMetric):
         self.acc = [mean, m2, sse + se]
 
     def result(self, acc):
-        return M.r2_from_stats(float(acc[1]), float(acc[2])) if self.count else 0.0
+        self._count()
+        return M.r2_from_stats(float(acc[1]), float(acc[2]))
 
 
 class ClassScore(StreamingMetric):
     """Macro-averaged ``precision``, ``recall`` or ``f1`` from per-class counts (three (C,)
-    vectors on the device; C is the outputs' last axis)."""
+    vectors on the device; C is the outputs' last axis), or, for one float score per
+    example, those of the positive class (the binary rule decides the threshold)."""
 
     def __init__(self, name: str):
         if name not in ("precision", "recall", "f1"):
-            raise ValueError(f"ClassScore: name must be precision, recall or f1, got {name!r}")
+            raise ConfigError(f"ClassScore: name must be precision, recall or f1, got {name!r}")
         self.name = name
         super().__init__()
 
+    def reset(self) -> None:
+        super().reset()
+        self.binary = False
+
     def update(self, outputs, targets, batch_size):
+        stats = self._binary_stats(outputs, targets)
+        if stats is not None:
+            self._add(stats[0])
+            self.count += stats[1]
+            return
         shape = getattr(unbox_all(outputs), "shape", ())
         if len(shape) < 2:
-            raise ValueError(f"{self.name}: needs class scores (N, C) as outputs, got shape "
+            raise ShapeError(f"{self.name}: needs class scores (N, C) as outputs, got shape "
                              f"{tuple(shape)}; for labels use gd.metrics.precision_recall_f1")
         self._add(*M.class_counts(targets, outputs, shape[-1]))
         self.count += 1
 
     def result(self, acc):
-        if not self.count:
-            return 0.0
+        self._count()
+        if self.binary:
+            return self._binary_result(acc[0])
         tp, predicted, actual, invalid = acc
         if invalid:
-            raise ValueError(f"{self.name}: {int(invalid)} targets outside [0, {tp.size}) (the "
+            raise LabelRangeError(f"{self.name}: {int(invalid)} targets outside [0, {tp.size}) (the "
                              "classes of the outputs' last axis); targets must be class indices")
         p, r, f = M.prf_from_counts(tp, predicted, actual, "macro")
+        return {"precision": p, "recall": r, "f1": f}[self.name]
+
+    def _binary_result(self, stats) -> float:
+        which = threshold_from_stats(self.name, stats)
+        if stats[12]:
+            raise LabelRangeError(f"{self.name}: the outputs hold one score per example, so "
+                                  f"the targets must be 0/1 labels, but {int(stats[12])} are "
+                                  "not; map them to 0/1")
+        tp, predicted = stats[3 * which + 1], stats[3 * which + 2]
+        p, r, f = M.prf_from_counts([tp], [predicted], [stats[9]], "macro")
         return {"precision": p, "recall": r, "f1": f}[self.name]
 
 
@@ -209,13 +295,17 @@ def make_metric(metric: str | Callable) -> StreamingMetric:
         >>> make_metric("top3").k
         3
     """
+    if isinstance(metric, StreamingMetric):  # e.g. Accuracy(threshold=0.0): a fresh copy
+        fresh = copy.copy(metric)
+        fresh.reset()
+        return fresh
     if callable(metric):
         return BatchMean(getattr(metric, "__name__", "metric"), metric)
     top = re.fullmatch(r"top(\d+)", str(metric))
     if top and int(top.group(1)) >= 1:
         return TopK(int(top.group(1)))
     if metric not in _NAMED:
-        raise ValueError(f"fit: unknown metric {metric!r}; expected one of {METRIC_NAMES} or a "
+        raise ConfigError(f"fit: unknown metric {metric!r}; expected one of {METRIC_NAMES} or a "
                          "function (y_true, y_pred) -> scalar")
     return _NAMED[metric]()
 
@@ -256,7 +346,7 @@ class MetricTracker:
         names = [m.name for m in self.metrics]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"fit: metric names must be unique, got {dupes} more than once "
+            raise ConfigError(f"fit: metric names must be unique, got {dupes} more than once "
                              f"in {names}; give metric functions distinct __name__s")
         self.has_loss = loss
 

@@ -96,9 +96,12 @@ def respect_frozen(model, params, optimizer):
     no update and no optimizer state (unchanged when every leaf trains, or the model has
     no mask)."""
     mask_fn = getattr(model, "trainable_mask", None)
-    if mask_fn is None:
-        return optimizer
-    trainable = mask_fn(params)
+    return optimizer if mask_fn is None else frozen_optimizer(mask_fn(params), optimizer)
+
+
+def frozen_optimizer(trainable, optimizer):
+    """``optimizer`` wrapped so the leaves False in ``trainable`` (a tree of booleans shaped
+    like the params) get no update and no optimizer state; unchanged when all train."""
     if all(tree_leaves(trainable)):
         return optimizer
     from gpudl import optim
@@ -133,8 +136,13 @@ class StepRunner:
 
     def train_step(self, x, y) -> tuple[Any, Any]:
         """One step on the batch ``(x, y)``; returns ``(loss, outputs)``."""
+        return self.run_batch((x, y))
+
+    def run_batch(self, batch) -> tuple[Any, Any]:
+        """One step on ``batch`` (whatever the step's objective takes); returns
+        ``(loss, aux)``."""
         key = gdr.fold_in(self.step_key, self.step)
-        r = self.step_fn(self.params, self.state, self.opt_state, key, (x, y),
+        r = self.step_fn(self.params, self.state, self.opt_state, key, batch,
                          lr_scale=self.lr_scale)
         self.params, self.state, self.opt_state = r.params, r.state, r.opt_state
         self.step += 1
@@ -142,4 +150,4 @@ class StepRunner:
 
 
 __all__ = ["StepResult", "TrainStep", "supervised_objective", "respect_frozen",
-           "supervised_step", "run_keys", "StepRunner"]
+           "frozen_optimizer", "supervised_step", "run_keys", "StepRunner"]

@@ -157,3 +157,16 @@ def test_array_dataset_and_loader_errors():
         DataLoader((np.zeros(4),), batch_size=0)
     with pytest.raises(TypeError, match="tuple of arrays"):
         DataLoader(42, batch_size=2)
+
+
+def test_a_loader_with_no_batches_raises_when_iterated():
+    from gpudl.errors import EmptyDataError
+
+    x = np.zeros((3, 2))
+    for loader, why in ((DataLoader((x[:0],), batch_size=2), "the dataset has no rows"),
+                        (DataLoader((x,), batch_size=4, drop_last=True), "fewer than one batch")):
+        assert len(loader) == 0
+        with pytest.raises(EmptyDataError, match=f"no batches to iterate: .*{why}"):
+            next(iter(loader))
+        with pytest.raises(ValueError):  # the builtin meaning is kept
+            list(loader)

@@ -312,3 +312,32 @@ def test_contractive_penalty_matches_closed_form_and_trains(rng):
     np.testing.assert_allclose(g_generic["w"], g_closed["w"], rtol=1e-10)
     np.testing.assert_allclose(g_generic["b"], g_closed["b"], rtol=1e-10)
     check_grad(lambda p: R.contractive_penalty(lambda v: encode(p, v), x[:2]), params)
+
+
+@pytest.mark.parametrize("loss, scores", [
+    (L.binary_cross_entropy_with_logits, np.array([[-1.2], [0.3], [2.0], [0.0]])),
+    (L.binary_cross_entropy, np.array([[0.2], [0.6], [0.9], [0.5]])),
+])
+def test_binary_losses_take_n_and_n1_labels_without_broadcasting(loss, scores):
+    labels = np.array([0.0, 1.0, 1.0, 0.0])
+    same = loss(scores, labels[:, None], reduction="none")  # (N, 1) with (N, 1)
+    for out, target in ((scores, labels), (scores[:, 0], labels[:, None])):
+        got = loss(out, target, reduction="none")
+        assert got.shape == out.shape  # never (N, N)
+        np.testing.assert_array_equal(got.reshape(-1), same.reshape(-1))  # bitwise the same
+    assert float(loss(scores, labels)) == float(loss(scores, labels[:, None]))
+    g = gd.grad(lambda s: loss(s, labels))(scores)
+    assert g.shape == scores.shape
+    with pytest.raises(ShapeError, match=r"target has shape \(3,\)"):
+        loss(scores, labels[:3])
+    with pytest.raises(ShapeError, match=r"weight has shape \(4,\), which does not broadcast"):
+        loss(scores, labels, weight=np.ones(4))  # an (N,) weight on (N, 1) would give (N, N)
+    assert loss(scores, labels, weight=np.ones((4, 1)), reduction="none").shape == (4, 1)
+
+
+def test_pos_weight_may_not_enlarge_the_loss():
+    with pytest.raises(ShapeError, match="pos_weight has shape"):
+        L.binary_cross_entropy_with_logits(np.zeros((4, 1)), np.zeros(4), pos_weight=np.ones(4))
+    out = L.binary_cross_entropy_with_logits(np.zeros((4, 3)), np.zeros((4, 3)),
+                                             pos_weight=np.ones(3), reduction="none")
+    assert out.shape == (4, 3)  # one weight per class on the last axis still broadcasts

@@ -48,6 +48,14 @@ def test_interpolate_shapes_and_methods():
     np.testing.assert_allclose(sph[1], [np.sqrt(0.5)] * 2)
     with pytest.raises(ValueError, match="method"):
         inspect.interpolate(z0, z1, 3, "cubic")
+    # the function names work as method names (the guide and the course say "slerp")
+    z2, z3 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    np.testing.assert_array_equal(inspect.interpolate(z2, z3, 4, method="slerp"),
+                                  inspect.interpolate(z2, z3, 4, method="spherical"))
+    np.testing.assert_array_equal(inspect.interpolate(z0, z1, 4, method="lerp"),
+                                  inspect.interpolate(z0, z1, 4))
+    with pytest.raises(ValueError, match="'slerp'"):
+        inspect.interpolate(z0, z1, 3, "Slerp ")
     with pytest.raises(gd.ShapeError):
         inspect.interpolate(z0, np.ones(3), 3)
 

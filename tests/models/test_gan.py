@@ -97,9 +97,10 @@ def test_discriminator_step_is_the_gradient_of_the_gan_loss():
     st = gan.gan_init(gd.random.key(0), g, d, go, do, x[:1], latent_dim=LATENT)
     key = gd.random.key(4)
     st2, m = gan.gan_train_step(g, d, go, do, st, x, key, latent_dim=LATENT)
-    # reference: reproduce the step's fake batch (first key of the split) and take the
-    # gradient of -mean log D(x) - mean log(1 - D(G(z))) written with NumPy-level ops
-    kz1 = gd.random.split(key, 6)[0]
+    # reference: reproduce the step's fake batch (the discriminator is player 0, its key
+    # fold_in(key, 0) split in four: z first) and take the gradient of
+    # -mean log D(x) - mean log(1 - D(G(z))) written with NumPy-level ops
+    kz1 = gd.random.split(gd.random.fold_in(key, 0), 4)[0]
     fake = g.apply(st.gen_params, {}, gan.latent(kz1, 16, LATENT, like=x))[0]
 
     def ref_loss(p):

@@ -10,7 +10,8 @@ import gpudl as gd
 from gpudl import functional as F
 from gpudl import optim
 from gpudl.data import karate_club
-from gpudl.models.gnn import GAT, GCN, DeepSets, GraphClassifier, batch_graphs
+from gpudl.models.gnn import GAT, GCN, DeepSets, GraphClassifier, batch_graphs, node_loss_fn
+from gpudl.train import FullBatch
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +48,27 @@ def test_gcn_matches_dense_float64_reference(karate):
     np.testing.assert_allclose(dense, expected, atol=1e-12)
 
 
+def _karate_graphs(karate, labelled):
+    """The club graph as fit's one batch: training mask on ``labelled``, validation on the
+    rest."""
+    graph = {"x": karate["features"], "edge_index": karate["edge_index"], "y": karate["labels"]}
+    train = np.zeros(34, bool)
+    train[labelled] = True
+    return FullBatch({**graph, "mask": train}), FullBatch({**graph, "mask": ~train})
+
+
 def test_gcn_karate_semi_supervised(karate):
-    inputs = {"x": karate["features"], "edge_index": karate["edge_index"]}
     labels = karate["labels"]
     labelled = np.array([0, 33])  # one member of each club: Mr. Hi and the Officer
     unlabelled = np.setdiff1d(np.arange(34), labelled)
+    train, val = _karate_graphs(karate, labelled)
     net = GCN(hidden=16, num_classes=2)
-    p, _ = net.init(gd.random.key(0), inputs)
-    p = _fit(net, p, lambda out: F.softmax_cross_entropy(out[labelled], labels[labelled]),
-             inputs, 100, weight_decay=5e-4)
-    pred = net.apply(p, {}, inputs)[0].argmax(1)
+    h = gd.fit(net, train, loss_fn=node_loss_fn(net), epochs=100, validation_data=val,
+               optimizer=optim.adam(1e-2, weight_decay=5e-4), metrics=["accuracy"], verbose=0)
+    pred = gd.to_numpy(net.apply(h.params, h.state, train.data)[0]).argmax(1)
     assert (pred[unlabelled] == labels[unlabelled]).mean() >= 0.9
+    # the validation mask's accuracy, logged by fit with dropout off
+    assert h.history["val_accuracy"][-1] == (pred[unlabelled] == labels[unlabelled]).mean()
 
 
 def test_gat_shapes_and_karate(karate):
@@ -69,9 +80,10 @@ def test_gat_shapes_and_karate(karate):
     p, _ = net.init(gd.random.key(1), inputs)
     assert p["conv1"]["weight"].shape == (32, 34) and p["conv1"]["att_src"].shape == (4, 8)
     assert net.apply(p, {}, inputs)[0].shape == (34, 2)
-    p = _fit(net, p, lambda out: F.softmax_cross_entropy(out[labelled], labels[labelled]),
-             inputs, 60, weight_decay=5e-4, seed=1)
-    pred = net.apply(p, {}, inputs)[0].argmax(1)
+    train, _ = _karate_graphs(karate, labelled)
+    h = gd.fit(net, train, loss_fn=node_loss_fn(net), params=p, epochs=60,
+               optimizer=optim.adam(1e-2, weight_decay=5e-4), key=gd.random.key(1), verbose=0)
+    pred = gd.to_numpy(net.apply(h.params, h.state, inputs)[0]).argmax(1)
     assert (pred[unlabelled] == labels[unlabelled]).mean() >= 0.8
 
 

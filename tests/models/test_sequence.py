@@ -15,7 +15,14 @@ from gpudl import functional as F
 from gpudl import optim
 from gpudl.data import adding_task, char_corpus, stdlib_text
 from gpudl.models import decoding
-from gpudl.models.sequence import CharLM, Seq2Seq, SequenceClassifier, rnn_classifier, shift_right
+from gpudl.models.sequence import (
+    CharLM,
+    Seq2Seq,
+    SequenceClassifier,
+    rnn_classifier,
+    seq2seq_loss_fn,
+    shift_right,
+)
 from gpudl.nn import GRU, LSTM, RNN, count_params
 
 
@@ -401,14 +408,12 @@ def test_seq2seq_shapes_attention_and_padding():
 def test_seq2seq_attention_learns_to_reverse():
     rng = np.random.default_rng(0)
     m = Seq2Seq(10, 10, embed_dim=16, hidden=32)
-    src, tgt = _reverse_batch(rng, 64)
-    p, _ = m.init(gd.random.key(0), {"src": src, "tgt_in": shift_right(tgt, 2)})
-
-    def loss(p, src, tgt):
-        logits = m.apply(p, {}, {"src": src, "tgt_in": shift_right(tgt, 2)})[0]
-        return F.sequence_cross_entropy(logits, tgt)
-
-    p, losses = _train(loss, p, 120, 1e-2, lambda i: _reverse_batch(rng, 64))
+    src, tgt = _reverse_batch(rng, 960)
+    # teacher forcing through gd.fit: 8 epochs of 15 batches of 64
+    h = gd.fit(m, {"src": src, "tgt": tgt}, loss_fn=seq2seq_loss_fn(m), epochs=8,
+               optimizer=optim.adam(1e-2), batch_size=64, metrics=["accuracy"], verbose=0)
+    p = h.params
+    assert h.history["accuracy"][-1] > 0.9 > h.history["accuracy"][0]
     src, tgt = _reverse_batch(np.random.default_rng(1), 200)
     assert (m.greedy(p, src, max_len=6) == tgt).all(axis=1).mean() > 0.95
     assert (m.beam(p, src, max_len=6, beam_width=3) == tgt).all(axis=1).mean() > 0.95

@@ -99,7 +99,7 @@ def test_errors_are_named():
     with pytest.raises(gd.ShapeError, match=r"nn.Subsampling2d: expects a 4-D input"):
         layer.init(gd.random.key(0), np.zeros((6, 28, 28)))
     params, _ = layer.init(gd.random.key(0), np.zeros((1, 6, 8, 8)))
-    with pytest.raises(gd.ShapeError, match=r"weight must have shape \(4,\)"):
+    with pytest.raises(gd.ShapeError, match=r"'weight' has shape \(6,\), expected \(4,\)"):
         layer.apply(params, {}, np.zeros((1, 4, 8, 8)))
     with pytest.raises(nn.LayerArgumentError, match="activation"):
         nn.Subsampling2d(2, activation=3)

@@ -58,7 +58,7 @@ def test_early_stopping_modes_and_errors():
     assert EarlyStopping(monitor="val_accuracy").mode == "max"
     with pytest.raises(ValueError, match="mode"):
         EarlyStopping(mode="up")
-    with pytest.raises(KeyError, match="validation_data"):
+    with pytest.raises(gd.errors.TrainingConfigError, match="validation_data"):
         train, _ = rising_val_data()
         fit(zero_dense(), train, loss=mse, optimizer=MomentumSGD(), epochs=1,
             callbacks=[EarlyStopping()], verbose=0)

@@ -55,19 +55,18 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path, m
     path = tmp_path / "ck.npz"
     save_checkpoint(path, params=params, opt_state=opt_state, epoch=1, step=10)
     before = path.read_bytes()
-    real_savez = np.savez
 
-    def savez_then_crash(f, **arrays):
+    def write_then_crash(f, flat):
         f.write(b"PK\x03\x04 half a zip file")  # some bytes reach the (temp) file...
         raise KeyboardInterrupt("killed mid-save")  # ...then the process is interrupted
 
-    import gpudl.train.checkpoint as ckmod
+    from gpudl import serialization
 
-    monkeypatch.setattr(ckmod.np, "savez", savez_then_crash)
+    monkeypatch.setattr(serialization, "_write_npz", write_then_crash)
     bigger = gd.tree.tree_map(lambda a: a + 1, params)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, params=bigger, opt_state=opt_state, epoch=2, step=20)
-    monkeypatch.setattr(ckmod.np, "savez", real_savez)
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["ck.npz"]  # the temp file was removed
     got = load_checkpoint(path, params_like=params, opt_state_like=opt_state)
@@ -141,7 +140,8 @@ def test_resume_reproduces_an_uninterrupted_run_bitwise(tmp_path, blob_data):
     assert np.array_equal(saved["key"], gd.to_numpy(key))
     # key=None on purpose: the checkpoint's key must drive shuffling and dropout.
     resumed = _fit(model, 2, resume_from=str(path), **_resume_kw(train))
-    assert resumed.epochs_run == 1
+    assert resumed.epochs_run == 2 and resumed.epoch == [0, 1]  # the History continues
+    assert resumed.history == straight.history and resumed.step == straight.step == 16
     for a, b in zip(_leaves(resumed.params), _leaves(straight.params)):
         assert np.array_equal(a, b)
     for a, b in zip(_leaves(resumed.opt_state), _leaves(straight.opt_state)):
@@ -193,3 +193,42 @@ def test_resume_with_the_real_adam_optimizer_is_bitwise(tmp_path, blob_data):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(TreeMismatchError):  # an sgd-with-momentum state is another tree
         fit(model, train, optimizer=optim.sgd(0.1), epochs=2, resume_from=str(path), **kw)
+
+
+def test_model_checkpoint_suffix_picks_the_format_and_step_fills_the_path(tmp_path, blob_data):
+    train, _ = blob_data
+    ck = ModelCheckpoint(str(tmp_path / "ck-{epoch}-{step}.safetensors"), monitor="loss")
+    h = _fit(_mlp()(), 2, key=gd.random.key(0), callbacks=[ck], **_resume_kw(train))
+    assert [p.rsplit("/", 1)[1] for p in ck.saved] == ["ck-0-8.safetensors", "ck-1-16.safetensors"]
+    from safetensors.numpy import load_file
+
+    assert "params.0" in load_file(ck.saved[-1])  # safetensors bytes, not npz
+    got = load_checkpoint(ck.saved[-1], params_like=h.params, opt_state_like=h.opt_state)
+    assert got["epoch"] == 1 and got["history"]["epoch"] == [0, 1]
+    for a, b in zip(_leaves(got["params"]), _leaves(h.params)):
+        assert np.array_equal(a, b)
+    resumed = _fit(_mlp()(), 3, resume_from=ck.saved[-1], **_resume_kw(train))
+    assert resumed.epoch == [0, 1, 2]
+
+
+def test_checkpoints_of_the_first_layout_still_load(tmp_path):
+    """Files written before the History and callbacks were saved: arrays only."""
+    params, state, opt_state = _trees()
+    arrays = {}
+    for name, tree in (("params", params), ("state", state), ("opt_state", opt_state)):
+        pairs = gd.tree.flatten_with_paths(tree)
+        arrays[f"{name}.count"] = np.asarray(len(pairs))
+        arrays[f"{name}.paths"] = np.frombuffer(str([p for p, _ in pairs]).replace("'", '"')
+                                                .encode(), np.uint8)
+        for i, (_, leaf) in enumerate(pairs):
+            arrays[f"{name}.{i}"] = np.asarray(leaf)
+    arrays.update(epoch=np.asarray(2), step=np.asarray(30), key=gd.random.key(3),
+                  config=np.frombuffer(b'{"lr_scale": 0.5}', np.uint8))
+    path = tmp_path / "old.npz"
+    np.savez(path, **arrays)
+    got = load_checkpoint(path, params_like=params, state_like=state, opt_state_like=opt_state)
+    assert (got["epoch"], got["step"], got["config"]) == (2, 30, {"lr_scale": 0.5})
+    assert isinstance(got["opt_state"], MomentumState) and got["history"] is None
+    parts = gd.load(path)  # gd.load recognises it too
+    assert parts["epoch"] == 2 and np.array_equal(parts["params"]["fc1"]["bias"],
+                                                  params["fc1"]["bias"])

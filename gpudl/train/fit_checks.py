@@ -1,0 +1,77 @@
+"""The checks ``fit`` runs before its first step, so a configuration mistake costs
+seconds, not an epoch: argument types and ranges, data that yields no batch, and every
+callback's configuration against the log names the run will produce.
+
+Example:
+    >>> check_positive_int("fit", "epochs", 0)
+    Traceback (most recent call last):
+    ...
+    gpudl.errors.TrainingConfigError: fit: epochs must be a positive int, got 0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gpudl.errors import EmptyDataError, TrainingConfigError
+from gpudl.train.callbacks import Callback
+
+
+def check_positive_int(who: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = f" (as an int: {name}={int(value)})" if isinstance(value, float) and \
+            value.is_integer() and value >= 1 else ""
+        raise TrainingConfigError(f"{who}: {name} must be a positive int, got {value!r}{hint}")
+    return value
+
+
+def check_callbacks_arg(callbacks: Any) -> list:
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, Sequence | set | tuple):
+        raise TrainingConfigError(
+            f"fit: callbacks must be a list of callbacks, got {type(callbacks).__name__}; "
+            "write callbacks=[cb]")
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, type) or not callable(getattr(cb, "on_epoch_end", None)):
+            what = f"the class {cb.__name__}" if isinstance(cb, type) else type(cb).__name__
+            raise TrainingConfigError(
+                f"fit: callbacks[{i}] is {what}, not a callback (an object with "
+                "on_epoch_end(trainer, epoch, logs), e.g. a gd.train.Callback subclass); "
+                + ("pass an instance: add ()" if isinstance(cb, type) else ""))
+    return list(callbacks)
+
+
+def check_verbose(verbose: Any) -> int:
+    if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
+        raise TrainingConfigError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+    return verbose
+
+
+def require_batches(loader: Any, who: str, what: str) -> None:
+    """Raise :class:`EmptyDataError` when ``loader`` yields no batch."""
+    if len(loader) > 0:
+        return
+    describe = getattr(loader, "describe", None)  # fit's batches say why themselves
+    if describe is not None:
+        raise EmptyDataError(f"{who}: {what} yields no batch: {describe()}")
+    rows = len(loader.dataset)
+    if rows and getattr(loader, "drop_last", False):
+        detail = (f"{rows} rows, fewer than one batch of {loader.batch_size}, and "
+                  "drop_last=True drops the partial batch; use a smaller batch_size or "
+                  "drop_last=False")
+    else:
+        detail = "no rows; check the split or the filter that built it"
+    raise EmptyDataError(f"{who}: {what} yields no batch: {detail}")
+
+
+def check_callbacks(callbacks: Sequence, names: set[str], has_validation: bool) -> None:
+    """Each callback's :meth:`~Callback.check_config` against the names it will see (those of
+    ``fit`` and of the callbacks before it; unknown after a callback that does not
+    declare ``adds_logs``)."""
+    available: set[str] | None = set(names)
+    for cb in callbacks:
+        check = getattr(cb, "check_config", None)
+        if check is not None:
+            check(None if available is None else set(available), has_validation)
+        added = getattr(cb, "adds_logs", None)
+        available = None if added is None or available is None else available | set(added)

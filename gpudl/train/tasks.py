@@ -1,0 +1,229 @@
+"""The two kinds of run ``fit`` knows: supervised (``loss(outputs, targets)`` on ``(x, y)``
+batches) and custom (a ``loss_fn`` of the whole step, :mod:`gpudl.train.custom`).
+
+A task makes the step, runs it on one batch and adds the batch to the epoch's logs,
+evaluates the validation data, and names what it logs (for the callback checks). The
+epoch loop (:mod:`gpudl.train.loop`) is the same for both.
+
+Example:
+    >>> task = SupervisedTask(None, "mse", ["mae"])
+    >>> task.names(has_validation=True)
+    ['loss', 'mae', 'val_loss', 'val_mae']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from gpudl import random as gdr
+from gpudl.errors import TrainingConfigError
+from gpudl.train.custom import (
+    PlayerStep,
+    custom_step,
+    evaluate_custom,
+    fresh_logs,
+    init_opt_state,
+    probe,
+)
+from gpudl.train.metric_state import MetricTracker, StreamingMetric, make_metric
+from gpudl.train.oom import reraise_if_oom
+from gpudl.train.step import supervised_step
+
+# loss name -> its function in gpudl.functional
+_LOSSES = {
+    "cross_entropy": "softmax_cross_entropy",
+    "softmax_cross_entropy": "softmax_cross_entropy",
+    "mse": "mse_loss",
+    "l1": "l1_loss",
+    "huber": "huber_loss",
+    "bce_with_logits": "binary_cross_entropy_with_logits",
+    "binary_cross_entropy": "binary_cross_entropy",
+}
+
+
+def resolve_loss(loss: str | Callable) -> Callable:
+    """A loss function ``(outputs, targets) -> scalar`` from a name or a callable."""
+    if callable(loss):
+        return loss
+    if loss not in _LOSSES:
+        raise TrainingConfigError(
+            f"fit: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a function "
+            "(outputs, targets) -> scalar")
+    from gpudl import functional as F
+
+    return getattr(F, _LOSSES[loss])
+
+
+def resolve_metric(metric: str | Callable) -> StreamingMetric:
+    """A fresh streaming metric from a name or a function ``(y_true, y_pred) -> scalar``.
+
+    Names: ``accuracy``, ``topK`` (``top5``...), ``mse``, ``rmse``, ``mae``, ``r2``,
+    ``precision``, ``recall``, ``f1`` (macro). Named metrics sum sufficient statistics on
+    the device and give the whole epoch's value; functions are averaged over batches,
+    weighted by batch size.
+
+    Example:
+        >>> resolve_metric("top3").name
+        'top3'
+    """
+    return make_metric(metric)
+
+
+def as_metric_list(metrics: Any) -> list:
+    """``metrics="accuracy"`` (or one function) means one metric."""
+    return [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics)
+
+
+def metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool) -> MetricTracker:
+    return MetricTracker([resolve_metric(m) for m in as_metric_list(metrics)], loss=loss)
+
+
+def init_input(batch: Any) -> Any:
+    """What ``model.init`` gets from a custom step's batch: the batch itself (an array, a
+    dict, a graph) or the first item of a tuple ``(x, y, ...)``."""
+    return batch[0] if isinstance(batch, tuple | list) else batch
+
+
+def init_trees(model, batches, init_key, params, state, device, custom: bool = False):
+    """``params``/``state`` as given, or ``model.init`` on the first batch's ``x``: of the
+    ``(x, y)`` pair of a supervised run, :func:`init_input` of a custom step's batch."""
+    if params is None:
+        if isinstance(model, Mapping) or not callable(getattr(model, "init", None)):
+            raise TrainingConfigError(
+                f"fit: params= is needed: the model ({type(model).__name__}) has no init "
+                "that fit could call on the data (a dict of models, such as a GAN's "
+                "generator and discriminator, needs its initial params, and state, given; or "
+                "train one layer holding both, e.g. gpudl.models.gan.GAN)")
+        # Same transform as training: a crop changes the input shape the model sees.
+        first = batches.first(device)
+        params, init_state = model.init(init_key, init_input(first) if custom else pair(first)[0])
+        state = init_state if state is None else state
+    if state is None and isinstance(model, Mapping):
+        state = {k: {} for k in model}
+    return params, {} if state is None else state
+
+
+def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict[str, float]:
+    """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)``."""
+    tracker = metric_tracker(metrics, loss=loss_fn is not None)
+    with batches.known_labels():
+        for batch in batches:
+            x, y = pair(batch, "evaluate")
+            try:
+                out, _ = model.apply(params, state, x, train=False)
+            except Exception as exc:
+                reraise_if_oom(exc, batches.batch_size, where="evaluate")
+                raise
+            # sums kept on the device until the end: no host sync per batch
+            tracker.update(out, y, batches.rows(batch),
+                           loss=loss_fn(out, y) if loss_fn is not None else None)
+    return tracker.read()
+
+
+def pair(batch: Any, who: str = "fit") -> tuple[Any, Any]:
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    got = (f"a {type(batch).__name__} of {len(batch)} items"
+           if isinstance(batch, tuple | list | dict) else f"a {type(batch).__name__}")
+    raise TrainingConfigError(
+        f"{who}(loss=...): a loss(outputs, targets) needs (x, y) batches, but the data gives "
+        f"{got}; train on other batches (x alone, dicts, graphs) with loss_fn=... (see "
+        "gpudl.train.custom)")
+
+
+class SupervisedTask:
+    """``model.apply`` then ``loss(outputs, targets)`` on ``(x, y)`` batches."""
+
+    def __init__(self, model, loss, metrics):
+        self.model, self.loss_fn, self.metrics = model, resolve_loss(loss), metrics
+        self.tracker = metric_tracker(metrics, loss=True)
+
+    def names(self, has_validation: bool) -> list[str]:
+        names = [m.name for m in self.tracker.metrics]
+        return names + [f"val_{n}" for n in names] if has_validation else names
+
+    def make_step(self, params, optimizer):
+        return supervised_step(self.model, self.loss_fn, optimizer, params)
+
+    def start(self, trainer, batches, val_batches, device) -> None:
+        self.trainer, self.device = trainer, device
+        pair(batches.first(device))
+
+    def step(self, batch, rows: int):
+        x, y = pair(batch)
+        loss, out = self.trainer.train_step(x, y)
+        self.tracker.update(out, y, rows, loss=loss)
+        return loss, loss
+
+    def validate(self, val_batches) -> dict[str, float]:
+        t = self.trainer
+        return evaluate_supervised(t.model, t.params, t.state, val_batches, self.loss_fn,
+                                   self.metrics)
+
+    def labels(self, batches):
+        return batches.known_labels()
+
+
+class CustomTask:
+    """A ``loss_fn`` of the whole step (one function, or one per player)."""
+
+    def __init__(self, model, loss_fn, metrics):
+        self.model, self.loss_fn = model, loss_fn
+        self.metrics = as_metric_list(metrics)
+
+    def make_step(self, params, optimizer):
+        return custom_step(self.model, self.loss_fn, optimizer, params)
+
+    def start(self, trainer, batches, val_batches, device) -> None:
+        """Check every loss on the first batch (before the first step) and set up the logs."""
+        self.trainer = trainer
+        step = trainer.step_fn
+        self.multi = isinstance(step, PlayerStep)
+        self.tracker = probe(step.loss_fns, self.multi, trainer.params, trainer.state,
+                             batches.first(device), gdr.fold_in(trainer.step_key, trainer.step),
+                             self.metrics)
+        self.val_logs = fresh_logs(self.tracker) if val_batches is not None else None
+        # the same key every epoch: validation values move with the params only
+        self.val_key = gdr.fold_in(trainer.key, 1)
+
+    def names(self, has_validation: bool) -> list[str]:
+        names = [m.name for m in self.tracker.metrics]
+        return names + [f"val_{n}" for n in names] if has_validation else names
+
+    def step(self, batch, rows: int):
+        """One step; ``(the loss the NaN watch checks, the loss callbacks see)``."""
+        loss, aux = self.trainer.run_batch(batch)
+        if not self.multi:
+            self.tracker.add({None: loss}, {None: aux}, rows)
+            return loss, loss
+        self.tracker.add(loss, aux, rows)
+        # non-finite if any player's is
+        return functools.reduce(operator.add, loss.values()), loss
+
+    def validate(self, val_batches) -> dict[str, float]:
+        t = self.trainer
+        return evaluate_custom(t.step_fn.loss_fns, self.multi, t.params, t.state, val_batches,
+                               self.val_logs, self.val_key)
+
+    def labels(self, batches):
+        # Nothing says which leaves of a custom batch are labels: every check runs.
+        return contextlib.nullcontext()
+
+
+def make_task(model, loss, loss_fn, metrics):
+    """The task of a ``fit`` call (exactly one of ``loss``/``loss_fn``)."""
+    if (loss is None) == (loss_fn is None):
+        raise TrainingConfigError(
+            "fit: give exactly one of loss= (a loss(outputs, targets) on (x, y) batches) and "
+            "loss_fn= (a function (params, state, batch, key) of the whole step), got "
+            + ("both" if loss is not None else "neither"))
+    return SupervisedTask(model, loss, metrics) if loss_fn is None else \
+        CustomTask(model, loss_fn, metrics)
+
+
+__all__ = ["SupervisedTask", "CustomTask", "make_task", "init_trees", "init_opt_state",
+           "resolve_loss", "resolve_metric"]

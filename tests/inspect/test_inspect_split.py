@@ -1,0 +1,59 @@
+"""split_sequential: a trained Sequential as features + head, for Grad-CAM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl import inspect, nn
+from gpudl.errors import ConfigError
+
+
+def _trained_net():
+    net = nn.Sequential([nn.Conv2d(3, 3, padding=1), nn.BatchNorm2d(), nn.ReLU(),
+                         nn.Conv2d(4, 3, padding=1), nn.ReLU(), nn.GlobalAvgPool2d(),
+                         nn.Dense(2)])
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6))
+    params, state = net.init(gd.random.key(0), x)
+    _, state = net.apply(params, state, x, train=True)  # running statistics move off (0, 1)
+    return net, params, state, x
+
+
+@pytest.mark.parametrize("at", ["relu2", 4, -3])
+def test_split_reproduces_the_model_in_eval_mode(at):
+    net, params, state, x = _trained_net()
+    features, head = inspect.split_sequential(net, params, state, at)
+    a = features(x)
+    assert a.shape == (3, 4, 6, 6)          # the second conv block's activations
+    np.testing.assert_allclose(head(a), net.apply(params, state, x)[0], rtol=1e-12)
+
+
+def test_split_feeds_grad_cam_and_matches_hand_written_functions():
+    net, params, state, x = _trained_net()
+    features, head = inspect.split_sequential(net, params, state, "relu2")
+    cam = inspect.grad_cam(features, head, x, target=1)
+
+    def feats_by_hand(v):
+        for name in ("conv1", "bn1", "relu1", "conv2", "relu2"):
+            layer = dict(net.children())[name]
+            v = layer.apply(params.get(name, {}), state.get(name, {}), v)[0]
+        return v
+
+    def head_by_hand(a):
+        a = nn.GlobalAvgPool2d().apply({}, {}, a)[0]
+        return dict(net.children())["dense1"].apply(params["dense1"], {}, a)[0]
+
+    expected = inspect.grad_cam(feats_by_hand, head_by_hand, x, target=1)
+    assert cam.shape == (3, 6, 6)
+    np.testing.assert_allclose(cam, expected, rtol=1e-12)
+
+
+def test_split_errors_name_the_fix():
+    net, params, state, _ = _trained_net()
+    with pytest.raises(ConfigError, match="no child named 'relu9'.*relu2"):
+        inspect.split_sequential(net, params, state, "relu9")
+    with pytest.raises(ConfigError, match="out of range"):
+        inspect.split_sequential(net, params, state, 7)
+    with pytest.raises(ConfigError, match="nn.Sequential"):
+        inspect.split_sequential(nn.Dense(2), {}, {}, 0)
