@@ -17,7 +17,7 @@ import pytest
 
 import gpudl as gd
 from gpudl import random as gdr
-from gpudl.errors import ConfigError, DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, DTypeError, ShapeError
 from gpudl.random import _philox as spec
 
 MASK = 0xFFFFFFFF
@@ -164,6 +164,26 @@ def test_key_refuses_seeds_that_would_wrap(seed):
 def test_key_rejects_non_integer_seed(seed):
     with pytest.raises(TypeError, match="seed"):
         gdr.key(seed)
+
+
+def test_as_key_turns_int_seeds_into_keys_and_passes_keys_through():
+    k = gdr.key(5)
+    assert gdr.as_key(k) is k
+    for seed in (0, 5, np.int64(5), np.uint32(5), 2**64 - 1):
+        assert gdr.as_key(seed).tolist() == gdr.key(seed).tolist()
+    assert "as_key" in gdr.__all__
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (1.5, ArgumentTypeError, "got float 1.5"), (True, ArgumentTypeError, "got bool True"),
+    (np.float64(1.0), ArgumentTypeError, "got float64"), (None, ArgumentTypeError, "NoneType"),
+    ("0", ArgumentTypeError, "got str '0'"),
+    (np.zeros(2, np.int64), ArgumentTypeError, "shape \\(2,\\), dtype int64"),
+    (-1, ConfigError, r"must be in \[0, 2\*\*64\), got -1"), (2**64, ConfigError, "2\\*\\*64"),
+])
+def test_as_key_refuses_what_key_refuses_naming_the_caller(bad, error, match):
+    with pytest.raises(error, match=f"F.op: .*{match}"):
+        gdr.as_key(bad, "F.op")
 
 
 def test_split_shapes_unpacking_and_distinct_children():

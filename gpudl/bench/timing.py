@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gpudl.backend import gpu_benchmark_times, xp_for
+from gpudl.errors import ConfigError
 
 CLOCKS = ("events", "cupyx", "torch")
 
@@ -103,7 +104,7 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int = 3, repeats: int
         3
     """
     if clock not in CLOCKS:
-        raise ValueError(f"time_fn: clock must be one of {CLOCKS}, got {clock!r}")
+        raise ConfigError(f"time_fn: clock must be one of {CLOCKS}, got {clock!r}")
     cuda = device == "cuda"
     t0 = time.perf_counter()
     fn()

@@ -24,6 +24,7 @@ from gpudl import random as gdr
 from gpudl.backend import asarray, device, memory_info, probe_cuda
 from gpudl.bench.device_info import machine_info
 from gpudl.bench.timing import time_fn
+from gpudl.errors import ConfigError
 from gpudl.functional.labels import host_label_bounds, labels_within
 from gpudl.models import IMAGE_CLASSIFIERS, get_model
 from gpudl.train.loop import resolve_loss
@@ -37,7 +38,7 @@ def _optimizer():
 def _data(model_name: str, batch_size: int):
     """A fixed host batch ``(x, y)`` of the model's input shape, 10 classes."""
     if model_name not in IMAGE_CLASSIFIERS:
-        raise ValueError(f"gpudl bench: {model_name!r} is not an image classifier; benchmarkable "
+        raise ConfigError(f"gpudl bench: {model_name!r} is not an image classifier; benchmarkable "
                          f"models: {sorted(IMAGE_CLASSIFIERS)}")
     rng = np.random.default_rng(0)
     return (rng.random((batch_size, *IMAGE_CLASSIFIERS[model_name]), dtype=np.float32),
@@ -67,11 +68,11 @@ def bench_model(model_name: str = "lenet5", batch_size: int = 128, steps: int = 
     for arg, value, least in (("batch_size", batch_size, 1), ("steps", steps, 1),
                               ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"bench_model: {arg} must be an integer >= {least}, got {value!r}")
+            raise ConfigError(f"bench_model: {arg} must be an integer >= {least}, got {value!r}")
     names = [d.strip().lower() for d in devices if d.strip()]
     unknown = [d for d in names if d not in ("cpu", "cuda")]
     if unknown or not names:
-        raise ValueError(f"bench_model: devices must be 'cpu' and/or 'cuda', got {list(devices)!r}")
+        raise ConfigError(f"bench_model: devices must be 'cpu' and/or 'cuda', got {list(devices)!r}")
     rows, missing = [], {}
     for dev in dict.fromkeys(names):
         if dev == "cuda":

@@ -70,8 +70,10 @@ def as_dataset(data: Any):
 class DataLoader:
     """Iterate over mini-batches of a dataset, optionally shuffled and prefetched.
 
-    Iterating a loader that has no batch (no rows, or fewer rows than one batch with
-    ``drop_last=True``) raises :class:`~gpudl.errors.EmptyDataError`.
+    ``key`` (shuffling and the ``transform``'s keys) is a key or an int seed
+    (``gd.random.as_key``); None means ``gd.random.key(0)``. Iterating a loader that has
+    no batch (no rows, or fewer rows than one batch with ``drop_last=True``) raises
+    :class:`~gpudl.errors.EmptyDataError`.
     """
 
     def __init__(self, dataset: Any, batch_size: int = 32, shuffle: bool = False,
@@ -81,7 +83,7 @@ class DataLoader:
             raise ConfigError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         self.dataset = as_dataset(dataset)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
-        self.key = gdr.key(0) if key is None else key
+        self.key = gdr.key(0) if key is None else gdr.as_key(key, "DataLoader")
         self.device, self.prefetch, self.transform = device, int(prefetch), transform
         self.epoch = 0
 

@@ -111,10 +111,13 @@ def bucket_batches(seqs: Sequence[Sequence[int]], batch_size: int, key=None, pad
     """Length-bucketed batches: sort by length, cut into batches, shuffle the batch order.
 
     Returns a list of ``(ids (B, T_b), lengths (B,), index (B,))``; padding stays small
-    because each batch holds sequences of similar length.
+    because each batch holds sequences of similar length. ``key`` (a key or an int seed, as
+    ``gd.random.as_key``) shuffles the batch order; None keeps the sorted order.
     """
     from gpudl import random as gdr
     from gpudl.backend import to_numpy
+
+    key = None if key is None else gdr.as_key(key, "data.bucket_batches")
 
     order = np.argsort([len(s) for s in seqs], kind="stable")
     chunks = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,7 +1,8 @@
 """Transforms: standardisation with training statistics, and image augmentation.
 
-Augmentations act on a NumPy batch (N, C, H, W) with an explicit key, so they are
-reproducible; :func:`augment` composes them for a DataLoader's ``transform=``.
+Augmentations act on a NumPy batch (N, C, H, W) with an explicit key (or an int seed, as
+``gd.random.as_key``), so they are reproducible; :func:`augment` composes them for a
+DataLoader's ``transform=``.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -46,7 +47,11 @@ def _u(key, shape):
 
 
 def random_flip(x: np.ndarray, key, p: float = 0.5) -> np.ndarray:
-    """Flip each image left-right with probability ``p``."""
+    """Flip each image left-right with probability ``p``.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.random_flip")
     flip = _u(key, (x.shape[0],)) < p
     out = x.copy()
     out[flip] = x[flip][..., ::-1]
@@ -54,7 +59,11 @@ def random_flip(x: np.ndarray, key, p: float = 0.5) -> np.ndarray:
 
 
 def random_shift(x: np.ndarray, key, max_shift: int = 2) -> np.ndarray:
-    """Shift each image by up to ``max_shift`` pixels in H and W, filling with zeros."""
+    """Shift each image by up to ``max_shift`` pixels in H and W, filling with zeros.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.random_shift")
     n, _, h, w = x.shape
     shifts = to_numpy(gdr.randint(key, (n, 2), -max_shift, max_shift + 1, device="cpu"))
     padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)))
@@ -65,7 +74,11 @@ def random_shift(x: np.ndarray, key, max_shift: int = 2) -> np.ndarray:
 
 
 def random_crop(x: np.ndarray, key, size: int, padding: int = 0) -> np.ndarray:
-    """Random ``size`` x ``size`` crops after zero ``padding`` (CIFAR: size 32, padding 4)."""
+    """Random ``size`` x ``size`` crops after zero ``padding`` (CIFAR: size 32, padding 4).
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.random_crop")
     n, _, h, w = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     hp, wp = h + 2 * padding, w + 2 * padding
@@ -78,7 +91,11 @@ def random_crop(x: np.ndarray, key, size: int, padding: int = 0) -> np.ndarray:
 
 
 def random_rotate(x: np.ndarray, key, max_degrees: float = 15.0) -> np.ndarray:
-    """Rotate each image by a random angle (nearest-neighbour sampling, zeros outside)."""
+    """Rotate each image by a random angle (nearest-neighbour sampling, zeros outside).
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.random_rotate")
     n, _, h, w = x.shape
     angles = np.deg2rad((_u(key, (n,)) * 2 - 1) * max_degrees)
     yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
@@ -92,13 +109,21 @@ def random_rotate(x: np.ndarray, key, max_degrees: float = 15.0) -> np.ndarray:
 
 
 def gaussian_noise(x: np.ndarray, key, std: float = 0.1) -> np.ndarray:
-    """Add N(0, std^2) noise (denoising autoencoders)."""
+    """Add N(0, std^2) noise (denoising autoencoders).
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.gaussian_noise")
     noise = to_numpy(gdr.normal(key, x.shape, dtype=np.float32, device="cpu"))
     return (x + std * noise).astype(x.dtype)
 
 
 def color_jitter(x: np.ndarray, key, brightness: float = 0.2, contrast: float = 0.2) -> np.ndarray:
-    """Random brightness (additive) and contrast (scale around the image mean) per image."""
+    """Random brightness (additive) and contrast (scale around the image mean) per image.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "data.color_jitter")
     n = x.shape[0]
     k1, k2 = gdr.split(key)
     b = (_u(k1, (n, 1, 1, 1)) * 2 - 1) * brightness
@@ -111,10 +136,11 @@ def augment(*steps):
     """Compose ``(fn, kwargs)`` steps into a DataLoader transform on ``(x, y)`` batches.
 
     Example: ``DataLoader(data, 64, transform=augment((random_flip, {}), (random_crop,
-    {"size": 32, "padding": 4})))``.
+    {"size": 32, "padding": 4})))``. The transform's ``key`` may be an int seed too.
     """
 
     def transform(batch, key):
+        key = gdr.as_key(key, "data.augment")
         x, *rest = batch
         keys = gdr.split(key, max(len(steps), 2))
         for (fn, kwargs), k in zip(steps, keys):

@@ -10,6 +10,11 @@ Example:
     dtype('float32')
     >>> int_pair(3, "stride", "F.op"), int_pair((1, 2), "stride", "F.op")
     ((3, 3), (1, 2))
+    >>> try:
+    ...     check_not_apply_output("F.op", (np.ones(2), {}))
+    ... except TypeError as e:
+    ...     print(str(e)[:54])
+    F.op got model.apply's (outputs, state) tuple as its i
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from gpudl.autodiff import unbox_all
 from gpudl.backend import check_same_device
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, DTypeError, ShapeError
 
 
 class DTypeWording(NamedTuple):
@@ -107,3 +112,13 @@ def check_broadcasts_to(op: str, name: str, value: Any, shape: tuple) -> None:
                          f"input's shape {tuple(shape)} without changing it; give {name} the "
                          "input's shape, or one that broadcasts to it (one value per class on "
                          "the last axis)")
+
+
+def check_not_apply_output(op: str, value: Any, name: str = "input") -> None:
+    """A loss's prediction must not be ``model.apply``'s ``(outputs, state)`` pair: that
+    mistake otherwise surfaces as a shape or dtype error far from its cause. One isinstance
+    test on the common path."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+        raise ArgumentTypeError(
+            f"{op} got model.apply's (outputs, state) tuple as its {name}; use "
+            f"`y, state = model.apply(...)` and pass y")

@@ -35,7 +35,7 @@ from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced, is_unit_cotangent, unbox_all
 from gpudl.backend import check_same_device, module_of
 from gpudl.errors import ConfigError, ShapeError
-from gpudl.functional._checks import DTypeWording, check_float_operands
+from gpudl.functional._checks import DTypeWording, check_float_operands, check_not_apply_output
 from gpudl.functional._cross_entropy_kernels import OP, forward_raw, grad_raw
 from gpudl.functional.labels import check_label_dtype, check_label_range, check_label_shape
 
@@ -185,6 +185,7 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
         ...                       ignore_index=-100).round(4).tolist()
         [0.2395, 0.0]
     """
+    check_not_apply_output(OP, logits, "logits")
     eps = _check_options(reduction, ignore_index, label_smoothing)
     raw = unbox_all(logits)
     labels = unbox_all(labels)

@@ -24,7 +24,8 @@ def dropout(x, rate: float, key=None, train: bool = True):
 
     ``rate`` is the *drop* probability (torch's ``p``), in [0, 1). With ``train=False``
     (or ``rate == 0``) ``x`` is returned unchanged. Training needs a ``key``
-    (``gd.random.key`` / ``split``): the same key drops the same elements on CPU and GPU.
+    (``gd.random.key`` / ``split``, or an int seed: ``key=0`` is ``gd.random.key(0)``): the
+    same key drops the same elements on CPU and GPU.
 
     Inverted dropout scales at training time so evaluation needs no change. The course's
     original form (no scaling in training, weights multiplied by ``1 - rate`` at test
@@ -46,6 +47,7 @@ def dropout(x, rate: float, key=None, train: bool = True):
             "dropout: train=True needs a random key, e.g. dropout(x, rate, gd.random.key(0)); "
             "in a model pass key= to apply(), or use train=False for evaluation"
         )
+    key = gdr.as_key(key, "F.dropout")
     raw = unbox_all(x)
     keep = gdr.bernoulli(key, 1.0 - float(rate), raw.shape, device=device_of(raw))
     # A NumPy scalar of x's dtype: CuPy accepts it, and float32 stays float32.

@@ -23,7 +23,7 @@ from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ConfigError, ShapeError
-from gpudl.functional._checks import check_broadcasts_to
+from gpudl.functional._checks import check_broadcasts_to, check_not_apply_output
 from gpudl.functional.activations import log_softmax, softplus
 from gpudl.functional.labels import check_labels
 
@@ -40,7 +40,9 @@ def _reduce(loss, reduction: str, op: str):
     raise ConfigError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _check_reduction(reduction: str, op: str, allowed=_REDUCTIONS) -> None:
+def _check_reduction(reduction: str, op: str, allowed=_REDUCTIONS, *, input=None, name="input"):
+    """``reduction`` among ``allowed``; ``input`` (the prediction) not apply's (y, state)."""
+    check_not_apply_output(f"F.{op}", input, name)
     if reduction not in allowed:
         raise ConfigError(f"{op}: reduction must be one of {allowed}, got {reduction!r}")
 
@@ -64,7 +66,7 @@ def mse_loss(input, target, reduction: str = "mean"):
         >>> float(mse_loss(np.array([0.0, 0.0]), np.array([1.0, 3.0]), reduction="sum"))
         10.0
     """
-    _check_reduction(reduction, "mse_loss")
+    _check_reduction(reduction, "mse_loss", input=input)
     _same_shape(input, target, "mse_loss")
     d = input - target
     return _reduce(d * d, reduction, "mse_loss")
@@ -72,7 +74,7 @@ def mse_loss(input, target, reduction: str = "mean"):
 
 def l1_loss(input, target, reduction: str = "mean"):
     """Mean absolute error ``|input - target|``."""
-    _check_reduction(reduction, "l1_loss")
+    _check_reduction(reduction, "l1_loss", input=input)
     _same_shape(input, target, "l1_loss")
     return _reduce(ops.abs(input - target), reduction, "l1_loss")
 
@@ -84,7 +86,7 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
         >>> float(huber_loss(np.array([3.0]), np.array([0.0])))
         2.5
     """
-    _check_reduction(reduction, "huber_loss")
+    _check_reduction(reduction, "huber_loss", input=input)
     _same_shape(input, target, "huber_loss")
     if delta <= 0:
         raise ConfigError(f"huber_loss: delta must be > 0, got {delta}")
@@ -116,7 +118,7 @@ def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
         >>> round(float(binary_cross_entropy(np.array([0.5]), np.array([1.0]))), 6)
         0.693147
     """
-    _check_reduction(reduction, "binary_cross_entropy")
+    _check_reduction(reduction, "binary_cross_entropy", input=input)
     target = _binary_target(input, target, "binary_cross_entropy")
     check_broadcasts_to("binary_cross_entropy", "weight", weight, _shape(input))
     raw = unbox_all(input)
@@ -154,7 +156,7 @@ def binary_cross_entropy_with_logits(
         0.693147
     """
     op = "binary_cross_entropy_with_logits"
-    _check_reduction(reduction, op)
+    _check_reduction(reduction, op, input=input)
     target = _binary_target(input, target, op, "input (logits)")
     check_broadcasts_to(op, "weight", weight, _shape(input))
     check_broadcasts_to(op, "pos_weight", pos_weight, _shape(input))
@@ -181,7 +183,7 @@ def nll_loss(input, target, weight=None, reduction: str = "mean", ignore_index: 
         >>> round(float(nll_loss(lp, np.array([0, 1]))), 6)
         1.497866
     """
-    _check_reduction(reduction, "nll_loss")
+    _check_reduction(reduction, "nll_loss", input=input)
     s = _shape(input)
     if len(s) < 2:
         raise ShapeError(
@@ -229,7 +231,7 @@ def sequence_cross_entropy(
         1.386294
     """
     op = "sequence_cross_entropy"
-    _check_reduction(reduction, op)
+    _check_reduction(reduction, op, input=logits, name="logits")
     s, ts = _shape(logits), _shape(labels)
     if len(s) != 3:
         raise ShapeError(
@@ -266,7 +268,7 @@ def kl_div(input, target, reduction: str = "batchmean", log_target: bool = False
         0.0
     """
     op = "kl_div"
-    _check_reduction(reduction, op, ("batchmean", "mean", "sum", "none"))
+    _check_reduction(reduction, op, ("batchmean", "mean", "sum", "none"), input=input)
     _same_shape(input, target, op, ("input (log-probabilities)", "target"))
     if log_target:
         pointwise = ops.exp(target) * (target - input)
@@ -290,7 +292,7 @@ def gaussian_kl(mu, logvar, reduction: str = "mean"):
         >>> float(gaussian_kl(np.zeros((2, 3)), np.zeros((2, 3))))
         0.0
     """
-    _check_reduction(reduction, "gaussian_kl")
+    _check_reduction(reduction, "gaussian_kl", input=mu, name="mu")
     _same_shape(mu, logvar, "gaussian_kl", ("mu", "logvar"))
     s = _shape(mu)
     per = -0.5 * (1.0 + logvar - mu * mu - ops.exp(logvar))
@@ -312,7 +314,7 @@ def gaussian_nll_loss(
         0.0
     """
     op = "gaussian_nll_loss"
-    _check_reduction(reduction, op)
+    _check_reduction(reduction, op, input=input)
     _same_shape(input, target, op)
     si, sv = _shape(input), _shape(var)
     if sv != si:
@@ -346,6 +348,8 @@ def nt_xent(z1, z2, temperature: float = 0.5):
         >>> round(float(nt_xent(z, z, temperature=1.0)), 4)
         0.5514
     """
+    check_not_apply_output("F.nt_xent", z1, "z1")
+    check_not_apply_output("F.nt_xent", z2, "z2")
     _same_shape(z1, z2, "nt_xent", ("z1", "z2"))
     s = _shape(z1)
     if len(s) != 2 or s[0] < 1:
@@ -372,6 +376,8 @@ def gan_discriminator_loss(real_logits, fake_logits):
         >>> round(float(gan_discriminator_loss(np.zeros(2), np.zeros(2))), 6)
         1.386294
     """
+    check_not_apply_output("F.gan_discriminator_loss", real_logits, "real_logits")
+    check_not_apply_output("F.gan_discriminator_loss", fake_logits, "fake_logits")
     return ops.mean(softplus(-real_logits)) + ops.mean(softplus(fake_logits))
 
 
@@ -382,6 +388,7 @@ def gan_generator_loss(fake_logits, non_saturating: bool = True):
     ``non_saturating=False`` gives the minimax form ``log(1 - D(G(z)))``, whose gradient
     vanishes when the discriminator wins.
     """
+    check_not_apply_output("F.gan_generator_loss", fake_logits, "fake_logits")
     if non_saturating:
         return ops.mean(softplus(-fake_logits))
     return -ops.mean(softplus(fake_logits))

@@ -95,12 +95,13 @@ def saliency(fn: ScoreFn, x: Array, target: int | Array | None = None,
     return _reduce(gd.grad(class_score(fn, target))(x), reduce)
 
 
-def smoothgrad(fn: ScoreFn, x: Array, key: np.ndarray, target: int | Array | None = None,
+def smoothgrad(fn: ScoreFn, x: Array, key: np.ndarray | int, target: int | Array | None = None,
                n_samples: int = 25, noise: float = 0.15, reduce: str | None = None) -> Array:
     """SmoothGrad (Smilkov et al. 2017): saliency averaged over ``n_samples`` noisy copies.
 
     Each copy adds Gaussian noise of standard deviation ``noise * (max(x_n) - min(x_n))``
-    per sample, drawn from the explicit ``key``. The target class is fixed on the clean
+    per sample, drawn from the explicit ``key`` (a key or an int seed, as
+    ``gd.random.as_key``). The target class is fixed on the clean
     input (argmax when None). ``reduce`` is applied to every copy's gradient before the
     average (``"abs"`` averages magnitudes). With ``noise=0`` it equals :func:`saliency`.
 
@@ -110,6 +111,7 @@ def smoothgrad(fn: ScoreFn, x: Array, key: np.ndarray, target: int | Array | Non
         >>> np.allclose(g, [[1.0, -2.0]])                # linear model: noise changes nothing
         True
     """
+    key = gd.random.as_key(key, "inspect.smoothgrad")
     if n_samples < 1:
         raise ConfigError(f"smoothgrad: n_samples must be >= 1, got {n_samples}")
     if target is None:

@@ -71,7 +71,7 @@ def landscape_1d(loss_fn: LossFn, params0: Params, params1: Params,
     return Landscape1D(alphas, np.asarray(losses))
 
 
-def filter_normalized_direction(key: np.ndarray, params: Params,
+def filter_normalized_direction(key: np.ndarray | int, params: Params,
                                 ignore_1d: bool = True) -> Params:
     """A Gaussian direction like ``params`` with each filter rescaled to its filter's norm.
 
@@ -80,13 +80,14 @@ def filter_normalized_direction(key: np.ndarray, params: Params,
     ``||d[i]|| = ||params[i]||`` removes the scale invariance that makes raw random
     directions misleading (Li et al. 2018). Leaves with fewer than two dimensions (biases,
     norm scales) get a zero direction when ``ignore_1d`` (the paper's choice), else are
-    normalised as one filter.
+    normalised as one filter. ``key`` is a key or an int seed (``gd.random.as_key``).
 
     Example:
         >>> d = filter_normalized_direction(gd.random.key(0), {"w": np.ones((2, 3))})
         >>> np.round(np.linalg.norm(d["w"], axis=1), 6).tolist()
         [1.732051, 1.732051]
     """
+    key = gd.random.as_key(key, "inspect.filter_normalized_direction")
     leaves, treedef = tree_flatten(params)
     keys = gd.random.split(key, max(len(leaves), 1))
     out = []
@@ -104,14 +105,15 @@ def filter_normalized_direction(key: np.ndarray, params: Params,
     return tree_unflatten(treedef, out)
 
 
-def landscape_2d(loss_fn: LossFn, params: Params, key: np.ndarray | None = None,
+def landscape_2d(loss_fn: LossFn, params: Params, key: np.ndarray | int | None = None,
                  alphas: Sequence[float] | None = None, betas: Sequence[float] | None = None,
                  directions: tuple[Params, Params] | None = None) -> Landscape2D:
     """Loss on the plane ``params + alpha * d1 + beta * d2``.
 
     ``d1, d2`` are ``directions`` if given, else two :func:`filter_normalized_direction`
-    draws from ``key``. ``alphas`` and ``betas`` default to 21 points in [-1, 1]. The grid
-    costs ``len(alphas) * len(betas)`` loss evaluations.
+    draws from ``key`` (a key or an int seed, as ``gd.random.as_key``). ``alphas`` and
+    ``betas`` default to 21 points in [-1, 1]. The grid costs ``len(alphas) * len(betas)``
+    loss evaluations.
 
     Example:
         >>> land = landscape_2d(lambda p: (p ** 2).sum(), np.ones((2, 2)), gd.random.key(0),
@@ -119,6 +121,7 @@ def landscape_2d(loss_fn: LossFn, params: Params, key: np.ndarray | None = None,
         >>> land.losses.shape, float(land.losses[0, 1])
         ((2, 3), 4.0)
     """
+    key = None if key is None else gd.random.as_key(key, "inspect.landscape_2d")
     if directions is None:
         if key is None:
             raise ConfigError("landscape_2d: pass a random key or two directions")

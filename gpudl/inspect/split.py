@@ -1,9 +1,10 @@
 """Split a trained ``nn.Sequential`` into a feature extractor and a head (for Grad-CAM).
 
 Grad-CAM and feature-map plots need the activations of an inner layer. A trained
-Sequential's params are keyed by its children's names (``conv1``, ``dense1``), so
-rebuilding two smaller Sequentials would rename the children of the second half; this
-runs the trained children as they are, in evaluation mode.
+Sequential's params are keyed by its children's names (``conv1``, ``dense1``); slicing it
+(``model[:k]``, ``model[k:]``) keeps those names, so each half takes its share of the
+trained params and state (``Sequential.select``). This wraps the two halves as functions
+of one array, in evaluation mode.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -43,7 +44,7 @@ def split_sequential(model: Sequential, params: dict, state: dict, at: str | int
                           f"{type(model).__name__}; for another model write the two "
                           "functions by hand (features: x -> (N, C, H, W) activations, "
                           "head: activations -> (N, K) scores)")
-    names, layers = model.names, model.layers
+    names = model.names
     if isinstance(at, str):
         if at not in names:
             raise ConfigError(f"split_sequential: no child named {at!r}; the children are "
@@ -56,18 +57,13 @@ def split_sequential(model: Sequential, params: dict, state: dict, at: str | int
                               f"of {len(names)} children")
         cut = int(at) % len(names) + 1
 
-    def run(lo: int, hi: int, v: Array) -> Array:
-        for name, layer in zip(names[lo:hi], layers[lo:hi], strict=True):
-            v, _ = layer.apply(params.get(name, {}), state.get(name, {}), v, train=False)
-        return v
+    def part(sub: Sequential | None) -> Callable[[Array], Array]:
+        if sub is None:  # split after the last child: the head is the identity
+            return lambda a: a
+        p, s = sub.select(params), sub.select(state)
+        return lambda v: sub.apply(p, s, v, train=False)[0]
 
-    def features(x: Array) -> Array:
-        return run(0, cut, x)
-
-    def head(a: Array) -> Array:
-        return run(cut, len(names), a)
-
-    return features, head
+    return part(model[:cut]), part(model[cut:] if cut < len(names) else None)
 
 
 __all__ = ["split_sequential"]

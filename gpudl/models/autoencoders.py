@@ -61,6 +61,7 @@ from gpudl.nn.core import Dense, Flatten
 def corrupt(key, x, noise: str = "mask", level: float = 0.3):
     """Corrupt a batch for a denoising AE: ``"mask"`` zeroes each entry with probability
     ``level`` (masking noise); ``"gaussian"`` adds ``level * N(0, 1)``.
+    ``key`` is a key or an int seed (``gd.random.as_key``).
 
     Example:
         >>> import numpy as np, gpudl as gd
@@ -68,6 +69,7 @@ def corrupt(key, x, noise: str = "mask", level: float = 0.3):
         >>> round(float((xc == 0).mean()), 2)
         0.25
     """
+    key = gdr.as_key(key, "models.autoencoders.corrupt")
     raw = unbox_all(x)
     dev = array_device(x)
     if noise == "mask":
@@ -82,7 +84,9 @@ def corrupt(key, x, noise: str = "mask", level: float = 0.3):
 
 def denoising_ae_loss(model: Autoencoder, params, x, key, noise: str = "mask",
                       level: float = 0.3, kind: str = "bce", state=None):
-    """Reconstruct the clean ``x`` from ``corrupt(key, x)`` (a fresh key per step)."""
+    """Reconstruct the clean ``x`` from ``corrupt(key, x)`` (a fresh key per step; a key or
+    an int seed, as ``gd.random.as_key``)."""
+    key = gdr.as_key(key, "models.autoencoders.denoising_ae_loss")
     return ae_loss(model, params, corrupt(key, x, noise, level), kind, state, target=x)
 
 

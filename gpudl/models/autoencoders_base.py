@@ -73,7 +73,9 @@ class Autoencoder(Layer):
         return {"encoder": pe, "decoder": pd}, state
 
     def forward(self, params, state, x, *, train=False, key=None):
-        """``(code, decoder logits, new_state)``."""
+        """``(code, decoder logits, new_state)``; ``key`` (for training-mode noise) is a key
+        or an int seed (``gd.random.as_key``)."""
+        key = None if key is None else gdr.as_key(key, "Autoencoder.forward")
         ke, kd = (None, None) if key is None else gdr.split(key)
         h, se = self.encoder.apply(params["encoder"], _sub(state, "encoder"), x, train=train, key=ke)
         logits, sd = self.decoder.apply(params["decoder"], _sub(state, "decoder"), h, train=train,

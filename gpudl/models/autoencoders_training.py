@@ -119,9 +119,10 @@ def fit_unsupervised(loss_fn: Callable, params, x, key, optimizer=None, steps: i
     a custom step (``loss_fn=``; see :func:`gpudl.models.autoencoders.vae_loss_fn` to call
     ``gd.fit`` directly, with epochs): one epoch of ``steps`` batches drawn without
     replacement within each pass over ``x``, step ``s`` keyed as ``fit`` keys it
-    (``key`` is the run's root key), ``verbose=1`` for a progress bar, ``callbacks`` as
-    ``fit``'s.
+    (``key`` is the run's root key: a key or an int seed, as ``gd.random.as_key``),
+    ``verbose=1`` for a progress bar, ``callbacks`` as ``fit``'s.
     """
+    key = gdr.as_key(key, "models.autoencoders.fit_unsupervised")
     b = min(int(batch_size), int(x.shape[0]))
     passes = _Passes(x, int(steps), b, gdr.fold_in(key, 1))
     loader = DataLoader(passes, batch_size=b, shuffle=False, device=array_device(x))
@@ -144,8 +145,9 @@ def greedy_pretrain(key, x, sizes: Sequence[int], activation: str = "sigmoid", s
     ``{"encoder": ..., "decoder": ...}`` for ``stacked_ae(x.shape[1:], sizes, activation)``
     (fine-tune it afterwards with :func:`ae_loss`). The first layer reconstructs ``x`` with
     BCE (data in [0, 1]); deeper ones reconstruct sigmoid codes with BCE, other activations'
-    codes with MSE.
+    codes with MSE. ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    key = gdr.as_key(key, "models.autoencoders.greedy_pretrain")
     optimizer_fn = optimizer_fn or (lambda: adam(1e-2))
     h = ops.reshape(x, (x.shape[0], -1))
     enc, dec = {}, {}

@@ -65,8 +65,10 @@ class VAE(Layer):
 
     @staticmethod
     def reparameterize(key, mu, logvar):
-        """``mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` from ``key``: differentiable
-        in ``mu`` and ``logvar``, the randomness is an input."""
+        """``mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` from ``key`` (a key or an int
+        seed, as ``gd.random.as_key``): differentiable in ``mu`` and ``logvar``, the
+        randomness is an input."""
+        key = gdr.as_key(key, "VAE.reparameterize")
         raw = unbox_all(mu)
         eps = gdr.normal(key, raw.shape, dtype=raw.dtype, device=array_device(mu))
         return mu + ops.exp(0.5 * logvar) * eps
@@ -83,7 +85,11 @@ class VAE(Layer):
         return self.decode(params, z, state), state
 
     def sample(self, params, key, n: int, state=None, dtype=np.float32):
-        """``n`` samples ``decode(z)``, ``z ~ N(0, I)``: (n, *output shape)."""
+        """``n`` samples ``decode(z)``, ``z ~ N(0, I)``: (n, *output shape).
+
+        ``key`` is a key or an int seed (``gd.random.as_key``).
+        """
+        key = gdr.as_key(key, "VAE.sample")
         z = gdr.normal(key, (int(n), self.latent_dim), dtype=dtype,
                        device=array_device(params["mu"]["weight"]))
         return self.decode(params, z, state)
@@ -129,7 +135,9 @@ def vae(input_shape: Shape = (1, 28, 28), latent_dim: int = 2, hidden: Sequence[
 def vae_loss(model: VAE, params, x, key, kind: str = "bce", beta: float = 1.0, state=None):
     """Negative ELBO per example, batch mean: reconstruction (summed over features) +
     ``beta * KL(q(z|x) || N(0, I))``. Returns ``(loss, {"reconstruction", "kl"})`` for
-    ``value_and_grad(..., has_aux=True)``; ``beta != 1`` is the beta-VAE."""
+    ``value_and_grad(..., has_aux=True)``; ``beta != 1`` is the beta-VAE. ``key`` is a key
+    or an int seed (``gd.random.as_key``)."""
+    key = gdr.as_key(key, "models.autoencoders.vae_loss")
     mu, logvar = model.encode(params, x, state)
     z = model.reparameterize(key, mu, logvar)
     rec = reconstruction_loss(model.decode_logits(params, z, state), x, kind, model.output)

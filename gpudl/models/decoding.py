@@ -49,7 +49,8 @@ def sample_token(log_probs, temperature: float = 1.0, key=None, top_k: int | Non
 
     ``temperature`` 0 gives the arg-max (greedy); small temperatures approach it, large
     ones approach uniform. ``top_k`` keeps only the k most likely tokens. Needs a ``key``
-    unless the temperature is 0; the same key gives the same tokens on CPU and GPU.
+    unless the temperature is 0 (a key or an int seed, as ``gd.random.as_key``); the same
+    key gives the same tokens on CPU and GPU.
 
     Example:
         >>> import numpy as np, gpudl as gd
@@ -57,6 +58,7 @@ def sample_token(log_probs, temperature: float = 1.0, key=None, top_k: int | Non
         >>> sample_token(lp, 0.0).tolist()
         [1]
     """
+    key = None if key is None else gdr.as_key(key, "models.decoding.sample_token")
     lp = unbox_all(log_probs)
     xp = module_of(lp)
     if temperature < 0:
@@ -84,7 +86,9 @@ def sample_decode(step: Step, tokens, state, length: int, temperature: float = 1
     """Sample ``length`` tokens per row, feeding each one back: (N, length) ints.
 
     After ``eos`` a row keeps emitting ``eos``. ``temperature=0`` is greedy decoding.
+    ``key`` (a key or an int seed, as ``gd.random.as_key``) is needed unless it is greedy.
     """
+    key = None if key is None else gdr.as_key(key, "models.decoding.sample_decode")
     xp = module_of(unbox_all(tokens))
     tokens = xp.asarray(tokens)
     keys = gdr.split(key, length) if (key is not None and temperature != 0) else [None] * length

@@ -66,7 +66,11 @@ def _inputs(x, labels):
 
 
 def latent(key, n: int, latent_dim: int, like=None):
-    """``z ~ N(0, I)`` of shape (n, latent_dim), in ``like``'s dtype and on its device."""
+    """``z ~ N(0, I)`` of shape (n, latent_dim), in ``like``'s dtype and on its device.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "models.gan.latent")
     raw = None if like is None else unbox_all(like)
     return gdr.normal(key, (int(n), int(latent_dim)),
                       dtype=np.float32 if raw is None else raw.dtype,
@@ -167,7 +171,11 @@ class GAN(Layer):
 
 def gan_init(key, gen: Layer, disc: Layer, gen_opt, disc_opt, x_example, latent_dim: int,
              labels_example=None) -> GANState:
-    """Initialise both networks (from a batch of real data) and both optimizers."""
+    """Initialise both networks (from a batch of real data) and both optimizers.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "models.gan.gan_init")
     model = GAN(gen, disc, latent_dim, conditional=labels_example is not None)
     params, state = model.init(key, _inputs(x_example, labels_example))
     return GANState(params["generator"], params["discriminator"],
@@ -177,7 +185,11 @@ def gan_init(key, gen: Layer, disc: Layer, gen_opt, disc_opt, x_example, latent_
 
 def generate(gen: Layer, gen_params, key, n: int, latent_dim: int, labels=None, gen_state=None,
              like=None):
-    """``n`` samples from the generator in evaluation mode (BatchNorm running statistics)."""
+    """``n`` samples from the generator in evaluation mode (BatchNorm running statistics).
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "models.gan.generate")
     z = latent(key, n, latent_dim, like=like if like is not None else tree_leaves(gen_params)[0])
     return gen.apply(gen_params, gen_state or {}, _inputs(z, labels))[0]
 
@@ -194,8 +206,9 @@ def gan_train_step(gen: Layer, disc: Layer, gen_opt, disc_opt, state: GANState, 
     G's params. For a conditional pair, ``labels`` conditions both the real batch and
     the generated one. Metrics: both losses and the discriminator's mean probabilities
     on real and fake samples. Player ``j`` (0: discriminator, 1: generator) steps with
-    ``fold_in(key, j)``.
+    ``fold_in(key, j)``; ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    key = gdr.as_key(key, "models.gan.gan_train_step")
     model = GAN(gen, disc, latent_dim, conditional=labels is not None)
     step = PlayerStep(model.losses(non_saturating), {"discriminator": disc_opt,
                                                      "generator": gen_opt})

@@ -268,9 +268,11 @@ def fit_full_batch(model, x, y, loss: Callable, optimizer, steps: int, key=None,
     """Full-batch training for tiny problems (XOR, 2-D blobs): ``steps`` optimizer steps of
     ``fit``'s step (:func:`gpudl.train.step.supervised_step`), without dropout keys.
 
-    Returns ``(params, state, losses)``; ``losses[i]`` is the loss before step i.
+    ``key`` (init, when ``params`` is None) is a key or an int seed (``gd.random.as_key``);
+    None means ``gd.random.key(0)``. Returns ``(params, state, losses)``; ``losses[i]`` is
+    the loss before step i.
     """
-    key = gdr.key(0) if key is None else key
+    key = gdr.key(0) if key is None else gdr.as_key(key, "models.linear.fit_full_batch")
     state: dict[str, Any]
     if params is None:
         params, state = model.init(key, x)
@@ -303,9 +305,11 @@ def perceptron(x, y, lr: float = 1.0, epochs: int = 100,
     """Train a perceptron with the classic rule, one example at a time, until an epoch makes
     no mistake (guaranteed on linearly separable data, Novikoff) or ``epochs`` run out.
 
-    ``y`` holds 0/1 (or ±1) labels; 0 is treated as -1. ``key`` shuffles each epoch (None:
-    data order). Returns Dense-layout params and the mistakes per epoch.
+    ``y`` holds 0/1 (or ±1) labels; 0 is treated as -1. ``key`` (a key or an int seed, as
+    ``gd.random.as_key``) shuffles each epoch (None: data order). Returns Dense-layout
+    params and the mistakes per epoch.
     """
+    key = None if key is None else gdr.as_key(key, "models.linear.perceptron")
     x, y2, xp = _prep(x, y, "perceptron")
     labels = xp.where(y2[:, 0] > 0, 1.0, -1.0).astype(x.dtype)
     w, b = xp.zeros(x.shape[1], x.dtype), x.dtype.type(0)
@@ -341,13 +345,15 @@ def xor_net(activation: str = "sigmoid") -> nn.Sequential:
 def train_xor(key=None, steps: int = 1000, lr: float = 0.1, activation: str = "sigmoid"):
     """Train :func:`xor_net` on the four XOR points with Adam and :func:`logistic_loss`.
 
-    Returns ``(model, params, losses)``. A 2-2-1 sigmoid net has local minima; the
-    default key converges (tested), other keys may need more steps or a restart.
+    Returns ``(model, params, losses)``. ``key`` is a key or an int seed
+    (``gd.random.as_key``); None means ``gd.random.key(0)``. A 2-2-1 sigmoid net has local
+    minima; the default key converges (tested), other keys may need more steps or a restart.
     """
+    key = gdr.key(0) if key is None else gdr.as_key(key, "models.linear.train_xor")
     from gpudl.data.generated import xor
 
     x, y = xor()
     model = xor_net(activation)
     params, _, losses = fit_full_batch(model, x, y, logistic_loss, optim.adam(lr), steps,
-                                       key=gdr.key(0) if key is None else key)
+                                       key=key)
     return model, params, losses

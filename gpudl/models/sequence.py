@@ -142,7 +142,11 @@ class CharLM(Layer):
         return {"embed": pe, "rnn": pr, "head": self.head.init(k3, h)[0]}, {}
 
     def forward(self, params, ids, hidden=None, train=False, key=None):
-        """Logits (N, T, V) and the final hidden state (torch layout, (L, N, H) arrays)."""
+        """Logits (N, T, V) and the final hidden state (torch layout, (L, N, H) arrays).
+
+        ``key`` (dropout, when training) is a key or an int seed (``gd.random.as_key``).
+        """
+        key = None if key is None else gdr.as_key(key, "CharLM.forward")
         inputs = {"x": self.embed.apply(params["embed"], {}, ids)[0]}
         if hidden is not None:
             inputs.update({"h0": hidden[0], "c0": hidden[1]} if self.kind == "lstm"
@@ -184,7 +188,9 @@ class CharLM(Layer):
     def sample(self, params, prefix, length: int, temperature: float = 1.0, key=None,
                top_k: int | None = None):
         """Continue ``prefix`` by ``length`` sampled tokens: a string for a string prefix
-        (prefix included), else the new ids (N, length)."""
+        (prefix included), else the new ids (N, length). ``key`` is a key or an int seed
+        (``gd.random.as_key``), needed unless ``temperature`` is 0."""
+        key = None if key is None else gdr.as_key(key, "CharLM.sample")
         ids, tokens, state = self._start(params, prefix)
         new = decoding.sample_decode(self.step_fn(params), tokens, state, length,
                                      temperature=temperature, key=key, top_k=top_k)

@@ -88,7 +88,9 @@ class TransformerClassifier(Layer):
         return params, {}
 
     def features(self, params, x, train: bool = False, key=None):
-        """Pooled encoder features (N, d_model)."""
+        """Pooled encoder features (N, d_model); ``key`` (dropout, when training) is a key
+        or an int seed (``gd.random.as_key``)."""
+        key = None if key is None else gdr.as_key(key, "TransformerClassifier.features")
         ids, lengths = (x["ids"], x.get("lengths")) if isinstance(x, dict) else (x, None)
         keep = self._keep(ids, lengths)  # (N, T) True = a real token
         h = self._embed(params, ids)
@@ -186,7 +188,12 @@ class GPT(Layer):
     def generate(self, params, prefix, length: int, temperature: float = 1.0, key=None,
                  top_k: int | None = None, beam_width: int | None = None, eos: int | None = None,
                  length_penalty: float = 0.0):
-        """``prefix`` (N, T0) ids -> (N, T0 + length): the prefix and its continuation."""
+        """``prefix`` (N, T0) ids -> (N, T0 + length): the prefix and its continuation.
+
+        ``key`` is a key or an int seed (``gd.random.as_key``), needed when sampling with
+        ``temperature`` > 0 (not for greedy or beam search).
+        """
+        key = None if key is None else gdr.as_key(key, "GPT.generate")
         prefix = asarray(prefix, dtype=np.int64, device=array_device(params["tok_embed"]["weight"]))
         xp = module_of(prefix)
         if prefix.ndim != 2 or prefix.shape[1] < 1:

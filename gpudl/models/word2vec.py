@@ -35,8 +35,10 @@ def skipgram_pairs(ids, window: int = 2, key=None, dynamic_window: bool = False)
     """(center, context) id pairs for every token and every neighbour within ``window``.
 
     ``dynamic_window`` (word2vec's trick, needs ``key``): each center uses a window drawn
-    uniformly from 1..window, so close neighbours count more. Returns two int64 arrays.
+    uniformly from 1..window, so close neighbours count more; ``key`` is a key or an int
+    seed (``gd.random.as_key``). Returns two int64 arrays.
     """
+    key = None if key is None else gdr.as_key(key, "models.word2vec.skipgram_pairs")
     ids = np.asarray(to_numpy(ids), dtype=np.int64).reshape(-1)
     if window < 1:
         raise ConfigError(f"skipgram_pairs: window must be >= 1, got {window}")
@@ -70,7 +72,11 @@ def unigram_table(ids, vocab_size: int, power: float = 0.75):
 
 
 def sample_negatives(key, probs, shape, device: str | None = None):
-    """Draw ids from ``probs`` (V,) by inverse CDF: same key, same ids on CPU and GPU."""
+    """Draw ids from ``probs`` (V,) by inverse CDF: same key, same ids on CPU and GPU.
+
+    ``key`` is a key or an int seed (``gd.random.as_key``).
+    """
+    key = gdr.as_key(key, "models.word2vec.sample_negatives")
     xp = xp_for(device or get_device())
     cdf = xp.asarray(np.cumsum(np.asarray(to_numpy(probs), dtype=np.float64)))
     u = gdr.uniform(key, shape, dtype=np.float64, device=device or get_device()) * cdf[-1]

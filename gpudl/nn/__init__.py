@@ -24,13 +24,17 @@ from gpudl.nn.base import Layer, Sequential, count_params
 from gpudl.nn.cells import GRUCell, LSTMCell, RNNCell
 from gpudl.nn.combinators import Concat, Parallel, Residual
 from gpudl.nn.conv import (
+    AvgPool1d,
     AvgPool2d,
     Conv1d,
     Conv2d,
     ConvTranspose2d,
+    GlobalAvgPool1d,
     GlobalAvgPool2d,
+    GlobalMaxPool1d,
     GlobalMaxPool2d,
     LPPool2d,
+    MaxPool1d,
     MaxPool2d,
 )
 from gpudl.nn.core import Dense, Flatten, Identity, Lambda, Linear, Reshape
@@ -57,6 +61,7 @@ __all__ = [
     "Dense", "Linear", "Flatten", "Reshape", "Identity", "Lambda",
     "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "LPPool2d",
     "GlobalAvgPool2d", "GlobalMaxPool2d", "Subsampling2d",
+    "MaxPool1d", "AvgPool1d", "GlobalAvgPool1d", "GlobalMaxPool1d",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Embedding",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "MultiHeadAttention", "PositionalEncoding", "TransformerEncoderLayer",

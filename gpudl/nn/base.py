@@ -7,6 +7,10 @@ A layer is an object with two methods and no hidden state:
   example input, so ``Dense(120)`` needs no input size.
 * ``apply(params, state, x, *, train=False, key=None) -> (y, new_state)``.
 
+Where a key is expected, an int seed works too (``model.init(0, x)``, ``apply(...,
+key=0)``): every layer class's ``init`` and ``apply`` turn it into ``gd.random.key(seed)``
+on entry (``gd.random.as_key``), user-defined subclasses included.
+
 Containers name their children (``conv1``, ``conv2``, ``dense1`` ... or a ``name=`` given
 to the layer) and keep only children that have parameters in the params tree, so a
 flattened key reads ``conv1.weight``. The same layer object used twice shares its
@@ -17,8 +21,9 @@ imply (``param_shapes(x)``: keys and shapes, no arrays made), so the weights of 
 configuration (another head, layer size or input size) fail with
 :class:`~gpudl.errors.ParamShapeError` naming the leaf path (``dense2.weight``, prefixed
 by each container on the way out), the expected and the given shape. It costs about a
-microsecond per layer (``check_params``); tests/nn/test_param_shapes.py checks that
-init makes exactly these shapes for every parametrised layer.
+microsecond per layer (``check_params``, in gpudl/nn/param_checks.py);
+tests/nn/test_param_shapes.py checks that init makes exactly these shapes for every
+parametrised layer.
 
 Example:
     >>> import gpudl as gd
@@ -31,8 +36,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,8 +47,20 @@ import numpy as np
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
-from gpudl.errors import ArgumentTypeError, ConfigError, ParamShapeError, TreeMismatchError, TreeTypeError
+from gpudl.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    IndexRangeError,
+    MissingKeyError,
+    ParamShapeError,
+    TreeMismatchError,
+)
 from gpudl.nn.arguments import LayerArgumentError, check_name, layer_label, positional_limit
+from gpudl.nn.param_checks import (  # noqa: F401 - re-exported for the layer modules
+    check_params,
+    check_tree,
+    require_params,
+)
 from gpudl.tree import tree_leaves, tree_map
 
 
@@ -60,8 +79,39 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
 
 
+def _seeded(method, keyword: bool):
+    """``method`` (a layer's init, key first, or apply, ``key=``) taking an int seed as a key."""
+    if keyword:
+        @functools.wraps(method)
+        def apply(self, *args, **kwargs):
+            k = kwargs.get("key")
+            if k is not None and type(k) is not np.ndarray:  # the common cases cost one test
+                kwargs["key"] = gdr.as_key(k, f"{layer_label(self)}.apply")
+            return method(self, *args, **kwargs)
+
+        return apply
+
+    @functools.wraps(method)
+    def init(self, *args, **kwargs):
+        if args and args[0] is not None and type(args[0]) is not np.ndarray:
+            args = (gdr.as_key(args[0], f"{layer_label(self)}.{method.__name__}"), *args[1:])
+        return method(self, *args, **kwargs)
+
+    return init
+
+
 class Layer:
     """Base class: override ``init`` (if the layer has parameters) and ``apply``."""
+
+    def __init_subclass__(cls, **kwargs):
+        """Let every subclass's ``init``/``apply`` take an int seed where a key goes."""
+        super().__init_subclass__(**kwargs)
+        for name in ("init", "init_and_apply", "apply"):
+            method = cls.__dict__.get(name)
+            if inspect.isfunction(method) and not getattr(method, "_takes_seed", False):
+                wrapped = _seeded(method, keyword=name == "apply")
+                wrapped._takes_seed = True
+                setattr(cls, name, wrapped)
 
     #: prefix used when a container names this layer (``dense`` -> ``dense1``)
     base_name: str | None = None
@@ -118,69 +168,6 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name or ''})"
-
-
-def _owner(layer: Layer) -> str:
-    return f"{layer_label(layer)}{' ' + repr(layer.name) if layer.name else ''}"
-
-
-def check_tree(value: Any, what: str, owner: str) -> None:
-    """``params``/``state`` must be the dicts ``init`` returned (not None, not an array)."""
-    if not isinstance(value, dict):
-        raise TreeTypeError(
-            f"{owner}: {what} must be the dict returned by init, got "
-            f"{type(value).__name__}. Call params, state = model.init(key, x_example) first "
-            "and pass both: y, state = model.apply(params, state, x).")
-
-
-def require_params(params: dict, keys: Sequence[str], layer: Layer) -> None:
-    """Raise TreeMismatchError naming missing and extra keys of a leaf layer's params."""
-    check_tree(params, "params", _owner(layer))
-    missing = [k for k in keys if k not in params]
-    extra = [k for k in params if k not in keys]
-    if missing or extra:
-        raise TreeMismatchError(
-            f"{_owner(layer)}: the params "
-            f"do not match the layer: missing keys {missing}, extra keys {extra}. Use the "
-            "params returned by model.init (or gd.load of a checkpoint of this model)."
-        )
-
-
-def check_params(params: dict, expected: dict, layer: Layer, x: Any = None) -> None:
-    """A leaf layer's params against the keys and shapes its configuration and its input
-    imply: ``expected`` maps each key to a shape tuple (or to a nested dict of them).
-
-    No second init and no arrays: one dict-keys comparison per level and one tuple
-    comparison per leaf, so it runs on every ``apply``. A wrong key raises
-    TreeMismatchError (missing and extra keys), a wrong shape :class:`ParamShapeError`
-    naming the leaf path, the expected and the given shape; containers prefix their
-    child's name to the path on the way out.
-    """
-    if not isinstance(params, dict) or params.keys() != expected.keys():
-        require_params(params, list(expected), layer)
-    for name, shape in expected.items():
-        leaf = params[name]
-        if type(shape) is dict:
-            try:
-                check_params(leaf, shape, layer, x)
-            except ParamShapeError as err:
-                err.within(name)
-                raise
-        elif getattr(leaf, "shape", None) != shape:
-            _leaf_mismatch(name, shape, leaf, layer, x)
-
-
-def _leaf_mismatch(name: str, shape: tuple, leaf: Any, layer: Layer, x: Any) -> None:
-    got = getattr(leaf, "shape", None)
-    if got is None:
-        raise TreeTypeError(f"{_owner(layer)}: parameter '{name}' must be an array of shape "
-                            f"{shape}, got {type(leaf).__name__}. Use the params returned by "
-                            "model.init.")
-    if tuple(got) == shape:
-        return
-    seen = getattr(x, "shape", None)
-    detail = "" if seen is None else f" for an input of shape {tuple(seen)}"
-    raise ParamShapeError(name, shape, tuple(got), _owner(layer), detail)
 
 
 def has_params(layer: Layer) -> bool:
@@ -258,6 +245,11 @@ _SEQUENTIAL_HINT = ("torch's nn.Sequential(a, b, c) takes the layers as separate
 class Sequential(Layer):
     """Layers applied one after another; each child's output is the next one's input.
 
+    Indexing works as torch's ``nn.Sequential``: ``net[i]`` is the i-th layer (``net["conv1"]``
+    the child of that name), ``len(net)`` and ``for layer in net`` go over the layers, and
+    ``net[a:b]`` is a Sequential of those layers *under their names in* ``net``, so the
+    trained params and state split by the same keys: ``net[a:b].select(params)``.
+
     Example:
         >>> import gpudl as gd
         >>> from gpudl import nn
@@ -265,6 +257,9 @@ class Sequential(Layer):
         >>> p, s = net.init(gd.random.key(1), gd.ops.zeros((2, 4)))
         >>> net.apply(p, s, gd.ops.ones((2, 4)))[0].shape
         (2, 1)
+        >>> head = net[1:]
+        >>> head.names, sorted(head.select(p))
+        (['tanh1', 'dense2'], ['dense2'])
     """
 
     base_name = "sequential"
@@ -326,6 +321,67 @@ class Sequential(Layer):
 
     def children(self) -> list[tuple[str, Layer]]:
         return list(zip(self.names, self.layers, strict=True))
+
+    # -- torch's container protocol ---------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: int | slice | str) -> Any:
+        """``net[i]``: the i-th layer; ``net["name"]``: the child of that name; ``net[a:b]``:
+        a Sequential of those children keeping their names (see :meth:`select`)."""
+        n = len(self.layers)
+        if isinstance(index, slice):
+            picked = range(n)[index]
+            if not picked:
+                raise IndexRangeError(
+                    f"nn.Sequential: the slice [{_slice_text(index)}] selects no layer of a "
+                    f"Sequential of {n}; a Sequential needs at least one layer")
+            sub = Sequential.__new__(Sequential)
+            Layer.__init__(sub)
+            sub.layers = [self.layers[i] for i in picked]
+            sub.names = [self.names[i] for i in picked]
+            sub._has_params = any(has_params(layer) for layer in sub.layers)
+            return sub
+        if isinstance(index, str):
+            if index not in self.names:
+                raise MissingKeyError(f"nn.Sequential: no child named {index!r}; the children "
+                                      f"are {self.names}")
+            return self.layers[self.names.index(index)]
+        if isinstance(index, int | np.integer) and not isinstance(index, bool):
+            if not -n <= int(index) < n:
+                raise IndexRangeError(f"nn.Sequential: index {int(index)} is out of range for "
+                                      f"a Sequential of {n} layers ({self.names})")
+            return self.layers[int(index)]
+        raise ArgumentTypeError(f"nn.Sequential: index with an int, a slice or a child's name, "
+                                f"got {type(index).__name__} {index!r}")
+
+    def select(self, tree: dict) -> dict:
+        """The entries of a params or state tree (of a larger Sequential) that belong to this
+        one's children: what ``apply`` takes after slicing.
+
+        ``first, rest = net[:k], net[k:]``; then ``first.apply(first.select(params),
+        first.select(state), x)`` followed by ``rest`` gives ``net.apply(params, state, x)``
+        (with a key, the halves split it differently than the whole model does). The new
+        states of the two halves merge back with ``{**state, **s1, **s2}``.
+
+        Example:
+            >>> import gpudl as gd
+            >>> from gpudl import nn
+            >>> net = nn.Sequential([nn.Dense(3), nn.BatchNorm1d(), nn.Dense(1)])
+            >>> p, s = net.init(0, gd.ops.zeros((4, 2)))
+            >>> sorted(net[:2].select(p)), sorted(net[:2].select(s)), sorted(net[2:].select(p))
+            (['bn1', 'dense1'], ['bn1'], ['dense2'])
+        """
+        check_tree(tree, "tree", "nn.Sequential.select")
+        return {name: tree[name] for name in dict.fromkeys(self.names) if name in tree}
+
+
+def _slice_text(index: slice) -> str:
+    parts = ["" if v is None else str(v) for v in (index.start, index.stop, index.step)]
+    return ":".join(parts if index.step is not None else parts[:2])
 
 
 def count_params(tree: Any) -> int:

@@ -199,6 +199,49 @@ class AvgPool2d(MaxPool2d):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding), state
 
 
+def _one_int(layer: Layer, arg: str, value, minimum: int = 1) -> int:
+    """A 1-D size: an int or torch's 1-tuple spelling of one."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return check_int(layer, arg, value, minimum)
+
+
+class MaxPool1d(Layer):
+    """Max pooling over (N, C, L) (torch's ``MaxPool1d``); ``stride`` defaults to
+    ``kernel_size``. Runs ``F.max_pool1d`` (the 2-D kernels on an (N, C, 1, L) view)."""
+
+    base_name = "maxpool"
+
+    @positional_limit(3)
+    def __init__(self, kernel_size, stride=None, padding=0, *, name: str | None = None):
+        super().__init__(name)
+        self.kernel_size = _one_int(self, "kernel_size", kernel_size)
+        self.stride = None if stride is None else _one_int(self, "stride", stride)
+        self.padding = _one_int(self, "padding", padding, minimum=0)
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 3, "(N, C, L)")
+        return F.max_pool1d(x, self.kernel_size, self.stride, self.padding), state
+
+
+class AvgPool1d(MaxPool1d):
+    """Average pooling over (N, C, L) (torch's ``AvgPool1d``); padding counts in the average
+    unless ``count_include_pad=False``."""
+
+    base_name = "avgpool"
+
+    @positional_limit(3)
+    def __init__(self, kernel_size, stride=None, padding=0, *, count_include_pad: bool = True,
+                 name: str | None = None):
+        super().__init__(kernel_size, stride, padding, name=name)
+        self.count_include_pad = check_bool(self, "count_include_pad", count_include_pad)
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 3, "(N, C, L)")
+        return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding,
+                            count_include_pad=self.count_include_pad), state
+
+
 class LPPool2d(Layer):
     """Power-average pooling: (sum x^p)^(1/p) over each window (p=2: L2 pooling)."""
 
@@ -234,3 +277,23 @@ class GlobalMaxPool2d(Layer):
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return ops.max(x, axis=(2, 3)), state
+
+
+class GlobalAvgPool1d(Layer):
+    """Mean over L: (N, C, L) -> (N, C)."""
+
+    base_name = "gap"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 3, "(N, C, L)")
+        return ops.mean(x, axis=2), state
+
+
+class GlobalMaxPool1d(Layer):
+    """Max over L: (N, C, L) -> (N, C)."""
+
+    base_name = "gmp"
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        _check_rank(self, x, 3, "(N, C, L)")
+        return ops.max(x, axis=2), state

@@ -1,5 +1,7 @@
 """Weight initializers: ``init(key, shape, dtype=float32, device=None) -> array``.
 
+``key`` is a key or an int seed (``gd.random.as_key``), as for a layer's ``init``.
+
 Fans follow PyTorch: for a weight of shape (out, in, *kernel), fan_in = in * prod(kernel)
 and fan_out = out * prod(kernel). Layer defaults (documented on each layer) follow PyTorch:
 Dense and Conv weights and biases are uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), which is
@@ -76,6 +78,7 @@ def normal(*, mean: float = 0.0, std: float = 1.0) -> Initializer:
         "std is the standard deviation (> 0); for a constant use nn.initializers.constant."))
 
     def init(key, shape, dtype=np.float32, device=None):
+        key = gdr.as_key(key, "nn.initializers.normal")
         return gdr.normal(key, shape, dtype=dtype, device=_dev(device)) * std + mean
 
     return init
@@ -92,6 +95,7 @@ def uniform(low: float = -1.0, high: float = 1.0) -> Initializer:
             "for a constant use nn.initializers.constant")
 
     def init(key, shape, dtype=np.float32, device=None):
+        key = gdr.as_key(key, "nn.initializers.uniform")
         return gdr.uniform(key, shape, dtype=dtype, minval=low, maxval=high, device=_dev(device))
 
     return init
@@ -163,6 +167,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     def init(key, shape, dtype=np.float32, device=None):
         rows = shape[0]
         cols = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        key = gdr.as_key(key, "nn.initializers.orthogonal")
         a = gdr.normal(key, (max(rows, cols), min(rows, cols)), dtype=np.float64, device="cpu")
         q, r = np.linalg.qr(a)
         q = q * np.sign(np.diag(r))

@@ -177,13 +177,23 @@ class LayerNorm(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: zero a fraction ``rate`` of inputs in training and scale by 1/(1-rate)."""
+    """Inverted dropout: zero a fraction ``rate`` of inputs in training and scale by 1/(1-rate).
+
+    ``rate`` (default 0.5) is the probability of dropping a unit, torch's ``p``: both
+    ``nn.Dropout(0.2)`` and torch's spelling ``nn.Dropout(p=0.2)`` work (not both at once).
+    """
 
     @positional_limit(1)
-    def __init__(self, rate: float = 0.5, *, name: str | None = None):
+    def __init__(self, rate: float | None = None, *, p: float | None = None,
+                 name: str | None = None):
         super().__init__(name)
-        self.rate = check_float(self, "rate", rate, 0.0, 1.0, high_open=True,
-                                hint="rate is the probability of dropping a unit (torch's p).")
+        if rate is not None and p is not None:
+            raise LayerArgumentError(
+                f"nn.Dropout: got both rate={rate!r} and p={p!r}; they are the same argument "
+                "(the probability of dropping a unit, torch's p), give one")
+        arg, value = ("p", p) if p is not None else ("rate", 0.5 if rate is None else rate)
+        self.rate = check_float(self, arg, value, 0.0, 1.0, high_open=True,
+                                hint=f"{arg} is the probability of dropping a unit (torch's p).")
 
     def apply(self, params, state, x, *, train=False, key=None):
         if train and self.rate > 0 and key is None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import backend
-from gpudl.errors import ConfigError, DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, DTypeError, ShapeError
 from gpudl.random import _cuda, _philox
 from gpudl.random._common import (
     _check_int,
@@ -56,7 +56,7 @@ from gpudl.random._cpu import NumpyStream
 from gpudl.random._philox import philox4x32
 
 __all__ = [
-    "key", "split", "fold_in", "uniform", "normal", "truncated_normal", "bernoulli",
+    "key", "as_key", "split", "fold_in", "uniform", "normal", "truncated_normal", "bernoulli",
     "randint", "permutation", "choice", "philox4x32",
 ]
 
@@ -86,6 +86,37 @@ def key(seed: int) -> np.ndarray:
                           "Use a non-negative seed below 2**64, or gd.random.fold_in(key, i) "
                           "to derive keys from a large number.")
     return np.array([seed & _MASK32, seed >> 32], dtype=np.uint32)
+
+
+def as_key(key_or_seed: Any, where: str = "gpudl.random.as_key") -> Any:
+    """A key from a key or an int seed: an int ``s`` gives ``key(s)``, a key is returned as is.
+
+    This is how every public function of gpudl that takes a key also takes an int seed
+    (``model.init(0, x)`` is ``model.init(gd.random.key(0), x)``). Seeds are checked as
+    :func:`key` checks them: negative or >= 2**64 raise ConfigError, floats and bools
+    ArgumentTypeError; anything else that is not a key raises ArgumentTypeError naming
+    ``where`` (the caller, e.g. ``"F.dropout"``).
+
+    Example:
+        >>> as_key(3).tolist() == key(3).tolist(), as_key(key(3)).tolist()
+        (True, [3, 0])
+    """
+    if isinstance(key_or_seed, numbers.Integral) and not isinstance(key_or_seed, (bool, np.bool_)):
+        if not 0 <= int(key_or_seed) < 1 << 64:
+            raise ConfigError(f"{where}: an int seed must be in [0, 2**64), got "
+                              f"{int(key_or_seed)} (as for gd.random.key); use a non-negative "
+                              "seed below 2**64")
+        return key(key_or_seed)
+    arr = key_or_seed
+    if backend.device_of(arr) == "cuda":  # a key moved to the GPU still works (_key_words)
+        arr = arr.get()
+    if not (isinstance(arr, np.ndarray) and arr.shape == (2,) and arr.dtype == np.uint32):
+        got = (f"an array of shape {arr.shape}, dtype {arr.dtype}" if isinstance(arr, np.ndarray)
+               else f"{type(key_or_seed).__name__} {key_or_seed!r}"[:80])
+        raise ArgumentTypeError(
+            f"{where}: key must be a key (gd.random.key(seed), a uint32 array of shape (2,)) "
+            f"or an int seed, got {got}. Pass an int such as 0, or gd.random.key(0).")
+    return key_or_seed
 
 
 def split(k: np.ndarray, num: int = 2) -> np.ndarray:

@@ -184,8 +184,22 @@ def _lists_as_arrays(data: Any, top: bool = False) -> Any:
     return np.asarray(data) if isinstance(data, list) else data
 
 
-def make_batches(data: Any, batch_size: int, shuffle: bool, key, device: str | None):
+def _check_kind(data: Any, who: str, what: str) -> None:
+    """Refuse what no loader can read (a file name, None, a number) with the forms that work."""
+    if data is None or isinstance(data, str | bytes | int | float | complex | bool):
+        shown = repr(data) if len(repr(data)) <= 40 else repr(data)[:37] + "..."
+        load = "; load the file first (np.load, gd.data's readers)" \
+            if isinstance(data, str | bytes) else ""
+        raise TrainingConfigError(
+            f"{who}: {what} must be arrays: a tuple (x, y), one array x, a dict or tree of "
+            f"arrays, a gd.data.DataLoader or a gd.train.FullBatch; got "
+            f"{type(data).__name__} {shown}{load}")
+
+
+def make_batches(data: Any, batch_size: int, shuffle: bool, key, device: str | None,
+                 who: str = "fit", what: str = "the data"):
     """``data`` (see the module docstring) as LoaderBatches or a FullBatch."""
+    _check_kind(data, who, what)
     if isinstance(data, FullBatch):
         return data.on(device)
     if isinstance(data, LoaderBatches):
@@ -205,3 +219,44 @@ def make_batches(data: Any, batch_size: int, shuffle: bool, key, device: str | N
     return LoaderBatches(DataLoader(data, batch_size=batch_size, shuffle=shuffle, key=key,
                                     device=device))
 
+
+def split_validation(data: Any, fraction: Any, who: str = "fit") -> tuple[Any, Any]:
+    """``(train, validation)``: the last ``fraction`` of the rows of ``data`` (arrays, or a
+    tuple/dict/tree of arrays sharing their first dim), before any shuffling, as Keras'
+    ``validation_split``: the first ``floor(n * (1 - fraction))`` rows train.
+
+    Example:
+        >>> x, y = np.arange(10).reshape(5, 2), np.arange(5)
+        >>> (xt, yt), (xv, yv) = split_validation((x, y), 0.4)
+        >>> yt.tolist(), yv.tolist()
+        ([0, 1, 2], [3, 4])
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float | np.floating) \
+            or not 0.0 < float(fraction) < 1.0:
+        raise TrainingConfigError(
+            f"{who}: validation_split must be a fraction in (0, 1), such as 0.2, got "
+            f"{fraction!r}")
+    if isinstance(data, DataLoader | FullBatch | LoaderBatches) or not (
+            isinstance(data, _TREES) or hasattr(data, "shape")):
+        raise TrainingConfigError(
+            f"{who}: validation_split splits arrays (x, y) held in memory, not a "
+            f"{type(data).__name__}; split first, e.g. (xtr, ytr), (xva, yva), _ = "
+            "gd.data.train_val_test_split(x, y, val=0.2, test=0.0), then give the training "
+            "part and validation_data=(xva, yva) (or DataLoaders over each part)")
+    leaves, treedef = tree_flatten(_lists_as_arrays(data, top=True))
+    rows = {int(leaf.shape[0]) for leaf in leaves if getattr(leaf, "ndim", 0) >= 1}
+    if len(rows) != 1 or any(getattr(leaf, "ndim", 0) < 1 for leaf in leaves):
+        shapes = [tuple(getattr(leaf, "shape", ())) for leaf in leaves]
+        raise TrainingConfigError(
+            f"{who}: validation_split needs arrays that share their first dim (the rows), "
+            f"got shapes {shapes}")
+    n = rows.pop()
+    cut = int(n * (1.0 - float(fraction)))
+    if cut < 1 or cut >= n:
+        raise TrainingConfigError(
+            f"{who}: validation_split={fraction} of {n} rows leaves "
+            f"{'no training rows' if cut < 1 else 'no validation rows'}; give more data or "
+            "another fraction")
+    parts = [tree_unflatten(treedef, [leaf[sl] for leaf in leaves])
+             for sl in (slice(None, cut), slice(cut, None))]
+    return parts[0], parts[1]

@@ -33,7 +33,9 @@ import numpy as np
 
 from gpudl import random as gdrandom
 from gpudl.backend import to_numpy
-from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError, TrainingConfigError
+from gpudl.train.batches import split_validation
+from gpudl.train.fit_checks import as_key
 from gpudl.train.history import History
 from gpudl.train.loop import fit, predict
 
@@ -131,9 +133,12 @@ def fit_ensemble(model, train_data: tuple, *, loss: str | Callable, optimizer,
                  combine: str = "mean", **fit_kwargs) -> Ensemble:
     """Train ``num_models`` members of ``model`` (bagging when ``bootstrap``); see the module.
 
-    ``key`` seeds everything: member m's initialisation, shuffling and bootstrap sample come
-    from ``split(key, num_models)[m]``, so a run is reproducible. ``fit_kwargs`` go to
-    :func:`gpudl.fit` (``epochs``, ``batch_size``, ``metrics``, ``validation_data``, ...).
+    ``key`` (a ``gd.random.key`` or an int seed) seeds everything: member m's
+    initialisation, shuffling and bootstrap sample come from ``split(key, num_models)[m]``,
+    so a run is reproducible. ``fit_kwargs`` go to :func:`gpudl.fit` (``epochs``,
+    ``batch_size``, ``metrics``, ``validation_data``, ...); ``validation_split`` takes the
+    last rows of ``(x, y)`` out before any resampling, the same validation data for every
+    member.
     """
     if not isinstance(num_models, int | np.integer) or num_models < 1:
         raise ConfigError(f"fit_ensemble: num_models must be a positive int, got {num_models!r}")
@@ -145,7 +150,13 @@ def fit_ensemble(model, train_data: tuple, *, loss: str | Callable, optimizer,
     x, y = train_data
     if len(x) != len(y):
         raise ShapeError(f"fit_ensemble: x has {len(x)} rows but y has {len(y)}")
-    keys = gdrandom.split(gdrandom.key(0) if key is None else key, num_models)
+    split = fit_kwargs.pop("validation_split", None)
+    if split is not None and split != 0:
+        if fit_kwargs.get("validation_data") is not None:
+            raise TrainingConfigError("fit_ensemble: give validation_data or validation_split, "
+                                      "not both")
+        (x, y), fit_kwargs["validation_data"] = split_validation((x, y), split, "fit_ensemble")
+    keys = gdrandom.split(as_key(key, "fit_ensemble"), num_models)
     members, idxs = [], []
     for m in range(num_models):
         k_data, k_fit = gdrandom.split(keys[m], 2)

@@ -11,9 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from gpudl import random as gdr
 from gpudl.errors import EmptyDataError, TrainingConfigError
 from gpudl.train.callbacks import Callback
 
@@ -24,6 +28,37 @@ def check_positive_int(who: str, name: str, value: Any) -> int:
             value.is_integer() and value >= 1 else ""
         raise TrainingConfigError(f"{who}: {name} must be a positive int, got {value!r}{hint}")
     return value
+
+
+def as_key(key: Any, who: str = "fit") -> Any:
+    """``key`` as a gpudl key: None is ``gd.random.key(0)``, an int seed ``s`` is
+    ``gd.random.key(s)`` (the same numbers), a key is returned as it is.
+
+    Example:
+        >>> as_key(7).tolist() == gdr.key(7).tolist()
+        True
+    """
+    if key is None:
+        return gdr.key(0)
+    if isinstance(key, bool | np.bool_):
+        raise TrainingConfigError(f"{who}: key must be a gd.random.key(seed) or an int seed, "
+                                  f"got {key!r}")
+    if isinstance(key, numbers.Integral):
+        if not 0 <= int(key) < 1 << 64:
+            raise TrainingConfigError(
+                f"{who}: key={int(key)} is read as a seed, gd.random.key({int(key)}), and a "
+                "seed must be in [0, 2**64)")
+        return gdr.key(int(key))
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if shape is not None and tuple(shape) == (2,) and dtype == np.uint32:
+        return key
+    got = (f"an array of shape {tuple(shape)}, dtype {dtype}" if shape is not None
+           else f"{type(key).__name__} {key!r}"[:80])
+    hint = ("; one key of gd.random.split(key, n), such as keys[0]"
+            if shape is not None and len(tuple(shape)) == 2 else "")
+    raise TrainingConfigError(
+        f"{who}: key must be a key from gd.random.key(seed) (a uint32 array of shape (2,)) "
+        f"or an int seed, got {got}{hint}")
 
 
 def check_callbacks_arg(callbacks: Any) -> list:

@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from gpudl import random as gdr
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import DataLoader
 from gpudl.errors import NonFiniteError, TrainingConfigError
-from gpudl.train.batches import FullBatch, make_batches
+from gpudl.train.batches import FullBatch, make_batches, split_validation
 from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import Checkpoint
 from gpudl.train.custom import evaluate_custom, loss_fns, probe
 from gpudl.train.finite import REPORT_EVERY, FiniteWatch
 from gpudl.train.fit_checks import (
+    as_key,
     check_callbacks,
     check_callbacks_arg,
     check_positive_int,
@@ -50,6 +50,7 @@ from gpudl.train.fit_checks import (
     require_batches,
 )
 from gpudl.train.history import History
+from gpudl.train.names import resolve_optimizer
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
 from gpudl.train.step import run_keys
@@ -61,6 +62,7 @@ from gpudl.train.tasks import (
     make_task,
     resolve_loss,
     resolve_metric,
+    supervised_loss,
 )
 from gpudl.train.trainer import Trainer
 
@@ -72,6 +74,7 @@ _PROGRESS_EVERY = 20
 
 def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, epochs: int = 1,
         *, loss_fn: Callable | dict | None = None, validation_data: Any = None,
+        validation_split: float | None = None,
         metrics: Sequence[str | Callable] = (), callbacks: Sequence[Callback] = (), key=None,
         params=None, state=None, batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
         resume_from: str | None = None, device: str | None = None) -> History:
@@ -80,11 +83,44 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     ``train_data``/``validation_data``: a tuple ``(x, y)`` of arrays, a DataLoader, or (see
     :mod:`gpudl.train.batches`) one array ``x``, a dict or any tree of arrays sharing their
     first dim, or a :class:`~gpudl.train.batches.FullBatch` (one batch per epoch: a graph).
-    ``loss``: a name or a function ``(outputs, targets) -> scalar`` of ``model.apply``'s
-    outputs on ``(x, y)`` batches. ``metrics``: names (see :func:`resolve_metric`) or
-    functions ``(y_true, y_pred) -> scalar``; they are summed on the device and read once
-    per epoch (and per progress-bar refresh), so a GPU run never waits for the host
-    between steps. ``params``/``state`` default to ``model.init`` on the first batch's
+    ``validation_split`` (Keras'): the last fraction of the rows of ``train_data`` (arrays,
+    taken before shuffling) is the validation data, the first ``floor(n * (1 - split))``
+    rows train; ``0``/None: none. It needs arrays (split a DataLoader's data first with
+    ``gd.data.train_val_test_split``) and no ``validation_data``.
+
+    ``loss``: a function ``(outputs, targets) -> scalar`` of ``model.apply``'s outputs on
+    ``(x, y)`` batches, or a name (:mod:`gpudl.train.names`; case, ``_`` and ``-`` are
+    ignored, so Keras' and torch's class names work too):
+
+    ==========================================  ===================================  ==============
+    ``loss=``                                   gpudl function (its input)           targets
+    ==========================================  ===================================  ==============
+    cross_entropy, softmax_cross_entropy,       F.softmax_cross_entropy (logits)     integer labels
+    sparse_categorical_crossentropy
+    categorical_crossentropy                    soft-target cross-entropy (logits)   one-hot/probs
+    nll                                         F.nll_loss (log-probabilities)       integer labels
+    bce_with_logits                             F.binary_cross_entropy_with_logits   0/1
+    binary_crossentropy, binary_cross_entropy   F.binary_cross_entropy (probs)       0/1
+    mse, mean_squared_error                     F.mse_loss                           outputs' shape
+    mae, mean_absolute_error, l1                F.l1_loss                            outputs' shape
+    huber                                       F.huber_loss (delta 1)               outputs' shape
+    ==========================================  ===================================  ==============
+
+    gpudl's models output logits, so the cross-entropies over classes take logits, Keras'
+    names too (torch's CrossEntropyLoss; Keras' ``from_logits=True``); the Keras names
+    raise on a first batch of probabilities (a final Softmax). ``metrics``: ``accuracy``
+    (``acc``, ``sparse_categorical_accuracy``, ``binary_accuracy``; ``categorical_accuracy``
+    for one-hot targets), ``topK`` (``top5``; ``sparse_top_k_categorical_accuracy``, and
+    ``top_k_categorical_accuracy`` for one-hot targets: k=5), ``mse``, ``rmse``, ``mae``,
+    ``r2`` (and their long Keras names), ``precision``, ``recall``, ``f1`` (macro), each
+    logged under the name given; or functions ``(y_true, y_pred) -> scalar``. Named
+    metrics are summed on the device and read once per epoch (and per progress-bar
+    refresh), so a GPU run never waits for the host between steps. ``optimizer``: an
+    optimizer (``optim.adam(1e-3)``) or a name, ``"sgd"``, ``"adam"``, ``"adamw"``,
+    ``"rmsprop"``, ``"adagrad"``, ``"adadelta"``, ``"adamax"``: ``optim.<name>()`` with its
+    default learning rate, torch's (``"adam"`` 1e-3, ``"rmsprop"`` 1e-2, ``"sgd"`` 1e-3).
+    ``key``: a ``gd.random.key`` or an int seed (``key=0`` is ``gd.random.key(0)``, the
+    default). ``params``/``state`` default to ``model.init`` on the first batch's
     ``x`` (with ``loss_fn``: the batch, or its first item if it is a tuple).
     ``resume_from`` loads a checkpoint written by ModelCheckpoint and continues from the
     epoch after it, with the checkpoint's RNG key (so shuffling and dropout continue
@@ -104,7 +140,8 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
 
     Every argument and callback configuration is checked before the first step
     (:class:`~gpudl.errors.TrainingConfigError`, :class:`~gpudl.errors.EmptyDataError`;
-    a ``loss_fn`` runs once on the first batch: :class:`~gpudl.errors.LossFunctionError`).
+    a ``loss_fn`` runs once on the first batch: :class:`~gpudl.errors.LossFunctionError`);
+    a loss handed ``model.apply``'s whole ``(outputs, state)`` tuple says to take ``[0]``.
     Ctrl-C stops training and returns the History (``stop_reason="interrupted"``) with
     the trees of the last completed step. A NaN or Inf in the loss or the trees raises
     :class:`~gpudl.errors.NonFiniteError` at the next report (see
@@ -131,20 +168,29 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     if not isinstance(train_data, DataLoader | FullBatch):
         check_positive_int("fit", "batch_size", batch_size)
     if optimizer is None:
-        raise TrainingConfigError("fit: optimizer= is required (e.g. gd.optim.adam(1e-3); a "
-                                  "dict of them, one per player, with a dict loss_fn)")
+        raise TrainingConfigError("fit: optimizer= is required (e.g. gd.optim.adam(1e-3) or "
+                                  "'adam'; a dict of them, one per player, with a dict loss_fn)")
+    optimizer = resolve_optimizer(optimizer)
+    if validation_split is not None and validation_split != 0:
+        if validation_data is not None:
+            raise TrainingConfigError(
+                "fit: give validation_data or validation_split, not both (validation_split "
+                "takes the last rows of train_data as the validation data)")
+        train_data, validation_data = split_validation(train_data, validation_split)
     task = make_task(model, loss, loss_fn, metrics)
     verbose, callbacks = check_verbose(verbose), check_callbacks_arg(callbacks)
     ck = Checkpoint(resume_from, who="fit(resume_from=...)") if resume_from is not None else None
     if ck is not None and ck.key is not None:  # the saved key decides data order and dropout
         key = ck.key
-    key = gdr.key(0) if key is None else key
+    key = as_key(key)
     init_key, data_key, step_key = run_keys(key)
-    batches = make_batches(train_data, batch_size, shuffle, data_key, device)
+    batches = make_batches(train_data, batch_size, shuffle, data_key, device,
+                           what="the training data")
     require_batches(batches, "fit", "the training data")
     val_batches = None
     if validation_data is not None:
-        val_batches = make_batches(validation_data, batches.batch_size, False, None, device)
+        val_batches = make_batches(validation_data, batches.batch_size, False, None, device,
+                                   what="validation_data")
         require_batches(val_batches, "fit", "validation_data")
     has_val = val_batches is not None
     if loss_fn is None:  # the names are known before init; a loss_fn's after its first call
@@ -270,17 +316,19 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
     the host once, at the end. With ``loss_fn`` (a custom step's, see :func:`fit`) the
     values are those ``fit`` logs for ``validation_data``: every loss (``train=False``
     when it takes ``train``), its logged aux entries and ``metrics`` on its ``y_true``/
-    ``y_pred``; batch ``i`` gets the key ``fold_in(key, i)`` (``key`` default
-    ``gd.random.key(0)``).
+    ``y_pred``; batch ``i`` gets the key ``fold_in(key, i)`` (``key`` a
+    ``gd.random.key`` or an int seed, default ``gd.random.key(0)``). ``loss`` and
+    ``metrics`` take the names of :func:`fit`.
     """
-    batches = make_batches(data, batch_size, False, None, device)
+    batches = make_batches(data, batch_size, False, None, device, "evaluate")
     require_batches(batches, "evaluate", "the data")
     if loss_fn is None:
-        loss_fn_ = resolve_loss(loss) if loss is not None else None
+        loss_fn_ = supervised_loss(loss, "evaluate", state) if loss is not None else None
         return evaluate_supervised(model, params, state, batches, loss_fn_, metrics)
     fns, multi = loss_fns(loss_fn)
-    key = gdr.key(0) if key is None else key
-    logs = probe(fns, multi, params, state, batches.first(device), key, as_metric_list(metrics))
+    key = as_key(key, "evaluate")
+    logs = probe(fns, multi, params, state, batches.first(device), key,
+                 [resolve_metric(m, "evaluate") for m in as_metric_list(metrics)])
     return evaluate_custom(fns, multi, params, state, batches, logs, key)
 
 

@@ -29,48 +29,11 @@ from gpudl.train.custom import (
     init_opt_state,
     probe,
 )
-from gpudl.train.metric_state import MetricTracker, StreamingMetric, make_metric
+from gpudl.train.metric_state import MetricTracker
+from gpudl.train.names import apply_tuple_error, resolve_loss, resolve_metric
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.step import supervised_step
-
-# loss name -> its function in gpudl.functional
-_LOSSES = {
-    "cross_entropy": "softmax_cross_entropy",
-    "softmax_cross_entropy": "softmax_cross_entropy",
-    "mse": "mse_loss",
-    "l1": "l1_loss",
-    "huber": "huber_loss",
-    "bce_with_logits": "binary_cross_entropy_with_logits",
-    "binary_cross_entropy": "binary_cross_entropy",
-}
-
-
-def resolve_loss(loss: str | Callable) -> Callable:
-    """A loss function ``(outputs, targets) -> scalar`` from a name or a callable."""
-    if callable(loss):
-        return loss
-    if loss not in _LOSSES:
-        raise TrainingConfigError(
-            f"fit: unknown loss {loss!r}; expected one of {sorted(_LOSSES)} or a function "
-            "(outputs, targets) -> scalar")
-    from gpudl import functional as F
-
-    return getattr(F, _LOSSES[loss])
-
-
-def resolve_metric(metric: str | Callable) -> StreamingMetric:
-    """A fresh streaming metric from a name or a function ``(y_true, y_pred) -> scalar``.
-
-    Names: ``accuracy``, ``topK`` (``top5``...), ``mse``, ``rmse``, ``mae``, ``r2``,
-    ``precision``, ``recall``, ``f1`` (macro). Named metrics sum sufficient statistics on
-    the device and give the whole epoch's value; functions are averaged over batches,
-    weighted by batch size.
-
-    Example:
-        >>> resolve_metric("top3").name
-        'top3'
-    """
-    return make_metric(metric)
+from gpudl.tree import flatten_with_paths
 
 
 def as_metric_list(metrics: Any) -> list:
@@ -107,12 +70,42 @@ def init_trees(model, batches, init_key, params, state, device, custom: bool = F
     return params, {} if state is None else state
 
 
+class SupervisedLoss:
+    """A user's ``loss(outputs, targets)`` in a supervised run, refusing outputs that are
+    ``model.apply``'s whole ``(outputs, state)`` pair (a dict shaped like the model state
+    beside the outputs: a model whose apply returned another apply's tuple as its output)."""
+
+    def __init__(self, fn: Callable, who: str = "fit", state: Any = None):
+        self.fn, self.who = fn, who
+        self.__name__ = getattr(fn, "__name__", "loss")
+        self.watch(state)
+
+    def watch(self, state: Any) -> None:
+        """Take the model state whose structure marks a state in the outputs."""
+        self.state_paths = [p for p, _ in flatten_with_paths({} if state is None else state)]
+
+    def __call__(self, outputs, targets):
+        if apply_tuple_error(self.who, outputs, self.state_paths) is not None:
+            raise TrainingConfigError(
+                f"{self.who}: the loss got model.apply's (outputs, state) tuple as the "
+                "model's outputs: the model's apply returned another apply's pair whole; "
+                "take [0] there (`out, state = inner.apply(...)`, return out, state)")
+        return self.fn(outputs, targets)
+
+
+def supervised_loss(loss: str | Callable, who: str = "fit", state: Any = None) -> Callable:
+    """The loss of a supervised run: a named one (:func:`resolve_loss`, which checks its
+    arguments itself) or the user's function in a :class:`SupervisedLoss`."""
+    fn = resolve_loss(loss, who)
+    return fn if isinstance(loss, str) else SupervisedLoss(fn, who, state)
+
+
 def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict[str, float]:
     """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)``."""
     tracker = metric_tracker(metrics, loss=loss_fn is not None)
     with batches.known_labels():
         for batch in batches:
-            x, y = pair(batch, "evaluate")
+            x, y = pair(batch, "evaluate", "the data")
             try:
                 out, _ = model.apply(params, state, x, train=False)
             except Exception as exc:
@@ -124,22 +117,24 @@ def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict
     return tracker.read()
 
 
-def pair(batch: Any, who: str = "fit") -> tuple[Any, Any]:
+def pair(batch: Any, who: str = "fit", what: str = "the data") -> tuple[Any, Any]:
     if isinstance(batch, tuple | list) and len(batch) == 2:
         return batch[0], batch[1]
     got = (f"a {type(batch).__name__} of {len(batch)} items"
            if isinstance(batch, tuple | list | dict) else f"a {type(batch).__name__}")
+    fix = ("pass validation_data=(x_val, y_val)" if what == "validation_data" else
+           "train on other batches (x alone, dicts, graphs) with loss_fn=... (see "
+           "gpudl.train.custom)")
     raise TrainingConfigError(
-        f"{who}(loss=...): a loss(outputs, targets) needs (x, y) batches, but the data gives "
-        f"{got}; train on other batches (x alone, dicts, graphs) with loss_fn=... (see "
-        "gpudl.train.custom)")
+        f"{who}(loss=...): a loss(outputs, targets) needs (x, y) batches, but {what} gives "
+        f"{got}; {fix}")
 
 
 class SupervisedTask:
     """``model.apply`` then ``loss(outputs, targets)`` on ``(x, y)`` batches."""
 
     def __init__(self, model, loss, metrics):
-        self.model, self.loss_fn, self.metrics = model, resolve_loss(loss), metrics
+        self.model, self.loss_fn, self.metrics = model, supervised_loss(loss), metrics
         self.tracker = metric_tracker(metrics, loss=True)
 
     def names(self, has_validation: bool) -> list[str]:
@@ -152,6 +147,10 @@ class SupervisedTask:
     def start(self, trainer, batches, val_batches, device) -> None:
         self.trainer, self.device = trainer, device
         pair(batches.first(device))
+        if val_batches is not None:
+            pair(val_batches.first(device), "fit", "validation_data")
+        if isinstance(self.loss_fn, SupervisedLoss):
+            self.loss_fn.watch(trainer.state)
 
     def step(self, batch, rows: int):
         x, y = pair(batch)
@@ -173,7 +172,7 @@ class CustomTask:
 
     def __init__(self, model, loss_fn, metrics):
         self.model, self.loss_fn = model, loss_fn
-        self.metrics = as_metric_list(metrics)
+        self.metrics = [resolve_metric(m) for m in as_metric_list(metrics)]
 
     def make_step(self, params, optimizer):
         return custom_step(self.model, self.loss_fn, optimizer, params)
@@ -226,4 +225,4 @@ def make_task(model, loss, loss_fn, metrics):
 
 
 __all__ = ["SupervisedTask", "CustomTask", "make_task", "init_trees", "init_opt_state",
-           "resolve_loss", "resolve_metric"]
+           "resolve_loss", "resolve_metric", "supervised_loss"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, DTypeError, ShapeError
 from gpudl.functional.cross_entropy import softmax_cross_entropy
 
 
@@ -66,3 +66,12 @@ def test_option_errors():
         softmax_cross_entropy(x, y, label_smoothing=1.5)
     with pytest.raises(ValueError, match="ignore_index"):
         softmax_cross_entropy(x, y, ignore_index=2**40)
+
+
+def test_apply_output_pair_given_as_logits_says_what_happened():
+    x, y = make_inputs((4, 5))
+    with pytest.raises(ArgumentTypeError, match=r"F.softmax_cross_entropy got model.apply's "
+                                                r"\(outputs, state\) tuple as its logits; use "
+                                                r"`y, state = model.apply\(...\)` and pass y"):
+        softmax_cross_entropy((x, {"bn1": {}}), y)
+    assert np.isfinite(softmax_cross_entropy(x, y))

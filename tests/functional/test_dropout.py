@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+from gpudl.errors import ArgumentTypeError
 from gpudl.functional.dropout import dropout
 
 
@@ -42,3 +43,13 @@ def test_errors():
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
             dropout(np.ones(3), bad, gd.random.key(0))
+
+
+def test_an_int_seed_is_the_key_of_that_seed():
+    x = np.ones((10, 10))
+    np.testing.assert_array_equal(dropout(x, 0.5, 9), dropout(x, 0.5, gd.random.key(9)))
+    with pytest.raises(ArgumentTypeError, match=r"F.dropout: key must be a key .* or an int "
+                                                r"seed, got str '0'"):
+        dropout(x, 0.5, "0")
+    with pytest.raises(ArgumentTypeError, match="got float 1.0"):
+        dropout(x, 0.5, 1.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, DTypeError, ShapeError
 from gpudl.functional import losses as L
 from gpudl.functional import regularizers as R
 from gpudl.testing import check_grad
@@ -341,3 +341,41 @@ def test_pos_weight_may_not_enlarge_the_loss():
     out = L.binary_cross_entropy_with_logits(np.zeros((4, 3)), np.zeros((4, 3)),
                                              pos_weight=np.ones(3), reduction="none")
     assert out.shape == (4, 3)  # one weight per class on the last axis still broadcasts
+
+
+# ------------------------------------------------------------------- model.apply's pair
+_PRED = np.full((2, 3), 0.5)
+_LABELS = np.array([0, 2])
+# Each loss with the prediction argument (name, position) that gets apply's (y, state).
+APPLY_PAIR_CASES = {
+    "mse_loss": ("input", lambda y: L.mse_loss(y, _PRED)),
+    "l1_loss": ("input", lambda y: L.l1_loss(y, _PRED)),
+    "huber_loss": ("input", lambda y: L.huber_loss(y, _PRED)),
+    "binary_cross_entropy": ("input", lambda y: L.binary_cross_entropy(y, _PRED)),
+    "binary_cross_entropy_with_logits": (
+        "input", lambda y: L.binary_cross_entropy_with_logits(y, _PRED)),
+    "nll_loss": ("input", lambda y: L.nll_loss(y, _LABELS)),
+    "sequence_cross_entropy": ("logits", lambda y: L.sequence_cross_entropy(y, _LABELS[None])),
+    "kl_div": ("input", lambda y: L.kl_div(y, _PRED)),
+    "gaussian_kl": ("mu", lambda y: L.gaussian_kl(y, _PRED)),
+    "gaussian_nll_loss": ("input", lambda y: L.gaussian_nll_loss(y, _PRED, _PRED)),
+    "nt_xent": ("z2", lambda y: L.nt_xent(_PRED, y)),
+    "gan_discriminator_loss": ("fake_logits", lambda y: L.gan_discriminator_loss(_PRED, y)),
+    "gan_generator_loss": ("fake_logits", lambda y: L.gan_generator_loss(y)),
+}
+
+
+def test_every_loss_is_covered_by_the_apply_pair_check():
+    assert set(APPLY_PAIR_CASES) == set(L.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(APPLY_PAIR_CASES))
+def test_apply_output_pair_given_as_prediction_says_what_happened(name):
+    arg, call = APPLY_PAIR_CASES[name]
+    model = gd.nn.Sequential([gd.nn.Dense(3), gd.nn.BatchNorm1d(), gd.nn.Sigmoid()])
+    params, state = model.init(0, _PRED)
+    pair = model.apply(params, state, _PRED)  # (y, {"bn1": running statistics})
+    with pytest.raises(ArgumentTypeError, match=rf"F\.{name} got model\.apply's \(outputs, "
+                                                rf"state\) tuple as its {arg}; use `y, state = "
+                                                r"model\.apply\(\.\.\.\)` and pass y"):
+        call(pair)

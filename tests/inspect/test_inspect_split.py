@@ -57,3 +57,15 @@ def test_split_errors_name_the_fix():
         inspect.split_sequential(net, params, state, 7)
     with pytest.raises(ConfigError, match="nn.Sequential"):
         inspect.split_sequential(nn.Dense(2), {}, {}, 0)
+
+
+def test_split_is_the_sequential_slices_and_after_the_last_child_the_head_is_identity():
+    net, params, state, x = _trained_net()
+    features, head = inspect.split_sequential(net, params, state, 2)
+    first = net[:3]
+    np.testing.assert_array_equal(features(x), first.apply(first.select(params),
+                                                           first.select(state), x)[0])
+    features, head = inspect.split_sequential(net, params, state, "dense1")
+    a = features(x)
+    assert head(a) is a
+    np.testing.assert_allclose(a, net.apply(params, state, x)[0], rtol=1e-12)

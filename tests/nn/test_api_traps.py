@@ -297,3 +297,74 @@ def test_rnn_nonlinearity_is_used():
     assert nn.RNN(5).nonlinearity == "tanh"
     with pytest.raises(nn.LayerArgumentError, match="nonlinearity must be one of"):
         nn.RNN(5, nonlinearity="sigmoid")
+
+
+# ------------------------------------------------------------- 5. torch's spellings
+def test_dropout_takes_torch_p():
+    assert nn.Dropout(p=0.2).rate == 0.2 and nn.Dropout(0.3).rate == 0.3
+    assert nn.Dropout().rate == nn.Dropout(rate=0.5).rate == 0.5
+    x = np.ones((50, 40))
+    a = nn.Dropout(p=0.25).apply({}, {}, x, train=True, key=KEY)[0]
+    np.testing.assert_array_equal(a, nn.Dropout(0.25).apply({}, {}, x, train=True, key=KEY)[0])
+    with pytest.raises(nn.LayerArgumentError, match=r"both rate=0.2 and p=0.3.*give one"):
+        nn.Dropout(0.2, p=0.3)
+    with pytest.raises(nn.LayerArgumentError, match=r"nn.Dropout: p must be in \[0, 1\)"):
+        nn.Dropout(p=1.0)
+
+
+# ------------------------------------------------------------- 6. int seeds for keys
+def _leaves_equal(a, b):
+    la, lb = gd.tree.tree_leaves(a), gd.tree.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(u, v) for u, v in zip(la, lb, strict=True))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential([nn.Dense(4), nn.Dropout(0.5), nn.Dense(2)]),
+    lambda: nn.Dense(3),
+    lambda: nn.Residual(nn.Sequential([nn.Dense(5), nn.Dropout(0.5)]), projection=nn.Dense(5)),
+    lambda: nn.TransformerEncoderLayer(num_heads=1, ff_dim=8, dropout=0.5),
+])
+def test_an_int_seed_is_the_key_of_that_seed(make):
+    layer = make()
+    x = R.standard_normal((3, 2, 5)) if isinstance(layer, nn.TransformerEncoderLayer) \
+        else R.standard_normal((3, 5))
+    params, state = layer.init(7, x)
+    assert _leaves_equal((params, state), layer.init(gd.random.key(7), x))
+    y = layer.apply(params, state, x, train=True, key=np.uint64(3))[0]
+    np.testing.assert_array_equal(y, layer.apply(params, state, x, train=True,
+                                                 key=gd.random.key(3))[0])
+
+
+def test_int_seeds_in_graph_models_user_layers_and_initializers():
+    inp = nn.Input((4,))
+    model = nn.Model(inp, nn.Dense(2)(nn.Dropout(0.5)(inp)))
+    assert _leaves_equal(model.init(1), model.init(gd.random.key(1)))
+
+    class Noisy(nn.Layer):  # a user's layer: its init and apply see real keys
+        def init(self, key, x):
+            return {"w": gd.random.normal(key, x.shape[1:], dtype=np.float64, device="cpu")}, {}
+
+        def apply(self, params, state, x, *, train=False, key=None):
+            return x + params["w"] + gd.random.normal(key, x.shape, dtype=np.float64,
+                                                      device="cpu"), state
+
+    p, s = Noisy().init(2, np.zeros((1, 3)))
+    assert _leaves_equal(p, Noisy().init(gd.random.key(2), np.zeros((1, 3)))[0])
+    np.testing.assert_array_equal(Noisy().apply(p, s, np.zeros((1, 3)), key=5)[0],
+                                  Noisy().apply(p, s, np.zeros((1, 3)), key=gd.random.key(5))[0])
+    for init in (inits.he_normal(), inits.uniform(), inits.orthogonal()):
+        np.testing.assert_array_equal(init(4, (3, 3), device="cpu"),
+                                      init(gd.random.key(4), (3, 3), device="cpu"))
+
+
+def test_bad_seeds_raise_what_random_key_raises():
+    from gpudl.errors import ArgumentTypeError, ConfigError
+    net = nn.Sequential([nn.Dense(2)])
+    with pytest.raises(ArgumentTypeError, match=r"nn.Sequential.init: key must be a key .* or "
+                                                r"an int seed, got float 0.5"):
+        net.init(0.5, np.ones((1, 2)))
+    with pytest.raises(ArgumentTypeError, match="got bool True"):
+        net.init(True, np.ones((1, 2)))
+    with pytest.raises(ConfigError, match=r"nn.Sequential.apply: an int seed must be in "
+                                          r"\[0, 2\*\*64\)"):
+        net.apply(*net.init(0, np.ones((1, 2))), np.ones((1, 2)), key=-1)
