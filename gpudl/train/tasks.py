@@ -21,6 +21,7 @@ from typing import Any
 
 from gpudl import random as gdr
 from gpudl.errors import TrainingConfigError
+from gpudl.functional import losses as L
 from gpudl.train.custom import (
     PlayerStep,
     custom_step,
@@ -41,8 +42,28 @@ def as_metric_list(metrics: Any) -> list:
     return [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics)
 
 
-def metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool) -> MetricTracker:
-    return MetricTracker([resolve_metric(m) for m in as_metric_list(metrics)], loss=loss)
+def metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool,
+                   loss_fn: Callable | None = None) -> MetricTracker:
+    tracker = MetricTracker([resolve_metric(m) for m in as_metric_list(metrics)], loss=loss)
+    threshold = binary_threshold(loss_fn)
+    for metric in tracker.metrics:
+        # A named binary loss says what one output column holds (logits or probabilities),
+        # so accuracy thresholds there instead of guessing from the values.
+        if threshold is not None and getattr(metric, "threshold", False) is None:
+            metric.threshold = threshold
+    return tracker
+
+
+def binary_threshold(loss_fn: Callable | None) -> float | None:
+    """0 for the named logits losses (``"bce_with_logits"``), 0.5 for the probability ones
+    (``"bce"``), None for the rest (accuracy then reads scores by its documented rule).
+
+    Example:
+        >>> binary_threshold(resolve_loss("bce_with_logits")), binary_threshold(None)
+        (0.0, None)
+    """
+    fn = getattr(getattr(loss_fn, "row", None), "fn", None)
+    return {L.binary_cross_entropy_with_logits: 0.0, L.binary_cross_entropy: 0.5}.get(fn)
 
 
 def init_input(batch: Any) -> Any:
@@ -102,7 +123,7 @@ def supervised_loss(loss: str | Callable, who: str = "fit", state: Any = None) -
 
 def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict[str, float]:
     """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)``."""
-    tracker = metric_tracker(metrics, loss=loss_fn is not None)
+    tracker = metric_tracker(metrics, loss=loss_fn is not None, loss_fn=loss_fn)
     with batches.known_labels():
         for batch in batches:
             x, y = pair(batch, "evaluate", "the data")
@@ -135,7 +156,7 @@ class SupervisedTask:
 
     def __init__(self, model, loss, metrics):
         self.model, self.loss_fn, self.metrics = model, supervised_loss(loss), metrics
-        self.tracker = metric_tracker(metrics, loss=True)
+        self.tracker = metric_tracker(metrics, loss=True, loss_fn=self.loss_fn)
 
     def names(self, has_validation: bool) -> list[str]:
         names = [m.name for m in self.tracker.metrics]

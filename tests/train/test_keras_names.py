@@ -445,3 +445,17 @@ def _custom_loss(net, noisy: bool = False):
         return cross_entropy(out, yb), (state, {"y_true": yb, "y_pred": out})
 
     return loss_fn
+
+
+def test_named_binary_loss_fixes_how_accuracy_reads_one_column():
+    """Logits that all happen to lie in [0, 1] would read as probabilities by the value
+    rule; with loss="bce_with_logits" accuracy thresholds at 0, with "bce" at 0.5."""
+    scores = np.array([[0.3], [0.2], [0.9], [0.1]])  # all in [0, 1]
+    labels = np.array([1, 1, 1, 0])
+    identity = nn.Lambda(lambda x: x)
+    logits_run = gd.evaluate(identity, {}, {}, (scores, labels), loss="bce_with_logits",
+                             metrics=["accuracy"], batch_size=2)
+    assert logits_run["accuracy"] == 0.75  # > 0: 1, 1, 1, 1 against 1, 1, 1, 0
+    probs_run = gd.evaluate(identity, {}, {}, (scores, labels), loss="bce",
+                            metrics=["accuracy"], batch_size=2)
+    assert probs_run["accuracy"] == 0.5  # > 0.5: 0, 0, 1, 0 against 1, 1, 1, 0
