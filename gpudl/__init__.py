@@ -31,12 +31,14 @@ from gpudl.backend import (
     asarray,
     device,
     device_reason,
+    from_dlpack,
     get_array_module,
     get_device,
     memory_info,
     set_device,
     synchronize,
     to_device,
+    to_dlpack,
     to_numpy,
 )
 from gpudl.errors import (
@@ -51,6 +53,7 @@ from gpudl.errors import (
     TreeMismatchError,
     UnknownDeviceError,
 )
+from gpudl.nn.state_dict import state_dict
 from gpudl.serialization import load, save
 from gpudl.train import evaluate, fit, fit_ensemble, predict
 
@@ -63,9 +66,9 @@ __all__ = [
     "metrics", "models", "nn", "ops", "optim", "random", "serialization", "testing", "train",
     "tree",
     "asarray", "debug_nans", "device", "device_reason", "evaluate", "fit", "fit_ensemble",
-    "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
-    "set_device", "stop_gradient", "synchronize", "to_device", "to_numpy", "value_and_grad",
-    "vjp",
+    "from_dlpack", "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
+    "set_device", "state_dict", "stop_gradient", "synchronize", "to_device", "to_dlpack", "to_numpy",
+    "value_and_grad", "vjp",
     "CheckpointError", "DeviceMismatchError", "DeviceUnavailableError", "DTypeError",
     "GpudlError", "GradientError", "KernelError", "ShapeError", "TreeMismatchError",
     "UnknownDeviceError",

@@ -28,15 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from gpudl._arrays import dlpack_to_array, foreign_to_array, numeric_source, target_dtype
+
 # The diagnosis moved to _cuda_probe; its old private names stay importable from here.
 from gpudl._cuda_probe import cuda_version as _cuda_version  # noqa: F401
 from gpudl._cuda_probe import diagnose_cuda
 from gpudl._cuda_probe import insufficient_driver_reason as _insufficient_driver_reason  # noqa: F401
 from gpudl.errors import (
+    ArgumentTypeError,
     DeviceMismatchError,
     DeviceUnavailableError,
     DTypeError,
-    ShapeError,
     UnknownDeviceError,
 )
 
@@ -247,53 +249,36 @@ def get_array_module(*arrays: Any):
 
 
 # ----------------------------------------------------------------------------- transfers
-def _target_dtype(x: Any, dtype: Any):
-    if dtype is not None:
-        return np.dtype(dtype)
-    kind = getattr(x, "dtype", None)
-    if kind is None:
-        kind = np.asarray(x).dtype
-    kind = np.dtype(kind)
-    return np.dtype(np.float32) if kind.kind == "f" else kind
-
-
-_NOT_NUMBERS = (str, bytes, dict, set, frozenset)
-
-
-def _numeric_source(x: Any) -> Any:
-    """``x``, or a NumPy array of a list/scalar; not numbers (None, text, dicts, objects)
-    raise DTypeError, ragged nested lists ShapeError."""
-    if x is None or isinstance(x, _NOT_NUMBERS):
-        raise DTypeError(f"asarray: argument 'x' must be numbers (an array, a list of numbers or "
-                         f"a scalar), got {type(x).__name__} {repr(x)[:60]}. Convert it first "
-                         "(a dict of arrays is a tree: use gd.to_device).")
-    if getattr(x, "dtype", None) is None:
-        try:
-            x = np.asarray(x)
-        except ValueError as exc:  # ragged nested lists
-            raise ShapeError(f"asarray: argument 'x' is not rectangular ({exc}); every row of "
-                             "a nested list needs the same length") from None
-    kind = getattr(getattr(x, "dtype", None), "kind", "f")  # foreign dtypes: NumPy decides
-    if kind in "OUSV":
-        raise DTypeError(f"asarray: argument 'x' must hold numbers, got dtype {x.dtype} (Python "
-                         "objects, text or records); convert it first, e.g. np.asarray(x, "
-                         "dtype=np.float32), or encode text with a vocabulary")
-    return x
+def _cuda_for(op: str):
+    """The CuPy module, or DeviceUnavailableError when CUDA arrays cannot be made here."""
+    usable, reason = probe_cuda()
+    if not usable:
+        raise DeviceUnavailableError(f"{op}: the data is on a CUDA GPU, unusable here: {reason}. "
+                                     f"Fix: {_extra_hint()}; or copy it to the CPU (torch: x.cpu())")
+    return xp_for("cuda")
 
 
 def asarray(x: Any, dtype: Any = None, device: str | None = None):
     """An array on ``device`` (default: current). Floats become float32 unless ``dtype`` says.
 
-    Ints and bools keep their dtype. Things that are not numbers (None, strings, dicts,
-    object arrays) raise :class:`~gpudl.errors.DTypeError`.
+    Ints and bools keep their dtype. ``x``: an array, list or scalar, a torch tensor, or any
+    object with ``__dlpack__`` (JAX, CuPy) or ``__array__``. DLPack data already on
+    ``device`` in the target dtype is shared, not copied (a CPU float32 torch tensor gives
+    a NumPy view of it; a CUDA one, with ``device="cuda"``, a CuPy view); else it is copied.
+    A torch tensor that requires grad is detached (torch's autograd graph does not follow;
+    gpudl differentiates with ``gd.grad``); bfloat16 becomes float32 (exact). Not numbers
+    (None, strings, dicts, object arrays): :class:`~gpudl.errors.DTypeError`.
 
     Example:
         >>> asarray([1.5, 2.5]).dtype, asarray([1, 2]).dtype
         (dtype('float32'), dtype('int64'))
     """
-    x = _numeric_source(_unboxed(x))
     dev = get_device() if device is None else _resolve(device)[0]
-    target = _target_dtype(x, dtype)
+    x = _unboxed(x)
+    if not isinstance(x, np.ndarray) and device_of(x) != "cuda":
+        x = foreign_to_array(x, dev, lambda: _cuda_for("asarray"))
+    x = numeric_source(x)
+    target = target_dtype(x, dtype)
     if target.kind in "OUSV":
         raise DTypeError(f"asarray: dtype must be numeric (float, int, bool), got {target}")
     if dev == "cpu":
@@ -301,6 +286,36 @@ def asarray(x: Any, dtype: Any = None, device: str | None = None):
             x = x.get()
         return np.asarray(x, dtype=target)
     return xp_for("cuda").asarray(x, dtype=target)
+
+
+def from_dlpack(x: Any):
+    """The array behind a DLPack producer (torch, JAX, CuPy, NumPy), shared, dtype kept:
+    NumPy for data on the CPU, CuPy on a CUDA GPU (the producer's device decides). A torch
+    tensor that requires grad is detached; bfloat16 cannot be shared (use :func:`asarray`).
+    Back to torch: ``torch.from_dlpack(a)`` (gpudl arrays implement ``__dlpack__``).
+
+    Example:
+        >>> a = np.zeros(2, np.float32); from_dlpack(a)[0] = 7.0; a.tolist()
+        [7.0, 0.0]
+    """
+    x = _unboxed(x)
+    if device_of(x) == "cuda":
+        return xp_for("cuda").from_dlpack(x)
+    return dlpack_to_array(x, lambda: _cuda_for("from_dlpack"))
+
+
+def to_dlpack(a: Any):
+    """A DLPack capsule of ``a`` for legacy consumers (``torch.utils.dlpack.from_dlpack``);
+    ``torch.from_dlpack(a)`` needs none. Example:
+
+        >>> type(to_dlpack(np.ones(2))).__name__
+        'PyCapsule'
+    """
+    a = _unboxed(a)
+    if isinstance(a, np.ndarray) or device_of(a) == "cuda":
+        return a.__dlpack__()
+    raise ArgumentTypeError(f"to_dlpack: argument 'a' must be a gpudl (NumPy or CuPy) array, "
+                            f"got {type(a).__name__}; make one with gd.asarray(a)")
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -105,6 +105,18 @@ class MissingKeyError(GpudlError, KeyError):
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
+class StateDictKeyError(MissingKeyError):
+    """A state dict whose keys do not match the model (``model.load_state_dict`` with
+    ``strict=True``): ``missing_keys`` and ``unexpected_keys`` list them, as torch's."""
+
+    def __init__(self, message: str, missing_keys=(), unexpected_keys=()):
+        super().__init__(message)
+        self.missing_keys, self.unexpected_keys = list(missing_keys), list(unexpected_keys)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.missing_keys, self.unexpected_keys)
+
+
 class IndexRangeError(GpudlError, IndexError, ValueError):
     """An integer index outside the axis it indexes (embedding rows, graph nodes, one-hot
     classes). Both an IndexError (what NumPy and torch raise) and a ValueError."""

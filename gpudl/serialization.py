@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ def _write_npz(f, flat: dict[str, np.ndarray]) -> None:
 _ORDER_KEY = "gpudl.key_order"  # safetensors metadata: the tree's key order (the format sorts)
 _SUM_KEY = "gpudl.sha256"  # safetensors metadata: checksum of the tensors and the metadata
 _NPZ_META = "__metadata__"  # .npz member holding the metadata (JSON bytes), when there is any
+_UPCAST_KEY = "gpudl.bfloat16_upcast"  # read_file's note of the BF16 tensors it made float32
 
 
 def _checksum(flat: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
@@ -163,10 +165,34 @@ def _write_safetensors(f, flat: dict[str, np.ndarray], metadata: dict | None = N
     f.write(st_save(flat, metadata={**meta, _SUM_KEY: _checksum(flat, meta)}))
 
 
-def _read_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from safetensors.numpy import load as st_load
+# safetensors dtype names -> NumPy (little-endian, as the format stores them). BF16 has no
+# NumPy dtype: it is read as float32, which holds every bfloat16 value exactly.
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2",
+                       "U8": "u1", "BOOL": "?"}
 
-    arrays = st_load(data)
+
+def _decode_tensor(name: str, info: dict) -> np.ndarray:
+    if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
+        bits = np.frombuffer(info["data"], dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(info["shape"])
+    if info["dtype"] not in _SAFETENSORS_DTYPES:
+        raise CheckpointError(
+            f"tensor {name!r} has dtype {info['dtype']}, which gpudl cannot read (it reads "
+            f"{', '.join(_SAFETENSORS_DTYPES)} and BF16); convert it in torch, e.g. "
+            "t.float(), and save again")
+    return np.frombuffer(info["data"], dtype=_SAFETENSORS_DTYPES[info["dtype"]]).reshape(
+        info["shape"])
+
+
+def _read_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(arrays, metadata)``; bfloat16 tensors come back as float32, their keys listed in
+    the metadata entry ``_UPCAST_KEY`` (JSON) for the caller's warning."""
+    from safetensors import deserialize
+
+    tensors = deserialize(data)  # validates the header and the offsets
+    arrays = {name: _decode_tensor(name, info) for name, info in tensors}
+    upcast = [name for name, info in tensors if info["dtype"] == "BF16"]
     header_len = int.from_bytes(data[:8], "little")
     meta = dict(json.loads(data[8:8 + header_len]).get("__metadata__") or {})
     stored = meta.pop(_SUM_KEY, None)  # files from torch or older gpudl have none
@@ -179,6 +205,8 @@ def _read_safetensors(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str
     order = json.loads(meta.pop(_ORDER_KEY)) if _ORDER_KEY in meta else []
     if sorted(order) == sorted(arrays):
         arrays = {k: arrays[k] for k in order}
+    if upcast:
+        meta[_UPCAST_KEY] = json.dumps(upcast)
     return arrays, meta
 
 
@@ -224,14 +252,22 @@ def read_file(path: str | os.PathLike, who: str = "gd.load"
                 flat = {k: data[k] for k in data.files}
             meta = flat.pop(_NPZ_META, None)
             return flat, (json.loads(bytes(meta).decode()) if meta is not None else {})
-        return _read_safetensors(path.read_bytes())
+        flat, meta = _read_safetensors(path.read_bytes())
     except ImportError as exc:
         raise CheckpointError(f"{who}: .safetensors needs the safetensors package") from exc
+    except CheckpointError as exc:  # a readable file holding what gpudl cannot load
+        raise CheckpointError(f"{who}: {path}: {exc}") from None
     except Exception as exc:  # zipfile, numpy and safetensors each raise their own kinds
         raise CheckpointError(
             f"{who}: {path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
             "restore it from an earlier checkpoint"
         ) from exc
+    upcast = json.loads(meta.pop(_UPCAST_KEY, "[]"))
+    if upcast:
+        warnings.warn(f"{who}: {path}: {len(upcast)} bfloat16 tensor(s) ({', '.join(upcast[:3])}"
+                      f"{', ...' if len(upcast) > 3 else ''}) loaded as float32 (NumPy has no "
+                      "bfloat16; float32 holds every value exactly)", UserWarning, stacklevel=3)
+    return flat, meta
 
 
 def _lists_back(node: Any) -> Any:
@@ -254,6 +290,10 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
     with ``like``, its params in ``like``'s structure.
 
     Arrays keep their saved dtype and go to ``device`` (default: the current device).
+    float16 stays float16 (and ``gd.save`` writes it back as float16), but the convolution
+    and pooling kernels take only float32/float64: cast with
+    ``gd.tree.tree_map(gd.asarray, tree)`` (floats to float32) before training. bfloat16
+    (which NumPy lacks) loads as float32, exactly, with one warning per file.
     With ``like`` (e.g. the params from ``model.init``), keys and shapes must match or a
     :class:`TreeMismatchError` names the missing, extra and mis-shaped entries; the result
     then has ``like``'s exact structure (dict order, tuples). Without it, dicts whose keys

@@ -38,7 +38,7 @@ GPUDL = Path(__file__).resolve().parents[1] / "gpudl"
 #                        `import gpudl` / `from gpudl import <attribute>` is a top-layer import.
 LAYERS: dict[str, int] = {
     # 0 backend
-    "gpudl.backend": 0, "gpudl._cuda_probe": 0, "gpudl.errors": 0, "gpudl.tree": 0,
+    "gpudl.backend": 0, "gpudl._arrays": 0, "gpudl._cuda_probe": 0, "gpudl.errors": 0, "gpudl.tree": 0,
     # 1 autodiff / ops
     "gpudl.autodiff": 1, "gpudl._trace": 1, "gpudl._backward": 1, "gpudl.ops": 1,
     "gpudl.testing": 1,

@@ -141,11 +141,56 @@ def message_passing(
 
 
 def add_self_loops(edge_index, num_nodes: int):
-    """``edge_index`` with an edge i -> i appended for every node."""
+    """``edge_index`` with an edge i -> i appended for every node (existing loops kept)."""
     raw = unbox_all(edge_index)
     xp = module_of(raw)
     loops = xp.arange(num_nodes, dtype=raw.dtype)
     return xp.concatenate([raw, xp.stack([loops, loops])], axis=1)
+
+
+def remove_self_loops(edge_index):
+    """``edge_index`` without its i -> i edges (PyG's ``remove_self_loops``).
+
+    Example:
+        >>> remove_self_loops(np.array([[0, 1, 2], [1, 1, 0]])).tolist()
+        [[0, 2], [1, 0]]
+    """
+    raw = unbox_all(edge_index)
+    return raw[:, raw[0] != raw[1]]
+
+
+def add_remaining_self_loops(edge_index, num_nodes: int, edge_weight=None,
+                             fill_value: float = 1.0):
+    """PyG's ``add_remaining_self_loops``: ``(edge_index', edge_weight')`` with every
+    existing i -> i edge removed and exactly one loop per node appended (nodes 0..N-1, in
+    order, after the other edges). A node that had a loop keeps that loop's weight (the
+    last one if it had several); the others get ``fill_value``. ``edge_weight`` None gives
+    None back.
+
+    Example:
+        >>> ei, w = add_remaining_self_loops(np.array([[0, 1, 1], [1, 1, 0]]), 2,
+        ...                                  np.array([1.0, 5.0, 2.0]))
+        >>> ei.tolist(), w.tolist()
+        ([[0, 1, 0, 1], [1, 0, 0, 1]], [1.0, 2.0, 1.0, 5.0])
+    """
+    raw = unbox_all(edge_index)
+    xp = module_of(raw)
+    keep = raw[0] != raw[1]
+    ei = add_self_loops(raw[:, keep], num_nodes)
+    if edge_weight is None:
+        return ei, None
+    # Index of each node's (last) existing loop; nodes without one take fill_value.
+    loop_edges = xp.flatnonzero(~keep)
+    nodes = raw[0, loop_edges]
+    last = xp.zeros(num_nodes, dtype=np.int64)
+    has = xp.zeros(num_nodes, dtype=bool)
+    # The largest edge position per node is its last loop; a maximum, not an assignment,
+    # because CuPy's writes to duplicate indices land in no defined order.
+    xp.maximum.at(last, nodes, loop_edges.astype(np.int64))
+    has[nodes] = True
+    loop_w = ops.where(has, ops.take(edge_weight, last), fill_value)
+    kept_w = ops.take(edge_weight, xp.flatnonzero(keep))
+    return ei, ops.concatenate([kept_w, ops.astype(loop_w, unbox_all(edge_weight).dtype)])
 
 
 # ------------------------------------------------------------------------ GCN
@@ -153,7 +198,9 @@ def gcn_norm_adjacency(adj, add_self_loops: bool = True):
     """Kipf & Welling's ``D^-1/2 (A + I) D^-1/2`` for a dense (N, N) adjacency.
 
     D is the degree (row sums) of ``A + I``; isolated nodes (degree 0 without self loops)
-    get 0 instead of a division by zero.
+    get 0 instead of a division by zero. Self loops follow PyG's ``gcn_norm``
+    (``add_remaining_self_loops``): a node whose diagonal entry is already nonzero keeps
+    it, the others get 1, so an explicit loop is not counted twice.
 
     Example:
         >>> gcn_norm_adjacency(np.array([[0.0, 1.0], [1.0, 0.0]])).round(6).tolist()
@@ -164,7 +211,10 @@ def gcn_norm_adjacency(adj, add_self_loops: bool = True):
         raise ShapeError(f"gcn_norm_adjacency: adjacency must be square (N, N), got {s}")
     a = adj
     if add_self_loops:
-        a = a + module_of(unbox_all(adj)).eye(s[0], dtype=unbox_all(adj).dtype)
+        raw = unbox_all(adj)
+        xp = module_of(raw)
+        missing = xp.diagonal(raw) == 0  # (N,): nodes without a loop get one of weight 1
+        a = a + xp.diag(missing.astype(raw.dtype))
     deg = ops.sum(a, axis=1)
     positive = ops.greater(deg, 0)
     inv_sqrt = ops.where(positive, 1.0 / ops.sqrt(ops.where(positive, deg, 1.0)), 0.0)
@@ -180,15 +230,15 @@ def gcn_norm_edges(
 
     Degrees count the in-edges of each target (``A + I`` rows for a symmetric graph), so
     ``message_passing(x, *gcn_norm_edges(...))`` equals ``gcn_norm_adjacency(A) @ x``.
+    ``self_loops`` as PyG's ``gcn_norm``: :func:`add_remaining_self_loops` (an existing
+    loop is replaced by one loop with its weight, not doubled; the loops come last).
     """
     ei = _check_edge_index(edge_index, num_nodes, "gcn_norm_edges")
     xp = module_of(ei)
     if edge_weight is None:
         edge_weight = xp.ones(ei.shape[1], dtype=dtype)
     if self_loops:
-        ei = add_self_loops(ei, num_nodes)
-        ones = xp.ones(num_nodes, dtype=unbox_all(edge_weight).dtype)
-        edge_weight = ops.concatenate([edge_weight, ones])
+        ei, edge_weight = add_remaining_self_loops(ei, num_nodes, edge_weight)
     deg = ops.segment_sum(edge_weight, ei[1], num_nodes)
     positive = ops.greater(deg, 0)
     inv_sqrt = ops.where(positive, 1.0 / ops.sqrt(ops.where(positive, deg, 1.0)), 0.0)
@@ -222,11 +272,13 @@ def gat_conv(
     a_dst . h_i)`` for each edge j -> i; ``alpha`` = softmax of e over i's in-edges;
     ``out_i = sum_j alpha_ij h_j``. Shapes: ``weight`` (heads*F', F_in), ``att_src`` and
     ``att_dst`` (heads, F'). ``concat``: (N, heads*F') else the mean over heads (N, F').
+    ``self_loops`` as PyG's ``GATConv(add_self_loops=True)``: existing i -> i edges are
+    removed, then one loop per node is added, so a node attends to itself exactly once.
     """
     n = _shape(x)[0]
     ei = _check_edge_index(edge_index, n, "gat_conv")
     if self_loops:
-        ei = add_self_loops(ei, n)
+        ei = add_self_loops(remove_self_loops(ei), n)
     hf = _shape(weight)[0]
     if (
         hf % num_heads
@@ -253,6 +305,7 @@ def gat_conv(
 
 
 __all__ = [
-    "add_self_loops", "gat_conv", "gcn_conv", "gcn_norm_adjacency", "gcn_norm_edges",
-    "message_passing", "readout", "segment_max", "segment_mean", "segment_softmax",
+    "add_remaining_self_loops", "add_self_loops", "gat_conv", "gcn_conv", "gcn_norm_adjacency",
+    "gcn_norm_edges", "message_passing", "readout", "remove_self_loops", "segment_max",
+    "segment_mean", "segment_softmax",
 ]

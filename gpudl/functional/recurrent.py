@@ -35,7 +35,9 @@ from gpudl.functional.rnn_cells import (
     _gru_pointwise,
     _lstm_pointwise,
     check_cell_shapes,
+    gru_reset_before_step,
     rnn_activation,
+    split_gru_hidden_weight,
 )
 
 _N_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -61,18 +63,22 @@ def unstack(x) -> tuple:
 
 # ----------------------------------------------------------------------------- arguments
 def _unpack_params(op: str, params: Any):
-    """(w_ih, w_hh, b_ih, b_hh) from a torch-named dict or a 2- or 4-sequence."""
+    """(w_ih, w_hh, b_ih, b_hh) from a torch-named dict or a 2- or 4-sequence.
+
+    A dict may hold one ``bias`` (one bias per gate, Keras's count) instead of
+    ``bias_ih``/``bias_hh``: it is used as ``b_ih``, with no ``b_hh``."""
     if isinstance(params, dict):
-        allowed = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"}
+        allowed = {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "bias"}
         unknown = set(params) - allowed
-        if unknown or "weight_ih" not in params or "weight_hh" not in params:
+        both = "bias" in params and ({"bias_ih", "bias_hh"} & set(params))
+        if unknown or both or "weight_ih" not in params or "weight_hh" not in params:
             raise TreeMismatchError(
                 f"{op}: params must be a dict with 'weight_ih', 'weight_hh' and optional "
-                f"'bias_ih', 'bias_hh' (torch names without the _l0 suffix), got keys "
-                f"{sorted(params)}"
+                f"'bias_ih', 'bias_hh' (torch names without the _l0 suffix) or one 'bias' "
+                f"(one bias per gate), got keys {sorted(params)}"
             )
-        return (params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
-                params.get("bias_hh"))
+        return (params["weight_ih"], params["weight_hh"],
+                params.get("bias_ih", params.get("bias")), params.get("bias_hh"))
     if isinstance(params, list | tuple) and len(params) in (2, 4):
         w_ih, w_hh, *rest = params
         return (w_ih, w_hh, *(rest or (None, None)))
@@ -115,7 +121,7 @@ def _step_masks(op: str, lengths, t_len: int, n: int, like):
 
 # ----------------------------------------------------------------------------- the loop
 def _run(op: str, kind: str, x, h0, c0, params, batch_first: bool, lengths, reverse: bool,
-         nonlinearity: str = "tanh"):
+         nonlinearity: str = "tanh", reset_after: bool = True):
     w_ih, w_hh, b_ih, b_hh = _unpack_params(op, params)
     check_float_operands(op, {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh,
                               "bias_ih": b_ih, "bias_hh": b_hh}, CELL_DTYPES)
@@ -138,25 +144,32 @@ def _run(op: str, kind: str, x, h0, c0, params, batch_first: bool, lengths, reve
     g = _N_GATES[kind] * hidden
 
     # Input projection of every step in one GEMM; the step-invariant biases go in here too
-    # (not GRU's b_hh: r multiplies its n part inside the cell).
+    # (not torch GRU's b_hh: r multiplies its n part inside the cell; the reset-before GRU
+    # adds every bias outside r).
+    fused_gru = kind == "gru" and reset_after
     proj = ops.matmul(ops.reshape(x, (t_len * n, i)), ops.transpose(w_ih))  # (T*N, G)
-    for b in (b_ih, b_hh if kind != "gru" else None):
+    for b in (b_ih, None if fused_gru else b_hh):
         if b is not None:
             proj = proj + b
     proj_steps = _unstack(ops.reshape(proj, (t_len, n, g)))  # T x (N, G)
     w_hh_t = ops.transpose(w_hh)  # (H, G)
+    if kind == "gru" and not reset_after:
+        w_rz_t, w_n_t = split_gru_hidden_weight(w_hh)  # (H, 2H), (H, H)
     masks = None if lengths is None else _step_masks(op, lengths, t_len, n, x)
 
     outputs: list[Any] = [None] * t_len
     for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
-        hh = ops.matmul(h, w_hh_t)  # (N, G)
         c_new = None
-        if kind == "lstm":
+        if kind == "gru" and not reset_after:
+            h_new = gru_reset_before_step(proj_steps[t], h, w_rz_t, w_n_t)
+        elif kind == "lstm":
+            hh = ops.matmul(h, w_hh_t)  # (N, G)
             h_new, c_new = _lstm_pointwise(proj_steps[t] + hh, c)
         elif kind == "gru":
+            hh = ops.matmul(h, w_hh_t)
             h_new = _gru_pointwise(proj_steps[t], hh if b_hh is None else hh + b_hh, h)
         else:
-            h_new = act(proj_steps[t] + hh)
+            h_new = act(proj_steps[t] + ops.matmul(h, w_hh_t))
         if masks is None:
             h, c, outputs[t] = h_new, c_new, h_new
         else:
@@ -192,18 +205,22 @@ def lstm(x, h0, c0, params, batch_first: bool = False, lengths=None, reverse: bo
     return _run("F.lstm", "lstm", x, h0, c0, params, batch_first, lengths, reverse)
 
 
-def gru(x, h0, params, batch_first: bool = False, lengths=None, reverse: bool = False):
+def gru(x, h0, params, batch_first: bool = False, lengths=None, reverse: bool = False,
+        reset_after: bool = True):
     """One-layer, one-direction GRU over a sequence (torch.nn.GRU semantics).
 
     As :func:`lstm` with weights (3H, I), (3H, H), biases (3H,), no cell state.
-    Returns ``(y, h_n (1, N, H))``.
+    Returns ``(y, h_n (1, N, H))``. ``reset_after=False``: the course's / Keras's
+    reset-before form ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)`` (a composite of
+    gpudl ops; only the default torch form uses the fused GRU kernel).
 
     Example:
         >>> y, h = gru(np.ones((4, 1, 3)), None, (np.zeros((6, 3)), np.zeros((6, 2))))
         >>> y.shape, h.shape
         ((4, 1, 2), (1, 1, 2))
     """
-    return _run("F.gru", "gru", x, h0, None, params, batch_first, lengths, reverse)
+    return _run("F.gru", "gru", x, h0, None, params, batch_first, lengths, reverse,
+                reset_after=reset_after)
 
 
 def rnn(x, h0, params, batch_first: bool = False, lengths=None, reverse: bool = False,
@@ -222,14 +239,16 @@ def rnn(x, h0, params, batch_first: bool = False, lengths=None, reverse: bool = 
 
 
 def stacked(kind: str, x, h0, c0, layers: Sequence[Any], bidirectional: bool = False,
-            batch_first: bool = False, lengths=None, nonlinearity: str = "tanh"):
+            batch_first: bool = False, lengths=None, nonlinearity: str = "tanh",
+            reset_after: bool = True):
     """Multi-layer (and bidirectional) ``kind`` in {'lstm', 'gru', 'rnn'}, torch layout.
 
     ``layers``: per-(layer, direction) params in torch order (layer-major: l0, l0_reverse,
     l1, ...), each as :func:`lstm` takes them. h0/c0: (L*D, N, H) or None. Layer l > 0 reads
     the previous layer's (T, N, D*H) output ([forward, reverse] halves). No inter-layer
     dropout here (the nn layer adds it). Returns ``(y (T, N, D*H), h_n)`` for 'gru'/'rnn'
-    and ``(y, (h_n, c_n))`` for 'lstm', h_n/c_n (L*D, N, H).
+    and ``(y, (h_n, c_n))`` for 'lstm', h_n/c_n (L*D, N, H). ``reset_after``: 'gru' only,
+    as :func:`gru`.
 
     Example:
         >>> p = (np.zeros((8, 3)), np.zeros((8, 2)))
@@ -259,7 +278,7 @@ def stacked(kind: str, x, h0, c0, layers: Sequence[Any], bidirectional: bool = F
                 y, (h_n, c_n) = lstm(x, h, c, layers[k], **kw)
                 finals_c.append(c_n)
             elif kind == "gru":
-                y, h_n = gru(x, h, layers[k], **kw)
+                y, h_n = gru(x, h, layers[k], reset_after=reset_after, **kw)
             else:
                 y, h_n = rnn(x, h, layers[k], nonlinearity=nonlinearity, **kw)
             outs.append(y)

@@ -6,6 +6,11 @@ primitive with two bodies (DESIGN principle 3):
 * ``lstm_pointwise(gates (N, 4H), c (N, H)) -> (h_new, c_new)``, torch gate order i, f, g, o.
 * ``gru_pointwise(gi (N, 3H), gh (N, 3H), h (N, H)) -> h_new``, torch gate order r, z, n.
 
+Only torch's GRU (``reset_after=True``: r scales ``W_hn h + b_hn``) uses the fused kernel.
+The course's / Keras ``reset_after=False`` GRU, ``n = tanh(W_in x + b_in + W_hn (r * h) +
+b_hn)``, needs r before the hidden matmul, so it runs as a composite of gpudl ops
+(:func:`gru_reset_before_step`), differentiable by autodiff, on both devices.
+
 On CuPy arrays the forward and the backward are one kernel launch each; on NumPy arrays
 the twins compute the same formulas (both bodies live in ``_rnn_kernels.py``; this module
 holds the checks, the primitives with their vjps, and the cells; the sequence functions
@@ -221,11 +226,40 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return _lstm_pointwise(gates, c)
 
 
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+def gru_reset_before_step(gi, h, w_rz_t, w_n_t):
+    """The reset-before GRU step (Cho et al. 2014; Keras ``reset_after=False``), a composite.
+
+    ``gi`` (N, 3H) = ``x W_ih^T + b_ih + b_hh`` (every bias is outside r in this form),
+    ``w_rz_t`` (H, 2H) = ``W_hh[:2H]^T``, ``w_n_t`` (H, H) = ``W_hh[2H:]^T``:
+    ``r, z = σ(gi_rz + h W_rz^T)``, ``n = tanh(gi_n + (r * h) W_hn^T)``,
+    ``h' = (1 - z) * n + z * h``.
+
+    Example:
+        >>> gru_reset_before_step(np.zeros((1, 3)), np.ones((1, 1)), np.zeros((1, 2)),
+        ...                       np.zeros((1, 1))).tolist()
+        [[0.5]]
+    """
+    hidden = _shape(h)[1]
+    rz = ops.sigmoid(gi[:, :2 * hidden] + ops.matmul(h, w_rz_t))  # (N, 2H)
+    r, z = rz[:, :hidden], rz[:, hidden:]
+    n = ops.tanh(gi[:, 2 * hidden:] + ops.matmul(r * h, w_n_t))  # (N, H)
+    return (1.0 - z) * n + z * h
+
+
+def split_gru_hidden_weight(w_hh):
+    """``(W_hh[:2H]^T (H, 2H), W_hh[2H:]^T (H, H))`` for :func:`gru_reset_before_step`."""
+    hidden = _shape(w_hh)[1]
+    return ops.transpose(w_hh[:2 * hidden]), ops.transpose(w_hh[2 * hidden:])
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, reset_after: bool = True):
     """One GRU step as torch.nn.GRUCell: x (N, I), h (N, H), w_ih (3H, I), w_hh (3H, H).
 
     Gate order r, z, n; ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
-    ``h' = (1 - z) * n + z * h``. Returns ``h_new`` (N, H).
+    ``h' = (1 - z) * n + z * h``. Returns ``h_new`` (N, H). ``reset_after=False`` is the
+    course's (and Keras ``reset_after=False``) form ``n = tanh(W_in x + b_in + W_hn (r * h)
+    + b_hn)``, computed as a composite (:func:`gru_reset_before_step`); the fused kernel
+    serves ``reset_after=True`` only.
 
     Example:
         >>> gru_cell(np.ones((2, 3)), np.ones((2, 4)), np.zeros((12, 3)), np.zeros((12, 4))).shape
@@ -235,6 +269,10 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     check_float_operands(op, {"x": x, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih,
                               "b_hh": b_hh}, CELL_DTYPES)
     check_cell_shapes(op, 3, _shape(x), _shape(h), None, w_ih, w_hh, b_ih, b_hh)
+    if not reset_after:
+        gi = _affine(x, w_ih, b_ih)
+        return gru_reset_before_step(gi if b_hh is None else gi + b_hh, h,
+                                     *split_gru_hidden_weight(w_hh))
     return _gru_pointwise(_affine(x, w_ih, b_ih), _affine(h, w_hh, b_hh), h)
 
 
@@ -264,4 +302,5 @@ def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh")
     return act(_affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh))
 
 
-__all__ = ["gru_cell", "gru_pointwise", "lstm_cell", "lstm_pointwise", "rnn_cell"]
+__all__ = ["gru_cell", "gru_pointwise", "gru_reset_before_step", "lstm_cell",
+           "lstm_pointwise", "rnn_cell"]

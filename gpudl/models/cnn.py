@@ -106,8 +106,14 @@ class _ExpectInput(nn.Layer):
 
 
 # ----------------------------------------------------------------------------- AlexNet
+#: conv widths per variant: torchvision's (Krizhevsky 2014, "one weird trick") and the 2012
+#: paper's, both GPUs' halves side by side (48+48, 128+128, 192+192, 192+192, 128+128).
+ALEXNET_WIDTHS = {"torchvision": (64, 192, 384, 256, 256), "original": (96, 256, 384, 384, 256)}
+
+
 def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool = False,
-            hidden: int | None = None, dropout: float = 0.5) -> nn.Sequential:
+            hidden: int | None = None, dropout: float = 0.5,
+            variant: str = "torchvision") -> nn.Sequential:
     """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in its one-GPU form, torchvision's layout.
 
     features: conv 64@11x11/4 pad 2 -> maxpool 3/2 -> conv 192@5x5 pad 2 -> maxpool 3/2 ->
@@ -117,6 +123,12 @@ def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool 
     torchvision's adaptive 6x6 pool is the identity and the count matches its
     ``alexnet()``: **61,100,840** parameters with 1000 classes. Another ``input_size``
     changes the first dense layer's fan-in (256 * s * s for an s x s final map).
+
+    ``variant="original"``: the 2012 paper's conv widths 96/256/384/384/256 (its two GPUs'
+    halves joined into one, as the course counts it; no grouped convs, no LRN), same
+    kernels, strides, pools and classifier: **62,378,344** parameters with 1000 classes at
+    224x224 (conv 34,944 + 614,656 + 885,120 + 1,327,488 + 884,992; dense 37,752,832 +
+    16,781,312 + 4,097,000). The default ``"torchvision"`` keeps 64/192/384/256/256.
 
     ``small=True`` is a CIFAR-size variant for 32x32 inputs: the same 5 convs / 3 dense
     layers with 3x3 kernels (the first with stride 2), 2x2 max pools (32 -> 16 -> 8 -> 4
@@ -129,23 +141,27 @@ def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool 
         >>> net.apply(p, s, gd.ops.zeros((2, 3, 32, 32)))[0].shape
         (2, 10)
     """
+    if variant not in ALEXNET_WIDTHS:
+        raise ConfigError(f"alexnet: variant must be one of {sorted(ALEXNET_WIDTHS)}, got "
+                          f"{variant!r}")
+    c1, c2, c3, c4, c5 = ALEXNET_WIDTHS[variant]
     size = input_size or (32 if small else 224)
     hidden = hidden or (1024 if small else 4096)
     if small:
         final = _conv_out(size, 3, 2, 1) // 2 // 2 // 2  # stride-2 conv, three 2x2 pools
-        features = [Conv2d(64, 3, stride=2, padding=1), nn.ReLU(), MaxPool2d(2),
-                    Conv2d(192, 3, padding=1), nn.ReLU(), MaxPool2d(2)]
+        features = [Conv2d(c1, 3, stride=2, padding=1), nn.ReLU(), MaxPool2d(2),
+                    Conv2d(c2, 3, padding=1), nn.ReLU(), MaxPool2d(2)]
         last_pool = MaxPool2d(2)
     else:
         final = _conv_out(_conv_out(_conv_out(_conv_out(size, 11, 4, 2), 3, 2), 3, 2), 3, 2)
-        features = [Conv2d(64, 11, stride=4, padding=2), nn.ReLU(), MaxPool2d(3, 2),
-                    Conv2d(192, 5, padding=2), nn.ReLU(), MaxPool2d(3, 2)]
+        features = [Conv2d(c1, 11, stride=4, padding=2), nn.ReLU(), MaxPool2d(3, 2),
+                    Conv2d(c2, 5, padding=2), nn.ReLU(), MaxPool2d(3, 2)]
         last_pool = MaxPool2d(3, 2)
     if final < 1:
         raise ConfigError(f"alexnet: input_size={size} is too small for the "
                          f"{'small' if small else 'full'} layout (no feature map is left)")
-    features += [Conv2d(384, 3, padding=1), nn.ReLU(), Conv2d(256, 3, padding=1), nn.ReLU(),
-                 Conv2d(256, 3, padding=1), nn.ReLU(), last_pool]
+    features += [Conv2d(c3, 3, padding=1), nn.ReLU(), Conv2d(c4, 3, padding=1), nn.ReLU(),
+                 Conv2d(c5, 3, padding=1), nn.ReLU(), last_pool]
     hint = "Build it with alexnet(input_size=H)" + ("" if small else
                                                     ", or small=True for 32x32 images")
     return nn.Sequential([

@@ -38,6 +38,7 @@ from gpudl.nn.conv import (
     MaxPool2d,
 )
 from gpudl.nn.core import Dense, Flatten, Identity, Lambda, Linear, Reshape
+from gpudl.nn.gnn import GATConv, GCNConv
 from gpudl.nn.graph import Add, Concatenate, Input, Model, Multiply
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm
 from gpudl.nn.recurrent import GRU, LSTM, RNN
@@ -65,7 +66,7 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout", "Embedding",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "MultiHeadAttention", "PositionalEncoding", "TransformerEncoderLayer",
-    "TransformerDecoderLayer",
+    "TransformerDecoderLayer", "GCNConv", "GATConv",
     # activations: the by-name layer, PReLU (a parameter), then one per registration
     "Activation", "PReLU", *sorted(_activations.layer_classes()),
     # containers and graphs

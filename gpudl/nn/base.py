@@ -166,6 +166,17 @@ class Layer:
 
         return summary_data(self, x_example, key)
 
+    def load_state_dict(self, state_dict: dict, strict: bool = True, x_example=None,
+                        device: str | None = None):
+        """``(params, state)`` from a torch-style flat dict (torch's ``model.state_dict()``,
+        ``gd.state_dict``, ``gd.load``), no template needed: BatchNorm's buffers go to
+        ``state``, the rest to ``params``. ``strict`` raises StateDictKeyError naming missing
+        and unexpected keys; ``x_example`` also checks every key and shape. See
+        gpudl/nn/state_dict.py."""
+        from gpudl.nn.state_dict import load_state_dict
+
+        return load_state_dict(self, state_dict, strict, x_example, device)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name or ''})"
 

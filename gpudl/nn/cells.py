@@ -5,6 +5,9 @@ Thin wrappers over ``F.lstm_cell`` / ``F.gru_cell`` / ``F.rnn_cell`` for hand-wr
 (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H,), with G = 4 (LSTM,
 gates i, f, g, o), 3 (GRU, gates r, z, n) or 1 (Elman), all initialised
 uniform(-1/sqrt(H), 1/sqrt(H)) as torch. The input size I is inferred from the example.
+``bias="single"`` stores one ``bias`` (G*H,) instead (Keras's count; used as ``bias_ih``
+with ``bias_hh`` = 0), ``bias=False`` none. ``nn.GRUCell(reset_after=False)`` is the
+course's / Keras's reset-before GRU (``F.gru_cell(..., reset_after=False)``).
 
 ``apply`` takes ``x`` (N, I) alone (zero initial state), torch's pair ``(x, h)`` /
 ``(x, (h, c))``, or a dict ``{"x": x, "h": h, "c": c}``. It returns ``h`` (N, H), or
@@ -32,27 +35,37 @@ from gpudl import ops
 from gpudl import random as gdr
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn import initializers as inits
-from gpudl.nn.arguments import check_bool, check_int, layer_label, positional_limit
+from gpudl.nn.arguments import check_int, layer_label, positional_limit
 from gpudl.nn.base import Layer, array_device, check_params, float_dtype
-from gpudl.nn.recurrent import _GATES, _torch_order_hint, check_nonlinearity
+from gpudl.nn.recurrent import (
+    _GATES,
+    _torch_order_hint,
+    bias_names,
+    check_bias,
+    check_nonlinearity,
+    check_reset_after,
+)
 
 
 class _Cell(Layer):
     kind = "rnn"
 
     @positional_limit(1, _torch_order_hint)
-    def __init__(self, hidden_size: int, *, bias: bool = True, nonlinearity: str | None = None,
+    def __init__(self, hidden_size: int, *, bias: bool | str = True,
+                 nonlinearity: str | None = None, reset_after: bool = True,
                  name: str | None = None):
         super().__init__(name)
         self.hidden = check_int(self, "hidden_size", hidden_size)
-        self.use_bias = check_bool(self, "bias", bias)
+        self.bias_mode = check_bias(self, bias)
+        self.use_bias = self.bias_mode != "none"
         self.nonlinearity = check_nonlinearity(self, nonlinearity)
+        self.reset_after = check_reset_after(self, reset_after)
 
     def prefix(self) -> str:
         return f"{self.kind}_cell"
 
     def _names(self) -> list[str]:
-        return ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.use_bias else [])
+        return ["weight_ih", "weight_hh", *bias_names(self.bias_mode)]
 
     def _parts(self, inputs):
         """(x, h, c) from x, (x, h), (x, (h, c)) or {"x", "h", "c"} (missing states: None)."""
@@ -88,8 +101,8 @@ class _Cell(Layer):
     def _shapes(self, x) -> dict:
         g, h = _GATES[self.kind], self.hidden
         shapes = {"weight_ih": (g * h, x.shape[1]), "weight_hh": (g * h, h)}
-        if self.use_bias:
-            shapes.update(bias_ih=(g * h,), bias_hh=(g * h,))
+        for b in bias_names(self.bias_mode):
+            shapes[b] = (g * h,)
         return shapes
 
     def param_shapes(self, x) -> dict:
@@ -112,12 +125,12 @@ class _Cell(Layer):
         zeros = ops.zeros((x.shape[0], self.hidden), dtype=float_dtype(x),
                           device=array_device(x))
         h = zeros if h is None else h
-        w = (params["weight_ih"], params["weight_hh"], params.get("bias_ih"),
+        w = (params["weight_ih"], params["weight_hh"], params.get("bias_ih", params.get("bias")),
              params.get("bias_hh"))
         if self.kind == "lstm":
             return F.lstm_cell(x, h, zeros if c is None else c, *w), state
         if self.kind == "gru":
-            return F.gru_cell(x, h, *w), state
+            return F.gru_cell(x, h, *w, reset_after=self.reset_after), state
         return F.rnn_cell(x, h, *w, nonlinearity=self.nonlinearity), state
 
     def macs(self, x, y, params):

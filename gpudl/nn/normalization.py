@@ -2,7 +2,10 @@
 
 BatchNorm uses batch statistics and updates its running statistics only when
 ``train=True``; otherwise it normalises with the running statistics (PyTorch defaults:
-momentum 0.1, eps 1e-5). Dropout needs a key when ``train=True``.
+momentum 0.1, eps 1e-5). Its state holds torch's three buffers: ``running_mean``,
+``running_var`` and ``num_batches_tracked`` (an int64 scalar counting the training
+batches, as torch's; ``momentum=None`` uses it for a cumulative average). Dropout needs a
+key when ``train=True``.
 
 Example:
     >>> import gpudl as gd
@@ -10,7 +13,7 @@ Example:
     >>> bn = nn.BatchNorm2d()
     >>> p, s = bn.init(gd.random.key(0), gd.ops.zeros((2, 3, 4, 4)))
     >>> sorted(p), sorted(s)
-    (['bias', 'weight'], ['running_mean', 'running_var'])
+    (['bias', 'weight'], ['num_batches_tracked', 'running_mean', 'running_var'])
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import numpy as np
 
 from gpudl import functional as F
 from gpudl import ops
-from gpudl.autodiff import stop_gradient
-from gpudl.backend import asarray
+from gpudl.autodiff import stop_gradient, unbox_all
+from gpudl.backend import asarray, module_of
 from gpudl.errors import ConfigError, MissingKeyError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
@@ -45,10 +48,13 @@ class _BatchNorm(Layer):
     the input, and when given (torch's ``BatchNorm2d(64)``) it is checked against it. The
     other arguments are keyword-only, so torch's positional ``eps, momentum`` cannot land in
     the wrong slot. ``momentum`` is torch's (weight of the new batch, in [0, 1]); Keras's
-    ``momentum=0.99`` is torch's ``momentum=0.01``."""
+    ``momentum=0.99`` is torch's ``momentum=0.01``; ``momentum=None`` is torch's cumulative
+    moving average (weight ``1 / num_batches_tracked``, read back to the host each step)."""
 
     base_name = "bn"
     ranks: tuple[int, ...] = (2, 3)
+    #: leaf names of the state (torch's buffers), what ``load_state_dict`` puts in ``state``
+    state_names = ("running_mean", "running_var", "num_batches_tracked")
 
     @positional_limit(1, _batch_norm_hint)
     def __init__(self, num_features: int | None = None, *, momentum: float = 0.1,
@@ -59,13 +65,11 @@ class _BatchNorm(Layer):
                 "It is optional (the channel count is inferred from the input); momentum, "
                 f"eps and affine are keyword-only: {layer_label(self)}(momentum=0.1)."))
         self.num_features = num_features
-        if momentum is None:
-            raise LayerArgumentError(
-                f"{layer_label(self)}: momentum=None (torch's cumulative average) is not "
-                "supported; give a number in [0, 1] such as 0.1")
-        self.momentum = check_float(self, "momentum", momentum, 0.0, 1.0, hint=(
-            "It is the weight of the new batch in the running statistics, as torch's "
-            "(Keras's momentum=0.99 is momentum=0.01 here)."))
+        self.momentum = None if momentum is None else check_float(
+            self, "momentum", momentum, 0.0, 1.0, hint=(
+                "It is the weight of the new batch in the running statistics, as torch's "
+                "(Keras's momentum=0.99 is momentum=0.01 here; None is torch's cumulative "
+                "average)."))
         self.eps = check_float(self, "eps", eps, low=0.0, low_open=True)
         self.affine = check_bool(self, "affine", affine)
         self._has_params = self.affine  # affine=False: running statistics only, no params entry
@@ -91,7 +95,8 @@ class _BatchNorm(Layer):
             params = {"weight": ops.ones((c,), dtype=dtype, device=dev),
                       "bias": ops.zeros((c,), dtype=dtype, device=dev)}
         state = {"running_mean": ops.zeros((c,), dtype=dtype, device=dev),
-                 "running_var": ops.ones((c,), dtype=dtype, device=dev)}
+                 "running_var": ops.ones((c,), dtype=dtype, device=dev),
+                 "num_batches_tracked": ops.zeros((), dtype=np.int64, device=dev)}
         return params, state
 
     def param_shapes(self, x) -> dict:
@@ -110,10 +115,25 @@ class _BatchNorm(Layer):
                 "state returned by model.init (and by the previous apply)"
             )
         gamma, beta = params.get("weight"), params.get("bias")
+        # a state without the counter (gpudl checkpoints before it existed) stays without it
+        count = state.get("num_batches_tracked")
+        if train and count is not None:
+            count = unbox_all(count)
+            count = module_of(count).asarray(count + 1, dtype=count.dtype)  # 0-d stays an array
+        momentum = self.momentum
+        if momentum is None and train:  # torch's cumulative average: 1/n for the n-th batch
+            if count is None:
+                raise MissingKeyError(
+                    f"nn.{type(self).__name__}: momentum=None needs num_batches_tracked in the "
+                    f"state (got keys {sorted(state)}); pass the state of model.init")
+            momentum = 1.0 / float(count)  # one host read per step, as torch's
         y, (mean, var) = F.batch_norm(x, gamma, beta, state["running_mean"],
-                                      state["running_var"], train, momentum=self.momentum,
+                                      state["running_var"], train, momentum=momentum or 0.0,
                                       eps=self.eps)
-        return y, {"running_mean": mean, "running_var": var}
+        new = {"running_mean": mean, "running_var": var}
+        if count is not None:
+            new["num_batches_tracked"] = count
+        return y, new
 
 
 class BatchNorm1d(_BatchNorm):

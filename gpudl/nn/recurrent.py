@@ -4,6 +4,14 @@ Parameters use torch's names (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``
 ``bias_hh_l0``, ``..._reverse``) and shapes, so a torch ``state_dict`` loads directly.
 Default init as torch: uniform(-1/sqrt(hidden), 1/sqrt(hidden)) for every tensor.
 
+``bias``: True (torch's two biases per gate, ``bias_ih_l0`` and ``bias_hh_l0``), False
+(none) or ``"single"``: one bias per gate, ``bias_l0`` (G*H,), Keras's and the course's
+count (SimpleRNN(32) on 32 features: 32*32 + 32*32 + 32 = 2,080 parameters); it is added
+where torch adds ``bias_ih`` (torch's ``bias_hh`` = 0), so a torch model with ``bias_hh``
+zero maps onto it. ``nn.GRU(reset_after=False)`` is the course's (Keras
+``reset_after=False``) GRU, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``, run as a
+composite of gpudl ops; the default torch form uses the fused kernel.
+
 Input: (T, N, I), or (N, T, I) with ``batch_first=True``. ``apply`` takes either the
 array, or a dict ``{"x": x, "lengths": (N,) ints, "h0": ..., "c0": ...}`` for
 variable-length sequences and explicit initial states (each optional). Output:
@@ -53,6 +61,30 @@ def _torch_order_hint(label: str, args: tuple) -> str:
             "batch_first, ... by keyword.")
 
 
+def check_bias(layer: Layer, bias) -> str:
+    """``bias`` True / False / "single" as 'double' (torch's b_ih + b_hh), 'none', 'single'."""
+    if bias == "single":
+        return "single"
+    hint = ("Use True (torch's bias_ih and bias_hh), 'single' (one bias per gate, as Keras) "
+            "or False.")
+    return "double" if check_bool(layer, "bias", bias, hint=hint) else "none"
+
+
+def check_reset_after(layer: Layer, reset_after: bool) -> bool:
+    """GRU layers and cells only: False selects the reset-before (Keras/course) form."""
+    reset_after = check_bool(layer, "reset_after", reset_after)
+    if layer.kind != "gru" and not reset_after:
+        raise LayerArgumentError(f"{layer_label(layer)}: reset_after applies to nn.GRU and "
+                                 "nn.GRUCell only; remove the argument")
+    return reset_after
+
+
+def bias_names(mode: str, sfx: str = "") -> list[str]:
+    """Parameter names of the biases for a bias mode ('double', 'single', 'none')."""
+    return {"double": [f"bias_ih{sfx}", f"bias_hh{sfx}"], "single": [f"bias{sfx}"],
+            "none": []}[mode]
+
+
 def check_nonlinearity(layer: Layer, nonlinearity: str | None) -> str | None:
     """RNN layers and cells take 'tanh' or 'relu'; LSTM/GRU have fixed gate functions."""
     label = layer_label(layer)
@@ -73,9 +105,10 @@ class _Recurrent(Layer):
 
     @positional_limit(1, _torch_order_hint)
     def __init__(self, hidden_size: int, *, num_layers: int = 1, bidirectional: bool = False,
-                 batch_first: bool = False, dropout: float = 0.0, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bias: bool | str = True,
                  return_sequences: bool = True, return_state: bool = False,
-                 nonlinearity: str | None = None, name: str | None = None):
+                 nonlinearity: str | None = None, reset_after: bool = True,
+                 name: str | None = None):
         super().__init__(name)
         self.hidden = check_int(self, "hidden_size", hidden_size)
         self.num_layers = check_int(self, "num_layers", num_layers)
@@ -83,7 +116,9 @@ class _Recurrent(Layer):
         self.batch_first = check_bool(self, "batch_first", batch_first)
         self.dropout = check_float(self, "dropout", dropout, 0.0, 1.0, high_open=True, hint=(
             "It is the drop probability between stacked layers (torch's dropout)."))
-        self.use_bias = check_bool(self, "bias", bias)
+        self.bias_mode = check_bias(self, bias)
+        self.use_bias = self.bias_mode != "none"
+        self.reset_after = check_reset_after(self, reset_after)
         self.return_sequences = check_bool(self, "return_sequences", return_sequences)
         self.return_state = check_bool(self, "return_state", return_state)
         self.nonlinearity = check_nonlinearity(self, nonlinearity)
@@ -98,9 +133,7 @@ class _Recurrent(Layer):
     def _names(self) -> list[str]:
         names = []
         for sfx in self._suffixes():
-            names += [f"weight_ih{sfx}", f"weight_hh{sfx}"]
-            if self.use_bias:
-                names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+            names += [f"weight_ih{sfx}", f"weight_hh{sfx}", *bias_names(self.bias_mode, sfx)]
         return names
 
     def _shapes(self, n_in: int) -> dict:
@@ -110,8 +143,8 @@ class _Recurrent(Layer):
         for sfx in self._suffixes():
             shapes[f"weight_ih{sfx}"] = (g * h, n_in if sfx.startswith("_l0") else d * h)
             shapes[f"weight_hh{sfx}"] = (g * h, h)
-            if self.use_bias:
-                shapes[f"bias_ih{sfx}"] = shapes[f"bias_hh{sfx}"] = (g * h,)
+            for b in bias_names(self.bias_mode, sfx):
+                shapes[b] = (g * h,)
         return shapes
 
     def param_shapes(self, x) -> dict:
@@ -153,8 +186,8 @@ class _Recurrent(Layer):
             outs = []
             for di in range(d):
                 sfx = f"_l{layer}" + ("_reverse" if di else "")
-                w = {k: params[f"{k}{sfx}"] for k in ("weight_ih", "weight_hh")
-                     + (("bias_ih", "bias_hh") if self.use_bias else ())}
+                w = {k: params[f"{k}{sfx}"] for k in ("weight_ih", "weight_hh",
+                                                       *bias_names(self.bias_mode))}
                 idx = layer * d + di
                 hi = None if h0 is None else h0[idx]
                 y, final = self._run_one(seq, hi, None if c0 is None else c0[idx], w, lengths,
@@ -184,7 +217,8 @@ class _Recurrent(Layer):
         if self.kind == "lstm":
             return F.lstm(seq, h0, c0, w, lengths=lengths, reverse=reverse)
         if self.kind == "gru":
-            return F.gru(seq, h0, w, lengths=lengths, reverse=reverse)
+            return F.gru(seq, h0, w, lengths=lengths, reverse=reverse,
+                         reset_after=self.reset_after)
         return F.rnn(seq, h0, w, lengths=lengths, reverse=reverse, nonlinearity=self.nonlinearity)
 
     def _last_step(self, seq, lengths):

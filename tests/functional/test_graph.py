@@ -150,3 +150,58 @@ def test_graph_errors():
         G.readout(x, np.array([0.0, 1.0, 1.0]), 2)
     with pytest.raises(ValueError, match="aggr must be"):
         G.message_passing(x, np.array([[0], [1]]), aggr="min")
+
+
+# A graph with an explicit self loop on node 1 (0 <-> 1, 2 -> 1, 1 -> 1): PyG's GCNConv
+# and GATConv count that loop once, not once more on top of the loop they add.
+LOOPED = np.array([[0, 1, 1, 2], [1, 0, 1, 1]])
+
+
+def test_gcn_norm_edges_keeps_one_loop_per_node_as_pyg():
+    ei, w = G.gcn_norm_edges(LOOPED, 3, dtype=np.float64)
+    # add_remaining_self_loops: the explicit 1 -> 1 goes, loops 0, 1, 2 come last.
+    assert ei.tolist() == [[0, 1, 2, 0, 1, 2], [1, 0, 1, 0, 1, 2]]
+    # In-degrees with one loop each: node 0 {1, 0} = 2, node 1 {0, 2, 1} = 3, node 2 {2} = 1.
+    s = math.sqrt
+    np.testing.assert_allclose(
+        w, [1 / s(2 * 3), 1 / s(3 * 2), 1 / s(1 * 3), 1 / 2, 1 / 3, 1.0], rtol=1e-12)
+    x = np.array([[1.0], [10.0], [100.0]])
+    out = G.message_passing(x, ei, w)
+    np.testing.assert_allclose(out[:, 0], [10 / s(6) + 1 / 2,
+                                           1 / s(6) + 100 / s(3) + 10 / 3, 100.0], rtol=1e-12)
+    # Dense form: a diagonal entry already there is kept, not incremented.
+    np.testing.assert_allclose(G.gcn_norm_adjacency(dense_adjacency(LOOPED, 3)) @ x, out,
+                               rtol=1e-12)
+
+
+def test_add_remaining_self_loops_keeps_the_loop_weight():
+    ew = np.array([1.0, 2.0, 5.0, 3.0])
+    ei, w = G.add_remaining_self_loops(LOOPED, 3, ew)
+    assert ei.tolist() == [[0, 1, 2, 0, 1, 2], [1, 0, 1, 0, 1, 2]]
+    assert w.tolist() == [1.0, 2.0, 3.0, 1.0, 5.0, 1.0]
+    check_grad(lambda v: G.gcn_norm_edges(LOOPED, 3, v)[1], ew)
+    assert G.remove_self_loops(LOOPED).tolist() == [[0, 1, 2], [1, 0, 1]]
+
+
+def test_gat_conv_counts_an_existing_self_loop_once():
+    x = np.array([[1.0], [2.0], [3.0]])
+    one = np.ones((1, 1))
+    # h = x, e_ij = leaky_relu(h_j) = h_j: node 1 attends to nodes 0, 1, 2 once each.
+    got = G.gat_conv(x, LOOPED, one, one, np.zeros((1, 1)))
+    e = np.exp([1.0, 2.0, 3.0])
+    assert got[1, 0] == pytest.approx((e @ [1.0, 2.0, 3.0]) / e.sum(), rel=1e-12)
+    doubled = np.concatenate([LOOPED, [[1], [1]]], axis=1)  # a second loop changes nothing
+    np.testing.assert_allclose(G.gat_conv(x, doubled, one, one, np.zeros((1, 1))), got)
+    no_loop = G.remove_self_loops(LOOPED)
+    np.testing.assert_allclose(G.gat_conv(x, no_loop, one, one, np.zeros((1, 1))), got)
+
+
+def test_self_loop_handling_on_each_device(device, xp):
+    ew = xp.asarray([1.0, 2.0, 5.0, 3.0, 7.0])
+    looped = xp.asarray(np.concatenate([LOOPED, [[1], [1]]], axis=1))  # two loops on node 1
+    ei, w = G.add_remaining_self_loops(looped, 3, ew)
+    assert host(ei).tolist() == [[0, 1, 2, 0, 1, 2], [1, 0, 1, 0, 1, 2]]
+    assert host(w).tolist() == [1.0, 2.0, 3.0, 1.0, 7.0, 1.0]  # the last loop's weight
+    adj = dense_adjacency(LOOPED, 3)
+    np.testing.assert_allclose(host(G.gcn_norm_adjacency(xp.asarray(adj))),
+                               G.gcn_norm_adjacency(adj), rtol=1e-12)

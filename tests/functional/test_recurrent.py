@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_rnn import H, I, N, as_dict, make_params, ref_gru_cell, ref_lstm_cell, ref_rnn_cell
+from test_rnn import (
+    H,
+    I,
+    N,
+    as_dict,
+    make_params,
+    naive_gru_reset_before,
+    ref_gru_cell,
+    ref_lstm_cell,
+    ref_rnn_cell,
+)
 
 import gpudl as gd
-from gpudl.errors import ShapeError
+from gpudl.errors import ShapeError, TreeMismatchError
 from gpudl.functional import recurrent as R
 from gpudl.testing import check_grad
 
@@ -207,3 +217,37 @@ def test_gpu_sequences_match_cpu(rng, dtype, tol):
         for a, b in zip(gd.tree.tree_flatten(got)[0], gd.tree.tree_flatten(want)[0], strict=True):
             assert a.dtype == dtype
             np.testing.assert_allclose(gd.to_numpy(a), b, **tol)
+
+
+# ----------------------------------------------------------------------------- course forms
+def test_reset_before_gru_sequence_matches_course_loop(rng):
+    t_len, n, i, hidden = 4, 3, 2, 5
+    x, h0 = rng.standard_normal((t_len, n, i)), rng.standard_normal((n, hidden))
+    p = {"weight_ih": rng.standard_normal((3 * hidden, i)),
+         "weight_hh": rng.standard_normal((3 * hidden, hidden)),
+         "bias_ih": rng.standard_normal(3 * hidden), "bias_hh": rng.standard_normal(3 * hidden)}
+    lengths = [4, 1, 3]
+    y, h_n = R.gru(x, h0, p, lengths=lengths, reset_after=False)
+    ref_y, ref_h = np.zeros((t_len, n, hidden)), h0.copy()
+    for t in range(t_len):
+        new = naive_gru_reset_before(x[t], ref_h, p["weight_ih"], p["weight_hh"],
+                                     p["bias_ih"], p["bias_hh"])
+        live = (t < np.array(lengths))[:, None]
+        ref_h = np.where(live, new, ref_h)
+        ref_y[t] = np.where(live, new, 0.0)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h_n[0], ref_h, rtol=1e-12)
+    check_grad(lambda v, w: R.gru(v, None, w, reset_after=False, reverse=True)[0], x, p)
+    y2, _ = R.stacked("gru", x, None, None, [p], reset_after=False)
+    np.testing.assert_allclose(y2, R.gru(x, None, p, reset_after=False)[0])
+
+
+def test_single_bias_dict_is_b_ih_with_zero_b_hh(rng):
+    x = rng.standard_normal((3, 2, 4))
+    w = {"weight_ih": rng.standard_normal((8, 4)), "weight_hh": rng.standard_normal((8, 2))}
+    b = rng.standard_normal(8)
+    y, _ = R.lstm(x, None, None, {**w, "bias": b})
+    ref, _ = R.lstm(x, None, None, {**w, "bias_ih": b, "bias_hh": np.zeros(8)})
+    np.testing.assert_allclose(y, ref, rtol=1e-12)
+    with pytest.raises(TreeMismatchError, match="one 'bias'"):
+        R.lstm(x, None, None, {**w, "bias": b, "bias_hh": b})

@@ -352,3 +352,39 @@ def test_gpu_cells_match_cpu(rng, dtype, tol):
         for a, b in zip((got[0], *got[1]), (want[0], *want[1]), strict=True):
             assert a.dtype == dtype
             np.testing.assert_allclose(gd.to_numpy(a), b, **tol)
+
+
+# ----------------------------------------------------------------------------- reset-before GRU
+def naive_gru_reset_before(x, h, w_ih, w_hh, b_ih, b_hh):
+    """The course's GRU, element by element: r, z = σ(W x + b + U h + c);
+    n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn); h' = (1 - z) ⊙ n + z ⊙ h."""
+    n_rows, hidden = h.shape
+    out = np.zeros_like(h)
+    for b in range(n_rows):
+        r = [sig(w_ih[j] @ x[b] + b_ih[j] + w_hh[j] @ h[b] + b_hh[j]) for j in range(hidden)]
+        z = [sig(w_ih[hidden + j] @ x[b] + b_ih[hidden + j] + w_hh[hidden + j] @ h[b]
+                 + b_hh[hidden + j]) for j in range(hidden)]
+        rh = np.array(r) * h[b]
+        for j in range(hidden):
+            k = 2 * hidden + j
+            nj = math.tanh(w_ih[k] @ x[b] + b_ih[k] + w_hh[k] @ rh + b_hh[k])
+            out[b, j] = (1 - z[j]) * nj + z[j] * h[b, j]
+    return out
+
+
+def test_gru_cell_reset_before_matches_course_equation(rng):
+    x, h = rng.standard_normal((3, 5)), rng.standard_normal((3, 4))
+    w_ih, w_hh = rng.standard_normal((12, 5)), rng.standard_normal((12, 4))
+    b_ih, b_hh = rng.standard_normal(12), rng.standard_normal(12)
+    got = C.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh, reset_after=False)
+    np.testing.assert_allclose(got, naive_gru_reset_before(x, h, w_ih, w_hh, b_ih, b_hh),
+                               rtol=1e-12, atol=1e-14)
+    # It differs from torch's reset-after form whenever r != 1.
+    assert not np.allclose(got, C.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh))
+    zero = np.zeros(12)
+    np.testing.assert_allclose(C.gru_cell(x, h, w_ih, w_hh, reset_after=False),
+                               naive_gru_reset_before(x, h, w_ih, w_hh, zero, zero), rtol=1e-12)
+    h_nc = rng.standard_normal((4, 3)).T  # a non-contiguous state
+    check_grad(lambda *a: C.gru_cell(*a, reset_after=False), x, h_nc, w_ih, w_hh, b_ih, b_hh)
+    f32 = [a.astype(np.float32) for a in (x, h, w_ih, w_hh)]
+    assert C.gru_cell(*f32, reset_after=False).dtype == np.float32

@@ -13,7 +13,7 @@ import pytest
 import gpudl as gd
 from gpudl import functional as F
 from gpudl import nn, optim
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.models import cnn, get_model, resnet
 
 # torchvision's published counts (torchvision.models.*().parameters(), 1000 classes)
@@ -53,6 +53,13 @@ def googlenet_hand_count(in_ch=3, classes=1000):
     return stem + blocks + 1024 * classes + classes
 
 
+def alexnet_original_hand_count(classes=1000):
+    # Krizhevsky 2012, one GPU: 224 -> 55 -> pool 27 -> 27 -> pool 13 -> 13 -> pool 6.
+    convs = (conv(3, 96, 11) + conv(96, 256, 5) + conv(256, 384, 3) + conv(384, 384, 3)
+             + conv(384, 256, 3))
+    return convs + (256 * 6 * 6 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * classes
+
+
 def nin_hand_count(in_ch=3, classes=10):
     def block(cin, c, k):
         return conv(cin, c, k) + 2 * conv(c, c, 1)
@@ -74,6 +81,8 @@ def cifar_resnet_hand_count(n=3, classes=10):
 # ------------------------------------------------------------------ counts + shapes
 COUNT_CASES = [
     ("alexnet", lambda: cnn.alexnet(), (1, 3, 224, 224), TORCHVISION_COUNTS["alexnet"], 1000),
+    ("alexnet_original", lambda: cnn.alexnet(variant="original"), (1, 3, 224, 224),
+     alexnet_original_hand_count(), 1000),
     ("vgg11", lambda: cnn.vgg11(), (1, 3, 224, 224), TORCHVISION_COUNTS["vgg11"], 1000),
     pytest.param("vgg16", lambda: cnn.vgg16(), (1, 3, 224, 224), TORCHVISION_COUNTS["vgg16"],
                  1000, marks=pytest.mark.slow),
@@ -127,6 +136,7 @@ def test_counts_equal_torchvision(name):
     (lambda: resnet.resnet18(5, width=4), (2, 3, 64, 64), 5),
     (lambda: resnet.cifar_resnet(8, 10, width=4), (2, 3, 32, 32), 10),
     (lambda: cnn.alexnet(4, input_size=96, hidden=16), (1, 1, 96, 96), 4),
+    (lambda: cnn.alexnet(10, small=True, hidden=32, variant="original"), (2, 3, 32, 32), 10),
 ])
 def test_small_variants_output_shape(build, shape, classes):
     _, _, y = _init(build(), shape)
@@ -340,3 +350,15 @@ def test_cifar_resnet20_overfits_a_batch():
         params = optim.apply_updates(params, updates)
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_alexnet_original_widths_and_count():
+    assert alexnet_original_hand_count() == 62_378_344  # the docstring's figure
+    net = cnn.alexnet(variant="original")
+    widths = [layer.out_channels for layer in net["features"] if isinstance(layer, nn.Conv2d)]
+    assert widths == [96, 256, 384, 384, 256]
+    default = [layer.out_channels for layer in cnn.alexnet()["features"]
+               if isinstance(layer, nn.Conv2d)]
+    assert default == [64, 192, 384, 256, 256]
+    with pytest.raises(ConfigError, match="variant must be one of"):
+        cnn.alexnet(variant="caffe")

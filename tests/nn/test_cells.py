@@ -145,3 +145,84 @@ def test_cell_errors():
         cell.apply(p, s, (np.zeros((N, I)), np.zeros((N, H))))
     with pytest.raises(ValueError, match="no cell state"):
         nn.GRUCell(H).apply({}, {}, {"x": np.zeros((N, I)), "c": np.zeros((N, H))})
+
+
+# ----------------------------------------------------------------------------- course forms
+@pytest.mark.parametrize("cls, gates, extra", [
+    (nn.RNN, 1, {}), (nn.LSTM, 4, {}), (nn.GRU, 3, {"reset_after": False})])
+def test_single_bias_gives_keras_counts(cls, gates, extra):
+    # Keras: SimpleRNN(32) on 32 features = 2,080; LSTM(32) = 8,320; GRU(32,
+    # reset_after=False) = 6,240: G * (32*32 + 32*32 + 32).
+    x = np.zeros((3, 2, 32), np.float32)
+    layer = cls(32, bias="single", **extra)
+    p, _ = layer.init(gd.random.key(0), x)
+    assert sorted(p) == ["bias_l0", "weight_hh_l0", "weight_ih_l0"]
+    assert nn.count_params(p) == gates * 2080 == gates * (32 * 32 + 32 * 32 + 32)
+    assert layer.param_shapes(x) == {k: v.shape for k, v in p.items()}
+    bi, _ = cls(4, bias="single", bidirectional=True, num_layers=2).init(gd.random.key(0), x)
+    assert sorted(k for k in bi if k.startswith("bias")) == [
+        "bias_l0", "bias_l0_reverse", "bias_l1", "bias_l1_reverse"]
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell])
+def test_single_bias_is_torch_with_zero_bias_hh(cls):
+    cell = cls in (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
+    x = R.standard_normal((N, I) if cell else (3, N, I))
+    single = cls(H, bias="single")
+    p, s = single.init(gd.random.key(2), x)
+    sfx = "" if cell else "_l0"
+    torch_p = {k: v for k, v in p.items() if not k.startswith("bias")}
+    torch_p[f"bias_ih{sfx}"] = p[f"bias{sfx}"]
+    torch_p[f"bias_hh{sfx}"] = np.zeros_like(p[f"bias{sfx}"])
+    y, _ = single.apply(p, s, x)
+    ref, _ = cls(H).apply(torch_p, s, x)
+    for a, b in zip(y if isinstance(y, tuple) else (y,), ref if isinstance(ref, tuple)
+                    else (ref,), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    check_grad(lambda params, v: single.apply(params, s, v)[0], p, x)
+
+
+def naive_gru_reset_before(x, h, w_ih, w_hh, b_ih, b_hh):
+    """The course's GRU in float64 with per-gate slices: r, z = σ(W x + b + U h + c),
+    n = tanh(W_n x + b_in + U_n (r ⊙ h) + b_hn), h' = (1 - z) ⊙ n + z ⊙ h."""
+    def sigmoid(v):
+        return 1.0 / (1.0 + np.exp(-v))
+
+    hd = h.shape[1]
+    gate = [slice(k * hd, (k + 1) * hd) for k in range(3)]
+    r = sigmoid(x @ w_ih[gate[0]].T + b_ih[gate[0]] + h @ w_hh[gate[0]].T + b_hh[gate[0]])
+    z = sigmoid(x @ w_ih[gate[1]].T + b_ih[gate[1]] + h @ w_hh[gate[1]].T + b_hh[gate[1]])
+    n = np.tanh(x @ w_ih[gate[2]].T + b_ih[gate[2]] + (r * h) @ w_hh[gate[2]].T
+                + b_hh[gate[2]])
+    return (1 - z) * n + z * h
+
+
+def test_reset_before_gru_layers_match_course_equation():
+    x = R.standard_normal((4, N, I))
+    gru = nn.GRU(H, reset_after=False, bias="single")
+    p, s = gru.init(gd.random.key(3), x)
+    y, _ = gru.apply(p, s, x)
+    h, zero = np.zeros((N, H)), np.zeros(3 * H)
+    for t in range(4):
+        h = naive_gru_reset_before(x[t], h, p["weight_ih_l0"], p["weight_hh_l0"],
+                                   p["bias_l0"], zero)
+        np.testing.assert_allclose(y[t], h, rtol=1e-12, atol=1e-14)
+    check_grad(lambda params, v: gru.apply(params, s, v)[0], p, x)
+
+    cell = nn.GRUCell(H, reset_after=False)
+    pc, sc = cell.init(gd.random.key(4), x[0])
+    h0 = R.standard_normal((N, H))
+    got, _ = cell.apply(pc, sc, (x[0], h0))
+    np.testing.assert_allclose(got, naive_gru_reset_before(
+        x[0], h0, pc["weight_ih"], pc["weight_hh"], pc["bias_ih"], pc["bias_hh"]), rtol=1e-12)
+    check_grad(lambda params, v: cell.apply(params, sc, (v, h0))[0], pc, x[0])
+
+
+def test_course_form_argument_errors():
+    with pytest.raises(nn.LayerArgumentError, match="'single'"):
+        nn.GRU(4, bias="double")
+    with pytest.raises(nn.LayerArgumentError, match="reset_after applies to nn.GRU"):
+        nn.LSTM(4, reset_after=False)
+    with pytest.raises(nn.LayerArgumentError, match="reset_after applies to nn.GRU"):
+        nn.RNNCell(4, reset_after=False)
+    nn.GRUCell(4, reset_after=False, bias=False)

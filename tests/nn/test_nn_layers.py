@@ -110,6 +110,13 @@ TABLE = {
                 {"weight_ih": (9, 4), "weight_hh": (9, 3), "bias_ih": (9,), "bias_hh": (9,)}),
     "Subsampling2d": (lambda: nn.Subsampling2d(2), lambda: f64(2, 3, 4, 4), (2, 3, 2, 2),
                       {"weight": (3,), "bias": (3,)}),
+    # Graph layers take the graph [x (N, F), edge_index (2, E)] (no batch axis).
+    "GCNConv": (lambda: nn.GCNConv(3), lambda: [f64(4, 2), np.array([[0, 1, 2], [1, 2, 3]])],
+                (4, 3), {"lin.weight": (3, 2), "bias": (3,)}),
+    "GATConv": (lambda: nn.GATConv(3, heads=2),
+                lambda: [f64(4, 2), np.array([[0, 1, 2], [1, 2, 3]])], (4, 6),
+                {"lin.weight": (6, 2), "att_src": (1, 2, 3), "att_dst": (1, 2, 3),
+                 "bias": (6,)}),
 }
 
 # The activation layers built from the registry (nn.ReLU, nn.LeakyReLU, ...) keep the
@@ -123,7 +130,8 @@ TABLE.update({cls.__name__: (cls, ACT, (2, 5), {})
 ABSTRACT = {"Layer"}
 
 LEAF_NAME = re.compile(
-    r"^(weight|bias|running_mean|running_var|(weight|bias)_(ih|hh)(_l\d+(_reverse)?)?)$")
+    r"^(weight|bias|running_mean|running_var|num_batches_tracked|(weight|bias)_(ih|hh)(_l\d+(_reverse)?)?"
+    r"|att_src|att_dst)$")  # att_*: PyG's GATConv names
 SEGMENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

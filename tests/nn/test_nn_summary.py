@@ -78,7 +78,8 @@ def test_summary_of_graph_model_without_example_and_state_size():
     model = nn.Model(x, nn.BatchNorm1d()(nn.Dense(4)(x)))
     data = model.summary_dict()
     assert data["total_params"] == 3 * 4 + 4 + 4 + 4
-    assert data["state_size"] == 8  # running mean and var, not parameters
+    # running mean and var (4 each) and num_batches_tracked (a scalar), not parameters
+    assert data["state_size"] == 9
     assert data["input_shape"] == (1, 3)
 
 

@@ -54,6 +54,9 @@ CATALOGUE = [
     (lambda: nn.TransformerDecoderLayer(2, 16),
      {"x": _zeros(2, 5, 8), "memory": _zeros(2, 3, 6)}),
     (lambda: nn.Subsampling2d(2), _zeros(1, 6, 8, 8)),
+    (lambda: nn.GCNConv(4, bias=False), (_zeros(5, 3), np.array([[0, 1], [1, 2]]))),
+    (lambda: nn.GATConv(4, heads=3, concat=False), {"x": _zeros(5, 3),
+                                                    "edge_index": np.array([[0, 1], [1, 2]])}),
 ]
 
 
