@@ -23,13 +23,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	@if [ "$(CUDA_MAJOR)" = "12" ]; then \
 		echo "setup: driver reports CUDA 12 -> cupy-cuda12x"; \
-		$(BIN)/pip install -q -e '.[cuda12,monitor,data,plot,dev]' pytest hypothesis nbclient ipykernel; \
+		$(BIN)/pip install -q -e '.[cuda12,monitor,data,plot,dev,onnx]' pytest hypothesis nbclient ipykernel; \
 	elif [ -n "$(CUDA_MAJOR)" ]; then \
 		echo "setup: driver reports CUDA $(CUDA_MAJOR) -> cupy-cuda13x"; \
-		$(BIN)/pip install -q -e '.[cuda13,test,monitor,data,plot,dev]'; \
+		$(BIN)/pip install -q -e '.[cuda13,test,monitor,data,plot,dev,onnx]'; \
 	else \
 		echo "setup: no NVIDIA driver -> CPU (cupy-cuda13x installed for the fallback tests)"; \
-		$(BIN)/pip install -q -e '.[test,data,plot,dev]'; \
+		$(BIN)/pip install -q -e '.[test,data,plot,dev,onnx]'; \
 	fi
 	@if [ -n "$(TORCH_WHEEL)" ]; then \
 		echo "setup: torch CPU reference from $(TORCH_WHEEL)"; \

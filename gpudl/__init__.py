@@ -13,6 +13,7 @@ from gpudl import (
     cuda,
     data,
     errors,
+    export,
     functional,
     inspect,
     metrics,
@@ -53,6 +54,7 @@ from gpudl.errors import (
     TreeMismatchError,
     UnknownDeviceError,
 )
+from gpudl.export import export_onnx  # imports onnx only when called (gpudl[onnx])
 from gpudl.nn.state_dict import state_dict
 from gpudl.serialization import load, save
 from gpudl.train import evaluate, fit, fit_ensemble, predict
@@ -62,10 +64,10 @@ __version__ = "0.1.0"
 # The public surface: these names, and nothing else without a leading underscore
 # (tests/test_public_surface.py). Submodules first, then functions, then errors.
 __all__ = [
-    "autodiff", "backend", "bench", "cuda", "data", "errors", "functional", "inspect",
+    "autodiff", "backend", "bench", "cuda", "data", "errors", "export", "functional", "inspect",
     "metrics", "models", "nn", "ops", "optim", "random", "serialization", "testing", "train",
     "tree",
-    "asarray", "debug_nans", "device", "device_reason", "evaluate", "fit", "fit_ensemble",
+    "asarray", "debug_nans", "device", "device_reason", "evaluate", "export_onnx", "fit", "fit_ensemble",
     "from_dlpack", "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
     "set_device", "state_dict", "stop_gradient", "synchronize", "to_device", "to_dlpack", "to_numpy",
     "value_and_grad", "vjp",

@@ -189,3 +189,18 @@ class LossFunctionError(TrainingConfigError):
     loss or ``(loss, (new_state, aux))`` (checked on the first batch, before the first
     step): a ``(loss, aux)`` pair, a non-scalar loss, a new state shaped unlike the state
     it was given, logged names that clash, ``metrics=`` without ``y_true``/``y_pred``."""
+
+
+class UnknownInputKeyError(ConfigError, KeyError):
+    """A layer's dict input holding a key the layer does not read (``key_padding_mask`` given
+    to a layer that takes it under another name, a typo): the message names the layer, the
+    unknown keys and the accepted ones. A ValueError and a KeyError."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class ExportError(GpudlError, NotImplementedError):
+    """A model that ``gd.export_onnx`` cannot write: a primitive with no ONNX converter (the
+    message names the primitive and the line of the model that used it), an unsupported
+    setting of one, or an output that does not depend on the input."""

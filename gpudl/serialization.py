@@ -229,14 +229,34 @@ def write_file(path: str | os.PathLike, flat: dict[str, np.ndarray],
     atomic_write_bytes(path, lambda f: _write_safetensors(f, flat, metadata))
 
 
+_LISTS_KEY = "gpudl.lists"  # metadata: the dotted paths of the tree's lists (JSON)
+
+
+def _list_paths(tree: Any, path: str = "") -> list[str]:
+    """Dotted paths of the tree's list/tuple nodes (``""`` for the root)."""
+    if isinstance(tree, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(tree)]
+        found = [path]
+    elif isinstance(tree, dict):
+        items, found = [(str(k), v) for k, v in tree.items()], []
+    else:
+        return []
+    for k, v in items:
+        found += _list_paths(v, f"{path}.{k}" if path else k)
+    return found
+
+
 def save(path: str | os.PathLike, tree: Any) -> None:
     """Save a pytree of arrays (NumPy or CuPy) atomically as .npz or .safetensors.
 
     Keys are dotted paths (``conv1.weight``); list items get their index (``layers.0.w``).
+    A tree holding lists also records their paths, so :func:`load` gives lists back as
+    lists and dicts keyed by position (a Sequential's ``{"0": ..., "2": ...}``) as dicts.
     """
     path = Path(path)
     _format(path)
-    write_file(path, _flat(tree))
+    lists = _list_paths(tree)
+    write_file(path, _flat(tree), {_LISTS_KEY: json.dumps(lists)} if lists else None)
 
 
 def read_file(path: str | os.PathLike, who: str = "gd.load"
@@ -270,12 +290,15 @@ def read_file(path: str | os.PathLike, who: str = "gd.load"
     return flat, meta
 
 
-def _lists_back(node: Any) -> Any:
+def _lists_back(node: Any, lists: set[str] | None = None, path: str = "") -> Any:
+    """Dicts with keys 0..n-1 back to lists: those at ``lists`` (recorded by ``save``;
+    ``None``: every such dict)."""
     if isinstance(node, dict):
-        node = {k: _lists_back(v) for k, v in node.items()}
+        node = {k: _lists_back(v, lists, f"{path}.{k}" if path else k) for k, v in node.items()}
         keys = list(node)
         digits = keys and all(k.isdigit() for k in keys)
-        if digits and sorted(map(int, keys)) == list(range(len(keys))):
+        wanted = path in lists if lists is not None else True
+        if wanted and digits and sorted(map(int, keys)) == list(range(len(keys))):
             return [node[str(i)] for i in range(len(keys))]
     return node
 
@@ -296,8 +319,8 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
     (which NumPy lacks) loads as float32, exactly, with one warning per file.
     With ``like`` (e.g. the params from ``model.init``), keys and shapes must match or a
     :class:`TreeMismatchError` names the missing, extra and mis-shaped entries; the result
-    then has ``like``'s exact structure (dict order, tuples). Without it, dicts whose keys
-    are 0..n-1 come back as lists.
+    then has ``like``'s exact structure (dict order, tuples). Without it, the lists that
+    ``save`` recorded come back as lists and every other node as a dict.
     """
     path = Path(path)
     flat, meta = read_file(path)
@@ -321,7 +344,10 @@ def load(path: str | os.PathLike, device: str | None = None, like: Any = None) -
     arrays = {k: asarray(v, dtype=v.dtype, device=device) for k, v in flat.items()}
     if like is not None:
         return tree_unflatten(tree_structure(like), [arrays[k] for k in expected])
-    return _lists_back(unflatten_paths(arrays))
+    # the lists that save recorded; a file without that record (torch's, or a tree of
+    # dicts only) has none: positional keys ("0.weight") stay dict keys, as in torch
+    lists = set(json.loads(meta[_LISTS_KEY])) if _LISTS_KEY in meta else set()
+    return _lists_back(unflatten_paths(arrays), lists)
 
 
 # --------------------------------------------------------------- training checkpoint files
@@ -362,11 +388,16 @@ def tree_arrays(flat: dict[str, np.ndarray], info: dict, name: str) -> dict[str,
     return {(p if p is not None else str(i)): flat[f"{name}.{i}"] for i, p in enumerate(paths)}
 
 
-def tree_from_paths(arrays: dict[str, Any]) -> Any:
-    """A tree of dicts (lists for 0..n-1 keys) from ``{path: leaf}``; ``{"": x}`` is ``x``."""
+def tree_from_paths(arrays: dict[str, Any], lists: bool = True) -> Any:
+    """A tree of dicts (lists for 0..n-1 keys, unless ``lists=False``: params and state,
+    nested dicts keyed ``"0"``, ``"1"`` by a Sequential) from ``{path: leaf}``; ``{"": x}``
+    is ``x``."""
     if list(arrays) == [""]:
         return arrays[""]
-    return _lists_back(unflatten_paths(arrays)) if arrays else {}
+    if not arrays:
+        return {}
+    tree = unflatten_paths(arrays)
+    return _lists_back(tree) if lists else tree
 
 
 def checkpoint_parts(flat: dict[str, np.ndarray], info: dict, device: str | None) -> dict:
@@ -375,7 +406,8 @@ def checkpoint_parts(flat: dict[str, np.ndarray], info: dict, device: str | None
     for name in CHECKPOINT_TREES:
         arrays = tree_arrays(flat, info, name)
         parts[name] = tree_from_paths(
-            {k: asarray(v, dtype=v.dtype, device=device) for k, v in arrays.items()})
+            {k: asarray(v, dtype=v.dtype, device=device) for k, v in arrays.items()},
+            lists=name == "opt_state")
     parts.update(epoch=info["epoch"], step=info["step"],
                  key=np.array(flat["key"]) if "key" in flat else None,
                  config=info.get("config") or {}, history=info.get("history"))

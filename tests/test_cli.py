@@ -327,3 +327,56 @@ def test_bench_writes_json_with_a_cpu_row_and_why_cuda_is_missing(tmp_path, caps
     assert "cpu" in out and f"wrote {path}" in out
     if not usable:
         assert f"cuda     unavailable: {reason}" in out
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_writes_an_onnx_file_that_onnxruntime_runs(tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "lenet5.onnx"
+    assert cli.main(["export", "--model", "lenet5", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    model = models.lenet5(activation="relu", pool="max")
+    params, state = model.init(0, np.zeros((2, 1, 28, 28), np.float32))
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})
+    want = model.apply(params, state, x, train=False)[0]
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-4, atol=1e-6)
+
+
+def test_export_reads_the_weights_train_saved(tmp_path, capsys):
+    import onnxruntime as ort
+
+    model = models.lenet5(activation="sigmoid", pool="avg")
+    params, state = model.init(3, np.zeros((2, 1, 28, 28), np.float32))
+    weights = tmp_path / "w.npz"
+    gd.save(weights, train_cmd._state_dict(params, state))
+    out = tmp_path / "m.onnx"
+    assert cli.main(["export", "--model", "lenet5", "--lenet-variant", "1998", "--weights",
+                     str(weights), "--out", str(out)]) == 0
+    assert f"weights from {weights}" in capsys.readouterr().out
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})
+    np.testing.assert_allclose(got, np.asarray(model.apply(params, state, x)[0]), rtol=1e-4,
+                               atol=1e-6)
+
+
+EXPORT_BAD_FLAGS = [
+    (["export", "--model", "lenet5"], "the following arguments are required: --out"),
+    (["export", "--out", "m.npz"], "expected a file name ending in .onnx"),
+    (["export", "--out", "m.onnx", "--weights", "/no/such/file.npz"], "no such file"),
+    (["export", "--out", "m.onnx", "--model", "resnet-20"], "did you mean 'resnet20'?"),
+    (["export", "--out", "m.onnx", "--model", "mlp", "--lenet-variant", "1998"],
+     "applies to lenet5, not mlp"),
+    (["export", "--out", "/no/such/folder/m.onnx"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("argv, message", EXPORT_BAD_FLAGS,
+                         ids=[" ".join(a) for a, _ in EXPORT_BAD_FLAGS])
+def test_export_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("gpudl export: error: ") and message in line

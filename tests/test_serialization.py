@@ -68,10 +68,12 @@ def test_flat_keys_are_torch_style(tmp_path):
     params, _ = net.init(gd.random.key(0), np.zeros((1, 3), np.float32))
     gd.save(tmp_path / "p.safetensors", params)
     assert sorted(load_file(str(tmp_path / "p.safetensors"))) == [
-        "dense1.bias", "dense1.weight", "dense2.weight"]
+        "0.bias", "0.weight", "2.weight"]  # torch's nn.Sequential keys
     gd.save(tmp_path / "p.npz", params)
     with np.load(tmp_path / "p.npz") as data:  # readable by plain NumPy, same flat keys
-        assert sorted(data.files) == ["dense1.bias", "dense1.weight", "dense2.weight"]
+        assert sorted(data.files) == ["0.bias", "0.weight", "2.weight"]
+    back = gd.load(tmp_path / "p.npz")  # positional keys stay dict keys, as in torch
+    assert sorted(back) == ["0", "2"] and net.apply(back, {}, np.ones((1, 3), np.float32))
 
 
 def test_torch_named_safetensors_load_and_write_back(tmp_path):
@@ -87,7 +89,7 @@ def test_torch_named_safetensors_load_and_write_back(tmp_path):
     save_file(torch_sd, str(tmp_path / "torch.safetensors"))
     tree = gd.load(tmp_path / "torch.safetensors")
     np.testing.assert_array_equal(tree["conv1"]["weight"], torch_sd["conv1.weight"])
-    np.testing.assert_array_equal(tree["fc"][0]["weight"], torch_sd["fc.0.weight"])
+    np.testing.assert_array_equal(tree["fc"]["0"]["weight"], torch_sd["fc.0.weight"])  # a Sequential key
     assert tree["bn1"]["num_batches_tracked"].shape == ()
     gd.save(tmp_path / "back.safetensors", tree)
     again = load_file(str(tmp_path / "back.safetensors"))

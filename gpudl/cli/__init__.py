@@ -1,10 +1,11 @@
-"""``gpudl train | bench | doctor``.
+"""``gpudl train | bench | export | doctor``.
 
 Examples:
     gpudl doctor
     gpudl train --model lenet5 --dataset mnist_5k --epochs 5      # ~97 % test accuracy
     gpudl train --dataset digits --epochs 3 --out digits.npz      # 8x8 digits: an MLP
     gpudl bench --model lenet5 --batch-size 128 --steps 50 --devices cpu,cuda --json out.json
+    gpudl export --model lenet5 --weights lenet5_mnist_5k.npz --out lenet5.onnx
 
 Every failure is one line on stderr, never a traceback of gpudl's own checks; the exit
 status says whose it is (see :data:`EXIT_STATUS`).
@@ -16,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpudl.cli import train_command
+from gpudl.cli import export_command, train_command
 from gpudl.cli.args import (
     Parser,
     UsageError,
@@ -63,7 +64,7 @@ def build_parser() -> Parser:
              f"datasets: {', '.join(image_datasets())}\n\n")
     parser = Parser(prog="gpudl", description="gpudl command line",
                     epilog=lists + EXIT_STATUS, formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,doctor}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,export,doctor}")
     t = sub.add_parser("train", help="train an image classifier on a dataset, save its weights",
                        description=train_command.DESCRIPTION,
                        epilog=EXIT_STATUS, formatter_class=_Formatter)
@@ -81,6 +82,10 @@ def build_parser() -> Parser:
     b.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
     b.add_argument("--plot", type=plot_path, default=None, metavar="FILE",
                    help="write a bar chart (needs matplotlib)")
+    x = sub.add_parser("export", help="write an image classifier with its weights as ONNX",
+                       description=export_command.DESCRIPTION,
+                       epilog=EXIT_STATUS, formatter_class=_Formatter)
+    export_command.add_arguments(x)
     sub.add_parser("doctor", help="what gpudl sees: versions, device, GPU, driver, BLAS threads",
                    epilog=EXIT_STATUS, formatter_class=_Formatter)
     return parser
@@ -128,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "doctor":
             return doctor()
+        if ns.command == "export":
+            export_command.run(ns)
+            return 0
         return train(ns) if ns.command == "train" else bench(ns)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -2,9 +2,10 @@
 sinusoidal positional encodings.
 
 Masks are boolean with **True = keep** (attend), False = masked out, broadcastable to the
-scores' shape (..., Lq, Lk). (torch's ``nn.MultiheadAttention`` ``key_padding_mask`` uses
-the opposite sign; its ``scaled_dot_product_attention`` boolean mask uses this one.) A row
-whose keys are all masked out gives zeros, never NaN, and a zero gradient.
+scores' shape (..., Lq, Lk); a float ``bias`` (torch's float masks) is added to the scores.
+(torch's ``nn.MultiheadAttention`` boolean masks use the opposite sign:
+``nn.MultiHeadAttention`` reads them under torch's names with torch's sign.) A row whose
+keys are all masked out by a boolean mask gives zeros, never NaN, and a zero gradient.
 
 Example:
     >>> import numpy as np
@@ -65,11 +66,13 @@ def scaled_dot_product_attention(
     return_weights: bool = False,
     dropout_rate: float = 0.0,
     key=None,
+    bias=None,
 ):
     """``softmax(q k^T * scale) v`` with ``scale = 1/sqrt(D)`` by default.
 
     Shapes: ``q`` (..., Lq, D), ``k`` (..., Lk, D), ``v`` (..., Lk, Dv) -> (..., Lq, Dv).
-    ``mask``: boolean, True = keep, broadcastable to (..., Lq, Lk). ``causal``: query i
+    ``mask``: boolean, True = keep, broadcastable to (..., Lq, Lk); ``bias``: float,
+    added to the scores (torch's float masks). ``causal``: query i
     sees keys j <= i. ``scale=1.0`` gives plain dot-product (Luong) attention.
     ``dropout_rate``/``key`` drop attention weights in training. With ``return_weights``
     returns ``(out, weights)``.
@@ -92,6 +95,8 @@ def scaled_dot_product_attention(
         )
     scale = 1.0 / math.sqrt(sq[-1]) if scale is None else float(scale)
     scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # (..., Lq, Lk)
+    if bias is not None:  # a float mask, added as torch adds its float attn_mask
+        scores = scores + unbox_all(bias).astype(unbox_all(scores).dtype, copy=False)
     lq, lk = sq[-2], sk[-2]
     keep = None
     if mask is not None:
@@ -149,6 +154,31 @@ def _project(x, w, b):
     return y if b is None else y + b
 
 
+def _combine_masks(mask, key_mask, dtype):
+    """``(keep, bias)`` broadcastable to (N, h, Lq, Lk) from ``mask`` and ``key_mask``: the
+    boolean parts (True = keep) and-ed, the float parts (additive) summed; either None."""
+    parts = []
+    if mask is not None:
+        m = unbox_all(mask)
+        parts.append(m[:, None] if m.ndim == 3 else m)  # (N, 1, Lq, Lk): every head
+    if key_mask is not None:
+        parts.append(unbox_all(key_mask)[:, None, None, :])  # (N, 1, 1, Lk)
+    if not parts:
+        return None, None
+    keep = bias = None
+    for p in parts:
+        if p.dtype.kind == "b":
+            keep = p if keep is None else keep & p
+        elif p.dtype.kind == "f":
+            p = p.astype(dtype, copy=False)
+            bias = p if bias is None else bias + p
+        else:
+            raise ArgumentTypeError(
+                f"multi_head_attention: masks must be boolean (True = keep) or float (added "
+                f"to the scores), got {p.dtype}; build a boolean one with a comparison")
+    return keep, bias
+
+
 def multi_head_attention(
     query,
     key,
@@ -170,9 +200,10 @@ def multi_head_attention(
     """Multi-head attention on batch-first inputs (N, L, E) with torch Linear-layout weights.
 
     ``w_q``/``w_k``/``w_v``/``w_o`` are (E, E_in) (out, in); each head attends in E/num_heads
-    dims and the heads are concatenated before ``w_o``. ``mask`` (Lq, Lk) or (N, Lq, Lk),
-    ``key_mask`` (N, Lk) for padding: both True = keep. With ``return_weights`` also
-    returns the per-head weights (N, heads, Lq, Lk).
+    dims and the heads are concatenated before ``w_o``. ``mask`` (Lq, Lk), (N, Lq, Lk) or
+    (N, heads, Lq, Lk), ``key_mask`` (N, Lk) for padding: boolean True = keep, or float
+    added to the scores. With ``return_weights`` also returns the per-head weights
+    (N, heads, Lq, Lk).
 
     Example:
         >>> x = np.ones((2, 3, 4)); w = np.eye(4)
@@ -193,16 +224,9 @@ def multi_head_attention(
         n, length, _ = _shape(t)
         return ops.transpose(ops.reshape(t, (n, length, num_heads, e // num_heads)), (0, 2, 1, 3))
 
-    keep = None
-    if mask is not None:
-        keep = unbox_all(mask)
-        if keep.ndim == 3:
-            keep = keep[:, None]  # (N, 1, Lq, Lk): the same mask for every head
-    if key_mask is not None:
-        km = unbox_all(key_mask)[:, None, None, :]  # (N, 1, 1, Lk)
-        keep = km if keep is None else keep & km
+    keep, bias = _combine_masks(mask, key_mask, unbox_all(q).dtype)
     out, weights = scaled_dot_product_attention(
-        heads(q), heads(k), heads(v), mask=keep, causal=causal, return_weights=True
+        heads(q), heads(k), heads(v), mask=keep, causal=causal, return_weights=True, bias=bias
     )
     n, _, lq, dh = _shape(out)
     merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (n, lq, num_heads * dh))

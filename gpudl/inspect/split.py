@@ -1,7 +1,8 @@
 """Split a trained ``nn.Sequential`` into a feature extractor and a head (for Grad-CAM).
 
 Grad-CAM and feature-map plots need the activations of an inner layer. A trained
-Sequential's params are keyed by its children's names (``conv1``, ``dense1``); slicing it
+Sequential's params are keyed by its children's names (positions ``0``, ``3`` as torch, or a
+``name=``); slicing it
 (``model[:k]``, ``model[k:]``) keeps those names, so each half takes its share of the
 trained params and state (``Sequential.select``). This wraps the two halves as functions
 of one array, in evaluation mode.
@@ -13,7 +14,7 @@ Example:
     ...                      nn.Dense(4)])
     >>> x = np.zeros((1, 1, 5, 5), np.float32)
     >>> params, state = net.init(gd.random.key(0), x)
-    >>> features, head = split_sequential(net, params, state, "relu1")
+    >>> features, head = split_sequential(net, params, state, "1")
     >>> features(x).shape, head(features(x)).shape
     ((1, 2, 5, 5), (1, 4))
 """
@@ -34,8 +35,8 @@ def split_sequential(model: Sequential, params: dict, state: dict, at: str | int
     """``(features, head)`` with ``head(features(x)) == model.apply(params, state, x)[0]``
     in evaluation mode; ``features`` ends with the child ``at``.
 
-    ``at`` is a child's name as ``model.summary`` lists it at the top level (``"relu2"``)
-    or its position (negative counts from the end). Both functions use the trained
+    ``at`` is a child's name as ``model.summary`` lists it at the top level (``"4"``, or a
+    ``name=``) or its position as an int (negative counts from the end). Both functions use the trained
     ``params`` and ``state`` (BatchNorm running statistics) and are differentiable, so
     they go straight into ``inspect.grad_cam(features, head, x)``.
     """

@@ -24,7 +24,7 @@ from gpudl.models.cnn import (
     vgg_block,
 )
 from gpudl.models.linear import logistic_regression, softmax_regression, xor_net
-from gpudl.models.resnet import basic_block, cifar_resnet, resnet18, resnet20
+from gpudl.models.resnet import BasicBlock, basic_block, cifar_resnet, resnet18, resnet20, resnet34
 
 # Image classifiers and the input (C, H, W) each is built for by default: `gpudl bench`
 # and `gpudl train` take these (random or shipped images of that shape, integer labels).
@@ -74,7 +74,8 @@ def available() -> list[str]:
 
 __all__ = ["available", "get_model", "lenet5", "mlp"]
 __all__ += ["alexnet", "basic_block", "cifar_resnet", "googlenet", "inception", "nin",
-            "nin_block", "resnet18", "resnet20", "vgg", "vgg11", "vgg16", "vgg_block"]
+            "nin_block", "resnet18", "resnet20", "resnet34", "vgg", "vgg11", "vgg16", "vgg_block",
+            "BasicBlock"]
 __all__ += ["logistic_regression", "softmax_regression", "xor_net"]
 __all__ += ["IMAGE_CLASSIFIERS", "autoencoders", "decoding", "gan", "gnn", "sequence",
             "transformer", "word2vec"]

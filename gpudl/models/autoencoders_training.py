@@ -28,8 +28,8 @@ from gpudl.autodiff import _split_aux, unbox_all
 from gpudl.backend import module_of, to_numpy
 from gpudl.data.loader import DataLoader
 from gpudl.errors import GradientError
-from gpudl.models.autoencoders_base import ae_loss, undercomplete_ae
-from gpudl.nn.base import array_device
+from gpudl.models.autoencoders_base import ae_loss, stacked_ae, undercomplete_ae
+from gpudl.nn.base import array_device, has_params
 from gpudl.optim import adam
 from gpudl.train.callbacks import Callback
 from gpudl.train.loop import fit
@@ -152,6 +152,9 @@ def greedy_pretrain(key, x, sizes: Sequence[int], activation: str = "sigmoid", s
     h = ops.reshape(x, (x.shape[0], -1))
     enc, dec = {}, {}
     n = len(sizes)
+    target = stacked_ae(x.shape[1:], sizes, activation)  # its Dense children's keys (positions)
+    enc_keys = [k for k, layer in target.encoder.children() if has_params(layer)]
+    dec_keys = [k for k, layer in target.decoder.children() if has_params(layer)]
     for i, s in enumerate(sizes):
         out = "sigmoid" if i == 0 else activation
         kind = "bce" if out == "sigmoid" else "mse"
@@ -164,8 +167,9 @@ def greedy_pretrain(key, x, sizes: Sequence[int], activation: str = "sigmoid", s
 
         params, _ = fit_unsupervised(loss, params, h, gdr.fold_in(ki, 1), optimizer_fn(), steps,
                                      batch_size)
-        enc[f"dense{i + 1}"] = params["encoder"]["dense1"]
-        dec[f"dense{n - i}"] = params["decoder"]["dense1"]
+        (enc_key,), (dec_key,) = params["encoder"], params["decoder"]  # one Dense each
+        enc[enc_keys[i]] = params["encoder"][enc_key]
+        dec[dec_keys[n - 1 - i]] = params["decoder"][dec_key]
         h = unbox_all(shallow.encode(params, h))
     return {"encoder": enc, "decoder": dec}
 

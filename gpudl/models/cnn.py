@@ -40,7 +40,7 @@ def lenet5(num_classes: int = 10, activation: str = "sigmoid", pool: str = "avg"
         >>> import gpudl as gd
         >>> net = lenet5(pool="subsampling")
         >>> p, s = net.init(gd.random.key(0), gd.ops.zeros((1, 1, 28, 28)))
-        >>> gd.nn.count_params(p), sorted(p["subsample1"])
+        >>> gd.nn.count_params(p), sorted(p["2"])
         (61750, ['bias', 'weight'])
     """
     if pool not in ("avg", "max", "subsampling"):
@@ -93,7 +93,7 @@ class _ExpectInput(nn.Layer):
     base_name = "expect_input"
 
     def __init__(self, model: str, size: int, hint: str):
-        super().__init__()
+        super().__init__("expect_input")
         self.model, self.size, self.hint = model, size, hint
 
     def apply(self, params, state, x, *, train=False, key=None):
@@ -164,10 +164,11 @@ def alexnet(num_classes: int = 1000, input_size: int | None = None, small: bool 
                  Conv2d(c5, 3, padding=1), nn.ReLU(), last_pool]
     hint = "Build it with alexnet(input_size=H)" + ("" if small else
                                                     ", or small=True for 32x32 images")
-    return nn.Sequential([
+    return nn.Sequential([  # torchvision's keys: features.0/3/6/8/10, classifier.1/4/6
         _ExpectInput("alexnet", size, hint),
         nn.Sequential(features, name="features"),
-        nn.Sequential([nn.Flatten(), Dropout(dropout), nn.Dense(hidden), nn.ReLU(),
+        nn.Flatten(name="flatten"),
+        nn.Sequential([Dropout(dropout), nn.Dense(hidden), nn.ReLU(),
                        Dropout(dropout), nn.Dense(hidden), nn.ReLU(), nn.Dense(num_classes)],
                       name="classifier"),
     ])
@@ -203,6 +204,10 @@ def vgg(config=VGG11, num_classes: int = 1000, width: float = 1.0, hidden: int =
         dropout: float = 0.5, batch_norm: bool = False) -> nn.Sequential:
     """VGG from a block config: ``vgg_block``s, then 3 dense layers (torchvision's order).
 
+    Keys are torchvision's: the blocks' layers form one flat ``features`` Sequential
+    (``features.0`` the first conv, ``.1`` its ReLU, ``.2`` the pool, ... BatchNorm taking
+    its own index with ``batch_norm=True``, as ``vgg11_bn``), then ``classifier.0/.3/.6``.
+
     ``width`` multiplies every block's channels (d2l trains VGG-11 with ``width=1/4`` on
     small images); ``hidden`` is the classifier's width. The first dense layer's fan-in is
     inferred: 512 * width * (H/32)^2 (25,088 at 224x224, where torchvision's adaptive 7x7
@@ -215,10 +220,11 @@ def vgg(config=VGG11, num_classes: int = 1000, width: float = 1.0, hidden: int =
         >>> net.apply(p, s, gd.ops.zeros((2, 3, 32, 32)))[0].shape
         (2, 10)
     """
-    blocks = [vgg_block(n, _scaled(c, width), batch_norm) for n, c in config]
-    return nn.Sequential([
-        nn.Sequential(blocks, name="features"),
-        nn.Sequential([nn.Flatten(), nn.Dense(hidden), nn.ReLU(), Dropout(dropout),
+    features = [layer for n, c in config for layer in vgg_block(n, _scaled(c, width), batch_norm)]
+    return nn.Sequential([  # torchvision's keys: features.N (one flat list), classifier.0/3/6
+        nn.Sequential(features, name="features"),
+        nn.Flatten(name="flatten"),
+        nn.Sequential([nn.Dense(hidden), nn.ReLU(), Dropout(dropout),
                        nn.Dense(hidden), nn.ReLU(), Dropout(dropout), nn.Dense(num_classes)],
                       name="classifier"),
     ])

@@ -257,7 +257,7 @@ def softmax_regression(num_classes: int) -> nn.Sequential:
         >>> import gpudl as gd
         >>> net = softmax_regression(3)
         >>> p, _ = net.init(gd.random.key(0), gd.ops.zeros((1, 1, 8, 8)))
-        >>> p["dense1"]["weight"].shape
+        >>> p["1"]["weight"].shape
         (3, 64)
     """
     return nn.Sequential([nn.Flatten(), nn.Dense(num_classes)])

@@ -42,7 +42,9 @@ class TransformerClassifier(Layer):
     padding_idx``, or steps past ``lengths``) is masked out of attention as keys
     (``key_mask``) and left out of the pooling: ``mean`` and ``max`` over the valid tokens,
     ``first`` takes position 0 (a [CLS] token the caller puts there). Output logits
-    (N, num_classes). Encoder layers are post-LN (``norm_first=True`` for pre-LN).
+    (N, num_classes). Encoder layers are post-LN (``norm_first=True`` for pre-LN); each
+    ``layer<i>`` holds torch's ``TransformerEncoderLayer`` keys (``self_attn.in_proj_weight``,
+    ``linear1``, ``norm1``, ...).
     """
 
     base_name = "transformer_classifier"
@@ -119,7 +121,9 @@ class GPT(Layer):
     Token embedding + learned position embedding (max_len positions) -> N pre-LN blocks
     (causal self-attention, feed-forward) -> final LayerNorm -> Dense over the vocabulary
     (``tie_weights`` reuses the token embedding instead). ``apply``: ids (N, T <= max_len)
-    -> logits (N, T, V). ``generate`` continues a prefix by sampling (``temperature``,
+    -> logits (N, T, V). Each ``block<i>`` holds torch's attention keys
+    (``self_attn.in_proj_weight``, ``self_attn.out_proj``, ``linear1``, ``norm1``, ``norm3``).
+    ``generate`` continues a prefix by sampling (``temperature``,
     ``top_k``), greedily (``temperature=0``) or by beam search (``beam_width``).
     """
 

@@ -1,13 +1,35 @@
 """Attention layers: MultiHeadAttention, positional encoding, transformer encoder/decoder.
 
-Batch-first (N, L, E) throughout. Masks are boolean with True = attend (keep).
-Transformer layers are post-LN as the course draws them (``x = LN(x + sublayer(x))``);
-``norm_first=True`` gives the pre-LN variant (``x = x + sublayer(LN(x))``).
+Batch-first (N, L, E) throughout. Transformer layers are post-LN as the course draws them
+(``x = LN(x + sublayer(x))``); ``norm_first=True`` gives the pre-LN variant
+(``x = x + sublayer(LN(x))``).
 
-``apply`` inputs: MultiHeadAttention takes ``x`` (self-attention) or a dict
-``{"query", "key", "value", "mask", "key_mask"}``; encoder layers take ``x`` or
-``{"x", "mask", "key_mask"}``; decoder layers take ``{"x", "memory", "mask",
-"memory_key_mask"}`` (causal self-attention is on by default).
+Parameter keys are torch's ``state_dict`` keys, so ``torch.nn.MultiheadAttention(...,
+batch_first=True)``, ``TransformerEncoderLayer`` and ``TransformerDecoderLayer`` weights
+load strictly: ``in_proj_weight`` (3E, E) and ``in_proj_bias`` (3E,) packing q, k, v when
+query, key and value all have E features, else ``q_proj_weight`` (E, Eq), ``k_proj_weight``
+(E, Ek), ``v_proj_weight`` (E, Ev) and ``in_proj_bias``; then ``out_proj.weight``/``bias``
+(``bias=False`` drops every bias). Encoder layers hold ``self_attn``, ``linear1``,
+``linear2``, ``norm1``, ``norm2``; decoder layers ``self_attn``, ``multihead_attn``
+(cross-attention over ``memory``), ``linear1``, ``linear2``, ``norm1``..``norm3``.
+
+``apply`` inputs (an unknown key raises ``UnknownInputKeyError`` listing the accepted ones):
+
+* MultiHeadAttention: ``x`` (self-attention) or ``{"query", "key", "value", "attn_mask",
+  "key_padding_mask", "need_weights", "average_attn_weights", "is_causal"}``.
+* TransformerEncoderLayer: ``x`` or ``{"x" (or "src"), "src_mask",
+  "src_key_padding_mask", "is_causal"}``.
+* TransformerDecoderLayer: ``{"x" (or "tgt"), "memory", "tgt_mask", "memory_mask",
+  "tgt_key_padding_mask", "memory_key_padding_mask", "tgt_is_causal"}``; causal
+  self-attention is on unless a ``tgt_mask`` is given (then the mask decides, as in torch)
+  or ``tgt_is_causal`` is False.
+
+Masks use torch's meaning: boolean True = may NOT attend (``key_padding_mask`` True =
+padding), or float added to the scores. gpudl's own names keep gpudl's sign, True = keep:
+``mask``/``key_mask`` (MHA, encoder), ``mask``/``memory_key_mask`` (decoder). With
+``need_weights=True`` MultiHeadAttention returns ``((out, weights), state)``; the weights
+are averaged over heads (N, Lq, Lk), or per head (N, h, Lq, Lk) with
+``average_attn_weights=False``.
 
 Example:
     >>> import gpudl as gd
@@ -16,6 +38,8 @@ Example:
     >>> p, s = enc.init(gd.random.key(0), gd.ops.zeros((2, 5, 8)))
     >>> enc.apply(p, s, gd.ops.ones((2, 5, 8)))[0].shape
     (2, 5, 8)
+    >>> sorted(p["self_attn"])
+    ['in_proj_bias', 'in_proj_weight', 'out_proj']
 """
 
 from __future__ import annotations
@@ -23,8 +47,9 @@ from __future__ import annotations
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
+from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError, UnknownInputKeyError
 from gpudl.nn.arguments import (
     LayerArgumentError,
     check_bool,
@@ -37,38 +62,85 @@ from gpudl.nn.base import Layer, check_params
 from gpudl.nn.core import Dense
 from gpudl.nn.normalization import LayerNorm
 
-_MHA_KEYS = ("q_proj", "k_proj", "v_proj", "out_proj")
+_MHA_INPUTS = ("query", "key", "value", "attn_mask", "key_padding_mask", "need_weights",
+               "average_attn_weights", "is_causal", "mask", "key_mask")
+_ENCODER_INPUTS = ("x", "src", "src_mask", "src_key_padding_mask", "is_causal", "mask",
+                   "key_mask")
+_DECODER_INPUTS = ("x", "tgt", "memory", "tgt_mask", "memory_mask", "tgt_key_padding_mask",
+                   "memory_key_padding_mask", "tgt_is_causal", "memory_is_causal", "causal",
+                   "mask", "memory_key_mask")
 
 
-def _mha_shapes(q, k, v, embed_dim: int | None = None) -> dict:
-    """q/k/v projections (E, E_q/E_k/E_v) and the output projection (E, E), with biases."""
+def check_input_keys(layer: Layer, x, accepted: tuple[str, ...]) -> None:
+    """Refuse dict inputs with keys the layer does not read (they would be ignored)."""
+    if isinstance(x, dict):
+        unknown = [k for k in x if k not in accepted]
+        if unknown:
+            raise UnknownInputKeyError(
+                f"{layer_label(layer)}: unknown input key(s) {unknown}; accepted keys are "
+                f"{list(accepted)}. Torch-named masks (attn_mask, key_padding_mask, ...) "
+                "use torch's sign (True = masked out); mask/key_mask use True = keep.")
+
+
+def _from_torch_sign(mask):
+    """A torch-convention mask (bool True = masked out, or float additive) in gpudl's
+    convention (bool True = keep, or float additive); None stays None."""
+    if mask is None:
+        return None
+    raw = unbox_all(mask)
+    return ~raw if getattr(raw.dtype, "kind", None) == "b" else raw
+
+
+def _either_mask(layer: Layer, x: dict, torch_name: str, gpudl_name: str):
+    """The mask given as ``torch_name`` (torch's sign) or ``gpudl_name`` (True = keep), in
+    gpudl's sign; giving both is refused."""
+    if x.get(torch_name) is not None and x.get(gpudl_name) is not None:
+        raise ConfigError(f"{layer_label(layer)}: give {torch_name!r} (torch's sign, True = "
+                          f"masked out) or {gpudl_name!r} (True = keep), not both")
+    return _from_torch_sign(x.get(torch_name)) if x.get(torch_name) is not None else x.get(gpudl_name)
+
+
+def _mha_shapes(q, k, v, embed_dim: int | None = None, bias: bool = True) -> dict:
+    """torch's MultiheadAttention parameters for queries/keys/values of these widths."""
     e = embed_dim or q.shape[-1]
-    return {name: {"weight": (e, e if src is None else src.shape[-1]), "bias": (e,)}
-            for name, src in zip(_MHA_KEYS, (q, k, v, None))}
+    eq, ek, ev = q.shape[-1], k.shape[-1], v.shape[-1]
+    if eq == ek == ev == e:
+        shapes = {"in_proj_weight": (3 * e, e)}
+    else:
+        shapes = {"q_proj_weight": (e, eq), "k_proj_weight": (e, ek), "v_proj_weight": (e, ev)}
+    if bias:
+        shapes["in_proj_bias"] = (3 * e,)
+    shapes["out_proj"] = {"weight": (e, e), **({"bias": (e,)} if bias else {})}
+    return shapes
 
 
 class MultiHeadAttention(Layer):
-    """Multi-head scaled dot-product attention with learned q/k/v/out projections."""
+    """Multi-head scaled dot-product attention with learned q/k/v/out projections, keyed
+    as torch's ``nn.MultiheadAttention`` (see the module docstring)."""
 
     base_name = "mha"
 
     @positional_limit(1, lambda label, args: (
-        f"{label} takes (num_heads, *, embed_dim=None, causal=False, dropout=0.0) and infers "
-        f"embed_dim from the input; for torch's MultiheadAttention(embed_dim, num_heads) = "
-        f"MultiheadAttention{tuple(args[:2])!r} write {label}({args[1]!r})."))
-    def __init__(self, num_heads: int, *, embed_dim: int | None = None, causal: bool = False,
-                 dropout: float = 0.0, name: str | None = None):
+        f"{label} takes (num_heads, *, embed_dim=None, bias=True, causal=False, dropout=0.0) "
+        f"and infers embed_dim from the input; for torch's MultiheadAttention(embed_dim, "
+        f"num_heads) = MultiheadAttention{tuple(args[:2])!r} write {label}({args[1]!r})."))
+    def __init__(self, num_heads: int, *, embed_dim: int | None = None, bias: bool = True,
+                 causal: bool = False, dropout: float = 0.0, name: str | None = None):
         super().__init__(name)
         self.num_heads = check_int(self, "num_heads", num_heads)
         self.embed_dim = None if embed_dim is None else check_int(self, "embed_dim", embed_dim)
+        self.bias = check_bool(self, "bias", bias)
         self.causal = check_bool(self, "causal", causal)
         self.dropout = check_float(self, "dropout", dropout, 0.0, 1.0, high_open=True)
 
-    @staticmethod
-    def _parts(x):
+    def _parts(self, x):
+        """(query, key, value, mask, key_mask), the masks in gpudl's True = keep sign."""
         if isinstance(x, dict):
+            check_input_keys(self, x, _MHA_INPUTS)
             q = x["query"]
-            return q, x.get("key", q), x.get("value", x.get("key", q)), x.get("mask"), x.get("key_mask")
+            k = x.get("key", q)
+            return (q, k, x.get("value", k), _either_mask(self, x, "attn_mask", "mask"),
+                    _either_mask(self, x, "key_padding_mask", "key_mask"))
         return x, x, x, None, None
 
     def init(self, key, x):
@@ -80,29 +152,54 @@ class MultiHeadAttention(Layer):
                 f"{self.num_heads}. The first argument is the number of heads (torch's "
                 "MultiheadAttention(embed_dim, num_heads) order is not used: embed_dim is "
                 "inferred from the input).")
-        keys = gdr.split(key, 4)
-        params = {}
-        for name, src, kk in zip(_MHA_KEYS, (q, k, v, None), keys):
-            example = src if src is not None else ops.zeros((1, e), dtype=q.dtype, device=device_of(q))
-            params[name] = Dense(e).init(kk, example)[0]
+        kq, kk, kv, ko = gdr.split(key, 4)
+        proj = [Dense(e, bias=self.bias).init(kk_, src)[0]
+                for kk_, src in zip((kq, kk, kv), (q, k, v))]
+        shapes = _mha_shapes(q, k, v, self.embed_dim, self.bias)
+        if "in_proj_weight" in shapes:
+            params = {"in_proj_weight": ops.concatenate([p["weight"] for p in proj], axis=0)}
+        else:
+            params = {f"{n}_proj_weight": p["weight"] for n, p in zip("qkv", proj)}
+        if self.bias:
+            params["in_proj_bias"] = ops.concatenate([p["bias"] for p in proj], axis=0)
+        example = ops.zeros((1, e), dtype=q.dtype, device=device_of(q))
+        params["out_proj"] = Dense(e, bias=self.bias).init(ko, example)[0]
         return params, {}
 
     def param_shapes(self, x) -> dict:
         q, k, v, _, _ = self._parts(x)
-        return _mha_shapes(q, k, v, self.embed_dim)
+        return _mha_shapes(q, k, v, self.embed_dim, self.bias)
 
     def apply(self, params, state, x, *, train=False, key=None):
         q, k, v, mask, key_mask = self._parts(x)
         check_params(params, self.param_shapes(x), self, q)
-        p = params
-        out = F.multi_head_attention(
-            q, k, v, self.num_heads, p["q_proj"]["weight"], p["k_proj"]["weight"],
-            p["v_proj"]["weight"], p["out_proj"]["weight"], p["q_proj"]["bias"],
-            p["k_proj"]["bias"], p["v_proj"]["bias"], p["out_proj"]["bias"],
-            mask=mask, key_mask=key_mask, causal=self.causal)
+        opts = x if isinstance(x, dict) else {}
+        out, weights = _attend(params, q, k, v, self.num_heads, mask, key_mask,
+                              bool(opts.get("is_causal", False)) or self.causal)
         if self.dropout and train:
             out = F.dropout(out, self.dropout, key, train=True)
+        if opts.get("need_weights", False):
+            if opts.get("average_attn_weights", True):
+                weights = ops.mean(weights, axis=1)  # (N, Lq, Lk), torch's default
+            return (out, weights), state
         return out, state
+
+
+def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, causal=False):
+    """Run ``F.multi_head_attention`` on torch-keyed MHA params: (out, per-head weights)."""
+    b = params.get("in_proj_bias")
+    if "in_proj_weight" in params:
+        w = params["in_proj_weight"]
+        e = w.shape[0] // 3
+        wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
+    else:
+        wq, wk, wv = (params[f"{n}_proj_weight"] for n in "qkv")
+        e = wq.shape[0]
+    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+    return F.multi_head_attention(
+        q, k, v, num_heads, wq, wk, wv, params["out_proj"]["weight"], bq, bk, bv,
+        params["out_proj"].get("bias"), mask=mask, key_mask=key_mask, causal=causal,
+        return_weights=True)
 
 
 class PositionalEncoding(Layer):
@@ -188,84 +285,103 @@ class TransformerEncoderLayer(_Block):
 
     base_name = "encoder"
 
+    def _inputs(self, x):
+        """(x, mask, key_mask, causal) with the masks in gpudl's True = keep sign."""
+        if not isinstance(x, dict):
+            return x, None, None, False
+        check_input_keys(self, x, _ENCODER_INPUTS)
+        xs = x["x"] if "x" in x else x["src"]
+        return (xs, _either_mask(self, x, "src_mask", "mask"),
+                _either_mask(self, x, "src_key_padding_mask", "key_mask"), bool(x.get("is_causal")))
+
     def init(self, key, x):
-        xs = x["x"] if isinstance(x, dict) else x
+        xs = self._inputs(x)[0]
         self._check_heads(xs)
         k1, k2, k3, k4 = gdr.split(key, 4)
-        return {
+        return {  # torch's order
             "self_attn": MultiHeadAttention(self.num_heads).init(k1, xs)[0],
-            "norm1": LayerNorm().init(k2, xs)[0],
             **self._ff_init(k3, xs),
+            "norm1": LayerNorm().init(k2, xs)[0],
             "norm2": LayerNorm().init(k4, xs)[0],
         }, {}
 
     def param_shapes(self, x) -> dict:
-        xs = x["x"] if isinstance(x, dict) else x
+        xs = self._inputs(x)[0]
         return self._shapes(xs.shape[-1], {
             "self_attn": _mha_shapes(xs, xs, xs)}, ("norm1", "norm2"))
 
     def apply(self, params, state, x, *, train=False, key=None):
-        inputs = x if isinstance(x, dict) else {"x": x}
-        xs = inputs["x"]
+        xs, mask, key_mask, causal = self._inputs(x)
         check_params(params, self.param_shapes(x), self, xs)
         k1, k2 = gdr.split(key) if key is not None else (None, None)
-        mha = MultiHeadAttention(self.num_heads)
 
-        def attend(v):
-            return mha.apply(params["self_attn"], {}, {"query": v, "mask": inputs.get("mask"),
-                                                       "key_mask": inputs.get("key_mask")})[0]
+        def self_attend(v):
+            return _attend(params["self_attn"], v, v, v, self.num_heads, mask, key_mask,
+                          causal)[0]
 
-        xs = self._sublayer(xs, attend, params["norm1"], k1, train)
+        xs = self._sublayer(xs, self_attend, params["norm1"], k1, train)
         xs = self._sublayer(xs, lambda v: self._ff(params, v), params["norm2"], k2, train)
         return xs, state
 
 
 class TransformerDecoderLayer(_Block):
-    """Causal self-attention, cross-attention over ``memory``, then feed-forward."""
+    """Causal self-attention, cross-attention (``multihead_attn``) over ``memory``, then
+    feed-forward."""
 
     base_name = "decoder"
 
+    def _inputs(self, x) -> dict:
+        x = x if isinstance(x, dict) else {"x": x}
+        check_input_keys(self, x, _DECODER_INPUTS)
+        mask = _either_mask(self, x, "tgt_mask", "mask")
+        causal = x.get("causal", x.get("tgt_is_causal", x.get("tgt_mask") is None))
+        return {"x": x["x"] if "x" in x else x["tgt"], "memory": x.get("memory"),
+                "mask": mask, "key_mask": _from_torch_sign(x.get("tgt_key_padding_mask")),
+                "causal": bool(causal), "memory_mask": _from_torch_sign(x.get("memory_mask")),
+                "memory_key_mask": _either_mask(self, x, "memory_key_padding_mask", "memory_key_mask"),
+                "memory_causal": bool(x.get("memory_is_causal", False))}
+
     def init(self, key, x):
-        xs, memory = x["x"], x.get("memory")
+        inputs = self._inputs(x)
+        xs, memory = inputs["x"], inputs["memory"]
         self._check_heads(xs)
         keys = gdr.split(key, 6)
-        params = {
-            "self_attn": MultiHeadAttention(self.num_heads).init(keys[0], xs)[0],
-            "norm1": LayerNorm().init(keys[1], xs)[0],
-            **self._ff_init(keys[4], xs),
-            "norm3": LayerNorm().init(keys[5], xs)[0],
-        }
+        params = {"self_attn": MultiHeadAttention(self.num_heads).init(keys[0], xs)[0]}
         if memory is not None:
-            params["cross_attn"] = MultiHeadAttention(self.num_heads).init(
+            params["multihead_attn"] = MultiHeadAttention(self.num_heads).init(
                 keys[2], {"query": xs, "key": memory})[0]
+        params.update(self._ff_init(keys[4], xs))  # torch's order
+        params["norm1"] = LayerNorm().init(keys[1], xs)[0]
+        if memory is not None:
             params["norm2"] = LayerNorm().init(keys[3], xs)[0]
+        params["norm3"] = LayerNorm().init(keys[5], xs)[0]
         return params, {}
 
     def param_shapes(self, x) -> dict:
-        xs, memory = x["x"], x.get("memory")
+        inputs = self._inputs(x)
+        xs, memory = inputs["x"], inputs["memory"]
         attention = {"self_attn": _mha_shapes(xs, xs, xs)}
         norms = ("norm1", "norm3")
         if memory is not None:
-            attention["cross_attn"] = _mha_shapes(xs, memory, memory)
+            attention["multihead_attn"] = _mha_shapes(xs, memory, memory)
             norms = ("norm1", "norm2", "norm3")
         return self._shapes(xs.shape[-1], attention, norms)
 
     def apply(self, params, state, x, *, train=False, key=None):
-        xs, memory = x["x"], x.get("memory")
+        i = self._inputs(x)
+        xs, memory = i["x"], i["memory"]
         check_params(params, self.param_shapes(x), self, xs)
         k1, k2, k3 = gdr.split(key, 3) if key is not None else (None, None, None)
-        self_attn = MultiHeadAttention(self.num_heads, causal=x.get("causal", True))
-        cross = MultiHeadAttention(self.num_heads)
 
-        def attend(v):
-            return self_attn.apply(params["self_attn"], {}, {"query": v, "mask": x.get("mask")})[0]
+        def self_attend(v):
+            return _attend(params["self_attn"], v, v, v, self.num_heads, i["mask"],
+                          i["key_mask"], i["causal"])[0]
 
-        xs = self._sublayer(xs, attend, params["norm1"], k1, train)
+        xs = self._sublayer(xs, self_attend, params["norm1"], k1, train)
         if memory is not None:
             def cross_attend(v):
-                return cross.apply(params["cross_attn"], {}, {
-                    "query": v, "key": memory, "value": memory,
-                    "key_mask": x.get("memory_key_mask")})[0]
+                return _attend(params["multihead_attn"], v, memory, memory, self.num_heads,
+                              i["memory_mask"], i["memory_key_mask"], i["memory_causal"])[0]
 
             xs = self._sublayer(xs, cross_attend, params["norm2"], k2, train)
         xs = self._sublayer(xs, lambda v: self._ff(params, v), params["norm3"], k3, train)

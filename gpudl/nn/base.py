@@ -11,15 +11,16 @@ Where a key is expected, an int seed works too (``model.init(0, x)``, ``apply(..
 key=0)``): every layer class's ``init`` and ``apply`` turn it into ``gd.random.key(seed)``
 on entry (``gd.random.as_key``), user-defined subclasses included.
 
-Containers name their children (``conv1``, ``conv2``, ``dense1`` ... or a ``name=`` given
-to the layer) and keep only children that have parameters in the params tree, so a
-flattened key reads ``conv1.weight``. The same layer object used twice shares its
-parameters and counts once, as in PyTorch and Keras.
+Containers key their children and keep only children that have parameters in the params
+tree: ``Sequential`` by position as torch does (``0``, ``1``, ... or a ``name=`` given to
+the layer; gpudl/nn/sequential.py), so a flattened key reads ``0.weight``; ``Parallel``,
+``Concat`` and ``Model`` by prefix and count (``conv1``, ``dense2``) or ``name=``. The same
+layer object used twice shares its parameters and counts once, as in PyTorch and Keras.
 
 Every ``apply`` checks its params against what the layer's configuration and its input
 imply (``param_shapes(x)``: keys and shapes, no arrays made), so the weights of another
 configuration (another head, layer size or input size) fail with
-:class:`~gpudl.errors.ParamShapeError` naming the leaf path (``dense2.weight``, prefixed
+:class:`~gpudl.errors.ParamShapeError` naming the leaf path (``2.weight``, prefixed
 by each container on the way out), the expected and the given shape. It costs about a
 microsecond per layer (``check_params``, in gpudl/nn/param_checks.py);
 tests/nn/test_param_shapes.py checks that init makes exactly these shapes for every
@@ -31,7 +32,7 @@ Example:
     >>> model = nn.Sequential([nn.Dense(4), nn.ReLU(), nn.Dense(2)])
     >>> params, state = model.init(gd.random.key(0), gd.ops.zeros((1, 3)))
     >>> sorted(params)
-    ['dense1', 'dense2']
+    ['0', '2']
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,14 +49,10 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import (
-    ArgumentTypeError,
     ConfigError,
-    IndexRangeError,
-    MissingKeyError,
-    ParamShapeError,
     TreeMismatchError,
 )
-from gpudl.nn.arguments import LayerArgumentError, check_name, layer_label, positional_limit
+from gpudl.nn.arguments import check_name, layer_label
 from gpudl.nn.param_checks import (  # noqa: F401 - re-exported for the layer modules
     check_params,
     check_tree,
@@ -249,152 +246,10 @@ def split_keys(key, n: int) -> list:
     return list(gdr.split(key, n)) if n > 1 else [key]
 
 
-_SEQUENTIAL_HINT = ("torch's nn.Sequential(a, b, c) takes the layers as separate arguments; "
-                    "gpudl takes one list: nn.Sequential([a, b, c], name=...)")
-
-
-class Sequential(Layer):
-    """Layers applied one after another; each child's output is the next one's input.
-
-    Indexing works as torch's ``nn.Sequential``: ``net[i]`` is the i-th layer (``net["conv1"]``
-    the child of that name), ``len(net)`` and ``for layer in net`` go over the layers, and
-    ``net[a:b]`` is a Sequential of those layers *under their names in* ``net``, so the
-    trained params and state split by the same keys: ``net[a:b].select(params)``.
-
-    Example:
-        >>> import gpudl as gd
-        >>> from gpudl import nn
-        >>> net = nn.Sequential([nn.Dense(8), nn.Tanh(), nn.Dense(1)])
-        >>> p, s = net.init(gd.random.key(1), gd.ops.zeros((2, 4)))
-        >>> net.apply(p, s, gd.ops.ones((2, 4)))[0].shape
-        (2, 1)
-        >>> head = net[1:]
-        >>> head.names, sorted(head.select(p))
-        (['tanh1', 'dense2'], ['dense2'])
-    """
-
-    base_name = "sequential"
-
-    @positional_limit(1, lambda label, args: _SEQUENTIAL_HINT)
-    def __init__(self, layers: Sequence[Layer], *, name: str | None = None):
-        super().__init__(name)
-        if isinstance(layers, Layer):
-            raise LayerArgumentError(f"nn.Sequential: layers must be a list of layers, got a "
-                                     f"single {type(layers).__name__}. {_SEQUENTIAL_HINT}")
-        self.layers = list(layers)
-        if not self.layers:
-            raise LayerArgumentError("nn.Sequential: got an empty list of layers; give at least "
-                                     "one layer, e.g. nn.Sequential([nn.Identity()]) for a "
-                                     "pass-through")
-        for i, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
-                raise ArgumentTypeError(
-                    f"nn.Sequential: item {i} is a {type(layer).__name__}, not a layer; wrap "
-                    "functions with nn.Lambda(fn)"
-                )
-        self.names = name_children(self.layers)
-        self._has_params = any(has_params(layer) for layer in self.layers)
-
-    def init(self, key, x):
-        params, state, _ = self.init_and_apply(key, x)
-        return params, state
-
-    def init_and_apply(self, key, x):
-        params: dict = {}
-        state: dict = {}
-        seen: set[str] = set()
-        keys = split_keys(key, len(self.layers))
-        for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            x = init_child(name, layer, k, x, params, state, seen)
-        return params, state, x
-
-    def apply(self, params, state, x, *, train=False, key=None):
-        check_children(params, self.names, self.layers, "nn.Sequential", state)
-        new_state = dict(state)
-        keys = split_keys(key, len(self.layers))
-        for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            try:
-                x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x,
-                                   train=train, key=k)
-            except ParamShapeError as err:  # zero cost unless raised: name the leaf's path
-                err.within(name)
-                raise
-            if s:
-                new_state[name] = s
-        return x, new_state
-
-    def trainable_mask(self, params):
-        return {
-            name: layer.trainable_mask(params[name])
-            for name, layer in dict(zip(self.names, self.layers, strict=True)).items()
-            if name in params
-        }
-
-    def children(self) -> list[tuple[str, Layer]]:
-        return list(zip(self.names, self.layers, strict=True))
-
-    # -- torch's container protocol ---------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __iter__(self) -> Iterator[Layer]:
-        return iter(self.layers)
-
-    def __getitem__(self, index: int | slice | str) -> Any:
-        """``net[i]``: the i-th layer; ``net["name"]``: the child of that name; ``net[a:b]``:
-        a Sequential of those children keeping their names (see :meth:`select`)."""
-        n = len(self.layers)
-        if isinstance(index, slice):
-            picked = range(n)[index]
-            if not picked:
-                raise IndexRangeError(
-                    f"nn.Sequential: the slice [{_slice_text(index)}] selects no layer of a "
-                    f"Sequential of {n}; a Sequential needs at least one layer")
-            sub = Sequential.__new__(Sequential)
-            Layer.__init__(sub)
-            sub.layers = [self.layers[i] for i in picked]
-            sub.names = [self.names[i] for i in picked]
-            sub._has_params = any(has_params(layer) for layer in sub.layers)
-            return sub
-        if isinstance(index, str):
-            if index not in self.names:
-                raise MissingKeyError(f"nn.Sequential: no child named {index!r}; the children "
-                                      f"are {self.names}")
-            return self.layers[self.names.index(index)]
-        if isinstance(index, int | np.integer) and not isinstance(index, bool):
-            if not -n <= int(index) < n:
-                raise IndexRangeError(f"nn.Sequential: index {int(index)} is out of range for "
-                                      f"a Sequential of {n} layers ({self.names})")
-            return self.layers[int(index)]
-        raise ArgumentTypeError(f"nn.Sequential: index with an int, a slice or a child's name, "
-                                f"got {type(index).__name__} {index!r}")
-
-    def select(self, tree: dict) -> dict:
-        """The entries of a params or state tree (of a larger Sequential) that belong to this
-        one's children: what ``apply`` takes after slicing.
-
-        ``first, rest = net[:k], net[k:]``; then ``first.apply(first.select(params),
-        first.select(state), x)`` followed by ``rest`` gives ``net.apply(params, state, x)``
-        (with a key, the halves split it differently than the whole model does). The new
-        states of the two halves merge back with ``{**state, **s1, **s2}``.
-
-        Example:
-            >>> import gpudl as gd
-            >>> from gpudl import nn
-            >>> net = nn.Sequential([nn.Dense(3), nn.BatchNorm1d(), nn.Dense(1)])
-            >>> p, s = net.init(0, gd.ops.zeros((4, 2)))
-            >>> sorted(net[:2].select(p)), sorted(net[:2].select(s)), sorted(net[2:].select(p))
-            (['bn1', 'dense1'], ['bn1'], ['dense2'])
-        """
-        check_tree(tree, "tree", "nn.Sequential.select")
-        return {name: tree[name] for name in dict.fromkeys(self.names) if name in tree}
-
-
-def _slice_text(index: slice) -> str:
-    parts = ["" if v is None else str(v) for v in (index.start, index.stop, index.step)]
-    return ":".join(parts if index.step is not None else parts[:2])
-
-
 def count_params(tree: Any) -> int:
     """Number of scalars in a params tree."""
     return int(sum(int(np.prod(leaf.shape)) for leaf in tree_leaves(tree)))
+
+
+# Sequential lives in its own module; re-exported here for `from gpudl.nn.base import Sequential`.
+from gpudl.nn.sequential import Sequential  # noqa: E402,F401

@@ -19,8 +19,8 @@ naming every missing and unexpected key; ``strict=False`` loads what matches and
 rest in the result's ``missing_keys``/``unexpected_keys``):
 
 * always: keys whose path names no child of a container, keys under a layer that has
-  neither parameters nor state (``relu1.weight``), BatchNorm's keys exactly, and children
-  with parameters of which the dict holds nothing;
+  neither parameters nor state (``1.weight`` where child ``1`` is a ReLU), BatchNorm's
+  keys exactly, and children with parameters of which the dict holds nothing;
 * with ``x_example`` (or an ``nn.Model`` whose inputs have shapes): every key and every
   shape, against ``model.init(0, x_example)`` (one init, so one forward pass). Without
   it, a missing or mis-shaped leaf of another layer is caught by the first ``apply``'s
@@ -36,10 +36,10 @@ Example:
     >>> params, state = net.init(0, np.zeros((4, 5), np.float32))
     >>> sd = gd.state_dict(params, state)
     >>> list(sd)[2:7]
-    ['bn1.weight', 'bn1.bias', 'bn1.running_mean', 'bn1.running_var', 'bn1.num_batches_tracked']
+    ['1.weight', '1.bias', '1.running_mean', '1.running_var', '1.num_batches_tracked']
     >>> p2, s2 = net.load_state_dict(sd)
     >>> sorted(p2), sorted(s2)
-    (['bn1', 'dense1', 'dense2'], ['bn1'])
+    (['0', '1', '2'], ['1'])
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ Example:
     >>> net = nn.Sequential([nn.LSTM(8, batch_first=True), nn.TransformerEncoderLayer(2, 16)])
     >>> data = net.summary_dict(np.zeros((2, 5, 3), np.float32))
     >>> [(r["name"], r["macs"]) for r in data["rows"]]  # doctest: +NORMALIZE_WHITESPACE
-    [('lstm1', 3520), ('encoder1.self_attn', 3360), ('encoder1.norm1', 0),
-     ('encoder1.linear1', 1280), ('encoder1.linear2', 1280), ('encoder1.norm2', 0)]
+    [('0', 3520), ('1.self_attn', 3360), ('1.norm1', 0),
+     ('1.linear1', 1280), ('1.linear2', 1280), ('1.norm2', 0)]
     >>> data["rows"][0]["macs"] == 5 * 2 * 4 * 8 * (3 + 8)  # T * N * 4H * (I + H)
     True
     >>> data["total_macs"] == sum(r["macs"] for r in data["rows"])
@@ -76,13 +76,18 @@ def shape_of(value: Any) -> Any:
 
 # ------------------------------------------------------------------ MAC formulas
 def attention_macs(q, k, v, params: dict) -> int:
-    """Projections, ``QK^T``, ``AV`` and the output projection (see the module docstring)."""
-    e = int(params["q_proj"]["weight"].shape[0])
+    """Projections, ``QK^T``, ``AV`` and the output projection (see the module docstring).
+    ``params`` has torch's keys: packed ``in_proj_weight`` (3E, E) or ``q_proj_weight``
+    (E, Eq), ``k_proj_weight``, ``v_proj_weight``; then ``out_proj``."""
+    e = int(params["out_proj"]["weight"].shape[0])
     nq = _size(q.shape[:-1])  # N * Lq
     lk = int(k.shape[-2])
-    projections = (nq * _size(params["q_proj"]["weight"].shape)
-                   + _size(k.shape[:-1]) * _size(params["k_proj"]["weight"].shape)
-                   + _size(v.shape[:-1]) * _size(params["v_proj"]["weight"].shape))
+    if "in_proj_weight" in params:
+        wq = wk = wv = (e, int(params["in_proj_weight"].shape[1]))
+    else:
+        wq, wk, wv = (tuple(params[f"{n}_proj_weight"].shape) for n in "qkv")
+    projections = (nq * _size(wq) + _size(k.shape[:-1]) * _size(wk)
+                   + _size(v.shape[:-1]) * _size(wv))
     return projections + 2 * nq * lk * e + nq * _size(params["out_proj"]["weight"].shape)
 
 
@@ -112,10 +117,10 @@ def _transformer_parts(layer: Layer, x, params: dict) -> list[tuple[str, str, An
     parts = [("self_attn", "MultiHeadAttention", shape, attention_macs(xs, xs, xs,
                                                                       params["self_attn"])),
              ("norm1", "LayerNorm", shape, 0)]
-    if "cross_attn" in params:
+    if "multihead_attn" in params:
         memory = x["memory"]
-        parts += [("cross_attn", "MultiHeadAttention", shape,
-                   attention_macs(xs, memory, memory, params["cross_attn"])),
+        parts += [("multihead_attn", "MultiHeadAttention", shape,
+                   attention_macs(xs, memory, memory, params["multihead_attn"])),
                   ("norm2", "LayerNorm", shape, 0)]
     parts += [("linear1", "Dense", (*shape[:-1], ff), tokens * ff * d),
               ("linear2", "Dense", shape, tokens * d * ff)]

@@ -116,7 +116,7 @@ def rebuild(arrays: dict[str, np.ndarray], saved_paths: list, like: Any, name: s
     count and shapes must match), or from the paths alone when ``like`` is None."""
     if like is None:
         return tree_from_paths({k: asarray(v, dtype=v.dtype, device=device)
-                                for k, v in arrays.items()})
+                                for k, v in arrays.items()}, lists=name == "opt_state")
     leaves_like, treedef = tree_flatten(like)
     if None not in saved_paths:  # the oldest files have no paths; then count and shapes decide
         paths = [p for p, _ in flatten_with_paths(like)]

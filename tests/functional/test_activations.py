@@ -163,8 +163,10 @@ def test_layer(row):
     np.testing.assert_allclose(y, row.ref(row.x), rtol=1e-12, atol=1e-12)
     by_name = nn.Activation(row.name, **row.kwargs).apply({}, {}, row.x)[0]
     np.testing.assert_array_equal(by_name, y)
-    names = [r["name"] for r in nn.Sequential([nn.Dense(6), layer]).summary_dict(X2)["rows"]]
-    assert names[-1] == f"{row.name}1"
+    # Sequential keys children by position (as torch); Parallel names them by prefix
+    net = nn.Sequential([nn.Dense(6), nn.Parallel([layer])])
+    names = [r["name"] for r in net.summary_dict(X2)["rows"]]
+    assert names[-1] == f"1.{row.name}1"
 
 
 @pytest.mark.parametrize("row", list(WITH_GRAD.values()), ids=list(WITH_GRAD))

@@ -36,8 +36,8 @@ def test_undercomplete_shapes_and_param_count_by_hand():
     shapes = {(half, name): (v["weight"].shape, v["bias"].shape)
               for half in p for name, v in p[half].items()}
     assert shapes == {
-        ("encoder", "dense1"): ((32, 64), (32,)), ("encoder", "dense2"): ((16, 32), (16,)),
-        ("decoder", "dense1"): ((32, 16), (32,)), ("decoder", "dense2"): ((64, 32), (64,)),
+        ("encoder", "1"): ((32, 64), (32,)), ("encoder", "3"): ((16, 32), (16,)),
+        ("decoder", "0"): ((32, 16), (32,)), ("decoder", "2"): ((64, 32), (64,)),
     }
     # 64*32+32 + 32*16+16 (encoder) + 16*32+32 + 32*64+64 (decoder)
     assert count_params(p) == (64 * 32 + 32) + (32 * 16 + 16) + (16 * 32 + 32) + (32 * 64 + 64)
@@ -46,10 +46,10 @@ def test_undercomplete_shapes_and_param_count_by_hand():
     assert m.encode(p, x).shape == (5, 16)
     # the forward pass by hand
     h = x.reshape(5, 64)
-    for name in ("dense1", "dense2"):
+    for name in ("1", "3"):
         h = np.maximum(h @ p["encoder"][name]["weight"].T + p["encoder"][name]["bias"], 0)
-    h = np.maximum(h @ p["decoder"]["dense1"]["weight"].T + p["decoder"]["dense1"]["bias"], 0)
-    ref = _np_sigmoid(h @ p["decoder"]["dense2"]["weight"].T + p["decoder"]["dense2"]["bias"])
+    h = np.maximum(h @ p["decoder"]["0"]["weight"].T + p["decoder"]["0"]["bias"], 0)
+    ref = _np_sigmoid(h @ p["decoder"]["2"]["weight"].T + p["decoder"]["2"]["bias"])
     np.testing.assert_allclose(y.reshape(5, 64), ref, rtol=1e-5, atol=1e-6)
 
 
@@ -107,11 +107,11 @@ def test_vae_loss_matches_numpy_reference():
     def dense(v, q):
         return v @ q["weight"].T + q["bias"]
 
-    h = np.tanh(dense(x, p["encoder"]["dense1"]))
+    h = np.tanh(dense(x, p["encoder"]["0"]))
     mu, logvar = dense(h, p["mu"]), dense(h, p["logvar"])
     eps = gd.random.normal(key, mu.shape, dtype=np.float64)
     z = mu + np.exp(0.5 * logvar) * eps
-    logits = dense(np.tanh(dense(z, p["decoder"]["dense1"])), p["decoder"]["dense2"])
+    logits = dense(np.tanh(dense(z, p["decoder"]["0"])), p["decoder"]["2"])
     rec = _np_bce_logits(logits, x)
     kl = (-0.5 * (1 + logvar - mu ** 2 - np.exp(logvar))).sum(1).mean()
     np.testing.assert_allclose(float(aux["reconstruction"]), rec, rtol=1e-10)
@@ -162,7 +162,7 @@ def test_k_sparse_keeps_exactly_k_and_blocks_gradient_to_dropped_units():
     p, _ = m.init(gd.random.key(0), x)
     code = m.encode(p, x)
     assert ((code != 0).sum(axis=1) == 2).all()
-    pre = x @ p["encoder"]["dense1"]["weight"].T + p["encoder"]["dense1"]["bias"]
+    pre = x @ p["encoder"]["0"]["weight"].T + p["encoder"]["0"]["bias"]
 
     def loss_from_pre(v):
         return ae.reconstruction_loss(m.decode_logits(p, ae.k_sparse(v, 2)), x)
@@ -180,7 +180,7 @@ def test_contractive_closed_form_equals_generic_jacobian():
     generic = ae.contractive_ae_loss(m, p, x, lam=1.0, closed_form=False)
     rec = ae.ae_loss(m, p, x)
     # naive reference: J = diag(h (1 - h)) W for each example
-    w, b = p["encoder"]["dense1"]["weight"], p["encoder"]["dense1"]["bias"]
+    w, b = p["encoder"]["0"]["weight"], p["encoder"]["0"]["bias"]
     ref = 0.0
     for xi in x:
         hi = _np_sigmoid(w @ xi + b)
@@ -326,12 +326,12 @@ def test_make_train_step_is_pure_and_descends():
     p, _ = m.init(gd.random.key(0), x)
     opt = optim.sgd(0.1)
     step = ae.make_train_step(lambda q, xb: ae.ae_loss(m, q, xb), opt)
-    w0 = p["encoder"]["dense1"]["weight"].copy()
+    w0 = p["encoder"]["0"]["weight"].copy()
     grads = gd.grad(lambda q: ae.ae_loss(m, q, x))(p)
     p2, _, loss = step(p, opt.init(p), x)
-    np.testing.assert_array_equal(p["encoder"]["dense1"]["weight"], w0)  # input untouched
-    np.testing.assert_allclose(p2["encoder"]["dense1"]["weight"],
-                               w0 - 0.1 * grads["encoder"]["dense1"]["weight"], rtol=1e-6)
+    np.testing.assert_array_equal(p["encoder"]["0"]["weight"], w0)  # input untouched
+    np.testing.assert_allclose(p2["encoder"]["0"]["weight"],
+                               w0 - 0.1 * grads["encoder"]["0"]["weight"], rtol=1e-6)
     assert float(ae.ae_loss(m, p2, x)) < float(loss)
 
 

@@ -157,13 +157,13 @@ def test_inception_concatenates_four_branches():
     params, state = blk.init(gd.random.key(0), x)
     y, _ = blk.apply(params, state, x)
     assert y.shape == (2, 3 + 4 + 2 + 5, 5, 5)
-    p1 = params["branch1"]["conv1"]
+    p1 = params["branch1"]["0"]
     np.testing.assert_allclose(y[:, :3], np.maximum(_conv1x1(x, p1["weight"], p1["bias"]), 0),
                                rtol=1e-10, atol=1e-12)
     # branch 4: 3x3 max pool (stride 1, pad 1 with -inf) then 1x1 conv
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     pooled = np.max([padded[:, :, i:i + 5, j:j + 5] for i in range(3) for j in range(3)], axis=0)
-    p4 = params["branch4"]["conv1"]
+    p4 = params["branch4"]["1"]
     np.testing.assert_allclose(y[:, 9:], np.maximum(_conv1x1(pooled, p4["weight"], p4["bias"]), 0),
                                rtol=1e-10, atol=1e-12)
 
@@ -172,9 +172,9 @@ def test_basic_block_identity_shortcut():
     blk = resnet.basic_block(4)
     x = np.random.default_rng(1).normal(size=(2, 4, 6, 6))
     params, state = blk.init(gd.random.key(0), x)
-    assert sorted(params["residual1"]) == ["body"]  # no projection when the shape is kept
+    assert sorted(params) == ["bn1", "bn2", "conv1", "conv2"]  # no downsample: shape kept
     # A zero last BN (gamma = beta = 0) silences the body: the block is relu(x).
-    params["residual1"]["body"]["bn2"] = {"weight": np.zeros(4), "bias": np.zeros(4)}
+    params["bn2"] = {"weight": np.zeros(4), "bias": np.zeros(4)}
     y, _ = blk.apply(params, state, x, train=True)
     np.testing.assert_allclose(y, np.maximum(x, 0), rtol=0, atol=0)
 
@@ -183,21 +183,21 @@ def test_basic_block_projection_shortcut():
     blk = resnet.basic_block(6, stride=2, in_channels=3)
     x = np.random.default_rng(2).normal(size=(2, 3, 8, 8))
     params, state = blk.init(gd.random.key(0), x)
-    assert sorted(params["residual1"]) == ["body", "projection"]
-    assert params["residual1"]["projection"]["conv1"]["weight"].shape == (6, 3, 1, 1)
-    params["residual1"]["body"]["bn2"] = {"weight": np.zeros(6), "bias": np.zeros(6)}
+    assert sorted(params) == ["bn1", "bn2", "conv1", "conv2", "downsample"]  # torchvision's
+    assert params["downsample"]["0"]["weight"].shape == (6, 3, 1, 1)
+    params["bn2"] = {"weight": np.zeros(6), "bias": np.zeros(6)}
     y, _ = blk.apply(params, state, x, train=False)  # running stats: mean 0, var 1
-    w = params["residual1"]["projection"]["conv1"]["weight"]
+    w = params["downsample"]["0"]["weight"]
     expected = np.maximum(_conv1x1(x, w, stride=2) / np.sqrt(1 + 1e-5), 0)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
     assert y.shape == (2, 6, 4, 4)
 
 
 def test_basic_block_channel_change_needs_projection():
-    with pytest.raises(ShapeError, match="projection"):
+    with pytest.raises(ShapeError, match="downsample"):
         resnet.basic_block(8).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
     p, _ = resnet.basic_block(8, in_channels=4).init(gd.random.key(0), gd.ops.zeros((1, 4, 4, 4)))
-    assert "projection" in p["residual1"]
+    assert "downsample" in p
 
 
 def test_vgg_and_nin_blocks():

@@ -56,7 +56,7 @@ def test_dcgan_shapes(size, channels):
     assert x.shape == (2, channels, size, size) and float(np.abs(x).max()) <= 1.0
     dp, ds = d.init(gd.random.key(1), x)
     assert d.apply(dp, ds, x)[0].shape == (2, 1)
-    assert "bn1" in gs and "bn1" in ds  # BatchNorm running statistics are layer state
+    assert gs and ds and all("running_mean" in v for v in (*gs.values(), *ds.values()))  # BN state
 
 
 def test_dcgan_param_count_by_hand_28():
@@ -185,11 +185,11 @@ def test_conditional_gan_uses_labels(embed_dim):
     assert s1.shape == (3, 1) and s1[0, 0] != s2[0, 0] and s1[1, 0] == s2[1, 0]
     if embed_dim is None:  # one-hot: the first Dense sees [z, one_hot(y)]; the whole net by hand
         q = gp["net"]
-        w1 = q["dense1"]["weight"]
+        w1 = q["0"]["weight"]
         assert w1.shape == (8, LATENT + 5)
-        h = z @ w1[:, :LATENT].T + w1[:, LATENT + y].T + q["dense1"]["bias"]  # column pick = one-hot
+        h = z @ w1[:, :LATENT].T + w1[:, LATENT + y].T + q["0"]["bias"]  # column pick = one-hot
         h = np.where(h > 0, h, 0.2 * h)
-        ref = np.tanh(h @ q["dense2"]["weight"].T + q["dense2"]["bias"]).reshape(3, 1, 4, 4)
+        ref = np.tanh(h @ q["2"]["weight"].T + q["2"]["bias"]).reshape(3, 1, 4, 4)
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     else:
         assert gp["embedding"]["weight"].shape == (5, embed_dim)
@@ -222,7 +222,7 @@ def test_gan_train_step_on_gpu_matches_cpu():
         st_gpu = gd.to_device(st, "cuda")
         st2, m_gpu = gan.gan_train_step(g, d, go, do, st_gpu, gd.to_device(x, "cuda"),
                                         gd.random.key(1), latent_dim=LATENT)
-    assert gd.get_array_module(st2.gen_params["dense1"]["weight"]).__name__ == "cupy"
+    assert gd.get_array_module(st2.gen_params["0"]["weight"]).__name__ == "cupy"
     for k in m_cpu:
         np.testing.assert_allclose(m_gpu[k], m_cpu[k], rtol=1e-4, atol=1e-6)
 

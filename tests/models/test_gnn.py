@@ -129,8 +129,8 @@ def test_graph_classifier_readout_reference():
     p, _ = net.init(gd.random.key(2), batch)
     h = np.asarray(net.node_features(p, batch))
     pooled = np.stack([h[batch["batch"] == g].max(0) for g in range(2)])  # naive readout
-    w1, b1 = p["head"]["dense1"]["weight"], p["head"]["dense1"]["bias"]
-    w2, b2 = p["head"]["dense2"]["weight"], p["head"]["dense2"]["bias"]
+    w1, b1 = p["head"]["0"]["weight"], p["head"]["0"]["bias"]
+    w2, b2 = p["head"]["2"]["weight"], p["head"]["2"]["bias"]
     expected = np.maximum(pooled @ w1.T + b1, 0) @ w2.T + b2
     np.testing.assert_allclose(net.apply(p, {}, batch)[0], expected, atol=1e-5)
 

@@ -216,7 +216,7 @@ def test_logistic_regression_separates_blobs():
     out, _ = net.apply(params, state, xte)
     assert L.binary_accuracy(yte, out) > 0.95
     # the probability is sigmoid(w·x + b): check on one point by hand
-    w, b = params["dense1"]["weight"][0], params["dense1"]["bias"][0]
+    w, b = params["1"]["weight"][0], params["1"]["bias"][0]
     np.testing.assert_allclose(out[0, 0], xte[0] @ w + b, rtol=1e-5)
 
 
@@ -286,9 +286,9 @@ def test_xor_net_with_hand_set_weights():
     x, y = gd.data.xor()
     params, state = net.init(gd.random.key(0), x)
     assert gd.nn.count_params(params) == 2 * 2 + 2 + 2 + 1  # the 2-2-1 network: 9 weights
-    params = {"dense1": {"weight": np.array([[20.0, 20.0], [-20.0, -20.0]], np.float32),
+    params = {"0": {"weight": np.array([[20.0, 20.0], [-20.0, -20.0]], np.float32),
                          "bias": np.array([-10.0, 30.0], np.float32)},   # OR, NAND
-              "dense2": {"weight": np.array([[20.0, 20.0]], np.float32),
+              "2": {"weight": np.array([[20.0, 20.0]], np.float32),
                          "bias": np.array([-30.0], np.float32)}}         # AND
     out, _ = net.apply(params, state, x)
     np.testing.assert_array_equal((out[:, 0] > 0).astype(np.int64), y)

@@ -15,16 +15,11 @@ from gpudl.nn import MultiHeadAttention, TransformerDecoderLayer, TransformerEnc
 
 
 def _copy_mha(torch_mha, p):
-    """gpudl's q/k/v/out projections into torch's packed in_proj."""
+    """gpudl's MHA params carry torch's keys: a strict load_state_dict copies them."""
     import torch
 
-    with torch.no_grad():
-        torch_mha.in_proj_weight.copy_(torch.from_numpy(np.concatenate(
-            [np.asarray(p[k]["weight"]) for k in ("q_proj", "k_proj", "v_proj")])))
-        torch_mha.in_proj_bias.copy_(torch.from_numpy(np.concatenate(
-            [np.asarray(p[k]["bias"]) for k in ("q_proj", "k_proj", "v_proj")])))
-        torch_mha.out_proj.weight.copy_(torch.from_numpy(np.asarray(p["out_proj"]["weight"])))
-        torch_mha.out_proj.bias.copy_(torch.from_numpy(np.asarray(p["out_proj"]["bias"])))
+    torch_mha.load_state_dict({k: torch.from_numpy(np.asarray(v))
+                               for k, v in gd.state_dict(p).items()}, strict=True)
 
 
 def _copy_linear_norm(torch_layer, p, names):

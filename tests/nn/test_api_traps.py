@@ -213,7 +213,7 @@ def test_transformer_layers_torch_order_is_refused():
     # The documented order still works: (num_heads, ff_dim).
     p, s = nn.TransformerEncoderLayer(4, 32).init(KEY, x)
     assert p["linear1"]["weight"].shape == (32, 16)
-    assert p["self_attn"]["q_proj"]["weight"].shape == (16, 16)
+    assert p["self_attn"]["in_proj_weight"].shape == (48, 16)
 
 
 def test_multi_head_attention_and_conv_torch_order_are_refused():

@@ -77,12 +77,12 @@ def test_model_nested_in_sequential_and_graph_errors():
     inner = nn.Model(x, nn.Dense(4)(x))
     net = nn.Sequential([inner, nn.ReLU(), nn.Dense(1)])
     params, state = net.init(gd.random.key(0), np.zeros((2, 3), np.float32))
-    assert sorted(params) == ["dense1", "model1"]
-    assert params["model1"]["dense1"]["weight"].shape == (4, 3)
+    assert sorted(params) == ["0", "2"]
+    assert params["0"]["dense1"]["weight"].shape == (4, 3)
     assert net.apply(params, state, np.ones((5, 3), np.float32))[0].shape == (5, 1)
 
     with pytest.raises(ValueError, match="expected 1 inputs, got 2"):
-        inner.apply(params["model1"], {}, (np.ones((1, 3)), np.ones((1, 3))))
+        inner.apply(params["0"], {}, (np.ones((1, 3)), np.ones((1, 3))))
     other = nn.Input((3,))
     with pytest.raises(ValueError, match="inputs not listed"):
         nn.Model(x, nn.Add()([nn.Dense(2)(x), nn.Dense(2)(other)]))
@@ -95,9 +95,9 @@ def test_shared_dense_in_sequential_counts_once():
     net = nn.Sequential([shared, nn.Tanh(), shared])
     x = np.random.default_rng(0).standard_normal((2, 4))
     params, state = net.init(gd.random.key(0), x)
-    assert list(params) == ["dense1"]
+    assert list(params) == ["0"]
     y, _ = net.apply(params, state, x)
-    p = params["dense1"]
+    p = params["0"]
     np.testing.assert_allclose(y, _dense(p, np.tanh(_dense(p, x))), rtol=1e-12)
     data = net.summary_dict(x)
     assert data["total_params"] == 4 * 4 + 4
@@ -133,7 +133,7 @@ def test_residual_with_and_without_projection():
     proj = nn.Residual(nn.Sequential([nn.Dense(5), nn.ReLU()]), projection=nn.Dense(5))
     p, s = proj.init(gd.random.key(1), x)
     assert sorted(p) == ["body", "projection"]
-    ref = np.maximum(_dense(p["body"]["dense1"], x), 0) + _dense(p["projection"], x)
+    ref = np.maximum(_dense(p["body"]["0"], x), 0) + _dense(p["projection"], x)
     np.testing.assert_allclose(proj.apply(p, s, x)[0], ref, rtol=1e-12)
     check_grad(lambda q, v: proj.apply(q, s, v)[0], p, x)
 
@@ -157,7 +157,12 @@ def test_parallel_and_concat():
 def test_children_names_and_explicit_names():
     net = nn.Sequential([nn.Dense(2, name="fc"), nn.Dense(2), nn.Dense(2, name="dense1")])
     params, _ = net.init(gd.random.key(0), np.zeros((1, 2)))
-    assert list(params) == ["fc", "dense2", "dense1"]  # auto names skip the explicit one
+    assert list(params) == ["fc", "1", "dense1"]  # unnamed children keyed by position, as torch
+    net = nn.Sequential({"conv": nn.Dense(2), "act": nn.ReLU(), "head": nn.Dense(1)})
+    params, _ = net.init(gd.random.key(0), np.zeros((1, 2)))
+    assert list(params) == ["conv", "head"] and net["head"] is net[2]  # torch's OrderedDict form
+    with pytest.raises(ValueError, match="both named '1'"):
+        nn.Sequential([nn.Dense(2, name="1"), nn.Dense(3)])
     with pytest.raises(ValueError, match="both named 'fc'"):
         nn.Sequential([nn.Dense(2, name="fc"), nn.Dense(3, name="fc")])
 
@@ -168,8 +173,8 @@ def test_trainable_mask_and_frozen_layers():
     net = nn.Sequential([frozen, nn.ReLU(), nn.Dense(2)])
     params, _ = net.init(gd.random.key(0), np.zeros((1, 4)))
     mask = net.trainable_mask(params)
-    assert mask == {"dense1": {"weight": False, "bias": False},
-                    "dense2": {"weight": True, "bias": True}}
+    assert mask == {"0": {"weight": False, "bias": False},
+                    "2": {"weight": True, "bias": True}}
     gd.tree.assert_same_structure(mask, params)
 
 

@@ -69,8 +69,8 @@ TABLE = {
     "Lambda": (lambda: nn.Lambda(lambda x: x * 2.0), ACT, (2, 5), {}),
     "Sequential": (lambda: nn.Sequential([nn.Dense(3), nn.ReLU(), nn.Dense(2)]),
                    lambda: f64(2, 4), (2, 2),
-                   {"dense1.weight": (3, 4), "dense1.bias": (3,),
-                    "dense2.weight": (2, 3), "dense2.bias": (2,)}),
+                   {"0.weight": (3, 4), "0.bias": (3,),
+                    "2.weight": (2, 3), "2.bias": (2,)}),
     "Residual": (lambda: nn.Residual(nn.Dense(4)), lambda: f64(2, 4), (2, 4),
                  {"body.weight": (4, 4), "body.bias": (4,)}),
     "Parallel": (lambda: nn.Parallel([nn.Dense(2), nn.Dense(3, bias=False)]),
@@ -83,8 +83,8 @@ TABLE = {
     "Concatenate": (nn.Concatenate, lambda: [f64(2, 3), f64(2, 2)], (2, 5), {}),
     "Model": (_model, lambda: f64(2, 4), (2, 3), {"dense1.weight": (3, 4), "dense1.bias": (3,)}),
     "MultiHeadAttention": (lambda: nn.MultiHeadAttention(2), lambda: f64(2, 5, 4), (2, 5, 4),
-                           {f"{p}.{n}": s for p in ("q_proj", "k_proj", "v_proj", "out_proj")
-                            for n, s in (("weight", (4, 4)), ("bias", (4,)))}),
+                           {"in_proj_weight": (12, 4), "in_proj_bias": (12,),
+                            "out_proj.weight": (4, 4), "out_proj.bias": (4,)}),
     "PositionalEncoding": (nn.PositionalEncoding, lambda: f64(2, 5, 4), (2, 5, 4), {}),
     "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(num_heads=2, ff_dim=8),
                                 lambda: f64(2, 5, 4), (2, 5, 4), None),
@@ -131,8 +131,9 @@ ABSTRACT = {"Layer"}
 
 LEAF_NAME = re.compile(
     r"^(weight|bias|running_mean|running_var|num_batches_tracked|(weight|bias)_(ih|hh)(_l\d+(_reverse)?)?"
-    r"|att_src|att_dst)$")  # att_*: PyG's GATConv names
-SEGMENT = re.compile(r"^[a-z][a-z0-9_]*$")
+    r"|att_src|att_dst|in_proj_(weight|bias)|[qkv]_proj_weight)$")  # att_*: PyG's GATConv;
+# in_proj_*/[qkv]_proj_weight: torch's MultiheadAttention
+SEGMENT = re.compile(r"^([a-z][a-z0-9_]*|[0-9]+)$")  # a name, or a Sequential position (torch)
 
 
 def _layer_classes() -> dict[str, type]:
@@ -306,10 +307,10 @@ def test_layer_norm_without_affine_has_no_params_entry():
     net = nn.Sequential([nn.Dense(5), nn.LayerNorm(affine=False), nn.BatchNorm1d(affine=False)])
     x = f64(6, 3)
     params, state = net.init(gd.random.key(0), x)
-    assert sorted(params) == ["dense1"]  # nothing to save or load for the norms
-    assert sorted(state) == ["bn1"]
+    assert sorted(params) == ["0"]  # nothing to save or load for the norms
+    assert sorted(state) == ["2"]
     y, _ = net.apply(params, state, x)
-    h = x @ params["dense1"]["weight"].T + params["dense1"]["bias"]
+    h = x @ params["0"]["weight"].T + params["0"]["bias"]
     h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(y, h / np.sqrt(1 + 1e-5), rtol=1e-10)
     check_grad(lambda p, inp: net.apply(p, state, inp)[0], params, x)
@@ -319,4 +320,4 @@ def test_tree_map_over_params_is_plain():
     # Params are plain nested dicts of arrays: tree utilities work on them directly.
     _, _, params, _ = _params_of("Sequential")
     doubled = tree_map(lambda a: a * 2, params)
-    np.testing.assert_allclose(doubled["dense1"]["weight"], params["dense1"]["weight"] * 2)
+    np.testing.assert_allclose(doubled["0"]["weight"], params["0"]["weight"] * 2)

@@ -62,14 +62,14 @@ def test_batchnorm_state_flows_through_sequential():
     net = nn.Sequential([nn.Dense(4), nn.BatchNorm1d(), nn.ReLU(), nn.Dense(2)])
     x = rng.standard_normal((10, 3))
     params, state = net.init(gd.random.key(0), x)
-    assert sorted(state) == ["bn1"]
+    assert sorted(state) == ["1"]
     _, s_eval = net.apply(params, state, x)
-    np.testing.assert_allclose(s_eval["bn1"]["running_mean"], 0.0)
+    np.testing.assert_allclose(s_eval["1"]["running_mean"], 0.0)
     _, s_train = net.apply(params, state, x, train=True)
-    h = x @ params["dense1"]["weight"].T + params["dense1"]["bias"]
-    np.testing.assert_allclose(s_train["bn1"]["running_mean"], 0.1 * h.mean(0), rtol=1e-6)
+    h = x @ params["0"]["weight"].T + params["0"]["bias"]
+    np.testing.assert_allclose(s_train["1"]["running_mean"], 0.1 * h.mean(0), rtol=1e-6)
     # the input state is not mutated (pure functions)
-    np.testing.assert_allclose(state["bn1"]["running_mean"], 0.0)
+    np.testing.assert_allclose(state["1"]["running_mean"], 0.0)
 
 
 def test_batchnorm_missing_state_is_a_clear_error():

@@ -115,8 +115,8 @@ def test_lenet5_with_trainable_subsampling():
     params, state = net.init(gd.random.key(0), x)
     # 61,706 for the average-pooling LeNet plus 2 per channel of S2 (6) and S4 (16).
     assert nn.count_params(params) == 61706 + 2 * 6 + 2 * 16
-    assert params["subsample1"]["weight"].shape == (6,)
-    assert params["subsample2"]["bias"].shape == (16,)
+    assert params["2"]["weight"].shape == (6,)
+    assert params["5"]["bias"].shape == (16,)
     y, _ = net.apply(params, state, np.ones((3, 1, 28, 28), np.float32))
     assert y.shape == (3, 10)
     # The default is unchanged.
@@ -136,5 +136,5 @@ def test_lenet5_subsampling_trains_its_coefficients():
         return gd.functional.softmax_cross_entropy(net.apply(p, state, x)[0], labels)
 
     grads = gd.grad(loss)(params)
-    assert np.abs(grads["subsample1"]["weight"]).max() > 0
-    assert np.abs(grads["subsample2"]["bias"]).max() > 0
+    assert np.abs(grads["2"]["weight"]).max() > 0
+    assert np.abs(grads["5"]["bias"]).max() > 0

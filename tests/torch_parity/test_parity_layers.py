@@ -2,8 +2,8 @@
 
 Each test builds a torch module and the matching gpudl layer, checks that gpudl's
 ``init`` produces the same flat parameter names (``gd.tree.flatten_with_paths``) and
-shapes as the torch ``state_dict`` (after the layer's documented renaming, e.g. MHA's
-packed ``in_proj_weight``), copies torch's weights over, and compares outputs and the
+shapes as the torch ``state_dict`` (attention included: ``in_proj_weight``,
+``multihead_attn``), copies torch's weights over, and compares outputs and the
 gradients of a loss with respect to every parameter and the input.
 """
 
@@ -26,32 +26,6 @@ RTOL, ATOL = 1e-10, 1e-12
 
 def identity_map(flat: dict) -> dict:
     return unflatten_paths(dict(flat))
-
-
-def mha_map(*prefixes: str, rename: dict | None = None):
-    """torch MultiheadAttention keys -> gpudl q/k/v/out projections under each prefix.
-
-    torch packs q, k, v into ``in_proj_weight`` (3E, E) and ``in_proj_bias`` (3E,);
-    ``rename`` maps torch's top-level module names to gpudl's.
-    """
-    prefixes = prefixes or ("",)
-    rename = rename or {}
-
-    def convert(flat: dict) -> dict:
-        out = {}
-        for k, v in flat.items():
-            head, _, rest = k.partition(".")
-            if head in rename:
-                k = f"{rename[head]}.{rest}"
-            prefix = next((p for p in prefixes if k.startswith(p + "in_proj_")), None)
-            if prefix is None:
-                out[k] = v
-                continue
-            kind = k[len(prefix + "in_proj_"):]  # weight | bias
-            for name, part in zip("qkv", np.split(v, 3, axis=0)):
-                out[f"{prefix}{name}_proj.{kind}"] = part
-        return unflatten_paths(out)
-    return convert
 
 
 def check_layer(layer, tmodule, x, t_call=None, gd_input=None, convert=identity_map,
@@ -216,7 +190,7 @@ def test_multihead_attention(masks):
             attn_mask=torch.tensor(~keep) if use_am else None, need_weights=False))[0]
 
     check_layer(nn.MultiHeadAttention(heads), tm, q, t_call=t_call, gd_input=gd_input,
-                convert=mha_map())
+                convert=identity_map)  # torch's keys: in_proj_weight, in_proj_bias, out_proj
 
 
 def test_multi_head_attention_weights_per_head():
@@ -258,7 +232,7 @@ def test_transformer_encoder_layer(norm_first, activation, key_mask):
 
     check_layer(nn.TransformerEncoderLayer(heads, ff, dropout=0.0, norm_first=norm_first,
                                            activation=activation),
-                tm, x, t_call=t_call, gd_input=gd_input, convert=mha_map("self_attn."))
+                tm, x, t_call=t_call, gd_input=gd_input)
 
 
 # ----------------------------------------------------------------------------- a whole CNN
@@ -287,8 +261,7 @@ def test_transformer_decoder_layer(norm_first, memory_mask):
             tgt_mask=blocked, memory_key_padding_mask=kpm))
 
     check_layer(nn.TransformerDecoderLayer(heads, ff, dropout=0.0, norm_first=norm_first),
-                tm, x, t_call=t_call, gd_input=gd_input,
-                convert=mha_map("self_attn.", "cross_attn.", rename={"multihead_attn": "cross_attn"}))
+                tm, x, t_call=t_call, gd_input=gd_input)  # torch's keys: multihead_attn
 
 
 def torch_lenet5():
@@ -302,14 +275,7 @@ def torch_lenet5():
 def test_lenet5_cross_entropy():
     torch.manual_seed(0)
     tm = torch_lenet5()
-    gd_names = ["conv1", "conv2", "dense1", "dense2", "dense3"]
-    t_names = ["0", "3", "7", "9", "11"]
-    rename = dict(zip(t_names, gd_names))
-
-    def convert(flat):
-        return unflatten_paths({f"{rename[k.split('.')[0]]}.{k.split('.')[1]}": v
-                                for k, v in flat.items()})
-
+    # gpudl's Sequential keys children by position as torch does: no renaming table
     x = np.random.default_rng(36).uniform(0, 1, (4, 1, 28, 28))
     y = np.array([3, 0, 9, 3])
-    check_layer(models.lenet5(activation="relu", pool="max"), tm, x, convert=convert, loss=y)
+    check_layer(models.lenet5(activation="relu", pool="max"), tm, x, loss=y)

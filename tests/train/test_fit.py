@@ -214,9 +214,9 @@ def test_fit_leaves_frozen_parameters_untouched():
     # AdamW's decoupled decay would move even zero-gradient weights if fit ignored the mask.
     h = gd.fit(model, (x, y), loss="cross_entropy", optimizer=optim.adamw(0.05, weight_decay=0.5),
                epochs=2, batch_size=8, verbose=0)
-    np.testing.assert_array_equal(h.params["embedding1"]["weight"], vectors)
-    assert not np.allclose(h.params["dense1"]["weight"],
-                           model.init(gd.random.key(0), x[:2])[0]["dense1"]["weight"])
+    np.testing.assert_array_equal(h.params["0"]["weight"], vectors)
+    assert not np.allclose(h.params["2"]["weight"],
+                           model.init(gd.random.key(0), x[:2])[0]["2"]["weight"])
 
 
 def test_progress_bar_is_used_in_a_jupyter_kernel(monkeypatch):

@@ -58,7 +58,7 @@ def test_a_nan_batch_stops_the_run_with_the_last_finite_params(device):
     assert "the loss of step 31 (batch 31 of epoch 1) is nan" in str(err)
     h = err.gpudl_history
     assert h.stop_reason == "non_finite" and h.step == 20  # the report before the NaN
-    assert gd.backend.device_of(h.params["dense1"]["weight"]) == device
+    assert gd.backend.device_of(h.params["0"]["weight"]) == device
     assert _all_finite(h.params) and _all_finite(h.state)  # BatchNorm statistics included
     reference = fit(_model(), (x[:80], y[:80]), epochs=1, **kw)  # the same 20 steps
     assert _same_trees(h.params, reference.params) and _same_trees(h.state, reference.state)
@@ -88,7 +88,7 @@ def test_an_update_that_makes_nan_from_a_finite_loss_is_caught():
     # sqrt of a sum of squares at exactly 0: the loss is 0.0, its gradient 0/0 = NaN.
     x, y = np.ones((4, 1), np.float32), np.zeros((4, 1), np.float32)
     with pytest.raises(NonFiniteError, match=r"after step 1 these leaves hold NaN/Inf: "
-                                             r"\['dense1.weight', 'dense1.bias'\]") as info:
+                                             r"\['0.weight', '0.bias'\]") as info:
         fit(zero_dense(), (x, y), loss=lambda o, t: gd.ops.sqrt(((o - t) ** 2).sum()),
             optimizer=MomentumSGD(0.1), epochs=2, batch_size=4, verbose=0)
     assert info.value.gpudl_history.step == 0 and _all_finite(info.value.gpudl_history.params)

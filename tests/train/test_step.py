@@ -73,8 +73,8 @@ def test_supervised_step_freezes_what_the_model_marks_frozen():
     step = supervised_step(model, gd.functional.softmax_cross_entropy,
                            optim.adamw(0.1, weight_decay=0.5), params)
     r = step(params, state, step.optimizer.init(params), None, (x, y))
-    np.testing.assert_array_equal(r.params["embedding1"]["weight"], vectors)
-    assert not np.array_equal(r.params["dense1"]["weight"], params["dense1"]["weight"])
+    np.testing.assert_array_equal(r.params["0"]["weight"], vectors)
+    assert not np.array_equal(r.params["2"]["weight"], params["2"]["weight"])
 
 
 def test_runner_folds_the_step_into_the_key_and_keeps_trees_after_a_failure(mlp):
