@@ -35,7 +35,7 @@ import numpy as np
 from gpudl import _trace
 from gpudl._backward import postorder
 from gpudl._trace import Node, Trace, Traced
-from gpudl.backend import to_numpy
+from gpudl.backend import device, to_device, to_numpy
 from gpudl.errors import ExportError, GradientError
 from gpudl.export.onnx_converters import CONVERTERS, Context
 from gpudl.tree import flatten_with_paths, tree_flatten, tree_unflatten
@@ -324,7 +324,8 @@ def export_onnx(model: Any, params: dict, state: dict | None, example: Any,
     """Write ``model``'s eval forward pass to ``path`` as ONNX (opset 17, batch dim ``N``).
 
     ``example`` is one input batch (its batch size is free in the exported graph).
-    Returns the ``onnx.ModelProto``. Needs ``pip install 'gpudl[onnx]'``.
+    Arrays on the GPU are fine: the trace runs on host copies (ONNX initializers are host
+    data). Returns the ``onnx.ModelProto``. Needs ``pip install 'gpudl[onnx]'``.
 
     Example:
         >>> import numpy as np, gpudl as gd, tempfile, os
@@ -341,6 +342,9 @@ def export_onnx(model: Any, params: dict, state: dict | None, example: Any,
 
     if not isinstance(opset, int) or opset < OPSET:
         raise ExportError(f"gd.export_onnx: opset must be an int >= {OPSET}; got {opset!r}")
-    proto = trace_to_onnx(model, params, state, example, opset=opset)
+    # One device for the whole trace: the CPU (a model on the GPU exports the same graph).
+    with device("cpu"):
+        params, state, example = to_device((params, state, example), "cpu")
+        proto = trace_to_onnx(model, params, state, example, opset=opset)
     onnx.save(proto, os.fspath(path))
     return proto
