@@ -44,26 +44,24 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (epochs, batch size, steps)."""
+def _int_at_least(text: str, least: int, wanted: str, too_small: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (1 or more), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {too_small}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (epochs, batch size, steps)."""
+    return _int_at_least(text, 1, "a positive integer", "a positive integer (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (seed, warm-up steps, verbosity)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _int_at_least(text, 0, "an integer >= 0", "an integer >= 0")
 
 
 def finite_positive_float(text: str) -> float:

@@ -17,8 +17,8 @@ Example:
 from __future__ import annotations
 
 from gpudl import nn, ops
-from gpudl.errors import ConfigError, ParamShapeError, ShapeError
-from gpudl.nn.base import check_children, init_child, split_keys
+from gpudl.errors import ConfigError, ShapeError
+from gpudl.nn.base import apply_child, check_children, init_child, split_keys
 from gpudl.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
 from gpudl.nn.normalization import BatchNorm2d
 
@@ -72,14 +72,7 @@ class BasicBlock(nn.Layer):
         new_state = dict(state)
 
         def run(name, layer, v):
-            try:
-                y, s = layer.apply(params.get(name, {}), new_state.get(name, {}), v, train=train)
-            except ParamShapeError as err:
-                err.within(name)
-                raise
-            if s:
-                new_state[name] = s
-            return y
+            return apply_child(name, layer, params, new_state, v, train=train)
 
         h = ops.maximum(run("bn1", self.bn1, run("conv1", self.conv1, x)), 0)
         h = run("bn2", self.bn2, run("conv2", self.conv2, h))

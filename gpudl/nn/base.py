@@ -50,6 +50,7 @@ from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import (
     ConfigError,
+    ParamShapeError,
     TreeMismatchError,
 )
 from gpudl.nn.arguments import check_name, layer_label
@@ -237,6 +238,20 @@ def init_child(name: str, layer: Layer, key, x, params: dict, state: dict, seen:
         params[name] = p
     if s:
         state[name] = s
+    return y
+
+
+def apply_child(name: str, layer: Layer, params: dict, new_state: dict, x, *, train: bool,
+                key=None) -> Any:
+    """Run a container's child on ``x``, store its new state in ``new_state`` and return its
+    output; a ParamShapeError on the way out gets the child's name prefixed to its path."""
+    try:
+        y, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x, train=train, key=key)
+    except ParamShapeError as err:  # zero cost unless raised: name the leaf's path
+        err.within(name)
+        raise
+    if s:
+        new_state[name] = s
     return y
 
 

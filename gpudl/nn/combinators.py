@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpudl import ops
-from gpudl.errors import ParamShapeError, ShapeError
+from gpudl.errors import ShapeError
 from gpudl.nn.base import (
     Layer,
+    apply_child,
     check_children,
     has_params,
     init_child,
@@ -59,15 +60,7 @@ class _Branches(Layer):
         new_state, outs = dict(state), []
         keys = split_keys(key, len(self.layers))
         for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
-            try:
-                y, s = layer.apply(params.get(nm, {}), new_state.get(nm, {}), x, train=train,
-                                   key=k)
-            except ParamShapeError as err:
-                err.within(nm)
-                raise
-            if s:
-                new_state[nm] = s
-            outs.append(y)
+            outs.append(apply_child(nm, layer, params, new_state, x, train=train, key=k))
         return outs, new_state
 
     def trainable_mask(self, params):

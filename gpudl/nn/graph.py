@@ -22,8 +22,8 @@ import numpy as np
 from gpudl import ops
 from gpudl.autodiff import postorder
 from gpudl.backend import get_device, xp_for
-from gpudl.errors import ArgumentTypeError, ConfigError, ParamShapeError
-from gpudl.nn.base import Layer, check_children, has_params, name_children, split_keys
+from gpudl.errors import ArgumentTypeError, ConfigError
+from gpudl.nn.base import Layer, apply_child, check_children, has_params, name_children, split_keys
 
 
 class Symbolic:
@@ -124,15 +124,10 @@ class Model(Layer):
                 if has_params(node.layer):
                     params[name] = p
                 initialized.add(name)
+                if s:
+                    new_state[name] = s
             else:
-                try:
-                    y, s = node.layer.apply(params.get(name, {}), new_state.get(name, {}), arg,
-                                            train=train, key=k)
-                except ParamShapeError as err:
-                    err.within(name)
-                    raise
-            if s:
-                new_state[name] = s
+                y = apply_child(name, node.layer, params, new_state, arg, train=train, key=k)
             values[id(node)] = y
         outs = [values[id(o)] for o in self.outputs]
         return (outs[0] if self.single_output else tuple(outs)), new_state

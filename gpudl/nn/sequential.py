@@ -32,10 +32,17 @@ from gpudl.errors import (
     ConfigError,
     IndexRangeError,
     MissingKeyError,
-    ParamShapeError,
 )
 from gpudl.nn.arguments import LayerArgumentError, positional_limit
-from gpudl.nn.base import Layer, check_children, check_tree, has_params, init_child, split_keys
+from gpudl.nn.base import (
+    Layer,
+    apply_child,
+    check_children,
+    check_tree,
+    has_params,
+    init_child,
+    split_keys,
+)
 
 
 def position_names(layers: Sequence[Layer], given: Sequence[str] | None = None) -> list[str]:
@@ -133,14 +140,7 @@ class Sequential(Layer):
         new_state = dict(state)
         keys = split_keys(key, len(self.layers))
         for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            try:
-                x, s = layer.apply(params.get(name, {}), new_state.get(name, {}), x,
-                                   train=train, key=k)
-            except ParamShapeError as err:  # zero cost unless raised: name the leaf's path
-                err.within(name)
-                raise
-            if s:
-                new_state[name] = s
+            x = apply_child(name, layer, params, new_state, x, train=train, key=k)
         return x, new_state
 
     def trainable_mask(self, params):
