@@ -48,6 +48,7 @@ TOKEN_RECIPES = {
     "transformer_classifier": {"vocab_size": 20, "num_classes": 3, "padding_idx": None},
     "gpt": {"vocab_size": 20, "d_model": 16, "num_heads": 2, "num_layers": 1},
     "char_lm": {"vocab_size": 20, "hidden": 16},
+    "sequence_classifier": {"vocab_size": 20, "num_classes": 3, "hidden": 8},
 }
 _BUILDERS = {"lenet5_1998": "lenet5", "vgg11_bn": "vgg11", "lstm_classifier": "rnn_classifier",
              "gru_classifier_2_layers": "rnn_classifier", "lstm_per_step": "rnn_classifier",
@@ -136,21 +137,107 @@ def test_token_model_exports_and_matches_onnxruntime_at_two_batch_sizes(name, tm
         np.testing.assert_allclose(got, _eval(model, params, state, xb), rtol=1e-4, atol=1e-5)
 
 
-def test_a_mask_computed_outside_gpudl_ops_is_a_named_error(tmp_path):
-    model = models.get_model("transformer_classifier", vocab_size=20, num_classes=3)
-    ids = np.ones((2, 6), np.int64)
-    ids[1, 4:] = 0  # padding in one row: the mask differs between rows
+@pytest.mark.parametrize("padded_example", [False, True])
+def test_a_padding_mask_from_the_ids_is_part_of_the_graph(padded_example, tmp_path):
+    """TransformerClassifier(padding_idx=0) masks padded keys and mean-pools real tokens
+    only; the export computes that mask from its input, whether or not the example had
+    padding (an example without any once gave a graph that silently ignored padding)."""
+    import onnxruntime as ort
+
+    model = models.get_model("transformer_classifier", vocab_size=20, num_classes=3,
+                             pooling="mean")
+    ids = np.random.default_rng(0).integers(1, 20, (2, 6)).astype(np.int64)
+    if padded_example:
+        ids[1, 4:] = 0
     params, state = model.init(0, ids)
-    with pytest.raises(ExportError, match="computed it from its input outside gpudl's ops"):
+    gd.export_onnx(model, params, state, ids, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    xb = np.random.default_rng(1).integers(1, 20, (3, 6)).astype(np.int64)
+    xb[0, 3:], xb[2, 1:] = 0, 0  # padding of different lengths per row
+    (got,) = session.run(None, {"input": xb})
+    want = _eval(model, params, state, xb)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # the padding really changes the output (so the check above tests the mask)
+    unmasked = models.get_model("transformer_classifier", vocab_size=20, num_classes=3,
+                                pooling="mean", padding_idx=None)
+    assert not np.allclose(_eval(unmasked, params, state, xb)[0], want[0], atol=1e-4)
+
+
+def test_a_mask_computed_from_the_ids_in_numpy_is_a_named_error(tmp_path):
+    from gpudl.nn.base import Layer
+
+    class NumpyMaskClassifier(Layer):  # the padding mask from np.asarray: not exportable
+        def __init__(self):
+            super().__init__(None)
+            self.inner = models.get_model("transformer_classifier", vocab_size=20,
+                                          num_classes=3, padding_idx=None)
+
+        def init(self, key, ids):
+            return self.inner.init(key, ids)
+
+        def apply(self, params, state, ids, *, train=False, key=None):
+            keep = np.asarray(ids) != 0
+            return self.inner.apply(params, state, {"ids": ids, "lengths": keep.sum(1)},
+                                    train=train)
+
+    model = NumpyMaskClassifier()
+    ids = np.ones((2, 6), np.int64)
+    params, state = model.init(0, ids)
+    with pytest.raises(ExportError, match=r"turns its input .* into a NumPy array"):
         gd.export_onnx(model, params, state, ids, tmp_path / "m.onnx")
 
 
-def test_a_top_k_mask_computed_in_numpy_is_a_named_error(tmp_path):
+def test_k_sparse_autoencoder_exports_its_top_k_choice(tmp_path):
+    """k_sparse keeps each row's k largest codes with gd.ops.top_k_mask: the export does the
+    same with TopK, row by row (it once refused: the choice was made in NumPy)."""
+    import onnxruntime as ort
+
     model = models.get_model("k_sparse_autoencoder")
-    x = np.random.default_rng(0).standard_normal((2, 784)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 784)).astype(np.float32)
     params, state = model.init(0, x)
+    gd.export_onnx(model, params, state, x, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    xb = rng.standard_normal((3, 784)).astype(np.float32)
+    (got,) = session.run(None, {"input": xb})
+    np.testing.assert_allclose(got, _eval(model, params, state, xb), rtol=1e-4, atol=1e-5)
+
+
+def test_top_k_mask_converter_keeps_the_lower_index_on_ties(tmp_path):
+    import onnxruntime as ort
+    from gpudl.nn.base import Layer
+
+    class TopTwo(Layer):
+        def init(self, key, x):
+            return {}, {}
+
+        def apply(self, params, state, x, *, train=False, key=None):
+            return x * gd.ops.astype(gd.ops.top_k_mask(x, 2, axis=1), x.dtype), state
+
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]], np.float32)
+    gd.export_onnx(TopTwo(), {}, {}, x, tmp_path / "t.onnx")
+    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    want = np.array([[0, 3, 3, 0], [2, 2, 0, 0]], np.float32)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(TopTwo().apply({}, {}, x)[0]), want)
+
+
+def test_a_mask_computed_in_numpy_from_a_float_input_is_a_named_error(tmp_path):
+    from gpudl.nn.base import Layer
+
+    class NumpyTopK(Layer):  # the k_sparse of before: argpartition on the raw values
+        def init(self, key, x):
+            return {}, {}
+
+        def apply(self, params, state, x, *, train=False, key=None):
+            raw = gd.autodiff.unbox_all(x)
+            keep = (np.argsort(np.argsort(-raw, axis=1), axis=1) < 2).astype(raw.dtype)
+            return x * keep, state
+
+    x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
     with pytest.raises(ExportError, match=r"primitive 'multiply' .* differs along the batch"):
-        gd.export_onnx(model, params, state, x, tmp_path / "m.onnx")
+        gd.export_onnx(NumpyTopK(), {}, {}, x, tmp_path / "m.onnx")
 
 
 def test_params_are_initializers_named_with_torch_keys(tmp_path):

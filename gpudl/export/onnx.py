@@ -165,7 +165,14 @@ def _traced_apply(model, params, state, x):
             return model.apply(params, state, x, train=False)
         except GradientError:
             _trace._bind = _ORIGINAL_BIND
-            return model.apply(params, state, x, train=False)
+            try:
+                return model.apply(params, state, x, train=False)
+            except GradientError as exc:
+                raise ExportError(
+                    "gd.export_onnx: the model turns its input (or a value computed from it) "
+                    "into a NumPy array, e.g. np.asarray(ids) != pad for a padding mask, so the "
+                    "export would fix that value to this example. Compute it with gd.ops "
+                    f"(gd.ops.not_equal(ids, pad)) instead; the trace said: {exc}") from None
     finally:
         _trace._DEBUG_NANS, _trace._check_forward, _trace._bind, _trace._MACHINERY = saved
 
@@ -226,10 +233,15 @@ def trace_to_onnx(model: Any, params: dict, state: dict | None, example: Any,
     ctx = Context(batch=int(x.shape[0]) if x.ndim else None)
     if x.dtype.kind == "f":
         bx = _box(x, trace, "input", names)
-    else:  # ids stay a plain array; the converters find them by identity
-        bx = ctx.input_array = x
-        ctx.input_name = input_name
+    else:
+        # ids are a traced leaf too, so what the model computes from them with gd.ops (a
+        # padding mask) is part of the graph; the embedding's gather unboxes them, and its
+        # converter finds exactly this array by identity
+        ctx.input_array, ctx.input_name = x, input_name
         ctx.batch_axis[input_name] = 0
+        node = Node(None, (), {}, None, ())
+        names[node] = "input", x
+        bx = Traced(x, trace, node)
     keys = _merged_keys(params, state)
     # _bind records each node's call site (for the error message) while _DEBUG_NANS is
     # set; the NaN checks themselves are switched off meanwhile (masks hold -inf).
@@ -272,8 +284,12 @@ def _emit(out, trace, names, keys, ctx, x, input_name, output_name, opset):
         from_parent = {argnum: (parent, index) for argnum, parent, index in _inputs_of(node)}
         inputs, shapes = [], []
         # a Python scalar takes the dtype of a traced operand (x > 0 compares in x's dtype)
+        # (ids != 0 compares in the ids' integer dtype)
         like = next((node.args[i] for i in sorted(from_parent)
-                     if getattr(node.args[i], "dtype", np.dtype(bool)).kind == "f"), node.out)
+                     if getattr(node.args[i], "dtype", np.dtype(bool)).kind == "f"),
+                    next((node.args[i] for i in sorted(from_parent)
+                          if getattr(node.args[i], "dtype", np.dtype(bool)).kind in "iu"),
+                         node.out))
         for i, arg in enumerate(node.args):
             if i in from_parent:
                 parent, index = from_parent[i]

@@ -136,6 +136,23 @@ for _prim, _op in {"equal": "Equal", "less": "Less", "less_equal": "LessOrEqual"
     _simple(_prim, _op)
 
 
+@converter("top_k_mask")
+def _top_k_mask(ctx, inputs, outputs, *, shapes, out_shapes, k, axis):
+    from onnx import TensorProto, helper
+
+    # TopK's indices scattered into an all-False mask (TopK keeps the lower index on ties,
+    # as ops.top_k_mask does)
+    _, idx = ctx.fresh("topk_values"), ctx.fresh("topk_indices")
+    ctx.node("TopK", [inputs[0], ctx.ints([k])], [_, idx], axis=int(axis), largest=1, sorted=1)
+
+    def filled(shape_of: str, value: bool) -> str:
+        return ctx.node("ConstantOfShape", [ctx.node("Shape", [shape_of])],
+                        value=helper.make_tensor("v", TensorProto.BOOL, [1], [value]))
+
+    ctx.node("ScatterElements", [filled(inputs[0], False), idx, filled(idx, True)], outputs,
+             axis=int(axis))
+
+
 @converter("not_equal")
 def _not_equal(ctx, inputs, outputs, *, shapes, out_shapes):
     ctx.node("Not", [ctx.node("Equal", inputs)], outputs)

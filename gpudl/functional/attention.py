@@ -100,7 +100,7 @@ def scaled_dot_product_attention(
     lq, lk = sq[-2], sk[-2]
     keep = None
     if mask is not None:
-        keep = unbox_all(mask)
+        keep = mask  # may be traced: ops below keep it connected to the input
         try:
             np.broadcast_shapes(tuple(keep.shape), _shape(scores))
         except ValueError:
@@ -111,7 +111,7 @@ def scaled_dot_product_attention(
     if causal:
         xp = module_of(unbox_all(scores))
         tri = xp.tril(xp.ones((lq, lk), dtype=bool))
-        keep = tri if keep is None else keep & tri
+        keep = tri if keep is None else ops.logical_and(keep, tri)
     weights = masked_softmax(scores, keep)
     if dropout_rate:
         from gpudl.functional.dropout import dropout
@@ -157,18 +157,19 @@ def _project(x, w, b):
 def _combine_masks(mask, key_mask, dtype):
     """``(keep, bias)`` broadcastable to (N, h, Lq, Lk) from ``mask`` and ``key_mask``: the
     boolean parts (True = keep) and-ed, the float parts (additive) summed; either None."""
+    # gd.ops throughout: a mask computed from the input (an ONNX export's padding mask)
+    # stays connected to it
     parts = []
     if mask is not None:
-        m = unbox_all(mask)
-        parts.append(m[:, None] if m.ndim == 3 else m)  # (N, 1, Lq, Lk): every head
+        parts.append(mask[:, None] if mask.ndim == 3 else mask)  # (N, 1, Lq, Lk): every head
     if key_mask is not None:
-        parts.append(unbox_all(key_mask)[:, None, None, :])  # (N, 1, 1, Lk)
+        parts.append(key_mask[:, None, None, :])  # (N, 1, 1, Lk)
     if not parts:
         return None, None
     keep = bias = None
     for p in parts:
         if p.dtype.kind == "b":
-            keep = p if keep is None else keep & p
+            keep = p if keep is None else ops.logical_and(keep, p)
         elif p.dtype.kind == "f":
             p = p.astype(dtype, copy=False)
             bias = p if bias is None else bias + p

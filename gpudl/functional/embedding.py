@@ -43,7 +43,7 @@ def embedding(weight, indices, padding_idx: int | None = None):
         )
     out = ops.take(weight, raw, axis=0)
     if padding_idx is not None:
-        pad = (raw == padding_idx)[..., None]
+        pad = ops.equal(indices, padding_idx)[..., None]  # gd.ops: part of an ONNX export
         out = ops.where(pad, stop_gradient(out), out)
     return out
 

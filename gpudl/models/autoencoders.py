@@ -34,7 +34,6 @@ from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
-from gpudl.backend import module_of
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.models.autoencoders_base import (
     Autoencoder,
@@ -113,8 +112,8 @@ def k_sparse(h, k: int):
     """Keep the ``k`` largest entries of each row of ``h`` (N, H), zero the rest.
 
     The kept set is chosen on the values (no gradient through the choice); the gradient
-    flows through the kept units only (Makhzani & Frey, 2013). Ties are broken arbitrarily
-    but exactly ``k`` units survive per row.
+    flows through the kept units only (Makhzani & Frey, 2013). On ties the lower index
+    is kept: exactly ``k`` units survive per row.
 
     Example:
         >>> import numpy as np
@@ -129,11 +128,8 @@ def k_sparse(h, k: int):
         raise ConfigError(f"k_sparse: k must be >= 1, got {k}")
     if k >= raw.shape[1]:
         return h
-    xp = module_of(raw)
-    top = xp.argpartition(-raw, k - 1, axis=1)[:, :k]  # (N, k) indices of the k largest
-    mask = xp.zeros(raw.shape, dtype=raw.dtype)
-    mask[xp.arange(raw.shape[0])[:, None], top] = 1
-    return h * mask
+    # gd.ops' top_k_mask (not argpartition) so that an ONNX export computes the choice
+    return h * ops.astype(ops.top_k_mask(h, k, axis=1), raw.dtype)
 
 
 class KSparse(Layer):

@@ -70,7 +70,9 @@ class TransformerClassifier(Layer):
         if lengths is not None:
             return xp.arange(ids.shape[1])[None, :] < xp.asarray(lengths)[:, None]
         if self.padding_idx is not None:
-            return xp.asarray(ids) != self.padding_idx
+            # through gd.ops, so an ONNX export computes the mask from its input
+            return ops.not_equal(ids if hasattr(ids, "dtype") else xp.asarray(ids),
+                                 self.padding_idx)
         return xp.ones(ids.shape, dtype=bool)
 
     def _embed(self, params, ids):
@@ -108,8 +110,8 @@ class TransformerClassifier(Layer):
         if self.pooling == "max":
             lowest = float(np.finfo(unbox_all(h).dtype).min)
             return ops.max(ops.where(m, h, lowest), axis=1)
-        count = module_of(keep).maximum(keep.sum(axis=1, keepdims=True), 1)
-        return ops.sum(ops.where(m, h, 0.0), axis=1) / count.astype(unbox_all(h).dtype)
+        count = ops.sum(ops.astype(keep, unbox_all(h).dtype), axis=1, keepdims=True)
+        return ops.sum(ops.where(m, h, 0.0), axis=1) / ops.maximum(count, 1.0)
 
     def apply(self, params, state, x, *, train=False, key=None):
         return self.head.apply(params["head"], {}, self.features(params, x, train, key))[0], state

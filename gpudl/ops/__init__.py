@@ -104,6 +104,7 @@ from gpudl.ops.reductions import (
     min,
     std,
     sum,
+    top_k_mask,
     var,
 )
 from gpudl.ops.shape import (

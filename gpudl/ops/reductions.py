@@ -17,8 +17,9 @@ import builtins
 import numpy as np
 
 from gpudl.autodiff import Primitive, nondifferentiable
+from gpudl.backend import get_array_module
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ArgumentTypeError, ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
 from gpudl.ops.elementwise import equal, exp, sqrt, where
 from gpudl.ops.shape import broadcast_to, reshape
 
@@ -220,6 +221,32 @@ def argmin(x, axis=None, out=None, *, keepdims: bool = False):
     """Index of the minimum (no gradient)."""
     _check_out(out, "argmin")
     return _argmin(x, axis=axis, keepdims=keepdims)
+
+
+def _top_k_mask_impl(x, *, k, axis):
+    xp = get_array_module(x)
+    # a stable sort of -x: on ties the lower index wins, as ONNX's TopK decides
+    order = xp.argsort(-x, axis=axis, kind="stable")
+    rank = xp.argsort(order, axis=axis, kind="stable")  # each entry's place in that order
+    return rank < k
+
+
+_top_k_mask = nondifferentiable("top_k_mask", _top_k_mask_impl)
+
+
+def top_k_mask(x, k: int, axis: int = -1):
+    """Boolean mask of the ``k`` largest entries along ``axis`` (no gradient; on ties the
+    lower index is kept, as ONNX's TopK). An ONNX export computes it with TopK.
+
+    Example:
+        >>> top_k_mask(np.array([[0.1, 3.0, -1.0, 2.0]]), 2).tolist()
+        [[False, True, False, True]]
+    """
+    k, n = int(k), _shape(x)[axis]
+    if not 1 <= k <= n:
+        raise ConfigError(f"top_k_mask: k must be in [1, {n}] (the size of axis {axis}), "
+                          f"got {k}")
+    return _top_k_mask(x, k=k, axis=_norm_axis(axis, x)[0])
 
 
 # --------------------------------------------------------------------------- scans

@@ -191,3 +191,79 @@ def test_sequential_keys_children_as_torch_does():
     tm.add_module("head", tnn.Linear(3, 2))
     params, state = net.init(gd.random.key(0), np.zeros((1, 4), np.float32))
     assert list(gd.state_dict(params, state)) == list(tm.state_dict())
+
+
+# ------------------------------------------------------------------ LSTM models
+class TorchCharLM(tnn.Module):
+    """gpudl's CharLM in torch: embed -> rnn (LSTM, batch-first) -> head, torch's names."""
+
+    def __init__(self, vocab, embed, hidden, layers):
+        super().__init__()
+        self.embed = tnn.Embedding(vocab, embed)
+        self.rnn = tnn.LSTM(embed, hidden, num_layers=layers, batch_first=True)
+        self.head = tnn.Linear(hidden, vocab)
+
+    def forward(self, ids):
+        return self.head(self.rnn(self.embed(ids))[0])
+
+
+class TorchLSTMClassifier(tnn.Module):
+    """gpudl's rnn_classifier(bidirectional=True): the last step's forward half and the
+    first step's reverse half feed the head."""
+
+    def __init__(self, inputs, hidden, outputs):
+        super().__init__()
+        self.rnn = tnn.LSTM(inputs, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = tnn.Linear(2 * hidden, outputs)
+
+    def forward(self, x):
+        y = self.rnn(x)[0]
+        h = y.shape[-1] // 2
+        return self.head(torch.cat([y[:, -1, :h], y[:, 0, h:]], dim=-1))
+
+
+def _lstm_cases():
+    from gpudl.models import sequence
+
+    ids = np.random.default_rng(3).integers(0, 20, (2, 7)).astype(np.int64)
+    x = np.random.default_rng(4).standard_normal((2, 6, 3)).astype(np.float32)
+    return {
+        "char_lm_2_layers": (lambda: TorchCharLM(20, 8, 16, 2),
+                             lambda: sequence.CharLM(20, embed_dim=8, hidden=16, num_layers=2),
+                             ids),
+        "lstm_classifier_bidirectional": (
+            lambda: TorchLSTMClassifier(3, 8, 4),
+            lambda: sequence.rnn_classifier(4, hidden=8, num_layers=2, bidirectional=True), x),
+    }
+
+
+def _logits(out):
+    return gd.to_numpy(out[0] if isinstance(out, tuple) else out)
+
+
+@pytest.mark.parametrize("name", sorted(_lstm_cases()))
+def test_lstm_models_round_trip_strictly_both_ways(name):
+    make_torch, make_gd, x = _lstm_cases()[name]
+    tm = make_torch().eval()
+    torch.manual_seed(5)
+    with torch.no_grad():  # torch's init leaves nothing special, but make every entry count
+        for p in tm.parameters():
+            p.uniform_(-0.4, 0.4)
+    sd = {k: v.detach().numpy() for k, v in tm.state_dict().items()}
+    net = make_gd()
+    params, state = net.load_state_dict(sd, strict=True, x_example=x)
+    y, _ = net.apply(params, state, x, train=False)
+    with torch.no_grad():
+        ref = tm(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_logits(y), ref, rtol=1e-4, atol=1e-5)
+    # and gpudl's own init back into a fresh torch model, strictly, same outputs
+    params, state = net.init(gd.random.key(1), x)
+    back = gd.state_dict(params, state)
+    fresh = make_torch().eval()
+    assert list(back) == list(fresh.state_dict())
+    fresh.load_state_dict({k: torch.as_tensor(np.asarray(gd.to_numpy(v))) for k, v in back.items()},
+                          strict=True)
+    with torch.no_grad():
+        ref = fresh(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(_logits(net.apply(params, state, x, train=False)[0]), ref,
+                               rtol=1e-4, atol=1e-5)

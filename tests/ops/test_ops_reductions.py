@@ -105,3 +105,27 @@ def test_grad_of_grad_of_std():
     x = np.array([0.3, -1.0, 2.0, 0.7])
     check_grad(lambda v: gd.grad(lambda u: ops.std(u, ddof=1))(v), x)
     check_grad(lambda v: gd.grad(lambda u: ops.logsumexp(u * u))(v), x)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_top_k_mask_against_a_naive_loop_with_ties(axis, device, xp, rng):
+    host = rng.integers(0, 4, (5, 6)).astype(np.float64)  # many ties
+    k = 3
+    got = to_np(ops.top_k_mask(xp.asarray(host), k, axis=axis))
+    moved = np.moveaxis(host, axis, -1)
+    want = np.zeros(moved.shape, bool)
+    for i in range(moved.shape[0]):
+        row = list(moved[i])
+        # the k largest, the lower index first among equals (ONNX TopK's rule)
+        for j in sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]:
+            want[i, j] = True
+    np.testing.assert_array_equal(got, np.moveaxis(want, -1, axis))
+    assert got.sum(axis=axis).tolist() == [k] * host.shape[1 - (axis % 2)]
+
+
+@pytest.mark.parametrize("k", [0, 7, -1])
+def test_top_k_mask_refuses_k_outside_the_axis(k):
+    from gpudl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"top_k_mask: k must be in \[1, 6\]"):
+        ops.top_k_mask(np.zeros((2, 6)), k)
