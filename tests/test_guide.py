@@ -11,7 +11,6 @@ prose mentions in inline code still exists.
 from __future__ import annotations
 
 import re
-import time
 import traceback
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from gpudl import nn, optim
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 _FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-_SECTION_BUDGET_S = 5.0  # each block should take well under a second on a laptop
 
 
 def guide_sections(text: str) -> list[tuple[str, list[str]]]:
@@ -86,12 +84,9 @@ def run_section(title: str, blocks: list[str]) -> None:
 @pytest.mark.parametrize("title,blocks", WITH_CODE, ids=[t for t, _ in WITH_CODE])
 def test_guide_section_runs(title, blocks, tmp_path, monkeypatch, device):
     monkeypatch.chdir(tmp_path)  # checkpoints and model files land here
-    start = time.perf_counter()
+    # no timed assertion (a loaded machine would fail it): `make test` prints the slowest
+    # tests, where a guide section that grew too long shows up
     run_section(title, blocks)
-    seconds = time.perf_counter() - start
-    # the first CUDA run compiles kernels: only the CPU is held to the time budget
-    if device == "cpu":
-        assert seconds < _SECTION_BUDGET_S, f"section {title!r} took {seconds:.1f} s"
 
 
 def test_a_failing_block_names_its_section_and_index():

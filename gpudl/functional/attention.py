@@ -197,14 +197,17 @@ def multi_head_attention(
     key_mask=None,
     causal: bool = False,
     return_weights: bool = False,
+    dropout_rate: float = 0.0,
+    dropout_key=None,
 ):
     """Multi-head attention on batch-first inputs (N, L, E) with torch Linear-layout weights.
 
     ``w_q``/``w_k``/``w_v``/``w_o`` are (E, E_in) (out, in); each head attends in E/num_heads
     dims and the heads are concatenated before ``w_o``. ``mask`` (Lq, Lk), (N, Lq, Lk) or
     (N, heads, Lq, Lk), ``key_mask`` (N, Lk) for padding: boolean True = keep, or float
-    added to the scores. With ``return_weights`` also returns the per-head weights
-    (N, heads, Lq, Lk).
+    added to the scores. ``dropout_rate``/``dropout_key`` drop attention weights (torch's
+    ``MultiheadAttention(dropout=p)`` in training). With ``return_weights`` also returns the
+    per-head weights (N, heads, Lq, Lk).
 
     Example:
         >>> x = np.ones((2, 3, 4)); w = np.eye(4)
@@ -227,7 +230,8 @@ def multi_head_attention(
 
     keep, bias = _combine_masks(mask, key_mask, unbox_all(q).dtype)
     out, weights = scaled_dot_product_attention(
-        heads(q), heads(k), heads(v), mask=keep, causal=causal, return_weights=True, bias=bias
+        heads(q), heads(k), heads(v), mask=keep, causal=causal, return_weights=True, bias=bias,
+        dropout_rate=dropout_rate, key=dropout_key,
     )
     n, _, lq, dh = _shape(out)
     merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (n, lq, num_heads * dh))

@@ -50,6 +50,7 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import ConfigError, ShapeError, UnknownInputKeyError
+from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
     LayerArgumentError,
     check_bool,
@@ -152,18 +153,22 @@ class MultiHeadAttention(Layer):
                 f"{self.num_heads}. The first argument is the number of heads (torch's "
                 "MultiheadAttention(embed_dim, num_heads) order is not used: embed_dim is "
                 "inferred from the input).")
+        # torch's MultiheadAttention._reset_parameters: Xavier-uniform input projections
+        # (the packed (3E, E) matrix as one), zero biases, out_proj as a Linear's weight
         kq, kk, kv, ko = gdr.split(key, 4)
-        proj = [Dense(e, bias=self.bias).init(kk_, src)[0]
-                for kk_, src in zip((kq, kk, kv), (q, k, v))]
         shapes = _mha_shapes(q, k, v, self.embed_dim, self.bias)
+        dtype, dev = q.dtype, device_of(q)
+        glorot = inits.glorot_uniform()
         if "in_proj_weight" in shapes:
-            params = {"in_proj_weight": ops.concatenate([p["weight"] for p in proj], axis=0)}
+            params = {"in_proj_weight": glorot(kq, shapes["in_proj_weight"], dtype, dev)}
         else:
-            params = {f"{n}_proj_weight": p["weight"] for n, p in zip("qkv", proj)}
+            params = {f"{n}_proj_weight": glorot(kn, shapes[f"{n}_proj_weight"], dtype, dev)
+                      for n, kn in zip("qkv", (kq, kk, kv))}
         if self.bias:
-            params["in_proj_bias"] = ops.concatenate([p["bias"] for p in proj], axis=0)
-        example = ops.zeros((1, e), dtype=q.dtype, device=device_of(q))
-        params["out_proj"] = Dense(e, bias=self.bias).init(ko, example)[0]
+            params["in_proj_bias"] = ops.zeros((3 * e,), dtype=dtype, device=dev)
+        params["out_proj"] = {"weight": inits.torch_default()(ko, (e, e), dtype, dev)}
+        if self.bias:
+            params["out_proj"]["bias"] = ops.zeros((e,), dtype=dtype, device=dev)
         return params, {}
 
     def param_shapes(self, x) -> dict:
@@ -174,10 +179,10 @@ class MultiHeadAttention(Layer):
         q, k, v, mask, key_mask = self._parts(x)
         check_params(params, self.param_shapes(x), self, q)
         opts = x if isinstance(x, dict) else {}
+        # dropout on the attention weights, where torch's MultiheadAttention puts it
         out, weights = _attend(params, q, k, v, self.num_heads, mask, key_mask,
-                              bool(opts.get("is_causal", False)) or self.causal)
-        if self.dropout and train:
-            out = F.dropout(out, self.dropout, key, train=True)
+                              bool(opts.get("is_causal", False)) or self.causal,
+                              self.dropout if train else 0.0, key)
         if opts.get("need_weights", False):
             if opts.get("average_attn_weights", True):
                 weights = ops.mean(weights, axis=1)  # (N, Lq, Lk), torch's default
@@ -185,8 +190,10 @@ class MultiHeadAttention(Layer):
         return out, state
 
 
-def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, causal=False):
-    """Run ``F.multi_head_attention`` on torch-keyed MHA params: (out, per-head weights)."""
+def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, causal=False,
+            dropout: float = 0.0, key=None):
+    """Run ``F.multi_head_attention`` on torch-keyed MHA params: (out, per-head weights);
+    ``dropout`` (with ``key``) drops attention weights."""
     b = params.get("in_proj_bias")
     if "in_proj_weight" in params:
         w = params["in_proj_weight"]
@@ -199,7 +206,7 @@ def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, cau
     return F.multi_head_attention(
         q, k, v, num_heads, wq, wk, wv, params["out_proj"]["weight"], bq, bk, bv,
         params["out_proj"].get("bias"), mask=mask, key_mask=key_mask, causal=causal,
-        return_weights=True)
+        return_weights=True, dropout_rate=dropout if key is not None else 0.0, dropout_key=key)
 
 
 class PositionalEncoding(Layer):
@@ -262,21 +269,29 @@ class _Block(Layer):
         h = ops.zeros((*x.shape[:-1], self.ff_dim), dtype=x.dtype, device=device_of(x))
         return {"linear1": p1, "linear2": Dense(x.shape[-1]).init(k2, h)[0]}
 
-    def _ff(self, p, x):
+    def _ff(self, p, x, key=None):
+        """linear2(drop(act(linear1(x)))): torch's feed-forward, its inner dropout included
+        (``key`` None: no dropout)."""
         act = F.get_activation(self.activation)
         h = act(ops.matmul(x, ops.transpose(p["linear1"]["weight"])) + p["linear1"]["bias"])
+        if key is not None:
+            h = F.dropout(h, self.dropout, key, train=True)
         return ops.matmul(h, ops.transpose(p["linear2"]["weight"])) + p["linear2"]["bias"]
 
     def _sublayer(self, x, fn, norm_params, key, train):
-        """Post-LN: LN(x + drop(fn(x))); pre-LN: x + drop(fn(LN(x)))."""
+        """Post-LN: LN(x + drop(fn(x))); pre-LN: x + drop(fn(LN(x))). ``fn(v, inner_key)``
+        gets a key for its own dropout (attention weights, the FF's hidden layer) when
+        training with dropout, else None: torch's dropout placement."""
         ln = LayerNorm(eps=self.eps)
 
         def norm(v):
             return ln.apply(norm_params, {}, v)[0]
 
-        y = fn(norm(x)) if self.norm_first else fn(x)
-        if self.dropout and train:
-            y = F.dropout(y, self.dropout, key, train=True)
+        drop = bool(self.dropout and train and key is not None)
+        inner, outer = gdr.split(key) if drop else (None, None)
+        y = fn(norm(x), inner) if self.norm_first else fn(x, inner)
+        if drop:
+            y = F.dropout(y, self.dropout, outer, train=True)
         return x + y if self.norm_first else norm(x + y)
 
 
@@ -315,12 +330,12 @@ class TransformerEncoderLayer(_Block):
         check_params(params, self.param_shapes(x), self, xs)
         k1, k2 = gdr.split(key) if key is not None else (None, None)
 
-        def self_attend(v):
+        def self_attend(v, k):
             return _attend(params["self_attn"], v, v, v, self.num_heads, mask, key_mask,
-                          causal)[0]
+                          causal, self.dropout, k)[0]
 
         xs = self._sublayer(xs, self_attend, params["norm1"], k1, train)
-        xs = self._sublayer(xs, lambda v: self._ff(params, v), params["norm2"], k2, train)
+        xs = self._sublayer(xs, lambda v, k: self._ff(params, v, k), params["norm2"], k2, train)
         return xs, state
 
 
@@ -373,16 +388,17 @@ class TransformerDecoderLayer(_Block):
         check_params(params, self.param_shapes(x), self, xs)
         k1, k2, k3 = gdr.split(key, 3) if key is not None else (None, None, None)
 
-        def self_attend(v):
+        def self_attend(v, k):
             return _attend(params["self_attn"], v, v, v, self.num_heads, i["mask"],
-                          i["key_mask"], i["causal"])[0]
+                          i["key_mask"], i["causal"], self.dropout, k)[0]
 
         xs = self._sublayer(xs, self_attend, params["norm1"], k1, train)
         if memory is not None:
-            def cross_attend(v):
+            def cross_attend(v, k):
                 return _attend(params["multihead_attn"], v, memory, memory, self.num_heads,
-                              i["memory_mask"], i["memory_key_mask"], i["memory_causal"])[0]
+                              i["memory_mask"], i["memory_key_mask"], i["memory_causal"],
+                              self.dropout, k)[0]
 
             xs = self._sublayer(xs, cross_attend, params["norm2"], k2, train)
-        xs = self._sublayer(xs, lambda v: self._ff(params, v), params["norm3"], k3, train)
+        xs = self._sublayer(xs, lambda v, k: self._ff(params, v, k), params["norm3"], k3, train)
         return xs, state

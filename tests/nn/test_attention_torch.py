@@ -213,3 +213,42 @@ def test_decoder_gradients_float64_with_torch_masks():
         return gd.ops.sum(y * y)
 
     gd.testing.check_grad(loss, params, x, memory)
+
+
+def test_training_dropout_drops_attention_weights_as_torch_does():
+    """torch's MultiheadAttention(dropout=p) drops the attention weights, not the output:
+    the training output is exactly the (dropped, rescaled) weights applied to the values."""
+    layer = nn.MultiHeadAttention(HEADS, dropout=0.5)
+    x = f32(2, 3, E)
+    params, _ = layer.init(gd.random.key(0), x)
+    opts = {"query": x, "need_weights": True, "average_attn_weights": False}
+    (y, w), _ = layer.apply(params, {}, opts, train=True, key=gd.random.key(1))
+    (_, w_eval), _ = layer.apply(params, {}, opts)
+    w, w_eval = np.asarray(w), np.asarray(w_eval)
+    kept = w != 0
+    assert 0 < kept.mean() < 1  # some weights dropped
+    np.testing.assert_allclose(w[kept], 2.0 * w_eval[kept], rtol=1e-6)  # the rest x 1/(1-p)
+    wi = np.asarray(params["in_proj_weight"])
+    bi = np.asarray(params["in_proj_bias"])
+    v = (x @ wi[2 * E:].T + bi[2 * E:]).reshape(2, 3, HEADS, E // HEADS).transpose(0, 2, 1, 3)
+    merged = (w @ v).transpose(0, 2, 1, 3).reshape(2, 3, E)
+    want = merged @ np.asarray(params["out_proj"]["weight"]).T + np.asarray(params["out_proj"]["bias"])
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer_cls", [nn.TransformerEncoderLayer, nn.TransformerDecoderLayer])
+def test_block_dropout_is_torchs_placement_and_off_in_eval(layer_cls):
+    """Training with dropout: the output changes with the key and its mean over keys comes
+    close to the eval output only loosely (LayerNorm is not linear), while eval and train
+    with dropout 0 agree exactly."""
+    x = f32(2, 4, E)
+    inp = {"x": x, "memory": f32(2, 5, E)} if layer_cls is nn.TransformerDecoderLayer else x
+    layer = layer_cls(HEADS, 12, dropout=0.2)
+    params, _ = layer.init(gd.random.key(0), inp)
+    ys = [np.asarray(layer.apply(params, {}, inp, train=True, key=gd.random.key(s))[0])
+          for s in (1, 2)]
+    assert not np.allclose(ys[0], ys[1])
+    no_drop = layer_cls(HEADS, 12, dropout=0.0)
+    np.testing.assert_array_equal(np.asarray(no_drop.apply(params, {}, inp, train=True,
+                                                          key=gd.random.key(1))[0]),
+                                  np.asarray(layer.apply(params, {}, inp)[0]))
