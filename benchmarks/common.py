@@ -17,13 +17,17 @@ A per-kernel module looks like::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # gpudl from the checkout
 
@@ -175,3 +179,162 @@ def kernel_main(run: Callable[[dict], list[dict]], columns: Sequence[Column], do
         write_json(ns.json, {"machine": machine_or_error(), "rows": rows,
                              "notes": report["notes"]})
     return 0
+
+
+# ----------------------------------------------------------------------------- paired timing
+def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: int,
+                 warmup: int = 2, inner: int = 1) -> dict[str, Any]:
+    """Time ``fn_a`` against ``fn_b`` (both on the CPU) in ``pairs`` back-to-back pairs.
+
+    The order alternates (a, b), (b, a), ... so neither side always runs on a cache the
+    other warmed or in the slot a noisy neighbour hit. Each pair gives one ratio a/b; on a
+    shared machine the median of those per-pair ratios is much steadier than the ratio
+    of two medians, since both halves of a pair see about the same load. ``warmup``
+    untimed calls of each (alternating too) run first. Each sample times ``inner`` calls
+    back to back and counts their mean, so that sub-millisecond work is not all timer and
+    scheduler noise. Returns the medians of each side (per call), the ratio's median and
+    interquartile range, and every ratio (for the JSON).
+
+    Example:
+        >>> r = paired_times(lambda: sum(range(2000)), lambda: sum(range(1000)), pairs=5)
+        >>> sorted(r)[:3], r["pairs"]
+        (['a_iqr_s', 'a_median_s', 'b_iqr_s'], 5)
+    """
+    for i in range(warmup):
+        for fn in ((fn_a, fn_b) if i % 2 == 0 else (fn_b, fn_a)):
+            fn()
+    ta, tb = [], []
+    for i in range(pairs):
+        for fn, out in (((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))):
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t) / inner)
+    a, b = np.asarray(ta), np.asarray(tb)
+    ratios = a / b
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"a_median_s": float(np.median(a)), "a_iqr_s": _iqr(a),
+            "b_median_s": float(np.median(b)), "b_iqr_s": _iqr(b),
+            "ratio_median": float(med), "ratio_iqr": float(q3 - q1), "ratio_q1": float(q1),
+            "ratio_q3": float(q3), "pairs": int(pairs), "inner": int(inner),
+            "ratios": [float(r) for r in ratios]}
+
+
+def _iqr(samples) -> float:
+    q1, q3 = np.percentile(samples, [25, 75])
+    return float(q3 - q1)
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name ("AMD EPYC 7B13"), from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def slug(text: str) -> str:
+    """'AMD EPYC 7B13' -> 'amd-epyc-7b13' (file-name safe)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """NumPy's BLAS/OpenMP pools (threadpoolctl, when installed) and torch (when imported)
+    on one thread inside the block; the previous counts come back after it.
+
+    A script should also set ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS``
+    to 1 before NumPy loads, which covers the case without threadpoolctl.
+    """
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        limits: contextlib.AbstractContextManager = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(1)
+    with limits:
+        if torch is not None:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
+
+
+def numpy_blas() -> list[dict[str, Any]]:
+    """NumPy's BLAS as loaded: threadpoolctl's view (library, file prefix, version, threads)
+    of every pool, or, without threadpoolctl, the build's BLAS from ``numpy.show_config``."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        try:
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        except Exception as exc:  # older NumPy: no dict mode
+            return [{"library": f"unknown ({exc})"}]
+        return [{"api": "blas", "library": blas.get("name"), "version": blas.get("version"),
+                 "threads": "unknown (install threadpoolctl)", "source": "numpy.show_config"}]
+    return [{"api": p.get("user_api"), "library": p.get("internal_api"),
+             "prefix": p.get("prefix"), "version": p.get("version"),
+             "threads": p.get("num_threads"), "source": "threadpoolctl"}
+            for p in threadpool_info()]
+
+
+def ratio_verdict(ratio: float, target: float | None) -> str:
+    """'PASS' when ``ratio`` (this/reference time) is within ``target``, 'MISS' above it,
+    '-' when the row has no target."""
+    if target is None:
+        return "-"
+    return "PASS" if ratio <= target else "MISS"
+
+
+#: The table of a paired comparison (``paired_times`` rows with ``row``, ``target``, ``verdict``).
+PAIRED_COLUMNS = [
+    Column("row", "row", "14s"),
+    Column("gpudl ms", lambda r: r["a_median_s"] * 1e3, "10.3f"),
+    Column("torch ms", lambda r: r["b_median_s"] * 1e3, "10.3f"),
+    Column("ratio", lambda r: f"{r['ratio_median']:.2f}x", "8s"),
+    Column("IQR", lambda r: f"{r['ratio_iqr']:.2f}", "6s"),
+    Column("target", lambda r: "-" if r["target"] is None else f"<={r['target']:.1f}x", "8s"),
+    Column("verdict", "verdict", "7s"),
+]
+
+
+def _float_leaves(value: Any) -> list[np.ndarray]:
+    """The arrays of a result (a scalar, an array, a tensor, nested lists/tuples/dicts)."""
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _float_leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _float_leaves(v)]
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "get") and not isinstance(value, np.ndarray):  # a CuPy array
+        value = value.get()
+    return [np.asarray(value, dtype=np.float64)]
+
+
+def max_rel_diff(result: Any, reference: Any) -> float:
+    """The largest ``max|a - b| / max(|a|, |b|)`` over the leaves of two results computed by
+    two implementations (inf when their structures or shapes differ).
+
+    Example:
+        >>> max_rel_diff([np.array([1.0, 2.0])], (np.array([1.0, 2.5]),))
+        0.2
+    """
+    a, b = _float_leaves(result), _float_leaves(reference)
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(a, b):
+        if y.size:
+            scale = max(np.max(np.abs(x)), np.max(np.abs(y)), 1e-30)
+            worst = max(worst, float(np.max(np.abs(x - y)) / scale))
+    return worst

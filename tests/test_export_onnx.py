@@ -205,6 +205,7 @@ def test_k_sparse_autoencoder_exports_its_top_k_choice(tmp_path):
 
 def test_top_k_mask_converter_keeps_the_lower_index_on_ties(tmp_path):
     import onnxruntime as ort
+
     from gpudl.nn.base import Layer
 
     class TopTwo(Layer):
