@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	@if [ "$(CUDA_MAJOR)" = "12" ]; then \
 		echo "setup: driver reports CUDA 12 -> cupy-cuda12x"; \
-		$(BIN)/pip install -q -e '.[cuda12,monitor,data,plot,dev,onnx]' pytest hypothesis nbclient ipykernel; \
+		$(BIN)/pip install -q -e '.[cuda12,monitor,data,plot,dev,onnx,mpi]' pytest hypothesis nbclient ipykernel; \
 	elif [ -n "$(CUDA_MAJOR)" ]; then \
 		echo "setup: driver reports CUDA $(CUDA_MAJOR) -> cupy-cuda13x"; \
 		$(BIN)/pip install -q -e '.[cuda13,test,monitor,data,plot,dev,onnx]'; \

@@ -12,6 +12,7 @@ from gpudl import (
     bench,
     cuda,
     data,
+    distributed,
     errors,
     export,
     functional,
@@ -64,9 +65,9 @@ __version__ = "0.1.0"
 # The public surface: these names, and nothing else without a leading underscore
 # (tests/test_public_surface.py). Submodules first, then functions, then errors.
 __all__ = [
-    "autodiff", "backend", "bench", "cuda", "data", "errors", "export", "functional", "inspect",
-    "metrics", "models", "nn", "ops", "optim", "random", "serialization", "testing", "train",
-    "tree",
+    "autodiff", "backend", "bench", "cuda", "data", "distributed", "errors", "export",
+    "functional", "inspect", "metrics", "models", "nn", "ops", "optim", "random",
+    "serialization", "testing", "train", "tree",
     "asarray", "debug_nans", "device", "device_reason", "evaluate", "export_onnx", "fit", "fit_ensemble",
     "from_dlpack", "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
     "set_device", "state_dict", "stop_gradient", "synchronize", "to_device", "to_dlpack", "to_numpy",

@@ -68,6 +68,18 @@ def _cupy_module():
         return None
 
 
+def nccl_module():
+    """CuPy's NCCL bindings (``cupy.cuda.nccl``), or None without CuPy or NCCL (the
+    ``gpudl[nccl12|13]`` extras bring the NCCL library); never raises."""
+    if _cupy_module() is None:
+        return None
+    try:
+        from cupy.cuda import nccl  # noqa: PLC0415 - part of CuPy, still imported only here
+    except Exception:  # noqa: BLE001 - no NCCL library: the caller falls back
+        return None
+    return nccl
+
+
 def _extra_hint() -> str:
     return (
         "install a CuPy wheel that matches your driver: `pip install 'gpudl[cuda13]'` "

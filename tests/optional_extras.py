@@ -14,7 +14,7 @@ OPTIONAL_PACKAGES = {
     "scikit-learn": "sklearn", "safetensors": "safetensors", "matplotlib": "matplotlib",
     "networkx": "networkx", "mlxtend": "mlxtend", "tqdm": "tqdm", "torch": "torch",
     "nbclient": "nbclient", "ipykernel": "ipykernel", "nvidia-ml-py": "pynvml",
-    "onnx": "onnx", "onnxruntime": "onnxruntime",
+    "onnx": "onnx", "onnxruntime": "onnxruntime", "mpi4py": "mpi4py",
 }
 _IMPORT_TO_PACKAGE = {imp: pip for pip, imp in OPTIONAL_PACKAGES.items()}
 

@@ -380,3 +380,56 @@ def test_export_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
     assert cli.main(argv) == 2
     line = _one_error_line(capsys)
     assert line.startswith("gpudl export: error: ") and message in line
+
+
+# ----------------------------------------------------------------------------- launch
+def test_launch_runs_each_rank_under_mpiexec_and_python_m_mpi4py(tmp_path, monkeypatch):
+    import subprocess as sp
+    import types
+
+    from gpudl.distributed import launcher
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    seen = {}
+
+    def fake_run(cmd, env=None, timeout=None):
+        seen.update(cmd=cmd, env=env)
+        return sp.CompletedProcess(cmd, 3)  # a rank failed: its status is gpudl's
+
+    monkeypatch.setitem(sys.modules, "mpi4py", types.ModuleType("mpi4py"))
+    monkeypatch.setattr(launcher, "find_mpiexec", lambda: "/venv/bin/mpiexec")
+    monkeypatch.setattr(launcher.subprocess, "run", fake_run)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cli.main(["launch", "-n", "2", "--mpi-arg=-ppn", "--mpi-arg=1", str(script),
+                     "--epochs", "3"]) == 3
+    assert seen["cmd"] == ["/venv/bin/mpiexec", "-n", "2", "-ppn", "1", sys.executable, "-m",
+                           "mpi4py", str(script), "--epochs", "3"]
+    assert int(seen["env"]["OMP_NUM_THREADS"]) >= 1
+    assert cli.main(["launch", "-n", "2", "-m", "gpudl.cli", "train", "--epochs", "1"]) == 3
+    assert seen["cmd"][-6:] == ["mpi4py", "-m", "gpudl.cli", "train", "--epochs", "1"]
+
+
+LAUNCH_BAD = [
+    (["launch", "-n", "2", "/no/such/train.py"], "no such script: '/no/such/train.py'"),
+    (["launch", "-n", "2"], "give the script to run"),
+    (["launch", "-n", "0", "t.py"], "expected a positive integer"),
+    (["launch", "t.py"], "the following arguments are required: -n/--np"),
+    (["launch", "-n", "2", "--hostfile", "/no/hosts", "-m", "x"], "no such host file"),
+]
+
+
+@pytest.mark.parametrize("argv, message", LAUNCH_BAD, ids=[" ".join(a) for a, _ in LAUNCH_BAD])
+def test_launch_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("gpudl launch: error: ") and message in line
+
+
+def test_launch_without_mpi4py_says_which_extra_to_install(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "t.py"
+    script.write_text("")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import fails: not installed
+    assert cli.main(["launch", "-n", "2", str(script)]) == 2
+    line = _one_error_line(capsys)
+    assert "mpi4py is not installed" in line and "pip install 'gpudl[mpi]'" in line

@@ -14,7 +14,7 @@ import pytest
 # Packages whose __all__ is the documented surface.
 SURFACES = ["gpudl", "gpudl.nn", "gpudl.metrics", "gpudl.random", "gpudl.ops", "gpudl.optim",
             "gpudl.data", "gpudl.train", "gpudl.models", "gpudl.models.autoencoders",
-            "gpudl.functional"]
+            "gpudl.functional", "gpudl.distributed"]
 
 # Module names that earlier layouts exposed and that must stay gone.
 FORMER_INTERNALS = ["random_cpu", "random_cuda", "random_philox"]

@@ -1,4 +1,4 @@
-"""``gpudl train | bench | export | doctor``.
+"""``gpudl train | bench | export | launch | doctor``.
 
 Examples:
     gpudl doctor
@@ -6,6 +6,7 @@ Examples:
     gpudl train --dataset digits --epochs 3 --out digits.npz      # 8x8 digits: an MLP
     gpudl bench --model lenet5 --batch-size 128 --steps 50 --devices cpu,cuda --json out.json
     gpudl export --model lenet5 --weights lenet5_mnist_5k.npz --out lenet5.onnx
+    gpudl launch -n 2 train.py --epochs 5                          # 2 data-parallel ranks
 
 Every failure is one line on stderr, never a traceback of gpudl's own checks; the exit
 status says whose it is (see :data:`EXIT_STATUS`).
@@ -17,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpudl.cli import export_command, train_command
+from gpudl.cli import export_command, launch_command, train_command
 from gpudl.cli.args import (
     Parser,
     UsageError,
@@ -64,7 +65,7 @@ def build_parser() -> Parser:
              f"datasets: {', '.join(image_datasets())}\n\n")
     parser = Parser(prog="gpudl", description="gpudl command line",
                     epilog=lists + EXIT_STATUS, formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,export,doctor}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,export,launch,doctor}")
     t = sub.add_parser("train", help="train an image classifier on a dataset, save its weights",
                        description=train_command.DESCRIPTION,
                        epilog=EXIT_STATUS, formatter_class=_Formatter)
@@ -86,6 +87,10 @@ def build_parser() -> Parser:
                        description=export_command.DESCRIPTION,
                        epilog=EXIT_STATUS, formatter_class=_Formatter)
     export_command.add_arguments(x)
+    n = sub.add_parser("launch", help="run a training script on N processes (MPI)",
+                       description=launch_command.DESCRIPTION,
+                       epilog=EXIT_STATUS, formatter_class=_Formatter)
+    launch_command.add_arguments(n)
     sub.add_parser("doctor", help="what gpudl sees: versions, device, GPU, driver, BLAS threads",
                    epilog=EXIT_STATUS, formatter_class=_Formatter)
     return parser
@@ -136,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "export":
             export_command.run(ns)
             return 0
+        if ns.command == "launch":  # the ranks' own exit status (1 when any failed)
+            return launch_command.run(ns)
         return train(ns) if ns.command == "train" else bench(ns)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

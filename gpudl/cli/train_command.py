@@ -165,6 +165,10 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
                          "(or auto), and see `gpudl doctor`")
     if ns.device:
         gd.set_device(ns.device)
+    comm = gd.distributed.init()  # under `gpudl launch -n N`: N ranks, rank 0 reports
+    if comm.rank != 0:
+        def out(*args, **kwargs):
+            return None
     (xtr, ytr), (xva, yva), (xte, yte) = load_data(ns)
     name, kwargs = choose_model(ns, xtr.shape[1:])
     path = None if ns.no_save else (ns.out or f"{name}_{ns.dataset}.npz")
@@ -177,7 +181,8 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
         if not os.access(folder, os.W_OK):
             raise UsageError(f"--out {path!r}: the folder {folder!r} is not writable")
     model = models.get_model(name, **kwargs)
-    opt, how = build_optimizer(ns, ns.epochs * -(-len(ytr) // ns.batch_size))
+    # the schedule's length in steps: each rank steps through its shard (batch is per rank)
+    opt, how = build_optimizer(ns, ns.epochs * -(-(len(ytr) // comm.size) // ns.batch_size))
     callbacks, resume = [], None
     if ns.checkpoint_dir:
         os.makedirs(ns.checkpoint_dir, exist_ok=True)
@@ -197,7 +202,7 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
     test = evaluate(model, history.params, history.state, (xte, yte), metrics=["accuracy"])
     out(f"test accuracy: {test['accuracy']:.4f} on {len(yte)} held-out images "
         f"(training took {seconds:.1f} s on {gd.get_device()})")
-    if path:
+    if path and comm.rank == 0:  # the ranks hold the same weights
         gd.save(path, _state_dict(history.params, history.state))
         out(f"saved the trained weights to {path} (gd.load reads them back)")
     return {"accuracy": float(test["accuracy"]), "seconds": seconds, "model": name,

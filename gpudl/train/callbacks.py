@@ -38,6 +38,12 @@ class Callback:
 
     adds_logs: tuple[str, ...] | None = None
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Called by ``fit`` before ``on_train_begin``: this process' rank among
+        ``world_size`` data-parallel ranks (0 of 1 in a one-process run). Every rank runs
+        the callbacks with the same logs; a callback that writes files should write on
+        rank 0 only."""
+
     def on_train_begin(self, trainer: Any) -> None:
         pass
 
@@ -289,6 +295,7 @@ class CSVLogger(Callback):
         self.path, self.append = str(path), append
         self._fields: list[str] | None = None
         self.rows = 0
+        self.writes = True  # False on the data-parallel ranks but 0 (they count rows only)
         if append and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
             with open(self.path, newline="") as f:
                 lines = list(csv.reader(f))
@@ -300,10 +307,16 @@ class CSVLogger(Callback):
             raise TrainingConfigError(
                 f"CSVLogger: the folder of {self.path!r} does not exist; create it first")
 
+    def set_rank(self, rank, world_size):
+        self.writes = rank == 0
+
     def on_epoch_end(self, trainer, epoch, logs):
         new_file = self._fields is None
         if new_file:
             self._fields = ["epoch", *logs.keys()]
+        if not self.writes:
+            self.rows += 1
+            return
         with open(self.path, "w" if new_file and not self.append else "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
             if new_file:
@@ -316,7 +329,7 @@ class CSVLogger(Callback):
 
     def load_state_dict(self, state):
         self._fields, self.rows = state["fields"], state["rows"]
-        if self._fields is None or not os.path.exists(self.path):
+        if self._fields is None or not self.writes or not os.path.exists(self.path):
             return
         with open(self.path, newline="") as f:
             lines = list(csv.reader(f))

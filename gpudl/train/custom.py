@@ -331,9 +331,10 @@ def fresh_logs(logs: StepLogs) -> StepLogs:
 
 
 def evaluate_custom(fns: Mapping, multi: bool, params, state, batches, logs: StepLogs,
-                    key) -> dict[str, float]:
+                    key, comm=None) -> dict[str, float]:
     """Every loss of ``fns`` on every batch of ``batches`` with ``train=False`` (no
-    update; batch ``i`` keyed ``fold_in(key, i)``): ``{name: value}``."""
+    update; batch ``i`` keyed ``fold_in(key, i)``): ``{name: value}`` (with ``comm``: of
+    every rank's shard together)."""
     logs.reset()
     for i, batch in enumerate(batches):
         k = gdr.fold_in(key, i)
@@ -343,7 +344,7 @@ def evaluate_custom(fns: Mapping, multi: bool, params, state, batches, logs: Ste
                               train=False)
             losses[p], auxes[p] = loss, aux
         logs.add(losses, auxes, batches.rows(batch))
-    return logs.read()
+    return logs.read() if comm is None else logs.read(comm)
 
 
 def loss_fns(loss_fn) -> tuple[dict, bool]:

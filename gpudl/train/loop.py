@@ -33,9 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from gpudl import random as gdr
 from gpudl.backend import get_device, synchronize, to_numpy
 from gpudl.data.loader import DataLoader
+from gpudl.distributed import average_gradients
 from gpudl.errors import NonFiniteError, TrainingConfigError
+from gpudl.train import parallel
 from gpudl.train.batches import FullBatch, make_batches, split_validation
 from gpudl.train.callbacks import Callback
 from gpudl.train.checkpoint import Checkpoint
@@ -77,7 +80,8 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
         validation_split: float | None = None,
         metrics: Sequence[str | Callable] = (), callbacks: Sequence[Callback] = (), key=None,
         params=None, state=None, batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
-        resume_from: str | None = None, device: str | None = None) -> History:
+        resume_from: str | None = None, device: str | None = None,
+        distributed: Any = "auto", sync_state: bool = False) -> History:
     """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
 
     ``train_data``/``validation_data``: a tuple ``(x, y)`` of arrays, a DataLoader, or (see
@@ -126,6 +130,14 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     epoch after it, with the checkpoint's RNG key (so shuffling and dropout continue
     exactly as in an uninterrupted run), learning-rate scale, History and callback
     states.
+
+    Several processes (data parallelism, :mod:`gpudl.train.parallel`): started with
+    ``gpudl launch -n N script.py``, ``distributed="auto"`` trains on N ranks: each
+    takes its shard of every epoch (``batch_size`` is per rank, as torch's DDP), the
+    gradients are averaged before the optimizer, the logs are those of all ranks, and only
+    rank 0 prints and writes checkpoints. ``distributed=None`` keeps one process; with
+    one rank the run is exactly the one-process run. BatchNorm statistics are per rank;
+    ``sync_state=True`` averages the model state over the ranks after every epoch.
 
     Custom training steps (:mod:`gpudl.train.custom`), instead of ``loss``:
     ``loss_fn(params, state, batch, key)`` returning the scalar loss or ``(loss,
@@ -179,31 +191,52 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
         train_data, validation_data = split_validation(train_data, validation_split)
     task = make_task(model, loss, loss_fn, metrics)
     verbose, callbacks = check_verbose(verbose), check_callbacks_arg(callbacks)
-    ck = Checkpoint(resume_from, who="fit(resume_from=...)") if resume_from is not None else None
+    comm = parallel.resolve(distributed)  # None: one process, the loop below unchanged
+    if not isinstance(sync_state, bool):
+        raise TrainingConfigError(f"fit: sync_state must be True or False, got {sync_state!r}")
+    rank = 0 if comm is None else comm.rank
+    verbose = verbose if rank == 0 else 0  # one progress display, rank 0's
+    ck = None
+    if resume_from is not None:  # rank 0 reads the file, every rank gets its contents
+        ck = Checkpoint(resume_from, who="fit(resume_from=...)") if comm is None else \
+            parallel.on_rank0(comm, Checkpoint, resume_from, "fit(resume_from=...)")
     if ck is not None and ck.key is not None:  # the saved key decides data order and dropout
         key = ck.key
     key = as_key(key)
     init_key, data_key, step_key = run_keys(key)
     batches = make_batches(train_data, batch_size, shuffle, data_key, device,
                            what="the training data")
+    if comm is not None:  # the same permutation on every rank, each its rows
+        batches = parallel.shard(batches, comm, True, "the training data")
     require_batches(batches, "fit", "the training data")
     val_batches = None
     if validation_data is not None:
         val_batches = make_batches(validation_data, batches.batch_size, False, None, device,
                                    what="validation_data")
         require_batches(val_batches, "fit", "validation_data")
+        if comm is not None:
+            val_batches = parallel.shard(val_batches, comm, False, "validation_data")
     has_val = val_batches is not None
     if loss_fn is None:  # the names are known before init; a loss_fn's after its first call
         check_callbacks(callbacks, set(task.names(has_val)), has_val)
     params, state = init_trees(model, batches, init_key, params, state, device,
                                custom=loss_fn is not None)
+    if comm is not None:  # gradients averaged over the ranks before every update
+        optimizer = average_gradients(optimizer, comm)
+        step_key = gdr.fold_in(step_key, rank)  # each rank its own dropout masks
     step_fn = task.make_step(params, optimizer)
     opt_state = init_opt_state(step_fn, params)
     config = {"epochs": epochs, "batch_size": batches.batch_size,
               "device": device or get_device()}
+    if comm is not None:
+        config["ranks"] = comm.size
     trainer = Trainer(model, task.loss_fn, step_fn.optimizer, params, state, opt_state, key,
                       config, step_key=step_key, train_step_fn=step_fn, callbacks=callbacks)
     start_epoch = 0 if ck is None else trainer.restore(ck, device)
+    if comm is not None:  # rank 0's trees everywhere (and the same model checked)
+        trainer.rank, trainer.world_size = comm.rank, comm.size
+        trainer.params = comm.broadcast(trainer.params, who="fit", what="the params")
+        trainer.state = comm.broadcast(trainer.state, who="fit", what="the model state")
     if start_epoch > epochs:
         raise TrainingConfigError(
             f"fit: resume_from={resume_from!r} holds epoch {start_epoch} already, more "
@@ -214,19 +247,22 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
         check_callbacks(callbacks, set(task.names(has_val)), has_val)
     batches.epoch = start_epoch
     for cb in callbacks:
+        if hasattr(cb, "set_rank"):  # before anything a callback writes
+            cb.set_rank(trainer.rank, trainer.world_size)
         cb.on_train_begin(trainer)
     if ck is not None:
         trainer.restore_callbacks(ck, device)
-    run = _Run(trainer, task, batches, val_batches, epochs, verbose)
+    run = _Run(trainer, task, batches, val_batches, epochs, verbose, comm, sync_state)
     try:
         stop_reason = run.run(start_epoch)
     except KeyboardInterrupt:
         stop_reason = "interrupted"
         trainer.cancel_epoch_end()
         run.close_display()
-        print(f"fit: interrupted (Ctrl-C) in epoch {trainer.epoch + 1}/{epochs}; returning "
-              f"the History with the trees after step {trainer.step} (the interrupted "
-              "epoch is not in it)", file=sys.stderr, flush=True)
+        if rank == 0:
+            print(f"fit: interrupted (Ctrl-C) in epoch {trainer.epoch + 1}/{epochs}; returning "
+                  f"the History with the trees after step {trainer.step} (the interrupted "
+                  "epoch is not in it)", file=sys.stderr, flush=True)
     except Exception as exc:
         non_finite = isinstance(exc, NonFiniteError)
         history = trainer.result("non_finite" if non_finite else "error",
@@ -242,9 +278,11 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
 class _Run:
     """The epochs of one ``fit`` call (steps, reports, validation, callbacks)."""
 
-    def __init__(self, trainer: Trainer, task, batches, val_batches, epochs: int, verbose: int):
+    def __init__(self, trainer: Trainer, task, batches, val_batches, epochs: int, verbose: int,
+                 comm=None, sync_state: bool = False):
         self.trainer, self.task, self.epochs, self.verbose = trainer, task, epochs, verbose
         self.batches, self.val_batches = batches, val_batches
+        self.comm, self.sync_state = comm, sync_state  # comm None: one process
         self.watch = FiniteWatch(trainer)
         self.progress: Progress | None = None
 
@@ -262,9 +300,13 @@ class _Run:
             trainer.epoch = epoch
             t0 = time.perf_counter()
             self.train_epoch(epoch)
-            logs = self.task.tracker.read()
+            if self.sync_state and self.comm is not None:
+                trainer.state = parallel.average_float_leaves(self.comm, trainer.state)
+            tracker = self.task.tracker  # with comm: every rank's examples together
+            logs = tracker.read() if self.comm is None else tracker.read(self.comm)
             if self.val_batches is not None:
-                val = self.task.validate(self.val_batches)
+                val = self.task.validate(self.val_batches) if self.comm is None else \
+                    self.task.validate(self.val_batches, self.comm)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             synchronize()
             self.end_epoch(epoch, logs, time.perf_counter() - t0)

@@ -79,6 +79,15 @@ class StreamingMetric:
         """The metric from ``acc`` copied to the host (float64 NumPy arrays, same order)."""
         raise NotImplementedError
 
+    def merge(self, parts: list[tuple[list[np.ndarray], int]]) -> tuple[list, int]:
+        """The host accumulators and count of several passes (the ranks of a data-parallel
+        run, each over its shard) combined into one: sums, for sufficient statistics."""
+        parts = [(acc, n) for acc, n in parts if len(acc)]
+        if not parts:
+            return [], 0
+        acc = [sum(a[i] for a, _ in parts) for i in range(len(parts[0][0]))]
+        return acc, sum(n for _, n in parts)
+
     def _add(self, *values) -> None:
         if not self.acc:
             self.acc = list(values)
@@ -221,6 +230,15 @@ class R2(StreamingMetric):
     def result(self, acc):
         self._count()
         return M.r2_from_stats(float(acc[1]), float(acc[2]))
+
+    def merge(self, parts):
+        # means and squared deviations merge by Chan's update, not by sums
+        moments, sse = (0.0, 0.0, 0), 0.0
+        for acc, n in parts:
+            if len(acc) and n:
+                moments = M.merge_moments(moments, (acc[0], acc[1], n))
+                sse = sse + acc[2]
+        return ([moments[0], moments[1], sse] if moments[2] else []), moments[2]
 
 
 class ClassScore(StreamingMetric):
@@ -365,11 +383,25 @@ class MetricTracker:
         for m in metrics:
             m.update(outputs, targets, batch_size)
 
-    def read(self) -> dict[str, float]:
-        """``{name: value}`` so far, as Python floats (one device->host transfer)."""
-        host = fetch([a for m in self.metrics for a in m.acc])
-        logs, start = {}, 0
+    def read(self, comm: Any = None) -> dict[str, float]:
+        """``{name: value}`` so far, as Python floats (one device->host transfer).
+
+        With ``comm`` (a data-parallel run's communicator) the values are those of every
+        rank's examples together: the ranks' host sums and counts are gathered (one small
+        collective) and merged, so every rank gets the same logs.
+        """
+        host, parts = fetch([a for m in self.metrics for a in m.acc]), []
         for m in self.metrics:
-            logs[m.name] = m.result(host[start:start + len(m.acc)])
-            start += len(m.acc)
+            parts, host = parts + [host[:len(m.acc)]], host[len(m.acc):]
+        if comm is None or comm.size == 1:
+            return {m.name: m.result(acc) for m, acc in zip(self.metrics, parts)}
+        ranks = comm.allgather_object([(acc, m.count, getattr(m, "binary", None))
+                                       for m, acc in zip(self.metrics, parts)])
+        logs = {}
+        for j, m in enumerate(self.metrics):
+            merged = copy.copy(m)  # this rank's own accumulators stay as they were
+            acc, merged.count = m.merge([(r[j][0], r[j][1]) for r in ranks])
+            modes = [r[j][2] for r in ranks if r[j][1] and r[j][2] is not None]
+            merged.binary = modes[0] if modes else getattr(m, "binary", None)
+            logs[m.name] = merged.result(acc)
         return logs

@@ -121,8 +121,10 @@ def supervised_loss(loss: str | Callable, who: str = "fit", state: Any = None) -
     return fn if isinstance(loss, str) else SupervisedLoss(fn, who, state)
 
 
-def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict[str, float]:
-    """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)``."""
+def evaluate_supervised(model, params, state, batches, loss_fn, metrics,
+                        comm=None) -> dict[str, float]:
+    """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)`` (with
+    ``comm``: over every rank's shard of them together)."""
     tracker = metric_tracker(metrics, loss=loss_fn is not None, loss_fn=loss_fn)
     with batches.known_labels():
         for batch in batches:
@@ -135,7 +137,7 @@ def evaluate_supervised(model, params, state, batches, loss_fn, metrics) -> dict
             # sums kept on the device until the end: no host sync per batch
             tracker.update(out, y, batches.rows(batch),
                            loss=loss_fn(out, y) if loss_fn is not None else None)
-    return tracker.read()
+    return tracker.read() if comm is None else tracker.read(comm)
 
 
 def pair(batch: Any, who: str = "fit", what: str = "the data") -> tuple[Any, Any]:
@@ -179,10 +181,10 @@ class SupervisedTask:
         self.tracker.update(out, y, rows, loss=loss)
         return loss, loss
 
-    def validate(self, val_batches) -> dict[str, float]:
+    def validate(self, val_batches, comm=None) -> dict[str, float]:
         t = self.trainer
         return evaluate_supervised(t.model, t.params, t.state, val_batches, self.loss_fn,
-                                   self.metrics)
+                                   self.metrics, comm)
 
     def labels(self, batches):
         return batches.known_labels()
@@ -224,10 +226,10 @@ class CustomTask:
         # non-finite if any player's is
         return functools.reduce(operator.add, loss.values()), loss
 
-    def validate(self, val_batches) -> dict[str, float]:
+    def validate(self, val_batches, comm=None) -> dict[str, float]:
         t = self.trainer
         return evaluate_custom(t.step_fn.loss_fns, self.multi, t.params, t.state, val_batches,
-                               self.val_logs, self.val_key)
+                               self.val_logs, self.val_key, comm)
 
     def labels(self, batches):
         # Nothing says which leaves of a custom batch are labels: every check runs.

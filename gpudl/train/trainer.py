@@ -48,6 +48,8 @@ class Trainer(StepRunner):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.key, self.config, self.callbacks = key, config, list(callbacks)
         self.epoch, self.stop = 0, False
+        # this process' rank among the data-parallel ranks (fit sets them; only rank 0 writes)
+        self.rank, self.world_size = 0, 1
         self.history = History()
         self._pending: list[tuple[str, int | None]] | None = None
 
@@ -57,6 +59,8 @@ class Trainer(StepRunner):
         when called from ``on_epoch_end``)."""
         if self._pending is not None:
             self._pending.append((str(path), epoch))
+            return
+        if self.rank != 0:  # the ranks hold the same trees: one file, rank 0's
             return
         save_checkpoint(path, params=self.params, state=self.state, opt_state=self.opt_state,
                         epoch=self.epoch if epoch is None else epoch, step=self.step,
