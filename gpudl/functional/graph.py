@@ -5,6 +5,11 @@ Conventions (PyTorch Geometric's): ``edge_index`` is an integer array (2, E) who
 holds source nodes and row 1 target nodes; a message flows source -> target and is
 aggregated at the target. ``batch`` (num_nodes,) says which graph each node belongs to.
 
+Every aggregation is a product with the graph's CSR plan (``_graph_structure.py``): built
+once per distinct ``edge_index`` (or ``segment_ids``/``batch``) content and reused, a
+scipy sparse product on the CPU and ``kernels/graph.cu`` on the GPU; the backward is the
+same product with the transposed plan (no scatter-add).
+
 Example:
     >>> import numpy as np
     >>> from gpudl.functional.graph import message_passing
@@ -18,68 +23,65 @@ from __future__ import annotations
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import stop_gradient, unbox_all
-from gpudl.backend import module_of
+from gpudl.autodiff import unbox_all
+from gpudl.backend import device_of, module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ConfigError, DTypeError, IndexRangeError, ShapeError
+from gpudl.errors import ConfigError, ShapeError
+from gpudl.functional._checks import DTypeWording, check_float_operands
+from gpudl.functional._graph_structure import (
+    GraphPlans,
+    check_edge_index,
+    csr_sum,
+    csr_weighted_sum,
+    graph_plans,
+    plan_segment_max,
+    plan_segment_mean,
+    plan_segment_softmax,
+    row_counts,
+    segment_plan,
+)
 from gpudl.functional.activations import leaky_relu
 
-
-def _check_ids(ids, num_segments: int, op: str, what: str = "segment_ids"):
-    raw = unbox_all(ids)
-    if not hasattr(raw, "dtype") or raw.dtype.kind not in "iu":
-        raise DTypeError(f"{op}: {what} must be integers, got {getattr(raw, 'dtype', type(raw))}")
-    if raw.size and (int(raw.min()) < 0 or int(raw.max()) >= num_segments):
-        raise IndexRangeError(
-            f"{op}: {what} must lie in [0, {num_segments}), got range "
-            f"[{int(raw.min())}, {int(raw.max())}]"
-        )
-    return raw
+_GRAPH_DTYPES = DTypeWording(
+    unsupported="{op}: {name} has dtype {dtype}; graph ops take float32 or float64 node "
+                "features, edge values and weights. Cast it with .astype('float32').",
+    operands="features and weights")
 
 
-def _check_edge_index(edge_index, num_nodes: int, op: str):
-    raw = unbox_all(edge_index)
-    if len(getattr(raw, "shape", ())) != 2 or raw.shape[0] != 2:
-        raise ShapeError(
-            f"{op}: edge_index must be (2, E) (sources; targets), got {getattr(raw, 'shape', None)}"
-        )
-    return _check_ids(raw, num_nodes, op, "edge_index entries")
+def _device(x) -> str:
+    return device_of(unbox_all(x))
 
 
 # ------------------------------------------------------------------------ segment reductions
+def _segments(data, segment_ids, num_segments: int, op: str, what: str = "segment_ids"):
+    check_float_operands(op, {"data": data}, _GRAPH_DTYPES)
+    plan = segment_plan(segment_ids, num_segments, _device(data), op, what)
+    if _shape(data)[:1] != (plan.n_cols,):
+        raise ShapeError(f"{op}: data must have one row per id ({plan.n_cols}, ...), got "
+                         f"{_shape(data)}")
+    return plan
+
+
 def segment_mean(data, segment_ids, num_segments: int):
-    """Mean of the rows of ``data`` in each segment (0 for an empty segment)."""
-    ids = _check_ids(segment_ids, num_segments, "segment_mean")
-    xp = module_of(ids)
-    counts = xp.bincount(ids, minlength=num_segments).astype(unbox_all(data).dtype)
-    counts = xp.maximum(counts, 1).reshape((num_segments,) + (1,) * (len(_shape(data)) - 1))
-    return ops.segment_sum(data, ids, num_segments) / counts
+    """Mean of the rows of ``data`` in each segment (0 for an empty segment).
 
-
-def _segment_max_values(raw, ids, num_segments: int):
-    """Plain per-segment maxima (-inf for empty segments)."""
-    xp = module_of(raw)
-    out = xp.full((num_segments,) + raw.shape[1:], -np.inf, dtype=raw.dtype)
-    xp.maximum.at(out, ids, raw)
-    return out
+    Example:
+        >>> segment_mean(np.array([1.0, 3.0, 5.0]), np.array([0, 0, 2]), 3).tolist()
+        [2.0, 0.0, 5.0]
+    """
+    return plan_segment_mean(data, _segments(data, segment_ids, num_segments, "segment_mean"))
 
 
 def segment_max(data, segment_ids, num_segments: int):
     """Maximum of the rows of ``data`` in each segment (0 for an empty segment, as PyG).
 
     The gradient goes to the arg-max rows, split evenly between exact ties.
+
+    Example:
+        >>> segment_max(np.array([1.0, 3.0, 5.0]), np.array([0, 0, 2]), 3).tolist()
+        [3.0, 0.0, 5.0]
     """
-    ids = _check_ids(segment_ids, num_segments, "segment_max")
-    raw = unbox_all(data)
-    m = _segment_max_values(raw, ids, num_segments)
-    xp = module_of(raw)
-    hit = raw == m[ids]  # (E, ...)
-    counts = xp.zeros(m.shape, dtype=raw.dtype)
-    xp.add.at(counts, ids, hit.astype(raw.dtype))
-    share = hit.astype(raw.dtype) / xp.maximum(counts, 1)[ids]
-    # Forward value: exactly m; gradient: the tie share of each arg-max row.
-    delta = ops.segment_sum((data - stop_gradient(data)) * share, ids, num_segments)
-    return xp.where(counts > 0, m, 0).astype(raw.dtype) + delta
+    return plan_segment_max(data, _segments(data, segment_ids, num_segments, "segment_max"))
 
 
 def segment_softmax(scores, segment_ids, num_segments: int):
@@ -89,12 +91,8 @@ def segment_softmax(scores, segment_ids, num_segments: int):
         >>> segment_softmax(np.array([0.0, 0.0, 5.0]), np.array([0, 0, 1]), 2).tolist()
         [0.5, 0.5, 1.0]
     """
-    ids = _check_ids(segment_ids, num_segments, "segment_softmax")
-    # The shift only needs to be constant within a segment: no gradient through it.
-    m = _segment_max_values(unbox_all(scores), ids, num_segments)
-    e = ops.exp(scores - m[ids])
-    denom = ops.segment_sum(e, ids, num_segments)
-    return e / ops.take(denom, ids, axis=0)
+    return plan_segment_softmax(scores, _segments(scores, segment_ids, num_segments,
+                                              "segment_softmax"))
 
 
 def readout(x, batch, num_graphs: int, reduce: str = "sum"):
@@ -104,16 +102,28 @@ def readout(x, batch, num_graphs: int, reduce: str = "sum"):
         >>> readout(np.array([[1.0], [3.0], [5.0]]), np.array([0, 0, 1]), 2, "mean").tolist()
         [[2.0], [5.0]]
     """
+    if reduce not in ("sum", "mean", "max"):
+        raise ConfigError(f"readout: reduce must be 'sum', 'mean' or 'max', got {reduce!r}")
+    plan = _segments(x, batch, num_graphs, "readout", "batch")
     if reduce == "sum":
-        return ops.segment_sum(x, _check_ids(batch, num_graphs, "readout", "batch"), num_graphs)
-    if reduce == "mean":
-        return segment_mean(x, batch, num_graphs)
-    if reduce == "max":
-        return segment_max(x, batch, num_graphs)
-    raise ConfigError(f"readout: reduce must be 'sum', 'mean' or 'max', got {reduce!r}")
+        return csr_sum(x, plan=plan)
+    return plan_segment_mean(x, plan) if reduce == "mean" else plan_segment_max(x, plan)
 
 
 # ------------------------------------------------------------------------ message passing
+def _edge_weights(edge_weight, num_edges: int, op: str):
+    if _shape(edge_weight) != (num_edges,):
+        raise ShapeError(f"{op}: edge_weight must be (E,) = ({num_edges},), got "
+                         f"{_shape(edge_weight)}")
+    return edge_weight
+
+
+def _node_rows(x, n: int, op: str) -> None:
+    if not _shape(x) or _shape(x)[0] != n:
+        raise ShapeError(f"{op}: x must be (num_nodes, ...) with num_nodes = {n}, got shape "
+                         f"{_shape(x)}; pass num_nodes=x.shape[0] or features for every node")
+
+
 def message_passing(
     x, edge_index, edge_weight=None, aggr: str = "sum", num_nodes: int | None = None
 ):
@@ -121,23 +131,26 @@ def message_passing(
 
     ``aggr``: 'sum' (scatter-add), 'mean' or 'max'. Nodes with no in-edges get 0.
     """
+    if aggr not in ("sum", "mean", "max"):
+        raise ConfigError(f"message_passing: aggr must be 'sum', 'mean' or 'max', got {aggr!r}")
     n = _shape(x)[0] if num_nodes is None else num_nodes
-    ei = _check_edge_index(edge_index, n, "message_passing")
-    msgs = ops.take(x, ei[0], axis=0)  # (E, F)
+    check_float_operands("message_passing", {"x": x, "edge_weight": edge_weight},
+                         _GRAPH_DTYPES)
+    gp = graph_plans(edge_index, n, _device(x), "message_passing")
+    _node_rows(x, n, "message_passing")
     if edge_weight is not None:
-        if _shape(edge_weight) != (ei.shape[1],):
-            raise ShapeError(
-                f"message_passing: edge_weight must be (E,) = ({ei.shape[1]},), "
-                f"got {_shape(edge_weight)}"
-            )
-        msgs = msgs * ops.reshape(edge_weight, (-1,) + (1,) * (len(_shape(x)) - 1))
-    if aggr == "sum":
-        return ops.segment_sum(msgs, ei[1], n)
-    if aggr == "mean":
-        return segment_mean(msgs, ei[1], n)
+        edge_weight = _edge_weights(edge_weight, gp.agg.nnz, "message_passing")
     if aggr == "max":
-        return segment_max(msgs, ei[1], n)
-    raise ConfigError(f"message_passing: aggr must be 'sum', 'mean' or 'max', got {aggr!r}")
+        msgs = csr_sum(x, plan=gp.gather_src)  # (E, F)
+        if edge_weight is not None:
+            msgs = msgs * ops.reshape(edge_weight, (-1,) + (1,) * (len(_shape(x)) - 1))
+        return plan_segment_max(msgs, gp.seg)
+    out = (csr_sum(x, plan=gp.agg) if edge_weight is None
+           else csr_weighted_sum(x, edge_weight, plan=gp.agg))
+    if aggr == "mean":
+        counts = module_of(gp.agg.indptr).maximum(row_counts(gp.agg, unbox_all(out).dtype), 1)
+        out = out / counts.reshape((-1,) + (1,) * (len(_shape(x)) - 1))
+    return out
 
 
 def add_self_loops(edge_index, num_nodes: int):
@@ -221,6 +234,15 @@ def gcn_norm_adjacency(adj, add_self_loops: bool = True):
     return ops.expand_dims(inv_sqrt, 1) * a * ops.expand_dims(inv_sqrt, 0)
 
 
+def _gcn_weights(gp: GraphPlans, edge_weight):
+    """``d_src^-1/2 w_e d_dst^-1/2`` with d the weighted in-degree over ``gp``'s edges."""
+    deg = csr_sum(edge_weight, plan=gp.seg)  # (N,)
+    positive = ops.greater(deg, 0)
+    inv_sqrt = ops.where(positive, 1.0 / ops.sqrt(ops.where(positive, deg, 1.0)), 0.0)
+    return (csr_sum(inv_sqrt, plan=gp.gather_src) * edge_weight
+            * csr_sum(inv_sqrt, plan=gp.gather_dst))
+
+
 def gcn_norm_edges(
     edge_index, num_nodes: int, edge_weight=None, self_loops: bool = True, dtype=np.float32
 ):
@@ -232,23 +254,75 @@ def gcn_norm_edges(
     ``message_passing(x, *gcn_norm_edges(...))`` equals ``gcn_norm_adjacency(A) @ x``.
     ``self_loops`` as PyG's ``gcn_norm``: :func:`add_remaining_self_loops` (an existing
     loop is replaced by one loop with its weight, not doubled; the loops come last).
+
+    Example:
+        >>> ei, w = gcn_norm_edges(np.array([[0], [1]]), 2, dtype=np.float64)
+        >>> ei.tolist(), w.round(4).tolist()
+        ([[0, 0, 1], [1, 0, 1]], [0.7071, 1.0, 0.5])
     """
-    ei = _check_edge_index(edge_index, num_nodes, "gcn_norm_edges")
+    ei = check_edge_index(edge_index, num_nodes, "gcn_norm_edges")
     xp = module_of(ei)
     if edge_weight is None:
         edge_weight = xp.ones(ei.shape[1], dtype=dtype)
+    else:
+        edge_weight = _edge_weights(edge_weight, ei.shape[1], "gcn_norm_edges")
     if self_loops:
         ei, edge_weight = add_remaining_self_loops(ei, num_nodes, edge_weight)
-    deg = ops.segment_sum(edge_weight, ei[1], num_nodes)
-    positive = ops.greater(deg, 0)
-    inv_sqrt = ops.where(positive, 1.0 / ops.sqrt(ops.where(positive, deg, 1.0)), 0.0)
-    return ei, ops.take(inv_sqrt, ei[0]) * edge_weight * ops.take(inv_sqrt, ei[1])
+    return ei, _gcn_weights(graph_plans(ei, num_nodes, _device(ei), "gcn_norm_edges"),
+                            edge_weight)
 
 
-def gcn_conv(x, a_hat, weight, bias=None):
-    """One GCN layer ``A_hat X W^T + b`` with a normalized dense adjacency ``a_hat`` (N, N)
-    and a torch-layout ``weight`` (F_out, F_in)."""
-    h = ops.matmul(a_hat, ops.matmul(x, ops.transpose(weight)))
+def _gcn_graph(edge_index, n: int, self_loops: bool, device: str):
+    """The plans of ``edge_index`` and of it with PyG's remaining self loops (derived once
+    per graph): ``(graph, graph with loops)``."""
+    gp = graph_plans(edge_index, n, device, "gcn_conv")
+    key = ("gcn", self_loops)
+    sub = gp.extras.get(key)
+    if sub is None:
+        ei = add_remaining_self_loops(gp.edge_index, n)[0] if self_loops else gp.edge_index
+        sub = gp.extras[key] = GraphPlans(ei, n)
+    return gp, sub
+
+
+def gcn_conv(x, graph, weight, bias=None, *, edge_weight=None, add_self_loops: bool = True):
+    """One GCN layer ``A_hat X W^T + b`` with a torch-layout ``weight`` (F_out, F_in).
+
+    ``graph``: a normalized dense adjacency ``a_hat`` (N, N) (:func:`gcn_norm_adjacency`),
+    or an integer ``edge_index`` (2, E): then ``A_hat = D^-1/2 (A + I) D^-1/2`` as PyG's
+    ``GCNConv`` (``edge_weight`` (E,) optional, self loops as :func:`gcn_norm_edges`),
+    computed once per graph and applied as a sparse product.
+
+    Example:
+        >>> ei = np.array([[0, 1], [1, 0]])
+        >>> gcn_conv(np.array([[1.0], [3.0]]), ei, np.ones((1, 1))).round(6).tolist()
+        [[2.0], [2.0]]
+    """
+    raw = unbox_all(graph)
+    if getattr(raw, "dtype", np.dtype(float)).kind not in "iu":
+        if edge_weight is not None:
+            raise ConfigError("gcn_conv: edge_weight goes with an edge_index graph; a dense "
+                              "a_hat already holds the weights")
+        h = ops.matmul(graph, ops.matmul(x, ops.transpose(weight)))
+        return h if bias is None else h + bias
+    n = _shape(x)[0]
+    check_float_operands("gcn_conv", {"x": x, "weight": weight, "edge_weight": edge_weight},
+                         _GRAPH_DTYPES)
+    parent, gp = _gcn_graph(raw, n, bool(add_self_loops), _device(x))
+    _node_rows(x, n, "gcn_conv")
+    if edge_weight is None:
+        dtype = np.dtype(unbox_all(x).dtype)
+        w = gp.extras.get(("unit", dtype))
+        if w is None:  # constant for the graph: normalized once per dtype
+            w = _gcn_weights(gp, module_of(gp.agg.indptr).ones(gp.agg.nnz, dtype=dtype))
+            if device_of(w) == "cpu":  # read-only: the CPU twin may keep its matrix
+                w.flags.writeable = False
+            gp.extras[("unit", dtype)] = w
+    else:
+        w = _edge_weights(edge_weight, raw.shape[1], "gcn_conv")
+        if add_self_loops:
+            w = add_remaining_self_loops(parent.edge_index, n, w)[1]
+        w = _gcn_weights(gp, w)
+    h = csr_weighted_sum(ops.matmul(x, ops.transpose(weight)), w, plan=gp.agg)
     return h if bias is None else h + bias
 
 
@@ -276,9 +350,7 @@ def gat_conv(
     removed, then one loop per node is added, so a node attends to itself exactly once.
     """
     n = _shape(x)[0]
-    ei = _check_edge_index(edge_index, n, "gat_conv")
-    if self_loops:
-        ei = add_self_loops(remove_self_loops(ei), n)
+    gp = graph_plans(edge_index, n, _device(x), "gat_conv")
     hf = _shape(weight)[0]
     if (
         hf % num_heads
@@ -290,18 +362,23 @@ def gat_conv(
             f"(heads, F') with heads={num_heads}; got att_src {_shape(att_src)}, "
             f"att_dst {_shape(att_dst)}"
         )
+    if self_loops:
+        sub = gp.extras.get("gat")
+        if sub is None:
+            sub = gp.extras["gat"] = GraphPlans(
+                add_self_loops(remove_self_loops(gp.edge_index), n), n)
+        gp = sub
     h = ops.reshape(ops.matmul(x, ops.transpose(weight)), (n, num_heads, hf // num_heads))
     a_src = ops.sum(h * att_src, axis=-1)  # (N, heads)
     a_dst = ops.sum(h * att_dst, axis=-1)
-    src, dst = ei[0], ei[1]
-    e = leaky_relu(ops.take(a_src, src, axis=0) + ops.take(a_dst, dst, axis=0), negative_slope)
-    alpha = segment_softmax(e, dst, n)  # (E, heads)
-    msgs = ops.take(h, src, axis=0) * ops.expand_dims(alpha, -1)  # (E, heads, F')
-    out = ops.segment_sum(msgs, dst, n)  # (N, heads, F')
+    e = leaky_relu(csr_sum(a_src, plan=gp.gather_src) + csr_sum(a_dst, plan=gp.gather_dst),
+                   negative_slope)  # (E, heads)
+    alpha = plan_segment_softmax(e, gp.seg)  # (E, heads): softmax over each target's in-edges
+    out = csr_weighted_sum(h, alpha, plan=gp.agg)  # (N, heads, F')
     out = ops.reshape(out, (n, hf)) if concat else ops.mean(out, axis=1)
     if bias is not None:
         out = out + bias
-    return (out, (ei, alpha)) if return_attention else out
+    return (out, (gp.edge_index.copy(), alpha)) if return_attention else out
 
 
 __all__ = [

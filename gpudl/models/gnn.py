@@ -32,6 +32,7 @@ from gpudl.nn import initializers as inits
 from gpudl.nn.activations import ReLU
 from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.core import Dense
+from gpudl.nn.gnn import GCNConv
 
 _READOUTS = ("sum", "mean", "max")
 
@@ -54,10 +55,12 @@ def _dropout(h, rate, key, train):
 class GCN(Layer):
     """Kipf & Welling's GCN: ``softmax(Â relu(Â X W1) W2)`` with ``Â = D^-½(A+I)D^-½``.
 
-    Input ``{"x", "edge_index"}`` (sparse normalisation, scatter-add) or ``{"x", "a_hat"}``
-    (a precomputed dense ``F.gcn_norm_adjacency``). Output logits (num_nodes, num_classes);
-    train on the labelled nodes only (semi-supervised). Glorot weights, zero biases,
-    dropout on each layer's input in training, as the paper.
+    Input ``{"x", "edge_index"}`` (sparse normalisation, built once per graph, and sparse
+    products) or ``{"x", "a_hat"}`` (a precomputed dense ``F.gcn_norm_adjacency``). Each
+    layer is an ``nn.GCNConv`` (parameters named ``conv<i>.weight``/``conv<i>.bias``).
+    Output logits (num_nodes, num_classes); train on the labelled nodes only
+    (semi-supervised). Glorot weights, zero biases, dropout on each layer's input in
+    training, as the paper.
     """
 
     base_name = "gcn"
@@ -67,6 +70,15 @@ class GCN(Layer):
         super().__init__(name)
         self.widths = [hidden] * (num_layers - 1) + [num_classes]
         self.dropout = dropout
+        # The layers compute; the parameters keep this model's names (conv1.weight,
+        # conv1.bias; GCNConv's own are lin.weight, bias): see _conv_params. Attributes
+        # conv1, conv2, ... so that the summary's rows carry the parameters' names.
+        for i, width in enumerate(self.widths):
+            setattr(self, f"conv{i + 1}", GCNConv(width))
+
+    @property
+    def convs(self) -> list[GCNConv]:
+        return [getattr(self, f"conv{i + 1}") for i in range(len(self.widths))]
 
     def init(self, key, x):
         feats = _graph(x, "GCN")
@@ -88,13 +100,19 @@ class GCN(Layer):
         ei, w = F.gcn_norm_edges(x["edge_index"], n, dtype=unbox_all(x["x"]).dtype)
         return lambda h: F.message_passing(h, ei, w, num_nodes=n)
 
+    @staticmethod
+    def _conv_params(p: dict) -> dict:
+        """This model's ``{"weight", "bias"}`` as nn.GCNConv's ``{"lin": {"weight"}, "bias"}``."""
+        return {"lin": {"weight": p["weight"]}, "bias": p["bias"]}
+
     def apply(self, params, state, x, *, train=False, key=None):
-        h, prop = _graph(x, "GCN"), self.propagator(x)
+        h = _graph(x, "GCN")
+        # The graph part of the input, as GCNConv takes it (a dense a_hat wins, as before).
+        graph = {"a_hat": x["a_hat"]} if "a_hat" in x else {"edge_index": x["edge_index"]}
         keys = _split(key, len(self.widths))
-        for i in range(len(self.widths)):
-            p = params[f"conv{i + 1}"]
+        for i, conv in enumerate(self.convs):
             h = _dropout(h, self.dropout, keys[i], train)
-            h = prop(ops.matmul(h, ops.transpose(p["weight"]))) + p["bias"]
+            h, _ = conv.apply(self._conv_params(params[f"conv{i + 1}"]), {}, {**graph, "x": h})
             if i < len(self.widths) - 1:
                 h = F.relu(h)
         return h, state
@@ -134,6 +152,9 @@ class GAT(Layer):
                               False, ks[4], ks[5])}, {}
 
     def apply(self, params, state, x, *, train=False, key=None):
+        # F.gat_conv, the function nn.GATConv calls: the layer stores att_src/att_dst as
+        # (1, heads, F') (PyG's shape), this model as (heads, F'), and reshaping them on
+        # every call would hide them from the summary's per-layer parameter counts.
         h, ei = _graph(x, "GAT"), x["edge_index"]
         k1, k2 = _split(key, 2)
         p1, p2 = params["conv1"], params["conv2"]

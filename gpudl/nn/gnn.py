@@ -32,7 +32,6 @@ from __future__ import annotations
 from gpudl import functional as F
 from gpudl import ops
 from gpudl import random as gdr
-from gpudl.autodiff import unbox_all
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import check_bool, check_float, check_int, layer_label, positional_limit
@@ -111,11 +110,9 @@ class GCNConv(_GraphConv):
         w, b = params["lin"]["weight"], params.get("bias")
         if "a_hat" in graph:
             return F.gcn_conv(feats, graph["a_hat"], w, b), state
-        n = feats.shape[0]
-        ei, ew = F.gcn_norm_edges(graph["edge_index"], n, graph.get("edge_weight"),
-                                  self_loops=self.self_loops, dtype=unbox_all(feats).dtype)
-        h = F.message_passing(ops.matmul(feats, ops.transpose(w)), ei, ew, num_nodes=n)
-        return (h if b is None else h + b), state
+        # The normalized sparse adjacency is built once per graph (F.gcn_conv's plan cache).
+        return F.gcn_conv(feats, graph["edge_index"], w, b, edge_weight=graph.get("edge_weight"),
+                          add_self_loops=self.self_loops), state
 
     def macs(self, x, y, params):
         feats, graph = self._parts(x)

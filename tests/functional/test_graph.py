@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl.errors import DTypeError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, ShapeError
 from gpudl.functional import graph as G
 from gpudl.testing import check_grad
 
@@ -60,6 +60,30 @@ def test_sparse_gcn_equals_dense(rng):
     dense = G.gcn_norm_adjacency(dense_adjacency(und, N)) @ x
     np.testing.assert_allclose(sparse, dense, rtol=1e-12)
     check_grad(lambda v: G.message_passing(v, ei, w), x)
+
+
+def test_sparse_gcn_conv_equals_dense(device, xp, rng):
+    """F.gcn_conv on an edge_index (PyG's GCNConv: weighted, one loop per node) equals the
+    dense form on gcn_norm_adjacency of the same weighted adjacency, values and gradients."""
+    und = np.concatenate([LOOPED_AND_EDGES, LOOPED_AND_EDGES[::-1]], axis=1)
+    ew = rng.uniform(0.5, 2.0, und.shape[1])
+    x, w, b = rng.standard_normal((N, 3)), rng.standard_normal((2, 3)), rng.standard_normal(2)
+    a = dense_adjacency(und, N, ew)
+    # PyG keeps one loop per node with the last loop edge's weight (here node 1's).
+    loops = [e for e in range(und.shape[1]) if und[0, e] == und[1, e]]
+    a[1, 1] = ew[loops[-1]]
+    dense = G.gcn_conv(x, G.gcn_norm_adjacency(a), w, b)
+    got = G.gcn_conv(*(xp.asarray(t) for t in (x, und, w, b)), edge_weight=xp.asarray(ew))
+    np.testing.assert_allclose(host(got), dense, rtol=1e-12)
+    unit = G.gcn_conv(xp.asarray(x), xp.asarray(und), xp.asarray(w))  # cached unit weights
+    a_unit = dense_adjacency(und, N)  # repeated edges add up; the two loops become one
+    a_unit[1, 1] = 1.0
+    np.testing.assert_allclose(host(unit), G.gcn_conv(x, G.gcn_norm_adjacency(a_unit), w),
+                               rtol=1e-12)
+    if device == "cpu":
+        check_grad(lambda v, ww, e: G.gcn_conv(v, und, ww, edge_weight=e), x, w, ew)
+    with pytest.raises(ConfigError, match="edge_weight goes with an edge_index"):
+        G.gcn_conv(x, G.gcn_norm_adjacency(a), w, edge_weight=ew)
 
 
 @pytest.mark.parametrize("aggr", ["sum", "mean", "max"])
@@ -155,6 +179,7 @@ def test_graph_errors():
 # A graph with an explicit self loop on node 1 (0 <-> 1, 2 -> 1, 1 -> 1): PyG's GCNConv
 # and GATConv count that loop once, not once more on top of the loop they add.
 LOOPED = np.array([[0, 1, 1, 2], [1, 0, 1, 1]])
+LOOPED_AND_EDGES = np.concatenate([EDGES, [[1], [1]]], axis=1)  # EDGES plus a loop 1 -> 1
 
 
 def test_gcn_norm_edges_keeps_one_loop_per_node_as_pyg():

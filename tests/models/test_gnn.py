@@ -12,6 +12,7 @@ from gpudl import optim
 from gpudl.data import karate_club
 from gpudl.models.gnn import GAT, GCN, DeepSets, GraphClassifier, batch_graphs, node_loss_fn
 from gpudl.train import FullBatch
+from gpudl.tree import tree_map
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,24 @@ def test_gcn_matches_dense_float64_reference(karate):
     dense, _ = net.apply(p, {}, {"x": x, "a_hat": F.gcn_norm_adjacency(karate["adjacency"]
                                                                       .astype(np.float64))})
     np.testing.assert_allclose(dense, expected, atol=1e-12)
+
+
+def test_gcn_runs_gcnconv_layers_under_its_own_parameter_names(karate):
+    inputs = {"x": karate["features"], "edge_index": karate["edge_index"]}
+    net = GCN(hidden=5, num_classes=3)
+    p, _ = net.init(gd.random.key(3), inputs)
+    assert {k: sorted(v) for k, v in p.items()} == {"conv1": ["bias", "weight"],
+                                                    "conv2": ["bias", "weight"]}
+    assert [type(c) for c in net.convs] == [gd.nn.GCNConv] * 2
+    p = tree_map(lambda a: a + 0.1, p)  # nonzero biases
+    h, _ = net.convs[0].apply({"lin": {"weight": p["conv1"]["weight"]}, "bias": p["conv1"]["bias"]},
+                              {}, inputs)
+    ref, _ = net.convs[1].apply({"lin": {"weight": p["conv2"]["weight"]},
+                                 "bias": p["conv2"]["bias"]}, {}, (F.relu(h), inputs["edge_index"]))
+    np.testing.assert_array_equal(net.apply(p, {}, inputs)[0], ref)
+    # Extra keys of a training batch (labels, masks) do not reach the layers.
+    batch = {**inputs, "y": karate["labels"], "mask": np.ones(34, bool)}
+    np.testing.assert_array_equal(net.apply(p, {}, batch)[0], ref)
 
 
 def _karate_graphs(karate, labelled):
