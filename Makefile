@@ -12,7 +12,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
-.PHONY: setup test test-slow memcheck-emulated test-emulated-gpu demo lint gpu-check bench clean
+.PHONY: setup test test-slow memcheck-emulated test-emulated-gpu demo lint gpu-check bench bench-cpu clean
 
 setup: $(VENV)/.installed
 
@@ -66,6 +66,12 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py
+
+# Whole training steps and memory-bound kernels against PyTorch on the CPU, one thread each,
+# paired; `make bench-cpu BENCH_ARGS=--write` records benchmarks/results/<date>-cpu-vs-torch-*.json
+BENCH_ARGS ?=
+bench-cpu: setup
+	$(BIN)/python benchmarks/cpu_vs_torch.py $(BENCH_ARGS)
 
 # On a GPU machine, offline, with the packages already there (no venv, no pip):
 # `make gpu-check PY=python3`. Compile check, `gpu` tests, copy bandwidth, kernel benchmarks,
