@@ -56,6 +56,7 @@ from gpudl.errors import (
     UnknownDeviceError,
 )
 from gpudl.export import export_onnx  # imports onnx only when called (gpudl[onnx])
+from gpudl.nn.shapes import ShapeDtype
 from gpudl.nn.state_dict import state_dict
 from gpudl.serialization import load, save
 from gpudl.train import evaluate, fit, fit_ensemble, predict
@@ -71,7 +72,7 @@ __all__ = [
     "asarray", "debug_nans", "device", "device_reason", "evaluate", "export_onnx", "fit", "fit_ensemble",
     "from_dlpack", "get_array_module", "get_device", "grad", "load", "memory_info", "predict", "save",
     "set_device", "state_dict", "stop_gradient", "synchronize", "to_device", "to_dlpack", "to_numpy",
-    "value_and_grad", "vjp",
+    "value_and_grad", "vjp", "ShapeDtype",
     "CheckpointError", "DeviceMismatchError", "DeviceUnavailableError", "DTypeError",
     "GpudlError", "GradientError", "KernelError", "ShapeError", "TreeMismatchError",
     "UnknownDeviceError",

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -439,16 +440,43 @@ def test_cpu_and_gpu_give_identical_bits(name):
         np.testing.assert_array_equal(cpu.view(view), gpu.view(view))
 
 
+def test_no_draw_returns_placeholders_after_the_usual_checks():
+    k = gdr.key(0)
+    with gdr.no_draw():
+        assert gdr.normal(k, (2, 3), np.float64).tolist() == [[0.0] * 3] * 2
+        assert gdr.uniform(k, (4,), minval=1.0, maxval=2.0).dtype == np.float32
+        assert not gdr.truncated_normal(k, (5,)).any()
+        assert gdr.bernoulli(k, 0.5, (3,)).dtype == np.bool_
+        assert gdr.randint(k, (3,), 5, 9).tolist() == [5, 5, 5]
+        assert gdr.permutation(k, 4).tolist() == [0, 1, 2, 3]
+        assert gdr.choice(k, 6, (2,), replace=False).tolist() == [0, 1]
+        assert gdr.split(k).tolist() == gdr.split(gdr.key(0)).tolist() != [[0, 0], [0, 0]]
+        with pytest.raises(ShapeError):  # arguments are still checked
+            gdr.normal(k, (2, -1))
+        with pytest.raises(ConfigError):
+            gdr.uniform(k, (2,), minval=1.0, maxval=1.0)
+        drawn = {}
+        worker = threading.Thread(target=lambda: drawn.update(z=gdr.normal(k, (8,))))
+        worker.start()
+        worker.join()
+    assert drawn["z"].any()  # other threads draw as usual
+    np.testing.assert_array_equal(gdr.normal(k, (8,)), drawn["z"])  # and so does this one after
+
+
 def test_random_speed_benchmark_runs(tmp_path):
     # Smoke test of benchmarks/random_speed.py at a tiny size: it runs and its JSON has a
-    # positive rate for every implementation it could time (GPU rows only with a GPU).
+    # positive rate for every implementation it could time (GPU rows only with a GPU), and
+    # the model-init timings (a tiny VGG with --tiny).
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "rs.json"
     proc = subprocess.run([sys.executable, "benchmarks/random_speed.py", "--tiny",
                            "--json", str(out)], cwd=root, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = json.loads(out.read_text())["rows"]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert [r["what"] for r in report["init"]] == ["init", "init_shapes", "summary_dict"]
+    assert all(r["wall_s"] > 0 and r["cpu_s"] >= 0 for r in report["init"])
     assert {(r["dist"], r["dtype"]) for r in rows if r["device"] == "cpu"} == {
         (d, t) for d in ("uniform", "normal") for t in ("float32", "float64")}
     for r in rows:

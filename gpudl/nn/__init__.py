@@ -42,6 +42,7 @@ from gpudl.nn.gnn import GATConv, GCNConv
 from gpudl.nn.graph import Add, Concatenate, Input, Model, Multiply
 from gpudl.nn.normalization import BatchNorm1d, BatchNorm2d, Dropout, Embedding, LayerNorm
 from gpudl.nn.recurrent import GRU, LSTM, RNN
+from gpudl.nn.shapes import ShapeDtype
 from gpudl.nn.subsampling import Subsampling2d
 
 # One class per registered activation (nn.ReLU, nn.LeakyReLU, nn.Softmax, ...), built from
@@ -73,5 +74,5 @@ __all__ = [
     "Layer", "Sequential", "Residual", "Parallel", "Concat",
     "Input", "Model", "Add", "Concatenate", "Multiply",
     # helpers
-    "count_params", "initializers", "LayerArgumentError",
+    "count_params", "initializers", "LayerArgumentError", "ShapeDtype",
 ]

@@ -134,6 +134,22 @@ class Layer:
     def apply(self, params: dict, state: dict, x, *, train: bool = False, key=None):
         raise NotImplementedError(f"{type(self).__name__}.apply")
 
+    def init_shapes(self, x_example, key=None) -> tuple[Any, Any]:
+        """``init``'s ``(params, state)`` as trees of ``ShapeDtype`` (shape, dtype) leaves,
+        without drawing a number: for summaries and parameter counts. ``x_example`` may hold
+        arrays or ``ShapeDtype`` leaves. See gpudl/nn/shapes.py.
+
+        Example:
+            >>> from gpudl import nn
+            >>> from gpudl.nn.shapes import ShapeDtype
+            >>> p, _ = nn.Dense(3).init_shapes(ShapeDtype((2, 5), np.float32))
+            >>> p["weight"]
+            ShapeDtype(shape=(3, 5), dtype=float32)
+        """
+        from gpudl.nn.shapes import init_shapes
+
+        return init_shapes(self, x_example, key)
+
     # -- conveniences -------------------------------------------------------------
     def __call__(self, *inputs):
         """On symbolic inputs (``nn.Input``), build a graph node for ``nn.Model``."""

@@ -1,6 +1,7 @@
 """``model.summary(x)``: layer, output shape, parameter count and MACs, with totals.
 
-The model runs once on the example with the ``apply`` of every layer it holds wrapped
+The model runs once on the example (in shape mode: no numbers drawn, see
+gpudl/nn/shapes.py) with the ``apply`` of every layer it holds wrapped
 (layers reached through ``children()`` and through attributes: a Sequential, Residual,
 Concat, graph ``nn.Model``, or a model class that keeps its sub-layers as attributes).
 A layer whose ``apply`` calls wrapped layers is *expanded*: its children get rows with
@@ -56,6 +57,7 @@ from gpudl import random as gdr
 from gpudl.nn.attention import MultiHeadAttention, TransformerDecoderLayer, TransformerEncoderLayer
 from gpudl.nn.base import Layer, count_params
 from gpudl.nn.recurrent import _Recurrent
+from gpudl.nn.shapes import all_layers, example_arrays, shape_mode
 from gpudl.tree import tree_leaves
 
 
@@ -132,39 +134,6 @@ _EXPANDED = (TransformerEncoderLayer, TransformerDecoderLayer)
 
 
 # ------------------------------------------------------------------ finding the layers
-def _sub_layers(layer: Layer) -> list[tuple[str, Layer]]:
-    """A layer's sub-layers with their names: ``children()``, else its attributes holding
-    layers (``head``, ``layers.0``, ...)."""
-    children = getattr(layer, "children", None)
-    if callable(children):
-        return list(children())
-    found: list[tuple[str, Layer]] = []
-    for attr, value in vars(layer).items():
-        if isinstance(value, Layer):
-            found.append((attr, value))
-        elif isinstance(value, (list, tuple)):
-            found += [(f"{attr}.{i}", v) for i, v in enumerate(value) if isinstance(v, Layer)]
-        elif isinstance(value, dict):
-            found += [(f"{attr}.{k}", v) for k, v in value.items() if isinstance(v, Layer)]
-    return found
-
-
-def _all_layers(model: Layer) -> tuple[dict[int, Layer], dict[tuple[int, int], str]]:
-    """Every reachable layer by id, and each (parent id, child id) -> the child's name."""
-    layers: dict[int, Layer] = {}
-    names: dict[tuple[int, int], str] = {}
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in layers:
-            continue
-        layers[id(layer)] = layer
-        for name, child in _sub_layers(layer):
-            names.setdefault((id(layer), id(child)), name)
-            stack.append(child)
-    return layers, names
-
-
 def _path_to(tree: Any, target: Any) -> str | None:
     """Dotted path of ``target`` (by identity) inside a params tree, or None."""
     if not isinstance(tree, dict):
@@ -183,7 +152,7 @@ class _Recorder:
     """Rows of one summary run; a stack of frames for the layer calls in progress."""
 
     def __init__(self, model: Layer, params: dict):
-        self.layers, self.names = _all_layers(model)
+        self.layers, self.names = all_layers(model)
         self.param_ids = {id(leaf) for leaf in tree_leaves(params)}
         self.claimed: set[int] = set()
         self.rows: list[dict] = []
@@ -269,22 +238,28 @@ class _Recorder:
 
 def summary_data(model, x_example, key=None) -> dict:
     """Rows ``{name, type, output_shape, params, macs, calls}`` plus totals (trainable vs
-    frozen parameters, MACs for this input); the rows add up to the totals."""
+    frozen parameters, MACs for this input); the rows add up to the totals.
+
+    Only shapes are needed, so init and the recording run happen in shape mode
+    (gpudl/nn/shapes.py): no numbers drawn, Dense/Conv2d outputs as zeros of their shape.
+    ``x_example`` may hold arrays or ``ShapeDtype`` leaves."""
     key = gdr.key(0) if key is None else key
-    params, state = model.init(key, x_example)
-    recorder = _Recorder(model, params)
-    wrapped = []
-    for layer in recorder.layers.values():
-        wrapped.append((layer, vars(layer).get("apply")))
-        layer.apply = recorder.wrap(layer)
-    try:
-        out, _ = model.apply(params, state, x_example, train=False)
-    finally:
-        for layer, before in wrapped:
-            if before is None:
-                del layer.apply
-            else:
-                layer.apply = before
+    x = example_arrays(x_example)
+    with shape_mode(model):
+        params, state = model.init(key, x)
+        recorder = _Recorder(model, params)
+        wrapped = []
+        for layer in recorder.layers.values():
+            wrapped.append((layer, vars(layer).get("apply")))
+            layer.apply = recorder.wrap(layer)
+        try:
+            out, _ = model.apply(params, state, x, train=False)
+        finally:
+            for layer, before in reversed(wrapped):
+                if before is None:
+                    del layer.apply
+                else:
+                    layer.apply = before
     flags = tree_leaves(model.trainable_mask(params))
     sizes = [_size(leaf.shape) for leaf in tree_leaves(params)]
     trainable = int(sum(n for n, f in zip(sizes, flags, strict=True) if f))

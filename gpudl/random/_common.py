@@ -1,5 +1,6 @@
 """Shared pieces of ``gpudl.random``: the per-device bodies that turn Philox words into
-uniform and normal floats, and the argument checks every public function runs.
+uniform and normal floats, the argument checks every public function runs, and
+:func:`no_draw` (samplers that return zeros, for shape-only init).
 
 Example:
     >>> _shape(3, "normal"), _check_int(5, "split", "num")
@@ -8,7 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,36 @@ from gpudl import backend
 from gpudl.errors import ArgumentTypeError, DTypeError, ShapeError
 from gpudl.random import _cuda, _philox
 from gpudl.random._cpu import NumpyStream
+
+# ----------------------------------------------------------------------------- drawing off
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def no_draw() -> Iterator[None]:
+    """Within this block (in this thread), gd.random's samplers draw nothing: after checking
+    their arguments as usual they return zeros of the right shape, dtype and device (lazily
+    allocated pages, so a 100M-element "draw" is free); ``randint`` returns ``low``,
+    ``permutation`` the identity. Keys still split and fold as usual. This is what
+    ``model.init_shapes`` runs ``init`` under.
+
+    Example:
+        >>> import gpudl as gd
+        >>> with gd.random.no_draw():
+        ...     w = gd.random.normal(gd.random.key(0), (2, 3), device="cpu")
+        >>> w.shape, float(abs(w).max())
+        ((2, 3), 0.0)
+    """
+    depth = getattr(_LOCAL, "depth", 0)
+    _LOCAL.depth = depth + 1
+    try:
+        yield
+    finally:
+        _LOCAL.depth = depth
+
+
+def _drawing_off() -> bool:
+    return getattr(_LOCAL, "depth", 0) > 0
 
 
 # ----------------------------------------------------------------------------- bodies

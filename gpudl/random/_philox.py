@@ -19,8 +19,9 @@ The functions here are that specification, vectorised against any array module `
 (numpy or cupy) and written for reading, not speed: every op makes a full-size temporary.
 gpudl runs the fast bodies instead, :mod:`gpudl.random._cpu` (NumPy) and
 :mod:`gpudl.random._cuda` (``kernels/philox.cu``); tests compare both with this module bit
-for bit, and gpudl.random falls back on it for CuPy arrays beyond the kernels' int32
-indexing.
+for bit, gpudl.random falls back on it for CuPy arrays beyond the kernels' int32
+indexing, and the NumPy body recomputes with :func:`normal_blocks_reference` the few float32
+normals its fast path cannot round with certainty (gpudl/random/_cpu_normal.py).
 
 Example:
     >>> import numpy as np
@@ -165,16 +166,29 @@ def sincos_2pi_reference(u, xp):
     return sin_out, cos_out
 
 
-def standard_normal64_reference(key_words, n: int, xp):
-    """``n`` float64 N(0, 1) draws by Box-Muller; one Philox block (4 words) gives two."""
-    c0, c1, c2, c3 = blocks(key_words, -(-n // 2), xp)
+def box_muller_reference(v1, v2, xp):
+    """``(r cos, r sin)`` float64 of the 53-bit words ``v1 = c0:c1 >> 11``, ``v2 = c2:c3 >> 11``
+    (uint64 arrays): ``u1 = (v1 + 1) 2**-53`` in (0, 1] so the log is finite, ``u2 = v2 2**-53``
+    in [0, 1); 53-bit integers convert exactly."""
     scale = 2.0 ** -53
-    # u1 in (0, 1] so the log is finite; u2 in [0, 1). 53-bit integers convert exactly.
-    u1 = ((((c0 << 32) | c1) >> 11) + 1).astype(np.float64) * scale
-    u2 = (((c2 << 32) | c3) >> 11).astype(np.float64) * scale
+    u1 = (v1 + 1).astype(np.float64) * scale
+    u2 = v2.astype(np.float64) * scale
     r = xp.sqrt(log_reference(u1, xp) * -2.0)
     sin_t, cos_t = sincos_2pi_reference(u2, xp)
-    return xp.concatenate([r * cos_t, r * sin_t])[:n]
+    return r * cos_t, r * sin_t
+
+
+def normal_blocks_reference(key_words, counters, xp):
+    """The two float64 normals of each block ``counters`` (uint64 array): ``(r cos, r sin)``,
+    which the stream puts at ``i`` and ``nb + i`` for block ``i``."""
+    c0, c1, c2, c3 = philox4x32((counters, 0, 0, 0), key_words)
+    return box_muller_reference(((c0 << 32) | c1) >> 11, ((c2 << 32) | c3) >> 11, xp)
+
+
+def standard_normal64_reference(key_words, n: int, xp):
+    """``n`` float64 N(0, 1) draws by Box-Muller; one Philox block (4 words) gives two."""
+    z_cos, z_sin = normal_blocks_reference(key_words, xp.arange(-(-n // 2), dtype=xp.uint64), xp)
+    return xp.concatenate([z_cos, z_sin])[:n]
 
 
 def cast(z64, dt: np.dtype):
