@@ -5,11 +5,17 @@ Each is registered with ``@activation(name, layer=...)`` (see
 name for :func:`get_activation` and, in ``gpudl.nn``, a layer class whose constructor
 takes the function's hyper-parameters (``nn.LeakyReLU(0.2)``).
 
-Most are composites of ``gd.ops`` and get their gradients for free. Primitives exist
-where a composite would be wrong or unstable: ``relu`` (derivative exactly 0 at 0, where
-``maximum(x, 0)`` would give 1), ``softplus`` (no overflow, torch's linear threshold),
-``softmax``/``log_softmax`` (max subtracted; one fused vjp) and ``erf`` (NumPy has none;
-exact GELU needs it).
+The memory-bound ones are primitives with two bodies (``_activation_kernels.py``): one
+launch of kernels/activation.cu each way on the GPU, a NumPy twin on the CPU that makes
+the fewest passes with reused buffers and no ``np.where`` (``_activation_twins.py``):
+``relu``, ``leaky_relu``, ``elu`` (and ``selu``), ``hardtanh``, ``silu``, ``gelu`` (both
+forms), and ``sigmoid``/``tanh``, which are ``gd.ops``' own primitives. Their vjps run the
+backward body directly and switch to the same derivative written with ``gd.ops`` when an
+outer ``gd.grad`` traces them (grad of grad). Other primitives exist where a composite
+would be wrong or unstable: ``softplus`` (no overflow, torch's linear threshold),
+``softmax``/``log_softmax`` (max subtracted; one fused vjp) and ``erf`` (NumPy has none).
+The derivatives at the kinks are torch's: relu'(0) = 0, leaky_relu'(0) = slope,
+elu'(0) = alpha, hardtanh' = 0 at the bounds.
 
 Example:
     >>> import numpy as np
@@ -29,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, nondifferentiable, stop_gradient
-from gpudl.backend import module_of
+from gpudl.autodiff import Primitive, is_traced, nondifferentiable
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ConfigError, ShapeError
+from gpudl.functional._activation_kernels import activation_backward_raw, activation_raw
+from gpudl.functional._activation_twins import INV_SQRT_2PI, SQRT1_2, erf_twin
 from gpudl.functional.activation_registry import activation, by_name
 from gpudl.functional.activation_registry import functions as _registry_functions
 
@@ -72,12 +79,29 @@ def step(x, at_zero: float = 1.0):
 sigmoid = activation("sigmoid", layer="Sigmoid", doc="``1 / (1 + exp(-x))``.")(ops.sigmoid)
 tanh = activation("tanh", layer="Tanh", doc="Hyperbolic tangent.")(ops.tanh)
 
-relu_p = Primitive(
-    "relu",
-    lambda x: np.maximum(x, 0),
-    # x > 0, not >= 0: derivative 0 at the kink, as torch.
-    lambda g, out, x: (ops.where(ops.greater(x, 0), g, 0.0),),
-)
+# ------------------------------------------------------------------------ fused primitives
+def _fused(name: str, op, params: tuple[str, ...], traced_vjp: Callable) -> Primitive:
+    """The Primitive of a fused activation: ``impl(x, **static)`` runs the forward body of
+    ``op`` (a name, or a function of the static arguments giving it) with the static
+    arguments ``params`` as (p0, p1); the vjp runs its backward body, or ``traced_vjp(g,
+    out, x, **static)`` written with gd.ops when an outer gd.grad traces it."""
+    def body(static):
+        return (op(static) if callable(op) else op), tuple(float(static[p]) for p in params)
+
+    def impl(x, **static):
+        kind, ps = body(static)
+        return activation_raw(kind, x, *ps)
+
+    def vjp(g, out, x, **static):
+        if is_traced(g) or is_traced(out) or is_traced(x):
+            return (lambda: traced_vjp(g, out, x, **static),)
+        kind, ps = body(static)
+        return (lambda: activation_backward_raw(kind, g, x, out, *ps),)
+
+    return Primitive(name, impl, vjp)
+
+
+relu_p = _fused("relu", "relu", (), lambda g, out, x: ops.where(ops.greater(x, 0), g, 0.0))
 
 
 @activation("relu", layer="ReLU")
@@ -99,20 +123,32 @@ def _min_below_max(args: Mapping[str, Any]) -> str | None:
             f"max_val={args['max_val']}")
 
 
+def _hardtanh_traced_vjp(g, out, x, *, min_val, max_val):
+    inside = ops.logical_and(ops.greater(x, min_val), ops.less(x, max_val))
+    return ops.where(inside, g, 0.0)
+
+
+hardtanh_p = _fused("hardtanh", "hardtanh", ("min_val", "max_val"), _hardtanh_traced_vjp)
+
+
 @activation("hardtanh", layer="Hardtanh", layer_check=_min_below_max)
 def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
     """``clip(x, min_val, max_val)``; gradient 1 strictly inside, 0 elsewhere (at the bounds
     too, as torch's hardtanh; ``ops.clip`` keeps 1 at the bounds, as ``torch.clamp``)."""
     if min_val > max_val:
         raise ConfigError(f"hardtanh: min_val ({min_val}) must be <= max_val ({max_val})")
-    inside = ops.logical_and(ops.greater(x, min_val), ops.less(x, max_val))
-    return ops.where(inside, x, stop_gradient(ops.clip(x, min_val, max_val)))
+    return hardtanh_p(x, min_val=float(min_val), max_val=float(max_val))
+
+
+leaky_relu_p = _fused(
+    "leaky_relu", "leaky_relu", ("negative_slope",),
+    lambda g, out, x, *, negative_slope: ops.where(ops.greater(x, 0), g, g * negative_slope))
 
 
 @activation("leaky_relu", layer="LeakyReLU")
 def leaky_relu(x, negative_slope: float = 0.01):
     """``x`` for x > 0, ``negative_slope * x`` otherwise (torch default slope 0.01)."""
-    return ops.where(ops.greater(x, 0), x, x * negative_slope)
+    return leaky_relu_p(x, negative_slope=float(negative_slope))
 
 
 def prelu(x, weight):
@@ -141,23 +177,38 @@ def prelu(x, weight):
     return ops.where(ops.greater(x, 0), x, x * weight)
 
 
+def _elu_traced_vjp(g, out, x, *, alpha, scale):
+    # x <= 0: d/dx scale*alpha*expm1(x) = scale*alpha*exp(x) = out + scale*alpha
+    return ops.where(ops.greater(x, 0), g * scale, g * (out + scale * alpha))
+
+
+elu_p = _fused("elu", "elu", ("alpha", "scale"), _elu_traced_vjp)
+
+
 @activation("elu", layer="ELU")
 def elu(x, alpha: float = 1.0):
     """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
-    # expm1 of min(x, 0): the unused branch never overflows (inf * 0 would poison grads).
-    return ops.where(ops.greater(x, 0), x, alpha * ops.expm1(ops.minimum(x, 0.0)))
+    return elu_p(x, alpha=float(alpha), scale=1.0)
 
 
 @activation("selu", layer="SELU")
 def selu(x):
     """``scale * elu(x, alpha)`` with torch's constants (self-normalising networks)."""
-    return SELU_SCALE * elu(x, SELU_ALPHA)
+    return elu_p(x, alpha=SELU_ALPHA, scale=SELU_SCALE)
+
+
+def _silu_traced_vjp(g, out, x):
+    s = ops.sigmoid(x)
+    return g * (s * (1.0 + x * (1.0 - s)))
+
+
+silu_p = _fused("silu", "silu", (), _silu_traced_vjp)
 
 
 @activation("silu", "swish", layer=("SiLU", "Swish"))
 def silu(x):
     """``x * sigmoid(x)`` (SiLU, a.k.a. Swish with beta = 1)."""
-    return x * ops.sigmoid(x)
+    return silu_p(x)
 
 
 swish = silu
@@ -192,75 +243,23 @@ def softplus(x, beta: float = 1.0, threshold: float = 20.0):
 
 
 # ------------------------------------------------------------------------ erf and GELU
-# Chebyshev coefficients fitted (float64, against math.erf/erfc) for this module:
-#   |x| < 1:      erf(x) = x * T(2x^2 - 1)                         max rel. error ~6e-16
-#   1 <= |x| < 6: erfc(x) = t exp(-x^2 + U(u)), t = 2/(2+x), u in [-1, 1]   max abs ~3e-16
-#   |x| >= 6:     erf(x) = sign(x)  (erfc(6) = 2e-17 is below float64 resolution at 1)
-_ERF_SMALL = (
-    0.9754769393826541,
-    -0.14226120510371354,
-    0.010035582187599763,
-    -0.0005768764699767588,
-    2.7419931252141826e-05,
-    -1.1043175507034089e-06,
-    3.84887554363847e-08,
-    -1.1808582119381384e-09,
-    3.2334190450919696e-11,
-    -7.990698569084373e-13,
-    1.7952561409221776e-14,
-    -3.6335263121621663e-16,
-)
-_ERFC_LARGE = (
-    -0.7225506374061089,
-    0.2743072087845946,
-    0.0048938741789529465,
-    -0.0007494557113350515,
-    -4.730434508254708e-05,
-    5.513677106311979e-06,
-    4.6498468442856185e-07,
-    -6.245716691120835e-08,
-    -4.407154138730507e-09,
-    8.579688962330471e-10,
-    3.032902822191352e-11,
-    -1.2114200586674473e-11,
-    9.844717046312686e-14,
-    1.5488861827550324e-13,
-    -9.029286394944315e-15,
-    -1.5341390896504432e-15,
-    3.668565942608629e-16,
-)
-_T_LO, _T_HI = 0.25, 2.0 / 3.0  # t = 2/(2+x) for x in [1, 6]
-
-
-def _clenshaw(u, coefs):
-    """sum_k coefs[k] T_k(u) on plain arrays."""
-    b1 = b2 = 0.0
-    for c in coefs[:0:-1]:
-        b1, b2 = 2.0 * u * b1 - b2 + c, b1
-    return u * b1 - b2 + coefs[0]
-
-
-def _erf_impl(x):
-    xp = module_of(x)
-    x = xp.asarray(x)
-    a = xp.abs(x)
-    out = xp.array(xp.sign(x), dtype=x.dtype)  # the |x| >= 6 (and NaN) answer
-    small = a < 1.0
-    if small.any():
-        s = a[small]
-        out[small] = (x[small] * _clenshaw(2.0 * s * s - 1.0, _ERF_SMALL)).astype(x.dtype)
-    mid = (a >= 1.0) & (a < 6.0)
-    if mid.any():
-        m = a[mid]
-        t = 2.0 / (2.0 + m)
-        u = (2.0 * t - (_T_HI + _T_LO)) / (_T_HI - _T_LO)
-        erfc = t * xp.exp(-m * m + _clenshaw(u, _ERFC_LARGE))
-        out[mid] = (xp.sign(x[mid]) * (1.0 - erfc)).astype(x.dtype)
-    return out
-
-
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-erf = Primitive("erf", _erf_impl, lambda g, out, x: (g * (_TWO_OVER_SQRT_PI * ops.exp(-(x * x))),))
+# NumPy has no erf: two Chebyshev fits, branch-free (_activation_twins.erf_twin), on both
+# devices (its NumPy-named passes run on CuPy too).
+erf = Primitive("erf", erf_twin, lambda g, out, x: (g * (_TWO_OVER_SQRT_PI * ops.exp(-(x * x))),))
+
+
+def _gelu_traced_vjp(g, out, x, *, approximate):
+    if approximate == "none":
+        cdf = 0.5 * (1.0 + erf(x * SQRT1_2))
+        return g * (cdf + x * (ops.exp(-0.5 * (x * x)) * INV_SQRT_2PI))
+    k, c = math.sqrt(2.0 / math.pi), 0.044715
+    t = ops.tanh(k * (x + c * x * x * x))
+    return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * c * x * x))
+
+
+gelu_p = _fused("gelu", lambda static: "gelu" if static["approximate"] == "none" else "gelu_tanh",
+                (), _gelu_traced_vjp)
 
 
 @activation("gelu", layer="GELU")
@@ -271,12 +270,9 @@ def gelu(x, approximate: Literal["none", "tanh"] = "none"):
         >>> round(float(gelu(np.array(1.0))), 6)
         0.841345
     """
-    if approximate == "none":
-        return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
-    if approximate == "tanh":
-        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1.0 + ops.tanh(inner))
-    raise ConfigError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    if approximate not in ("none", "tanh"):
+        raise ConfigError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return gelu_p(x, approximate=approximate)
 
 
 # ------------------------------------------------------------------------ softmax family

@@ -1,5 +1,11 @@
 """Dropout with explicit random keys (inverted dropout, torch's convention).
 
+The mask comes from ``gd.random.bernoulli`` (Philox: the same key drops the same elements
+on CPU and GPU); applying it and scaling the survivors is one primitive, ``dropout``, with
+two bodies: one launch of ``dropout_apply`` (kernels/activation.cu) on the GPU, two NumPy
+passes with one buffer on the CPU (``_activation_kernels.dropout_raw``). Its vjp is the
+same primitive on the cotangent (it is linear in x), so grad of grad works unchanged.
+
 Example:
     >>> import numpy as np, gpudl as gd
     >>> from gpudl.functional.dropout import dropout
@@ -12,11 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudl import ops
 from gpudl import random as gdr
-from gpudl.autodiff import unbox_all
+from gpudl.autodiff import Primitive, unbox_all
 from gpudl.backend import device_of
-from gpudl.errors import ConfigError
+from gpudl.errors import ConfigError, DTypeError
+from gpudl.functional._activation_kernels import dropout_raw
+
+
+def _dropout_vjp(g, out, x, keep, *, scale):
+    return (lambda: _dropout(g, keep, scale=scale), None)
+
+
+# (x (any shape), keep (bool, x's shape); scale: 1/(1 - rate) in x's dtype) -> x * keep * scale
+_dropout = Primitive("dropout", lambda x, keep, *, scale: dropout_raw(x, keep, scale), _dropout_vjp)
 
 
 def dropout(x, rate: float, key=None, train: bool = True):
@@ -49,10 +63,16 @@ def dropout(x, rate: float, key=None, train: bool = True):
         )
     key = gdr.as_key(key, "F.dropout")
     raw = unbox_all(x)
+    dtype = getattr(raw, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind != "f":
+        raise DTypeError(
+            f"F.dropout: x has {'dtype ' + str(dtype) if dtype is not None else type(raw).__name__}"
+            f"; dropout scales the kept elements by 1/(1 - rate), which needs a float array. "
+            f"Cast it with x.astype('float32')"
+        )
     keep = gdr.bernoulli(key, 1.0 - float(rate), raw.shape, device=device_of(raw))
-    # A NumPy scalar of x's dtype: CuPy accepts it, and float32 stays float32.
-    scale = keep.astype(raw.dtype) * raw.dtype.type(1.0 / (1.0 - float(rate)))
-    return ops.multiply(x, scale)
+    # The factor rounded to x's dtype, as the kernel and the twin multiply by it.
+    return _dropout(x, keep, scale=raw.dtype.type(1.0 / (1.0 - float(rate))))
 
 
 __all__ = ["dropout"]

@@ -15,10 +15,13 @@ Example:
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 
 import numpy as np
 
-from gpudl.autodiff import Primitive, nondifferentiable, unbox_all
+from gpudl.autodiff import Primitive, is_traced, nondifferentiable, unbox_all
+from gpudl.backend import device_of
 from gpudl.errors import ConfigError
 
 # --------------------------------------------------------------------------- arithmetic
@@ -68,17 +71,165 @@ log1p = Primitive("log1p", np.log1p, lambda g, out, x: (g / (x + 1.0),))
 sqrt = Primitive("sqrt", np.sqrt, lambda g, out, x: (g / (2.0 * out),))
 sin = Primitive("sin", np.sin, lambda g, out, x: (g * cos(x),))
 cos = Primitive("cos", np.cos, lambda g, out, x: (-(g * sin(x)),))
-tanh = Primitive("tanh", np.tanh, lambda g, out, x: (g * (1.0 - out * out),))
+
+
+# --------------------------------------------------------------------------- sigmoid and tanh
+# Both are activations too (F.sigmoid is ops.sigmoid). Their NumPy bodies below make the
+# fewest passes with reused buffers and no np.where (which costs ~20x a multiply over a
+# full array here); on CuPy arrays they run one kernel launch each way: the CUDA bodies
+# come from gpudl.functional._activation_kernels (kernels/activation.cu), which registers
+# them in CUDA_BODIES when it is imported (``import gpudl`` imports it). ops sits below the
+# kernel loader and never imports it; without a registered body (or for a traced
+# cotangent, so grad-of-grad works) the NumPy-named formulas run on either device.
+CUDA_BODIES: dict[str, Callable] = {}  # "sigmoid", "sigmoid_backward", "tanh", "tanh_backward"
+
+
+def _cuda_body(name: str, x):
+    """The registered CUDA body ``name`` when ``x`` is a CUDA array, else None."""
+    if type(x) is np.ndarray or not CUDA_BODIES or device_of(x) != "cuda":
+        return None
+    return CUDA_BODIES.get(name)
+
+
+# The NumPy bodies run in blocks of BLOCK elements whose temporaries come from a
+# per-thread pool (Scratch): a pass over a block stays in the cache, and no temporary is a
+# fresh allocation, which glibc returns to the OS when freed and the OS faults in again
+# on the next use (that costs more than the arithmetic of a cheap op). The activations
+# of gpudl.functional use the same machinery.
+BLOCK = 1 << 16  # elements: ~10 block buffers fit the L2/L3 caches
+
+
+class Scratch:
+    """The temporaries of one block: ``take(dtype)`` hands out distinct buffers of the
+    block's length; NumPy ones come from a per-thread pool and are reused by every block
+    and call. For other arrays (CuPy, ``like``) each is a new ``empty_like``."""
+
+    _local = threading.local()
+
+    def __init__(self, n: int, dtype, like=None):
+        self.n, self.dtype, self.like = n, np.dtype(dtype), like
+        self.taken: dict[str, int] = {}
+
+    def take(self, dtype=None):
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if self.like is not None:
+            return np.empty_like(self.like, dtype=dtype)
+        pool = self._local.__dict__.setdefault("pool", {}).setdefault(dtype.str, [])
+        k = self.taken.get(dtype.str, 0)
+        self.taken[dtype.str] = k + 1
+        if k == len(pool):
+            pool.append(np.empty(max(BLOCK, self.n), dtype))
+        elif pool[k].size < self.n:  # a caller's block larger than BLOCK
+            pool[k] = np.empty(self.n, dtype)
+        return pool[k][:self.n]
+
+
+def blockwise(body: Callable, *arrays, dtype, static: tuple = ()):
+    """``body(*blocks, *static, out=, sc=)`` over consecutive blocks of the arrays (one
+    shape), into a new array of ``dtype``; the body writes its result into ``out``.
+
+    CuPy arrays (the CPU body as a GPU fallback) go through in one piece.
+    """
+    arrays = [np.asarray(a) if isinstance(a, np.generic | int | float) else a for a in arrays]
+    first = arrays[0]
+    if any(type(a) is not np.ndarray for a in arrays):
+        out = np.empty_like(first, dtype=dtype)
+        body(*arrays, *static, out=out, sc=Scratch(first.size, dtype, like=first))
+        return out
+    out = np.empty(first.shape, dtype)
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+    flat_out = out.reshape(-1)
+    n = out.size
+    for i in range(0, n, BLOCK):
+        j = min(n, i + BLOCK)
+        body(*(f[i:j] for f in flat), *static, out=flat_out[i:j], sc=Scratch(j - i, dtype))
+    return out
+
+
+def float_array(x):
+    """x as an array of a float dtype: numbers become arrays, integers float64 (np.exp's)."""
+    if isinstance(x, np.generic) or not hasattr(x, "shape"):
+        x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+def sigmoid_body(x, *, out, sc):
+    """``(x >= 0 ? 1 : e) / (1 + e)`` with ``e = exp(-|x|)``, into ``out`` (6 passes).
+
+    ``exp(-|x|)`` never overflows and ``e / (1 + e)`` keeps full relative precision in the
+    lower tail (``0.5 * tanh(x / 2) + 0.5`` would round sigmoid(-50) to 0). The numerator
+    is ``maximum(e, x >= 0)`` (e <= 1): bit for bit the two-branch form, without np.where.
+    """
+    e = np.abs(x, out=sc.take())
+    np.negative(e, out=e)
+    np.exp(e, out=e)  # e = exp(-|x|) in (0, 1]
+    np.add(e, 1.0, out=out)  # the denominator
+    np.maximum(e, np.greater_equal(x, 0, out=sc.take(np.bool_)), out=e)  # the numerator
+    return np.divide(e, out, out=out)
+
+
+def sigmoid_twin(x):
+    """NumPy body of sigmoid (:func:`sigmoid_body`, in blocks).
+
+    Example:
+        >>> sigmoid_twin(np.array([-50.0, 0.0])).tolist()
+        [1.9287498479639178e-22, 0.5]
+    """
+    x = float_array(x)
+    return blockwise(sigmoid_body, x, dtype=x.dtype)
+
+
+def _sigmoid_backward_body(g, y, *, out, sc):
+    np.multiply(g, y, out=out)
+    return np.multiply(out, np.subtract(1.0, y, out=sc.take(y.dtype)), out=out)
+
+
+def sigmoid_backward_twin(g, out):
+    """NumPy body of sigmoid's vjp: ``(g * out) * (1 - out)`` (the saved output, 3 passes)."""
+    if np.shape(g) != np.shape(out):  # a broadcast g (not from autodiff): the plain formula
+        return g * out * (1.0 - out)
+    return blockwise(_sigmoid_backward_body, g, out, dtype=np.result_type(g, out))
+
+
+def _tanh_backward_body(g, y, *, out, sc):
+    d = np.multiply(y, y, out=sc.take(y.dtype))
+    np.subtract(1.0, d, out=d)
+    return np.multiply(g, d, out=out)
+
+
+def tanh_backward_twin(g, out):
+    """NumPy body of tanh's vjp: ``g * (1 - out * out)`` (3 passes)."""
+    if np.shape(g) != np.shape(out):
+        return g * (1.0 - out * out)
+    return blockwise(_tanh_backward_body, g, out, dtype=np.result_type(g, out))
 
 
 def _sigmoid_impl(x):
-    # exp(-|x|) never overflows, and the two branches keep full relative precision in both
-    # tails (0.5 * tanh(x / 2) + 0.5 would round sigmoid(-50) to 0).
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    body = _cuda_body("sigmoid", x)
+    return sigmoid_twin(x) if body is None else body(x)
 
 
-sigmoid = Primitive("sigmoid", _sigmoid_impl, lambda g, out, x: (g * out * (1.0 - out),))
+def _sigmoid_vjp(g, out, x):
+    if is_traced(g) or is_traced(out):  # an outer grad differentiates this: stay in ops
+        return (g * out * (1.0 - out),)
+    body = _cuda_body("sigmoid_backward", out)
+    return (sigmoid_backward_twin(g, out) if body is None else body(g, out),)
+
+
+def _tanh_impl(x):
+    body = _cuda_body("tanh", x)
+    return np.tanh(x) if body is None else body(x)
+
+
+def _tanh_vjp(g, out, x):
+    if is_traced(g) or is_traced(out):
+        return (g * (1.0 - out * out),)
+    body = _cuda_body("tanh_backward", out)
+    return (tanh_backward_twin(g, out) if body is None else body(g, out),)
+
+
+tanh = Primitive("tanh", _tanh_impl, _tanh_vjp)
+sigmoid = Primitive("sigmoid", _sigmoid_impl, _sigmoid_vjp)
 
 
 def _abs_vjp(g, out, x):

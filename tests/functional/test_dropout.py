@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpudl as gd
-from gpudl.errors import ArgumentTypeError
+from gpudl.errors import ArgumentTypeError, DTypeError
 from gpudl.functional.dropout import dropout
 
 
@@ -53,3 +53,44 @@ def test_an_int_seed_is_the_key_of_that_seed():
         dropout(x, 0.5, "0")
     with pytest.raises(ArgumentTypeError, match="got float 1.0"):
         dropout(x, 0.5, 1.0)
+
+
+def test_integer_input_is_refused():
+    # 1/(1 - rate) scaling needs floats: an int array would silently truncate it
+    with pytest.raises(DTypeError, match=r"F.dropout: x has dtype int64; .* Cast it with"):
+        dropout(np.ones(3, dtype=np.int64), 0.3, gd.random.key(0))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_fused_apply_gives_the_composites_bits_on_every_device(device, xp, dtype):
+    """(x * keep) * scale in one pass == x * (keep * scale) (the former composite), and the
+    device's mask and values == the CPU's, bit for bit; the gradient is keep * scale * g."""
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.standard_normal(290) * 100, [0.0, -0.0, np.inf, -np.inf, np.nan,
+                                                         -3e38, 65000.0, 1e-40, -1e-45, 7.0]])
+    with np.errstate(over="ignore"):  # -3e38 is -inf in float16
+        x = x.astype(dtype)
+    key, rate = gd.random.key(5), 0.3
+    keep = gd.random.bernoulli(key, 1 - rate, x.shape, device="cpu")
+    with np.errstate(all="ignore"):
+        old = x * (keep.astype(dtype) * dtype(1 / (1 - rate)))
+        got = gd.to_numpy(dropout(xp.asarray(x), rate, key))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.view(np.uint8), old.view(np.uint8))
+    g = rng.standard_normal(x.shape).astype(dtype)
+    with np.errstate(all="ignore"):
+        dx = gd.vjp(lambda v: dropout(v, rate, key), xp.asarray(x))[1](xp.asarray(g))[0]
+        np.testing.assert_array_equal(gd.to_numpy(dx), g * (keep.astype(dtype) * dtype(1 / 0.7)))
+
+
+def _noncontiguous(seed):
+    return np.random.default_rng(seed).standard_normal((6, 8))[:, ::2]
+
+
+GRAD_CASES = {  # run by tests/test_registry.py: float64, first and second order
+    "dropout": [
+        lambda: (lambda v: dropout(v, 0.4, gd.random.key(3)), (_noncontiguous(0),)),
+        lambda: (lambda v: gd.grad(lambda u: (dropout(u, 0.4, 3) ** 2).sum())(v),
+                 (_noncontiguous(1),)),
+    ],
+}
