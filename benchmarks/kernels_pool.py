@@ -25,9 +25,12 @@ say why they are absent. The twin is single-threaded NumPy, so torch CPU runs wi
 ``torch.set_num_threads(1)`` (restored afterwards): the same threads on both sides.
 
 GB/s counts the least any implementation must move: read x and write y (fwd), plus read
-dy and write dx (fwd_bwd); the arg-max is not counted. ``gpudl/torch`` is this row's median
-time over torch's of the same bench, device and layer (< 1: gpudl is faster); the driver
-(benchmarks/kernels.py) adds its own ``speedup_vs`` (torch time / this time).
+dy and write dx (fwd_bwd); the arg-max is not counted. ``gpudl/torch`` is this row's time
+over torch's of the same bench, device and layer (< 1: gpudl is faster): on the GPU the
+ratio of the medians; on the CPU, where other processes make single timings noisy, the
+median of ``PAIRS`` per-pair ratios, each pair timed back to back in alternating order
+(:func:`paired_ratio`). The driver (benchmarks/kernels.py) adds its own ``speedup_vs``
+(torch time / this time).
 ``--tiny`` (``report["tiny"]``) times the same rows at two tiny layers, twice each: the
 code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
@@ -39,6 +42,7 @@ Usage: ``python benchmarks/kernels_pool.py [--json out.json] [--quick] [--tiny]
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,6 +68,21 @@ QUICK_LAYERS = [LAYERS[0], LAYERS[2]]
 TINY_LAYERS = [("tiny-2x2", 2, 2, 3, 6, 2, 2, 0), ("tiny-3x3s2", 2, 2, 2, 7, 3, 2, 1)]
 OPS = ("max", "avg")
 PASSES = ("fwd", "fwd_bwd")
+PAIRS = 15  # CPU: (gpudl, torch) pairs per ratio (3 with --quick or --tiny)
+
+
+def paired_ratio(fn, ref, pairs: int) -> float:
+    """Median over ``pairs`` of time(fn) / time(ref), the two timed back to back with
+    perf_counter, in alternating order (CPU): machine noise hits both sides of a pair."""
+    ratios = []
+    for k in range(pairs):
+        spent = {}
+        for which in ((fn, ref) if k % 2 == 0 else (ref, fn)):
+            start = time.perf_counter()
+            which()
+            spent[which] = time.perf_counter() - start
+        ratios.append(spent[fn] / spent[ref])
+    return float(np.median(ratios))
 
 
 def _inputs(n, c, hw, k, s, p):
@@ -92,7 +111,7 @@ def _gpudl_fns(op: str, x, dy, k, s, p, cuda: bool) -> dict:
             _, argmax = fwd_raw(x, **geo)
             if cuda:
                 return PK.max_pool2d_backward_cuda(dy, argmax, x_hw, **geo)
-            return PK.max_pool2d_backward_twin(dy, argmax, x_hw)
+            return PK.max_pool2d_backward_twin(dy, argmax, x_hw, **geo)
 
         def public(v):
             return P.max_pool2d(v, k, s, p)
@@ -138,7 +157,7 @@ def _torch_fns(op: str, x_host, dy_host, k, s, p, dev: str) -> dict:
 
 
 @contextmanager
-def _torch_threads(n: int | None):
+def torch_threads(n: int | None):
     """torch.set_num_threads(n) inside, the old count restored after (no-op for None)."""
     if n is None:
         yield
@@ -154,7 +173,8 @@ def _torch_threads(n: int | None):
 
 
 # ----------------------------------------------------------------------------- driver
-def _layer_rows(layer, batch, device, device_name, torch_ok, repeats, warmup) -> list[dict]:
+def _layer_rows(layer, batch, device, device_name, torch_ok, repeats, warmup,
+                pairs: int = PAIRS) -> list[dict]:
     name, _, _, c, hw, k, s, p = layer
     cuda = device == "cuda"
     x_host, dy_host = _inputs(batch, c, hw, k, s, p)
@@ -179,8 +199,13 @@ def _layer_rows(layer, batch, device, device_name, torch_ok, repeats, warmup) ->
             ref = next((r for r in found if r["impl"] == "torch"), None)
             if ref is not None:
                 for r in found:
-                    if r is not ref:
+                    if r is ref:
+                        continue
+                    if cuda:
                         r["time_vs_torch"] = r["median_s"] / ref["median_s"]
+                    else:
+                        r["time_vs_torch"] = paired_ratio(fns[(pass_, r["impl"])],
+                                                          fns[(pass_, "torch")], pairs)
             rows += found
     return rows
 
@@ -211,12 +236,13 @@ def run(report: dict) -> list[dict]:
                  + ("" if full or tiny else " at CPU batch sizes (--full-cpu: the GPU ones)"))
     if not torch_missing:
         notes.append("kernels_pool: torch CPU timed with torch.set_num_threads(1), as the "
-                     "single-threaded NumPy twin")
-    with gd.device("cpu"), _torch_threads(None if torch_missing else 1):
+                     "single-threaded NumPy twin; gpudl/torch is the median of paired ratios")
+    with gd.device("cpu"), torch_threads(None if torch_missing else 1):
         for layer in layers:
             batch = layer[1] if full else layer[2]
             repeats = common.TINY_REPEATS if tiny else 5 if quick else 10
-            rows += _layer_rows(layer, batch, "cpu", "cpu", not torch_missing, repeats, warmup)
+            rows += _layer_rows(layer, batch, "cpu", "cpu", not torch_missing, repeats, warmup,
+                                3 if quick or tiny else PAIRS)
     rows.append(common.unavailable_row("pool2d", reason))
     return rows
 

@@ -62,9 +62,88 @@ def avg_divisor(x_hw, kernel, stride, padding, out_hw, count_include_pad: bool, 
     return np.multiply.outer(*per_axis).astype(dtype)
 
 
+def _covered(n_in: int, n_out: int, offset: int, stride: int, pad: int) -> tuple[int, int]:
+    """The outputs ``[o0, o1)`` whose window cell ``offset`` lies inside the input
+    (``0 <= o*stride - pad + offset < n_in``): a window cell in the padding is skipped."""
+    lo = max(0, -((offset - pad) // stride))  # ceil((pad - offset) / stride)
+    hi = min(n_out, (n_in - 1 + pad - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
+def _offsets(x, kernel, stride, padding, out_hw):
+    """For each window cell (i, j) in the kernels' scan order: ``(i, j, out, view)``, where
+    ``view`` holds the input value at cell (i, j) of every window listed by the output
+    slices ``out``; windows whose cell (i, j) is padding are left out. No padded copy.
+
+    With overlapping columns (kW > sW) the input is first split into its sW column phases
+    (one pass), so every view has unit stride along W: each phase serves several cells.
+    """
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = x.shape[2:], kernel, stride, padding
+    split = sw > 1 and kw > sw
+    phases = [np.ascontiguousarray(x[..., q::sw]) for q in range(min(sw, w))] if split else None
+    for i in range(kh):
+        oh0, oh1 = _covered(h, out_hw[0], i, sh, ph)
+        h0 = oh0 * sh - ph + i
+        rows = slice(h0, h0 + sh * (oh1 - oh0 - 1) + 1, sh)
+        for j in range(kw):
+            ow0, ow1 = _covered(w, out_hw[1], j, sw, pw)
+            if oh1 == oh0 or ow1 == ow0:
+                continue
+            w0 = ow0 * sw - pw + j
+            if split:
+                view = phases[w0 % sw][:, :, rows, w0 // sw:w0 // sw + ow1 - ow0]
+            else:
+                view = x[:, :, rows, w0:w0 + sw * (ow1 - ow0 - 1) + 1:sw]
+            yield i, j, (Ellipsis, slice(oh0, oh1), slice(ow0, ow1)), view
+
+
+def _window_origins(x_hw, stride, padding, out_hw):
+    """(Ho, Wo) int32 flat index ``h*W + w`` of each window's cell (0, 0) (may be < 0)."""
+    oh = np.arange(out_hw[0]) * stride[0] - padding[0]
+    ow = np.arange(out_hw[1]) * stride[1] - padding[1]
+    return (oh[:, None] * x_hw[1] + ow[None, :]).astype(np.int32)
+
+
 # ----------------------------------------------------------------------------- NumPy twins
 def max_pool2d_twin(x, kernel, stride, padding):
-    """NumPy max pool: x (N, C, H, W) -> (y (N, C, Ho, Wo), argmax int32 (N, C, Ho, Wo))."""
+    """NumPy max pool: x (N, C, H, W) -> (y (N, C, Ho, Wo), argmax int32 (N, C, Ho, Wo)).
+
+    Per window cell k = i*kW + j, over strided views, in the kernel's scan order: a strict
+    ``>`` against the best so far (the first maximum wins), ``maximum`` for the value and
+    ``cell = max(cell, taken * k)`` for the index (k grows along the scan, so the last
+    cell taken is the largest; a masked copy costs ~40x more). A window whose cells are
+    all -inf keeps its first in-bounds cell, as the kernel. NaN inputs (the first NaN
+    wins) take the windowed path, :func:`_max_pool2d_windows`.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), out_hw = kernel, pool_output_hw(h, w, kernel, stride, padding)
+    shape = (n, c, *out_hw)
+    index_type = np.int8 if kh * kw < 128 else np.int32
+    cells = _offsets(x, kernel, stride, padding, out_hw)
+    if padding == (0, 0):  # cell (0, 0) is in every window: start from it
+        best, cell = np.array(next(cells)[3], copy=True), np.zeros(shape, index_type)
+    else:  # start at -inf and each window's first in-bounds cell
+        best, cell = np.full(shape, -np.inf, dtype=x.dtype), np.empty(shape, index_type)
+        first_h = np.maximum(0, padding[0] - np.arange(out_hw[0]) * stride[0])
+        first_w = np.maximum(0, padding[1] - np.arange(out_hw[1]) * stride[1])
+        cell[...] = first_h[:, None] * kw + first_w[None, :]
+    taken, k_taken = np.empty(shape, bool), np.empty(shape, index_type)
+    for i, j, out, view in cells:
+        b, t, kt, ce = best[out], taken[out], k_taken[out], cell[out]
+        np.greater(view, b, out=t)
+        np.multiply(t, index_type(i * kw + j), out=kt)
+        np.maximum(ce, kt, out=ce)
+        np.maximum(b, view, out=b)
+    if np.isnan(best).any():  # maximum propagated a NaN: the index needs NaN's rule
+        return _max_pool2d_windows(x, kernel, stride, padding)
+    cell_offset = (np.arange(kh)[:, None] * w + np.arange(kw)[None, :]).astype(np.int32)
+    argmax = np.take(cell_offset.ravel(), cell)  # (N, C, Ho, Wo) int32: i*W + j
+    argmax += _window_origins((h, w), stride, padding, out_hw)
+    return best, argmax
+
+
+def _max_pool2d_windows(x, kernel, stride, padding):
+    """Max pool via a copy of every window and argmax (numpy.argmax: the first NaN wins)."""
     h, w = x.shape[2:]
     ho, wo = pool_output_hw(h, w, kernel, stride, padding)
     win = _windows(_pad(x, padding, -np.inf), kernel, stride, (ho, wo))
@@ -84,38 +163,91 @@ def max_pool2d_twin(x, kernel, stride, padding):
     return np.ascontiguousarray(y), (ih * w + iw).astype(np.int32)
 
 
-def max_pool2d_backward_twin(g, argmax, x_hw):
-    """NumPy max-pool backward: dy (N, C, Ho, Wo) scattered to the arg-max cells."""
-    n, c = g.shape[:2]
-    hw = x_hw[0] * x_hw[1]
+def max_pool2d_backward_twin(g, argmax, x_hw, kernel, stride, padding):
+    """NumPy max-pool backward: dy (N, C, Ho, Wo) scattered to the arg-max cells.
+
+    Windows that cannot overlap (stride >= kernel on both axes) have distinct arg-max
+    cells: a scatter by assignment. Overlapping ones add up in output order (bincount
+    in float64, the order of the kernel's gather loop over (oh, ow)).
+    """
+    n, c, ho, wo = g.shape
     if g.size == 0:
         return np.zeros((n, c, *x_hw), dtype=g.dtype)
-    flat = (np.arange(n * c, dtype=np.int64)[:, None] * hw
+    if stride[0] >= kernel[0] and stride[1] >= kernel[1]:
+        dx = np.zeros((n * c, x_hw[0] * x_hw[1]), dtype=g.dtype)
+        np.put_along_axis(dx, argmax.reshape(n * c, -1), g.reshape(n * c, -1), axis=1)
+        return dx.reshape(n, c, *x_hw)
+    flat = (np.arange(n * c, dtype=np.int64)[:, None] * (x_hw[0] * x_hw[1])
             + argmax.reshape(n * c, -1)).ravel()
     # bincount adds in output order, as the kernel's gather loop over (oh, ow).
-    dx = np.bincount(flat, weights=g.reshape(-1), minlength=n * c * hw)
+    dx = np.bincount(flat, weights=g.reshape(-1), minlength=n * c * x_hw[0] * x_hw[1])
     return dx.astype(g.dtype, copy=False).reshape(n, c, *x_hw)
 
 
+def _scatter_cells(contribution, x_shape, dtype, kernel, stride, padding, out_hw):
+    """dx (N, C, H, W) = the sum over window cells (i, j), in scan order, of
+    ``contribution(i, j, out)`` (the (N, C, oh, ow) values of the windows ``out`` at
+    their cell (i, j)) added to the input cells they cover.
+
+    Overlapping columns (kW > sW) accumulate into the sW column phases of dx (unit
+    stride along W), interleaved at the end; otherwise into strided slices of dx.
+    """
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    split = sw > 1 and kw > sw
+    if split:
+        phases = [np.zeros((n, c, h, len(range(q, w, sw))), dtype) for q in range(min(sw, w))]
+    dx = np.zeros(x_shape, dtype)
+    for i in range(kh):
+        oh0, oh1 = _covered(h, out_hw[0], i, sh, ph)
+        h0 = oh0 * sh - ph + i
+        rows = slice(h0, h0 + sh * (oh1 - oh0 - 1) + 1, sh)
+        for j in range(kw):
+            ow0, ow1 = _covered(w, out_hw[1], j, sw, pw)
+            if oh1 == oh0 or ow1 == ow0:
+                continue
+            w0 = ow0 * sw - pw + j
+            values = contribution(i, j, (Ellipsis, slice(oh0, oh1), slice(ow0, ow1)))
+            if split:
+                phases[w0 % sw][:, :, rows, w0 // sw:w0 // sw + ow1 - ow0] += values
+            else:
+                dx[:, :, rows, w0:w0 + sw * (ow1 - ow0 - 1) + 1:sw] += values
+    if split:
+        for q, phase in enumerate(phases):
+            dx[..., q::sw] = phase
+    return dx
+
+
+def _divide(y, x_hw, kernel, stride, padding, count_include_pad):
+    """y / divisor in place: by one number when every window has the same divisor."""
+    div = avg_divisor(x_hw, kernel, stride, padding, y.shape[2:], count_include_pad, y.dtype)
+    y /= div.flat[0] if (div == div.flat[0]).all() else div
+    return y
+
+
 def avg_pool2d_twin(x, kernel, stride, padding, count_include_pad):
-    """NumPy average pool: x (N, C, H, W) -> y (N, C, Ho, Wo)."""
-    h, w = x.shape[2:]
+    """NumPy average pool: x (N, C, H, W) -> y (N, C, Ho, Wo).
+
+    The window sum in the kernel's order (cells in scan order, padding skipped), then one
+    division: bit for bit the kernel's ``sum / divisor``.
+    """
+    n, c, h, w = x.shape
     out_hw = pool_output_hw(h, w, kernel, stride, padding)
-    win = _windows(_pad(x, padding, 0), kernel, stride, out_hw)
-    div = avg_divisor((h, w), kernel, stride, padding, out_hw, count_include_pad, x.dtype)
-    return win.sum(axis=-1) / div
+    y = np.zeros((n, c, *out_hw), dtype=x.dtype)
+    for _, _, out, view in _offsets(x, kernel, stride, padding, out_hw):
+        y[out] += view
+    return _divide(y, (h, w), kernel, stride, padding, count_include_pad)
 
 
 def avg_pool2d_backward_twin(g, x_hw, kernel, stride, padding, count_include_pad):
-    """NumPy average-pool backward (the adjoint): dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    n, c, ho, wo = g.shape
-    (h, w), (kh, kw), (sh, sw), (ph, pw) = x_hw, kernel, stride, padding
-    gd = g / avg_divisor(x_hw, kernel, stride, padding, (ho, wo), count_include_pad, g.dtype)
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += gd
-    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])
+    """NumPy average-pool backward (the adjoint): dy (N, C, Ho, Wo) -> dx (N, C, H, W).
+
+    ``dy / divisor`` added to each window's in-bounds cells, cell by cell in scan order
+    (:func:`_scatter_cells`; no padded buffer).
+    """
+    gd = _divide(np.array(g, copy=True), x_hw, kernel, stride, padding, count_include_pad)
+    return _scatter_cells(lambda i, j, out: gd[out], (*g.shape[:2], *x_hw), g.dtype, kernel,
+                          stride, padding, g.shape[2:])
 
 
 # ----------------------------------------------------------------------------- CUDA bodies
@@ -187,7 +319,7 @@ def max_pool2d_raw(x, kernel, stride, padding):
 def max_pool2d_backward_raw(g, argmax, x_hw, kernel, stride, padding):
     if device_of(g) == "cuda":
         return max_pool2d_backward_cuda(g, argmax, x_hw, kernel, stride, padding)
-    return max_pool2d_backward_twin(g, argmax, x_hw)
+    return max_pool2d_backward_twin(g, argmax, x_hw, kernel, stride, padding)
 
 
 def avg_pool2d_raw(x, kernel, stride, padding, count_include_pad):

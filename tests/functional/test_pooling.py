@@ -182,6 +182,41 @@ def test_composites():
     assert global_avg_pool2d(x, keepdims=True).shape == (2, 3, 1, 1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_twins_are_exact(dtype):
+    """The strided-view twins give the windowed path's max/arg-max bit for bit (ties, -inf,
+    padding, a > 127-cell window's int32 index), and the average in the kernel's order: a
+    sequential sum over the in-bounds cells in scan order, then one division."""
+    rng = np.random.default_rng(12)
+    cases = [*POOL_CASES, ((1, 1, 13, 12), (12, 11), 1, 0), ((1, 1, 9, 9), 5, 3, 2)]
+    for xs, k, s, p in cases:
+        x = np.round(rng.standard_normal(xs) * 2).astype(dtype)  # many ties
+        x[..., 0, :] = -np.inf
+        geo = (_pair(k), _pair(k if s is None else s), _pair(p))
+        y, idx = PK.max_pool2d_twin(x, *geo)
+        y_ref, idx_ref = PK._max_pool2d_windows(x, *geo)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)
+        assert idx.dtype == np.int32 and y.dtype == dtype
+        x = rng.standard_normal(xs).astype(dtype)
+        for cip in (True, False):
+            got = PK.avg_pool2d_twin(x, *geo, cip)
+            (kh, kw), (sh, sw), (ph, pw) = geo
+            want = np.empty_like(got)
+            for idx_ in np.ndindex(got.shape):
+                n, c, oh, ow = idx_
+                total, cells = dtype(0), 0
+                for i in range(kh):
+                    for j in range(kw):
+                        h, w = oh * sh - ph + i, ow * sw - pw + j
+                        if 0 <= h < xs[2] and 0 <= w < xs[3]:
+                            total, cells = dtype(total + x[n, c, h, w]), cells + 1
+                h1, w1 = min(oh * sh - ph + kh, xs[2] + ph), min(ow * sw - pw + kw, xs[3] + pw)
+                div = (h1 - oh * sh + ph) * (w1 - ow * sw + pw) if cip else cells
+                want[idx_] = total / dtype(div)
+            np.testing.assert_array_equal(got, want)
+
+
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("case", [POOL_CASES[i] for i in (1, 2, 3, 4)],
                          ids=[f"g{i}" for i in range(4)])

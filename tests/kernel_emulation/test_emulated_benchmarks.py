@@ -58,6 +58,10 @@ EXPECTED = {
     "kernels_pool": ({"gpudl-kernel", "gpudl-autodiff"},
                      {"max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                       "avg_pool2d_backward"}, "cupyx"),
+    "kernels_norm": ({"gpudl-kernel", "gpudl-autodiff"},
+                     {"batch_norm_stats", "batch_norm_apply", "batch_norm_backward_reduce",
+                      "batch_norm_backward_apply", "layer_norm_forward", "layer_norm_backward",
+                      "layer_norm_backward_params"}, "cupyx"),
 }
 
 
