@@ -15,6 +15,20 @@ batch 4, and the GPU rows say why they are absent. Timings: median and IQR after
 ``--tiny`` (``report["tiny"]``) runs the same rows for two tiny layers at batch 2, twice
 each: the code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
+ResNet-20 rows (CPU only, ``conv2d_resnet20_fwd`` / ``conv2d_resnet20_fwd_bwd``): every
+conv shape of ``cifar_resnet(20)`` at batch 32 (3x3 16->16 at 32x32, 32->32 at 16x16,
+64->64 at 8x8, the stride-2 3x3 convs, the 1x1 stride-2 downsamples and the stem), bias
+free, float32: the forward alone, and the forward plus both gradients for a given
+cotangent (``gd.vjp`` against ``torch.autograd.grad``; the stem's input needs none, as in
+training). gpudl's NumPy twin and torch CPU run on one thread each
+(``common.single_threaded``; without threadpoolctl set ``OPENBLAS_NUM_THREADS=1``), in
+back-to-back pairs of alternating order, as ``common.paired_times`` but on this thread's
+CPU clock (``time.thread_time``: both sides compute on the calling thread, and time spent
+descheduled on a shared machine is left out). ``time_vs_torch`` is the median of the
+per-pair ratios gpudl/torch (indicative: caches and memory bandwidth are still shared),
+and a note gives the ResNet-20 totals (each shape weighted by its count in the network).
+Both sides' results must agree (float32, 1e-4 of the largest value) before any timing.
+
 Usage: ``python benchmarks/kernels_conv.py [--json out.json] [--quick] [--tiny]``; from a
 harness, ``run(report)`` returns the rows (``report`` may hold ``quick`` and ``tiny``; notes
 are added to it).
@@ -23,6 +37,7 @@ are added to it).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +65,20 @@ GPU_BATCH, CPU_BATCH = 32, 4
 # 5x5 one with an odd size, at TINY_BATCH.
 TINY_LAYERS = [("vgg-tiny", 3, 4, 6, 3, 1), ("lenet-tiny", 2, 3, 7, 5, 2)]
 TINY_BATCH = 2
+# ResNet-20's convs (name, C_in, C_out, H=W, k, stride, padding, layers of this shape).
+RESNET20_LAYERS = [
+    ("r20-stem", 3, 16, 32, 3, 1, 1, 1),
+    ("r20-16@32", 16, 16, 32, 3, 1, 1, 6),
+    ("r20-16>32s2", 16, 32, 32, 3, 2, 1, 1),
+    ("r20-1x1-16>32s2", 16, 32, 32, 1, 2, 0, 1),
+    ("r20-32@16", 32, 32, 16, 3, 1, 1, 5),
+    ("r20-32>64s2", 32, 64, 16, 3, 2, 1, 1),
+    ("r20-1x1-32>64s2", 32, 64, 16, 1, 2, 0, 1),
+    ("r20-64@8", 64, 64, 8, 3, 1, 1, 5),
+]
+RESNET20_BATCH = 32
+RESNET20_PAIRS = {"full": 15, "quick": 7, "tiny": common.TINY_REPEATS}
+TINY_RESNET20 = [("r20-tiny", 3, 4, 6, 3, 1, 1, 1), ("r20-tiny-s2", 4, 6, 7, 3, 2, 1, 1)]
 
 
 def composite_conv2d(x, w, b, padding: int):
@@ -145,7 +174,109 @@ def run(report: dict) -> list[dict]:
             found += _igemm_rows(c, o, hw, k, p, batch, device, repeats, flops)
             rows += [{**base, **r} for r in found]
     if device == "cpu":
+        mode = "tiny" if tiny else "quick" if quick else "full"
+        if torch_missing:
+            notes.append("kernels_conv: ResNet-20 rows skipped (they time against torch)")
+        else:
+            rows += resnet20_rows(mode, notes)
         rows.append(common.unavailable_row("conv2d_fwd_bwd", reason))
+    return rows
+
+
+# ---- ResNet-20 conv shapes on the CPU: gpudl's twin against torch, one thread each ------
+def _resnet20_fns(c, o, hw, k, s, p, batch, first: bool):
+    """{pass: (gpudl fn, torch fn)} for one conv shape; ``first``: the stem (no dx)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, c, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    ho = (hw + 2 * p - k) // s + 1
+    g = rng.standard_normal((batch, o, ho, ho)).astype(np.float32)
+    tx, tw, tg = (torch.from_numpy(a) for a in (x, w, g))
+    txg, twg = tx.clone().requires_grad_(not first), tw.clone().requires_grad_(True)
+
+    def gpudl_fwd_bwd():
+        if first:
+            y, vjp = gd.vjp(lambda w: conv2d(x, w, stride=s, padding=p), w)
+        else:
+            y, vjp = gd.vjp(lambda x, w: conv2d(x, w, stride=s, padding=p), x, w)
+        return y, vjp(g)
+
+    def torch_fwd():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(tx, tw, stride=s, padding=p)
+
+    def torch_fwd_bwd():
+        y = torch.nn.functional.conv2d(txg, twg, stride=s, padding=p)
+        return y, torch.autograd.grad(y, [twg] if first else [txg, twg], tg)
+
+    return {"fwd": (lambda: conv2d(x, w, stride=s, padding=p), torch_fwd),
+            "fwd_bwd": (gpudl_fwd_bwd, torch_fwd_bwd)}
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t
+
+
+def paired_cpu_times(fn_a, fn_b, pairs: int, warmup: int = 2) -> dict:
+    """``common.paired_times`` on ``time.thread_time`` (this thread's CPU time): the keys
+    it returns for the medians, IQRs and the per-pair ratio a/b."""
+    for i in range(warmup):
+        for fn in ((fn_a, fn_b) if i % 2 == 0 else (fn_b, fn_a)):
+            fn()
+    ta, tb = [], []
+    for i in range(pairs):
+        for fn, out in (((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))):
+            t = time.thread_time()
+            fn()
+            out.append(time.thread_time() - t)
+    a, b = np.asarray(ta), np.asarray(tb)
+    ratios = a / b
+
+    def iqr(v):
+        q1, q3 = np.percentile(v, [25, 75])
+        return float(q3 - q1)
+
+    return {"a_median_s": float(np.median(a)), "a_iqr_s": iqr(a),
+            "b_median_s": float(np.median(b)), "b_iqr_s": iqr(b),
+            "ratio_median": float(np.median(ratios)), "ratio_iqr": iqr(ratios),
+            "pairs": int(pairs)}
+
+
+def resnet20_rows(mode: str, notes: list) -> list[dict]:
+    """The ResNet-20 rows (see the module docstring); a note with the network's totals."""
+    layers = TINY_RESNET20 if mode == "tiny" else RESNET20_LAYERS
+    batch = TINY_BATCH if mode == "tiny" else RESNET20_BATCH
+    pairs = RESNET20_PAIRS[mode]
+    rows, totals = [], {"fwd": [0.0, 0.0], "fwd_bwd": [0.0, 0.0]}
+    with common.single_threaded(), gd.device("cpu"):
+        for name, c, o, hw, k, s, p, count in layers:
+            fns = _resnet20_fns(c, o, hw, k, s, p, batch, first=name.endswith("stem"))
+            for pass_, (mine, theirs) in fns.items():
+                (a, first_a), (b, first_b) = _timed(mine), _timed(theirs)
+                diff = common.max_rel_diff(a, b)
+                if diff > 1e-4:
+                    raise AssertionError(f"kernels_conv: {name} {pass_}: gpudl and torch "
+                                         f"differ by {diff:.2e} (relative): no timing")
+                stats = paired_cpu_times(mine, theirs, pairs, warmup=2)
+                base = {"bench": f"conv2d_resnet20_{pass_}", "layer": name, "device": "cpu",
+                        "device_name": common.cpu_model(), "dtype": "float32", "batch": batch,
+                        "c_in": c, "c_out": o, "hw": hw, "k": k, "stride": s, "padding": p,
+                        "repeats": pairs, "threads": 1, "clock": "thread_time"}
+                rows.append({**base, "impl": "gpudl-twin", "median_s": stats["a_median_s"],
+                             "iqr_s": stats["a_iqr_s"], "first_call_s": first_a,
+                             "time_vs_torch": stats["ratio_median"],
+                             "time_vs_torch_iqr": stats["ratio_iqr"]})
+                rows.append({**base, "impl": "torch-cpu", "median_s": stats["b_median_s"],
+                             "iqr_s": stats["b_iqr_s"], "first_call_s": first_b})
+                totals[pass_][0] += count * stats["a_median_s"]
+                totals[pass_][1] += count * stats["b_median_s"]
+    notes.append("kernels_conv: ResNet-20 convs (each shape times its count in the network), "
+                 "gpudl/torch on one thread: " + ", ".join(
+                     f"{pass_} {a / b:.2f}x" for pass_, (a, b) in totals.items()))
     return rows
 
 
@@ -195,8 +326,11 @@ def _igemm_rows(c, o, hw, k, p, batch, device, repeats, flops):
 
 
 COLUMNS = common.kernel_columns(
-    12, [("layer", "layer", "12s"), ("N", "batch", "3d"), ("impl", "impl", "16s")], digits=2,
-    throughput=[("TFLOP/s", "tflops", "8.3f")])
+    12, [("bench", lambda r: r["bench"].removeprefix("conv2d_"), "17s"),
+         ("layer", "layer", "15s"), ("N", "batch", "3d"), ("impl", "impl", "16s")], digits=2,
+    throughput=[("TFLOP/s", lambda r: f"{r['tflops']:.3f}" if "tflops" in r else "-", "8s"),
+                ("x torch", lambda r: (f"{r['time_vs_torch']:.2f}" if "time_vs_torch" in r
+                                       else "-"), "8s")])
 
 
 def main(argv=None) -> int:

@@ -1,20 +1,24 @@
-"""The two bodies of the convolution primitives: im2col/col2im on CUDA and in NumPy.
+"""The two bodies of the convolution primitives: im2col/col2im on CUDA, and the dispatch to
+the NumPy bodies (``_conv_cpu.py``).
 
 The primitives, their vjps and the argument checks are in :mod:`gpudl.functional.conv`
 (geometry in ``conv_checks.py``); version 2 of the CUDA products (implicit GEMM) is in
 ``_conv_igemm_kernels.py``, chosen per product by ``GPUDL_CONV_IMPL``.
 
-Every convolution product here is ``unroll (im2col) -> GEMM -> fold``. The GEMMs are
-``xp.matmul`` (BLAS on the CPU, cuBLAS on the GPU), one batched product over the groups.
-Only the unrolling differs between devices:
+Every convolution product is ``unroll (im2col) -> GEMM -> fold``, with ``xp.matmul`` (BLAS
+on the CPU, cuBLAS on the GPU) for the GEMMs. The layouts differ by device:
 
-* CUDA: ``conv2d_im2col`` / ``conv2d_col2im`` in ``kernels/conv2d.cu``;
-* NumPy twin: ``as_strided`` windows of the padded input copied in one reshape (im2col),
-  and a loop over the ``kH*kW`` kernel offsets adding strided slices (col2im).
+* CUDA: ``conv2d_im2col`` / ``conv2d_col2im`` in ``kernels/conv2d.cu`` on the matrix
+  ``cols (C*kH*kW, N*Ho*Wo)``: one large GEMM per group, the batch in its columns;
+* CPU (``_conv_cpu.py``): per-sample columns (unrolled along W only for vertical stride
+  1, im2col's ``(N, C*kH*kW, Ho*Wo)`` otherwise) written without a padded copy, batched
+  GEMMs whose outputs are NCHW as they stand, the forward's columns kept for
+  backward-weight, backward-data as a conv of dy (stride 1) or col2im by strided-slice adds.
 
-Both use the same matrix layout, ``cols (C*kH*kW, N*Ho*Wo)``, so the GEMMs and the layout
-shuffles around them are shared code. Geometry arguments are normalised tuples:
-``stride (sH, sW)``, ``padding (top, bottom, left, right)``, ``dilation (dH, dW)``.
+:func:`im2col_twin` / :func:`col2im_twin` are the NumPy twins of the two CUDA kernels (the
+CPU unroll/fold, re-laid out as ``(C*kH*kW, N*Ho*Wo)``): the kernels' tests compare them
+entry for entry. Geometry arguments are normalised tuples: ``stride (sH, sW)``,
+``padding (top, bottom, left, right)``, ``dilation (dH, dW)``.
 
 Example:
     >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
@@ -25,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from gpudl.backend import device_of, module_of
 from gpudl.cuda import (
@@ -37,6 +40,7 @@ from gpudl.cuda import (
     launch,
     type_name,
 )
+from gpudl.functional import _conv_cpu as cpu  # the NumPy bodies
 from gpudl.functional import _conv_igemm_kernels as igemm  # version 2, GPUDL_CONV_IMPL
 
 CONV_KERNELS = KernelSource(
@@ -53,11 +57,6 @@ def out_size(n: int, k: int, s: int, p_total: int, d: int) -> int:
     return (n + p_total - d * (k - 1) - 1) // s + 1
 
 
-def _is_pointwise(k_hw, stride, padding) -> bool:
-    # A 1x1 kernel with stride 1 and no padding: cols is just x with N and C swapped.
-    return tuple(k_hw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
-
-
 def batch_chunks(n: int, per_sample_cols: int, per_sample_io: int) -> list[tuple[int, int]]:
     """Split ``range(n)`` so a chunk's cols and its input/output slices fit the budgets."""
     per = max(per_sample_cols, 1)
@@ -65,34 +64,28 @@ def batch_chunks(n: int, per_sample_cols: int, per_sample_io: int) -> list[tuple
     return [(i, min(i + m, n)) for i in range(0, n, m)]
 
 
-# ----------------------------------------------------------------------------- NumPy twin
+def conv_chunks(x_shape, w_shape, out_hw) -> list[tuple[int, int]]:
+    """:func:`batch_chunks` for a conv2d of x (N, C, H, W) and w (O, C/G, kH, kW) with
+    output size ``out_hw``, as the CUDA version lays out its cols."""
+    n, c, h, w = x_shape
+    o, _, kh, kw = w_shape
+    ho, wo = out_hw
+    return batch_chunks(n, c * kh * kw * ho * wo, max(c * h * w, o * ho * wo))
+
+
+# ----------------------------------------------------------------------------- NumPy twins
 def im2col_twin(x, k_hw, stride, padding, dilation, out_hw):
-    """NumPy im2col: x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo), zeros for padding."""
-    n, c = x.shape[:2]
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
-    pt, pb, pl, pr = padding
-    if any(padding):
-        x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    s_n, s_c, s_h, s_w = x.strides
-    # Every window lies inside x: the output-size formula guarantees it.
-    view = as_strided(x, shape=(c, kh, kw, n, ho, wo),
-                      strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw), writeable=False)
-    return view.reshape(c * kh * kw, n * ho * wo)  # the one copy
+    """NumPy twin of ``conv2d_im2col``: x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo)."""
+    cols = cpu.im2col_cpu(x, k_hw, stride, padding, dilation, out_hw)  # (N, K, L)
+    return np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(cols.shape[1], -1)
 
 
 def col2im_twin(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
-    """NumPy col2im (adjoint of im2col): dcols (C*kH*kW, N*Ho*Wo) -> dx (N, C, H, W)."""
-    n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
-    pt, pb, pl, pr = padding
-    d = dcols.reshape(c, kh, kw, n, ho, wo)
-    dxp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=dcols.dtype)
-    # Offsets in (kh, kw) order: the CUDA gather sums each pixel's terms in the same order.
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                j * dw:j * dw + sw * (wo - 1) + 1:sw] += d[:, i, j]
-    return np.ascontiguousarray(dxp[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+    """NumPy twin of ``conv2d_col2im`` (the adjoint of im2col): dcols (C*kH*kW, N*Ho*Wo)
+    -> dx (N, C, H, W), each pixel's terms summed in the kernel's (kh, kw) order."""
+    n = x_shape[0]
+    per_sample = dcols.reshape(dcols.shape[0], n, -1).transpose(1, 0, 2)  # (N, K, L) view
+    return cpu.col2im_cpu(per_sample, x_shape, k_hw, stride, padding, dilation, out_hw)
 
 
 # ----------------------------------------------------------------------------- CUDA body
@@ -129,8 +122,8 @@ def col2im_cuda(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
 
 # ----------------------------------------------------------------------------- dispatch
 def im2col(x, k_hw, stride, padding, dilation, out_hw):
-    """x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo) on x's device."""
-    if _is_pointwise(k_hw, stride, padding):
+    """x (N, C, H, W) -> cols (C*kH*kW, N*Ho*Wo) on x's device (the CUDA layout)."""
+    if cpu.is_pointwise(k_hw, stride, padding):
         n, c, h, w = x.shape
         return x.reshape(n, c, h * w).transpose(1, 0, 2).reshape(c, n * h * w)
     if device_of(x) == "cuda":
@@ -140,7 +133,7 @@ def im2col(x, k_hw, stride, padding, dilation, out_hw):
 
 def col2im(dcols, x_shape, k_hw, stride, padding, dilation, out_hw):
     """dcols (C*kH*kW, N*Ho*Wo) -> dx (N, C, H, W), the adjoint of :func:`im2col`."""
-    if _is_pointwise(k_hw, stride, padding):
+    if cpu.is_pointwise(k_hw, stride, padding):
         n, c, h, w = x_shape
         xp = module_of(dcols)
         return xp.ascontiguousarray(dcols.reshape(c, n, h, w).transpose(1, 0, 2, 3))
@@ -156,14 +149,21 @@ def _grouped(a, groups: int, m: int):
 
 
 # ----------------------------------------------------------------------------- products
-def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
-    """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias."""
+def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups, keep_columns=False):
+    """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias.
+
+    ``keep_columns`` (CPU): keep the columns for backward-weight (``_conv_cpu.SAVED``,
+    looked up by the returned y) when memory allows.
+    """
     # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
     if device_of(x) == "cuda" and igemm.use_igemm(
             "forward", x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
             groups=groups):
         return igemm.conv2d_forward_igemm(x, w, stride=stride, padding=padding,
                                           dilation=dilation, groups=groups)
+    if device_of(x) != "cuda":
+        return cpu.conv2d_forward_cpu(x, w, stride=stride, padding=padding, dilation=dilation,
+                                      groups=groups, chunker=batch_chunks, keep=keep_columns)
     xp = module_of(x)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
@@ -172,7 +172,7 @@ def conv2d_forward_raw(x, w, *, stride, padding, dilation, groups):
     geo = ((kh, kw), stride, padding, dilation, (ho, wo))
     wm = w.reshape(groups, o // groups, cg * kh * kw)  # (G, Og, K)
     y = xp.empty((n, o, ho, wo), dtype=x.dtype)
-    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+    for n0, n1 in conv_chunks(x.shape, w.shape, (ho, wo)):
         cols = im2col(x[n0:n1], *geo)  # (C*kH*kW, m*L)
         ym = xp.matmul(wm, cols.reshape(groups, cg * kh * kw, -1))  # (G, Og, m*L)
         y[n0:n1] = ym.reshape(o, n1 - n0, ho, wo).transpose(1, 0, 2, 3)
@@ -188,10 +188,10 @@ def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
         return igemm.conv2d_backward_data_igemm(gy, w, x_hw=x_hw, stride=stride,
                                                 padding=padding, dilation=dilation,
                                                 groups=groups)
-    if device_of(gy) == "cpu":
-        as_conv = _backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups)
-        if as_conv is not None:
-            return as_conv
+    if device_of(gy) != "cuda":
+        return cpu.conv2d_backward_data_cpu(gy, w, x_hw=x_hw, stride=stride, padding=padding,
+                                            dilation=dilation, groups=groups,
+                                            chunker=batch_chunks)
     xp = module_of(gy)
     n, o, ho, wo = gy.shape
     _, cg, kh, kw = w.shape
@@ -199,39 +199,18 @@ def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
     geo = ((kh, kw), stride, padding, dilation, (ho, wo))
     wt = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)  # (G, K, Og)
     dx = xp.empty((n, c, h, wd), dtype=gy.dtype)
-    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+    for n0, n1 in conv_chunks((n, c, h, wd), w.shape, (ho, wo)):
         m = n1 - n0
         dcols = xp.matmul(wt, _grouped(gy[n0:n1], groups, m))  # (G, K, m*L)
         dx[n0:n1] = col2im(dcols.reshape(c * kh * kw, -1), (m, c, h, wd), *geo)
     return dx
 
 
-def _backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups):
-    """CPU twin only: for stride 1, dx is a forward conv of gy with the flipped, transposed
-    weights and padding d(k-1)-p, which replaces the col2im scatter passes by one im2col
-    gather. Measured on 2 cores, batch 4 (old -> new): 64@56x56 12.1 -> 9.2 ms, 128@28x28
-    9.2 -> 6.9 ms; it loses when C < O (col2im is then the cheaper side: 3->64@32x32
-    0.4 -> 1.8 ms) and on small maps (512@7x7 7.7 -> 10.7 ms), hence the rule below.
-    None when it does not apply."""
-    o, cg, kh, kw = w.shape
-    if tuple(stride) != (1, 1) or cg * groups < o or x_hw[0] * x_hw[1] < 256:
-        return None
-    pt, pb, pl, pr = padding
-    eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
-    pad = (eh - pt, eh - pb, ew - pl, ew - pr)
-    if min(pad) < 0:
-        return None
-    og = o // groups
-    # (O, Cg, kH, kW) -> (G, Og, Cg, ...) -> (G, Cg, Og, ...) -> (C, Og, kH, kW), flipped.
-    wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    wt = np.ascontiguousarray(wt.reshape(groups * cg, og, kh, kw)[:, :, ::-1, ::-1])
-    # Output size: (Ho + pad - d(k-1)) = H for stride 1, so dx has x's shape.
-    return conv2d_forward_raw(gy, wt, stride=(1, 1), padding=pad, dilation=dilation,
-                              groups=groups)
+def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups, cols=None):
+    """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo): adjoint in w.
 
-
-def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups):
-    """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo): adjoint in w."""
+    ``cols`` (CPU): the forward's columns of x, when it kept them (else recomputed).
+    """
     # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
     if device_of(x) == "cuda" and igemm.use_igemm(
             "backward_weight", x.shape, (gy.shape[1], x.shape[1] // groups, *k_hw),
@@ -239,6 +218,10 @@ def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups
         return igemm.conv2d_backward_weight_igemm(x, gy, k_hw=k_hw, stride=stride,
                                                   padding=padding, dilation=dilation,
                                                   groups=groups)
+    if device_of(x) != "cuda":
+        return cpu.conv2d_backward_weight_cpu(x, gy, k_hw=k_hw, stride=stride, padding=padding,
+                                              dilation=dilation, groups=groups,
+                                              chunker=batch_chunks, cols=cols)
     xp = module_of(x)
     n, c, h, wd = x.shape
     _, o, ho, wo = gy.shape
@@ -247,7 +230,7 @@ def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups
     k = cg * kh * kw
     geo = ((kh, kw), stride, padding, dilation, (ho, wo))
     dw = xp.zeros((groups, o // groups, k), dtype=x.dtype)
-    for n0, n1 in batch_chunks(n, c * kh * kw * ho * wo, max(c * h * wd, o * ho * wo)):
+    for n0, n1 in conv_chunks(x.shape, (o, cg, kh, kw), (ho, wo)):
         cols = im2col(x[n0:n1], *geo).reshape(groups, k, -1)  # (G, K, m*L)
         dw += xp.matmul(_grouped(gy[n0:n1], groups, n1 - n0), cols.transpose(0, 2, 1))
     return dw.reshape(o, cg, kh, kw)

@@ -1,9 +1,9 @@
 """Convolutions: conv2d, conv_transpose2d, conv1d (torch shapes: NCHW, OIHW).
 
-Three primitives, each with a CUDA body and a NumPy twin (``_conv_kernels.py``, and the
-implicit-GEMM CUDA version in ``_conv_igemm_kernels.py``; argument and geometry checks in
-``conv_checks.py``), closed under differentiation so grad-of-grad works (for
-y = conv2d(x, w), <y, g> is bilinear):
+Three primitives, each with a CUDA body and a NumPy body (``_conv_kernels.py`` dispatches:
+CUDA im2col there, implicit GEMM in ``_conv_igemm_kernels.py``, NumPy in ``_conv_cpu.py``;
+argument and geometry checks in ``conv_checks.py``), closed under differentiation so
+grad-of-grad works (for y = conv2d(x, w), <y, g> is bilinear):
 
 * ``conv2d(x, w)``                     -> y;   vjp: dx = backward_data(g, w),
                                                      dw = backward_weight(x, g)
@@ -14,6 +14,13 @@ y = conv2d(x, w), <y, g> is bilinear):
 
 Bias is a broadcast add (a composite). ``conv_transpose2d`` is ``conv2d_backward_data``
 with x in the role of the output gradient; ``conv1d`` is conv2d with H = 1.
+
+Saved columns (CPU): when w is being differentiated and x is a plain array at that trace
+level, conv2d runs as ``_conv2d_keeping`` (the same primitive, name and vjp, unregistered),
+whose forward keeps the columns it unrolled x into (``_conv_saved.SAVED``, keyed by the
+output y, within a byte budget). The vjp hands them to backward-weight when x and the
+cotangent are plain arrays, so x is not unrolled a second time; anything else (a budget
+exceeded, a chunked batch, grad-of-grad, the GPU) recomputes them.
 
 Example:
     >>> x, w = np.ones((1, 1, 4, 4)), np.ones((2, 1, 3, 3))
@@ -28,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive
+from gpudl.autodiff import Primitive, Traced, is_traced, unbox_all
 from gpudl.backend import check_same_device, shape_of
 from gpudl.errors import ShapeError
 from gpudl.functional._checks import check_float_operands, int_pair, positive_pair
@@ -38,6 +45,7 @@ from gpudl.functional._conv_kernels import (
     conv2d_forward_raw,
     out_size,
 )
+from gpudl.functional._conv_saved import SAVED
 from gpudl.functional.conv_checks import check_conv_geometry, check_transpose_geometry
 
 Padding = Any  # int | (ph, pw) | ((top, bottom), (left, right)) | "same" | "valid"
@@ -49,11 +57,15 @@ def _common_dtype(a, b):
     return a.astype(dt, copy=False), b.astype(dt, copy=False)
 
 
-def _conv2d_impl(x, w, *, stride, padding, dilation, groups):
+def _conv2d_impl(x, w, *, stride, padding, dilation, groups, keep_columns=False):
     check_same_device((x, w), "conv2d")
     x, w = _common_dtype(x, w)
     return conv2d_forward_raw(x, w, stride=stride, padding=padding, dilation=dilation,
-                              groups=groups)
+                              groups=groups, keep_columns=keep_columns)
+
+
+def _conv2d_keeping_impl(x, w, **geo):
+    return _conv2d_impl(x, w, keep_columns=True, **geo)
 
 
 def _backward_data_impl(g, w, *, x_hw, stride, padding, dilation, groups):
@@ -77,8 +89,15 @@ def _backward_weight_impl(x, g, *, k_hw, stride, padding, dilation, groups):
 
 
 def _conv2d_vjp(g, out, x, w, **geo):
-    return (lambda: _backward_data(g, w, x_hw=tuple(x.shape[2:]), **geo),
-            lambda: _backward_weight(x, g, k_hw=tuple(w.shape[2:]), **geo))
+    def dw():
+        if not (is_traced(x) or is_traced(g)):  # first order: dw is a constant here
+            cols = SAVED.take(unbox_all(out))
+            if cols is not None:
+                return conv2d_backward_weight_raw(x, g.astype(cols.dtype, copy=False),
+                                                  k_hw=tuple(w.shape[2:]), cols=cols, **geo)
+        return _backward_weight(x, g, k_hw=tuple(w.shape[2:]), **geo)
+
+    return (lambda: _backward_data(g, w, x_hw=tuple(x.shape[2:]), **geo), dw)
 
 
 def _backward_data_vjp(gg, out, g, w, *, x_hw, **geo):
@@ -94,9 +113,23 @@ def _backward_weight_vjp(gw, out, x, g, *, k_hw, **geo):
 
 
 _conv2d = Primitive("conv2d", _conv2d_impl, _conv2d_vjp)
+# conv2d that keeps its columns for the vjp (see the module docstring): the same op to the
+# tape, the ONNX export and the gradient checks, so it shares the name and stays unregistered.
+_conv2d_keeping = Primitive("conv2d", _conv2d_keeping_impl, _conv2d_vjp, register=False)
 _backward_data = Primitive("conv2d_backward_data", _backward_data_impl, _backward_data_vjp)
 _backward_weight = Primitive("conv2d_backward_weight", _backward_weight_impl,
                              _backward_weight_vjp)
+
+
+def _forward(x, w, **geo):
+    """conv2d(x, w), keeping the columns when its vjp will be able to use them: w is traced
+    at the innermost trace level and x, unboxed at that level, is a plain array."""
+    if type(w) is Traced:
+        top = w.trace
+        inner_x = x.value if type(x) is Traced and x.trace is top else x
+        if type(inner_x) is not Traced:
+            return _conv2d_keeping(x, w, **geo)
+    return _conv2d(x, w, **geo)
 
 
 def _add_bias(y, b):
@@ -124,7 +157,7 @@ def conv2d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
     check_float_operands(op, {"x": x, "w": w, "b": b})
     geo = check_conv_geometry(op, shape_of(x), shape_of(w), _bias_shape(b), stride, padding,
                               dilation, groups)
-    return _add_bias(_conv2d(x, w, **geo), b)
+    return _add_bias(_forward(x, w, **geo), b)
 
 
 def conv2d_backward_data(g, w, x_hw, stride=1, padding: Padding = 0, dilation=1,
@@ -237,8 +270,8 @@ def conv1d(x, w, b=None, stride=1, padding: Padding = 0, dilation=1, groups: int
     # Shapes are checked on the (N, C, 1, L) view; messages still name F.conv1d.
     geo = check_conv_geometry(op, (xs[0], xs[1], 1, xs[2]), (ws[0], ws[1], 1, ws[2]),
                               _bias_shape(b), (1, s), pad2, (1, d), groups)
-    y = _conv2d(ops.reshape(x, (xs[0], xs[1], 1, xs[2])),
-                ops.reshape(w, (ws[0], ws[1], 1, ws[2])), **geo)  # (N, O, 1, Lo)
+    y = _forward(ops.reshape(x, (xs[0], xs[1], 1, xs[2])),
+                 ops.reshape(w, (ws[0], ws[1], 1, ws[2])), **geo)  # (N, O, 1, Lo)
     ys = shape_of(y)
     y = ops.reshape(y, (ys[0], ys[1], ys[3]))
     return y if b is None else y + ops.reshape(b, (1, ws[0], 1))

@@ -15,6 +15,7 @@ import pytest
 import gpudl as gd
 from gpudl.functional import _conv_kernels as CK
 from gpudl.functional import conv as C
+from gpudl.functional._conv_saved import SAVED
 from gpudl.functional.conv import conv2d, conv2d_backward_data, conv2d_backward_weight
 from gpudl.testing import check_grad
 
@@ -234,16 +235,18 @@ def test_grad_of_grad():
 
 
 def test_constant_inputs_skip_their_gradient(monkeypatch):
-    """The vjp entries are deferred: a constant weight costs no backward-weight product."""
+    """The vjp entries are deferred: a constant weight costs no backward-weight product
+    (by the primitive or from the forward's saved columns), and keeps no columns."""
     calls = []
-    real = C._backward_weight.impl
-    monkeypatch.setattr(C._backward_weight, "impl",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = C.conv2d_backward_weight_raw
+    monkeypatch.setattr(C, "conv2d_backward_weight_raw",
+                        lambda *a, **k: calls.append(k.get("cols") is not None) or real(*a, **k))
     x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))
+    before = len(SAVED)
     gd.grad(lambda x: conv2d(x, w).sum())(x)
-    assert not calls
+    assert not calls and len(SAVED) == before
     gd.grad(lambda w: conv2d(x, w).sum())(w)
-    assert calls
+    assert calls == [True]  # from the saved columns
 
 
 # ----------------------------------------------------------------------------- devices

@@ -1,0 +1,345 @@
+"""The NumPy bodies of the convolution products (CPU).
+
+:mod:`gpudl.functional._conv_kernels` dispatches here for NumPy arrays; the CUDA bodies,
+the batch chunking and the ``(C*kH*kW, N*Ho*Wo)`` twins of the CUDA kernels live there.
+
+Every product is ``unroll -> GEMM -> fold`` as on the GPU, but laid out per sample, so
+the GEMMs' outputs are NCHW as they stand and nothing changes layout between layers:
+
+* Unrolling never pads x: each kernel offset copies its in-bounds window of x and zeroes
+  the strips that would read padding (:func:`_fill_window`). For stride 1 with ``Wo == W``
+  (the "same" case) a window is one run of each ``(n, c)`` plane shifted by a constant:
+  one long copy, and only the wrapped-around column is zeroed after.
+* Vertical stride 1 (most layers) unrolls only along W: ``rc (N, C*kW, Hp*Wo)``
+  (:func:`row_columns_cpu`, a third of im2col's size for 3x3 kernels), and kernel row i
+  reads rc through a strided view (:func:`row_views`). Forward is then ``y = sum_i
+  w[:, :, i] (G, Og, Cg*kW) @ view_i (N, G, Cg*kW, Ho*Wo)``: kH batched GEMMs into y.
+* Other strides use im2col's ``cols (N, C*kH*kW, Ho*Wo)`` (:func:`im2col_cpu`) and one
+  batched GEMM ``y = w (G, Og, K) @ cols (N, G, K, L)``, ``K = C/G*kH*kW``, ``L = Ho*Wo``.
+* 1x1 kernels with stride 1 and no padding use x itself as the columns.
+* Backward-weight ``dw = sum_n cols[n] @ dy[n]^T`` per group (per kernel row for rc),
+  on the columns the forward kept (:data:`SAVED`) when memory allows, else recomputed.
+* Backward-data for stride 1 is a forward conv of dy with the flipped, transposed weights
+  (:func:`backward_data_as_conv`); for larger strides ``dcols = w^T @ dy`` per
+  cache-sized batch chunk, folded by :func:`col2im_cpu`'s ``kH*kW`` strided-slice adds
+  (no ``np.add.at``).
+
+Group g's rows of the columns are the contiguous block ``[g*K, (g+1)*K)`` (channels of
+a group are contiguous). Geometry arguments are normalised tuples: ``stride (sH, sW)``,
+``padding (top, bottom, left, right)``, ``dilation (dH, dW)``. ``chunker(n,
+per_sample_cols, per_sample_io)`` (``_conv_kernels.batch_chunks``) splits a batch so each
+chunk's columns fit the memory budget.
+
+Example:
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> im2col_cpu(x, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (4, 4))[0, :, 5].tolist()
+    [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0, 10.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpudl.functional._conv_saved import SAVED
+
+
+def _window(n_out: int, n_in: int, s: int, p: int, off: int) -> tuple[int, int, int]:
+    """Output positions ``[lo, hi)`` whose input index ``o*s - p + off`` lies in
+    ``[0, n_in)``, and the input index of ``lo``."""
+    lo = max(0, -((off - p) // s))  # ceil((p - off) / s)
+    hi = max(lo, min(n_out, (n_in - 1 + p - off) // s + 1))
+    return lo, hi, lo * s - p + off
+
+
+def is_pointwise(k_hw, stride, padding) -> bool:
+    """A 1x1 kernel, stride 1, no padding: the columns are x itself."""
+    return tuple(k_hw) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
+
+
+# ----------------------------------------------------------------------------- unroll / fold
+def _fill_window(dst, dst_flat, x, rows, cols, flat: bool) -> None:
+    """Write every entry of ``dst`` (N, C, R, Q): x's window where it is in bounds, zeros
+    elsewhere. ``rows = (r0, r1, h0, sH)``: dst rows [r0, r1) read x rows h0, h0 + sH, ...;
+    ``cols = (c0, c1, w0, sW)`` likewise. ``dst_flat`` is dst as (N, C, R*Q) (a view).
+
+    ``flat`` (stride 1 both ways, Q == W, x contiguous): dst (r, q) reads x's plane at
+    flat index r*W + q + shift, so rows [r0, r1) are one run per plane; the run's
+    wrapped-around columns (q < c0 or q >= c1 read the neighbouring row) are zeroed after.
+    """
+    r0, r1, h0, sh = rows
+    c0, c1, w0, sw = cols
+    if r0 >= r1 or c0 >= c1:
+        dst[...] = 0
+        return
+    n, c, h, w = x.shape
+    if flat:
+        shift = (h0 - r0) * w + (w0 - c0)
+        a, b = max(r0 * w, -shift), min(r1 * w, h * w - shift)  # clipped to x's plane
+        dst_flat[:, :, a:b] = x.reshape(n, c, h * w)[:, :, a + shift:b + shift]
+    else:
+        dst[:, :, r0:r1, c0:c1] = x[:, :, h0:h0 + (r1 - r0 - 1) * sh + 1:sh,
+                                    w0:w0 + (c1 - c0 - 1) * sw + 1:sw]
+    # One column at a time: a (N, C, rows) view, so NumPy's inner loop runs over rows.
+    for q in (*range(c0), *range(c1, dst.shape[3])):
+        dst[:, :, r0:r1, q] = 0
+    if r0 > 0:
+        dst[:, :, :r0] = 0
+    if r1 < dst.shape[2]:
+        dst[:, :, r1:] = 0
+
+
+def im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
+    """x (N, C, H, W) -> cols (N, C*kH*kW, Ho*Wo), zeros where a window reads padding.
+
+    ``out``: a C-contiguous buffer of that shape to fill (every entry is written).
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, _, pl, _ = padding
+    if out is None:
+        out = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    planes = out.reshape(n, c, kh * kw, ho, wo)  # views: out is C-contiguous
+    runs = out.reshape(n, c, kh * kw, ho * wo)
+    flat = (sh, sw) == (1, 1) and wo == w
+    if flat:
+        x = np.ascontiguousarray(x)
+    for i in range(kh):
+        rows = (*_window(ho, h, sh, pt, i * dh), sh)
+        for j in range(kw):
+            cols = (*_window(wo, w, sw, pl, j * dw), sw)
+            _fill_window(planes[:, :, i * kw + j], runs[:, :, i * kw + j], x, rows, cols, flat)
+    return out
+
+
+def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw):
+    """The kernel-row form of the columns, for vertical stride 1: x (N, C, H, W) ->
+    ``rc (N, C*kW, Hp*Wo)``, ``Hp = H + pT + pB``: for each kernel column j, x shifted
+    (and strided by sW) along W as its output columns read it, between pT zero rows on
+    top and pB below. Kernel row i's columns are then the (C*kW, Ho*Wo) slice starting at
+    row ``i*dH`` of every plane, a strided view (:func:`row_views`): a third of im2col's
+    memory for 3x3 kernels, and nothing is copied per kernel row.
+    """
+    n, c, h, w = x.shape
+    (_, kw), (_, sw), (_, dw), (_, wo) = k_hw, stride, dilation, out_hw
+    pt, pb, pl, _ = padding
+    hp = h + pt + pb
+    out = np.empty((n, c * kw, hp * wo), dtype=x.dtype)
+    planes = out.reshape(n, c, kw, hp, wo)
+    runs = out.reshape(n, c, kw, hp * wo)
+    flat = sw == 1 and wo == w
+    if flat:
+        x = np.ascontiguousarray(x)
+    rows = (pt, pt + h, 0, 1)
+    for j in range(kw):
+        cols = (*_window(wo, w, sw, pl, j * dw), sw)
+        _fill_window(planes[:, :, j], runs[:, :, j], x, rows, cols, flat)
+    return out
+
+
+def row_views(rc, groups: int, kh: int, dh: int, out_hw):
+    """The kH kernel-row views of :func:`row_columns_cpu`'s ``rc``: each (N, G, C/G*kW,
+    Ho*Wo), a row stride of Hp*Wo (BLAS takes it as the leading dimension)."""
+    ho, wo = out_hw
+    g4 = rc.reshape(rc.shape[0], groups, rc.shape[1] // groups, rc.shape[2])
+    return [g4[..., i * dh * wo:i * dh * wo + ho * wo] for i in range(kh)]
+
+
+def col2im_cpu(dcols, x_shape, k_hw, stride, padding, dilation, out_hw, out=None):
+    """dcols (N, C*kH*kW, Ho*Wo), any strides -> dx (N, C, H, W): the adjoint of
+    :func:`im2col_cpu`. Adds into ``out`` when given (else into zeros)."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, _, pl, _ = padding
+    d = dcols.reshape(n, c, kh, kw, ho, wo)
+    dx = np.zeros((n, c, h, w), dtype=dcols.dtype) if out is None else out
+    # Offsets in (kh, kw) order: the CUDA gather (conv2d.cu) sums each pixel's terms in the
+    # same order, starting from 0, so float64 results agree to the last bit.
+    for i in range(kh):
+        r0, r1, h0 = _window(ho, h, sh, pt, i * dh)
+        if r0 >= r1:
+            continue
+        for j in range(kw):
+            c0, c1, w0 = _window(wo, w, sw, pl, j * dw)
+            if c0 >= c1:
+                continue
+            dst = dx[:, :, h0:h0 + (r1 - r0 - 1) * sh + 1:sh, w0:w0 + (c1 - c0 - 1) * sw + 1:sw]
+            np.add(dst, d[:, :, i, j, r0:r1, c0:c1], out=dst)
+    return dx
+
+
+# ----------------------------------------------------------------------------- products
+def _out_hw(x_shape, k_hw, stride, padding, dilation) -> tuple[int, int]:
+    h, w = x_shape[2:]
+    return ((h + padding[0] + padding[1] - dilation[0] * (k_hw[0] - 1) - 1) // stride[0] + 1,
+            (w + padding[2] + padding[3] - dilation[1] * (k_hw[1] - 1) - 1) // stride[1] + 1)
+
+
+def uses_row_columns(k_hw, stride, padding) -> bool:
+    """Which columns the CPU bodies build: the kernel-row form (:func:`row_columns_cpu`)
+    for vertical stride 1, im2col's otherwise; none for pointwise convs (x is its own)."""
+    return stride[0] == 1 and not is_pointwise(k_hw, stride, padding)
+
+
+def _columns(x, k_hw, stride, padding, dilation, out_hw):
+    if uses_row_columns(k_hw, stride, padding):
+        return row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw)
+    return im2col_cpu(x, k_hw, stride, padding, dilation, out_hw)
+
+
+def _per_sample_columns(c, k_hw, stride, padding, dilation, x_hw, out_hw) -> int:
+    """Entries of one sample's columns (for the batch split and the saved budget)."""
+    if is_pointwise(k_hw, stride, padding):
+        return 0
+    if uses_row_columns(k_hw, stride, padding):
+        return c * k_hw[1] * (x_hw[0] + padding[0] + padding[1]) * out_hw[1]
+    return c * k_hw[0] * k_hw[1] * out_hw[0] * out_hw[1]
+
+
+def _gemm_sum(terms, out, tmp):
+    """``out = sum of a @ b over terms``: NumPy's matmul cannot accumulate, so every term
+    after the first goes through ``tmp`` (same shape as out) and one add."""
+    for t, (a, b) in enumerate(terms):
+        if t == 0:
+            np.matmul(a, b, out=out)
+        else:
+            np.matmul(a, b, out=tmp)
+            out += tmp
+    return out
+
+
+def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep=False):
+    """y (N, O, Ho, Wo) = conv2d(x (N, C, H, W), w (O, C/G, kH, kW)); no bias.
+
+    ``keep``: offer the columns to :data:`SAVED` for backward-weight (only when the batch
+    is one chunk; pointwise convs need none, their columns are x).
+    ``chunker(n, per_sample_cols, per_sample_io)`` splits the batch (``batch_chunks``).
+    """
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    k_hw, og = (kh, kw), o // groups
+    ho, wo = _out_hw(x.shape, k_hw, stride, padding, dilation)
+    L = ho * wo
+    y = np.empty((n, groups, og, L), dtype=x.dtype)  # NCHW: the GEMMs write it in place
+    if is_pointwise(k_hw, stride, padding):
+        np.matmul(w.reshape(groups, og, cg), x.reshape(n, groups, cg, L), out=y)
+        return y.reshape(n, o, ho, wo)
+    per = _per_sample_columns(c, k_hw, stride, padding, dilation, (h, wd), (ho, wo))
+    chunks = chunker(n, per, max(c * h * wd, o * L))
+    keep = keep and len(chunks) == 1 and SAVED.has_room(n * per * x.itemsize)
+    rows = uses_row_columns(k_hw, stride, padding)
+    if rows:  # kernel row i's weights (G, Og, Cg*kW), matching its view of the columns
+        wi = [np.ascontiguousarray(w[:, :, i]).reshape(groups, og, cg * kw) for i in range(kh)]
+        tmp = np.empty_like(y[:chunks[0][1]]) if kh > 1 and chunks else None
+    else:
+        wm = w.reshape(groups, og, cg * kh * kw)  # (G, Og, K)
+    for n0, n1 in chunks:
+        cols = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo))
+        if rows:
+            views = row_views(cols, groups, kh, dilation[0], (ho, wo))
+            _gemm_sum(list(zip(wi, views, strict=True)), y[n0:n1],
+                      None if tmp is None else tmp[:n1 - n0])
+        else:
+            np.matmul(wm, cols.reshape(n1 - n0, groups, -1, L), out=y[n0:n1])
+    y = y.reshape(n, o, ho, wo)
+    if keep:
+        SAVED.keep(y, cols)
+    return y
+
+
+def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups, chunker,
+                               cols=None):
+    """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo); ``cols``: the
+    forward's columns of x when it kept them, else they are recomputed per batch chunk."""
+    n, c, h, wd = x.shape
+    _, o, ho, wo = gy.shape
+    kh, kw = k_hw
+    cg, og, L = c // groups, o // groups, ho * wo
+    pointwise = is_pointwise(k_hw, stride, padding)
+    rows = uses_row_columns(k_hw, stride, padding)
+    if cols is not None or pointwise:
+        chunks = [(0, n)]
+    else:
+        per = _per_sample_columns(c, k_hw, stride, padding, dilation, (h, wd), (ho, wo))
+        chunks = chunker(n, per, max(c * h * wd, o * L))
+    # dw transposed, per kernel row for the row form: (kH, G, Cg*kW, Og), else (G, K, Og).
+    dwt = np.zeros((kh, groups, cg * kw, og) if rows else (groups, cg * kh * kw, og),
+                   dtype=gy.dtype)
+    for n0, n1 in chunks:
+        m = n1 - n0
+        if cols is not None:
+            part = cols
+        elif pointwise:
+            part = x
+        else:
+            part = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo))
+        gt = gy[n0:n1].reshape(m, groups, og, L).transpose(0, 1, 3, 2)  # (m, G, L, Og) view
+        # Per sample (K, L) @ (L, Og): the columns are read in their stored order.
+        if rows:
+            for i, view in enumerate(row_views(part, groups, kh, dilation[0], (ho, wo))):
+                dwt[i] += np.matmul(view, gt).sum(axis=0)
+        else:
+            dwt += np.matmul(part.reshape(m, groups, -1, L), gt).sum(axis=0)
+    if rows:  # (kH, G, Cg, kW, Og) -> (G, Og, Cg, kH, kW)
+        dw = dwt.reshape(kh, groups, cg, kw, og).transpose(1, 4, 2, 0, 3)
+    else:  # (G, Cg, kH, kW, Og) -> (G, Og, Cg, kH, kW)
+        dw = dwt.reshape(groups, cg, kh, kw, og).transpose(0, 4, 1, 2, 3)
+    return np.ascontiguousarray(dw).reshape(o, cg, kh, kw)
+
+
+# backward_data_as_conv declines when x has fewer channels than both this and y: its GEMMs
+# would have only C rows (measured, batch 32 at 32x32: 3->64 and 8->64 col2im 2-4x faster;
+# 16->32 at 16x16 as-conv 1.8x faster).
+AS_CONV_MIN_CHANNELS = 16
+
+
+def backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups, chunker):
+    """For stride 1, dx is a forward conv of gy with the flipped, transposed weights and
+    padding ``d(k-1) - p``: one unroll of gy (the cheap kernel-row form) instead of the
+    GEMM into ``kH*kW`` times dx's size and the col2im adds. None when it does not apply
+    (stride > 1, padding beyond ``d(k-1)``) or does not pay (see
+    :data:`AS_CONV_MIN_CHANNELS`)."""
+    o, cg, kh, kw = w.shape
+    c = cg * groups
+    if tuple(stride) != (1, 1) or c < min(o, AS_CONV_MIN_CHANNELS):
+        return None
+    pt, pb, pl, pr = padding
+    eh, ew = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+    pad = (eh - pt, eh - pb, ew - pl, ew - pr)
+    if min(pad) < 0:
+        return None
+    og = o // groups
+    # (O, Cg, kH, kW) -> (G, Og, Cg, ...) -> (G, Cg, Og, ...) -> (C, Og, kH, kW), flipped.
+    wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    wt = np.ascontiguousarray(wt.reshape(groups * cg, og, kh, kw)[:, :, ::-1, ::-1])
+    # Output size: (Ho + pad - d(k-1)) = H for stride 1, so dx has x's shape.
+    return conv2d_forward_cpu(gy, wt, stride=(1, 1), padding=pad, dilation=dilation,
+                              groups=groups, chunker=chunker)
+
+
+# A chunk of backward-data's dcols about this size stays in cache between the GEMM that
+# writes it and the col2im adds that read it (measured: ResNet-20's stride-2 layers).
+COL2IM_CHUNK_BYTES = 1 << 20
+
+
+def conv2d_backward_data_cpu(gy, w, *, x_hw, stride, padding, dilation, groups, chunker):
+    """dx (N, C, H, W) from gy (N, O, Ho, Wo) and w: the adjoint of conv2d in x."""
+    n, o, ho, wo = gy.shape
+    _, cg, kh, kw = w.shape
+    c, (h, wd), og, L = cg * groups, tuple(x_hw), o // groups, ho * wo
+    k = cg * kh * kw
+    wt = w.reshape(groups, og, k).transpose(0, 2, 1)  # (G, K, Og)
+    if is_pointwise((kh, kw), stride, padding):
+        return np.matmul(wt, gy.reshape(n, groups, og, L)).reshape(n, c, h, wd)
+    as_conv = backward_data_as_conv(gy, w, (h, wd), stride, padding, dilation, groups, chunker)
+    if as_conv is not None:
+        return as_conv
+    geo = ((kh, kw), stride, padding, dilation, (ho, wo))
+    dx = np.zeros((n, c, h, wd), dtype=gy.dtype)
+    m = max(1, COL2IM_CHUNK_BYTES // max(c * kh * kw * L * gy.itemsize, 1))
+    for b0, b1 in chunker(n, c * kh * kw * L, max(c * h * wd, o * L)):
+        for n0 in range(b0, b1, m):
+            n1 = min(n0 + m, b1)
+            dcols = np.matmul(wt, gy[n0:n1].reshape(n1 - n0, groups, og, L))  # (m, G, K, L)
+            col2im_cpu(dcols.reshape(n1 - n0, c * kh * kw, L), (n1 - n0, c, h, wd), *geo,
+                       out=dx[n0:n1])
+    return dx

@@ -1,0 +1,219 @@
+"""The CPU bodies of conv2d (``_conv_cpu.py``) and the saved forward columns
+(``_conv_saved.py``): the pad-free unrolls against np.pad + naive index loops, the fold
+as their adjoint, every CPU path (kernel-row columns, im2col, pointwise, chunked) against
+torch in float32 and float64, and the columns kept for backward-weight: used when w is
+differentiated, equal to recomputing them, released after use, bounded by the budget.
+
+conv2d's float64 loop references, gradient checks and GPU parity are in test_conv.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpudl as gd
+from gpudl.functional import _conv_cpu as CPU
+from gpudl.functional import _conv_kernels as CK
+from gpudl.functional import _conv_saved
+from gpudl.functional import conv as C
+from gpudl.functional._conv_saved import SAVED, SavedColumns
+from gpudl.functional.conv import conv2d
+
+# (x shape, k_hw, stride, padding (t, b, l, r), dilation)
+UNROLL_CASES = [
+    ((2, 3, 6, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),   # "same": the flat runs
+    ((1, 2, 5, 6), (3, 2), (1, 1), (2, 0, 1, 0), (1, 1)),   # same width, asymmetric
+    ((2, 2, 7, 7), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),   # dilated "same"
+    ((1, 2, 6, 5), (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),   # valid: Wo < W, no flat run
+    ((2, 3, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),   # stride 2
+    ((1, 2, 9, 8), (3, 3), (2, 1), (1, 2, 0, 1), (1, 2)),   # mixed stride and dilation
+    ((1, 2, 3, 3), (3, 3), (1, 1), (4, 4, 4, 4), (1, 1)),   # windows wholly in the padding
+    ((1, 1, 4, 4), (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),   # stride leaves pixels unread
+    ((2, 2, 1, 9), (1, 3), (1, 1), (0, 0, 1, 1), (1, 1)),   # conv1d's H = 1
+]
+
+
+def _out_hw(xs, k, s, p, d):
+    return (CK.out_size(xs[2], k[0], s[0], p[0] + p[1], d[0]),
+            CK.out_size(xs[3], k[1], s[1], p[2] + p[3], d[1]))
+
+
+def ref_im2col(x, k, s, p, d):
+    """np.pad and index loops: (N, C*kH*kW, Ho*Wo)."""
+    n, c = x.shape[:2]
+    (ho, wo) = _out_hw(x.shape, k, s, p, d)
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[1]), (p[2], p[3])))
+    out = np.zeros((n, c, k[0], k[1], ho, wo), x.dtype)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            for r in range(ho):
+                for q in range(wo):
+                    out[:, :, i, j, r, q] = xp[:, :, r * s[0] + i * d[0], q * s[1] + j * d[1]]
+    return out.reshape(n, c * k[0] * k[1], ho * wo)
+
+
+@pytest.mark.parametrize("case", UNROLL_CASES, ids=[f"u{i}" for i in range(len(UNROLL_CASES))])
+def test_unrolls_match_padded_loops(case):
+    xs, k, s, p, d = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs)
+    out_hw = _out_hw(xs, k, s, p, d)
+    want = ref_im2col(x, k, s, p, d)
+    x_strided = np.repeat(x, 2, axis=3)[..., ::2]  # the same values, non-contiguous
+    for xin in (x, x_strided, x.astype(np.float32)):
+        got = CPU.im2col_cpu(xin, k, s, p, d, out_hw)
+        assert got.dtype == xin.dtype
+        np.testing.assert_array_equal(got, want.astype(xin.dtype))  # a copy: exact
+    # The CUDA kernel's layout (C*kH*kW, N*Ho*Wo), as its twin gives it.
+    np.testing.assert_array_equal(CK.im2col_twin(x, k, s, p, d, out_hw),
+                                  want.transpose(1, 0, 2).reshape(want.shape[1], -1))
+    # Kernel-row columns (vertical stride 1): row i's view is im2col's rows for kernel row i.
+    if s[0] == 1:
+        rc = CPU.row_columns_cpu(x_strided, k, s, p, d, out_hw)
+        per_row = want.reshape(xs[0], xs[1], k[0], k[1], -1)
+        for i, view in enumerate(CPU.row_views(rc, 1, k[0], d[0], out_hw)):
+            np.testing.assert_array_equal(view[:, 0].reshape(xs[0], xs[1], k[1], -1),
+                                          per_row[:, :, i])
+
+
+@pytest.mark.parametrize("case", UNROLL_CASES, ids=[f"u{i}" for i in range(len(UNROLL_CASES))])
+def test_fold_is_the_adjoint_of_the_unroll(case):
+    xs, k, s, p, d = case
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(xs)
+    out_hw = _out_hw(xs, k, s, p, d)
+    dcols = rng.standard_normal(ref_im2col(x, k, s, p, d).shape)
+    dx = CPU.col2im_cpu(dcols, xs, k, s, p, d, out_hw)
+    # <im2col(x), dcols> = <x, col2im(dcols)>, and col2im by scatter loops.
+    np.testing.assert_allclose((CPU.im2col_cpu(x, k, s, p, d, out_hw) * dcols).sum(),
+                               (x * dx).sum(), rtol=1e-12)
+    want = np.zeros(xs)
+    d6 = dcols.reshape(xs[0], xs[1], k[0], k[1], *out_hw)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            for r in range(out_hw[0]):
+                for q in range(out_hw[1]):
+                    h, w = r * s[0] - p[0] + i * d[0], q * s[1] - p[2] + j * d[1]
+                    if 0 <= h < xs[2] and 0 <= w < xs[3]:
+                        want[:, :, h, w] += d6[:, :, i, j, r, q]
+    np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- vs torch
+# (x shape, w shape, stride, padding, dilation, groups): each CPU path once, ResNet-like.
+TORCH_CASES = [
+    ((2, 8, 10, 10), (8, 8, 3, 3), 1, 1, 1, 1),       # kernel-row columns, "same"
+    ((2, 4, 9, 10), (8, 4, 3, 3), 2, 1, 1, 1),        # stride 2: im2col, col2im chunks
+    ((2, 4, 9, 10), (8, 4, 1, 1), 2, 0, 1, 1),        # 1x1 stride-2 downsample
+    ((2, 6, 5, 7), (4, 6, 1, 1), 1, 0, 1, 1),         # pointwise: x is the columns
+    ((1, 6, 7, 6), (6, 2, 3, 3), 1, 2, 2, 3),         # groups, dilation
+    ((2, 3, 8, 9), (5, 3, 5, 3), 1, (2, 0), 1, 1),    # Wo < W: rows without flat runs
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[f"t{i}" for i in range(len(TORCH_CASES))])
+def test_cpu_paths_match_torch(case, dtype):
+    torch = pytest.importorskip("torch")
+    xs, ws, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    geo = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y, vjp = gd.vjp(lambda x, w: conv2d(x, w, **geo), x, w)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx, gw = vjp(g)
+    tx, tw = (torch.from_numpy(a).requires_grad_(True) for a in (x, w))
+    ty = torch.nn.functional.conv2d(tx, tw, **geo)
+    tgx, tgw = torch.autograd.grad(ty, (tx, tw), torch.from_numpy(g))
+    for got, want in ((y, ty), (gx, tgx), (gw, tgw)):
+        want = want.detach().numpy()
+        assert got.dtype == dtype and got.shape == want.shape
+        scale = float(np.abs(want).max())
+        tol = (dict(rtol=1e-5, atol=1e-5 * scale) if dtype == np.float32
+               else dict(rtol=1e-12, atol=1e-13 * scale))
+        np.testing.assert_allclose(got, want, **tol)
+
+
+def test_chunked_batches_and_col2im_chunks_give_the_same_results(monkeypatch):
+    rng = np.random.default_rng(3)
+    cases = [((3, 4, 7, 6), (5, 4, 3, 3), dict(stride=1, padding=1)),
+             ((3, 4, 7, 6), (5, 4, 3, 2), dict(stride=2, padding=(1, 0))),
+             ((3, 4, 7, 6), (5, 4, 1, 1), dict(stride=1))]
+    want = []
+    for xs, ws, geo in cases:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        y, vjp = gd.vjp(lambda x, w, geo=geo: conv2d(x, w, **geo), x, w)
+        want.append((x, w, geo, y, rng.standard_normal(y.shape)))
+        want[-1] += vjp(want[-1][-1])
+    monkeypatch.setattr(CK, "COLS_BUDGET", 10)  # one sample per chunk: nothing is kept
+    monkeypatch.setattr(CPU, "COL2IM_CHUNK_BYTES", 1)  # one sample per col2im chunk
+    for x, w, geo, y, g, gx, gw in want:
+        y2, vjp = gd.vjp(lambda x, w, geo=geo: conv2d(x, w, **geo), x, w)
+        assert len(SAVED) == 0
+        for got, ref in zip((y2, *vjp(g)), (y, gx, gw), strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- saved columns
+def _count_backward_weight(monkeypatch) -> list[bool]:
+    """Records, per backward-weight product, whether it used the forward's columns."""
+    calls: list[bool] = []
+    real = C.conv2d_backward_weight_raw
+    monkeypatch.setattr(C, "conv2d_backward_weight_raw",
+                        lambda *a, **k: calls.append(k.get("cols") is not None) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=2, padding=1),
+                                 dict(stride=1, padding=0, groups=2)], ids=str)
+def test_saved_columns_serve_backward_weight_then_go(monkeypatch, geo):
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 4, 6, 7)), rng.standard_normal((6, 4 // geo.get("groups", 1), 3, 3))
+    calls = _count_backward_weight(monkeypatch)
+
+    def loss(x, w):
+        return gd.ops.sum(gd.ops.tanh(conv2d(x, w, **geo)))
+
+    gx, gw = gd.grad(loss, argnums=(0, 1))(x, w)  # x traced at the same level: still kept
+    assert calls == [True] and len(SAVED) == 0 and SAVED.live_bytes == 0
+    monkeypatch.setattr(_conv_saved, "SAVED_COLS_BUDGET", 0)  # no room: recomputed
+    gx2, gw2 = gd.grad(loss, argnums=(0, 1))(x, w)
+    assert calls == [True, False]
+    np.testing.assert_array_equal(gw2, gw)  # the same columns, the same products
+    np.testing.assert_array_equal(gx2, gx)
+
+
+def test_vjp_called_twice_recomputes_the_second_time(monkeypatch):
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    calls = _count_backward_weight(monkeypatch)
+    y, vjp = gd.vjp(lambda w: conv2d(x, w, padding=1), w)
+    assert len(SAVED) == 1 and SAVED.live_bytes == 2 * 3 * 3 * 7 * 5 * 8  # (N, C*kW, Hp*Wo)
+    g = rng.standard_normal(y.shape)
+    (first,), (second,) = vjp(g), vjp(g)
+    assert calls == [True, False] and len(SAVED) == 0
+    np.testing.assert_array_equal(first, second)
+
+
+def test_columns_are_released_with_the_forward_output():
+    """A forward whose vjp never runs: the columns go when its output y does."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    geo = dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    y = C._conv2d_keeping(x, w, **geo)  # what a traced conv2d runs, here untraced
+    assert len(SAVED) == 1
+    np.testing.assert_array_equal(y, C._conv2d(x, w, **geo))  # the plain one keeps nothing
+    assert len(SAVED) == 1
+    del y
+    assert len(SAVED) == 0 and SAVED.live_bytes == 0
+
+
+def test_saved_columns_budget_and_identity():
+    saved = SavedColumns(budget=100)
+    a, b, cols = np.zeros(2), np.zeros(2), np.ones(10)  # 80 bytes
+    assert saved.keep(a, cols) and not saved.keep(b, cols)  # 160 > 100: refused
+    assert saved.take(b) is None and saved.take(np.zeros(2)) is None
+    assert saved.take(a) is cols and saved.live_bytes == 0 and saved.take(a) is None
+    assert saved.keep(b, cols)
+    del b
+    assert len(saved) == 0 and saved.live_bytes == 0
