@@ -13,10 +13,16 @@ GPU rows, for logits (N, C) in (256, 10), (4096, 1000), (8192, 32768):
   * ``torch``: ``torch.nn.functional.cross_entropy`` forward + ``autograd.grad``, when torch
     imports with CUDA.
 Achieved GB/s counts one read and one write of the logits (2 * N * C * 4 bytes): the
-least any fwd+bwd must move. GPU times: ``cupyx.profiler.benchmark`` (CUDA events), median
-and IQR after warm-up; torch rows use torch CUDA events. On a machine without a GPU the twin
-(NumPy) and torch CPU (when importable) are timed with perf_counter at the two smaller
-shapes (the largest with ``--full-cpu``) and the GPU rows say why they are absent.
+least any fwd+bwd must move. On the CPU both sides run on one thread
+(``common.single_threaded``) and each gpudl row also carries ``vs_torch``: the median over
+``PAIRS`` back-to-back pairs, in alternating order, of gpudl time / torch time
+(``common.paired_times``; < 1: gpudl is faster), the steadier figure on a shared machine.
+``gpudl-autodiff`` there is the whole ``gd.value_and_grad`` call (argument and label
+checks, tape, vjp) against ``torch.nn.functional.cross_entropy`` + ``autograd.grad``.
+GPU times: ``cupyx.profiler.benchmark`` (CUDA events), median and IQR after warm-up;
+torch rows use torch CUDA events. On a machine without a GPU the twin (NumPy) and torch
+CPU (when importable) are timed with perf_counter at the two smaller shapes (the largest
+with ``--full-cpu``) and the GPU rows say why they are absent.
 ``--tiny`` (``report["tiny"]``) times the same implementations at two tiny shapes, twice
 each: the code-path check the CPU kernel emulator's tests run; its figures mean nothing.
 
@@ -42,6 +48,7 @@ from gpudl.functional import _cross_entropy_kernels as CEK  # noqa: E402
 from gpudl.functional import cross_entropy as CE  # noqa: E402
 
 SHAPES = [(256, 10), (4096, 1000), (8192, 32768)]
+PAIRS = 31
 TINY_SHAPES = [(4, 10), (3, 37)]  # an odd class count too: the kernels' row tails run
 BENCH = "softmax_cross_entropy_fwd_bwd"
 
@@ -167,22 +174,29 @@ def run(report: dict) -> list[dict]:
         shapes = TINY_SHAPES
     elif SHAPES[-1] not in shapes:
         notes.append(f"kernels_cross_entropy: CPU skips {SHAPES[-1]} (pass --full-cpu)")
-    with gd.device("cpu"):
+    with gd.device("cpu"), common.single_threaded():
         for n, c in shapes:
             base = {"bench": BENCH, "device": "cpu", "device_name": "cpu", "dtype": "float32",
                     "N": n, "C": c}
             repeats = common.TINY_REPEATS if tiny else 3 if n * c > 10**7 else 10
-            for impl, fn in _cpu_fns(n, c).items():
+            pairs = 2 if tiny else 5 if n * c > 10**7 else PAIRS
+            inner = 20 if n * c <= 10**4 and not tiny else 1  # sub-millisecond: 20 calls a sample
+            fns = _cpu_fns(n, c)
+            for impl, fn in fns.items():
                 t = common.time_row(fn, "cpu", warmup=2, repeats=repeats)
-                rows.append({**base, "impl": impl, **t,
-                             "gbps": _bytes(n, c) / t["median_s"] / 1e9})
+                row = {**base, "impl": impl, **t, "gbps": _bytes(n, c) / t["median_s"] / 1e9}
+                if impl != "torch" and "torch" in fns:
+                    row["vs_torch"] = common.paired_times(fn, fns["torch"], pairs=pairs,
+                                                          inner=inner)["ratio_median"]
+                rows.append(row)
     rows.append(common.unavailable_row(BENCH, reason))
     return rows
 
 
 COLUMNS = common.kernel_columns(
     14, [("N", "N", "6d"), ("C", "C", "6d"), ("impl", "impl", "20s")], digits=3,
-    throughput=[("GB/s", "gbps", "8.1f")])
+    throughput=[("GB/s", "gbps", "8.1f"),
+                ("/torch", lambda r: f"{r['vs_torch']:.2f}" if "vs_torch" in r else "-", "7s")])
 
 
 def main(argv=None) -> int:

@@ -38,7 +38,7 @@ from gpudl.errors import KernelError
 COMPILE_CHECK_ARCHS = ("sm_80", "sm_90")
 
 # Every module that declares a KernelSource at import (directly or through its package).
-KERNEL_MODULES = ("gpudl.functional", "gpudl.random")
+KERNEL_MODULES = ("gpudl.functional", "gpudl.random", "gpudl.optim")
 
 # What nvrtc_compile passes to CuPy's private _NVRTCProgram (cupy/cuda/compiler.py,
 # CuPy 13.x and 14.x): the constructor's keywords and compile(options) -> (binary, mapping).

@@ -50,7 +50,8 @@ def twin_grad(x, labels, lse, coef, *, ignore_index, eps):
         p -= eps / c
     valid = labels != ignore_index if ignore_index is not None else None
     p[xp.arange(n), labels if valid is None else xp.where(valid, labels, 0)] -= 1.0 - eps
-    p *= xp.broadcast_to(xp.asarray(coef, dtype=x.dtype), (n,))[:, None]
+    coef = xp.asarray(coef, dtype=x.dtype)  # () or (N,)
+    p *= coef if coef.ndim == 0 else coef[:, None]
     if valid is not None:
         p[~valid] = 0  # exact zeros, even where the logits are inf/NaN
     return p
@@ -65,14 +66,20 @@ def twin_forward(x, labels, *, ignore_index=None, eps=0.0, with_grad=False, grad
     xp = module_of(x)
     n, c = x.shape
     m = x.max(axis=1)  # (N,)
-    log_s = xp.log(xp.exp(x - m[:, None]).sum(axis=1))  # (N,)
+    e = x - m[:, None]  # (N, C)
+    xp.exp(e, out=e)  # in place: one (N, C) temporary, not two
+    log_s = xp.log(e.sum(axis=1))  # (N,)
+    del e
     lse = m + log_s
-    valid = labels != ignore_index if ignore_index is not None else xp.ones(n, dtype=bool)
-    x_y = x[xp.arange(n), xp.where(valid, labels, 0)]  # (N,) logit of the label
+    # Without ignore_index every row is valid: the masks would change no value.
+    valid = labels != ignore_index if ignore_index is not None else None
+    x_y = x[xp.arange(n), labels if valid is None else xp.where(valid, labels, 0)]  # (N,)
     loss = (m - x_y) + log_s  # not lse - x_y: lse is rounded at the logits' magnitude
     if eps != 0.0:
         loss = (1.0 - eps) * loss + eps * ((m - x.sum(axis=1) / c) + log_s)
-    loss = xp.where(valid, loss, 0).astype(x.dtype, copy=False)
+    if valid is not None:
+        loss = xp.where(valid, loss, 0)
+    loss = loss.astype(x.dtype, copy=False)
     dlogits = None
     if with_grad:
         dlogits = twin_grad(x, labels, lse, grad_scale, ignore_index=ignore_index, eps=eps)

@@ -42,6 +42,7 @@ from gpudl.functional.labels import check_label_dtype, check_label_range, check_
 REDUCTIONS = ("mean", "sum", "none")
 FUSED_REDUCED_BACKWARD = True  # see the module docstring
 _INT32 = np.iinfo(np.int32)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LOGITS_DTYPES = DTypeWording(unsupported="{op}: {name} must be float32 or float64, got {dtype}; "
                                           "cast with logits.astype('float32')")
 
@@ -90,16 +91,18 @@ def _unit_scale(reduction: str, n_valid: int) -> float:
     return 1.0
 
 
-def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad):
+def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad,
+              n_valid=None):
     x, labels = unbox_all(x), unbox_all(labels)
-    check_same_device([x, labels], OP)
-    _check_dtypes(x, labels)
-    if x.ndim != 2:
-        raise ShapeError(f"{OP}: the primitive takes logits (N, C) and labels (N,), got "
-                         f"{x.shape} and {labels.shape}")
-    check_label_shape(labels.shape, x.shape, OP)
-    # The price of never launching on an unchecked label: one small device-to-host copy.
-    n_valid = check_label_range(labels, x.shape[1], OP, ignore_index=ignore_index)
+    if n_valid is None:  # called directly, not through softmax_cross_entropy's checks
+        check_same_device([x, labels], OP)
+        _check_dtypes(x, labels)
+        if x.ndim != 2:
+            raise ShapeError(f"{OP}: the primitive takes logits (N, C) and labels (N,), got "
+                             f"{x.shape} and {labels.shape}")
+        check_label_shape(labels.shape, x.shape, OP)
+        # The price of never launching on an unchecked label: one small device-to-host copy.
+        n_valid = check_label_range(labels, x.shape[1], OP, ignore_index=ignore_index)
     xp = module_of(x)
     scale = _unit_scale(reduction, n_valid)
     with_grad = save_grad and reduction != "none"
@@ -131,7 +134,8 @@ def _grad_composite(x, labels, g, *, reduction, ignore_index, eps, scale):
     return d * (ops.reshape(g, (n, 1)) if reduction == "none" else g)
 
 
-def _sce_vjp(cots, outs, x, labels, *, reduction, ignore_index, label_smoothing, save_grad):
+def _sce_vjp(cots, outs, x, labels, *, reduction, ignore_index, label_smoothing, save_grad,
+             n_valid=None):
     g = cots[0]
     saved = unbox_all(outs[1])
     kw = {"ignore_index": ignore_index, "eps": label_smoothing}
@@ -192,13 +196,17 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
     if not hasattr(labels, "dtype"):
         labels = module_of(raw).asarray(labels)
     check_same_device([raw, labels], OP)
-    _check_dtypes(raw, labels)
-    shape = tuple(raw.shape)
+    dtype = getattr(raw, "dtype", None)
+    if dtype not in _FLOATS or labels.dtype.kind not in "iu":
+        _check_dtypes(raw, labels)  # raises the named error
+    shape = raw.shape
     if len(shape) == 0 or shape[1 if len(shape) > 1 else 0] == 0:
         raise ShapeError(f"{OP}: logits need a class axis with at least one class, got shape "
-                         f"{shape}; expected (N, C), (N, C, d1, ...) or (C,)")
-    expected = () if len(shape) == 1 else (shape[0], *shape[2:])
+                         f"{tuple(shape)}; expected (N, C), (N, C, d1, ...) or (C,)")
     c = check_label_shape(labels.shape, shape, OP, class_axis=0 if len(shape) == 1 else 1)
+    # Checked here, once: the primitive gets n_valid and does not check again. The one
+    # device-to-host copy of the step (none inside gpudl.functional.labels.labels_within).
+    n_valid = check_label_range(labels, c, OP, ignore_index=ignore_index)
     x2 = logits
     if len(shape) != 2:  # move the class axis last, then one row per labelled position
         x2 = ops.moveaxis(logits, 1, -1) if len(shape) > 2 else logits
@@ -208,9 +216,9 @@ def softmax_cross_entropy(logits, labels, reduction: str = "mean", ignore_index:
     # on CuPy too (see check_label_range); a copy of N integers at most.
     labels64 = labels.reshape(-1).astype(np.int64, copy=False)
     loss, _ = _sce(x2, labels64, reduction=reduction, ignore_index=ignore_index,
-                   label_smoothing=eps, save_grad=save)
-    if reduction == "none" and loss.shape != expected:
-        loss = ops.reshape(loss, expected)
+                   label_smoothing=eps, save_grad=save, n_valid=n_valid)
+    if reduction == "none" and len(shape) != 2:
+        loss = ops.reshape(loss, () if len(shape) == 1 else (shape[0], *shape[2:]))
     return loss
 
 

@@ -11,7 +11,8 @@ whichever path a user takes (all three derive from :class:`~gpudl.errors.LabelEr
   outside ``[0, C)`` that is not ``ignore_index``.
 
 The range check runs every training step, on the GPU too: on the happy path it costs ONE
-device-to-host copy (two counts, bad and ignored labels, computed on the device). Only a
+device-to-host copy (the labels' min and max, and the ignored count when there is an
+``ignore_index``, computed on the device: a min/max pass, no boolean masks). Only a
 failing check pays for more transfers, to write a precise message. Inside
 :func:`labels_within` - which ``gd.fit``/``gd.evaluate`` enter after checking their
 ``(x, y)`` labels once on the host - a check that the known bounds already settle costs
@@ -145,23 +146,37 @@ def check_label_range(
     if known is not None and 0 <= known[0] and known[1] < num_classes and (
             ignore_index is None or not known[0] <= ignore_index <= known[1]):
         return int(labels.size)  # all in range, none ignored: nothing to count
-    n_bad, n_ignored, bad, ignored, labels = _device_counts(labels, num_classes, ignore_index)
-    if n_bad:
+    if not labels.size:
+        return 0
+    lo, hi, n_ignored = _bounds(labels, ignore_index)
+    if lo < 0 or hi >= num_classes:
+        labels = labels.astype(np.int64, copy=False)
+        xp = module_of(labels)
+        ignored = labels == ignore_index if ignore_index is not None else xp.zeros(
+            labels.shape, dtype=bool)
+        bad = ((labels < 0) | (labels >= num_classes)) & ~ignored
+        n_bad = int(bad.sum())
         raise _range_error(labels, bad, ignored, n_bad, num_classes, op, ignore_index, arg)
-    return labels.size - n_ignored
+    return int(labels.size) - n_ignored
 
 
-def _device_counts(labels, num_classes: int, ignore_index: int | None):
-    """Bad and ignored label counts, computed on the labels' device, read in ONE copy."""
+def _bounds(labels, ignore_index: int | None) -> tuple[int, int, int]:
+    """``(min, max, n_ignored)`` of the labels that are not ``ignore_index`` (0 stands in
+    for the ignored ones: always a valid class), computed on the labels' device and read
+    in ONE copy: one min/max pass, plus one comparison where ``ignore_index`` is given."""
     xp = module_of(labels)
+    if ignore_index is None:
+        if xp is np:  # host memory: read the two numbers directly
+            return int(labels.min()), int(labels.max()), 0
+        lo, hi = xp.stack([labels.min(), labels.max()]).tolist()
+        return int(lo), int(hi), 0
     # CuPy (NEP 50) raises OverflowError comparing e.g. uint8 labels with -100 or with a C
     # above 255, where NumPy just answers False: compare in int64 on both devices.
     labels = labels.astype(np.int64, copy=False)
-    bad = (labels < 0) | (labels >= num_classes)
-    ignored = labels == ignore_index if ignore_index is not None else xp.zeros_like(bad)
-    bad &= ~ignored
-    n_bad, n_ignored = (int(v) for v in xp.stack([bad.sum(), ignored.sum()]).tolist())
-    return n_bad, n_ignored, bad, ignored, labels
+    ignored = labels == ignore_index
+    kept = xp.where(ignored, 0, labels)
+    lo, hi, n = xp.stack([kept.min(), kept.max(), ignored.sum()]).tolist()
+    return int(lo), int(hi), int(n)
 
 
 def _range_error(labels, bad, ignored, n_bad, num_classes, op, ignore_index, arg):

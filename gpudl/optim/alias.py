@@ -10,6 +10,13 @@ the step count lives in the optimizer state and starts at 0.
 as :func:`~gpudl.optim.decay.weight_decay_mask`) limits which leaves are decayed. See
 ``decay.py`` for the difference.
 
+``sgd``, ``adam`` and ``adamw`` (without a ``decay_mask`` on a non-zero decay) also carry
+a fused update (:mod:`gpudl.optim.fused`): the same state and the same bits as their
+chain, computed by one body call (``kernels/optim_update.cu`` on the GPU, its NumPy twin
+on the CPU) instead of ~14 array operations per leaf; inside ``gd.fit`` the parameters
+and state are then updated in place in flat buffers (:mod:`gpudl.optim.flat`). Any
+other use (a chain around them, traced gradients, mismatched trees) runs the chain.
+
 Example:
     >>> import numpy as np
     >>> from gpudl import optim
@@ -37,6 +44,7 @@ from gpudl.optim.base import (
     scale_by_learning_rate,
 )
 from gpudl.optim.decay import add_decayed_weights
+from gpudl.optim.fused import AdamRule, SgdRule, fused
 from gpudl.optim.transforms import (
     scale_by_adadelta,
     scale_by_adagrad,
@@ -99,7 +107,12 @@ def sgd(lr: float | Schedule, momentum: float = 0.0, nesterov: bool = False,
     parts = _l2(op, weight_decay, decay_mask)
     if momentum or nesterov:
         parts.append(trace(momentum, nesterov, dampening))
-    return chain(*parts, _lr(op, lr), name=op)
+    opt = chain(*parts, _lr(op, lr), name=op)
+    if weight_decay and decay_mask is not None:
+        return opt  # a masked decay keeps the composable chain (see fused.py)
+    return fused(opt, SgdRule(op, as_schedule(lr, op), weight_decay=float(weight_decay),
+                              momentum=momentum, nesterov=bool(nesterov),
+                              dampening=float(dampening)))
 
 
 @_named
@@ -188,8 +201,9 @@ def adam(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
         0.1
     """
     op = "adam"
-    return chain(*_l2(op, weight_decay, decay_mask), scale_by_adam(betas, eps, amsgrad),
-                 _lr(op, lr), name=op)
+    opt = chain(*_l2(op, weight_decay, decay_mask), scale_by_adam(betas, eps, amsgrad),
+                _lr(op, lr), name=op)
+    return _fused_adam(opt, op, lr, betas, eps, amsgrad, weight_decay, decay_mask, False)
 
 
 @_named
@@ -211,7 +225,20 @@ def adamw(lr: float | Schedule = 1e-3, betas: tuple[float, float] = (0.9, 0.999)
     parts = [scale_by_adam(betas, eps, amsgrad)]
     if wd:
         parts.append(add_decayed_weights(wd, decay_mask))
-    return chain(*parts, _lr(op, lr), name=op)
+    opt = chain(*parts, _lr(op, lr), name=op)
+    return _fused_adam(opt, op, lr, betas, eps, amsgrad, wd, decay_mask, True)
+
+
+def _fused_adam(opt: GradientTransformation, op: str, lr, betas, eps, amsgrad, weight_decay,
+                decay_mask, decoupled: bool) -> GradientTransformation:
+    """``opt`` with the fused update (one body call per leaf, see ``fused.py``); a masked
+    weight decay keeps the composable chain."""
+    if weight_decay and decay_mask is not None:
+        return opt
+    b1, b2 = (float(b) for b in betas)  # already checked by scale_by_adam
+    return fused(opt, AdamRule(op, as_schedule(lr, op), betas=(b1, b2), eps=float(eps),
+                               amsgrad=bool(amsgrad), weight_decay=float(weight_decay),
+                               decoupled=decoupled))
 
 
 @_named

@@ -4,6 +4,8 @@ error, the same through the fused F.softmax_cross_entropy and the composite loss
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -199,3 +201,57 @@ def test_happy_path_is_one_transfer(monkeypatch):
     before = CountingNumpy.stacks
     gd.grad(lambda v: F.softmax_cross_entropy(v, y, ignore_index=-100))(x)
     assert CountingNumpy.stacks - before == 1
+
+
+# ----------------------------------------------------------------------------- the cheap check
+@pytest.mark.parametrize("labels, c, ignore_index, n_valid", [
+    ([2, 0, 1, 2], 3, None, 4),
+    ([2, 0, -100, 2], 3, -100, 3),          # ignore_index below the classes
+    ([2, 0, 1, 0], 3, 0, 2),                # ignore_index that is also a class index
+    ([-100, -100], 3, -100, 0),             # every label ignored
+    (np.array([1, 0, 1], np.uint8), 2, -100, 3),  # unsigned labels, negative ignore_index
+    (np.array([250, 3], np.uint8), 251, 300, 2),  # ignore_index past the dtype's range
+])
+def test_range_check_counts_the_labels_that_are_kept(device, xp, labels, c, ignore_index,
+                                                     n_valid):
+    y = xp.asarray(np.asarray(labels))
+    assert labels_module.check_label_range(y, c, "demo", ignore_index=ignore_index) == n_valid
+
+
+@pytest.mark.parametrize("labels, c, ignore_index, bad", [
+    ([2, 0, 3], 3, None, "[3, 3]"),
+    ([-1, 0, -100], 3, -100, "[-1, -1]"),
+    ([0, 5, 0], 3, 0, "[5, 5]"),            # the ignored class 0 does not hide a bad label
+])
+def test_range_check_names_the_bad_labels(device, xp, labels, c, ignore_index, bad):
+    with pytest.raises(LabelRangeError, match=re.escape(f"ranging over {bad}")):
+        labels_module.check_label_range(xp.asarray(np.asarray(labels)), c, "demo",
+                                        ignore_index=ignore_index)
+
+
+def _count_bounds(monkeypatch) -> list:
+    calls = []
+    real = labels_module._bounds
+    monkeypatch.setattr(labels_module, "_bounds",
+                        lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_softmax_cross_entropy_checks_its_labels_once_per_call(monkeypatch):
+    calls = _count_bounds(monkeypatch)
+    x, y = _inputs(np)
+    gd.grad(lambda v: F.softmax_cross_entropy(v, y))(x)
+    F.softmax_cross_entropy(x, y, ignore_index=-100)
+    assert len(calls) == 2  # one per call: the primitive trusts the public function's check
+
+
+def test_labels_within_skips_exactly_the_checks_its_bounds_settle(monkeypatch):
+    calls = _count_bounds(monkeypatch)
+    x, y = _inputs(np)  # 4 classes
+    with labels_module.labels_within((int(y.min()), int(y.max()))):
+        gd.grad(lambda v: F.softmax_cross_entropy(v, y))(x)
+        assert calls == []  # fit checked the host labels once: no check per step
+        F.softmax_cross_entropy(x, y, ignore_index=int(y.max()))  # may be ignored: counts
+        assert len(calls) == 1
+        with pytest.raises(LabelRangeError):  # bounds that do not settle it: checked
+            F.softmax_cross_entropy(x[:, :2], np.where(y > 1, 1, y) + 1)

@@ -62,6 +62,8 @@ EXPECTED = {
                      {"batch_norm_stats", "batch_norm_apply", "batch_norm_backward_reduce",
                       "batch_norm_backward_apply", "layer_norm_forward", "layer_norm_backward",
                       "layer_norm_backward_params"}, "cupyx"),
+    "kernels_optim": ({"gpudl-flat", "gpudl-update", "gpudl-composite"},
+                      {"adam_update", "sgd_update"}, "cupyx"),
 }
 
 

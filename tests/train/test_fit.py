@@ -243,8 +243,8 @@ def test_fit_checks_integer_labels_on_the_host_not_every_step(monkeypatch):
     from gpudl.functional import labels as L
 
     calls = []
-    real = L._device_counts
-    monkeypatch.setattr(L, "_device_counts", lambda *a: calls.append(1) or real(*a))
+    real = L._bounds  # the per-step range check's device pass (one copy to the host)
+    monkeypatch.setattr(L, "_bounds", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3)).astype(np.float32)
     y = rng.integers(0, 4, 40)
@@ -261,3 +261,33 @@ def test_fit_checks_integer_labels_on_the_host_not_every_step(monkeypatch):
     loader = gd.data.DataLoader((x, y), batch_size=8, transform=lambda b, k: b)
     gd.fit(model, loader, loss="cross_entropy", optimizer=optim.sgd(0.1), verbose=0)
     assert len(calls) == 5  # a transform may change labels: checked every step
+
+
+def test_fit_on_arrays_on_the_cpu_batches_in_the_loop_and_in_order_without_copies():
+    """No loader thread for in-memory arrays on the CPU; with shuffle=False every batch is
+    a read-only view of the data, in order; shuffled batches are the permuted rows."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 3)).astype(np.float32)
+    seen = []
+
+    def loss_fn(params, state, batch, key):
+        seen.append((batch, threading.active_count()))
+        out, state = nn.Dense(2).apply(params, state, batch, train=True)
+        return (out ** 2).mean(), (state, None)
+
+    threads = threading.active_count()
+    h = fit(nn.Dense(2), x, loss_fn=loss_fn, optimizer=optim.sgd(0.1), batch_size=8,
+            shuffle=False, verbose=0)
+    steps = [b for b, _ in seen[-3:]]  # the first call checked the loss on two rows
+    assert [b.shape[0] for b in steps] == [8, 8, 4] and h.step == 3
+    assert all(n == threads for _, n in seen)
+    for i, b in enumerate(steps):
+        np.testing.assert_array_equal(b, x[8 * i:8 * i + 8])
+        assert np.shares_memory(b, x) and not b.flags.writeable
+    seen.clear()
+    fit(nn.Dense(2), x, loss_fn=loss_fn, optimizer=optim.sgd(0.1), batch_size=8, verbose=0)
+    rows = np.concatenate([b for b, _ in seen[-3:]])
+    assert not np.array_equal(rows, x)  # shuffled ...
+    np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(x, axis=0))  # ... every row
