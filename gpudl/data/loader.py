@@ -4,8 +4,14 @@ A dataset is a tuple of arrays with a common first dim (``(x, y)``), or any obje
 ``__len__`` and ``__getitem__(index_array) -> tuple of arrays`` (a Dataset). Shuffling
 uses an explicit gpudl key, so the order is reproducible; each epoch folds the epoch
 number into the key. Batches are moved to the current device; with ``prefetch > 0`` a
-background thread prepares the next batches (host slicing and the host-to-device copy)
-while the current step runs.
+background thread prepares the next batches (host slicing and the host-to-device copy,
+the ``transform``, a Dataset's reads) while the current step runs.
+
+Arrays held in memory (an :class:`ArrayDataset`) with no ``transform`` cost next to
+nothing to batch on the CPU, so there the loader does it in the loop, with no thread
+(a thread would only add GIL hand-offs and a start per epoch), and batches taken in
+order are read-only views of the data (no copy; a write into one raises instead of
+changing the data); shuffled ones are gathered with one ``np.take`` per array.
 
 Example:
     >>> import numpy as np, gpudl as gd
@@ -56,6 +62,17 @@ class ArrayDataset:
     def __getitem__(self, index) -> tuple:
         return tuple(a[index] for a in self.arrays)
 
+    def take(self, rows: np.ndarray) -> tuple:
+        """The rows ``rows`` (an integer index array) of every array, as new arrays."""
+        return tuple(np.take(a, rows, axis=0) for a in self.arrays)
+
+    def rows_view(self, start: int, stop: int) -> tuple:
+        """Read-only views of rows ``start:stop`` of every array (no copy)."""
+        views = tuple(a[start:stop] for a in self.arrays)
+        for view in views:
+            view.flags.writeable = False  # a batch written into must not change the data
+        return views
+
 
 def as_dataset(data: Any):
     if isinstance(data, (tuple, list)):
@@ -97,17 +114,38 @@ class DataLoader:
             return np.arange(n)
         return to_numpy(gdr.permutation(gdr.fold_in(self.key, epoch), n, device="cpu"))
 
-    def _batches(self, epoch: int) -> Iterator[tuple]:
-        device = self.device or get_device()
+    def transform_index(self, b: int) -> int:
+        """The number folded into the epoch's key for batch ``b``'s ``transform``."""
+        return b
+
+    def _in_memory(self) -> bool:
+        """Batches are a host gather of in-memory arrays, nothing more (no transform)."""
+        return self.transform is None and isinstance(self.dataset, ArrayDataset)
+
+    def _gather(self, idx: np.ndarray):
+        """``rows(lo, hi)``: the dataset's rows ``idx[lo:hi]``. Views when ``idx`` is one
+        ascending run (``shuffle=False``) of an in-memory dataset's C-contiguous arrays
+        (whose row slices are C-contiguous too, as copies would be), else a gather."""
+        ds = self.dataset
+        if not self._in_memory():
+            return lambda lo, hi: ds[idx[lo:hi]]
+        if idx.size and int(idx[-1]) - int(idx[0]) == idx.size - 1 \
+                and all(a.flags.c_contiguous for a in ds.arrays) \
+                and bool((np.diff(idx) == 1).all()):
+            first, end = int(idx[0]), int(idx[-1]) + 1
+            return lambda lo, hi: ds.rows_view(first + lo, min(first + hi, end))
+        return lambda lo, hi: ds.take(idx[lo:hi])
+
+    def _batches(self, epoch: int, device: str) -> Iterator[tuple]:
         idx = self.order(epoch)
-        ekey = gdr.fold_in(self.key, 1_000_003 + epoch)
+        if self.transform is not None:
+            ekey = gdr.fold_in(self.key, 1_000_003 + epoch)
+        rows = self._gather(idx)
         for b in range(len(self)):
-            sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self.dataset[sel]
+            batch = rows(b * self.batch_size, (b + 1) * self.batch_size)
             if self.transform is not None:
-                batch = self.transform(batch, gdr.fold_in(ekey, b))
-            yield tuple(asarray(a, dtype=getattr(a, "dtype", None), device=device)
-                        for a in batch)
+                batch = self.transform(batch, gdr.fold_in(ekey, self.transform_index(b)))
+            yield tuple(_on_device(a, device) for a in batch)
 
     def __iter__(self) -> Iterator[tuple]:
         if len(self) == 0:
@@ -118,10 +156,19 @@ class DataLoader:
             raise EmptyDataError(f"DataLoader: no batches to iterate: {why}")
         epoch = self.epoch
         self.epoch += 1
-        if self.prefetch <= 0:
-            yield from self._batches(epoch)
+        device = self.device or get_device()  # the caller's, resolved before any thread
+        if self.prefetch <= 0 or (device == "cpu" and self._in_memory()):
+            yield from self._batches(epoch, device)
             return
-        yield from _prefetched(self._batches(epoch), self.prefetch)
+        yield from _prefetched(self._batches(epoch, device), self.prefetch)
+
+
+def _on_device(a: Any, device: str) -> Any:
+    """``a`` on ``device``, its dtype kept; a NumPy array of numbers bound for the CPU is
+    already there (what ``asarray`` would return, without its checks)."""
+    if device == "cpu" and type(a) is np.ndarray and a.dtype.kind not in "OUSV":
+        return a
+    return asarray(a, dtype=getattr(a, "dtype", None), device=device)
 
 
 _DONE = object()

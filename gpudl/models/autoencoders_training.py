@@ -125,7 +125,9 @@ def fit_unsupervised(loss_fn: Callable, params, x, key, optimizer=None, steps: i
     key = gdr.as_key(key, "models.autoencoders.fit_unsupervised")
     b = min(int(batch_size), int(x.shape[0]))
     passes = _Passes(x, int(steps), b, gdr.fold_in(key, 1))
-    loader = DataLoader(passes, batch_size=b, shuffle=False, device=array_device(x))
+    # in-memory passes on the CPU: batching inline beats a prefetch thread (GIL hand-offs)
+    loader = DataLoader(passes, batch_size=b, shuffle=False, device=array_device(x),
+                        prefetch=0 if array_device(x) == "cpu" else 2)
     losses = _StepLosses()
 
     def step_loss(p, state, batch, k):

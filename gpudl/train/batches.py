@@ -47,6 +47,10 @@ class LoaderBatches:
 
     def __init__(self, loader: DataLoader, treedef=None):
         self.loader, self.treedef = loader, treedef
+        # (x, y) and the like: a plain tuple of leaves is the loader's tuple as it is
+        self._as_tuple = treedef is None or (
+            treedef.kind == "tuple" and treedef.meta is None
+            and all(child.kind == "leaf" for child in treedef.children))
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -68,7 +72,7 @@ class LoaderBatches:
         return self.loader.dataset
 
     def _tree(self, leaves) -> Any:
-        if self.treedef is None:
+        if self._as_tuple:
             return _unwrap(tuple(leaves))
         return _unwrap(tree_unflatten(self.treedef, list(leaves)))
 

@@ -5,7 +5,7 @@ steps and at the end of every epoch); there, those losses and one float64 sum pe
 leaf of the params and model state (a NaN or Inf anywhere makes its sum non-finite) are
 copied to the host together, in one transfer. Between reports nothing waits for the
 device. A finite report makes the current trees the *last finite* ones (a reference:
-trees are never updated in place); a non-finite one raises
+trees once handed out are never updated in place); a non-finite one raises
 :class:`~gpudl.errors.NonFiniteError` naming the first step whose loss was not finite,
 or the leaves that turned non-finite.
 

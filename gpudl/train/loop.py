@@ -3,7 +3,8 @@
 Everything is explicit: parameters, state and optimizer state are trees that ``fit``
 returns in the History; the RNG key of step ``s`` is ``fold_in(key, s)``, and shuffling
 folds in the epoch, so a resumed run reproduces an uninterrupted one exactly. A step
-that raises leaves the previous parameters untouched (nothing is updated in place). The
+that raises leaves the previous parameters untouched (fit updates in place only the
+buffers it owns and has not handed out; never the caller's arrays). The
 step itself is :mod:`gpudl.train.step`'s, shared with ``gpudl bench`` and the recipes.
 
 A run users can trust: arguments and callbacks are checked before the first step
@@ -53,6 +54,7 @@ from gpudl.train.fit_checks import (
     require_batches,
 )
 from gpudl.train.history import History
+from gpudl.train.host_memory import keep_freed_host_memory
 from gpudl.train.names import resolve_optimizer
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.progress import Progress
@@ -150,6 +152,11 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     ``params[name]``, in the order of ``loss_fn``, and logs ``<name>_loss``. Progress bar,
     callbacks, checkpoints and exact resume work the same.
 
+    On Linux, ``fit``, ``evaluate`` and ``predict`` ask glibc's malloc to keep freed host
+    memory for reuse (once per process; ``GPUDL_KEEP_HOST_MEMORY=0`` or glibc's own
+    ``MALLOC_*_`` settings leave it alone), so each step's temporaries are not faulted in
+    afresh: :mod:`gpudl.train.host_memory`.
+
     Every argument and callback configuration is checked before the first step
     (:class:`~gpudl.errors.TrainingConfigError`, :class:`~gpudl.errors.EmptyDataError`;
     a ``loss_fn`` runs once on the first batch: :class:`~gpudl.errors.LossFunctionError`);
@@ -177,6 +184,7 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
         ['loss', 'mse']
     """
     check_positive_int("fit", "epochs", epochs)
+    keep_freed_host_memory()  # each step's temporaries reused, not faulted in afresh
     if not isinstance(train_data, DataLoader | FullBatch):
         check_positive_int("fit", "batch_size", batch_size)
     if optimizer is None:
@@ -362,6 +370,7 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
     ``gd.random.key`` or an int seed, default ``gd.random.key(0)``). ``loss`` and
     ``metrics`` take the names of :func:`fit`.
     """
+    keep_freed_host_memory()
     batches = make_batches(data, batch_size, False, None, device, "evaluate")
     require_batches(batches, "evaluate", "the data")
     if loss_fn is None:
@@ -376,6 +385,7 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
 
 def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):
     """Model outputs for ``x`` in eval mode, batch by batch, concatenated (NumPy)."""
+    keep_freed_host_memory()
     loader = DataLoader((to_numpy(x),), batch_size=batch_size, device=device, prefetch=0)
     require_batches(loader, "predict", "x")
     outs = [to_numpy(model.apply(params, state, xb, train=False)[0]) for (xb,) in loader]

@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from gpudl import distributed as dist
-from gpudl import random as gdr
-from gpudl.backend import asarray, get_device, to_numpy
+from gpudl.backend import to_numpy
 from gpudl.data.loader import DataLoader
 from gpudl.errors import EmptyDataError, TrainingConfigError
 from gpudl.tree import flatten_with_paths, tree_flatten, tree_unflatten
@@ -71,16 +70,10 @@ class ShardedLoader(DataLoader):
             idx = idx[:len(idx) // self.size * self.size]
         return idx[self.rank::self.size]
 
-    def _batches(self, epoch: int) -> Iterator[tuple]:
-        device = self.device or get_device()
-        idx = self.order(epoch)
-        ekey = gdr.fold_in(self.key, 1_000_003 + epoch)
-        for b in range(len(self)):
-            batch = self.dataset[idx[b * self.batch_size:(b + 1) * self.batch_size]]
-            if self.transform is not None:  # each rank's rows get their own augmentation
-                batch = self.transform(batch, gdr.fold_in(ekey, b * self.size + self.rank))
-            yield tuple(asarray(a, dtype=getattr(a, "dtype", None), device=device)
-                        for a in batch)
+    def transform_index(self, b: int) -> int:
+        # each rank's rows get their own augmentation: batch b of rank r is the
+        # (b * size + r)-th batch of the epoch
+        return b * self.size + self.rank
 
     def __iter__(self) -> Iterator[tuple]:
         if len(self) == 0 and not self.trim and len(self.dataset) > 0:

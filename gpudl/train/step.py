@@ -52,6 +52,7 @@ from gpudl.autodiff import value_and_grad
 from gpudl.optim.base import apply_updates, scale_updates
 from gpudl.optim.flat import FlatTrees
 from gpudl.optim.fused import fused_rule
+from gpudl.train.host_memory import keep_freed_host_memory
 from gpudl.tree import tree_leaves, tree_map
 
 Objective = Callable[[Any, Any, Any, Any], tuple[Any, tuple[Any, Any]]]
@@ -235,6 +236,7 @@ class StepRunner:
     """
 
     def __init__(self, step_fn: TrainStep, params, state, opt_state, step_key) -> None:
+        keep_freed_host_memory()  # steps reuse freed heap instead of faulting it in again
         self.step_fn = step_fn
         self._flat: FlatTrees | None = None  # the buffers self owns and has not handed out
         self.params, self.state, self.opt_state = params, state, opt_state

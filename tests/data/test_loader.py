@@ -105,9 +105,13 @@ def test_exceptions_in_the_worker_propagate(prefetch):
 def test_breaking_out_early_stops_the_prefetch_thread():
     before = threading.active_count()
     x, y = _data(400)
-    for i, _ in enumerate(DataLoader((x, y), batch_size=1, prefetch=2, device="cpu")):
+    started = []
+    loader = DataLoader((x, y), batch_size=1, prefetch=2, device="cpu",
+                        transform=lambda b, k: started.append(threading.active_count()) or b)
+    for i, _ in enumerate(loader):
         if i == 2:
             break
+    assert max(started) > before  # a transform runs in the prefetch thread
     deadline = time.time() + 2.0
     while threading.active_count() > before and time.time() < deadline:
         time.sleep(0.01)
@@ -170,3 +174,55 @@ def test_a_loader_with_no_batches_raises_when_iterated():
             next(iter(loader))
         with pytest.raises(ValueError):  # the builtin meaning is kept
             list(loader)
+
+
+def test_in_memory_batches_on_the_cpu_need_no_thread_and_no_copy_in_order():
+    """Arrays without a transform: batched in the loop (no thread); in order, each batch
+    is a read-only view of the data (a write raises instead of changing it)."""
+    x, y = _data(10)
+    before = threading.active_count()
+    batches = []
+    for xb, yb in DataLoader((x, y), batch_size=4, prefetch=2, device="cpu"):
+        assert threading.active_count() == before
+        batches.append((xb, yb))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    for b, (xb, yb) in enumerate(batches):
+        np.testing.assert_array_equal(xb, x[4 * b:4 * b + 4])
+        np.testing.assert_array_equal(yb, y[4 * b:4 * b + 4])
+        assert np.shares_memory(xb, x) and xb.flags.c_contiguous and not xb.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        batches[0][0][0, 0] = -1.0
+    np.testing.assert_array_equal(x, _data(10)[0])
+
+    class Window(DataLoader):  # an order that is one run in the middle of the rows
+        def order(self, epoch):
+            return np.arange(3, 8)
+
+        def __len__(self):
+            return 2
+
+    window = list(Window((x, y), batch_size=3, device="cpu"))
+    assert [yb.tolist() for _, yb in window] == [[3, 4, 5], [6, 7]]  # not row 8
+
+
+def test_shuffled_strided_and_transformed_batches_are_fresh_arrays():
+    x, y = _data(12)
+    shuffled = DataLoader((x, y), batch_size=5, shuffle=True, key=gd.random.key(3), device="cpu")
+    order = shuffled.order(0)
+    for b, (xb, yb) in enumerate(shuffled):
+        rows = order[5 * b:5 * b + 5]
+        np.testing.assert_array_equal(xb, x[rows])
+        np.testing.assert_array_equal(yb, y[rows])
+        assert not np.shares_memory(xb, x) and xb.flags.writeable
+    xf = np.asfortranarray(x)  # rows of it are not contiguous: copied, as before
+    for b, (xb,) in enumerate(DataLoader((xf,), batch_size=5, device="cpu")):
+        np.testing.assert_array_equal(xb, x[5 * b:5 * b + 5])
+        assert xb.flags.c_contiguous and not np.shares_memory(xb, xf)
+
+    def scale_in_place(batch, key):  # a transform may write into its batch
+        batch[0][...] *= 2
+        return batch
+
+    out = list(DataLoader((x, y), batch_size=6, transform=scale_in_place, device="cpu"))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in out]), 2 * x)
+    np.testing.assert_array_equal(x, _data(12)[0])  # the data itself unchanged

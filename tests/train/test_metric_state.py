@@ -240,8 +240,8 @@ class _HostReads(np.ndarray):
 
 
 class _CountingLoader(DataLoader):
-    def _batches(self, epoch):
-        for x, y in super()._batches(epoch):
+    def _batches(self, *args):
+        for x, y in super()._batches(*args):
             yield x, y.view(_HostReads)
 
 
