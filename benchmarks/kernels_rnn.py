@@ -1,14 +1,17 @@
 """Benchmark: LSTM sequence forward+backward with the fused cell kernel vs alternatives.
 
 GPU rows (hidden 512/1024, batch 16/64, 25 steps, input size = hidden, float32):
-  * ``gpudl-fused``: ``F.lstm`` (one input GEMM, per step h @ W_hh.T + one
-    ``lstm_pointwise`` kernel; backward kernel per step) under ``gd.value_and_grad``;
+  * ``gpudl-fused``: ``F.lstm`` under ``gd.value_and_grad``: the whole-sequence ``rnn_scan``
+    primitive (one [W_hh | W_ih | b] GEMM and one ``lstm_pointwise`` kernel per step, BPTT
+    in one vjp with the backward kernel per step, dW as one GEMM over all steps);
   * ``gpudl-composite``: the same loop with the cell's elementwise part written as CuPy
     composite ops (sigmoid/tanh/multiply...), differentiated by gpudl's autodiff;
   * ``torch-cudnn``: torch ``nn.LSTM`` (cuDNN), and ``torch-cell-loop``: an ``nn.LSTMCell``
     Python loop, when torch imports.
-On a CPU-only machine the same comparison runs on NumPy (the fused twin vs the composite,
-and torch CPU when importable) at smaller sizes, and the GPU rows say why they are absent.
+On a CPU-only machine the same comparison runs on NumPy (the whole-sequence primitive's
+NumPy cells vs the composite, and torch CPU when importable) at smaller sizes, and the GPU
+rows say why they are absent. For the one-thread CPU comparison with torch of a whole
+training step, see ``cpu_vs_torch.py --rows char_lm``.
 Each step's loss is ``y.sum()``; timings are median and IQR after warm-up (CUDA events on
 the GPU, perf_counter on the CPU), first call (kernel compile) reported apart.
 ``--tiny`` (``report["tiny"]``) runs the same rows for one tiny configuration, twice each:

@@ -12,6 +12,9 @@
 // One thread per (n, j), j < H, via a grid-stride loop over N*H. Thread (n, j) reads
 // gi/gh[n, k*H + j] (k = 0..2) and owns every output element at (n, j) and (n, k*H + j).
 // The backward recomputes r, z, n from the pre-activations instead of saving them.
+// Launched by F.gru_cell, and once per time step by the whole-sequence layer F.gru (the
+// rnn_scan primitive: gpudl/functional/_rnn_scan.py through GRUKernelCell in
+// _rnn_kernels.py); there b_hr and b_hz ride in gi, so gh holds W_hh h + [0; 0; b_hn].
 //
 // Sigmoid is gpudl_sigmoid (0.5 * tanh(x / 2) + 0.5); the NumPy twin in
 // gpudl/functional/_rnn_kernels.py uses the same formula.

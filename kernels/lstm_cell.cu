@@ -6,6 +6,9 @@
 //     g = tanh(gates[:, 2H:3H])       o = sigmoid(gates[:, 3H:4H])
 //     c_new = f * c + i * g           h_new = o * tanh(c_new)
 // The GEMMs stay ordinary matmuls; this kernel replaces ~15 elementwise launches per step.
+// Launched by F.lstm_cell, and once per time step by the whole-sequence layer F.lstm (the
+// rnn_scan primitive: gpudl/functional/_rnn_scan.py through LSTMKernelCell in
+// _rnn_kernels.py, which transposes its feature-major (4H, N) gates to (N, 4H) for it).
 //
 // Shapes (all C-contiguous, one dtype T = float or double):
 //     gates (N, 4H), c (N, H), h_new (N, H), c_new (N, H)

@@ -114,3 +114,20 @@ def test_inside_fit_the_error_names_the_users_loss():
     assert info.value.primitive == "log"
     assert info.value.where == f"{__file__}:{_line_of('# <- loss')}"
     assert info.value.gpudl_history.step == 0  # fit attached what it had: nothing trained
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sequence_cross_entropy"])
+def test_fused_cross_entropy_runs_under_debug_nans(loss):
+    """The fused loss's saved-state output is not a float array: the NaN checks skip it
+    (it once raised a TypeError from inside the check)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5))
+    y = rng.integers(0, 5, (2, 3))
+    fn = getattr(gd.functional, loss)
+    if loss == "softmax_cross_entropy":
+        x, y = x.reshape(6, 5), y.reshape(6)
+    plain = gd.value_and_grad(lambda v: fn(v, y))(x)
+    with gd.debug_nans():
+        checked = gd.value_and_grad(lambda v: fn(v, y))(x)
+    assert float(plain[0]) == float(checked[0])
+    np.testing.assert_array_equal(plain[1], checked[1])

@@ -135,3 +135,69 @@ def _gather(ctx, x: str, out: str, ids: Any, axis: int) -> None:
         if x in ctx.batch_axis and ctx.batch_axis[x] < axis:
             ctx.batch_axis[out] = ctx.batch_axis[x]
     ctx.node("Gather", [x, index], [out], axis=int(axis))
+
+
+def _cols(ctx, value: str, start: int, stop: int) -> str:
+    """Columns ``start:stop`` of a (N, C) value."""
+    return ctx.node("Slice", [value, ctx.ints([start]), ctx.ints([stop]), ctx.ints([1])])
+
+
+@converter("rnn_scan")
+def _rnn_scan(ctx, inputs, outputs, *, shapes, out_shapes, kind, reverse, masks, save):
+    """One recurrent layer (``F.lstm``/``gru``/``rnn``), unrolled over its T steps: per
+    step the input and hidden products (MatMul with the transposed weights), then the
+    cell (the LSTM and GRU ones as the ``lstm_pointwise``/``gru_pointwise`` converters
+    write them). Outputs y (T, N, H), h_n and, for the LSTM, c_n (N, H)."""
+    from gpudl.backend import to_numpy
+
+    if masks is not None and not np.asarray(to_numpy(masks)).all():
+        raise ExportError("gd.export_onnx: a recurrent layer with lengths (variable-length "
+                          "sequences) has no ONNX converter yet; export it on full-length "
+                          "sequences (no 'lengths')")
+    lstm = kind == "lstm"
+    if lstm:
+        x, h, c, w_ih, w_hh, b_ih, b_hh = inputs
+    else:
+        (x, h, w_ih, w_hh, b_ih, b_hh), c = inputs, None
+    t_len, hidden = shapes[0][0], shapes[1][-1]
+    w_ih_t = ctx.node("Transpose", [w_ih], perm=[1, 0])  # (I, G)
+    w_hh_t = ctx.node("Transpose", [w_hh], perm=[1, 0])  # (H, G)
+    zero = ctx.ints([0])
+    parts = [ctx.fresh("step") for _ in range(t_len)]
+    ctx.node("Split", [x, ctx.ints([1] * t_len)], parts, axis=0)  # T x (1, N, I)
+    ys: list[str] = [""] * t_len
+    for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+        x_t = ctx.node("Squeeze", [parts[t], zero])  # (N, I)
+        gi = ctx.node("Add", [ctx.node("MatMul", [x_t, w_ih_t]), b_ih])  # (N, G)
+        if kind == "gru":  # torch's GRU: b_hh stays with W_hh h (r scales its n part)
+            gh = ctx.node("Add", [ctx.node("MatMul", [h, w_hh_t]), b_hh])
+            h_new = ctx.fresh("h")
+            _gru_pointwise(ctx, [gi, gh, h], [h_new], shapes=[None, None, (0, hidden)],
+                           out_shapes=None)
+        elif kind == "gru_reset_before":  # every bias outside r; n sees W_hn (r h)
+            gi = ctx.node("Add", [gi, b_hh])
+            rz = ctx.node("Sigmoid", [ctx.node("Add", [
+                _cols(ctx, gi, 0, 2 * hidden),
+                ctx.node("MatMul", [h, _cols(ctx, w_hh_t, 0, 2 * hidden)])])])
+            r, z = _cols(ctx, rz, 0, hidden), _cols(ctx, rz, hidden, 2 * hidden)
+            n = ctx.node("Tanh", [ctx.node("Add", [
+                _cols(ctx, gi, 2 * hidden, 3 * hidden),
+                ctx.node("MatMul", [ctx.node("Mul", [r, h]),
+                                    _cols(ctx, w_hh_t, 2 * hidden, 3 * hidden)])])])
+            h_new = ctx.node("Add", [n, ctx.node("Mul", [z, ctx.node("Sub", [h, n])])])
+        else:
+            pre = ctx.node("Add", [ctx.node("Add", [gi, b_hh]),
+                                   ctx.node("MatMul", [h, w_hh_t])])  # (N, G)
+            if lstm:
+                h_new, c_new = ctx.fresh("h"), ctx.fresh("c")
+                _lstm_pointwise(ctx, [pre, c], [h_new, c_new],
+                                shapes=[(0, 4 * hidden), (0, hidden)], out_shapes=None)
+                c = c_new
+            else:
+                h_new = ctx.node("Tanh" if kind == "rnn_tanh" else "Relu", [pre])
+        h = h_new
+        ys[t] = ctx.node("Unsqueeze", [h, zero])  # (1, N, H)
+    ctx.node("Concat", ys, [outputs[0]], axis=0)
+    ctx.node("Identity", [h], [outputs[1]])
+    if lstm:
+        ctx.node("Identity", [c], [outputs[2]])

@@ -6,6 +6,9 @@
 * GRU: ``(gi (N, 3H), gh (N, 3H), h (N, H)) -> h_new``, torch gate order r, z, n;
   backward ``-> (dgi, dgh (N, 3H), dh_prev (N, H))``.
 
+The whole-sequence loop (``_rnn_scan.py``) launches them once per step through
+:class:`LSTMKernelCell` and :class:`GRUKernelCell` (below) on CuPy arrays.
+
 The twins compute the kernels' formulas (sigmoid as ``0.5 * tanh(x / 2) + 0.5``, the
 kernels' ``gpudl_sigmoid``). The primitives, their checks and vjps, and the cells built
 on them are in :mod:`gpudl.functional.rnn_cells`; the sequence functions in
@@ -23,6 +26,7 @@ import numpy as np
 
 from gpudl.backend import device_of, module_of
 from gpudl.cuda import DEFAULT_BLOCK, KernelSource, contiguous_inputs, grid_1d, launch, type_name
+from gpudl.functional._rnn_scan_cells import Cell, GRUCell, LSTMCell
 
 _TYPES = ("float", "double")
 LSTM_KERNELS = KernelSource(
@@ -185,3 +189,62 @@ def gru_pointwise_backward_raw(gi, gh, h, dh_new):
     if device_of(gi) == "cuda":
         return gru_pointwise_backward_cuda(gi, gh, h, dh_new)
     return gru_pointwise_backward_twin(gi, gh, h, dh_new)
+
+
+# ----------------------------------------------------------------------------- sequence cells
+class LSTMKernelCell(LSTMCell):
+    """The LSTM cell of the whole-sequence loop on CuPy arrays: one GEMM per step (as the
+    NumPy cell, unscaled), then the fused lstm_pointwise kernel pair on (N, 4H) gates."""
+
+    halved = ()
+
+    def __init__(self, *args):
+        Cell.__init__(self, *args)
+        t_len, n, h = self.dims
+        kept = t_len if self.save else 1
+        self.pre = self.xp.empty((4 * h, n), dtype=self.w_hh.dtype)  # (4H, N)
+        self.gates = self.xp.empty((kept, n, 4 * h), dtype=self.w_hh.dtype)  # pre-activations
+        self.c_new = self.xp.empty((kept, n, h), dtype=self.w_hh.dtype)
+
+    def forward(self, t, zin, hp, cp, hn, cn):
+        k = self.slot(t)
+        self.xp.matmul(self.w, zin, out=self.pre)
+        self.gates[k] = self.pre.T
+        h_new, self.c_new[k] = lstm_pointwise_cuda(self.gates[k], cp.T)
+        hn[...] = h_new.T
+        cn[...] = self.c_new[k].T
+
+    def backward(self, t, dh, dc, hp, cp, y, dh_prev, dc_prev):
+        dgates, dc_cell = lstm_pointwise_backward_cuda(self.gates[t], cp.T, self.c_new[t],
+                                                       dh.T, dc.T)
+        d = self.dgi_t[t]
+        d[...] = dgates.T
+        dc_prev[...] = dc_cell.T
+        self.xp.matmul(self.w_hh_t, d, out=dh_prev)
+
+
+class GRUKernelCell(GRUCell):
+    """The GRU (reset_after) cell of the whole-sequence loop on CuPy arrays: the fused
+    gru_pointwise kernel pair per step on (N, 3H) gi and gh."""
+
+    halved = ()
+
+    def __init__(self, *args):
+        Cell.__init__(self, *args)
+        h = self.h
+        self.b_hn = self.b_hh[2 * h:, None]  # (H, 1); b_hr, b_hz are in gi
+        self.gh = self.buffer(3 * h)  # (T, 3H, N): W_hh h + [0; 0; b_hn]
+        self.dgh_t = None
+
+    def forward(self, t, zin, hp, cp, hn, cn):
+        gh = self.gh[self.slot(t)]
+        self.xp.matmul(self.w_hh, hp, out=gh)
+        gh[2 * self.h:] += self.b_hn
+        hn[...] = gru_pointwise_cuda(self.gi[t].T, gh.T, hp.T).T
+
+    def backward(self, t, dh, dc, hp, cp, y, dh_prev, dc_prev):
+        dgi, dgh, dh_direct = gru_pointwise_backward_cuda(self.gi[t].T, self.gh[t].T, hp.T, dh.T)
+        self.dgi_t[t] = dgi.T
+        self.dgh_t[t] = dgh.T
+        self.xp.matmul(self.w_hh_t, self.dgh_t[t], out=dh_prev)
+        dh_prev += dh_direct.T

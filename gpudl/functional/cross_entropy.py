@@ -117,7 +117,8 @@ def _sce_impl(x, labels, *, reduction, ignore_index, label_smoothing, save_grad,
         loss = xp.asarray(loss.sum())
     elif reduction == "mean":  # over non-ignored rows, as torch; 0 of them gives NaN (0/0)
         loss = xp.asarray(loss.sum() / n_valid) if n_valid else xp.full((), np.nan, x.dtype)
-    return loss, _Saved(lse, dlogits, n_valid, x.dtype)
+    # a boolean dtype: gd.debug_nans skips it (not a float array to check for NaN)
+    return loss, _Saved(lse, dlogits, n_valid, np.dtype(bool))
 
 
 def _grad_composite(x, labels, g, *, reduction, ignore_index, eps, scale):

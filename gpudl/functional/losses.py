@@ -1,7 +1,8 @@
 """Losses with torch's names, argument orders, reductions and numerics.
 
-All are composites of ``gd.ops`` (plus ``softplus``/``log_softmax`` primitives). The fused
-softmax cross-entropy kernel is ``F.softmax_cross_entropy`` (its own module). Every loss
+All are composites of ``gd.ops`` (plus ``softplus``/``log_softmax`` primitives) but
+``sequence_cross_entropy``, which runs the fused softmax cross-entropy primitive of
+``F.softmax_cross_entropy`` (its own module) on the (N*T, V) rows. Every loss
 checks shapes and says what it expected and how to fix it; integer class labels go
 through the check shared with the fused kernel (``gpudl/functional/labels.py``).
 
@@ -19,10 +20,11 @@ import math
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import stop_gradient, unbox_all
-from gpudl.backend import module_of
+from gpudl.autodiff import is_traced, stop_gradient, unbox_all
+from gpudl.backend import check_same_device, module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ConfigError, ShapeError
+from gpudl.errors import ConfigError, DTypeError, ShapeError
+from gpudl.functional import cross_entropy as CE
 from gpudl.functional._checks import check_broadcasts_to, check_not_apply_output
 from gpudl.functional.activations import log_softmax, softplus
 from gpudl.functional.labels import check_labels
@@ -221,9 +223,8 @@ def sequence_cross_entropy(
     """Per-token cross-entropy for sequences: ``logits`` (N, T, V), ``labels`` (N, T).
 
     Padding is left out by ``mask`` (N, T), True/1 = a real token, or by ``ignore_index``.
-    ``mean`` averages over real tokens; ``none`` gives (N, T) with padding zeroed.
-    This composite path (log_softmax + gather) is for clarity; the fused kernel
-    ``F.softmax_cross_entropy`` is the fast path on the GPU.
+    ``mean`` averages over real tokens (0 when there is none); ``none`` gives (N, T) with
+    padding zeroed. Runs the fused softmax cross-entropy on the (N*T, V) rows.
 
     Example:
         >>> logits = np.zeros((1, 2, 4)); labels = np.array([[1, 3]])
@@ -237,21 +238,30 @@ def sequence_cross_entropy(
         raise ShapeError(
             f"{op}: logits must be (N, T, V) and labels (N, T); got logits {s} and labels {ts}"
         )
-    raw, _ = check_labels(labels, s, op, class_axis=2, ignore_index=ignore_index)
+    dtype = getattr(unbox_all(logits), "dtype", None)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise DTypeError(f"{op}: logits must be float32 or float64, got {dtype}; cast with "
+                         "logits.astype('float32')")
+    # the one label check (one copy to the host on the GPU); the primitive gets its n_valid
+    raw, n_valid = check_labels(labels, s, op, class_axis=2, ignore_index=ignore_index)
+    check_same_device([unbox_all(logits), raw], op)
     xp = module_of(raw)
-    keep = xp.ones(ts, dtype=bool) if ignore_index is None else raw != ignore_index
+    ignore = ignore_index
     if mask is not None:
         m = unbox_all(mask)
         if tuple(m.shape) != ts:
             raise ShapeError(f"{op}: mask must have the labels' shape {ts}, got {tuple(m.shape)}")
-        keep = keep & (m != 0)
-    safe = xp.where(keep, raw, 0)
-    picked = ops.take_along_axis(log_softmax(logits, axis=-1), safe[..., None], axis=-1)[..., 0]
-    loss = ops.where(keep, -picked, 0.0)  # (N, T)
-    if reduction == "none":
-        return loss
-    total = ops.sum(loss)
-    return total if reduction == "sum" else total / float(max(int(keep.sum()), 1))
+        # masked tokens become ignored ones (-1 never is a valid label)
+        ignore = -1 if ignore_index is None else ignore_index
+        raw = xp.where(m != 0, raw, ignore)
+        n_valid = int((raw != ignore).sum())
+    rows = ops.reshape(logits, (s[0] * s[1], s[2]))  # (N*T, V)
+    flat = raw.reshape(-1).astype(np.int64, copy=False)
+    kind = "sum" if reduction == "mean" and n_valid == 0 else reduction  # not 0/0: 0
+    save = CE.FUSED_REDUCED_BACKWARD and kind != "none" and is_traced(logits)
+    loss, _ = CE._sce(rows, flat, reduction=kind, ignore_index=ignore, label_smoothing=0.0,
+                      save_grad=save, n_valid=n_valid)
+    return ops.reshape(loss, ts) if kind == "none" else loss
 
 
 # ------------------------------------------------------------------------ divergences

@@ -1,9 +1,14 @@
 """Recurrent sequence functions: ``lstm``, ``gru``, ``rnn`` (one layer, one direction) and
 ``stacked`` (multi-layer, bidirectional), torch layouts and semantics.
 
-The input projection for ALL steps is one GEMM, ``x.reshape(T*N, I) @ w_ih.T``; each step
-then does ``h @ w_hh.T`` and one fused pointwise kernel (the ``lstm_pointwise`` /
-``gru_pointwise`` primitives of :mod:`gpudl.functional.rnn_cells`, where the cells are).
+One layer in one direction is ONE primitive, ``rnn_scan``: its forward runs all T steps
+in one call and its vjp runs back-propagation through time in one call (no per-step tape
+nodes), with dW_hh, dW_ih, the biases and dx as one GEMM each over all steps
+(``_rnn_scan.py``; the NumPy cells in ``_rnn_scan_cells.py``, the CUDA ones launch the
+``lstm_pointwise`` / ``gru_pointwise`` kernels per step). When an outer ``gd.grad``
+differentiates that vjp (grad of grad), the same layer is differentiated as the per-step
+loop of gpudl ops (:func:`_composite`, on the cells of :mod:`gpudl.functional.rnn_cells`),
+so higher derivatives are exact.
 
 Variable-length batches (``lengths``, as torch's ``pack_padded_sequence``): a sequence's
 state is frozen after its last valid step (before its first one when ``reverse=True``),
@@ -26,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, unbox_all
-from gpudl.backend import module_of, to_numpy
+from gpudl.autodiff import Primitive, is_traced, unbox_all, vjp
+from gpudl.backend import check_same_device, module_of, to_numpy
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ConfigError, ShapeError, TreeMismatchError, TreeTypeError
 from gpudl.functional._checks import CELL_DTYPES, check_float_operands
+from gpudl.functional._rnn_scan import scan_backward, scan_forward
 from gpudl.functional.rnn_cells import (
     _gru_pointwise,
     _lstm_pointwise,
@@ -119,13 +125,91 @@ def _step_masks(op: str, lengths, t_len: int, n: int, like):
     return module_of(unbox_all(like)).asarray(masks)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- the primitive
+_OUTPUTS = {True: ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"),
+            False: ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")}
+
+
+def _split_args(kind: str, args: tuple) -> tuple:
+    """(x, h0, c0 or None, w_ih, w_hh, b_ih, b_hh): only the LSTM passes c0."""
+    if kind == "lstm":
+        return args
+    x, h0, *rest = args
+    return (x, h0, None, *rest)
+
+
+def _scan_impl(*args, kind, reverse, masks, save):
+    check_same_device(args, "F.rnn_scan")
+    y, h_n, c_n, saved = scan_forward(kind, *_split_args(kind, args), masks, reverse, save)
+    return (y, h_n, c_n, saved) if kind == "lstm" else (y, h_n, saved)
+
+
+def _scan_vjp(cots, outs, *args, kind, reverse, masks, save):
+    saved = unbox_all(outs[-1])
+    if saved is None or any(is_traced(v) for v in (*cots, *args)):
+        # An outer grad differentiates this backward: the same loop as differentiable ops.
+        _, f_vjp = vjp(lambda *a: _composite(kind, *_split_args(kind, a), masks, reverse),
+                       *args)
+        return f_vjp(tuple(cots[:-1]))
+    dtype = args[0].dtype
+    dy, dh_n = (c.astype(dtype, copy=False) for c in cots[:2])
+    dc_n = cots[2].astype(dtype, copy=False) if kind == "lstm" else None
+    grads = scan_backward(saved, dy, dh_n, dc_n)
+    return tuple(grads[name] for name in _OUTPUTS[kind == "lstm"])
+
+
+# The whole layer, all T steps forward in one call and BPTT in one vjp (_rnn_scan.py), so
+# no per-step tape nodes. Positional: x (T, N, I), h0 (N, H)[, c0 (N, H)], w_ih, w_hh, b_ih,
+# b_hh; static: kind (_rnn_scan.KINDS), reverse, masks (T, N, 1) bool or None, save.
+_rnn_scan = Primitive("rnn_scan", _scan_impl, _scan_vjp, multiple_results=True)
+
+
+def _composite(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, masks, reverse):
+    """The per-step loop of gpudl ops (differentiable to any order): what ``rnn_scan``
+    computes, for grad-of-grad. Returns (y (T, N, H), h_n (N, H)[, c_n])."""
+    t_len, n, i = _shape(x)
+    g, hidden = _shape(w_hh)
+    reset_before, fused_gru = kind == "gru_reset_before", kind == "gru"
+    proj = ops.matmul(ops.reshape(x, (t_len * n, i)), ops.transpose(w_ih)) + b_ih  # (T*N, G)
+    if not fused_gru:  # torch GRU's b_hh stays inside the cell (r multiplies its n part)
+        proj = proj + b_hh
+    proj_steps = _unstack(ops.reshape(proj, (t_len, n, g)))  # T x (N, G)
+    w_hh_t = ops.transpose(w_hh)  # (H, G)
+    if reset_before:
+        w_rz_t, w_n_t = split_gru_hidden_weight(w_hh)  # (H, 2H), (H, H)
+    act = rnn_activation(kind[4:]) if kind.startswith("rnn_") else None
+    h, c = h0, c0
+    outputs: list[Any] = [None] * t_len
+    for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
+        c_new = None
+        if reset_before:
+            h_new = gru_reset_before_step(proj_steps[t], h, w_rz_t, w_n_t)
+        elif kind == "lstm":
+            h_new, c_new = _lstm_pointwise(proj_steps[t] + ops.matmul(h, w_hh_t), c)
+        elif fused_gru:
+            h_new = _gru_pointwise(proj_steps[t], ops.matmul(h, w_hh_t) + b_hh, h)
+        else:
+            h_new = act(proj_steps[t] + ops.matmul(h, w_hh_t))
+        if masks is None:
+            h, c, outputs[t] = h_new, c_new, h_new
+        else:
+            m = masks[t]  # (N, 1): finished (or not yet started) sequences keep their state
+            h = ops.where(m, h_new, h)
+            if c_new is not None:
+                c = ops.where(m, c_new, c)
+            outputs[t] = ops.where(m, h_new, 0.0)
+    y = ops.stack(outputs, axis=0)  # (T, N, H)
+    return (y, h, c) if kind == "lstm" else (y, h)
+
+
+# ----------------------------------------------------------------------------- the layer
 def _run(op: str, kind: str, x, h0, c0, params, batch_first: bool, lengths, reverse: bool,
          nonlinearity: str = "tanh", reset_after: bool = True):
     w_ih, w_hh, b_ih, b_hh = _unpack_params(op, params)
     check_float_operands(op, {"x": x, "h0": h0, "c0": c0, "weight_ih": w_ih, "weight_hh": w_hh,
                               "bias_ih": b_ih, "bias_hh": b_hh}, CELL_DTYPES)
-    act = rnn_activation(nonlinearity, op) if kind == "rnn" else None
+    if kind == "rnn":
+        rnn_activation(nonlinearity, op)  # checks the name
     xs = _shape(x)
     if len(xs) != 3 or 0 in xs[:2]:
         layout = "(N, T, input_size)" if batch_first else "(T, N, input_size)"
@@ -141,49 +225,21 @@ def _run(op: str, kind: str, x, h0, c0, params, batch_first: bool, lengths, reve
     c = _initial_state(op, "c0", c0, n, hidden, x) if kind == "lstm" else None
     check_cell_shapes(op, _N_GATES[kind], (n, i), _shape(h), None if c is None else _shape(c),
                       w_ih, w_hh, b_ih, b_hh, x_name="x[t]")
-    g = _N_GATES[kind] * hidden
-
-    # Input projection of every step in one GEMM; the step-invariant biases go in here too
-    # (not torch GRU's b_hh: r multiplies its n part inside the cell; the reset-before GRU
-    # adds every bias outside r).
-    fused_gru = kind == "gru" and reset_after
-    proj = ops.matmul(ops.reshape(x, (t_len * n, i)), ops.transpose(w_ih))  # (T*N, G)
-    for b in (b_ih, None if fused_gru else b_hh):
-        if b is not None:
-            proj = proj + b
-    proj_steps = _unstack(ops.reshape(proj, (t_len, n, g)))  # T x (N, G)
-    w_hh_t = ops.transpose(w_hh)  # (H, G)
-    if kind == "gru" and not reset_after:
-        w_rz_t, w_n_t = split_gru_hidden_weight(w_hh)  # (H, 2H), (H, H)
     masks = None if lengths is None else _step_masks(op, lengths, t_len, n, x)
-
-    outputs: list[Any] = [None] * t_len
-    for t in (range(t_len - 1, -1, -1) if reverse else range(t_len)):
-        c_new = None
-        if kind == "gru" and not reset_after:
-            h_new = gru_reset_before_step(proj_steps[t], h, w_rz_t, w_n_t)
-        elif kind == "lstm":
-            hh = ops.matmul(h, w_hh_t)  # (N, G)
-            h_new, c_new = _lstm_pointwise(proj_steps[t] + hh, c)
-        elif kind == "gru":
-            hh = ops.matmul(h, w_hh_t)
-            h_new = _gru_pointwise(proj_steps[t], hh if b_hh is None else hh + b_hh, h)
-        else:
-            h_new = act(proj_steps[t] + ops.matmul(h, w_hh_t))
-        if masks is None:
-            h, c, outputs[t] = h_new, c_new, h_new
-        else:
-            m = masks[t]  # (N, 1): finished (or not yet started) sequences keep their state
-            h = ops.where(m, h_new, h)
-            if c_new is not None:
-                c = ops.where(m, c_new, c)
-            outputs[t] = ops.where(m, h_new, 0.0)
-    y = ops.stack(outputs, axis=0)  # (T, N, H)
+    zeros = None
+    if b_ih is None or b_hh is None:  # absent biases are zeros (never traced, no gradient)
+        zeros = module_of(unbox_all(x)).zeros(_N_GATES[kind] * hidden, dtype=x.dtype)
+    scan_kind = {"lstm": "lstm", "gru": "gru" if reset_after else "gru_reset_before",
+                 "rnn": f"rnn_{nonlinearity}"}[kind]
+    args = (x, h, *(() if c is None else (c,)), w_ih, w_hh,
+            zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh)
+    y, h_n, *rest = _rnn_scan(*args, kind=scan_kind, reverse=bool(reverse), masks=masks,
+                              save=any(is_traced(a) for a in args))
     if batch_first:
         y = ops.transpose(y, (1, 0, 2))
-    h_n = ops.reshape(h, (1, n, hidden))
+    h_n = ops.reshape(h_n, (1, n, hidden))
     if kind == "lstm":
-        return y, (h_n, ops.reshape(c, (1, n, hidden)))
+        return y, (h_n, ops.reshape(rest[0], (1, n, hidden)))
     return y, h_n
 
 

@@ -45,10 +45,39 @@ def _normalize_index(index, like=None) -> tuple:
     return tuple(out)
 
 
+def _row_ids(index, values):
+    """The integer array of a gather along axis 0 (``x[ids]``, ``x[ids, :, ...]``: take,
+    embedding lookups), or None for any other index."""
+    if not index or not all(isinstance(i, slice) and i == slice(None) for i in index[1:]):
+        return None
+    ids = index[0]
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim == 0:
+        return None
+    return ids if values.shape[:ids.ndim] == ids.shape else None
+
+
+def _add_rows(target, ids, values) -> None:
+    """``target[ids] += values`` for a NumPy gather along axis 0, repeats accumulated in
+    index order: one stable sort and one ``add.reduceat`` instead of ``np.add.at`` (a
+    Python-speed loop per index: ~6x slower for 1024 rows of 64)."""
+    ids = ids.reshape(-1)
+    if ids.min() < 0:  # x[-1] is the last row: one key per row, or repeats would be lost
+        ids = np.where(ids < 0, ids + target.shape[0], ids)
+    rows = values.reshape(ids.size, -1)  # (n, D)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    flat = target.reshape(target.shape[0], -1)  # a view: target is fresh and contiguous
+    flat[sorted_ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+
+
 def _index_add_impl(values, *, shape, index, basic):
-    target = module_of(values).zeros(shape, dtype=values.dtype)
+    xp = module_of(values)
+    target = xp.zeros(shape, dtype=values.dtype)
     if basic:
         target[index] = values  # basic indexing never repeats an element
+    elif xp is np and target.size and (ids := _row_ids(index, values)) is not None and ids.size:
+        _add_rows(target, ids, values)
     else:
         scatter_add_(target, index, values)
     return target

@@ -52,16 +52,18 @@ def ref_sequence(kind, x, h0, c0, p, lengths, reverse, nonlinearity="tanh"):
 
 
 # ----------------------------------------------------------------------------- sequences
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "rnn_relu"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
 def test_sequence_matches_per_sequence_reference(rng, kind, reverse, lengths):
     t_len = 4
     x = rng.standard_normal((t_len, N, I))
     h0, c0 = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    nonlinearity = "relu" if kind == "rnn_relu" else "tanh"
+    kind = kind[:3] if kind == "rnn_relu" else kind
     p = make_params(kind, rng)
     lens = [t_len] * N if lengths is None else lengths
-    ry, rh, rc = ref_sequence(kind, x, h0, c0, p, lens, reverse)
+    ry, rh, rc = ref_sequence(kind, x, h0, c0, p, lens, reverse, nonlinearity)
     kw = dict(lengths=lengths, reverse=reverse)
     if kind == "lstm":
         y, (h_n, c_n) = R.lstm(x, h0, c0, as_dict(p), **kw)
@@ -69,7 +71,7 @@ def test_sequence_matches_per_sequence_reference(rng, kind, reverse, lengths):
     elif kind == "gru":
         y, h_n = R.gru(x, h0[None], as_dict(p), **kw)  # torch's (1, N, H) also accepted
     else:
-        y, h_n = R.rnn(x, h0, p, **kw)
+        y, h_n = R.rnn(x, h0, p, nonlinearity=nonlinearity, **kw)
     assert y.shape == (t_len, N, H) and h_n.shape == (1, N, H)
     np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h_n, rh[None], rtol=1e-12, atol=1e-12)
@@ -128,6 +130,69 @@ def test_stacked_bidirectional_matches_manual(rng):
                make_params("gru", rng, 2, 2))
 
 
+# ----------------------------------------------------------------------------- the primitive
+def test_first_order_is_one_bptt_and_second_order_is_exact(rng, monkeypatch):
+    """A first-order gradient runs the whole-sequence vjp (no per-step tape); a traced vjp
+    (grad of grad) differentiates the per-step composite of gpudl ops instead."""
+    calls = []
+    composite = R._composite
+    monkeypatch.setattr(R, "_composite", lambda *a: calls.append(a[0]) or composite(*a))
+    x = rng.standard_normal((3, 2, 4))
+    p = as_dict(make_params("lstm", rng, hidden=2, inp=4))
+    lens = np.array([3, 2])
+
+    def loss(x, p):
+        y, (h_n, c_n) = R.lstm(x, None, None, p, lengths=lens)
+        return (y ** 2).sum() + (h_n * c_n).sum()
+
+    out, f_vjp = gd.vjp(loss, x, p)
+    assert calls == []
+    np.testing.assert_allclose(out, loss(x, p), rtol=1e-14)  # saving or not: same values
+    first, again = f_vjp(np.ones(())), f_vjp(np.ones(()))  # the saved buffers stay intact
+    for a, b in zip(gd.tree.tree_flatten(first)[0], gd.tree.tree_flatten(again)[0]):
+        np.testing.assert_array_equal(a, b)
+    check_grad(lambda x, w: gd.grad(lambda v: loss(v, {**p, "weight_hh": w}))(x),
+               x, p["weight_hh"])
+    assert calls and set(calls) == {"lstm"}
+    q = as_dict(make_params("gru", rng, hidden=2, inp=4))
+    check_grad(lambda x, w: gd.grad(lambda v: (R.gru(v, None, {**q, "weight_hh": w},
+                                                     reverse=True)[0] ** 2).sum())(x),
+               x, q["weight_hh"])
+
+
+def test_float32_layer_matches_torch():
+    """The training benchmark's case (float32 LSTM, torch's nn.LSTM on the same weights):
+    outputs and every gradient, reverse and lengths as pack_padded_sequence."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    rng = np.random.default_rng(5)
+    t_len, n, i, h = 4, 3, 5, 6
+    x = rng.standard_normal((t_len, n, i)).astype(np.float32)
+    lengths = [4, 2, 3]
+    module = torch.nn.LSTM(i, h, bidirectional=True)
+    names = [k for k in module.state_dict()]
+    w = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    g = rng.standard_normal((t_len, n, 2 * h)).astype(np.float32)
+
+    def ours(x, w):
+        sets = [{k[:-len(sfx)]: w[k] for k in names if k.endswith(sfx)}
+                for sfx in ("_l0", "_l0_reverse")]
+        return R.stacked("lstm", x, None, None, sets, bidirectional=True, lengths=lengths)[0]
+
+    y, f_vjp = gd.vjp(ours, x, w)
+    dx, dw = f_vjp(g)
+    tx = torch.tensor(x, requires_grad=True)
+    packed = pack_padded_sequence(tx, torch.tensor(lengths), enforce_sorted=False)
+    ty, _ = pad_packed_sequence(module(packed)[0], total_length=t_len)
+    grads = torch.autograd.grad(ty, [tx, *module.parameters()], torch.tensor(g))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, grads[0].numpy(), rtol=1e-4, atol=1e-5)
+    for k, tg in zip(names, grads[1:], strict=True):
+        assert dw[k].dtype == np.float32
+        np.testing.assert_allclose(dw[k], tg.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)
+
+
 # ----------------------------------------------------------------------------- gradient cases
 # Collected by tests/test_registry.py: float64.
 def _unstack_case():
@@ -136,19 +201,36 @@ def _unstack_case():
     return (lambda x: R.unstack(x)[0] * 2.0 + R.unstack(x)[2]), (rng.standard_normal((4, 3, 2)),)
 
 
-def _lstm_sequence_case():
-    rng = np.random.default_rng(14)
-    t, n, i, h = 3, 2, 4, 3
-    x = rng.standard_normal((t, n, i))
-    params = {"weight_ih": rng.standard_normal((4 * h, i)) * 0.5,
-              "weight_hh": rng.standard_normal((4 * h, h)) * 0.5,
-              "bias_ih": rng.standard_normal(4 * h) * 0.1,
-              "bias_hh": rng.standard_normal(4 * h) * 0.1}
-    return (lambda x, p: R.lstm(x, None, None, p, lengths=np.array([3, 2]))), (x, params)
+def _scan_case(kind, seed, lengths=None, reverse=False, batch_first=False, states=True):
+    """One layer through the ``rnn_scan`` primitive: every input's gradient (x, h0, c0,
+    both weights and biases), float64, pre-activations of order 1 (no saturation)."""
+    def make():
+        rng = np.random.default_rng(seed)
+        t, n, i, h = 3, 2, 3, 2
+        base = "lstm" if kind == "lstm" else kind[:3]  # lstm, gru or rnn weights
+        p = as_dict(make_params(base, rng, hidden=h, inp=i))
+        x = rng.standard_normal((n, t, i) if batch_first else (t, n, i))
+        h0, c0 = rng.standard_normal((n, h)) * 0.5, rng.standard_normal((n, h)) * 0.5
+        kw = dict(lengths=lengths, reverse=reverse, batch_first=batch_first)
+        if kind == "lstm":
+            return (lambda x, h0, c0, p: R.lstm(x, h0, c0, p, **kw)), (x, h0, c0, p)
+        if kind.startswith("gru"):
+            kw["reset_after"] = kind == "gru"
+            if not states:
+                return (lambda x, p: R.gru(x, None, p, **kw)), (x, p)
+            return (lambda x, h0, p: R.gru(x, h0, p, **kw)), (x, h0, p)
+        return (lambda x, h0, p: R.rnn(x, h0, p, nonlinearity=kind[4:], **kw)), (x, h0, p)
+    return make
 
 
 GRAD_CASES = {
-    "rnn_unstack": [_unstack_case, _lstm_sequence_case],
+    "rnn_unstack": [_unstack_case],
+    "rnn_scan": [_scan_case("lstm", 14, lengths=np.array([3, 2]), reverse=True),
+                 _scan_case("lstm", 15, batch_first=True),  # x: a non-contiguous view
+                 _scan_case("gru", 16, lengths=np.array([1, 3])),
+                 _scan_case("gru_reset_before", 17, reverse=True, states=False),
+                 _scan_case("rnn_tanh", 18, lengths=np.array([2, 3]), reverse=True),
+                 _scan_case("rnn_relu", 19)],
 }
 
 
@@ -217,6 +299,27 @@ def test_gpu_sequences_match_cpu(rng, dtype, tol):
         for a, b in zip(gd.tree.tree_flatten(got)[0], gd.tree.tree_flatten(want)[0], strict=True):
             assert a.dtype == dtype
             np.testing.assert_allclose(gd.to_numpy(a), b, **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "gru_reset_before"])
+def test_array_module_cells_gpu_match_cpu(rng, kind):
+    """The Elman and reset-before GRU cells run the same array code on CuPy arrays."""
+    x, h0 = rng.standard_normal((3, 2, 2)), rng.standard_normal((2, 3))
+    p = as_dict(make_params("rnn" if kind.startswith("rnn") else "gru", rng, 3, 2))
+    lens = np.array([3, 1])
+
+    def loss(x, h0, p):
+        if kind == "gru_reset_before":
+            y, h_n = R.gru(x, h0, p, lengths=lens, reverse=True, reset_after=False)
+        else:
+            y, h_n = R.rnn(x, h0, p, lengths=lens, nonlinearity=kind[4:])
+        return (y ** 2).sum() + (h_n * h_n).sum()
+
+    want = gd.value_and_grad(loss, argnums=(0, 1, 2))(x, h0, p)
+    got = gd.value_and_grad(loss, argnums=(0, 1, 2))(*gd.to_device((x, h0, p), "cuda"))
+    for a, b in zip(gd.tree.tree_flatten(got)[0], gd.tree.tree_flatten(want)[0], strict=True):
+        np.testing.assert_allclose(gd.to_numpy(a), b, rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- course forms
