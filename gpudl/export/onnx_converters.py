@@ -344,5 +344,10 @@ def _conv_transpose2d(ctx, inputs, outputs, *, shapes, out_shapes, x_hw, stride,
              output_padding=[int(x_hw[i]) - natural[i] for i in range(2)])
 
 
-# indexing and recurrent cells, fused activations and norms: registered on import
-from gpudl.export import onnx_fused_converters, onnx_sequence_converters  # noqa: E402,F401
+# indexing and recurrent cells, fused activations, norms and attention: registered on import
+from gpudl.export import (  # noqa: E402,F401
+    onnx_attention_converters,
+    onnx_fused_converters,
+    onnx_sequence_converters,
+)
+

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -26,6 +27,12 @@ from gpudl.autodiff import unbox_all
 from gpudl.backend import get_device, module_of, xp_for
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
+from gpudl.functional._attention_fused import (
+    attention_weights,
+    linear_rows,
+    packed_self_attention,
+    split_qkv_heads,
+)
 from gpudl.functional.activations import softmax
 
 
@@ -45,15 +52,50 @@ def masked_softmax(scores, mask=None, axis: int = -1):
     if mask is None:
         return softmax(scores, axis=axis)
     raw = unbox_all(scores)
+    _check_boolean_mask(mask)
+    keep = unbox_all(mask)
+    lowest = float(np.finfo(raw.dtype).min)
+    weights = softmax(ops.where(keep, scores, lowest), axis=axis)
+    return ops.where(keep, weights, 0.0)
+
+
+def _check_boolean_mask(mask) -> None:
     keep = unbox_all(mask)
     if getattr(getattr(keep, "dtype", None), "kind", None) != "b":
         raise ArgumentTypeError(
             f"attention: mask must be boolean (True = keep), got "
             f"{getattr(keep, 'dtype', type(keep))}; build it with a comparison, e.g. lengths > t"
         )
-    lowest = float(np.finfo(raw.dtype).min)
-    weights = softmax(ops.where(keep, scores, lowest), axis=axis)
-    return ops.where(keep, weights, 0.0)
+
+
+def _keep_mask(mask, causal: bool, score_shape: tuple, like):
+    """The boolean keep mask (True = attend) from ``mask`` and ``causal``, checked against
+    the scores' shape (..., Lq, Lk); None when neither is given."""
+    keep = None
+    if mask is not None:
+        keep = mask  # may be traced: ops below keep it connected to the input
+        try:
+            np.broadcast_shapes(tuple(keep.shape), score_shape)
+        except ValueError:
+            raise ShapeError(
+                f"attention: mask of shape {tuple(keep.shape)} does not broadcast to the scores' "
+                f"shape {score_shape} (..., Lq, Lk)"
+            ) from None
+        _check_boolean_mask(keep)
+    if causal:
+        xp = module_of(unbox_all(like))
+        tri = xp.tril(xp.ones(score_shape[-2:], dtype=bool))
+        keep = tri if keep is None else ops.logical_and(keep, tri)
+    return keep
+
+
+def _fusable(q, k, keep, score_shape: tuple) -> bool:
+    """The fused primitive takes float q and k of one dtype and a mask that broadcasts to
+    the scores without growing them; anything else takes the composite."""
+    dq, dk = unbox_all(q).dtype, unbox_all(k).dtype
+    if dq != dk or dq.kind != "f":
+        return False
+    return keep is None or np.broadcast_shapes(tuple(keep.shape), score_shape) == score_shape
 
 
 def scaled_dot_product_attention(
@@ -94,25 +136,21 @@ def scaled_dot_product_attention(
             f"attention: k and v must have the same number of keys (axis -2), got k {sk} and v {sv}"
         )
     scale = 1.0 / math.sqrt(sq[-1]) if scale is None else float(scale)
-    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # (..., Lq, Lk)
-    if bias is not None:  # a float mask, added as torch adds its float attn_mask
-        scores = scores + unbox_all(bias).astype(unbox_all(scores).dtype, copy=False)
     lq, lk = sq[-2], sk[-2]
-    keep = None
-    if mask is not None:
-        keep = mask  # may be traced: ops below keep it connected to the input
-        try:
-            np.broadcast_shapes(tuple(keep.shape), _shape(scores))
-        except ValueError:
-            raise ShapeError(
-                f"attention: mask of shape {tuple(keep.shape)} does not broadcast to the scores' "
-                f"shape {_shape(scores)} (..., Lq, Lk)"
-            ) from None
-    if causal:
-        xp = module_of(unbox_all(scores))
-        tri = xp.tril(xp.ones((lq, lk), dtype=bool))
-        keep = tri if keep is None else ops.logical_and(keep, tri)
-    weights = masked_softmax(scores, keep)
+    try:
+        score_shape = (*np.broadcast_shapes(sq[:-2], sk[:-2]), lq, lk)  # (..., Lq, Lk)
+    except ValueError:
+        raise ShapeError(f"attention: the batch dims of q {sq} and k {sk} do not broadcast") from None
+    keep = _keep_mask(mask, causal, score_shape, q)
+    if bias is None and _fusable(q, k, keep, score_shape):
+        xp = module_of(unbox_all(q))
+        keep = xp.ones((1, 1), dtype=bool) if keep is None else keep
+        weights = attention_weights(q, k, keep, scale=scale)  # (..., Lq, Lk)
+    else:  # a float mask, mixed or integer dtypes: the composite
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # (..., Lq, Lk)
+        if bias is not None:  # a float mask, added as torch adds its float attn_mask
+            scores = scores + unbox_all(bias).astype(unbox_all(scores).dtype, copy=False)
+        weights = masked_softmax(scores, keep)
     if dropout_rate:
         from gpudl.functional.dropout import dropout
 
@@ -147,11 +185,6 @@ def additive_attention(query, keys, values, w_q, w_k, v, mask=None):
     weights = masked_softmax(additive_attention_scores(query, keys, w_q, w_k, v), mask)
     context = ops.matmul(ops.expand_dims(weights, 1), values)[:, 0]  # (N, Dv)
     return context, weights
-
-
-def _project(x, w, b):
-    y = ops.matmul(x, ops.transpose(w))
-    return y if b is None else y + b
 
 
 def _combine_masks(mask, key_mask, dtype):
@@ -203,7 +236,9 @@ def multi_head_attention(
     """Multi-head attention on batch-first inputs (N, L, E) with torch Linear-layout weights.
 
     ``w_q``/``w_k``/``w_v``/``w_o`` are (E, E_in) (out, in); each head attends in E/num_heads
-    dims and the heads are concatenated before ``w_o``. ``mask`` (Lq, Lk), (N, Lq, Lk) or
+    dims and the heads are concatenated before ``w_o``. With ``w_k`` and ``w_v`` None,
+    ``w_q`` is torch's packed ``in_proj_weight`` (3E, E_in) (and ``b_q`` its packed
+    ``in_proj_bias`` (3E,)). ``mask`` (Lq, Lk), (N, Lq, Lk) or
     (N, heads, Lq, Lk), ``key_mask`` (N, Lk) for padding: boolean True = keep, or float
     added to the scores. ``dropout_rate``/``dropout_key`` drop attention weights (torch's
     ``MultiheadAttention(dropout=p)`` in training). With ``return_weights`` also returns the
@@ -213,30 +248,77 @@ def multi_head_attention(
         >>> x = np.ones((2, 3, 4)); w = np.eye(4)
         >>> multi_head_attention(x, x, x, 2, w, w, w, w).shape
         (2, 3, 4)
+        >>> multi_head_attention(x, x, x, 2, np.ones((12, 4)), None, None, w).shape
+        (2, 3, 4)
     """
     sq = _shape(query)
     if len(sq) != 3:
         raise ShapeError(f"multi_head_attention: inputs must be (N, L, E), got query {sq}")
-    q, k, v = _project(query, w_q, b_q), _project(key, w_k, b_k), _project(value, w_v, b_v)
-    e = _shape(q)[-1]
+    packed = w_k is None and w_v is None  # w_q (3E, E_in), b_q (3E,): torch's in_proj
+    e = _check_in_projections(w_q, w_k, w_v, b_q, b_k, b_v)
     if e % num_heads:
         raise ShapeError(
             f"multi_head_attention: embedding dim {e} is not divisible by num_heads={num_heads}"
         )
-
-    def heads(t):  # (N, L, E) -> (N, h, L, E/h)
-        n, length, _ = _shape(t)
-        return ops.transpose(ops.reshape(t, (n, length, num_heads, e // num_heads)), (0, 2, 1, 3))
-
-    keep, bias = _combine_masks(mask, key_mask, unbox_all(q).dtype)
+    # the softmax's 1/sqrt(head dim) folded into q's projection: an (E, E_in) multiply
+    # instead of a pass over the (N, h, Lq, Lk) scores, each way
+    scale = 1.0 / math.sqrt(e // num_heads)
+    keep, bias = _combine_masks(mask, key_mask, np.result_type(unbox_all(query).dtype,
+                                                                unbox_all(w_q).dtype))
+    if packed and query is key and key is value:  # self-attention: ONE GEMM for q, k, v
+        xp, dtype = module_of(unbox_all(w_q)), unbox_all(w_q).dtype
+        rows = xp.asarray([scale] * e + [1.0] * (2 * e), dtype=dtype)  # (3E,) q's rows scaled
+        qkv = linear_rows(query, w_q * rows[:, None], None if b_q is None else b_q * rows)
+        scores = (sq[0], num_heads, sq[1], sq[1])  # (N, h, L, L)
+        full = _keep_mask(keep, causal, scores, qkv)
+        if bias is None and not dropout_rate and _fusable(qkv, qkv, full, scores):
+            # scores, masked softmax, weights @ v and the head merge: one primitive
+            full = xp.ones((1, 1), dtype=bool) if full is None else full
+            out, weights = packed_self_attention(qkv, full, num_heads, weights_used=return_weights)
+            y = linear_rows(out, w_o, b_o)  # (N, L, E)
+            return (y, weights) if return_weights else y
+        q, k, v = split_qkv_heads(qkv, num_heads)  # 3 x (N, h, L, E/h), views of (N, L, 3E)
+    else:
+        if packed:
+            thirds = (slice(0, e), slice(e, 2 * e), slice(2 * e, 3 * e))
+            w_q, w_k, w_v = (w_q[r] for r in thirds)
+            b_q, b_k, b_v = (None,) * 3 if b_q is None else (b_q[r] for r in thirds)
+        q = linear_rows(query, w_q * scale, None if b_q is None else b_q * scale)
+        q, k, v = (_heads(t, num_heads) for t in (q, linear_rows(key, w_k, b_k),
+                                                   linear_rows(value, w_v, b_v)))
     out, weights = scaled_dot_product_attention(
-        heads(q), heads(k), heads(v), mask=keep, causal=causal, return_weights=True, bias=bias,
-        dropout_rate=dropout_rate, key=dropout_key,
+        q, k, v, mask=keep, causal=causal, scale=1.0, return_weights=True,
+        bias=bias, dropout_rate=dropout_rate, key=dropout_key,
     )
     n, _, lq, dh = _shape(out)
     merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (n, lq, num_heads * dh))
-    y = _project(merged, w_o, b_o)
+    y = linear_rows(merged, w_o, b_o)
     return (y, weights) if return_weights else y
+
+
+def _heads(t, num_heads: int):
+    """(N, L, E) -> (N, h, L, E/h): a view (reshape, then a transpose)."""
+    n, length, e = _shape(t)
+    return ops.transpose(ops.reshape(t, (n, length, num_heads, e // num_heads)), (0, 2, 1, 3))
+
+
+def _check_in_projections(w_q, w_k, w_v, b_q, b_k, b_v) -> int:
+    """E, the projected width: of w_q (E, E_in), or of the packed w_q (3E, E_in) when w_k
+    and w_v are None (then b_q is the packed (3E,) bias or None)."""
+    sw = _shape(w_q)
+    if w_k is not None and w_v is not None:
+        return sw[0]
+    if w_k is not None or w_v is not None or len(sw) != 2 or sw[0] % 3:
+        raise ShapeError(
+            f"multi_head_attention: give w_q, w_k and w_v (E, E_in) each, or the packed "
+            f"(3E, E_in) in-projection as w_q with w_k and w_v None; got w_q {sw}, w_k "
+            f"{None if w_k is None else _shape(w_k)}, w_v {None if w_v is None else _shape(w_v)}")
+    if b_q is not None and (_shape(b_q) != (sw[0],) or b_k is not None or b_v is not None):
+        raise ShapeError(
+            f"multi_head_attention: with a packed w_q {sw}, b_q must be the packed ({sw[0]},) "
+            f"bias and b_k, b_v None; got b_q {_shape(b_q)}, b_k "
+            f"{None if b_k is None else _shape(b_k)}, b_v {None if b_v is None else _shape(b_v)}")
+    return sw[0] // 3
 
 
 def sinusoidal_positional_encoding(
@@ -253,13 +335,22 @@ def sinusoidal_positional_encoding(
         raise ConfigError(
             f"sinusoidal_positional_encoding: need length >= 0 and dim >= 1, got {length}, {dim}"
         )
+    xp = xp_for(get_device() if device is None else device)
+    return xp.array(_sinusoidal_table(int(length), int(dim), float(base)), dtype=dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _sinusoidal_table(length: int, dim: int, base: float) -> np.ndarray:
+    """The float64 host table, computed once per shape (a model asks every forward pass);
+    read-only, callers get a converted copy."""
     pos = np.arange(length, dtype=np.float64)[:, None]
     freq = base ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)  # (ceil(dim/2),)
     pe = np.zeros((length, 2 * freq.size))
     pe[:, 0::2] = np.sin(pos * freq)
     pe[:, 1::2] = np.cos(pos * freq)
-    xp = xp_for(get_device() if device is None else device)
-    return xp.asarray(pe[:, :dim], dtype=dtype)
+    pe = np.ascontiguousarray(pe[:, :dim])
+    pe.flags.writeable = False
+    return pe
 
 
 __all__ = [

@@ -106,12 +106,15 @@ class TransformerClassifier(Layer):
                             train=train, key=keys[i])[0]
         if self.pooling == "first":
             return h[:, 0]
-        m = keep[..., None]  # (N, T, 1)
         if self.pooling == "max":
             lowest = float(np.finfo(unbox_all(h).dtype).min)
-            return ops.max(ops.where(m, h, lowest), axis=1)
-        count = ops.sum(ops.astype(keep, unbox_all(h).dtype), axis=1, keepdims=True)
-        return ops.sum(ops.where(m, h, 0.0), axis=1) / ops.maximum(count, 1.0)
+            return ops.max(ops.where(keep[..., None], h, lowest), axis=1)  # keep (N, T, 1)
+        real = ops.astype(keep, unbox_all(h).dtype)  # (N, T) 1 = a real token
+        weights = real / ops.maximum(ops.sum(real, axis=1, keepdims=True), 1.0)  # (N, T)
+        # the mean as a (1, T) @ (T, d) product per sequence: one read of h each way, where
+        # where + sum + divide made three full-size arrays
+        pooled = ops.matmul(ops.expand_dims(weights, 1), h)  # (N, 1, d)
+        return ops.reshape(pooled, (pooled.shape[0], pooled.shape[2]))  # (N, d)
 
     def apply(self, params, state, x, *, train=False, key=None):
         return self.head.apply(params["head"], {}, self.features(params, x, train, key))[0], state

@@ -50,6 +50,7 @@ from gpudl import random as gdr
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of
 from gpudl.errors import ConfigError, ShapeError, UnknownInputKeyError
+from gpudl.functional.attention import linear_rows
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
     LayerArgumentError,
@@ -180,10 +181,11 @@ class MultiHeadAttention(Layer):
         check_params(params, self.param_shapes(x), self, q)
         opts = x if isinstance(x, dict) else {}
         # dropout on the attention weights, where torch's MultiheadAttention puts it
+        need = bool(opts.get("need_weights", False))
         out, weights = _attend(params, q, k, v, self.num_heads, mask, key_mask,
                               bool(opts.get("is_causal", False)) or self.causal,
-                              self.dropout if train else 0.0, key)
-        if opts.get("need_weights", False):
+                              self.dropout if train else 0.0, key, need_weights=need)
+        if need:
             if opts.get("average_attn_weights", True):
                 weights = ops.mean(weights, axis=1)  # (N, Lq, Lk), torch's default
             return (out, weights), state
@@ -191,22 +193,23 @@ class MultiHeadAttention(Layer):
 
 
 def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, causal=False,
-            dropout: float = 0.0, key=None):
-    """Run ``F.multi_head_attention`` on torch-keyed MHA params: (out, per-head weights);
-    ``dropout`` (with ``key``) drops attention weights."""
+            dropout: float = 0.0, key=None, need_weights: bool = False):
+    """Run ``F.multi_head_attention`` on torch-keyed MHA params: (out, per-head weights, or
+    None unless ``need_weights``); ``dropout`` (with ``key``) drops attention weights."""
     b = params.get("in_proj_bias")
-    if "in_proj_weight" in params:
-        w = params["in_proj_weight"]
-        e = w.shape[0] // 3
-        wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
+    if "in_proj_weight" in params:  # packed: F.multi_head_attention splits it
+        wq, wk, wv = params["in_proj_weight"], None, None
+        bq, bk, bv = b, None, None
     else:
         wq, wk, wv = (params[f"{n}_proj_weight"] for n in "qkv")
         e = wq.shape[0]
-    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
-    return F.multi_head_attention(
+        bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+    result = F.multi_head_attention(
         q, k, v, num_heads, wq, wk, wv, params["out_proj"]["weight"], bq, bk, bv,
         params["out_proj"].get("bias"), mask=mask, key_mask=key_mask, causal=causal,
-        return_weights=True, dropout_rate=dropout if key is not None else 0.0, dropout_key=key)
+        return_weights=need_weights, dropout_rate=dropout if key is not None else 0.0,
+        dropout_key=key)
+    return result if need_weights else (result, None)
 
 
 class PositionalEncoding(Layer):
@@ -272,11 +275,13 @@ class _Block(Layer):
     def _ff(self, p, x, key=None):
         """linear2(drop(act(linear1(x)))): torch's feed-forward, its inner dropout included
         (``key`` None: no dropout)."""
+        # one 2-D GEMM per Linear over all N*L rows, the bias (and a ReLU) applied in place
         act = F.get_activation(self.activation)
-        h = act(ops.matmul(x, ops.transpose(p["linear1"]["weight"])) + p["linear1"]["bias"])
+        h = linear_rows(x, p["linear1"]["weight"], p["linear1"]["bias"], relu=act is F.relu)
+        h = h if act is F.relu else act(h)
         if key is not None:
             h = F.dropout(h, self.dropout, key, train=True)
-        return ops.matmul(h, ops.transpose(p["linear2"]["weight"])) + p["linear2"]["bias"]
+        return linear_rows(h, p["linear2"]["weight"], p["linear2"]["bias"])
 
     def _sublayer(self, x, fn, norm_params, key, train):
         """Post-LN: LN(x + drop(fn(x))); pre-LN: x + drop(fn(LN(x))). ``fn(v, inner_key)``

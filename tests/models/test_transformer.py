@@ -100,6 +100,49 @@ def test_decoder_block_without_memory_matches_torch_causal_encoder():
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-10)
 
 
+def test_classifier_training_gradients_match_torch():
+    """The whole training-step graph (embedding, packed q|k|v projection, fused attention
+    with padding, FF, post-LN, mean pooling, head, cross-entropy) against torch's modules
+    with the same weights, float64: the loss and every parameter's gradient."""
+    torch = pytest.importorskip("torch")
+    vocab, d, heads, ff, t = 11, 8, 2, 16, 5
+    ids = np.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10], [2, 0, 0, 0, 0]])
+    labels = np.array([0, 2, 1])
+    clf = TransformerClassifier(vocab, 3, d_model=d, num_heads=heads, ff_dim=ff, num_layers=2)
+    p, _ = clf.init(gd.random.key(3), ids)
+    p = gd.tree.tree_map(lambda a: np.asarray(a, np.float64), p)
+    loss, grads = gd.value_and_grad(
+        lambda p: F.softmax_cross_entropy(clf.apply(p, {}, ids)[0], labels))(p)
+
+    class Twin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab, d, padding_idx=0)
+            self.layer1, self.layer2 = (torch.nn.TransformerEncoderLayer(
+                d, heads, ff, dropout=0.0, batch_first=True) for _ in range(2))
+            self.head = torch.nn.Linear(d, 3)
+
+        def forward(self, x):
+            keep = x != 0
+            h = self.embed(x) * d ** 0.5 + torch.from_numpy(
+                np.asarray(F.sinusoidal_positional_encoding(t, d, dtype=np.float64)))
+            for layer in (self.layer1, self.layer2):
+                h = layer(h, src_key_padding_mask=~keep)
+            m = keep[..., None].to(h.dtype)
+            return self.head((h * m).sum(1) / m.sum(1))
+
+    twin = Twin().double().train()
+    twin.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in gd.state_dict(p).items()},
+                         strict=True)
+    t_loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(ids)), torch.from_numpy(labels))
+    t_loss.backward()
+    np.testing.assert_allclose(float(loss), t_loss.item(), rtol=1e-12)
+    ours = gd.state_dict(grads)
+    for name, param in twin.named_parameters():
+        np.testing.assert_allclose(np.asarray(ours[name]), param.grad.numpy(), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+
+
 # ----------------------------------------------------------------------------- classifier
 @pytest.mark.parametrize("pooling", ["mean", "max", "first"])
 def test_classifier_padding_does_not_change_logits(pooling):
