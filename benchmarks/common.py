@@ -183,7 +183,7 @@ def kernel_main(run: Callable[[dict], list[dict]], columns: Sequence[Column], do
 
 # ----------------------------------------------------------------------------- paired timing
 def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: int,
-                 warmup: int = 2, inner: int = 1) -> dict[str, Any]:
+                 warmup: int = 2, inner: int = 1, settle: int = 0) -> dict[str, Any]:
     """Time ``fn_a`` against ``fn_b`` (both on the CPU) in ``pairs`` back-to-back pairs.
 
     The order alternates (a, b), (b, a), ... so neither side always runs on a cache the
@@ -192,7 +192,12 @@ def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: 
     of two medians, since both halves of a pair see about the same load. ``warmup``
     untimed calls of each (alternating too) run first. Each sample times ``inner`` calls
     back to back and counts their mean, so that sub-millisecond work is not all timer and
-    scheduler noise. Returns the medians of each side (per call), the ratio's median and
+    scheduler noise. ``settle`` untimed calls of a side run right before each of its
+    samples: alternating a b | b a | a b makes the first side of every pair a repeat of
+    itself (caches warm) and the second one run on caches the other side left, so the
+    ratios alternate between two levels and their median lands on either; with
+    ``settle=1`` every sample runs after its own side, as in a loop of steps, for both
+    sides alike. Returns the medians of each side (per call), the ratio's median and
     interquartile range, and every ratio (for the JSON).
 
     Example:
@@ -206,6 +211,8 @@ def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: 
     ta, tb = [], []
     for i in range(pairs):
         for fn, out in (((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))):
+            for _ in range(settle):
+                fn()
             t = time.perf_counter()
             for _ in range(inner):
                 fn()
@@ -217,7 +224,7 @@ def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: 
             "b_median_s": float(np.median(b)), "b_iqr_s": _iqr(b),
             "ratio_median": float(med), "ratio_iqr": float(q3 - q1), "ratio_q1": float(q1),
             "ratio_q3": float(q3), "pairs": int(pairs), "inner": int(inner),
-            "ratios": [float(r) for r in ratios]}
+            "settle": int(settle), "ratios": [float(r) for r in ratios]}
 
 
 def _iqr(samples) -> float:

@@ -57,6 +57,7 @@ def test_tiny_run_prints_the_table_and_writes_the_report(bench, tmp_path, capsys
         assert r["agree"] and r["max_rel_diff"] <= r["rtol"], name  # the same work both sides
         assert r["a_median_s"] > 0 and r["b_median_s"] > 0 and r["pairs"] == 2 == len(r["ratios"])
         assert r["inner"] == 1  # tiny: one call a sample
+        assert r["settle"] == bench.SETTLE == 1  # each sample after its own side
         assert r["ratio_q1"] <= r["ratio_median"] <= r["ratio_q3"]
         assert r["ratio_iqr"] == pytest.approx(r["ratio_q3"] - r["ratio_q1"])
         expected = "-" if r["target"] is None else (
@@ -105,6 +106,10 @@ def test_paired_helpers_on_made_up_work(bench):
     assert r["pairs"] == 3 and len(r["ratios"]) == 3 and r["ratio_median"] > 1
     # warm-up a b, then pairs in alternating order, `inner` calls each
     assert "".join(calls) == "ab" + "aabb" + "bbaa" + "aabb"
+    calls.clear()  # settle: an untimed call of the side right before each of its samples
+    r = common.paired_times(lambda: calls.append("a"), lambda: calls.append("b"), pairs=2,
+                            warmup=0, settle=1)
+    assert "".join(calls) == "aabb" + "bbaa" and r["settle"] == 1
     assert common.ratio_verdict(0.9, 1.0) == "PASS" and common.ratio_verdict(1.3, 1.2) == "MISS"
     assert common.ratio_verdict(5.0, None) == "-"
     assert common.max_rel_diff((np.ones(2), 1.0), [torch.ones(2), np.float32(1.0)]) == 0.0

@@ -56,7 +56,7 @@ def test_a_nan_in_the_data_is_traced_to_the_first_op_that_reads_it():
     with gd.debug_nans(), pytest.raises(NonFiniteError) as info:
         model.apply(params, state, x)  # <- apply
     msg = str(info.value)
-    assert info.value.primitive == "matmul"
+    assert info.value.primitive == "linear_rows"  # Dense: GEMM + bias, one primitive
     assert "its inputs already held non-finite values: argument 0 (nan)" in msg
     assert f"{__file__}:{_line_of('# <- apply')}" in msg
     assert "in gpudl/functional/linear.py" in msg  # the gpudl function it ran in

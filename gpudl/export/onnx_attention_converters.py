@@ -1,5 +1,6 @@
 """ONNX converters for the fused attention primitives of
-``gpudl/functional/_attention_fused.py``: ``linear_rows`` (GEMM + bias, optionally ReLU),
+``gpudl/functional/_attention_fused.py`` and of ``gpudl/functional/linear.py``: ``linear_rows``
+(GEMM + bias, optionally ReLU; ``F.linear`` and ``nn.Dense`` run on it),
 ``attention_weights``, ``split_qkv_heads`` and ``packed_self_attention`` (scores, masked
 softmax, weights @ v and the head merge), written out in ONNX's MatMul/Softmax/Where.
 

@@ -5,12 +5,8 @@ body allocated itself), so one body serves NumPy and CuPy; the vjps run the same
 formulas on plain arrays and switch to ``gpudl.ops`` when an outer ``gd.grad`` traces them
 (grad of grad). Their ONNX converters are in ``gpudl/export/onnx_converters.py``.
 
-* ``linear_rows(x, w, b, relu=False)``: ``x @ w.T + b`` for x (..., E_in), w (E_out, E_in),
-  b (E_out,) as ONE 2-D GEMM over all N*L rows, the bias (and a ReLU) applied in place.
-  A batched (N, L, E_in) @ (E_in, E_out) makes the weight gradient N small GEMMs and a sum
-  over N; the composite (transpose, reshape, matmul, add, reshape) makes five tape nodes
-  and a fresh array for the bias add. vjp: dx = g w, dw = g^T x (one GEMM), db = the row
-  sum (g masked by out > 0 first with ``relu``).
+* ``linear_rows``: the 2-D GEMM + bias (+ ReLU) of the projections, defined in
+  ``gpudl/functional/linear.py`` (``F.linear`` runs on it) and imported from there.
 * ``attention_weights(q, k, keep, *, scale)``: ``softmax(scale * q k^T)`` over the keys
   where ``keep`` (boolean, True = attend, broadcast to (..., Lq, Lk) from its own small
   shape such as (N, 1, 1, Lk)), 0 elsewhere; a query with no key to attend to gets a zero
@@ -30,8 +26,6 @@ formulas on plain arrays and switch to ``gpudl.ops`` when an outer ``gd.grad`` t
 
 Example:
     >>> import numpy as np
-    >>> linear_rows(np.ones((2, 3, 4)), np.ones((5, 4)), np.zeros(5)).shape
-    (2, 3, 5)
     >>> w = attention_weights(np.zeros((1, 2, 3)), np.zeros((1, 4, 3)),
     ...                       np.array([True, True, False, False]), scale=1.0)
     >>> w[0, 0].tolist()
@@ -43,63 +37,10 @@ from __future__ import annotations
 import numpy as np
 
 from gpudl import ops
-from gpudl.autodiff import Primitive, is_traced, unbox_all
+from gpudl.autodiff import Primitive, is_traced
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
-from gpudl.functional import activations
-
-
-# ----------------------------------------------------------------------------- linear_rows
-def _linear_rows_impl(x, w, b, *, relu):
-    xp = module_of(x)
-    y = xp.matmul(x.reshape(-1, x.shape[-1]), w.T)  # (N*L, E_out), fresh
-    y += b
-    if relu:  # in place: no second (N*L, E_out) array, no node of its own
-        xp.maximum(y, y.dtype.type(0), out=y)
-    return y.reshape(*x.shape[:-1], w.shape[0])
-
-
-def _linear_rows_vjp(g, out, x, w, b, *, relu):
-    e_out, e_in = _shape(w)
-    if any(is_traced(a) for a in (g, out, x, w)):  # an outer grad traces this: gd.ops
-        if relu:  # relu'(0) = 0, as torch; the output is > 0 exactly where the input is
-            g = g * ops.astype(ops.greater(out, 0), unbox_all(out).dtype)
-        g2 = ops.reshape(g, (-1, e_out))
-        return (lambda: ops.reshape(ops.matmul(g2, w), _shape(x)),
-                lambda: ops.matmul(ops.transpose(g2), ops.reshape(x, (-1, e_in))),
-                lambda: ops.sum(g2, axis=0))
-    g2 = g.reshape(-1, e_out)  # (N*L, E_out)
-    if relu:
-        g2 = g2 * (out.reshape(-1, e_out) > 0)
-    return (lambda: (g2 @ w).reshape(x.shape), lambda: g2.T @ x.reshape(-1, e_in),
-            lambda: g2.sum(axis=0))
-
-
-_linear_rows = Primitive("linear_rows", _linear_rows_impl, _linear_rows_vjp)
-
-
-def linear_rows(x, w, b=None, relu: bool = False):
-    """``x @ w.T + b`` for x (..., E_in), w (E_out, E_in) (torch's Linear layout), b
-    (E_out,) or None, as one 2-D GEMM over the rows of x -> (..., E_out); ``relu`` applies
-    ReLU to the result (torch's derivative at 0: 0).
-
-    Operands of one float dtype with a bias take the fused primitive; others (no bias,
-    mixed dtypes) the same 2-D product composed of ``gd.ops``.
-    """
-    sx, sw = _shape(x), _shape(w)
-    if b is not None and _same_float(x, w, b) and len(sw) == 2 and len(sx) >= 1 \
-            and sx[-1] == sw[1] and _shape(b) == (sw[0],):
-        return _linear_rows(x, w, b, relu=bool(relu))
-    y = ops.matmul(ops.reshape(x, (-1, sx[-1])), ops.transpose(w))  # (N*L, E_out)
-    if b is not None:
-        y = y + b
-    y = ops.reshape(y, (*sx[:-1], sw[0]))
-    return activations.relu(y) if relu else y
-
-
-def _same_float(*arrays) -> bool:
-    dtypes = {getattr(unbox_all(a), "dtype", None) for a in arrays}
-    return len(dtypes) == 1 and getattr(next(iter(dtypes)), "kind", None) == "f"
+from gpudl.functional.linear import linear_rows  # noqa: F401 (the attention path's GEMMs)
 
 
 # ----------------------------------------------------------------------- attention_weights

@@ -114,7 +114,10 @@ class Scratch:
         dtype = self.dtype if dtype is None else np.dtype(dtype)
         if self.like is not None:
             return np.empty_like(self.like, dtype=dtype)
-        pool = self._local.__dict__.setdefault("pool", {}).setdefault(dtype.str, [])
+        pools = self._local.__dict__
+        pool = pools.get(dtype.str)
+        if pool is None:  # first use of this dtype on this thread
+            pool = pools[dtype.str] = []
         k = self.taken.get(dtype.str, 0)
         self.taken[dtype.str] = k + 1
         if k == len(pool):
@@ -137,9 +140,13 @@ def blockwise(body: Callable, *arrays, dtype, static: tuple = ()):
         body(*arrays, *static, out=out, sc=Scratch(first.size, dtype, like=first))
         return out
     out = np.empty(first.shape, dtype)
+    n = out.size
+    if n <= BLOCK:  # one block (most calls on small arrays): no slicing loop
+        body(*(np.ascontiguousarray(a).reshape(-1) for a in arrays), *static,
+             out=out.reshape(-1), sc=Scratch(n, dtype))
+        return out
     flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
     flat_out = out.reshape(-1)
-    n = out.size
     for i in range(0, n, BLOCK):
         j = min(n, i + BLOCK)
         body(*(f[i:j] for f in flat), *static, out=flat_out[i:j], sc=Scratch(j - i, dtype))
@@ -153,12 +160,38 @@ def float_array(x):
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
 
+# sigmoid's fast form needs exp(-x) finite: x >= -log(max float), with a margin
+_EXP_SAFE = {np.dtype(np.float32): -88.0, np.dtype(np.float64): -709.0}
+
+
 def sigmoid_body(x, *, out, sc):
+    """sigmoid of a float block into ``out``: ``1 / (1 + exp(-x))`` (4 passes and a min)
+    where no element is below -88 (float32) / -709 (float64), else the two-branch form.
+
+    ``1 / (1 + exp(-x))`` keeps full relative precision in both tails (sigmoid(-50) is
+    1.9e-22, not 0: ``0.5 * tanh(x / 2) + 0.5`` would round it to 0); it only fails
+    where exp(-x) overflows, so a block holding such an x (or -inf) takes
+    :func:`sigmoid_two_branch`, which never overflows. Both are within ~3.5 ulp of the
+    exact value in float32 (NumPy's exp itself is within ~3); for x >= 0 they are the
+    same operations, so the same bits. A NaN x gives NaN on either path; float16 always
+    takes the two-branch form.
+    """
+    limit = _EXP_SAFE.get(x.dtype)
+    if limit is None or (x.size and not x.min() >= limit):
+        # not min() < limit: a NaN min (a NaN in x) takes the two-branch form, to be safe
+        return sigmoid_two_branch(x, out=out, sc=sc)
+    np.negative(x, out=out)
+    np.exp(out, out=out)  # finite: -x <= 88 (float32) / 709 (float64)
+    np.add(out, 1.0, out=out)
+    return np.divide(1.0, out, out=out)
+
+
+def sigmoid_two_branch(x, *, out, sc):
     """``(x >= 0 ? 1 : e) / (1 + e)`` with ``e = exp(-|x|)``, into ``out`` (6 passes).
 
     ``exp(-|x|)`` never overflows and ``e / (1 + e)`` keeps full relative precision in the
-    lower tail (``0.5 * tanh(x / 2) + 0.5`` would round sigmoid(-50) to 0). The numerator
-    is ``maximum(e, x >= 0)`` (e <= 1): bit for bit the two-branch form, without np.where.
+    lower tail. The numerator is ``maximum(e, x >= 0)`` (e <= 1): bit for bit the
+    two-branch form, without np.where. Also the CUDA kernel's formula.
     """
     e = np.abs(x, out=sc.take())
     np.negative(e, out=e)
@@ -173,7 +206,7 @@ def sigmoid_twin(x):
 
     Example:
         >>> sigmoid_twin(np.array([-50.0, 0.0])).tolist()
-        [1.9287498479639178e-22, 0.5]
+        [1.928749847963918e-22, 0.5]
     """
     x = float_array(x)
     return blockwise(sigmoid_body, x, dtype=x.dtype)

@@ -130,6 +130,25 @@ def test_float32_erf_is_as_accurate_as_before():
     assert np.array_equal(one_go, T.erf_twin(x))
 
 
+@pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 3.5), (np.float64, 2.5)])
+def test_sigmoid_fast_form_is_as_accurate_as_the_two_branch_form(dtype, max_ulp):
+    # finite x >= -88: 1 / (1 + exp(-x)), the two-branch form's bits for x >= 0; both
+    # within max_ulp of the long-double sigmoid (NumPy's float32 exp alone is ~3 ulp)
+    x = np.concatenate([np.linspace(-88, 30, 140001), _x(5000, dtype)[13:]]).astype(dtype)
+    fast, old = ops.sigmoid(x), _old_sigmoid(x)
+    assert np.array_equal(fast[x >= 0], old[x >= 0]) and not np.array_equal(fast, old)
+    ref = 1 / (1 + np.exp(-x.astype(np.longdouble)))
+    ulp = np.spacing(ref.astype(dtype)).astype(np.longdouble)
+    for y in (fast, old):
+        assert (np.abs(y - ref) / ulp).max() < max_ulp
+    # blocks holding an x below -88 (or -inf, NaN) take the two-branch form; the others not
+    mixed = np.concatenate([x[:BLOCK], np.array([-100.0, -np.inf, np.nan], dtype), x[BLOCK:]])
+    got = F.sigmoid(mixed)
+    assert np.array_equal(got[:BLOCK], fast[:BLOCK])
+    assert np.array_equal(got[BLOCK:2 * BLOCK], _old_sigmoid(mixed[BLOCK:2 * BLOCK]), equal_nan=True)
+    assert got[BLOCK] > 0 and got[BLOCK + 1] == 0  # sigmoid(-100) is not 0 (a subnormal in float32)
+
+
 def test_tails_keep_their_precision():
     x = np.array([-50.0, -100.0, -700.0, 50.0])
     ref = np.array([1 / (1 + math.exp(50)), 1 / (1 + math.exp(100)), math.exp(-700), 1.0])
