@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpudl.functional._conv_saved import SAVED
+from gpudl.functional._conv_saved import POOL, SAVED
 
 
 def _window(n_out: int, n_in: int, s: int, p: int, off: int) -> tuple[int, int, int]:
@@ -111,19 +111,22 @@ def im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     return out
 
 
-def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw):
+def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     """The kernel-row form of the columns, for vertical stride 1: x (N, C, H, W) ->
     ``rc (N, C*kW, Hp*Wo)``, ``Hp = H + pT + pB``: for each kernel column j, x shifted
     (and strided by sW) along W as its output columns read it, between pT zero rows on
     top and pB below. Kernel row i's columns are then the (C*kW, Ho*Wo) slice starting at
     row ``i*dH`` of every plane, a strided view (:func:`row_views`): a third of im2col's
     memory for 3x3 kernels, and nothing is copied per kernel row.
+
+    ``out``: a C-contiguous buffer of that shape to fill (every entry is written).
     """
     n, c, h, w = x.shape
     (_, kw), (_, sw), (_, dw), (_, wo) = k_hw, stride, dilation, out_hw
     pt, pb, pl, _ = padding
     hp = h + pt + pb
-    out = np.empty((n, c * kw, hp * wo), dtype=x.dtype)
+    if out is None:
+        out = np.empty((n, c * kw, hp * wo), dtype=x.dtype)
     planes = out.reshape(n, c, kw, hp, wo)
     runs = out.reshape(n, c, kw, hp * wo)
     flat = sw == 1 and wo == w
@@ -181,9 +184,14 @@ def uses_row_columns(k_hw, stride, padding) -> bool:
 
 
 def _columns(x, k_hw, stride, padding, dilation, out_hw):
+    """x's columns in a buffer from :data:`POOL` (give it back when done with it)."""
+    n, c, h, _ = x.shape
     if uses_row_columns(k_hw, stride, padding):
-        return row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw)
-    return im2col_cpu(x, k_hw, stride, padding, dilation, out_hw)
+        shape = (n, c * k_hw[1], (h + padding[0] + padding[1]) * out_hw[1])
+        return row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw,
+                               out=POOL.take(shape, x.dtype))
+    shape = (n, c * k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
+    return im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=POOL.take(shape, x.dtype))
 
 
 def _per_sample_columns(c, k_hw, stride, padding, dilation, x_hw, out_hw) -> int:
@@ -229,7 +237,7 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
     rows = uses_row_columns(k_hw, stride, padding)
     if rows:  # kernel row i's weights (G, Og, Cg*kW), matching its view of the columns
         wi = [np.ascontiguousarray(w[:, :, i]).reshape(groups, og, cg * kw) for i in range(kh)]
-        tmp = np.empty_like(y[:chunks[0][1]]) if kh > 1 and chunks else None
+        tmp = (POOL.take(y[:chunks[0][1]].shape, y.dtype) if kh > 1 and chunks else None)
     else:
         wm = w.reshape(groups, og, cg * kh * kw)  # (G, Og, K)
     for n0, n1 in chunks:
@@ -240,16 +248,21 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
                       None if tmp is None else tmp[:n1 - n0])
         else:
             np.matmul(wm, cols.reshape(n1 - n0, groups, -1, L), out=y[n0:n1])
+        if not keep:  # recycled: the next unroll of this shape writes over it
+            POOL.give(cols)
+    if rows and tmp is not None:
+        POOL.give(tmp)
     y = y.reshape(n, o, ho, wo)
-    if keep:
-        SAVED.keep(y, cols)
+    if keep and not SAVED.keep(y, cols):
+        POOL.give(cols)
     return y
 
 
 def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups, chunker,
                                cols=None):
     """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo); ``cols``: the
-    forward's columns of x when it kept them, else they are recomputed per batch chunk."""
+    forward's columns of x when it kept them, else they are recomputed per batch chunk.
+    ``cols`` is consumed: it goes back to :data:`POOL` (nothing else may hold it)."""
     n, c, h, wd = x.shape
     _, o, ho, wo = gy.shape
     kh, kw = k_hw
@@ -279,6 +292,8 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
                 dwt[i] += np.matmul(view, gt).sum(axis=0)
         else:
             dwt += np.matmul(part.reshape(m, groups, -1, L), gt).sum(axis=0)
+        if part is not x:  # the kept columns (consumed: SAVED has let go) or this chunk's
+            POOL.give(part)
     if rows:  # (kH, G, Cg, kW, Og) -> (G, Og, Cg, kH, kW)
         dw = dwt.reshape(kh, groups, cg, kw, og).transpose(1, 4, 2, 0, 3)
     else:  # (G, Cg, kH, kW, Og) -> (G, Og, Cg, kH, kW)

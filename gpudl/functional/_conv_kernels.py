@@ -209,7 +209,8 @@ def conv2d_backward_data_raw(gy, w, *, x_hw, stride, padding, dilation, groups):
 def conv2d_backward_weight_raw(x, gy, *, k_hw, stride, padding, dilation, groups, cols=None):
     """dw (O, C/G, kH, kW) from x (N, C, H, W) and gy (N, O, Ho, Wo): adjoint in w.
 
-    ``cols`` (CPU): the forward's columns of x, when it kept them (else recomputed).
+    ``cols`` (CPU): the forward's columns of x, when it kept them (else recomputed); consumed
+    (they go back to ``_conv_saved.POOL``).
     """
     # -- version 2 selector (_conv_igemm_kernels.py): CUDA only, GPUDL_CONV_IMPL decides.
     if device_of(x) == "cuda" and igemm.use_igemm(

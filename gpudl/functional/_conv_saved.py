@@ -1,4 +1,4 @@
-"""The forward's columns kept for backward-weight (CPU): :data:`SAVED`.
+"""The forward's columns kept for backward-weight (CPU): :data:`SAVED`, and :data:`POOL`.
 
 conv2d's forward unrolls x into columns (``_conv_cpu.py``); backward-weight needs the same
 columns. When the forward runs for a gradient with respect to w (``conv.py`` decides), it
@@ -7,6 +7,14 @@ which receives that y as ``out``, takes them back. So the columns live as long a
 tape node that holds y, or until the vjp takes them (once; a second vjp call, as
 ``gd.vjp``'s function allows, recomputes them). At most :data:`SAVED_COLS_BUDGET` bytes are
 kept at a time over all layers and threads; beyond it a layer's columns are recomputed.
+
+The column buffers themselves are recycled through :data:`POOL` (:class:`BufferPool`):
+once backward-weight has used a layer's columns (or a forward that keeps none is done with
+them) the buffer goes back to the pool, and the next unroll of that shape takes it. A
+training step then reuses the same few tens of MiB of columns every step instead of
+allocating them afresh: blocks that large, freed together at the end of a step, are what
+glibc hands back to the OS and faults in again page by page (measured, ResNet-20 batch 32:
+~15,000 minor faults, ~60 MB, per step without the pool).
 
 Example:
     >>> import numpy as np
@@ -89,3 +97,65 @@ class SavedColumns:
 
 
 SAVED = SavedColumns()
+
+# Bytes of free column buffers the pool holds at most (all shapes); a buffer given back
+# beyond it is simply freed. ResNet-20 at batch 128 unrolls ~0.3 GB per step.
+POOL_BUDGET = 512 << 20
+
+
+class BufferPool:
+    """Free C-contiguous buffers by (shape, dtype), for the CPU bodies' columns.
+
+    ``take`` returns a buffer of that shape with arbitrary contents (the unrolls write every
+    entry); ``give`` hands one back once nothing refers to it any more (the caller's
+    promise: only buffers that never left the conv bodies are given). At most ``budget``
+    bytes are held.
+
+    Example:
+        >>> import numpy as np
+        >>> pool = BufferPool(budget=1 << 20)
+        >>> a = pool.take((2, 3), np.float32)
+        >>> pool.give(a), pool.take((2, 3), np.float32) is a, pool.free_bytes
+        (True, True, 0)
+    """
+
+    def __init__(self, budget: int | None = None) -> None:
+        self._budget = budget
+        self._free: dict[tuple, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self.free_bytes = 0
+
+    @property
+    def budget(self) -> int:
+        return POOL_BUDGET if self._budget is None else self._budget
+
+    def take(self, shape, dtype) -> np.ndarray:
+        """A buffer of ``shape`` and ``dtype`` (uninitialised), from the pool when it has one."""
+        key = (tuple(shape), np.dtype(dtype))
+        with self._lock:
+            bufs = self._free.get(key)
+            if bufs:
+                buf = bufs.pop()
+                self.free_bytes -= buf.nbytes
+                return buf
+        return np.empty(key[0], dtype=key[1])
+
+    def give(self, buf: np.ndarray) -> bool:
+        """Return ``buf`` for reuse; False (not kept) when it is a view or over the budget."""
+        if not (isinstance(buf, np.ndarray) and buf.flags.owndata and buf.flags.c_contiguous):
+            return False
+        with self._lock:
+            if self.free_bytes + buf.nbytes > self.budget:
+                return False
+            self._free.setdefault((buf.shape, buf.dtype), []).append(buf)
+            self.free_bytes += buf.nbytes
+        return True
+
+    def clear(self) -> None:
+        """Free every pooled buffer."""
+        with self._lock:
+            self._free.clear()
+            self.free_bytes = 0
+
+
+POOL = BufferPool()

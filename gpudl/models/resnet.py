@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from gpudl import nn, ops
+from gpudl import functional as F
+from gpudl import nn
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn.base import apply_child, check_children, init_child, split_keys
 from gpudl.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
@@ -58,8 +59,8 @@ class BasicBlock(nn.Layer):
         seen: set[str] = set()
         (n1, c1), (n2, b1), (n3, c2), (n4, b2), *down = self.children()
         ks = split_keys(key, 5)
-        h = ops.maximum(init_child(n2, b1, ks[1], init_child(n1, c1, ks[0], x, params, state,
-                                                               seen), params, state, seen), 0)
+        h = F.relu(init_child(n2, b1, ks[1], init_child(n1, c1, ks[0], x, params, state, seen),
+                              params, state, seen))
         h = init_child(n4, b2, ks[3], init_child(n3, c2, ks[2], h, params, state, seen),
                        params, state, seen)
         shortcut = init_child(*down[0], ks[4], x, params, state, seen) if down else x
@@ -74,7 +75,7 @@ class BasicBlock(nn.Layer):
         def run(name, layer, v):
             return apply_child(name, layer, params, new_state, v, train=train)
 
-        h = ops.maximum(run("bn1", self.bn1, run("conv1", self.conv1, x)), 0)
+        h = F.relu(run("bn1", self.bn1, run("conv1", self.conv1, x)))
         h = run("bn2", self.bn2, run("conv2", self.conv2, h))
         shortcut = run("downsample", self.downsample, x) if self.downsample else x
         return self._join(h, shortcut), new_state
@@ -86,7 +87,7 @@ class BasicBlock(nn.Layer):
                 f"models.resnet.BasicBlock: body output {tuple(h.shape)} and shortcut "
                 f"{tuple(shortcut.shape)} differ; build the block with a downsample "
                 "(projection) shortcut: basic_block(channels, stride, in_channels=...)")
-        return ops.maximum(h + shortcut, 0)
+        return F.relu(h + shortcut)
 
 
 def basic_block(channels: int, stride: int = 1, in_channels: int | None = None,

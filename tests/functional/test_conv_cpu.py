@@ -217,3 +217,43 @@ def test_saved_columns_budget_and_identity():
     assert saved.keep(b, cols)
     del b
     assert len(saved) == 0 and saved.live_bytes == 0
+
+
+# ----------------------------------------------------------------------------- buffer pool
+def test_buffer_pool_reuses_refuses_views_and_keeps_its_budget():
+    pool = _conv_saved.BufferPool(budget=100)
+    a = pool.take((3, 4), np.float32)  # 48 bytes
+    assert pool.give(a) and pool.free_bytes == 48
+    assert pool.take((3, 4), np.float32) is a and pool.free_bytes == 0
+    assert pool.take((3, 4), np.float64) is not a  # dtype is part of the key
+    assert not pool.give(a[1:])  # a view: someone else's memory
+    assert not pool.give(np.empty((4, 3), np.float32).T)  # not C-contiguous
+    b, c = np.empty(10, np.float64), np.empty(10, np.float64)
+    assert pool.give(b) and not pool.give(c)  # 80 + 80 > 100: c is just freed
+    pool.clear()
+    assert pool.free_bytes == 0 and pool.take((10,), np.float64) is not b
+
+
+@pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=2, padding=1)], ids=str)
+def test_recycled_column_buffers_are_wholly_overwritten(monkeypatch, geo):
+    """Pool buffers poisoned with NaN: every unroll writes every entry, so nothing leaks
+    into y, dx or dw; the forward's kept columns come back to the pool after the vjp."""
+    pool = _conv_saved.BufferPool()
+    monkeypatch.setattr(CPU, "POOL", pool)
+    monkeypatch.setattr(_conv_saved, "POOL", pool)
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+
+    def run():
+        y, vjp = gd.vjp(lambda x, w: conv2d(x, w, **geo), x, w)
+        return (y, *vjp(np.cos(np.asarray(y))))
+
+    want = run()  # fills the pool with this geometry's buffers
+    assert pool.free_bytes > 0
+    for bufs in pool._free.values():
+        for b in bufs:
+            b.fill(np.nan)
+    for got, ref in zip(run(), want, strict=True):
+        assert np.isfinite(got).all()
+        np.testing.assert_array_equal(got, ref)
+    assert len(SAVED) == 0 and pool.free_bytes > 0
