@@ -12,7 +12,7 @@ TORCH_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 # The CUDA major version the driver supports ("" when there is no NVIDIA driver).
 CUDA_MAJOR := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1)
 
-.PHONY: setup test test-slow memcheck-emulated test-emulated-gpu demo lint gpu-check bench bench-cpu clean
+.PHONY: setup test test-cpu test-slow memcheck-emulated test-emulated-gpu demo lint gpu-check bench bench-cpu clean
 
 setup: $(VENV)/.installed
 
@@ -37,11 +37,16 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	touch $@
 
+# The three test sessions are independent processes (the emulator's build cache is written
+# atomically), so they run two at a time: on a 2-core machine that is ~40 % less wall time
+# than one after another. --output-sync prints each session's output whole when it ends.
 test: setup
 	$(BIN)/python -m gpudl.compile_check
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-cpu memcheck-emulated test-emulated-gpu
+
+# Every test and docstring example that is not `slow`, on the CPU (`gpu` tests skip here).
+test-cpu: setup
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15 --doctest-modules tests gpudl $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory memcheck-emulated
-	$(MAKE) --no-print-directory test-emulated-gpu
 
 # The long trainings `make test` leaves out (marked `slow`): every check still runs here.
 test-slow: setup
