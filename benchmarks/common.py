@@ -345,3 +345,19 @@ def max_rel_diff(result: Any, reference: Any) -> float:
             scale = max(np.max(np.abs(x)), np.max(np.abs(y)), 1e-30)
             worst = max(worst, float(np.max(np.abs(x - y)) / scale))
     return worst
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch.set_num_threads(n) inside, the old count restored after (no-op for None)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -133,21 +132,6 @@ def _torch_fns(name: str, x_host, dy_host, dev: str) -> dict:
 
     return {("fwd", "torch"): fwd, ("fwd_bwd", "torch"): fwd_bwd}
 
-
-@contextmanager
-def _torch_threads(n: int | None):
-    """torch.set_num_threads(n) inside, the old count restored after (no-op for None)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _paired(fn, ref, pairs: int, warmup: int) -> tuple[dict, dict, list[float], list[float]]:
@@ -244,7 +228,7 @@ def run(report: dict) -> list[dict]:
         notes.append("kernels_activation: CPU rows in alternating pairs with torch at "
                      "torch.set_num_threads(1); gpudl/torch is the median per-pair ratio")
     repeats = common.TINY_REPEATS if tiny else 9 if quick else 21
-    with gd.device("cpu"), _torch_threads(None if torch_missing else 1):
+    with gd.device("cpu"), common.torch_threads(None if torch_missing else 1):
         for layer, shape in layers:
             for name in names:
                 rows += _rows(name, shape, layer, "cpu", "cpu", not torch_missing, repeats,

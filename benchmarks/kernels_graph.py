@@ -35,7 +35,6 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -181,21 +180,6 @@ def _torch_fns(prob, dev):
             ("gat_fwd_bwd", "torch-index-add"): gat}
 
 
-@contextmanager
-def _torch_threads(n: int | None):
-    """torch.set_num_threads(n) inside, the old count restored after (no-op for None)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
 
 def _paired_ratio(fn_a, fn_b, pairs: int) -> float:
     """Median of per-pair time ratios a/b, the pair's order alternating (CPU only)."""
@@ -262,7 +246,7 @@ def run(report: dict) -> list[dict]:
                      "single-threaded NumPy; gpudl/torch = median of per-pair ratios")
     repeats = common.TINY_REPEATS if tiny else 7 if quick else 15
     pairs = 0 if tiny else 9 if quick else 21
-    with gd.device("cpu"), _torch_threads(None if torch_missing else 1):
+    with gd.device("cpu"), common.torch_threads(None if torch_missing else 1):
         rows = _rows(graph, "cpu", "cpu", not torch_missing, repeats, warmup, pairs)
     rows.append(common.unavailable_row("gcn2_fwd_bwd", reason))
     return rows

@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
 
 import common  # noqa: E402
-from kernels_pool import PAIRS, paired_ratio, torch_threads  # noqa: E402
+from kernels_pool import PAIRS, paired_ratio  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl import functional as F  # noqa: E402
@@ -216,7 +216,7 @@ def run(report: dict) -> list[dict]:
     if not torch_missing:
         notes.append("kernels_norm: torch CPU timed with torch.set_num_threads(1), as the "
                      "single-threaded NumPy twin; gpudl/torch is the median of paired ratios")
-    with gd.device("cpu"), torch_threads(None if torch_missing else 1):
+    with gd.device("cpu"), common.torch_threads(None if torch_missing else 1):
         for bench, layer, shape in benches:
             repeats = common.TINY_REPEATS if tiny else 10 if quick else 20
             rows += _bench_rows(bench, layer, shape, "cpu", "cpu", not torch_missing, repeats,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -156,21 +155,6 @@ def _torch_fns(op: str, x_host, dy_host, k, s, p, dev: str) -> dict:
     return {("fwd", "torch"): fwd, ("fwd_bwd", "torch"): fwd_bwd}
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """torch.set_num_threads(n) inside, the old count restored after (no-op for None)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
 
 # ----------------------------------------------------------------------------- driver
 def _layer_rows(layer, batch, device, device_name, torch_ok, repeats, warmup,
@@ -237,7 +221,7 @@ def run(report: dict) -> list[dict]:
     if not torch_missing:
         notes.append("kernels_pool: torch CPU timed with torch.set_num_threads(1), as the "
                      "single-threaded NumPy twin; gpudl/torch is the median of paired ratios")
-    with gd.device("cpu"), torch_threads(None if torch_missing else 1):
+    with gd.device("cpu"), common.torch_threads(None if torch_missing else 1):
         for layer in layers:
             batch = layer[1] if full else layer[2]
             repeats = common.TINY_REPEATS if tiny else 5 if quick else 10
