@@ -78,9 +78,19 @@ def _offsets(x, kernel, stride, padding, out_hw):
     With overlapping columns (kW > sW) the input is first split into its sW column phases
     (one pass), so every view has unit stride along W: each phase serves several cells.
     """
-    (h, w), (kh, kw), (sh, sw), (ph, pw) = x.shape[2:], kernel, stride, padding
+    w, (kw, sw) = x.shape[3], (kernel[1], stride[1])
     split = sw > 1 and kw > sw
     phases = [np.ascontiguousarray(x[..., q::sw]) for q in range(min(sw, w))] if split else None
+    for i, j, out, rows, cols, q, q_cols in _cells(x.shape[2:], kernel, stride, padding, out_hw):
+        yield i, j, out, (phases[q][:, :, rows, q_cols] if split else x[:, :, rows, cols])
+
+
+def _cells(x_hw, kernel, stride, padding, out_hw):
+    """Each window cell (i, j) in scan order that lies in the input for some window, as
+    ``(i, j, out, rows, cols, q, q_cols)``: the output slices ``out``, the strided input
+    slices ``rows``/``cols`` holding that cell of those windows, and the same columns as
+    unit-stride ``q_cols`` of column phase ``q`` (``x[..., q::sW]``)."""
+    (h, w), (kh, kw), (sh, sw), (ph, pw) = x_hw, kernel, stride, padding
     for i in range(kh):
         oh0, oh1 = _covered(h, out_hw[0], i, sh, ph)
         h0 = oh0 * sh - ph + i
@@ -90,11 +100,9 @@ def _offsets(x, kernel, stride, padding, out_hw):
             if oh1 == oh0 or ow1 == ow0:
                 continue
             w0 = ow0 * sw - pw + j
-            if split:
-                view = phases[w0 % sw][:, :, rows, w0 // sw:w0 // sw + ow1 - ow0]
-            else:
-                view = x[:, :, rows, w0:w0 + sw * (ow1 - ow0 - 1) + 1:sw]
-            yield i, j, (Ellipsis, slice(oh0, oh1), slice(ow0, ow1)), view
+            yield (i, j, (Ellipsis, slice(oh0, oh1), slice(ow0, ow1)), rows,
+                   slice(w0, w0 + sw * (ow1 - ow0 - 1) + 1, sw), w0 % sw,
+                   slice(w0 // sw, w0 // sw + ow1 - ow0))
 
 
 def _window_origins(x_hw, stride, padding, out_hw):
@@ -193,25 +201,17 @@ def _scatter_cells(contribution, x_shape, dtype, kernel, stride, padding, out_hw
     stride along W), interleaved at the end; otherwise into strided slices of dx.
     """
     n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    kw, sw = kernel[1], stride[1]
     split = sw > 1 and kw > sw
     if split:
         phases = [np.zeros((n, c, h, len(range(q, w, sw))), dtype) for q in range(min(sw, w))]
     dx = np.zeros(x_shape, dtype)
-    for i in range(kh):
-        oh0, oh1 = _covered(h, out_hw[0], i, sh, ph)
-        h0 = oh0 * sh - ph + i
-        rows = slice(h0, h0 + sh * (oh1 - oh0 - 1) + 1, sh)
-        for j in range(kw):
-            ow0, ow1 = _covered(w, out_hw[1], j, sw, pw)
-            if oh1 == oh0 or ow1 == ow0:
-                continue
-            w0 = ow0 * sw - pw + j
-            values = contribution(i, j, (Ellipsis, slice(oh0, oh1), slice(ow0, ow1)))
-            if split:
-                phases[w0 % sw][:, :, rows, w0 // sw:w0 // sw + ow1 - ow0] += values
-            else:
-                dx[:, :, rows, w0:w0 + sw * (ow1 - ow0 - 1) + 1:sw] += values
+    for i, j, out, rows, cols, q, q_cols in _cells((h, w), kernel, stride, padding, out_hw):
+        values = contribution(i, j, out)
+        if split:
+            phases[q][:, :, rows, q_cols] += values
+        else:
+            dx[:, :, rows, cols] += values
     if split:
         for q, phase in enumerate(phases):
             dx[..., q::sw] = phase
