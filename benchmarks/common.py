@@ -183,7 +183,8 @@ def kernel_main(run: Callable[[dict], list[dict]], columns: Sequence[Column], do
 
 # ----------------------------------------------------------------------------- paired timing
 def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: int,
-                 warmup: int = 2, inner: int = 1, settle: int = 0) -> dict[str, Any]:
+                 warmup: int = 2, inner: int = 1, settle: int = 0,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Time ``fn_a`` against ``fn_b`` (both on the CPU) in ``pairs`` back-to-back pairs.
 
     The order alternates (a, b), (b, a), ... so neither side always runs on a cache the
@@ -197,8 +198,9 @@ def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: 
     itself (caches warm) and the second one run on caches the other side left, so the
     ratios alternate between two levels and their median lands on either; with
     ``settle=1`` every sample runs after its own side, as in a loop of steps, for both
-    sides alike. Returns the medians of each side (per call), the ratio's median and
-    interquartile range, and every ratio (for the JSON).
+    sides alike. ``clock``: ``time.perf_counter`` (wall) or ``time.thread_time`` (this
+    thread's CPU time, steadier on a loaded machine). Returns the medians of each side (per
+    call), the ratio's median and interquartile range, and every ratio (for the JSON).
 
     Example:
         >>> r = paired_times(lambda: sum(range(2000)), lambda: sum(range(1000)), pairs=5)
@@ -213,10 +215,10 @@ def paired_times(fn_a: Callable[[], object], fn_b: Callable[[], object], pairs: 
         for fn, out in (((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))):
             for _ in range(settle):
                 fn()
-            t = time.perf_counter()
+            t = clock()
             for _ in range(inner):
                 fn()
-            out.append((time.perf_counter() - t) / inner)
+            out.append((clock() - t) / inner)
     a, b = np.asarray(ta), np.asarray(tb)
     ratios = a / b
     q1, med, q3 = np.percentile(ratios, [25, 50, 75])

@@ -222,28 +222,8 @@ def _timed(fn):
 
 
 def paired_cpu_times(fn_a, fn_b, pairs: int, warmup: int = 2) -> dict:
-    """``common.paired_times`` on ``time.thread_time`` (this thread's CPU time): the keys
-    it returns for the medians, IQRs and the per-pair ratio a/b."""
-    for i in range(warmup):
-        for fn in ((fn_a, fn_b) if i % 2 == 0 else (fn_b, fn_a)):
-            fn()
-    ta, tb = [], []
-    for i in range(pairs):
-        for fn, out in (((fn_a, ta), (fn_b, tb)) if i % 2 == 0 else ((fn_b, tb), (fn_a, ta))):
-            t = time.thread_time()
-            fn()
-            out.append(time.thread_time() - t)
-    a, b = np.asarray(ta), np.asarray(tb)
-    ratios = a / b
-
-    def iqr(v):
-        q1, q3 = np.percentile(v, [25, 75])
-        return float(q3 - q1)
-
-    return {"a_median_s": float(np.median(a)), "a_iqr_s": iqr(a),
-            "b_median_s": float(np.median(b)), "b_iqr_s": iqr(b),
-            "ratio_median": float(np.median(ratios)), "ratio_iqr": iqr(ratios),
-            "pairs": int(pairs)}
+    """``common.paired_times`` on ``time.thread_time`` (this thread's CPU time)."""
+    return common.paired_times(fn_a, fn_b, pairs, warmup=warmup, clock=time.thread_time)
 
 
 def resnet20_rows(mode: str, notes: list) -> list[dict]:

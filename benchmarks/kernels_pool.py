@@ -42,7 +42,6 @@ Usage: ``python benchmarks/kernels_pool.py [--json out.json] [--quick] [--tiny]
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +72,7 @@ PAIRS = 15  # CPU: (gpudl, torch) pairs per ratio (3 with --quick or --tiny)
 def paired_ratio(fn, ref, pairs: int) -> float:
     """Median over ``pairs`` of time(fn) / time(ref), the two timed back to back with
     perf_counter, in alternating order (CPU): machine noise hits both sides of a pair."""
-    ratios = []
-    for k in range(pairs):
-        spent = {}
-        for which in ((fn, ref) if k % 2 == 0 else (ref, fn)):
-            start = time.perf_counter()
-            which()
-            spent[which] = time.perf_counter() - start
-        ratios.append(spent[fn] / spent[ref])
-    return float(np.median(ratios))
+    return common.paired_times(fn, ref, pairs, warmup=0)["ratio_median"]
 
 
 def _inputs(n, c, hw, k, s, p):
