@@ -16,6 +16,12 @@ alternated ~1.0 / ~1.5 and their median landed on either level. That cost is one
 interleaving (a user's loop does not switch libraries between steps), paid by both sides,
 so both sides get the same settling call; it is no cost gpudl pays in use.
 
+The process runs with the malloc settings ``gd.fit`` makes (``gpudl.train.host_memory``:
+freed heap kept for reuse, not faulted in again) from its start, for both libraries: the
+step rows run through fit's step, which makes them anyway, and the kernel rows must not
+depend on whether a step row ran before them (without them a fresh 2.4 MB output costs
+sigmoid fwd+bwd ~0.3 ms of page faults here, torch's side as well).
+
 * step rows: forward + backward + Adam (float32) of the course's models, gpudl through
   the very step ``gd.fit`` runs (``gpudl.train.step``: ``supervised_step``/``StepRunner``,
   labels checked once on the host as fit does), torch as a user writes it
@@ -65,6 +71,7 @@ import gpudl as gd  # noqa: E402
 from gpudl import functional as F  # noqa: E402
 from gpudl import models, optim  # noqa: E402
 from gpudl.functional.labels import host_label_bounds, labels_within  # noqa: E402
+from gpudl.train.host_memory import keep_freed_host_memory  # noqa: E402
 from gpudl.train.names import resolve_loss  # noqa: E402
 from gpudl.train.step import StepRunner, run_keys, supervised_step  # noqa: E402
 
@@ -360,6 +367,7 @@ def run(mode: str = "full", pairs: int | None = None,
     """
     pairs = pairs or PAIRS[mode]
     cases = [c for c in CASES if rows is None or c.name in rows]
+    keep_freed_host_memory()  # fit's malloc settings, whichever rows run (see the docstring)
     with common.single_threaded(), gd.device("cpu"):
         info = machine()
         out = [run_case(c, mode, pairs, WARMUP[mode]) for c in cases]

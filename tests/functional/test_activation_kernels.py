@@ -25,7 +25,8 @@ from gpudl import ops
 from gpudl.functional import _activation_kernels as K
 from gpudl.functional import _activation_twins as T
 from gpudl.functional.activations import SELU_ALPHA, SELU_SCALE
-from gpudl.ops.elementwise import BLOCK, Scratch
+import gpudl.ops.elementwise as E
+from gpudl.ops.elementwise import Scratch
 
 # op -> (public function of x, the kernel's (p0, p1))
 OPS = {
@@ -116,7 +117,17 @@ def test_twins_give_the_bits_of_the_replaced_composites(dtype):
             _same_bits(T.erf_twin(x), _old_erf(x))
 
 
-def test_float32_erf_is_as_accurate_as_before():
+# The block tests run with blocks of 64K elements (E.BLOCK is larger): arrays of a few
+# blocks stay small enough for math.erf and long double references.
+BLOCK = 1 << 16
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(E, "BLOCK", BLOCK)
+
+
+def test_float32_erf_is_as_accurate_as_before(small_blocks):
     # within 1.9 ulp of math.erf over [-7, 7] and the tiny values, as the float32
     # evaluation of the full fits it replaced (1.8 ulp); twice 70k elements: blocks too
     x = np.concatenate([np.linspace(-7, 7, 70001), np.geomspace(1e-38, 1, 2000),
@@ -131,7 +142,7 @@ def test_float32_erf_is_as_accurate_as_before():
 
 
 @pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 3.5), (np.float64, 2.5)])
-def test_sigmoid_fast_form_is_as_accurate_as_the_two_branch_form(dtype, max_ulp):
+def test_sigmoid_fast_form_is_as_accurate_as_the_two_branch_form(dtype, max_ulp, small_blocks):
     # finite x >= -88: 1 / (1 + exp(-x)), the two-branch form's bits for x >= 0; both
     # within max_ulp of the long-double sigmoid (NumPy's float32 exp alone is ~3 ulp)
     x = np.concatenate([np.linspace(-88, 30, 140001), _x(5000, dtype)[13:]]).astype(dtype)
