@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -219,17 +220,24 @@ def _gather(node: Any, others: tuple, out: list) -> bool:
         return all(o is None for o in others)
     kind = type(node)
     if kind is dict:
+        keys = node.keys()
         for o in others:
-            if type(o) is not dict or o.keys() != node.keys():
+            if type(o) is not dict or o.keys() != keys:
                 return False
-        return all(_gather(v, tuple(o[k] for o in others), out) for k, v in node.items())
+        for k, v in node.items():
+            if not _gather(v, tuple([o[k] for o in others]), out):
+                return False
+        return True
     if isinstance(node, list | tuple):
         for o in others:
             if type(o) is not kind or len(o) != len(node):
                 return False
-        return all(_gather(v, tuple(o[i] for o in others), out) for i, v in enumerate(node))
+        for i, v in enumerate(node):
+            if not _gather(v, tuple([o[i] for o in others]), out):
+                return False
+        return True
     for o in others:
-        if o is None or isinstance(o, dict | list | tuple):
+        if o is None or type(o) is dict or isinstance(o, list | tuple):
             return False
     out.append((node, *others))
     return True
@@ -251,6 +259,10 @@ def _rebuild(node: Any, leaves) -> Any:
 
 
 def _same_array_kind(g: Any, others: tuple) -> bool:
+    if type(g) is np.ndarray:  # the common CPU case, without device lookups
+        dtype, shape = g.dtype, g.shape
+        if dtype.kind == "f" and all(type(x) is np.ndarray for x in others):
+            return all(x.dtype == dtype and x.shape == shape for x in others)
     dtype = getattr(g, "dtype", None)
     if not is_plain_array(g) or dtype is None or dtype.kind != "f":
         return False
@@ -265,58 +277,67 @@ def regular_leaves(rule: _Rule, grads: Any, state: Any, params: Any) -> list | N
     trees match by key), else None."""
     if not rule.regular_state(state) or (rule.needs_params and params is None):
         return None
-    others = rule.slots(state) + ((params,) if rule.needs_params else ())
+    # the params are walked even where the rule does not read them: the chain checks
+    # their tree, so a mismatch must take the chain (which names it)
+    others = rule.slots(state) + (() if params is None else (params,))
     leaves: list = []
     if not _gather(grads, others, leaves):
         return None
-    if params is not None and not rule.needs_params:  # the chain checks the params tree
-        if not _gather(grads, (params,), []):
-            return None
+    if params is not None and not rule.needs_params:
+        leaves = [leaf[:-1] for leaf in leaves]
     for leaf in leaves:
         if not _same_array_kind(leaf[0], leaf[1:]):
             return None
     return leaves
 
 
-# Mean leaf size (elements) from which the CPU updates leaf by leaf: large leaves gain
-# nothing from a flat copy (the NumPy calls are few), small ones lose to per-call overhead.
+# Leaf size (elements) from which the CPU updates a leaf on its own: large leaves gain
+# nothing from a flat copy (the NumPy calls are few), small ones lose to per-call overhead,
+# so they are gathered into one flat body call.
 LEAF_BY_LEAF_FROM = 1 << 15
 
 
 def fused_update(rule: _Rule, grads: Any, state: Any, params: Any, fallback):
-    """``opt.update`` of a fused alias, fresh outputs. Many small leaves (and every model
-    on the GPU) are updated by ONE body call (multi-tensor): the gradient, the state and
-    (for weight decay) the parameters are gathered into flat buffers (one copy each; the
+    """``opt.update`` of a fused alias, fresh outputs. Small leaves (and every leaf on the
+    GPU) are updated by ONE body call (multi-tensor): the gradient, the state and (for
+    weight decay) the parameters are gathered into flat buffers (one copy each; the
     state's copies are then updated in place and become the new state, its leaves views
-    of them), so ResNet-20's 65 tensors cost one launch, or ~14 NumPy calls per 64K
-    elements, not ~14 per leaf. Large leaves on the CPU get one body call each."""
+    of them), so ResNet-20's 65 tensors cost one launch, or ~14 NumPy calls per 1M
+    elements, not ~14 per leaf. Leaves of ``LEAF_BY_LEAF_FROM`` elements or more on the
+    CPU get one body call each (the MLP: its two large weights alone, its four small
+    leaves together)."""
     leaves = regular_leaves(rule, grads, state, params)
     if not leaves:  # irregular, or no leaves at all: the chain
         return fallback(grads, state, params)
     k = rule.scalars(state)
     n_slots = len(rule.slot_names)
-    columns = list(zip(*leaves))  # (grads, *slots, [params]), each a tuple of leaves
-    shapes = [g.shape for g in columns[0]]
-    xp = module_of(columns[0][0])
-    total = sum(g.size for g in columns[0])
-    if device_of(columns[0][0]) == "cuda" or total < LEAF_BY_LEAF_FROM * len(shapes):
+    xp = module_of(leaves[0][0])
+    own_from = math.inf if device_of(leaves[0][0]) == "cuda" else LEAF_BY_LEAF_FROM
+    updates: list = [None] * len(leaves)
+    new_slots: list = [[None] * len(leaves) for _ in range(n_slots)]
+    grouped = [i for i, leaf in enumerate(leaves) if leaf[0].size < own_from]
+    for i, leaf in enumerate(leaves):
+        if leaf[0].size < own_from:
+            continue
+        g1 = leaf[0].reshape(-1)  # a view of a C-contiguous array, else a copy
+        ins = tuple(x.reshape(-1) for x in leaf[1:1 + n_slots])
+        outs = tuple(xp.empty_like(g1) for _ in ins)
+        u = xp.empty_like(g1)
+        rule.body(g1, leaf[-1].reshape(-1) if rule.needs_params else None, ins, outs, u, k)
+        updates[i] = u.reshape(leaf[0].shape)
+        for acc, o in zip(new_slots, outs):
+            acc[i] = o.reshape(leaf[0].shape)
+    if grouped:
+        columns = list(zip(*(leaves[i] for i in grouped)))  # (grads, *slots, [params])
         flat_g = _concat(xp, columns[0])
         slots = tuple(_concat(xp, c) for c in columns[1:1 + n_slots])
         u = xp.empty_like(flat_g)
         rule.body(flat_g, _concat(xp, columns[-1]) if rule.needs_params else None, slots,
                   slots, u, k)
-        updates, new_slots = _split(u, shapes), [_split(f, shapes) for f in slots]
-    else:
-        updates, new_slots = [], [[] for _ in range(n_slots)]
-        for leaf in leaves:
-            g1 = leaf[0].reshape(-1)  # a view of a C-contiguous array, else a copy
-            ins = tuple(x.reshape(-1) for x in leaf[1:1 + n_slots])
-            outs = tuple(xp.empty_like(g1) for _ in ins)
-            u = xp.empty_like(g1)
-            rule.body(g1, leaf[-1].reshape(-1) if rule.needs_params else None, ins, outs, u, k)
-            updates.append(u.reshape(leaf[0].shape))
-            for acc, o in zip(new_slots, outs):
-                acc.append(o.reshape(leaf[0].shape))
+        shapes = [g.shape for g in columns[0]]
+        for acc, flat in zip((updates, *new_slots), (u, *slots)):
+            for i, piece in zip(grouped, _split(flat, shapes)):
+                acc[i] = piece
     slot_trees = tuple(_rebuild(grads, iter(s)) for s in new_slots)
     return _rebuild(grads, iter(updates)), rule.advance(state, slot_trees)
 

@@ -103,12 +103,15 @@ def test_the_aliases_are_fused_and_compositions_are_not():
     assert fused_rule(optim.adam(decay_mask=optim.weight_decay_mask)) is not None
 
 
-@pytest.mark.parametrize("by_leaf", [False, True], ids=["multi-tensor", "leaf-by-leaf"])
+# LEAF_BY_LEAF_FROM: None keeps the default (every leaf here is small: one flat call); 0 is
+# the CPU's path for large leaves, here for every size; 10 mixes them (a and w on their own,
+# the 0-d and the empty leaf in one flat call between them).
+@pytest.mark.parametrize("own_from", [None, 0, 10], ids=["multi-tensor", "leaf-by-leaf", "mixed"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=IDS)
-def test_fused_update_gives_the_chains_bits(name, kw, dtype, by_leaf, took_fused, monkeypatch):
-    if by_leaf:  # the CPU's path for large leaves, here for every size
-        monkeypatch.setattr(fused_mod, "LEAF_BY_LEAF_FROM", 0)
+def test_fused_update_gives_the_chains_bits(name, kw, dtype, own_from, took_fused, monkeypatch):
+    if own_from is not None:
+        monkeypatch.setattr(fused_mod, "LEAF_BY_LEAF_FROM", own_from)
     params, grads = problem(dtype, np.random.default_rng(0))
     opt = getattr(optim, name)(**kw)
     fused_p, fused_s = run(opt, params, grads)
