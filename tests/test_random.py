@@ -202,6 +202,18 @@ def test_split_shapes_unpacking_and_distinct_children():
     assert not ((grand[:, None, :] == kids[None, :, :]).all(axis=2)).any()
 
 
+def test_split_few_keys_in_python_gives_the_vectorised_bits():
+    """split of up to _SPLIT_IN_PYTHON keys runs Philox on Python ints: the same keys as the
+    NumPy form (which a 1000-key split takes), for every count and for keys of high words."""
+    assert gdr._SPLIT_IN_PYTHON >= 2
+    for k in (gdr.key(0), gdr.key(2**63 + 12345), np.array([2**32 - 1, 7], np.uint32)):
+        many = gdr.split(k, 1000)
+        for n in range(gdr._SPLIT_IN_PYTHON + 3):
+            few = gdr.split(k, n)
+            assert few.dtype == np.uint32 and few.shape == (n, 2)
+            np.testing.assert_array_equal(few, many[:n])
+
+
 def test_split_streams_are_uncorrelated():
     k1, k2 = gdr.split(gdr.key(42))
     n = 200_000

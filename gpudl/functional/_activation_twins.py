@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from gpudl.ops.elementwise import Scratch, blockwise, float_array, sigmoid_body
+from gpudl.ops.elementwise import Scratch, blockwise, float_array, relu_into, sigmoid_body
 
 SQRT1_2 = 1.0 / math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -359,6 +359,8 @@ def _backward(body, n_params=0, uses_y=False):
 
 def relu_twin(x, p0=0.0, p1=0.0):
     """``max(x, 0)``: NaN stays NaN (one pass; integers stay integers, as np.maximum)."""
+    if type(x) is np.ndarray and x.dtype.kind == "f":
+        return relu_into(x, np.empty(x.shape, x.dtype))
     return np.maximum(x, 0)
 
 

@@ -22,12 +22,16 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from gpudl import ops
 from gpudl.autodiff import Primitive, is_traced, unbox_all
 from gpudl.backend import module_of
 from gpudl.backend import shape_of as _shape
 from gpudl.errors import ShapeError
 from gpudl.functional import activations
+from gpudl.functional._activation_twins import keep_where
+from gpudl.ops.elementwise import relu_into
 
 
 def _linear_rows_impl(x, w, b, *, relu):
@@ -35,7 +39,10 @@ def _linear_rows_impl(x, w, b, *, relu):
     y = xp.matmul(x.reshape(-1, x.shape[-1]), w.T)  # (rows, E_out), fresh: ours to overwrite
     y += b
     if relu:  # in place: no second (rows, E_out) array, no node of its own
-        xp.maximum(y, y.dtype.type(0), out=y)
+        if xp is np:
+            relu_into(y, y)
+        else:
+            xp.maximum(y, y.dtype.type(0), out=y)
     return y.reshape(*x.shape[:-1], w.shape[0])
 
 
@@ -49,8 +56,10 @@ def _linear_rows_vjp(g, out, x, w, b, *, relu):
                 lambda: ops.matmul(ops.transpose(g2), ops.reshape(x, (-1, e_in))),
                 lambda: ops.sum(g2, axis=0))
     g2 = g.reshape(-1, e_out)  # (rows, E_out)
-    if relu:
-        g2 = g2 * (out.reshape(-1, e_out) > 0)
+    if relu:  # where(out > 0, g, 0) exactly as relu's vjp: an inf/NaN g of a dead unit -> 0
+        mask = out.reshape(-1, e_out) > 0
+        g2 = (keep_where(mask, g2, np.empty_like(g2)) if module_of(g2) is np
+              else module_of(g2).where(mask, g2, 0))
     return (lambda: (g2 @ w).reshape(x.shape), lambda: g2.T @ x.reshape(-1, e_in),
             lambda: g2.sum(axis=0))
 
@@ -98,20 +107,38 @@ def linear(x, w, b=None):
         >>> linear(np.ones((2, 5, 3)), np.ones((4, 3)), np.arange(4.0))[0, 0].tolist()
         [3.0, 4.0, 5.0, 6.0]
     """
-    sx, sw = _shape(x), _shape(w)
-    if len(sw) != 2:
-        raise ShapeError(f"F.linear: weight must be 2-D (out, in), got shape {tuple(sw)}")
-    if len(sx) < 1:
-        raise ShapeError(f"F.linear: input must have at least 1 dim (..., {sw[1]}), got a "
-                         f"scalar; reshape it to (1, {sw[1]})")
-    if sx[-1] != sw[1]:
-        raise ShapeError(
-            f"F.linear: input has {sx[-1]} features but the weight (out={sw[0]}, "
-            f"in={sw[1]}) expects {sw[1]}; check the layer sizes"
-        )
-    if b is not None and tuple(_shape(b)) != (sw[0],):
-        raise ShapeError(f"F.linear: bias must have shape ({sw[0]},), got {tuple(_shape(b))}")
+    _check_linear("F.linear", x, w, b)
     return linear_rows(x, w, b)  # a single example (in,) is one row: -> (out,)
 
 
-__all__ = ["linear", "linear_rows"]
+def linear_relu(x, w, b=None):
+    """``relu(linear(x, w, b))`` as one tape node where the fused primitive applies (what
+    ``nn.Sequential`` runs for a Dense followed by a ReLU): the same values and gradients
+    as the two ops, with linear's checks.
+
+    Example:
+        >>> import numpy as np
+        >>> linear_relu(np.ones((1, 2)), np.ones((2, 2)), np.array([-3.0, 1.0])).tolist()
+        [[0.0, 3.0]]
+    """
+    _check_linear("F.linear", x, w, b)
+    return linear_rows(x, w, b, relu=True)
+
+
+def _check_linear(op: str, x, w, b) -> None:
+    sx, sw = _shape(x), _shape(w)
+    if len(sw) != 2:
+        raise ShapeError(f"{op}: weight must be 2-D (out, in), got shape {tuple(sw)}")
+    if len(sx) < 1:
+        raise ShapeError(f"{op}: input must have at least 1 dim (..., {sw[1]}), got a "
+                         f"scalar; reshape it to (1, {sw[1]})")
+    if sx[-1] != sw[1]:
+        raise ShapeError(
+            f"{op}: input has {sx[-1]} features but the weight (out={sw[0]}, "
+            f"in={sw[1]}) expects {sw[1]}; check the layer sizes"
+        )
+    if b is not None and tuple(_shape(b)) != (sw[0],):
+        raise ShapeError(f"{op}: bias must have shape ({sw[0]},), got {tuple(_shape(b))}")
+
+
+__all__ = ["linear", "linear_relu", "linear_rows"]

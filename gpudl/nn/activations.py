@@ -73,6 +73,10 @@ class Activation(Layer):
     def apply(self, params, state, x, *, train=False, key=None):
         return self.fn(x, **self.kwargs), state
 
+    def is_plain_relu(self) -> bool:
+        """``relu(x)`` itself, nothing added (Sequential may fuse it into a Dense before)."""
+        return self.fn is F.relu and not self.kwargs and type(self).apply is Activation.apply
+
 
 def _check_kwargs(layer: Layer, fn: Callable, kwargs: dict) -> None:
     """Unknown keyword arguments fail at construction, not at the first forward pass."""

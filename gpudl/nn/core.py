@@ -18,7 +18,7 @@ import numpy as np
 from gpudl import ops
 from gpudl import random as gdr
 from gpudl.errors import ShapeError
-from gpudl.functional.linear import linear
+from gpudl.functional.linear import linear, linear_relu
 from gpudl.nn import initializers as inits
 from gpudl.nn.arguments import (
     LayerArgumentError,
@@ -87,6 +87,19 @@ class Dense(Layer):
         return shapes
 
     def apply(self, params, state, x, *, train=False, key=None):
+        return self._product(params, x, linear), state
+
+    def apply_then_relu(self, params, state, x):
+        """``apply`` followed by ReLU as one op (``linear_relu``): ``nn.Sequential`` runs a
+        Dense and the ReLU after it this way (one tape node, the ReLU in place)."""
+        return self._product(params, x, linear_relu), state
+
+    def fuses_relu(self) -> bool:
+        """Whether :meth:`apply_then_relu` may stand for ``apply`` + ReLU: a plain Dense
+        with a bias (a subclass may change ``apply``)."""
+        return type(self) is Dense and self.use_bias
+
+    def _product(self, params, x, product):
         w = params.get("weight") if isinstance(params, dict) else None
         w_shape = getattr(w, "shape", ())
         if len(w_shape) == 2 and w_shape[0] == self.features and x.shape[-1] != w_shape[1]:
@@ -95,7 +108,7 @@ class Dense(Layer):
                 f"features but the weight expects {w_shape[1]} (weight shape {w_shape})"
             )
         check_params(params, self.param_shapes(x), self, x)
-        return linear(x, w, params.get("bias")), state
+        return product(x, w, params.get("bias"))
 
     def macs(self, x, y, params):
         return int(np.prod(y.shape)) * int(x.shape[-1])

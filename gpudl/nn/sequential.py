@@ -138,9 +138,20 @@ class Sequential(Layer):
     def apply(self, params, state, x, *, train=False, key=None):
         check_children(params, self.names, self.layers, "nn.Sequential", state)
         new_state = dict(state)
-        keys = split_keys(key, len(self.layers))
-        for name, layer, k in zip(self.names, self.layers, keys, strict=True):
-            x = apply_child(name, layer, params, new_state, x, train=train, key=k)
+        layers, names = self.layers, self.names
+        keys = split_keys(key, len(layers))
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _dense_then_relu(layers[i], layers[i + 1]):
+                # one linear_rows(relu=True) node: the values and gradients of the two
+                # layers, the ReLU in place in the product's output (neither has state)
+                x = apply_child(names[i], _DenseRelu(layers[i]), params, new_state, x,
+                                train=train)
+                i += 2
+                continue
+            x = apply_child(names[i], layers[i], params, new_state, x, train=train,
+                            key=keys[i])
+            i += 1
         return x, new_state
 
     def trainable_mask(self, params):
@@ -213,3 +224,22 @@ class Sequential(Layer):
 def _slice_text(index: slice) -> str:
     parts = ["" if v is None else str(v) for v in (index.start, index.stop, index.step)]
     return ":".join(parts if index.step is not None else parts[:2])
+
+
+def _dense_then_relu(layer: Layer, after: Layer) -> bool:
+    """A plain Dense, then a plain ReLU, neither with an ``apply`` of its own set on the
+    object (nn.summary records layers by wrapping theirs: those run one by one)."""
+    fuses = getattr(layer, "fuses_relu", None)
+    plain = getattr(after, "is_plain_relu", None)
+    return (fuses is not None and plain is not None and fuses() and plain()
+            and "apply" not in vars(layer) and "apply" not in vars(after))
+
+
+class _DenseRelu:
+    """A Dense seen through ``apply_then_relu`` (for :func:`apply_child`'s error naming)."""
+
+    def __init__(self, dense):
+        self.dense = dense
+
+    def apply(self, params, state, x, *, train=False, key=None):
+        return self.dense.apply_then_relu(params, state, x)

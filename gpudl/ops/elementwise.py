@@ -156,6 +156,36 @@ def blockwise(body: Callable, *arrays, dtype, static: tuple = ()):
     return out
 
 
+# np.maximum(x, 0) broadcasts the scalar through NumPy's strided loop, about twice the
+# time of its SIMD loop on two contiguous arrays; relu_into feeds it a zero block instead
+ZERO_BLOCK = 1 << 16  # elements: 256 KB of float32 zeros, cache-resident
+_ZEROS: dict = {}
+
+
+def relu_into(x, out):
+    """``out = maximum(x, 0)`` (NaN stays NaN; the same bits as ``np.maximum(x, 0)``), for
+    NumPy float arrays; ``out`` may be x. Contiguous arrays take the SIMD loop against a
+    cached zero block, others ``np.maximum(x, 0)``.
+
+    Example:
+        >>> relu_into(np.array([-1.0, 2.0]), np.empty(2)).tolist()
+        [0.0, 2.0]
+    """
+    dt = x.dtype
+    if not (type(x) is np.ndarray and type(out) is np.ndarray and dt.kind == "f"
+            and out.dtype == dt and x.flags.c_contiguous and out.flags.c_contiguous
+            and x.shape == out.shape):
+        return np.maximum(x, dt.type(0), out=out)
+    zeros = _ZEROS.get(dt.str)
+    if zeros is None:
+        zeros = _ZEROS[dt.str] = np.zeros(ZERO_BLOCK, dt)
+    xf, of, n = x.reshape(-1), out.reshape(-1), x.size
+    for i in range(0, n, ZERO_BLOCK):
+        j = min(n, i + ZERO_BLOCK)
+        np.maximum(xf[i:j], zeros[:j - i], out=of[i:j])
+    return out
+
+
 def float_array(x):
     """x as an array of a float dtype: numbers become arrays, integers float64 (np.exp's)."""
     if isinstance(x, np.generic) or not hasattr(x, "shape"):

@@ -128,6 +128,11 @@ def as_key(key_or_seed: Any, where: str = "gpudl.random.as_key") -> Any:
     return key_or_seed
 
 
+# Up to this many keys, split runs Philox on Python ints (same bits; measured faster than
+# the vectorised form below ~16 keys, e.g. 2 keys 10 us vs 65 us)
+_SPLIT_IN_PYTHON = 8
+
+
 def split(k: np.ndarray, num: int = 2) -> np.ndarray:
     """``num`` new independent keys, shape ``(num, 2)``: child ``i`` is Philox(k, (i, 0, SPLIT, 0)).
 
@@ -140,6 +145,9 @@ def split(k: np.ndarray, num: int = 2) -> np.ndarray:
     num = _check_int(num, "split", "num")
     if num < 0:
         raise ConfigError(f"gpudl.random.split: argument 'num' must be >= 0, got {num}")
+    if num <= _SPLIT_IN_PYTHON:  # a layer's few keys: Python ints beat ~80 tiny NumPy calls
+        return np.array([philox4x32((i, 0, _SPLIT_TAG, 0), words)[:2] for i in range(num)],
+                        dtype=np.uint32).reshape(num, 2)
     ctr = np.arange(num, dtype=np.uint64)
     c0, c1, _, _ = philox4x32((ctr & _MASK32, ctr >> 32, _SPLIT_TAG, 0), words)
     return np.stack([c0, c1], axis=1).astype(np.uint32)  # (num, 2)

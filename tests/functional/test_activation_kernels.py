@@ -188,6 +188,27 @@ def test_select_helpers_are_exact():
         assert np.array_equal(scal.view(np.uint8), ref.view(np.uint8))
 
 
+def test_relu_into_gives_np_maximum_bits(monkeypatch):
+    """The zero-block relu (relu_twin and linear_rows' fused relu) against np.maximum(x, 0):
+    several zero blocks and a ragged last one, in place, and the fallbacks (non-contiguous,
+    an integer array)."""
+    monkeypatch.setattr(E, "ZERO_BLOCK", 64)
+    monkeypatch.setattr(E, "_ZEROS", {})
+    for dtype in (np.float16, np.float32, np.float64):
+        x = np.concatenate([_x(300, dtype, 5), np.array([np.nan, -0.0, 0.0, np.inf, -np.inf],
+                                                        dtype)]).reshape(5, 61)
+        want = np.maximum(x, 0).view(np.uint8)
+        assert np.array_equal(E.relu_into(x, np.empty_like(x)).view(np.uint8), want)
+        assert np.array_equal(T.relu_twin(x).view(np.uint8), want)
+        inplace = x.copy()
+        assert E.relu_into(inplace, inplace) is inplace
+        assert np.array_equal(inplace.view(np.uint8), want)
+        strided = x[:, ::2]
+        assert np.array_equal(T.relu_twin(strided), np.maximum(strided, 0), equal_nan=True)
+    ints = np.arange(-3, 3)
+    assert T.relu_twin(ints).dtype == ints.dtype and T.relu_twin(ints).tolist() == [0] * 4 + [1, 2]
+
+
 def test_relu_family_gradients_ignore_dead_non_finite_cotangents():
     # where(x > 0, g, 0) semantics: a dead unit's inf/NaN cotangent gives 0 (as torch), not NaN
     g = np.array([np.inf, np.nan, np.inf, 2.0])
