@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import gpudl as gd
+import gpudl.ops.elementwise as E
 from gpudl import functional as F
 from gpudl import ops
 from gpudl.functional import _activation_kernels as K
 from gpudl.functional import _activation_twins as T
 from gpudl.functional.activations import SELU_ALPHA, SELU_SCALE
-import gpudl.ops.elementwise as E
 from gpudl.ops.elementwise import Scratch
 
 # op -> (public function of x, the kernel's (p0, p1))
