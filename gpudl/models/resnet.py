@@ -19,7 +19,7 @@ from __future__ import annotations
 from gpudl import functional as F
 from gpudl import nn
 from gpudl.errors import ConfigError, ShapeError
-from gpudl.nn.base import apply_child, check_children, init_child, split_keys
+from gpudl.nn.base import apply_child, check_children, ignores_key, init_child, split_keys
 from gpudl.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
 from gpudl.nn.normalization import BatchNorm2d
 
@@ -66,6 +66,7 @@ class BasicBlock(nn.Layer):
         shortcut = init_child(*down[0], ks[4], x, params, state, seen) if down else x
         return params, state, self._join(h, shortcut)
 
+    @ignores_key  # its children run without keys (no dropout in a basic block)
     def apply(self, params, state, x, *, train=False, key=None):
         children = self.children()
         check_children(params, [n for n, _ in children], [c for _, c in children],

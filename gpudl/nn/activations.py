@@ -37,7 +37,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, check_params, float_dtype
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype, ignores_key
 
 
 class Activation(Layer):
@@ -70,6 +70,7 @@ class Activation(Layer):
     def prefix(self) -> str:
         return self._prefix
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         return self.fn(x, **self.kwargs), state
 

@@ -98,6 +98,19 @@ def _seeded(method, keyword: bool):
     return init
 
 
+def ignores_key(apply):
+    """Mark a layer's ``apply`` as never reading its ``key`` (containers then skip drawing
+    child keys when no child reads one; a subclass that overrides ``apply`` is unmarked)."""
+    apply.ignores_key = True
+    return apply
+
+
+def reads_key(layer: Any) -> bool:
+    """Whether ``layer.apply`` may read its key: unmarked ones (user layers, an ``apply``
+    set on the object, as nn.summary's recorder) count as reading it."""
+    return not getattr(layer.apply, "ignores_key", False)
+
+
 class Layer:
     """Base class: override ``init`` (if the layer has parameters) and ``apply``."""
 
@@ -271,8 +284,10 @@ def apply_child(name: str, layer: Layer, params: dict, new_state: dict, x, *, tr
     return y
 
 
-def split_keys(key, n: int) -> list:
-    if key is None:
+def split_keys(key, n: int, layers=None) -> list:
+    """``n`` child keys from ``key`` (the i-th for the i-th child), or Nones where there is
+    no key or none of ``layers`` reads one (see :func:`reads_key`)."""
+    if key is None or (layers is not None and not any(map(reads_key, layers))):
         return [None] * n
     return list(gdr.split(key, n)) if n > 1 else [key]
 

@@ -58,7 +58,7 @@ class _Branches(Layer):
     def _outputs(self, params, state, x, train, key):
         check_children(params, self.names, self.layers, f"nn.{type(self).__name__}", state)
         new_state, outs = dict(state), []
-        keys = split_keys(key, len(self.layers))
+        keys = split_keys(key, len(self.layers), self.layers)
         for nm, layer, k in zip(self.names, self.layers, keys, strict=True):
             outs.append(apply_child(nm, layer, params, new_state, x, train=train, key=k))
         return outs, new_state

@@ -31,7 +31,7 @@ from gpudl.nn.arguments import (
     check_ints,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, check_params, float_dtype
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype, ignores_key
 
 
 def _pair(v) -> tuple[int, int]:
@@ -128,6 +128,7 @@ class Conv2d(_ConvBase):
 
     base_name = "conv"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         w, b = self._params(params, x)
@@ -141,6 +142,7 @@ class Conv1d(_ConvBase):
     base_name = "conv"
     rank = 1
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
         w, b = self._params(params, x)
@@ -163,6 +165,7 @@ class ConvTranspose2d(_ConvBase):
                          bias_init=bias_init, name=name)
         self.output_padding = check_ints(self, "output_padding", output_padding, minimum=0)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         w, b = self._params(params, x)
@@ -184,6 +187,7 @@ class MaxPool2d(Layer):
         self.stride = None if stride is None else check_ints(self, "stride", stride)
         self.padding = check_ints(self, "padding", padding, minimum=0)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding), state
@@ -194,6 +198,7 @@ class AvgPool2d(MaxPool2d):
 
     base_name = "avgpool"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding), state
@@ -219,6 +224,7 @@ class MaxPool1d(Layer):
         self.stride = None if stride is None else _one_int(self, "stride", stride)
         self.padding = _one_int(self, "padding", padding, minimum=0)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
         return F.max_pool1d(x, self.kernel_size, self.stride, self.padding), state
@@ -236,6 +242,7 @@ class AvgPool1d(MaxPool1d):
         super().__init__(kernel_size, stride, padding, name=name)
         self.count_include_pad = check_bool(self, "count_include_pad", count_include_pad)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
         return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding,
@@ -254,6 +261,7 @@ class LPPool2d(Layer):
         self.kernel_size = check_ints(self, "kernel_size", kernel_size)
         self.stride = None if stride is None else check_ints(self, "stride", stride)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return F.lp_pool2d(x, self.p, self.kernel_size, self.stride), state
@@ -264,6 +272,7 @@ class GlobalAvgPool2d(Layer):
 
     base_name = "gap"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return ops.mean(x, axis=(2, 3)), state
@@ -274,6 +283,7 @@ class GlobalMaxPool2d(Layer):
 
     base_name = "gmp"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 4, "(N, C, H, W)")
         return ops.max(x, axis=(2, 3)), state
@@ -284,6 +294,7 @@ class GlobalAvgPool1d(Layer):
 
     base_name = "gap"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
         return ops.mean(x, axis=2), state
@@ -294,6 +305,7 @@ class GlobalMaxPool1d(Layer):
 
     base_name = "gmp"
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         _check_rank(self, x, 3, "(N, C, L)")
         return ops.max(x, axis=2), state

@@ -26,7 +26,7 @@ from gpudl.nn.arguments import (
     check_int,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, check_params, float_dtype
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype, ignores_key
 
 _device = array_device
 
@@ -86,6 +86,7 @@ class Dense(Layer):
             shapes["bias"] = (self.features,)
         return shapes
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         return self._product(params, x, linear), state
 
@@ -125,6 +126,7 @@ class Flatten(Layer):
         super().__init__(name)
         self.start_axis = check_int(self, "start_axis", start_axis, minimum=None)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         return ops.flatten(x, self.start_axis), state
 
@@ -137,11 +139,13 @@ class Reshape(Layer):
         super().__init__(name)
         self.shape = tuple(shape)
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         return ops.reshape(x, (x.shape[0], *self.shape)), state
 
 
 class Identity(Layer):
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         return x, state
 

@@ -34,7 +34,7 @@ from gpudl.nn.arguments import (
     layer_label,
     positional_limit,
 )
-from gpudl.nn.base import Layer, array_device, check_params, float_dtype
+from gpudl.nn.base import Layer, array_device, check_params, float_dtype, ignores_key
 
 
 def _batch_norm_hint(label: str, args: tuple) -> str:
@@ -104,6 +104,7 @@ class _BatchNorm(Layer):
         c = x.shape[1]
         return {"weight": (c,), "bias": (c,)} if self.affine else {}
 
+    @ignores_key
     def apply(self, params, state, x, *, train=False, key=None):
         self._check(x)
         if self.affine:

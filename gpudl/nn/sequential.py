@@ -139,7 +139,7 @@ class Sequential(Layer):
         check_children(params, self.names, self.layers, "nn.Sequential", state)
         new_state = dict(state)
         layers, names = self.layers, self.names
-        keys = split_keys(key, len(layers))
+        keys = split_keys(key, len(layers), layers)
         i = 0
         while i < len(layers):
             if i + 1 < len(layers) and _dense_then_relu(layers[i], layers[i + 1]):
