@@ -109,8 +109,9 @@ def test_linear_on_device_matches_cpu(device, xp, dtype):
     rng = np.random.default_rng(6)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3, 4), (5, 4), (5,)))
 
-    def run(x, w, b):
-        return gd.ops.sum(F.linear(x, w, b) ** 2) + gd.ops.sum(F.linear(x[0, 0], w, b) ** 3)
+    def run(x, w, b):  # linear_relu: nn.Sequential's Dense + ReLU (the vjp's where on CuPy)
+        return (gd.ops.sum(F.linear(x, w, b) ** 2) + gd.ops.sum(F.linear(x[0, 0], w, b) ** 3)
+                + gd.ops.sum(F.linear_relu(x, w, b) ** 3))
 
     want = gd.value_and_grad(run, argnums=(0, 1, 2))(x, w, b)
     got = gd.value_and_grad(run, argnums=(0, 1, 2))(*(xp.asarray(a) for a in (x, w, b)))
