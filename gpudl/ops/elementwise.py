@@ -193,28 +193,39 @@ def float_array(x):
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
 
-# sigmoid's fast form needs exp(-x) finite: x >= -log(max float), with a margin
-_EXP_SAFE = {np.dtype(np.float32): -88.0, np.dtype(np.float64): -709.0}
+# float64 sigmoid's fast form needs exp(-x) finite: x >= -log(max double), with a margin
+_EXP_SAFE_F64 = -709.0
 
 
 def sigmoid_body(x, *, out, sc):
-    """sigmoid of a float block into ``out``: ``1 / (1 + exp(-x))`` (4 passes and a min)
-    where no element is below -88 (float32) / -709 (float64), else the two-branch form.
+    """sigmoid of a float block into ``out``: ``1 / (1 + exp(-x))``, or two-branch where that
+    overflows.
 
-    ``1 / (1 + exp(-x))`` keeps full relative precision in both tails (sigmoid(-50) is
-    1.9e-22, not 0: ``0.5 * tanh(x / 2) + 0.5`` would round it to 0); it only fails
-    where exp(-x) overflows, so a block holding such an x (or -inf) takes
-    :func:`sigmoid_two_branch`, which never overflows. Both are within ~3.5 ulp of the
-    exact value in float32 (NumPy's exp itself is within ~3); for x >= 0 they are the
-    same operations, so the same bits. A NaN x gives NaN on either path; float16 always
-    takes the two-branch form.
+    float32: ``1 / (2 + expm1(-x))`` (4 passes; NumPy's float32 expm1 runs ~25 % faster
+    than its exp and the form is as accurate: within ~3.2 ulp of the exact value, as the
+    exp form). A block whose ``expm1(-x)`` overflows (an x below -88.7) is redone with
+    :func:`sigmoid_two_branch`, told by NumPy's overflow flag, so no pass checks the range.
+    float64: ``1 / (1 + exp(-x))`` (4 passes and a min) where no element is below -709,
+    else the two-branch form; for x >= 0 that is the two-branch form's bits.
+
+    Either form keeps full relative precision in both tails (sigmoid(-50) is 1.9e-22,
+    not 0: ``0.5 * tanh(x / 2) + 0.5`` would round it to 0). A NaN x gives NaN on every
+    path, -inf gives 0; float16 always takes the two-branch form.
     """
-    limit = _EXP_SAFE.get(x.dtype)
-    if limit is None or (x.size and not x.min() >= limit):
+    if x.dtype == np.float32:
+        np.negative(x, out=out)
+        try:
+            with np.errstate(over="raise"):
+                np.expm1(out, out=out)
+        except FloatingPointError:  # an x below -88.7 in this block
+            return sigmoid_two_branch(x, out=out, sc=sc)
+        np.add(out, 2.0, out=out)
+        return np.divide(1.0, out, out=out)
+    if x.dtype != np.float64 or (x.size and not x.min() >= _EXP_SAFE_F64):
         # not min() < limit: a NaN min (a NaN in x) takes the two-branch form, to be safe
         return sigmoid_two_branch(x, out=out, sc=sc)
     np.negative(x, out=out)
-    np.exp(out, out=out)  # finite: -x <= 88 (float32) / 709 (float64)
+    np.exp(out, out=out)  # finite: -x <= 709
     np.add(out, 1.0, out=out)
     return np.divide(1.0, out, out=out)
 

@@ -15,6 +15,7 @@ test_activations.py; torch float64 parity in tests/torch_parity/test_parity_func
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -143,21 +144,37 @@ def test_float32_erf_is_as_accurate_as_before(small_blocks):
 
 @pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 3.5), (np.float64, 2.5)])
 def test_sigmoid_fast_form_is_as_accurate_as_the_two_branch_form(dtype, max_ulp, small_blocks):
-    # finite x >= -88: 1 / (1 + exp(-x)), the two-branch form's bits for x >= 0; both
-    # within max_ulp of the long-double sigmoid (NumPy's float32 exp alone is ~3 ulp)
+    # finite x >= -88: float32 1 / (2 + expm1(-x)), float64 1 / (1 + exp(-x)) (the
+    # two-branch form's bits for x >= 0); all within max_ulp of the long-double sigmoid
+    # (NumPy's float32 exp alone is ~3 ulp)
     x = np.concatenate([np.linspace(-88, 30, 140001), _x(5000, dtype)[13:]]).astype(dtype)
     fast, old = ops.sigmoid(x), _old_sigmoid(x)
-    assert np.array_equal(fast[x >= 0], old[x >= 0]) and not np.array_equal(fast, old)
+    assert not np.array_equal(fast, old)  # the fast form ran
+    if dtype == np.float64:
+        assert np.array_equal(fast[x >= 0], old[x >= 0])
+    else:  # float32: expm1's form, not exp's
+        e = np.negative(x)
+        np.testing.assert_array_equal(fast, np.float32(1) / (np.float32(2) + np.expm1(e)))
     ref = 1 / (1 + np.exp(-x.astype(np.longdouble)))
     ulp = np.spacing(ref.astype(dtype)).astype(np.longdouble)
     for y in (fast, old):
         assert (np.abs(y - ref) / ulp).max() < max_ulp
-    # blocks holding an x below -88 (or -inf, NaN) take the two-branch form; the others not
+    # blocks holding an x below -88.7 (or -inf, NaN in float64) take the two-branch form;
+    # the others not
     mixed = np.concatenate([x[:BLOCK], np.array([-100.0, -np.inf, np.nan], dtype), x[BLOCK:]])
     got = F.sigmoid(mixed)
     assert np.array_equal(got[:BLOCK], fast[:BLOCK])
     assert np.array_equal(got[BLOCK:2 * BLOCK], _old_sigmoid(mixed[BLOCK:2 * BLOCK]), equal_nan=True)
     assert got[BLOCK] > 0 and got[BLOCK + 1] == 0  # sigmoid(-100) is not 0 (a subnormal in float32)
+    # a block with -inf or NaN but nothing below -88.7 keeps the float32 fast form (exact
+    # there: 0 and NaN), without a warning
+    if dtype == np.float32:
+        edge = np.array([-np.inf, np.nan, -88.5, 0.0, 88.5, np.inf], dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = F.sigmoid(edge)
+        assert got[0] == 0 and np.isnan(got[1]) and 0 < got[2] < 1e-38
+        assert got[3] == 0.5 and got[4] == 1 and got[5] == 1
 
 
 def test_tails_keep_their_precision():
