@@ -302,6 +302,13 @@ def _conv2d(ctx, inputs, outputs, *, shapes, out_shapes, stride, padding, dilati
              kernel_shape=list(shapes[1][2:]))
 
 
+@converter("conv_bias")
+def _conv_bias(ctx, inputs, outputs, *, shapes, out_shapes):
+    # y (N, C, ...) + b (C,) along axis 1: b reshaped to (C, 1, ...) broadcasts from the right
+    b = ctx.node("Reshape", [inputs[1], ctx.ints([-1, *(1,) * (len(shapes[0]) - 2)])])
+    ctx.node("Add", [inputs[0], b], outputs)
+
+
 @converter("max_pool2d")
 def _max_pool2d(ctx, inputs, outputs, *, shapes, out_shapes, kernel, stride, padding):
     # the second output (argmax, for the backward pass) is not written: eval never reads it

@@ -132,8 +132,34 @@ def _forward(x, w, **geo):
     return _conv2d(x, w, **geo)
 
 
+def _bias_impl(y, b):
+    check_same_device((y, b), "conv2d")
+    return y + b.reshape(1, b.shape[0], *(1,) * (y.ndim - 2))
+
+
+def channel_sums(g):
+    """(C,) sums of g (N, C, ...) over every axis but 1: the bias gradient. NumPy: the N
+    samples added first (each a contiguous block), then each channel's run, ~2-3x faster
+    than ``np.sum(axis=(0, 2, 3))`` on LeNet-5's maps; CuPy: one reduction."""
+    if type(g) is np.ndarray and g.flags.c_contiguous and g.ndim > 1:
+        per_channel = np.add.reduce(g, axis=0)  # (C, ...)
+        return per_channel.reshape(per_channel.shape[0], -1).sum(axis=1)
+    return g.sum(axis=(0, *range(2, g.ndim)))
+
+
+def _bias_vjp(g, out, y, b):
+    if is_traced(g):  # grad of grad: the same sums in gd.ops
+        return (lambda: g, lambda: ops.sum(g, axis=(0, *range(2, len(shape_of(g))))))
+    return (lambda: g, lambda: channel_sums(g))
+
+
+# y (N, C, ...) + b (C,) along axis 1: conv's bias as one tape node (not a reshape and a
+# broadcast add, whose vjp is a reshape and a generic (0, 2, 3) sum)
+_conv_bias = Primitive("conv_bias", _bias_impl, _bias_vjp)
+
+
 def _add_bias(y, b):
-    return y if b is None else y + ops.reshape(b, (1, shape_of(b)[0], 1, 1))
+    return y if b is None else _conv_bias(y, b)
 
 
 def _bias_shape(b):

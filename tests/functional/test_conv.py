@@ -212,7 +212,20 @@ def _backward_weight_case():
     return (lambda x, g: conv2d_backward_weight(x, g, (3, 2), **_GEO)), (x, g)
 
 
+def _bias_case():
+    rng = np.random.default_rng(27)
+    y = rng.standard_normal((3, 4, 5, 2))[:, :, ::2]  # (N, C, H, W), not contiguous
+    return C._conv_bias, (y, rng.standard_normal(4))
+
+
+def _bias_second_order_case():
+    rng = np.random.default_rng(29)
+    y, b = rng.standard_normal((2, 3, 4, 1)), rng.standard_normal(3)
+    return (lambda y, b: gd.grad(lambda b: gd.ops.sum(gd.ops.tanh(C._conv_bias(y, b))))(b)), (y, b)
+
+
 GRAD_CASES = {
+    "conv_bias": [_bias_case, _bias_second_order_case],
     "conv2d": [_conv2d_case, _conv2d_same_case],
     "conv2d_backward_data": [_backward_data_case],
     "conv2d_backward_weight": [_backward_weight_case],
@@ -274,6 +287,11 @@ def test_device_matches_twin(device, dtype, case):
                      (conv2d_backward_weight(xd, gd_, ws[2:], **geo), ref_dw)):
         assert gd.backend.device_of(got) == device and got.dtype == dtype
         np.testing.assert_allclose(gd.to_numpy(got), ref, **_tol(dtype, ref))
+    # the bias gradient (conv_bias's channel sums) on the device
+    ref_db = g.sum(axis=(0, 2, 3), dtype=np.float64)
+    got_db = gd.grad(lambda b: gd.ops.sum(conv2d(xd, wd, b, **geo) * gd_))(bd)
+    assert gd.backend.device_of(got_db) == device and got_db.dtype == dtype
+    np.testing.assert_allclose(gd.to_numpy(got_db), ref_db, **_tol(dtype, ref_db))
 
 
 @pytest.mark.gpu
@@ -315,3 +333,31 @@ def test_gpu_grad_checks_and_chunks(monkeypatch):
     xt = x[:, :, ::-1, :]  # non-contiguous view: copied before the kernel
     cupy.testing.assert_allclose(conv2d(xt, w, **geo),
                                  conv2d(cupy.ascontiguousarray(xt), w, **geo), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_sums_against_a_float64_reference(dtype):
+    """The bias gradient's order (the samples first, then each channel's run) against
+    float64 sums: contiguous 4-D and 3-D (conv1d) maps, a strided view (NumPy's own sum)."""
+    rng = np.random.default_rng(31)
+    for shape in ((128, 6, 28, 28), (7, 5, 1, 9), (4, 3, 11)):
+        g = rng.standard_normal(shape).astype(dtype) + 3.0
+        want = g.astype(np.float64).sum(axis=(0, *range(2, g.ndim)))
+        got = C.channel_sums(g)
+        assert got.dtype == dtype and got.shape == (shape[1],)
+        np.testing.assert_allclose(got, want, rtol=2e-6 if dtype == np.float32 else 1e-13)
+        strided = g[:, :, ::2]
+        np.testing.assert_allclose(C.channel_sums(strided),
+                                   strided.astype(np.float64).sum(axis=(0, *range(2, g.ndim))),
+                                   rtol=2e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_conv_bias_values_and_gradient():
+    rng = np.random.default_rng(33)
+    x, w, b = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y = conv2d(x, w, b, padding=1)
+    np.testing.assert_array_equal(y, conv2d(x, w, padding=1) + b[:, None, None])
+    gb = gd.grad(lambda b: gd.ops.sum(conv2d(x, w, b, padding=1) ** 2))(b)
+    np.testing.assert_allclose(gb, (2 * y).sum(axis=(0, 2, 3)), rtol=1e-12)
+    with pytest.raises(gd.ShapeError, match="bias"):
+        conv2d(x, w, np.ones(3), padding=1)
