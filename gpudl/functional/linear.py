@@ -57,9 +57,8 @@ def _linear_rows_vjp(g, out, x, w, b, *, relu):
                 lambda: ops.sum(g2, axis=0))
     g2 = g.reshape(-1, e_out)  # (rows, E_out)
     if relu:  # where(out > 0, g, 0) exactly as relu's vjp: an inf/NaN g of a dead unit -> 0
-        mask = out.reshape(-1, e_out) > 0
-        g2 = (keep_where(mask, g2, np.empty_like(g2)) if module_of(g2) is np
-              else module_of(g2).where(mask, g2, 0))
+        mask, xp = out.reshape(-1, e_out) > 0, module_of(g2)
+        g2 = keep_where(mask, g2, np.empty_like(g2)) if xp is np else xp.where(mask, g2, 0)
     return (lambda: (g2 @ w).reshape(x.shape), lambda: g2.T @ x.reshape(-1, e_in),
             lambda: g2.sum(axis=0))
 

@@ -237,7 +237,7 @@ def _gather(node: Any, others: tuple, out: list) -> bool:
                 return False
         return True
     for o in others:
-        if o is None or type(o) is dict or isinstance(o, list | tuple):
+        if o is None or isinstance(o, dict | list | tuple):
             return False
     out.append((node, *others))
     return True

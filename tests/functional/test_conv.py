@@ -361,3 +361,10 @@ def test_conv_bias_values_and_gradient():
     np.testing.assert_allclose(gb, (2 * y).sum(axis=(0, 2, 3)), rtol=1e-12)
     with pytest.raises(gd.ShapeError, match="bias"):
         conv2d(x, w, np.ones(3), padding=1)
+
+
+@pytest.mark.gpu
+def test_conv_bias_on_another_device_is_a_named_error():
+    x, w = gd.to_device((np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3))), "cuda")
+    with pytest.raises(gd.errors.DeviceMismatchError, match=r"conv2d: .*different devices"):
+        conv2d(x, w, np.ones(3))
