@@ -154,6 +154,39 @@ def test_chunked_batches_and_col2im_chunks_give_the_same_results(monkeypatch):
             np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
+def _two_sample_chunks(n, per_sample_cols, per_sample_io):
+    return [(i, min(i + 2, n)) for i in range(0, n, 2)]
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 0], ids=["kept", "recomputed"])
+def test_cache_pieces_give_the_same_results(monkeypatch, budget):
+    """One sample per cache piece (5 samples, chunks of 2 by the memory budget): the
+    unroll-then-multiply pieces, kept or recomputed for backward-weight, give the bits of
+    the whole-batch products."""
+    rng = np.random.default_rng(8)
+    cases = [((5, 4, 7, 6), (5, 4, 3, 3), dict(stride=1, padding=1)),
+             ((5, 4, 7, 6), (6, 2, 3, 2), dict(stride=2, padding=(1, 0), groups=2)),
+             ((5, 4, 7, 6), (5, 4, 1, 1), dict(stride=1))]
+    want = []
+    for xs, ws, geo in cases:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        y, vjp = gd.vjp(lambda x, w, geo=geo: conv2d(x, w, **geo), x, w)
+        g = rng.standard_normal(y.shape)
+        want.append((x, w, geo, g, (y, *vjp(g))))
+    calls = _count_backward_weight(monkeypatch)
+    monkeypatch.setattr(CPU, "CACHE_COLS_BYTES", 1)
+    monkeypatch.setattr(_conv_saved, "SAVED_COLS_BUDGET", budget)
+    chunkers = (CK.batch_chunks, _two_sample_chunks)  # the whole batch; 2 samples a chunk
+    for x, w, geo, g, ref in want:
+        for chunker in chunkers:
+            monkeypatch.setattr(CK, "batch_chunks", chunker)
+            y, vjp = gd.vjp(lambda x, w, geo=geo: conv2d(x, w, **geo), x, w)
+            for got, r in zip((y, *vjp(g)), ref, strict=True):
+                np.testing.assert_array_equal(got, r)
+    # kept only for a whole-batch chunk of a non-pointwise conv, never when recomputing
+    assert calls == ([True, False] * 2 + [False, False] if budget else [False] * 6)
+
+
 # ----------------------------------------------------------------------------- saved columns
 def _count_backward_weight(monkeypatch) -> list[bool]:
     """Records, per backward-weight product, whether it used the forward's columns."""
@@ -234,13 +267,17 @@ def test_buffer_pool_reuses_refuses_views_and_keeps_its_budget():
     assert pool.free_bytes == 0 and pool.take((10,), np.float64) is not b
 
 
+@pytest.mark.parametrize("piece_bytes", [None, 1], ids=["one-piece", "sample-pieces"])
 @pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=2, padding=1)], ids=str)
-def test_recycled_column_buffers_are_wholly_overwritten(monkeypatch, geo):
+def test_recycled_column_buffers_are_wholly_overwritten(monkeypatch, geo, piece_bytes):
     """Pool buffers poisoned with NaN: every unroll writes every entry, so nothing leaks
-    into y, dx or dw; the forward's kept columns come back to the pool after the vjp."""
+    into y, dx or dw; the forward's kept columns come back to the pool after the vjp.
+    With one sample per cache piece, a piece-sized buffer is reused for every piece."""
     pool = _conv_saved.BufferPool()
     monkeypatch.setattr(CPU, "POOL", pool)
     monkeypatch.setattr(_conv_saved, "POOL", pool)
+    if piece_bytes is not None:
+        monkeypatch.setattr(CPU, "CACHE_COLS_BYTES", piece_bytes)
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
 
