@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -218,10 +220,21 @@ def _scatter_cells(contribution, x_shape, dtype, kernel, stride, padding, out_hw
     return dx
 
 
+@functools.lru_cache(maxsize=256)
+def _divisor(x_hw, kernel, stride, padding, out_hw, count_include_pad, dtype):
+    """:func:`avg_divisor` as one number when every window has the same divisor, else the
+    (read-only) array; cached, as a model pools the same shapes every step."""
+    div = avg_divisor(x_hw, kernel, stride, padding, out_hw, count_include_pad, dtype)
+    if (div == div.flat[0]).all():
+        return div.flat[0]
+    div.flags.writeable = False
+    return div
+
+
 def _divide(y, x_hw, kernel, stride, padding, count_include_pad):
     """y / divisor in place: by one number when every window has the same divisor."""
-    div = avg_divisor(x_hw, kernel, stride, padding, y.shape[2:], count_include_pad, y.dtype)
-    y /= div.flat[0] if (div == div.flat[0]).all() else div
+    y /= _divisor(tuple(x_hw), tuple(kernel), tuple(stride), tuple(padding),
+                  tuple(y.shape[2:]), bool(count_include_pad), y.dtype)
     return y
 
 
