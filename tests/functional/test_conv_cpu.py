@@ -162,7 +162,8 @@ def _two_sample_chunks(n, per_sample_cols, per_sample_io):
 def test_cache_pieces_give_the_same_results(monkeypatch, budget):
     """One sample per cache piece (5 samples, chunks of 2 by the memory budget): the
     unroll-then-multiply pieces, kept or recomputed for backward-weight, give the bits of
-    the whole-batch products."""
+    the whole-batch products (with one sample a piece, dw adds the samples' terms in the
+    same order as one sum over the batch)."""
     rng = np.random.default_rng(8)
     cases = [((5, 4, 7, 6), (5, 4, 3, 3), dict(stride=1, padding=1)),
              ((5, 4, 7, 6), (6, 2, 3, 2), dict(stride=2, padding=(1, 0), groups=2)),
