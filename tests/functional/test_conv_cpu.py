@@ -154,6 +154,28 @@ def test_chunked_batches_and_col2im_chunks_give_the_same_results(monkeypatch):
             np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=2, padding=1),
+                                 dict(stride=1, padding=0, groups=2)], ids=str)
+def test_backward_weight_with_a_contiguous_gy_copy_matches_the_view(monkeypatch, geo):
+    """dw with gy^T copied C-contiguous (GY_COPY_FROM_OG) equals dw on the transposed
+    view: the same per-sample products, whatever the layout BLAS reads."""
+    rng = np.random.default_rng(9)
+    g = geo.get("groups", 1)
+    x, w = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 4 // g, 3, 3))
+    y = conv2d(x, w, **geo)
+    gy = rng.standard_normal(y.shape)
+    s, p = geo["stride"], geo["padding"]
+    full = dict(stride=(s, s), padding=(p, p, p, p), dilation=(1, 1), groups=g)
+    dws = []
+    for threshold in (1 << 30, 1):  # never copied; always copied
+        monkeypatch.setattr(CPU, "GY_COPY_FROM_OG", threshold)
+        dws.append(CPU.conv2d_backward_weight_cpu(x, gy, k_hw=(3, 3), chunker=CK.batch_chunks,
+                                                  **full))
+    np.testing.assert_allclose(dws[1], dws[0], rtol=1e-13, atol=1e-13)
+    y2, vjp = gd.vjp(lambda w: conv2d(x, w, **geo), w)
+    np.testing.assert_allclose(vjp(gy)[0], dws[0], rtol=1e-12, atol=1e-12)
+
+
 def _two_sample_chunks(n, per_sample_cols, per_sample_io):
     return [(i, min(i + 2, n)) for i in range(0, n, 2)]
 
