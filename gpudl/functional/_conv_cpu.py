@@ -295,6 +295,8 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
 # (measured, 2-core EPYC, float32, batch 32, per kernel row: 32 ch at 16x16 0.71 -> 0.45
 # ms, 64 ch at 8x8 0.62 -> 0.47 ms; the copy 0.15 / 0.04 ms, made once for all rows); at
 # Og = 16 the copy (short inner rows) costs more than it saves (16 ch at 32x32: 0.48 ms).
+# Only for the kernel-row form, whose kH GEMMs share the copy: im2col's single GEMM lost
+# with it (16 -> 32 channels, stride 2: 1.13 -> 1.46 ms with the copy).
 GY_COPY_FROM_OG = 32
 
 
@@ -337,7 +339,7 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
                 part = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo),
                                 out=buf[:m])
             gt = gy[n0:n1].reshape(m, groups, og, L).transpose(0, 1, 3, 2)  # (m, G, L, Og)
-            if og >= GY_COPY_FROM_OG:  # one copy, read by every kernel row's GEMM
+            if rows and og >= GY_COPY_FROM_OG:  # one copy, read by every kernel row's GEMM
                 gt = np.ascontiguousarray(gt)
             # Per sample (K, L) @ (L, Og): the columns are read in their stored order.
             if rows:

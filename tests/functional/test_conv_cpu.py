@@ -154,11 +154,12 @@ def test_chunked_batches_and_col2im_chunks_give_the_same_results(monkeypatch):
             np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=2, padding=1),
+@pytest.mark.parametrize("geo", [dict(stride=1, padding=1), dict(stride=1, padding=2),
                                  dict(stride=1, padding=0, groups=2)], ids=str)
 def test_backward_weight_with_a_contiguous_gy_copy_matches_the_view(monkeypatch, geo):
-    """dw with gy^T copied C-contiguous (GY_COPY_FROM_OG) equals dw on the transposed
-    view: the same per-sample products, whatever the layout BLAS reads."""
+    """dw with gy^T copied C-contiguous (GY_COPY_FROM_OG; the kernel-row form, vertical
+    stride 1) equals dw on the transposed view: the same per-sample products, whatever
+    the layout BLAS reads."""
     rng = np.random.default_rng(9)
     g = geo.get("groups", 1)
     x, w = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 4 // g, 3, 3))
