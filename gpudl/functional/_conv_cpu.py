@@ -16,6 +16,9 @@ the GEMMs' outputs are NCHW as they stand and nothing changes layout between lay
   w[:, :, i] (G, Og, Cg*kW) @ view_i (N, G, Cg*kW, Ho*Wo)``: kH batched GEMMs into y.
 * Other strides use im2col's ``cols (N, C*kH*kW, Ho*Wo)`` (:func:`im2col_cpu`) and one
   batched GEMM ``y = w (G, Og, K) @ cols (N, G, K, L)``, ``K = C/G*kH*kW``, ``L = Ho*Wo``.
+  Where the stride tiles x (``H = sH*Ho``, ``W = sW*Wo``: ResNet's stride-2 convs) x is
+  split once into its ``sH*sW`` phases and each kernel cell is one flat copy of a phase
+  (:func:`_im2col_phases`), not a strided window.
 * 1x1 kernels with stride 1 and no padding use x itself as the columns.
 * Backward-weight ``dw = sum_n cols[n] @ dy[n]^T`` per group (per kernel row for rc),
   on the columns the forward kept (:data:`SAVED`, a budget of a few MiB: what stays in
@@ -27,7 +30,8 @@ the GEMMs' outputs are NCHW as they stand and nothing changes layout between lay
   (:func:`backward_data_as_conv`), or, for few input channels and narrow maps, one GEMM
   and ``kH*kW`` window adds with the batch innermost (:func:`backward_data_batch_inner`);
   otherwise ``dcols = w^T @ dy`` per cache-sized batch chunk, folded by
-  :func:`col2im_cpu`'s ``kH*kW`` strided-slice adds (no ``np.add.at``).
+  :func:`col2im_cpu`'s ``kH*kW`` strided-slice adds (no ``np.add.at``), or, where the
+  stride tiles x, by :func:`col2im_phases`' flat adds into x's phases.
 
 Group g's rows of the columns are the contiguous block ``[g*K, (g+1)*K)`` (channels of
 a group are contiguous). Geometry arguments are normalised tuples: ``stride (sH, sW)``,
@@ -103,6 +107,8 @@ def im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     pt, _, pl, _ = padding
     if out is None:
         out = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
+    if (sh, sw) != (1, 1) and tiles_by_phases((h, w), stride, out_hw):
+        return _im2col_phases(x, k_hw, stride, padding, dilation, out_hw, out)
     planes = out.reshape(n, c, kh * kw, ho, wo)  # views: out is C-contiguous
     runs = out.reshape(n, c, kh * kw, ho * wo)
     flat = (sh, sw) == (1, 1) and wo == w
@@ -113,6 +119,38 @@ def im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
         for j in range(kw):
             cols = (*_window(wo, w, sw, pl, j * dw), sw)
             _fill_window(planes[:, :, i * kw + j], runs[:, :, i * kw + j], x, rows, cols, flat)
+    return out
+
+
+def _im2col_phases(x, k_hw, stride, padding, dilation, out_hw, out):
+    """:func:`im2col_cpu` for strides that tile x (:func:`tiles_by_phases`): x is split
+    once into its ``sH x sW`` phases (``x[:, :, a::sH, b::sW]``, each ``Ho x Wo``), and
+    kernel cell (i, j) reads one phase at a fixed shift ``(du, dv)``: one flat copy of
+    the whole plane per cell (not a strided window per cell), then zeros where the
+    window reads padding (the ends of the run, and the columns that wrapped around)."""
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, _, pl, _ = padding
+    L = ho * wo
+    planes = out.reshape(n, c, kh * kw, ho, wo)  # views: out is C-contiguous
+    runs = out.reshape(n, c, kh * kw, L)
+    phases = {}
+    for i in range(kh):
+        du, a = divmod(i * dh - pt, sh)  # reads input row (p + du)*sH + a
+        for j in range(kw):
+            dv, b = divmod(j * dw - pl, sw)
+            if (a, b) not in phases:
+                phases[a, b] = np.ascontiguousarray(x[:, :, a::sh, b::sw]).reshape(n, c, L)
+            dst, shift = runs[:, :, i * kw + j], du * wo + dv
+            lo, hi = max(0, -shift), min(L, L - shift)
+            if lo < hi:
+                dst[:, :, lo:hi] = phases[a, b][:, :, lo + shift:hi + shift]
+            dst[:, :, :lo] = 0
+            dst[:, :, max(hi, lo):] = 0
+            if dv < 0:  # columns left of x (wrapped in from the row above)
+                planes[:, :, i * kw + j, :, :min(-dv, wo)] = 0
+            elif dv > 0:  # columns right of x
+                planes[:, :, i * kw + j, :, max(wo - dv, 0):] = 0
     return out
 
 
@@ -173,6 +211,56 @@ def col2im_cpu(dcols, x_shape, k_hw, stride, padding, dilation, out_hw, out=None
             dst = dx[:, :, h0:h0 + (r1 - r0 - 1) * sh + 1:sh, w0:w0 + (c1 - c0 - 1) * sw + 1:sw]
             np.add(dst, d[:, :, i, j, r0:r1, c0:c1], out=dst)
     return dx
+
+
+def tiles_by_phases(x_hw, stride, out_hw) -> bool:
+    """x's rows and columns split into ``sH x sW`` phases of exactly ``Ho x Wo`` each
+    (``H == sH*Ho``, ``W == sW*Wo``): :func:`col2im_phases` applies."""
+    return x_hw[0] == stride[0] * out_hw[0] and x_hw[1] == stride[1] * out_hw[1]
+
+
+def col2im_phases(dcols, x_shape, k_hw, stride, padding, dilation, out_hw, out):
+    """:func:`col2im_cpu` for strides that tile x (:func:`tiles_by_phases`), into ``out``
+    (every entry written, so it need not be zeroed). Consumes ``dcols``.
+
+    Input pixel ``(u*sH + a, v*sW + b)`` is pixel ``(u, v)`` of phase ``(a, b)``, an
+    ``Ho x Wo`` plane; kernel cell (i, j) sends output (p, q) to one phase at a fixed
+    shift ``(du, dv)``. So each cell is ONE add of its whole (Ho*Wo) plane, as a flat run
+    shifted by ``du*Wo + dv``, into a contiguous phase buffer (col2im's adds run over rows
+    of Wo strided elements), and the phases are written into x's layout at the end. The
+    run's ends drop the rows that fall outside; the columns that would wrap into a
+    neighbouring row read padding, and are set to -0.0 in dcols first (adding -0.0 leaves
+    every value's bits as they are). Each pixel adds its terms in (kh, kw) order from 0,
+    as col2im's: the same bits.
+    """
+    n, c = x_shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
+    pt, _, pl, _ = padding
+    L = ho * wo
+    d = np.ascontiguousarray(dcols).reshape(n, c, kh * kw, ho, wo)  # views of one buffer
+    flat = d.reshape(n, c, kh * kw, L)
+    phases = {}  # (a, b) -> (N, C, L) sums, for the phases some kernel cell reaches
+    for i in range(kh):
+        du, a = divmod(i * dh - pt, sh)  # input row p*sH + i*dH - pT = (p + du)*sH + a
+        for j in range(kw):
+            dv, b = divmod(j * dw - pl, sw)
+            if dv < 0:  # output columns whose input column lies left of x: padding reads
+                d[:, :, i * kw + j, :, :min(-dv, wo)] = -0.0
+            elif dv > 0:  # ... or right of it
+                d[:, :, i * kw + j, :, max(wo - dv, 0):] = -0.0
+            src = flat[:, :, i * kw + j]  # (N, C, L)
+            shift = du * wo + dv
+            lo, hi = max(0, -shift), min(L, L - shift)
+            if lo < hi:
+                if (a, b) not in phases:
+                    phases[a, b] = np.zeros((n, c, L), dtype=dcols.dtype)
+                dst = phases[a, b][:, :, lo + shift:hi + shift]
+                np.add(dst, src[:, :, lo:hi], out=dst)
+    if len(phases) < sh * sw:  # some phases get nothing (a 1x1 kernel, stride 2): zeros
+        out[...] = 0  # one contiguous pass, not strided writes per empty phase
+    for (a, b), phase in phases.items():
+        out[:, :, a::sh, b::sw] = phase.reshape(n, c, ho, wo)
+    return out
 
 
 # ----------------------------------------------------------------------------- products
@@ -453,12 +541,14 @@ def conv2d_backward_data_cpu(gy, w, *, x_hw, stride, padding, dilation, groups, 
         if dx is not None:
             return dx
     geo = ((kh, kw), stride, padding, dilation, (ho, wo))
-    dx = np.zeros((n, c, h, wd), dtype=gy.dtype)
+    phased = tiles_by_phases((h, wd), stride, (ho, wo))
+    fold = col2im_phases if phased else col2im_cpu
+    dx = (np.empty if phased else np.zeros)((n, c, h, wd), dtype=gy.dtype)
     m = max(1, COL2IM_CHUNK_BYTES // max(c * kh * kw * L * gy.itemsize, 1))
     for b0, b1 in chunker(n, c * kh * kw * L, max(c * h * wd, o * L)):
         for n0 in range(b0, b1, m):
             n1 = min(n0 + m, b1)
             dcols = np.matmul(wt, gy[n0:n1].reshape(n1 - n0, groups, og, L))  # (m, G, K, L)
-            col2im_cpu(dcols.reshape(n1 - n0, c * kh * kw, L), (n1 - n0, c, h, wd), *geo,
-                       out=dx[n0:n1])
+            fold(dcols.reshape(n1 - n0, c * kh * kw, L), (n1 - n0, c, h, wd), *geo,
+                 out=dx[n0:n1])
     return dx

@@ -30,6 +30,13 @@ UNROLL_CASES = [
     ((1, 2, 3, 3), (3, 3), (1, 1), (4, 4, 4, 4), (1, 1)),   # windows wholly in the padding
     ((1, 1, 4, 4), (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),   # stride leaves pixels unread
     ((2, 2, 1, 9), (1, 3), (1, 1), (0, 0, 1, 1), (1, 1)),   # conv1d's H = 1
+    # Strides that tile x (H = sH*Ho, W = sW*Wo): the phase forms of unroll and fold.
+    ((2, 3, 8, 8), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),   # ResNet's stride-2 "same"
+    ((1, 2, 9, 6), (3, 3), (3, 2), (0, 0, 1, 1), (1, 1)),   # strides 3 and 2
+    ((1, 2, 8, 8), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)),   # dilated
+    ((1, 2, 6, 6), (2, 3), (2, 2), (0, 1, 1, 0), (1, 1)),   # asymmetric padding
+    ((2, 2, 4, 4), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),   # 1x1: phases nothing reads
+    ((1, 1, 4, 4), (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),   # cells that read only padding
 ]
 
 
@@ -97,6 +104,16 @@ def test_fold_is_the_adjoint_of_the_unroll(case):
                     if 0 <= h < xs[2] and 0 <= w < xs[3]:
                         want[:, :, h, w] += d6[:, :, i, j, r, q]
     np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
+    if CPU.tiles_by_phases(xs[2:], s, out_hw):  # the phase form: col2im's bits, every
+        out = np.full(xs, np.nan)               # entry written
+        phased = CPU.col2im_phases(dcols.copy(), xs, k, s, p, d, out_hw, out)
+        np.testing.assert_array_equal(phased.view(np.uint64), dx.view(np.uint64))
+
+
+def test_the_phase_forms_apply_only_where_strides_tile_x():
+    assert CPU.tiles_by_phases((8, 8), (2, 2), (4, 4))
+    assert not CPU.tiles_by_phases((8, 7), (2, 2), (4, 4))  # W = 7: a phase is short
+    assert not CPU.tiles_by_phases((9, 9), (2, 2), (4, 4))  # a row no window reads
 
 
 # ----------------------------------------------------------------------------- vs torch
@@ -105,6 +122,9 @@ TORCH_CASES = [
     ((2, 8, 10, 10), (8, 8, 3, 3), 1, 1, 1, 1),       # kernel-row columns, "same"
     ((2, 4, 9, 10), (8, 4, 3, 3), 2, 1, 1, 1),        # stride 2: im2col, col2im chunks
     ((2, 4, 9, 10), (8, 4, 1, 1), 2, 0, 1, 1),        # 1x1 stride-2 downsample
+    ((2, 4, 8, 10), (8, 4, 3, 3), 2, 1, 1, 1),        # stride 2 tiling x: the phases
+    ((2, 4, 8, 10), (8, 4, 1, 1), 2, 0, 1, 1),        # ... and its 1x1 downsample
+    ((2, 4, 8, 8), (8, 2, 3, 3), 2, 1, 1, 2),         # phases with groups
     ((2, 6, 5, 7), (4, 6, 1, 1), 1, 0, 1, 1),         # pointwise: x is the columns
     ((1, 6, 7, 6), (6, 2, 3, 3), 1, 2, 2, 3),         # groups, dilation
     ((2, 3, 8, 9), (5, 3, 5, 3), 1, (2, 0), 1, 1),    # Wo < W: rows without flat runs
