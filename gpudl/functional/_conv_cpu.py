@@ -66,7 +66,7 @@ def is_pointwise(k_hw, stride, padding) -> bool:
 
 
 # ----------------------------------------------------------------------------- unroll / fold
-def _fill_window(dst, dst_flat, x, rows, cols, flat: bool) -> None:
+def _fill_window(dst, dst_flat, x, rows, cols, flat: bool, padding_zeroed: bool = False) -> None:
     """Write every entry of ``dst`` (N, C, R, Q): x's window where it is in bounds, zeros
     elsewhere. ``rows = (r0, r1, h0, sH)``: dst rows [r0, r1) read x rows h0, h0 + sH, ...;
     ``cols = (c0, c1, w0, sW)`` likewise. ``dst_flat`` is dst as (N, C, R*Q) (a view).
@@ -78,7 +78,8 @@ def _fill_window(dst, dst_flat, x, rows, cols, flat: bool) -> None:
     r0, r1, h0, sh = rows
     c0, c1, w0, sw = cols
     if r0 >= r1 or c0 >= c1:
-        dst[...] = 0
+        if not padding_zeroed:
+            dst[...] = 0
         return
     n, c, h, w = x.shape
     if flat:
@@ -91,6 +92,8 @@ def _fill_window(dst, dst_flat, x, rows, cols, flat: bool) -> None:
     # One column at a time: a (N, C, rows) view, so NumPy's inner loop runs over rows.
     for q in (*range(c0), *range(c1, dst.shape[3])):
         dst[:, :, r0:r1, q] = 0
+    if padding_zeroed:  # rows outside [r0, r1): zeros left by the last fill of this geometry
+        return
     if r0 > 0:
         dst[:, :, :r0] = 0
     if r1 < dst.shape[2]:
@@ -154,7 +157,8 @@ def _im2col_phases(x, k_hw, stride, padding, dilation, out_hw, out):
     return out
 
 
-def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
+def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None,
+                    padding_zeroed: bool = False):
     """The kernel-row form of the columns, for vertical stride 1: x (N, C, H, W) ->
     ``rc (N, C*kW, Hp*Wo)``, ``Hp = H + pT + pB``: for each kernel column j, x shifted
     (and strided by sW) along W as its output columns read it, between pT zero rows on
@@ -163,6 +167,9 @@ def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     memory for 3x3 kernels, and nothing is copied per kernel row.
 
     ``out``: a C-contiguous buffer of that shape to fill (every entry is written).
+    ``padding_zeroed``: ``out`` was last filled by this same unroll (same geometry), so its
+    padding rows still hold zeros and are not written again (the cache-sized pieces
+    reuse one buffer).
     """
     n, c, h, w = x.shape
     (_, kw), (_, sw), (_, dw), (_, wo) = k_hw, stride, dilation, out_hw
@@ -178,7 +185,7 @@ def row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     rows = (pt, pt + h, 0, 1)
     for j in range(kw):
         cols = (*_window(wo, w, sw, pl, j * dw), sw)
-        _fill_window(planes[:, :, j], runs[:, :, j], x, rows, cols, flat)
+        _fill_window(planes[:, :, j], runs[:, :, j], x, rows, cols, flat, padding_zeroed)
     return out
 
 
@@ -284,13 +291,16 @@ def _columns_shape(x_shape, k_hw, stride, padding, out_hw) -> tuple[int, int, in
     return (n, c * k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
 
 
-def _columns(x, k_hw, stride, padding, dilation, out_hw, out=None):
+def _columns(x, k_hw, stride, padding, dilation, out_hw, out=None, refill=False):
     """x's columns, into ``out`` (C-contiguous, :func:`_columns_shape`) or else into a
-    buffer from :data:`POOL` (give it back when done with it)."""
+    buffer from :data:`POOL` (give it back when done with it). ``refill``: ``out`` holds
+    this geometry's columns of other samples (the kernel-row form keeps its zero rows)."""
     if out is None:
         out = POOL.take(_columns_shape(x.shape, k_hw, stride, padding, out_hw), x.dtype)
-    unroll = row_columns_cpu if uses_row_columns(k_hw, stride, padding) else im2col_cpu
-    return unroll(x, k_hw, stride, padding, dilation, out_hw, out=out)
+    if uses_row_columns(k_hw, stride, padding):
+        return row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=out,
+                               padding_zeroed=refill)
+    return im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=out)
 
 
 # The CPU bodies unroll and multiply a batch in pieces whose columns take about this many
@@ -359,11 +369,13 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
         tmp = POOL.take(y[:step].shape, y.dtype) if kh > 1 else None
     else:
         wm = w.reshape(groups, og, cg * kh * kw)  # (G, Og, K)
+    refill = False  # buf's first fill writes every entry; later pieces skip the zero rows
     for b0, b1 in chunks:
         for n0, n1 in cache_pieces(b0, b1, per * x.itemsize):
             m = n1 - n0
             cols = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo),
-                            out=buf[n0:n1] if keep else buf[:m])
+                            out=buf[n0:n1] if keep else buf[:m], refill=refill)
+            refill = not keep  # kept columns: each piece fills fresh rows of buf
             if rows:
                 views = row_views(cols, groups, kh, dilation[0], (ho, wo))
                 _gemm_sum(list(zip(wi, views, strict=True)), y[n0:n1],
@@ -411,7 +423,7 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
     # multiplied while it is in cache; kept columns (or x) in one piece.
     recompute = cols is None and not pointwise
     piece_bytes = per * x.itemsize if recompute else 0
-    buf = None
+    buf, refill = None, False
     if recompute:
         step = cache_pieces(0, n, piece_bytes)[0][1] if n else 1
         shape = _columns_shape(x.shape, k_hw, stride, padding, (ho, wo))
@@ -425,7 +437,8 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
                 part = x
             else:
                 part = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo),
-                                out=buf[:m])
+                                out=buf[:m], refill=refill)
+                refill = True
             gt = gy[n0:n1].reshape(m, groups, og, L).transpose(0, 1, 3, 2)  # (m, G, L, Og)
             if rows and og >= GY_COPY_FROM_OG:  # one copy, read by every kernel row's GEMM
                 gt = np.ascontiguousarray(gt)

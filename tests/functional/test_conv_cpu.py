@@ -81,6 +81,11 @@ def test_unrolls_match_padded_loops(case):
         for i, view in enumerate(CPU.row_views(rc, 1, k[0], d[0], out_hw)):
             np.testing.assert_array_equal(view[:, 0].reshape(xs[0], xs[1], k[1], -1),
                                           per_row[:, :, i])
+        # A buffer last filled with other samples of this geometry keeps its zero rows:
+        # refilled without writing them, it holds x's columns exactly.
+        reused = CPU.row_columns_cpu(rng.standard_normal(xs), k, s, p, d, out_hw)
+        CPU.row_columns_cpu(x, k, s, p, d, out_hw, out=reused, padding_zeroed=True)
+        np.testing.assert_array_equal(reused, rc)
 
 
 @pytest.mark.parametrize("case", UNROLL_CASES, ids=[f"u{i}" for i in range(len(UNROLL_CASES))])
