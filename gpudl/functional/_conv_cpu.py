@@ -483,7 +483,8 @@ def backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups, chunke
     og = o // groups
     # (O, Cg, kH, kW) -> (G, Og, Cg, ...) -> (G, Cg, Og, ...) -> (C, Og, kH, kW), flipped.
     wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    wt = np.ascontiguousarray(wt.reshape(groups * cg, og, kh, kw)[:, :, ::-1, ::-1])
+    # A flipped view: the forward copies each kernel row of it once (no second copy here).
+    wt = wt.reshape(groups * cg, og, kh, kw)[:, :, ::-1, ::-1]
     # Output size: (Ho + pad - d(k-1)) = H for stride 1, so dx has x's shape.
     return conv2d_forward_cpu(gy, wt, stride=(1, 1), padding=pad, dilation=dilation,
                               groups=groups, chunker=chunker)
