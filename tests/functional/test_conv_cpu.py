@@ -33,6 +33,7 @@ UNROLL_CASES = [
     # Strides that tile x (H = sH*Ho, W = sW*Wo): the phase forms of unroll and fold.
     ((2, 3, 8, 8), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),   # ResNet's stride-2 "same"
     ((1, 2, 9, 6), (3, 3), (3, 2), (0, 0, 1, 1), (1, 1)),   # strides 3 and 2
+    ((1, 2, 5, 8), (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),   # stride 1 down, 2 across
     ((1, 2, 8, 8), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)),   # dilated
     ((1, 2, 6, 6), (2, 3), (2, 2), (0, 1, 1, 0), (1, 1)),   # asymmetric padding
     ((2, 2, 4, 4), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),   # 1x1: phases nothing reads
