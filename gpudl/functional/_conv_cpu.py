@@ -125,35 +125,48 @@ def im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=None):
     return out
 
 
-def _im2col_phases(x, k_hw, stride, padding, dilation, out_hw, out):
-    """:func:`im2col_cpu` for strides that tile x (:func:`tiles_by_phases`): x is split
-    once into its ``sH x sW`` phases (``x[:, :, a::sH, b::sW]``, each ``Ho x Wo``), and
-    kernel cell (i, j) reads one phase at a fixed shift ``(du, dv)``: one flat copy of
-    the whole plane per cell (not a strided window per cell), then zeros where the
-    window reads padding (the ends of the run, and the columns that wrapped around)."""
-    n, c = x.shape[:2]
+def _phase_cells(k_hw, stride, padding, dilation, out_hw):
+    """Each kernel cell of a conv whose stride tiles x (:func:`tiles_by_phases`), as
+    ``(cell, (a, b), shift, (lo, hi), wrapped)``: output (p, q) of cell ``(i, j)`` reads
+    pixel ``(p + du, q + dv)`` of x's phase ``(a, b)`` (``x[:, :, a::sH, b::sW]``, an
+    ``Ho x Wo`` plane), i.e. flat index ``f + shift`` for output index ``f``, ``shift =
+    du*Wo + dv``; only outputs ``[lo, hi)`` land inside the plane. ``wrapped``: the
+    output columns (a slice, or None) whose flat neighbour lies in the next or previous
+    row: they read padding."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
     pt, _, pl, _ = padding
     L = ho * wo
-    planes = out.reshape(n, c, kh * kw, ho, wo)  # views: out is C-contiguous
-    runs = out.reshape(n, c, kh * kw, L)
-    phases = {}
     for i in range(kh):
-        du, a = divmod(i * dh - pt, sh)  # reads input row (p + du)*sH + a
+        du, a = divmod(i * dh - pt, sh)  # input row p*sH + i*dH - pT = (p + du)*sH + a
         for j in range(kw):
             dv, b = divmod(j * dw - pl, sw)
-            if (a, b) not in phases:
-                phases[a, b] = np.ascontiguousarray(x[:, :, a::sh, b::sw]).reshape(n, c, L)
-            dst, shift = runs[:, :, i * kw + j], du * wo + dv
-            lo, hi = max(0, -shift), min(L, L - shift)
-            if lo < hi:
-                dst[:, :, lo:hi] = phases[a, b][:, :, lo + shift:hi + shift]
-            dst[:, :, :lo] = 0
-            dst[:, :, max(hi, lo):] = 0
-            if dv < 0:  # columns left of x (wrapped in from the row above)
-                planes[:, :, i * kw + j, :, :min(-dv, wo)] = 0
-            elif dv > 0:  # columns right of x
-                planes[:, :, i * kw + j, :, max(wo - dv, 0):] = 0
+            shift = du * wo + dv
+            wrapped = (slice(0, min(-dv, wo)) if dv < 0
+                       else slice(max(wo - dv, 0), wo) if dv > 0 else None)
+            yield i * kw + j, (a, b), shift, (max(0, -shift), min(L, L - shift)), wrapped
+
+
+def _im2col_phases(x, k_hw, stride, padding, dilation, out_hw, out):
+    """:func:`im2col_cpu` for strides that tile x (:func:`tiles_by_phases`): x is split
+    once into its ``sH x sW`` phases, and each kernel cell is one flat copy of a whole
+    phase plane at its shift (:func:`_phase_cells`; not a strided window per cell), then
+    zeros where the window reads padding (the ends of the run, the wrapped columns)."""
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw), (ho, wo) = k_hw, stride, out_hw
+    planes = out.reshape(n, c, kh * kw, ho, wo)  # views: out is C-contiguous
+    runs = out.reshape(n, c, kh * kw, ho * wo)
+    phases = {}
+    for cell, (a, b), shift, (lo, hi), wrapped in _phase_cells(k_hw, stride, padding,
+                                                                dilation, out_hw):
+        if (a, b) not in phases:
+            phases[a, b] = np.ascontiguousarray(x[:, :, a::sh, b::sw]).reshape(n, c, -1)
+        dst = runs[:, :, cell]
+        if lo < hi:
+            dst[:, :, lo:hi] = phases[a, b][:, :, lo + shift:hi + shift]
+        dst[:, :, :lo] = 0
+        dst[:, :, max(hi, lo):] = 0
+        if wrapped is not None:
+            planes[:, :, cell, :, wrapped] = 0
     return out
 
 
@@ -241,28 +254,19 @@ def col2im_phases(dcols, x_shape, k_hw, stride, padding, dilation, out_hw, out):
     as col2im's: the same bits.
     """
     n, c = x_shape[:2]
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = k_hw, stride, dilation, out_hw
-    pt, _, pl, _ = padding
-    L = ho * wo
+    (kh, kw), (sh, sw), (ho, wo) = k_hw, stride, out_hw
     d = np.ascontiguousarray(dcols).reshape(n, c, kh * kw, ho, wo)  # views of one buffer
-    flat = d.reshape(n, c, kh * kw, L)
+    flat = d.reshape(n, c, kh * kw, ho * wo)
     phases = {}  # (a, b) -> (N, C, L) sums, for the phases some kernel cell reaches
-    for i in range(kh):
-        du, a = divmod(i * dh - pt, sh)  # input row p*sH + i*dH - pT = (p + du)*sH + a
-        for j in range(kw):
-            dv, b = divmod(j * dw - pl, sw)
-            if dv < 0:  # output columns whose input column lies left of x: padding reads
-                d[:, :, i * kw + j, :, :min(-dv, wo)] = -0.0
-            elif dv > 0:  # ... or right of it
-                d[:, :, i * kw + j, :, max(wo - dv, 0):] = -0.0
-            src = flat[:, :, i * kw + j]  # (N, C, L)
-            shift = du * wo + dv
-            lo, hi = max(0, -shift), min(L, L - shift)
-            if lo < hi:
-                if (a, b) not in phases:
-                    phases[a, b] = np.zeros((n, c, L), dtype=dcols.dtype)
-                dst = phases[a, b][:, :, lo + shift:hi + shift]
-                np.add(dst, src[:, :, lo:hi], out=dst)
+    for cell, (a, b), shift, (lo, hi), wrapped in _phase_cells(k_hw, stride, padding,
+                                                                dilation, out_hw):
+        if wrapped is not None:  # output columns whose input column lies outside x
+            d[:, :, cell, :, wrapped] = -0.0
+        if lo < hi:
+            if (a, b) not in phases:
+                phases[a, b] = np.zeros((n, c, ho * wo), dtype=dcols.dtype)
+            dst = phases[a, b][:, :, lo + shift:hi + shift]
+            np.add(dst, flat[:, :, cell, lo:hi], out=dst)
     if len(phases) < sh * sw:  # some phases get nothing (a 1x1 kernel, stride 2): zeros
         out[...] = 0  # one contiguous pass, not strided writes per empty phase
     for (a, b), phase in phases.items():
@@ -291,28 +295,35 @@ def _columns_shape(x_shape, k_hw, stride, padding, out_hw) -> tuple[int, int, in
     return (n, c * k_hw[0] * k_hw[1], out_hw[0] * out_hw[1])
 
 
-def _columns(x, k_hw, stride, padding, dilation, out_hw, out=None, refill=False):
+def _columns(x, k_hw, stride, padding, dilation, out_hw, out=None, padding_zeroed=False):
     """x's columns, into ``out`` (C-contiguous, :func:`_columns_shape`) or else into a
-    buffer from :data:`POOL` (give it back when done with it). ``refill``: ``out`` holds
-    this geometry's columns of other samples (the kernel-row form keeps its zero rows)."""
+    buffer from :data:`POOL` (give it back when done with it). ``padding_zeroed``: ``out``
+    holds this geometry's columns of other samples (the kernel-row form keeps its zero
+    rows; im2col rewrites everything)."""
     if out is None:
         out = POOL.take(_columns_shape(x.shape, k_hw, stride, padding, out_hw), x.dtype)
     if uses_row_columns(k_hw, stride, padding):
         return row_columns_cpu(x, k_hw, stride, padding, dilation, out_hw, out=out,
-                               padding_zeroed=refill)
+                               padding_zeroed=padding_zeroed)
     return im2col_cpu(x, k_hw, stride, padding, dilation, out_hw, out=out)
 
 
 # The CPU bodies unroll and multiply a batch in pieces whose columns take about this many
 # bytes, so a GEMM reads the columns from cache right after the unroll wrote them (Zen 4's
-# L2 is 1 MiB a core). Measured (2-core EPYC, float32, ResNet-20 step at batch 32): 8 %
-# faster than unrolling the whole batch first; 512 KiB and 2 MiB pieces lost 1-2 %.
+# L2 is 1 MiB a core). Measured (2-core EPYC, float32, ResNet-20 step at batch 32): 6-8 %
+# faster than unrolling the whole batch first (with and without kept columns); 512 KiB
+# and 2 MiB pieces lost 1-2 %.
 CACHE_COLS_BYTES = 1 << 20
 
 
+def piece_samples(per_sample_bytes: int) -> int:
+    """Samples a piece holds: columns of about :data:`CACHE_COLS_BYTES` (at least one)."""
+    return max(1, CACHE_COLS_BYTES // max(per_sample_bytes, 1))
+
+
 def cache_pieces(n0: int, n1: int, per_sample_bytes: int) -> list[tuple[int, int]]:
-    """``[n0, n1)`` in runs of samples whose columns take about :data:`CACHE_COLS_BYTES`."""
-    m = max(1, CACHE_COLS_BYTES // max(per_sample_bytes, 1))
+    """``[n0, n1)`` in runs of :func:`piece_samples` samples."""
+    m = piece_samples(per_sample_bytes)
     return [(i, min(i + m, n1)) for i in range(n0, n1, m)]
 
 
@@ -360,7 +371,7 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
     # Each chunk runs in cache-sized pieces: unroll a piece, multiply it, next piece. Kept
     # columns are unrolled piece by piece into one buffer for the whole batch; otherwise
     # every piece reuses one piece-sized buffer.
-    step = cache_pieces(0, n, per * x.itemsize)[0][1] if n else 1
+    step = piece_samples(per * x.itemsize)
     shape = _columns_shape(x.shape, k_hw, stride, padding, (ho, wo))
     buf = POOL.take(shape if keep else (min(step, n), *shape[1:]), x.dtype)
     tmp = None  # _gemm_sum's second product, for kernel rows after the first
@@ -374,7 +385,7 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
         for n0, n1 in cache_pieces(b0, b1, per * x.itemsize):
             m = n1 - n0
             cols = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo),
-                            out=buf[n0:n1] if keep else buf[:m], refill=refill)
+                            out=buf[n0:n1] if keep else buf[:m], padding_zeroed=refill)
             refill = not keep  # kept columns: each piece fills fresh rows of buf
             if rows:
                 views = row_views(cols, groups, kh, dilation[0], (ho, wo))
@@ -425,7 +436,7 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
     piece_bytes = per * x.itemsize if recompute else 0
     buf, refill = None, False
     if recompute:
-        step = cache_pieces(0, n, piece_bytes)[0][1] if n else 1
+        step = piece_samples(piece_bytes)
         shape = _columns_shape(x.shape, k_hw, stride, padding, (ho, wo))
         buf = POOL.take((min(step, n), *shape[1:]), x.dtype)
     for b0, b1 in chunks:
@@ -437,7 +448,7 @@ def conv2d_backward_weight_cpu(x, gy, *, k_hw, stride, padding, dilation, groups
                 part = x
             else:
                 part = _columns(x[n0:n1], k_hw, stride, padding, dilation, (ho, wo),
-                                out=buf[:m], refill=refill)
+                                out=buf[:m], padding_zeroed=refill)
                 refill = True
             gt = gy[n0:n1].reshape(m, groups, og, L).transpose(0, 1, 3, 2)  # (m, G, L, Og)
             if rows and og >= GY_COPY_FROM_OG:  # one copy, read by every kernel row's GEMM
