@@ -49,9 +49,14 @@ from __future__ import annotations
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # blas_env, common, cpu_models_torch
+import blas_env  # noqa: E402
+
+LIFTED_CORETYPE: str | None = None  # an environment's OPENBLAS_CORETYPE this run lifted
 if __name__ == "__main__":  # before NumPy loads its BLAS: one thread, as torch gets below
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
         os.environ[_var] = "1"
+    LIFTED_CORETYPE = blas_env.lift_coretype_pin(sys.argv[1:])  # OpenBLAS's own kernels
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -62,14 +67,13 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common, cpu_models_torch
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl import functional as F  # noqa: E402
 from gpudl import models, optim  # noqa: E402
+from gpudl.bench import blas_kernels  # noqa: E402
 from gpudl.functional.labels import host_label_bounds, labels_within  # noqa: E402
 from gpudl.train.host_memory import keep_freed_host_memory  # noqa: E402
 from gpudl.train.names import resolve_loss  # noqa: E402
@@ -355,7 +359,10 @@ def machine() -> dict[str, Any]:
             "numpy_version": np.__version__, "numpy_blas": common.numpy_blas(),
             "torch": tm.backend_info(),
             "thread_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS",
-                                                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+                                                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+            "openblas_kernels": blas_kernels.loaded_cores(),
+            "openblas_coretype": {"environment": os.environ.get("OPENBLAS_CORETYPE"),
+                                  "lifted": LIFTED_CORETYPE}}
 
 
 def run(mode: str = "full", pairs: int | None = None,
@@ -384,6 +391,9 @@ def run(mode: str = "full", pairs: int | None = None,
         notes.append("the two sides DISAGREE (the comparison is void) on: " + ", ".join(
             f"{r['row']} (max rel diff {r['max_rel_diff']:.2e} > {r['rtol']:.0e})" for r in out
             if not r["agree"]))
+    lifted = blas_env.lifted_note(LIFTED_CORETYPE, info["openblas_kernels"])
+    if lifted:
+        notes.append(lifted)
     if mode == "tiny":
         notes.append(f"--tiny: tiny shapes, {pairs} pair(s): the figures mean nothing")
     return {"benchmark": "cpu_vs_torch", "date": datetime.date.today().isoformat(),
@@ -395,6 +405,8 @@ def _blas_line(info: dict[str, Any]) -> str:
     pools = ", ".join(f"{p.get('library')} ({p.get('prefix') or p.get('api')} "
                       f"{p.get('version') or ''}".rstrip() + f") {p.get('threads')} thread(s)"
                       for p in info["numpy_blas"])
+    if info.get("openblas_kernels"):
+        pools += f", OpenBLAS kernels {', '.join(info['openblas_kernels'])}"
     t = info["torch"]
     return (f"numpy {info['numpy_version']}: {pools or 'no BLAS pool found'}\n"
             f"torch {t['torch_version']}: BLAS {t['torch_blas']}, MKL {t['mkl']}, oneDNN "
@@ -434,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the report to this file (or into this folder)")
     parser.add_argument("--write", action="store_true",
                         help=f"write the report to {RESULTS.name}/<date>-cpu-vs-torch-<cpu>.json")
+    parser.add_argument(blas_env.KEEP_FLAG, action="store_true", help=blas_env.KEEP_HELP)
     ns = parser.parse_args(argv)
     rows = ns.rows.split(",") if ns.rows else None
     unknown = sorted(set(rows or ()) - {c.name for c in CASES})

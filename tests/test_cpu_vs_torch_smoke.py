@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -115,3 +116,37 @@ def test_paired_helpers_on_made_up_work(bench):
     assert common.max_rel_diff((np.ones(2), 1.0), [torch.ones(2), np.float32(1.0)]) == 0.0
     assert common.max_rel_diff([np.ones(2)], [np.ones(3)]) == float("inf")
     assert common.slug("AMD EPYC 7B13 64-Core") == "amd-epyc-7b13-64-core"
+
+
+def test_an_environment_coretype_pin_is_lifted_reported_and_kept_on_request(tmp_path):
+    # The run against torch uses OpenBLAS's own kernel choice, as torch's libraries use
+    # theirs; the pin it lifted is in the JSON and the notes (benchmarks/blas_env.py).
+    import subprocess
+
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, str(BENCH / "cpu_vs_torch.py"), "--tiny", "--rows",
+                          "mlp", "--json", str(out)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(out.read_text())["machine"]
+    assert info["openblas_coretype"] == {"environment": None, "lifted": "Haswell"}
+    note = "OPENBLAS_CORETYPE=Haswell from the environment was lifted for this run"
+    assert note in res.stdout
+    assert "--keep-blas-coretype" in res.stdout
+    if info["openblas_kernels"]:  # threadpoolctl sees OpenBLAS: no pinned Haswell left
+        assert f"OpenBLAS kernels {', '.join(info['openblas_kernels'])}" in res.stdout
+
+
+def test_lift_coretype_pin_removes_the_variable_unless_asked_to_keep_it(monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import blas_env
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert blas_env.lift_coretype_pin(["--tiny", "--keep-blas-coretype"]) is None
+    assert blas_env.lifted_note(None, ["Haswell"]) is None
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"
+    assert blas_env.lift_coretype_pin(["--tiny"]) == "Haswell"
+    assert "OPENBLAS_CORETYPE" not in os.environ
+    assert blas_env.lift_coretype_pin([]) is None  # nothing left to lift
+    assert "(SkylakeX)" in blas_env.lifted_note("Haswell", ["SkylakeX"])

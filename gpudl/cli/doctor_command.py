@@ -3,7 +3,9 @@
 Each problem found ends in a ``fix:`` line that says what to do. Besides the GPU checks,
 it warns when the BLAS or OpenMP thread pools run more threads than the cores this
 process may use (CPU affinity, capped by a container quota): the threads then take turns
-on the cores and every matrix product slows down, often by several times.
+on the cores and every matrix product slows down, often by several times; and when NumPy's
+OpenBLAS runs kernels without AVX-512 on a CPU that has it (a pinned ``OPENBLAS_CORETYPE``:
+about half the matrix-product speed, ``gpudl/bench/blas_kernels.py``).
 
 Example:
     >>> thread_warnings([{"api": "blas", "library": "openblas", "threads": 8,
@@ -70,7 +72,7 @@ def _gpu_problems(info: dict[str, Any], out: Callable[[str], None]) -> list[str]
 def doctor(out: Callable[[str], None] = print) -> int:
     """Print versions, the device choice and why, GPU, driver, memory, BLAS; name each fix."""
     import gpudl as gd
-    from gpudl.bench import device_info
+    from gpudl.bench import blas_kernels, device_info
 
     info = device_info.machine_info()
     out(f"gpudl {info['gpudl_version']}   Python {info['python']}   NumPy {info['numpy_version']}")
@@ -83,7 +85,12 @@ def doctor(out: Callable[[str], None] = print) -> int:
     pools = device_info.thread_pools()
     if not any(p["source"] == "threadpoolctl" for p in pools):
         out("thread pools: install threadpoolctl to see the BLAS library's own thread count")
-    for problem, fix in thread_warnings(pools, cores):
+    warnings = thread_warnings(pools, cores)
+    openblas_cores = blas_kernels.loaded_cores()
+    if openblas_cores:
+        out(f"OpenBLAS kernels: {', '.join(openblas_cores)}")
+    slow_kernels = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), openblas_cores)
+    for problem, fix in warnings + ([slow_kernels] if slow_kernels else []):
         out(f"warning: {problem}")
         problems.append(fix)
     try:
