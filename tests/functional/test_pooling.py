@@ -366,3 +366,25 @@ def test_gpu_ties_nan_and_grad_checks():
     check_grad(lambda v: avg_pool2d(v, 3, 2, 1, count_include_pad=False), xd)
     check_grad(gd.grad(lambda v: gd.ops.sum(max_pool2d(v, 3, 2) ** 3)), xd)
     assert PK.POOL_KERNELS.filename == "pool2d.cu"
+
+
+@pytest.mark.parametrize("xs, k", [((2, 3, 6, 6), (2, 2)), ((1, 2, 5, 7), (2, 2)),
+                                   ((2, 2, 9, 8), (3, 2)), ((1, 1, 4, 4), (1, 1))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_backward_of_tiling_windows_gives_the_scatters_bits(xs, k, dtype):
+    """Windows that tile x take the repeat path (_tiled_backward): the scatter's bits, a
+    -0.0 gradient included (the scatter's adds into zeros make it +0.0), and zeros in the
+    rows and columns past the last window."""
+    h, w = xs[2:]
+    out_hw = (h // k[0], w // k[1])
+    assert PK._windows_tile((h, w), k, k, (0, 0), out_hw)
+    assert not PK._windows_tile((h, w), k, (1, 1), (0, 0), out_hw) or k == (1, 1)
+    g = np.random.default_rng(5).standard_normal((*xs[:2], *out_hw)).astype(dtype)
+    g.flat[::3] = -0.0
+    got = PK.avg_pool2d_backward_twin(g, (h, w), k, k, (0, 0), True)
+    gd_ = PK._divide(g.copy(), (h, w), k, k, (0, 0), True)
+    want = PK._scatter_cells(lambda i, j, out: gd_[out], xs, dtype, k, k, (0, 0), out_hw)
+    assert got.shape == xs and got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    assert not np.signbit(got[got == 0]).any()  # no -0.0 left, as the scatter's
+    assert not got[:, :, out_hw[0] * k[0]:].any() and not got[..., out_hw[1] * k[1]:].any()
