@@ -388,3 +388,17 @@ def test_gru_cell_reset_before_matches_course_equation(rng):
     check_grad(lambda *a: C.gru_cell(*a, reset_after=False), x, h_nc, w_ih, w_hh, b_ih, b_hh)
     f32 = [a.astype(np.float32) for a in (x, h, w_ih, w_hh)]
     assert C.gru_cell(*f32, reset_after=False).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(1024, 256), (70, 33), (1, 5), (31, 1), (0, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_copy_in_blocks_is_the_transpose(shape, dtype):
+    # The BPTT's W_hh^T (gpudl/functional/_rnn_scan_cells.py): blocks of rows, a last
+    # partial block, a strided source; the result is C-ordered and owns its data.
+    from gpudl.functional._rnn_scan_cells import transposed_copy
+
+    a = np.random.default_rng(0).standard_normal((shape[0], 2 * shape[1])).astype(dtype)
+    for src in (a[:, :shape[1]], a[:, ::2]):  # row-strided and column-strided views
+        out = transposed_copy(np, src)
+        assert out.flags.c_contiguous and out.flags.owndata and out.dtype == dtype
+        np.testing.assert_array_equal(out, src.T)
