@@ -132,7 +132,30 @@ def _mismatch(path: str, what: str) -> TreeMismatchError:
 
 def assert_same_structure(a: Any, b: Any, names: tuple[str, str] = ("first", "second")) -> None:
     """Raise :class:`TreeMismatchError` naming missing and extra keys when trees differ."""
-    _compare(a, b, "", names)
+    if not _same_structure(a, b):  # only then the walk that names the place
+        _compare(a, b, "", names)
+
+
+def _same_structure(x: Any, y: Any) -> bool:
+    """:func:`_compare`'s test without its paths (an optimizer step checks its trees every
+    call: a path string per node cost ~10 % of an Adam update of the MLP)."""
+    if isinstance(x, dict):
+        if not isinstance(y, dict) or len(x) != len(y):
+            return False
+        for k, v in x.items():
+            if k not in y or not _same_structure(v, y[k]):
+                return False
+        return True
+    if isinstance(y, dict):
+        return False
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        if len(x) != len(y):
+            return False
+        for u, v in zip(x, y):
+            if not _same_structure(u, v):
+                return False
+        return True
+    return (x is None) == (y is None) and is_leaf(x) == is_leaf(y)
 
 
 def _compare(x: Any, y: Any, path: str, names: tuple[str, str]) -> None:
