@@ -36,15 +36,19 @@ are added to it).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # blas_env, common
+import blas_env  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py; it adds the repo root
+LIFTED_CORETYPE: str | None = None  # an environment's OPENBLAS_CORETYPE this run lifted
+if __name__ == "__main__":  # before NumPy loads: OpenBLAS's own kernels, as torch's (blas_env)
+    LIFTED_CORETYPE = blas_env.lift_coretype_pin(sys.argv[1:])
 
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 import gpudl as gd  # noqa: E402
 from gpudl import ops  # noqa: E402
@@ -156,6 +160,12 @@ def run(report: dict) -> list[dict]:
                          "OPENBLAS_NUM_THREADS=1 to compare)")
         except Exception:  # the bench package is optional here
             pass
+        from gpudl.bench import blas_kernels
+
+        cores = blas_kernels.loaded_cores()
+        lifted = blas_env.lifted_note(LIFTED_CORETYPE, cores)
+        notes.append(f"kernels_conv: {lifted}" if lifted else
+                     f"kernels_conv: OpenBLAS kernels {', '.join(cores) or 'unknown'}")
     torch_missing = common.torch_status(device == "cuda")
     if torch_missing:
         notes.append(f"kernels_conv: torch rows skipped ({torch_missing})")
@@ -314,7 +324,8 @@ COLUMNS = common.kernel_columns(
 
 
 def main(argv=None) -> int:
-    return common.kernel_main(run, COLUMNS, __doc__, argv, quick_help="two layers only")
+    return common.kernel_main(run, COLUMNS, __doc__, argv, quick_help="two layers only",
+                              flags=[(blas_env.KEEP_FLAG, blas_env.KEEP_HELP)])
 
 
 if __name__ == "__main__":
