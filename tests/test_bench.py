@@ -41,6 +41,19 @@ def test_machine_info_names_the_machine():
         assert key in info
     usable, reason = probe_cuda()
     assert info["cuda_usable"] == usable and info["cuda_reason"] == reason
+    from gpudl.bench import blas_kernels
+
+    assert info["openblas_kernels"] == blas_kernels.loaded_cores()
+    problem = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), info["openblas_kernels"])
+    assert info["blas_kernels_problem"] == (problem[0] if problem else None)
+
+
+def test_the_table_notes_blas_kernels_that_forgo_avx512():
+    report = _report()
+    assert "note:" not in format_table(report)
+    report["machine"]["blas_kernels_problem"] = "NumPy's OpenBLAS runs its Haswell kernels"
+    assert format_table(report).splitlines()[-1] == (
+        "note: NumPy's OpenBLAS runs its Haswell kernels; `gpudl doctor` names the fix")
 
 
 def _report():

@@ -139,7 +139,10 @@ def cuda_info() -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     import gpudl
+    from gpudl.bench import blas_kernels
 
+    cores = blas_kernels.loaded_cores()
+    slow = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), cores)
     return {
         "gpudl_version": gpudl.__version__,
         "python": sys.version.split()[0],
@@ -149,5 +152,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         **blas_info(),
+        "openblas_kernels": cores,
+        "blas_kernels_problem": slow[0] if slow else None,  # timings at up to half speed
         **cuda_info(),
     }

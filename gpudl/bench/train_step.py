@@ -115,6 +115,9 @@ def format_table(report: dict[str, Any]) -> str:
     name = report["machine"].get("gpu_name")
     lines.append(f"machine: {report['machine']['cpu_count']} CPU cores"
                  + (f", GPU {name}" if name else ", no GPU"))
+    if report["machine"].get("blas_kernels_problem"):  # the CPU row is slower than it need be
+        lines.append(f"note: {report['machine']['blas_kernels_problem']}; `gpudl doctor` "
+                     "names the fix")
     return "\n".join(lines)
 
 
