@@ -409,8 +409,10 @@ def test_seq2seq_attention_learns_to_reverse():
     rng = np.random.default_rng(0)
     m = Seq2Seq(10, 10, embed_dim=16, hidden=32)
     src, tgt = _reverse_batch(rng, 960)
-    # teacher forcing through gd.fit: 8 epochs of 15 batches of 64
-    h = gd.fit(m, {"src": src, "tgt": tgt}, loss_fn=seq2seq_loss_fn(m), epochs=8,
+    # teacher forcing through gd.fit: 10 epochs of 15 batches of 64. At 8 the run sat at the
+    # edge: 0.80 of whole sequences right with OpenBLAS's Haswell kernels, 0.99 with its
+    # SkylakeX ones (rounding alone); 10 gave 1.0 under both, for data seeds 0, 1 and 2.
+    h = gd.fit(m, {"src": src, "tgt": tgt}, loss_fn=seq2seq_loss_fn(m), epochs=10,
                optimizer=optim.adam(1e-2), batch_size=64, metrics=["accuracy"], verbose=0)
     p = h.params
     assert h.history["accuracy"][-1] > 0.9 > h.history["accuracy"][0]
