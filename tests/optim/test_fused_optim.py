@@ -121,6 +121,38 @@ def test_fused_update_gives_the_chains_bits(name, kw, dtype, own_from, took_fuse
     assert all(leaf.dtype == dtype for leaf in tree_leaves(fused_p))
 
 
+# Steps where a bias correction has rounded to 1 in the dtype (1 - 0.9^t from 165 in float32,
+# 356 in float64; sqrt(1 - 0.999^t) from 16,628 and 37,412): the twin leaves that division
+# out; the chain still divides. Both sides of each boundary.
+@pytest.mark.parametrize("dtype,counts", [(np.float32, (163, 164, 16626, 16627)),
+                                          (np.float64, (354, 355, 37410, 37411))])
+@pytest.mark.parametrize("name,kw", [("adam", {"lr": 1e-2}),
+                                     ("adamw", {"lr": 1e-2, "amsgrad": True})])
+def test_late_steps_whose_bias_corrections_are_one_give_the_chains_bits(name, kw, dtype,
+                                                                       counts, took_fused):
+    from gpudl.optim.transforms import ScaleByAdamState
+
+    params, grads = problem(dtype, np.random.default_rng(3))
+    opt = getattr(optim, name)(**kw)
+    for count in counts:
+        def late(state, count=count):
+            return tuple(s._replace(count=count) if type(s) is ScaleByAdamState else s
+                         for s in state)
+
+        took_fused.clear()
+        results = []
+        for o in (opt, chain_of(opt)):
+            state = late(o.init(params))
+            p = params
+            for g in grads[:2]:  # steps count + 1 and count + 2
+                updates, state = o.update(g, state, p)
+                p = optim.apply_updates(p, updates)
+            results.append((p, state))
+        assert took_fused == [True, True]
+        assert same_bits(results[0][0], results[1][0]), count
+        assert same_bits(results[0][1], results[1][1]), count
+
+
 @pytest.mark.parametrize("name,kw", [c for c in CONFIGS if c[0] != "sgd" or "momentum" in c[1]],
                          ids=[i for c, i in zip(CONFIGS, IDS) if c[0] != "sgd" or
                               "momentum" in c[1]])
