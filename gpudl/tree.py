@@ -137,8 +137,9 @@ def assert_same_structure(a: Any, b: Any, names: tuple[str, str] = ("first", "se
 
 
 def _same_structure(x: Any, y: Any) -> bool:
-    """:func:`_compare`'s test without its paths (an optimizer step checks its trees every
-    call: a path string per node cost ~10 % of an Adam update of the MLP)."""
+    """:func:`_compare`'s test without its paths: an optimizer step checks its trees every
+    call, and a path string per node cost 1-3 % of an Adam update of the MLP (in-process
+    A/B). Equivalent to :func:`_compare` raising nothing."""
     if isinstance(x, dict):
         if not isinstance(y, dict) or len(x) != len(y):
             return False

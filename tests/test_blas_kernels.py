@@ -3,6 +3,7 @@ warning when they forgo the CPU's AVX-512 (a pinned OPENBLAS_CORETYPE)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,11 +86,12 @@ def test_doctor_warns_and_names_the_fix_for_kernels_without_avx512(monkeypatch, 
 
 
 def _cores_in_a_fresh_process(env):
-    code = "import numpy; from gpudl.bench import blas_kernels as b; print(b.loaded_cores())"
+    code = ("import json, numpy; from gpudl.bench import blas_kernels as b; "
+            "print(json.dumps(b.loaded_cores()))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env=env)
     assert res.returncode == 0, res.stderr
-    return eval(res.stdout)
+    return json.loads(res.stdout)
 
 
 def test_loaded_cores_reads_what_the_environment_pins_on_this_machine():

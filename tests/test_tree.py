@@ -116,3 +116,33 @@ def test_unflatten_paths_conflicts_raise():
         unflatten_paths({"a": 1, "a.b": 2})
     with pytest.raises(TreeMismatchError, match="'a' is a leaf"):
         unflatten_paths({"a.b": 1, "a": 2})
+
+
+_LEAF = np.zeros(2)
+_TREE_PAIRS = [
+    ({"a": _LEAF, "b": [_LEAF, (_LEAF, None)]}, {"b": [_LEAF, (_LEAF, None)], "a": _LEAF}),
+    ({"a": _LEAF}, {"a": _LEAF, "b": _LEAF}),            # an extra key
+    ({"a": _LEAF, "b": _LEAF}, {"a": _LEAF, "c": _LEAF}),  # same count, another key
+    ({"a": [_LEAF]}, {"a": (_LEAF,)}),                    # list vs tuple: the same structure
+    ({"a": [_LEAF]}, {"a": [_LEAF, _LEAF]}),
+    ({"a": None}, {"a": _LEAF}),
+    ({"a": {"x": _LEAF}}, {"a": _LEAF}),
+    ([_LEAF, {"x": _LEAF}], [_LEAF, [_LEAF]]),
+    (_LEAF, 3.0),                                          # two leaves
+    ((), []),
+]
+
+
+@pytest.mark.parametrize("a, b", _TREE_PAIRS)
+def test_the_quick_structure_test_agrees_with_the_naming_walk(a, b):
+    # assert_same_structure runs the path-naming walk (_compare) only when the quick test
+    # says the trees differ: the two must agree both ways, or a mismatch would pass.
+    from gpudl.tree import _compare, _same_structure
+
+    for x, y in ((a, b), (b, a)):
+        try:
+            _compare(x, y, "", ("first", "second"))
+            raised = False
+        except TreeMismatchError:
+            raised = True
+        assert _same_structure(x, y) is not raised

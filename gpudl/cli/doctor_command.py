@@ -5,7 +5,7 @@ it warns when the BLAS or OpenMP thread pools run more threads than the cores th
 process may use (CPU affinity, capped by a container quota): the threads then take turns
 on the cores and every matrix product slows down, often by several times; and when NumPy's
 OpenBLAS runs kernels without AVX-512 on a CPU that has it (a pinned ``OPENBLAS_CORETYPE``:
-about half the matrix-product speed, ``gpudl/bench/blas_kernels.py``).
+up to half the matrix-product speed, ``gpudl/bench/blas_kernels.py``).
 
 Example:
     >>> thread_warnings([{"api": "blas", "library": "openblas", "threads": 8,
