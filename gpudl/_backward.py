@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ def _fit_cotangent(g, like, prim: Primitive, argnum: int):
                 g = PRIMITIVES["sum"](g, axis=axes, keepdims=False)
         elif _broadcasts_to(gshape, shape):  # e.g. a scalar cotangent for a whole array
             g = PRIMITIVES["broadcast_to"](g, shape=shape)
-        elif int(np.prod(gshape)) != int(np.prod(shape)):
+        elif math.prod(gshape) != math.prod(shape):
             raise GradientError(
                 f"gd.grad: the vjp of {prim.name!r} returned a cotangent of shape {gshape} "
                 f"for argument {argnum} of shape {shape}; it must have that shape or one "

@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,7 +180,7 @@ def value_and_grad(
                 f"gd.grad: the function returned a {type(raw_out).__name__}; grad needs a "
                 f"scalar (size-1) array output{hint}."
             )
-        if hasattr(raw_out, "shape") and int(np.prod(raw_out.shape)) != 1:
+        if hasattr(raw_out, "shape") and math.prod(raw_out.shape) != 1:
             raise GradientError(
                 f"gd.grad: the function returned an array of shape {raw_out.shape}; "
                 "grad needs a scalar (size-1) output. Reduce it (.sum() or .mean()), or use "

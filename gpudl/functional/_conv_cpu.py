@@ -336,6 +336,27 @@ def _per_sample_columns(c, k_hw, stride, padding, dilation, x_hw, out_hw) -> int
     return c * k_hw[0] * k_hw[1] * out_hw[0] * out_hw[1]
 
 
+def kernel_row_weights(w, groups: int) -> list:
+    """Kernel row i's weights ``w[:, :, i]`` as (G, Og, Cg*kW), for each i: views of one
+    C-ordered (kH, O, Cg*kW) copy of w (O, Cg, kH, kW).
+
+    Where w's rows are contiguous (the weights as trained), each row of kW values moves as
+    one item (a ``kW*itemsize`` void view): NumPy copies 3x3 weights value by value in runs
+    of 3 otherwise, and this is 1.8-2.4x faster (16 -> 64 channels: 5.0 -> 2.8 us, 46 ->
+    19 us, 2-core EPYC), which counts at small batches. A flipped view (backward-data as a
+    convolution) is copied value by value, in one call.
+    """
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    try:
+        cells = w.view(np.dtype((np.void, kw * w.itemsize)))[..., 0]  # (O, Cg, kH)
+    except ValueError:  # the kW axis is not contiguous (a flipped view)
+        rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3))
+    else:
+        rows = np.ascontiguousarray(cells.transpose(2, 0, 1)).view(w.dtype)
+    return [rows[i].reshape(groups, og, cg * kw) for i in range(kh)]
+
+
 def _gemm_sum(terms, out, tmp):
     """``out = sum of a @ b over terms``: NumPy's matmul cannot accumulate, so every term
     after the first goes through ``tmp`` (same shape as out) and one add."""
@@ -376,7 +397,7 @@ def conv2d_forward_cpu(x, w, *, stride, padding, dilation, groups, chunker, keep
     buf = POOL.take(shape if keep else (min(step, n), *shape[1:]), x.dtype)
     tmp = None  # _gemm_sum's second product, for kernel rows after the first
     if rows:  # kernel row i's weights (G, Og, Cg*kW), matching its view of the columns
-        wi = [np.ascontiguousarray(w[:, :, i]).reshape(groups, og, cg * kw) for i in range(kh)]
+        wi = kernel_row_weights(w, groups)
         tmp = POOL.take(y[:step].shape, y.dtype) if kh > 1 else None
     else:
         wm = w.reshape(groups, og, cg * kh * kw)  # (G, Og, K)

@@ -117,7 +117,7 @@ def batch_norm_stats_twin(x):
     for sl in blocks:
         total += _channel_dot(x2[sl], None, c, length)
     mean = total / (n * length)
-    mean_cl = np.repeat(mean, length)  # (C*L,)
+    mean_cl = mean.repeat(length)  # (C*L,); the method: np.repeat's wrapper costs ~1 us
     scratch = np.empty((blocks[0].stop, c * length), x.dtype) if blocks else None
     m2 = np.zeros(c, x.dtype)
     for sl in blocks:
@@ -132,8 +132,8 @@ def batch_norm_apply_twin(x, scale, shift=None):
     y = np.empty_like(x)
     x2, blocks = _sample_blocks(x)
     y2 = y.reshape(x2.shape)
-    scale_cl = np.repeat(scale, length)
-    shift_cl = None if shift is None else np.repeat(shift, length)
+    scale_cl = scale.repeat(length)
+    shift_cl = None if shift is None else shift.repeat(length)
     for sl in blocks:
         np.multiply(x2[sl], scale_cl, out=y2[sl])
         if shift_cl is not None:
@@ -146,7 +146,7 @@ def batch_norm_backward_reduce_twin(g, x, mean):
     n, c, length = x.shape
     x2, blocks = _sample_blocks(x)
     g2 = g.reshape(x2.shape)
-    mean_cl = np.repeat(mean, length)
+    mean_cl = mean.repeat(length)
     scratch = np.empty((blocks[0].stop, c * length), x.dtype) if blocks else None
     sum_g, sum_gd = np.zeros(c, x.dtype), np.zeros(c, x.dtype)
     for sl in blocks:
@@ -162,7 +162,7 @@ def batch_norm_backward_apply_twin(g, x, mean, k1, k2, k3):
     dx = np.empty_like(x)
     x2, blocks = _sample_blocks(x)
     g2, dx2 = g.reshape(x2.shape), dx.reshape(x2.shape)
-    k1c, k2c, k3c, mean_cl = (np.repeat(v, length) for v in (k1, k2, k3, mean))
+    k1c, k2c, k3c, mean_cl = (v.repeat(length) for v in (k1, k2, k3, mean))
     scratch = np.empty((blocks[0].stop, c * length), x.dtype) if blocks else None
     for sl in blocks:
         o, d = dx2[sl], scratch[:sl.stop - sl.start]

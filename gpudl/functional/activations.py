@@ -161,7 +161,7 @@ def prelu(x, weight):
         [[-0.1, -0.5]]
     """
     xs, ws = _shape(x), _shape(weight)
-    n = int(np.prod(ws)) if ws else 1
+    n = math.prod(ws)
     if len(ws) > 1:
         raise ShapeError(f"prelu: weight must be 1-D (C,) or a scalar, got shape {ws}")
     if n != 1:

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -101,7 +102,7 @@ def _cast(v, dtype):
 def _ncl(a, shape):
     """A C-contiguous (N, C, L) view (or copy) of an (N, C, ...) plain array."""
     n, c = shape[:2]
-    length = int(np.prod(shape[2:], dtype=np.int64))
+    length = math.prod(shape[2:])  # np.prod: ~4 us a call, twice per BatchNorm
     return module_of(a).ascontiguousarray(a).reshape(n, c, length)
 
 
@@ -109,7 +110,7 @@ def _bn_geometry(shape):
     """Reduced axes, the (1, C, 1, ...) broadcast shape and the count per channel."""
     axes = (0,) + tuple(range(2, len(shape)))
     bshape = (1, shape[1]) + (1,) * (len(shape) - 2)
-    return axes, bshape, int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return axes, bshape, math.prod(shape[a] for a in axes)
 
 
 # ----------------------------------------------------------------------------- batch norm
@@ -269,8 +270,7 @@ def batch_norm(
 
 # ----------------------------------------------------------------------------- layer norm
 def _ln_rows(shape, k: int) -> tuple[int, int]:
-    lead = int(np.prod(shape[:len(shape) - k], dtype=np.int64))
-    return lead, int(np.prod(shape[len(shape) - k:], dtype=np.int64))
+    return math.prod(shape[:len(shape) - k]), math.prod(shape[len(shape) - k:])
 
 
 def _ln_impl(x, gamma, beta, *, eps):

@@ -344,3 +344,25 @@ def test_recycled_column_buffers_are_wholly_overwritten(monkeypatch, geo, piece_
         assert np.isfinite(got).all()
         np.testing.assert_array_equal(got, ref)
     assert len(SAVED) == 0 and pool.free_bytes > 0
+
+
+@pytest.mark.parametrize("shape, groups", [((8, 4, 3, 3), 1), ((8, 4, 3, 5), 2),
+                                           ((6, 3, 5, 1), 3), ((4, 2, 1, 3), 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_row_weights_are_each_rows_weights(shape, groups, dtype):
+    # Row i's (G, Og, Cg*kW) weights, from trained (contiguous) weights by kW-value items,
+    # and from the flipped, transposed and strided views backward-data and users hand in.
+    from gpudl.functional._conv_cpu import kernel_row_weights
+
+    w = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for view in (w, w[:, :, ::-1, ::-1], w.transpose(1, 0, 2, 3), np.asfortranarray(w),
+                 np.repeat(w, 2, axis=3)[..., ::2]):
+        o, cg, kh, kw = view.shape
+        if o % groups:
+            continue
+        rows = kernel_row_weights(view, groups)
+        assert len(rows) == kh
+        for i, r in enumerate(rows):
+            assert r.dtype == dtype and r.shape == (groups, o // groups, cg * kw)
+            np.testing.assert_array_equal(
+                r, np.ascontiguousarray(view[:, :, i]).reshape(groups, o // groups, cg * kw))
