@@ -16,6 +16,12 @@ alternated ~1.0 / ~1.5 and their median landed on either level. That cost is one
 interleaving (a user's loop does not switch libraries between steps), paid by both sides,
 so both sides get the same settling call; it is no cost gpudl pays in use.
 
+Both sides run their library's own kernel choice for the CPU: an ``OPENBLAS_CORETYPE`` set
+in the environment (some images pin ``Haswell``, AVX2 kernels, half the GEMM speed on an
+AVX-512 CPU) is lifted for this process before NumPy loads (``blas_env.py``); the header
+names the OpenBLAS kernel set, and the notes and the JSON say what was lifted.
+``--keep-blas-coretype`` measures with the pin.
+
 The process runs with the malloc settings ``gd.fit`` makes (``gpudl.train.host_memory``:
 freed heap kept for reuse, not faulted in again) from its start, for both libraries: the
 step rows run through fit's step, which makes them anyway, and the kernel rows must not
@@ -40,6 +46,7 @@ Usage::
     python benchmarks/cpu_vs_torch.py --rows mlp,sigmoid --pairs 15
     python benchmarks/cpu_vs_torch.py --write    # + benchmarks/results/<date>-cpu-vs-torch-<cpu>.json
     python benchmarks/cpu_vs_torch.py --tiny --json /tmp/out.json   # smoke: tiny shapes, 2 pairs
+    python benchmarks/cpu_vs_torch.py --keep-blas-coretype   # with the environment's pin
 
 Exit status 0, or 1 when a row's two sides disagree (the comparison would be void).
 """
