@@ -18,10 +18,16 @@ KEEP_HELP = ("keep an OPENBLAS_CORETYPE set in the environment (by default it is
              "that OpenBLAS picks its kernels for this CPU as torch's libraries do)")
 
 
+def asks_to_keep(argv: list[str]) -> bool:
+    """``argv`` holds ``--keep-blas-coretype`` or an abbreviation argparse takes for it (no
+    other option of the scripts that use this starts with ``--k``)."""
+    return any(len(a) >= 3 and KEEP_FLAG.startswith(a) for a in argv)
+
+
 def lift_coretype_pin(argv: list[str]) -> str | None:
-    """Remove ``OPENBLAS_CORETYPE`` from this process's environment unless ``argv`` holds
-    ``--keep-blas-coretype``; the value removed, or None. Call before NumPy loads."""
-    if KEEP_FLAG in argv:
+    """Remove ``OPENBLAS_CORETYPE`` from this process's environment unless ``argv`` asks to
+    keep it (:func:`asks_to_keep`); the value removed, or None. Call before NumPy loads."""
+    if asks_to_keep(argv):
         return None
     return os.environ.pop("OPENBLAS_CORETYPE", None)
 

@@ -108,3 +108,17 @@ def test_loaded_cores_reads_what_the_environment_pins_on_this_machine():
     if cpu.has_avx512:  # OpenBLAS's own choice uses the AVX-512
         assert slow_kernel_problem(cpu, own, env) is None
         assert slow_kernel_problem(cpu, pinned, {"OPENBLAS_CORETYPE": "Haswell"}) is not None
+
+
+def test_loaded_cores_leaves_out_an_openblas_that_cannot_name_its_kernels(monkeypatch):
+    # threadpoolctl gives architecture None for an OpenBLAS without openblas_get_corename:
+    # no "None kernels" warning from that
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    info = [{"internal_api": "openblas", "architecture": None},
+            {"internal_api": "openblas", "architecture": "Haswell"},
+            {"internal_api": "openmp", "architecture": None}]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: info)
+    assert blas_kernels.loaded_cores() == ["Haswell"]
+    info.pop(1)
+    assert blas_kernels.loaded_cores() == []
+    assert slow_kernel_problem(read_cpu(ZEN5), blas_kernels.loaded_cores(), {}) is None

@@ -149,4 +149,10 @@ def test_lift_coretype_pin_removes_the_variable_unless_asked_to_keep_it(monkeypa
     assert blas_env.lift_coretype_pin(["--tiny"]) == "Haswell"
     assert "OPENBLAS_CORETYPE" not in os.environ
     assert blas_env.lift_coretype_pin([]) is None  # nothing left to lift
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert blas_env.lift_coretype_pin(["--keep-blas"]) is None  # argparse's abbreviation
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"
+    assert [blas_env.asks_to_keep([a]) for a in ("--k", "--keep", "--", "--kx", "-k",
+                                                 "--keep-blas-coretype-x")] == [
+        True, True, False, False, False, False]
     assert "(SkylakeX)" in blas_env.lifted_note("Haswell", ["SkylakeX"])

@@ -78,8 +78,8 @@ def loaded_cores() -> list[str]:
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [str(p.get("architecture")) for p in threadpool_info()
-            if p.get("internal_api") == "openblas"]
+    return [str(p["architecture"]) for p in threadpool_info()  # None: an OpenBLAS that
+            if p.get("internal_api") == "openblas" and p.get("architecture")]  # cannot say
 
 
 def slow_kernel_problem(cpu: CpuId | None, cores: list[str],

@@ -262,7 +262,9 @@ def batch_norm(
         return y, (running_mean, running_var)
     batch_mean = stop_gradient(mean)
     unbiased = stop_gradient(var) * (n / max(n - 1, 1))
-    rm, rv = unbox_all(running_mean), unbox_all(running_var)
+    # lists or numbers (the eval path casts them too) become arrays of the computing dtype
+    rm, rv = (v if hasattr(v, "dtype") else xp.asarray(v, dtype)
+              for v in (unbox_all(running_mean), unbox_all(running_var)))
     new_mean = ((1.0 - momentum) * rm + momentum * batch_mean).astype(rm.dtype, copy=False)
     new_var = ((1.0 - momentum) * rv + momentum * unbiased).astype(rv.dtype, copy=False)
     return y, (new_mean, new_var)

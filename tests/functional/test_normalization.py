@@ -412,3 +412,19 @@ def test_gpu_grad_checks_and_empty_batches():
     assert NK.BATCH_NORM_KERNELS.filename == "batch_norm.cu"
     assert NK.LAYER_NORM_KERNELS.filename == "layer_norm.cu"
     assert NM._bn_train.name == "batch_norm_train"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_takes_running_statistics_as_lists_in_training(dtype):
+    # As gamma/beta and the eval path do: a list is float64 data (NumPy's promotion, so a
+    # float32 x computes in float64) and the new statistics are arrays of that dtype. The
+    # running update used to raise a bare TypeError on lists.
+    x = np.random.default_rng(0).standard_normal((4, 3, 2)).astype(dtype)
+    lists = batch_norm(x, None, None, [0.0, 0.5, 1.0], [1.0, 2.0, 3.0], train=True)
+    arrays = batch_norm(x, None, None, np.array([0.0, 0.5, 1.0]), np.array([1.0, 2.0, 3.0]),
+                        train=True)
+    assert lists[0].dtype == np.float64
+    np.testing.assert_array_equal(lists[0], arrays[0])
+    for got, want in zip(lists[1], arrays[1]):
+        assert type(got) is np.ndarray and got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
