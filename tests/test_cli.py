@@ -231,6 +231,25 @@ def test_the_default_recipe_is_relu_max_pool_lenet5_with_adam():
     assert train_cmd.choose_model(digits, (1, 8, 8)) == ("mlp", {})
 
 
+def test_train_on_the_cpu_notes_blas_kernels_that_forgo_avx512(tmp_path, monkeypatch, capsys):
+    from gpudl.bench import blas_kernels
+
+    args = ["train", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--no-save",
+            "--verbose", "0"]
+    monkeypatch.setattr(blas_kernels, "loaded_cores", lambda: ["Haswell"])
+    monkeypatch.setattr(blas_kernels, "read_cpu", lambda: blas_kernels.CpuId(
+        "AuthenticAMD", 26, blas_kernels.AVX512_FLAGS))
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notes = [x for x in lines if x.startswith("note: ")]
+    assert len(notes) == 1 and "runs its Haswell kernels (no AVX-512)" in notes[0]
+    assert notes[0].endswith("`gpudl doctor` names the fix")
+    assert lines.index(notes[0]) == 1  # right after the "training ..." line
+    monkeypatch.setattr(blas_kernels, "loaded_cores", lambda: ["SkylakeX"])
+    assert cli.main(args) == 0
+    assert "note: " not in capsys.readouterr().out
+
+
 def test_train_saves_weights_that_reproduce_the_printed_accuracy(tmp_path, monkeypatch, capsys):
     """One epoch of the MLP on digits (under a second); the default path is in the cwd."""
     from gpudl import data

@@ -193,6 +193,13 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
     out(f"training {name}{form} on {ns.dataset} ({len(ytr)} train / {len(yva)} validation / "
         f"{len(yte)} test images) on {gd.get_device()}: {how}, batch {ns.batch_size}, "
         f"{ns.epochs} epoch{'s' if ns.epochs != 1 else ''}")
+    if gd.get_device() == "cpu":  # the one CPU slow path doctor finds that costs ~2x here
+        from gpudl.bench import blas_kernels
+
+        slow = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(),
+                                                blas_kernels.loaded_cores())
+        if slow:
+            out(f"note: {slow[0]}; `gpudl doctor` names the fix")
     start = time.perf_counter()
     history = fit(model, (xtr, ytr), loss="cross_entropy", optimizer=opt, epochs=ns.epochs,
                   batch_size=ns.batch_size, validation_data=(xva, yva), metrics=["accuracy"],
