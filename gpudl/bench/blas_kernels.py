@@ -82,6 +82,11 @@ def loaded_cores() -> list[str]:
             if p.get("internal_api") == "openblas" and p.get("architecture")]  # cannot say
 
 
+def current_problem() -> tuple[str, str] | None:
+    """:func:`slow_kernel_problem` of this machine and this process's loaded OpenBLAS."""
+    return slow_kernel_problem(read_cpu(), loaded_cores())
+
+
 def slow_kernel_problem(cpu: CpuId | None, cores: list[str],
                         environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
     """``(problem, fix)`` when a loaded OpenBLAS runs kernels without AVX-512 on a CPU that

@@ -86,10 +86,10 @@ def doctor(out: Callable[[str], None] = print) -> int:
     if not any(p["source"] == "threadpoolctl" for p in pools):
         out("thread pools: install threadpoolctl to see the BLAS library's own thread count")
     warnings = thread_warnings(pools, cores)
-    openblas_cores = blas_kernels.loaded_cores()
-    if openblas_cores:
-        out(f"OpenBLAS kernels: {', '.join(openblas_cores)}")
-    slow_kernels = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), openblas_cores)
+    if info["openblas_kernels"]:  # machine_info read them (blas_kernels.loaded_cores)
+        out(f"OpenBLAS kernels: {', '.join(info['openblas_kernels'])}")
+    slow_kernels = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(),
+                                                    info["openblas_kernels"])
     for problem, fix in warnings + ([slow_kernels] if slow_kernels else []):
         out(f"warning: {problem}")
         problems.append(fix)

@@ -196,8 +196,7 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
     if gd.get_device() == "cpu":  # the one CPU slow path doctor finds that costs ~2x here
         from gpudl.bench import blas_kernels
 
-        slow = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(),
-                                                blas_kernels.loaded_cores())
+        slow = blas_kernels.current_problem()
         if slow:
             out(f"note: {slow[0]}; `gpudl doctor` names the fix")
     start = time.perf_counter()

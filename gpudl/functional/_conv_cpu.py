@@ -348,12 +348,11 @@ def kernel_row_weights(w, groups: int) -> list:
     """
     o, cg, kh, kw = w.shape
     og = o // groups
-    try:
+    if w.strides[3] == w.itemsize:  # each row's kW values contiguous: one item each
         cells = w.view(np.dtype((np.void, kw * w.itemsize)))[..., 0]  # (O, Cg, kH)
-    except ValueError:  # the kW axis is not contiguous (a flipped view)
-        rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3))
-    else:
         rows = np.ascontiguousarray(cells.transpose(2, 0, 1)).view(w.dtype)
+    else:  # a flipped or strided view
+        rows = np.ascontiguousarray(w.transpose(2, 0, 1, 3))
     return [rows[i].reshape(groups, og, cg * kw) for i in range(kh)]
 
 
@@ -515,7 +514,7 @@ def backward_data_as_conv(gy, w, x_hw, stride, padding, dilation, groups, chunke
     og = o // groups
     # (O, Cg, kH, kW) -> (G, Og, Cg, ...) -> (G, Cg, Og, ...) -> (C, Og, kH, kW), flipped.
     wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    # A flipped view: the forward copies each kernel row of it once (no second copy here).
+    # A flipped view: the forward copies it once (kernel_row_weights), not a second time here.
     wt = wt.reshape(groups * cg, og, kh, kw)[:, :, ::-1, ::-1]
     # Output size: (Ho + pad - d(k-1)) = H for stride 1, so dx has x's shape.
     return conv2d_forward_cpu(gy, wt, stride=(1, 1), padding=pad, dilation=dilation,
