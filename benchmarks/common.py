@@ -248,6 +248,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+def cpu_identity() -> dict[str, Any]:
+    """What tells two CPUs with one marketing name apart (a hypervisor may call every Intel
+    host "Intel(R) Xeon(R) Processor"): vendor, family and model number (None where
+    /proc/cpuinfo is unreadable), the short tag ``f6m207`` for file names, and the L2 cache
+    of cpu0 as sysfs gives it ("2048K"; None where absent)."""
+    from gpudl.bench.blas_kernels import read_cpu
+
+    cpu = read_cpu()
+    try:
+        l2 = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip()
+    except OSError:
+        l2 = None
+    tag = None if cpu is None or cpu.model is None else f"f{cpu.family}m{cpu.model}"
+    return {"cpu_id": None if cpu is None else cpu.describe(), "cpu_tag": tag,
+            "l2_cache": l2}
+
+
 def slug(text: str) -> str:
     """'AMD EPYC 7B13' -> 'amd-epyc-7b13' (file-name safe)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"

@@ -360,7 +360,8 @@ def machine() -> dict[str, Any]:
 
     from gpudl.bench.device_info import usable_cores
 
-    return {"cpu_model": common.cpu_model(), "cpu_count": os.cpu_count(),
+    return {"cpu_model": common.cpu_model(), **common.cpu_identity(),
+            "cpu_count": os.cpu_count(),
             "usable_cores": usable_cores(), "platform": platform.platform(),
             "python": platform.python_version(), "gpudl_version": gd.__version__,
             "numpy_version": np.__version__, "numpy_blas": common.numpy_blas(),
@@ -423,7 +424,9 @@ def _blas_line(info: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The header (machine, BLAS of each side), the table, what each row is, the notes."""
     info = report["machine"]
-    lines = [f"cpu_vs_torch ({report['mode']}): {info['cpu_model']}, {info['usable_cores']} "
+    cpu = info["cpu_model"] + (f" ({info['cpu_id']}, L2 {info['l2_cache']})"
+                               if info.get("cpu_id") else "")
+    lines = [f"cpu_vs_torch ({report['mode']}): {cpu}, {info['usable_cores']} "
              f"usable core(s), one thread per side", _blas_line(info),
              f"{report['pairs']} pairs per row, alternating order, each sample after "
              f"{SETTLE} untimed call(s) of its own side, short ops repeated to "
@@ -438,9 +441,10 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def default_name(report: dict[str, Any]) -> str:
-    """``<date>-cpu-vs-torch-<cpu slug>-<cores>core.json``."""
+    """``<date>-cpu-vs-torch-<cpu slug>[-f<family>m<model>]-<cores>core.json``."""
     info = report["machine"]
-    return (f"{report['date']}-cpu-vs-torch-{common.slug(info['cpu_model'])}-"
+    tag = f"-{info['cpu_tag']}" if info.get("cpu_tag") else ""
+    return (f"{report['date']}-cpu-vs-torch-{common.slug(info['cpu_model'])}{tag}-"
             f"{info['usable_cores']}core.json")
 
 

@@ -29,8 +29,15 @@ flags\t\t: fpu
 
 def test_read_cpu_takes_the_first_processor_block():
     cpu = read_cpu(ZEN5)
-    assert cpu == CpuId("AuthenticAMD", 26, cpu.flags)
+    assert cpu == CpuId("AuthenticAMD", 26, cpu.flags, model=2)
     assert "avx512_bf16" in cpu.flags and cpu.has_avx512
+    assert cpu.describe() == "AuthenticAMD family 26 model 2"
+
+
+def test_read_cpu_without_a_model_number_still_names_vendor_and_family():
+    cpu = read_cpu("vendor_id : GenuineIntel\ncpu family : 6\nmodel : ?\nflags : avx\n")
+    assert cpu == CpuId("GenuineIntel", 6, frozenset({"avx"}))
+    assert cpu.describe() == "GenuineIntel family 6"
 
 
 @pytest.mark.parametrize("text", ["", "vendor_id : AuthenticAMD\n",

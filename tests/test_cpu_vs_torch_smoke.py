@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpudl.bench import blas_kernels
+
 torch = pytest.importorskip("torch")
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -45,8 +47,14 @@ def test_tiny_run_prints_the_table_and_writes_the_report(bench, tmp_path, capsys
     [path] = tmp_path.iterdir()  # a folder given: the default name inside it
     data = json.loads(path.read_text())
     info = data["machine"]
+    tag = f"-{info['cpu_tag']}" if info["cpu_tag"] else ""  # the f6m207 of this machine
     assert path.name == (f"{datetime.date.today().isoformat()}-cpu-vs-torch-"
-                         f"{bench.common.slug(info['cpu_model'])}-{info['usable_cores']}core.json")
+                         f"{bench.common.slug(info['cpu_model'])}{tag}-"
+                         f"{info['usable_cores']}core.json")
+    cpu = blas_kernels.read_cpu()
+    assert info["cpu_id"] == (None if cpu is None else cpu.describe())
+    if info["cpu_id"]:
+        assert f"({info['cpu_id']}, L2 {info['l2_cache']})" in out.splitlines()[0]
     assert data["mode"] == "tiny" and data["pairs"] == 2
     assert info["numpy_version"] == np.__version__ and info["numpy_blas"]
     assert info["torch"]["torch_version"] == torch.__version__
