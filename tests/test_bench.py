@@ -44,6 +44,10 @@ def test_machine_info_names_the_machine():
     from gpudl.bench import blas_kernels
 
     assert info["openblas_kernels"] == blas_kernels.loaded_cores()
+    cpu = blas_kernels.read_cpu()  # /proc/cpuinfo where there is one
+    assert info["cpu_id"] == (cpu.describe() if cpu else None)
+    if cpu and cpu.name:
+        assert info["cpu"] == cpu.name  # the marketing name, not platform's "x86_64"
     problem = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), info["openblas_kernels"])
     assert info["blas_kernels_problem"] == (problem[0] if problem else None)
 

@@ -18,6 +18,7 @@ ZEN5 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 cpu family\t: 26
 model\t\t: 2
+model name\t: AMD EPYC
 flags\t\t: fpu sse2 avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_bf16
 
 processor\t: 1
@@ -29,7 +30,7 @@ flags\t\t: fpu
 
 def test_read_cpu_takes_the_first_processor_block():
     cpu = read_cpu(ZEN5)
-    assert cpu == CpuId("AuthenticAMD", 26, cpu.flags, model=2)
+    assert cpu == CpuId("AuthenticAMD", 26, cpu.flags, model=2, name="AMD EPYC")
     assert "avx512_bf16" in cpu.flags and cpu.has_avx512
     assert cpu.describe() == "AuthenticAMD family 26 model 2"
 

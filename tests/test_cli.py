@@ -37,6 +37,11 @@ def test_doctor_prints_device_reason_and_a_fix(capsys):
     usable, reason = probe_cuda()
     assert "device: " in out and "gpudl 0." in out and "NumPy" in out
     assert "BLAS" in out and "kernels:" in out and "usable by this process" in out
+    from gpudl.bench import blas_kernels
+
+    cpu = blas_kernels.read_cpu()
+    if cpu is not None:  # Linux: the CPU named with vendor, family and model
+        assert f" ({cpu.describe()}), " in out.split("\nCPU: ", 1)[1].splitlines()[0]
     if not usable:
         assert "device: cpu (" in out
         assert f"GPU: none usable ({reason})" in out

@@ -35,13 +35,14 @@ AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512
 
 @dataclass(frozen=True)
 class CpuId:
-    """The first processor's vendor, family, feature flags and model number, as
-    /proc/cpuinfo gives them (the model is None where it is missing)."""
+    """The first processor's vendor, family, feature flags, model number and marketing
+    name, as /proc/cpuinfo gives them (model and name None where they are missing)."""
 
     vendor: str
     family: int
     flags: frozenset[str]
     model: int | None = None
+    name: str | None = None
 
     @property
     def has_avx512(self) -> bool:
@@ -78,7 +79,8 @@ def read_cpu(text: str | None = None) -> CpuId | None:
     except (KeyError, ValueError):
         return None
     model = fields.get("model", "")
-    return CpuId(cpu.vendor, cpu.family, cpu.flags, int(model)) if model.isdigit() else cpu
+    return CpuId(cpu.vendor, cpu.family, cpu.flags, int(model) if model.isdigit() else None,
+                 fields.get("model name") or None)
 
 
 def loaded_cores() -> list[str]:

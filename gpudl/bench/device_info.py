@@ -142,13 +142,16 @@ def machine_info() -> dict[str, Any]:
     from gpudl.bench import blas_kernels
 
     cores = blas_kernels.loaded_cores()
-    slow = blas_kernels.slow_kernel_problem(blas_kernels.read_cpu(), cores)
+    cpu = blas_kernels.read_cpu()
+    slow = blas_kernels.slow_kernel_problem(cpu, cores)
     return {
         "gpudl_version": gpudl.__version__,
         "python": sys.version.split()[0],
         "numpy_version": np.__version__,
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": (cpu and cpu.name) or platform.processor() or platform.machine(),
+        # vendor, family and model: hypervisors give many CPUs one name ("AMD EPYC")
+        "cpu_id": cpu.describe() if cpu else None,
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores(),
         **blas_info(),

@@ -80,7 +80,8 @@ def doctor(out: Callable[[str], None] = print) -> int:
     out(f"device: {gd.get_device()} ({gd.device_reason()})")
     problems = _gpu_problems(info, out)
     cores = device_info.usable_cores()
-    out(f"CPU: {info['cpu']}, {info['cpu_count']} cores ({cores} usable by this process); "
+    cpu_id = f" ({info['cpu_id']})" if info.get("cpu_id") else ""
+    out(f"CPU: {info['cpu']}{cpu_id}, {info['cpu_count']} cores ({cores} usable by this process); "
         f"BLAS {info['blas']} threads {info['blas_threads']}")
     pools = device_info.thread_pools()
     if not any(p["source"] == "threadpoolctl" for p in pools):
