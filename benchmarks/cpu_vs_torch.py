@@ -424,8 +424,8 @@ def _blas_line(info: dict[str, Any]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The header (machine, BLAS of each side), the table, what each row is, the notes."""
     info = report["machine"]
-    cpu = info["cpu_model"] + (f" ({info['cpu_id']}, L2 {info['l2_cache']})"
-                               if info.get("cpu_id") else "")
+    l2 = f", L2 {info['l2_cache']}" if info.get("l2_cache") else ""
+    cpu = info["cpu_model"] + (f" ({info['cpu_id']}{l2})" if info.get("cpu_id") else "")
     lines = [f"cpu_vs_torch ({report['mode']}): {cpu}, {info['usable_cores']} "
              f"usable core(s), one thread per side", _blas_line(info),
              f"{report['pairs']} pairs per row, alternating order, each sample after "

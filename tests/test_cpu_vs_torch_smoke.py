@@ -54,7 +54,8 @@ def test_tiny_run_prints_the_table_and_writes_the_report(bench, tmp_path, capsys
     cpu = blas_kernels.read_cpu()
     assert info["cpu_id"] == (None if cpu is None else cpu.describe())
     if info["cpu_id"]:
-        assert f"({info['cpu_id']}, L2 {info['l2_cache']})" in out.splitlines()[0]
+        l2 = f", L2 {info['l2_cache']}" if info["l2_cache"] else ""
+        assert f"({info['cpu_id']}{l2})" in out.splitlines()[0]
     assert data["mode"] == "tiny" and data["pairs"] == 2
     assert info["numpy_version"] == np.__version__ and info["numpy_blas"]
     assert info["torch"]["torch_version"] == torch.__version__
