@@ -277,7 +277,12 @@ class ClassScore(StreamingMetric):
         if invalid:
             raise LabelRangeError(f"{self.name}: {int(invalid)} targets outside [0, {tp.size}) (the "
                              "classes of the outputs' last axis); targets must be class indices")
-        p, r, f = M.prf_from_counts(tp, predicted, actual, "macro")
+        # the mean over the classes that occur in the targets or the predictions, as
+        # gd.metrics.precision_recall_f1 and scikit-learn's default labels: an output
+        # column no example has or gets would add a 0 and pull the mean down
+        tp, predicted, actual = (np.asarray(a, np.float64) for a in (tp, predicted, actual))
+        seen = (predicted + actual) > 0
+        p, r, f = M.prf_from_counts(tp[seen], predicted[seen], actual[seen], "macro")
         return {"precision": p, "recall": r, "f1": f}[self.name]
 
     def _binary_result(self, stats) -> float:

@@ -38,9 +38,12 @@ def ref_classification(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
         p.append(pk)
         r.append(rk)
         f.append(2 * pk * rk / (pk + rk) if pk + rk else 0.0)
+    # macro means over the classes that occur in y or pred (scikit-learn's default labels)
+    seen = [k for k in range(c) if k in pred or k in y]
     return {"accuracy": sum(pred[i] == y[i] for i in range(n)) / n,
             "top2": sum(y[i] in top2[i] for i in range(n)) / n,
-            "precision": sum(p) / c, "recall": sum(r) / c, "f1": sum(f) / c}
+            **{name: sum(v[k] for k in seen) / len(seen)
+               for name, v in (("precision", p), ("recall", r), ("f1", f))}}
 
 
 def ref_regression(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -83,6 +86,25 @@ def test_tracker_equals_numpy_over_the_epoch_with_a_partial_last_batch(xp):
     tracker.reset()
     with pytest.raises(EmptyDataError, match="no examples were added"):
         tracker.read()  # a metric of nothing is undefined: never a made-up 0.0
+
+
+def test_macro_scores_leave_out_an_output_class_no_example_has_or_gets(xp):
+    # 3 output columns, class 2 never a label and never predicted: the macro mean is over
+    # classes 0 and 1, as scikit-learn's default and gd.metrics.precision_recall_f1 (it
+    # was over all 3 columns: 2/3 of the right value)
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(53, 3))
+    scores[:, 2] = -100.0
+    y = rng.integers(0, 2, 53)
+    tracker = ms.MetricTracker([ms.make_metric(m) for m in ("precision", "recall", "f1")])
+    for sl in _batches(53, 10):
+        tracker.update(xp.asarray(scores[sl]), xp.asarray(y[sl]), sl.stop - sl.start)
+    got, pred = tracker.read(), scores.argmax(axis=1)
+    want = [sk.precision_score(y, pred, average="macro"),
+            sk.recall_score(y, pred, average="macro"), sk.f1_score(y, pred, average="macro")]
+    assert [got["precision"], got["recall"], got["f1"]] == pytest.approx(want, rel=1e-12)
+    assert gd.metrics.precision_recall_f1(y, scores) == pytest.approx(want, rel=1e-12)
 
 
 def test_metric_functions_are_batch_means_weighted_by_batch_size():
