@@ -26,7 +26,7 @@ from gpudl import ops
 from gpudl.autodiff import unbox_all
 from gpudl.backend import get_device, module_of, xp_for
 from gpudl.backend import shape_of as _shape
-from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
+from gpudl.errors import ArgumentTypeError, ConfigError, DTypeError, ShapeError
 from gpudl.functional._attention_fused import (
     attention_weights,
     linear_rows,
@@ -142,6 +142,8 @@ def scaled_dot_product_attention(
     except ValueError:
         raise ShapeError(f"attention: the batch dims of q {sq} and k {sk} do not broadcast") from None
     keep = _keep_mask(mask, causal, score_shape, q)
+    if bias is not None:
+        _check_bias(bias, score_shape)
     if bias is None and _fusable(q, k, keep, score_shape):
         xp = module_of(unbox_all(q))
         keep = xp.ones((1, 1), dtype=bool) if keep is None else keep
@@ -149,7 +151,9 @@ def scaled_dot_product_attention(
     else:  # a float mask, mixed or integer dtypes: the composite
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # (..., Lq, Lk)
         if bias is not None:  # a float mask, added as torch adds its float attn_mask
-            scores = scores + unbox_all(bias).astype(unbox_all(scores).dtype, copy=False)
+            dtype = unbox_all(scores).dtype
+            # gd.ops: a learned bias (relative positions) gets its gradient
+            scores = scores + (bias if unbox_all(bias).dtype == dtype else ops.astype(bias, dtype))
         weights = masked_softmax(scores, keep)
     if dropout_rate:
         from gpudl.functional.dropout import dropout
@@ -157,6 +161,23 @@ def scaled_dot_product_attention(
         weights = dropout(weights, dropout_rate, key)
     out = ops.matmul(weights, v)
     return (out, weights) if return_weights else out
+
+
+def _check_bias(bias, score_shape: tuple) -> None:
+    """A float ``bias`` broadcastable to the scores (..., Lq, Lk), or a named error."""
+    dtype = getattr(unbox_all(bias), "dtype", None)
+    if dtype is None or dtype.kind != "f":
+        hint = (" A boolean keep-mask (torch's bool attn_mask) goes in mask= (True = keep)"
+                if dtype is not None and dtype.kind == "b" else "")
+        raise DTypeError(f"attention: bias is added to the scores, so it must be a float array; "
+                         f"got {dtype or type(bias).__name__}.{hint}")
+    try:
+        fits = np.broadcast_shapes(_shape(bias), score_shape) == score_shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"attention: bias of shape {_shape(bias)} does not broadcast to the "
+                         f"scores' shape {score_shape} (..., Lq, Lk)")
 
 
 def additive_attention_scores(query, keys, w_q, w_k, v):

@@ -167,6 +167,34 @@ def test_sinusoidal_positional_encoding(device, xp):
     np.testing.assert_allclose(host(pe), ref, rtol=1e-6, atol=1e-7)
 
 
+def test_sdpa_float_bias_is_added_and_differentiated(device, xp, rng):
+    # torch's float attn_mask; a learned bias (relative positions) must get its gradient
+    # (it was cut off the tape: always zero)
+    q, k, v = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 2))
+    bias = rng.standard_normal((3, 5))  # broadcast over the batch
+    got = At.scaled_dot_product_attention(xp.asarray(q), xp.asarray(k), xp.asarray(v),
+                                          bias=xp.asarray(bias))
+    scores = np.einsum("bid,bjd->bij", q, k) / 2.0 + bias
+    w = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(host(got), (w / w.sum(-1, keepdims=True)) @ v, rtol=1e-12)
+    check_grad(lambda b, a: At.scaled_dot_product_attention(a, k, v, bias=b), bias, q)
+    g32 = gd.grad(lambda b: At.scaled_dot_product_attention(
+        q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), bias=b).sum())(bias)
+    g64 = gd.grad(lambda b: At.scaled_dot_product_attention(q, k, v, bias=b).sum())(bias)
+    assert g32.dtype == np.float64 and np.abs(g64).max() > 0.01  # cast on the tape
+    np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-6)
+
+
+def test_sdpa_bias_must_be_a_float_array_of_the_scores_shape():
+    q, k, v = np.ones((2, 4)), np.ones((3, 4)), np.ones((3, 2))
+    with pytest.raises(DTypeError, match="keep-mask .*goes in mask="):
+        At.scaled_dot_product_attention(q, k, v, bias=np.ones((2, 3), bool))  # torch's bool mask
+    with pytest.raises(DTypeError, match="must be a float array; got int64"):
+        At.scaled_dot_product_attention(q, k, v, bias=np.ones((2, 3), np.int64))
+    with pytest.raises(ShapeError, match=r"bias of shape \(2, 4\) does not broadcast"):
+        At.scaled_dot_product_attention(q, k, v, bias=np.ones((2, 4)))
+
+
 def test_embedding(device, xp, rng):
     w = rng.standard_normal((5, 3))
     idx = np.array([[0, 4, 4], [2, 1, 0]])
