@@ -77,6 +77,10 @@ class ArrayDataset:
 def as_dataset(data: Any):
     if isinstance(data, (tuple, list)):
         return ArrayDataset(*data)
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        # one array (NumPy, CuPy, a torch tensor): its rows are the examples, as
+        # DataLoader((x,)), never a dataset of rows whose items are split into a tuple
+        return ArrayDataset(data)
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return data
     raise ArgumentTypeError(

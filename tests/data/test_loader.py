@@ -148,6 +148,20 @@ def test_a_dataset_object_and_list_of_arrays():
     assert len(list(DataLoader([x, y], batch_size=2))) == 2
 
 
+def test_one_array_gives_batches_of_its_rows():
+    # a bare array is one array of examples, as DataLoader((x,)): batches of rows, never
+    # a tuple of single rows (fit would then read row 0 as x and row 1 as y)
+    x, _ = _data(10)
+    batches = list(DataLoader(x, batch_size=4))
+    assert [tuple(a.shape for a in b) for b in batches] == [((4, 3),), ((4, 3),), ((2, 3),)]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x)
+    torch = pytest.importorskip("torch")
+    assert [b[0].shape for b in DataLoader(torch.from_numpy(x), batch_size=8)] == [(8, 3), (2, 3)]
+    with pytest.raises(gd.errors.TrainingConfigError, match=r"needs \(x, y\) batches"):
+        gd.fit(gd.nn.Dense(3), DataLoader(x, batch_size=2), loss="mse", optimizer="sgd",
+               verbose=0)
+
+
 def test_array_dataset_and_loader_errors():
     with pytest.raises(ValueError, match="at least one array"):
         ArrayDataset()
