@@ -137,6 +137,30 @@ def test_token_model_exports_and_matches_onnxruntime_at_two_batch_sizes(name, tm
         np.testing.assert_allclose(got, _eval(model, params, state, xb), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["mlp", "vgg11", "autoencoder", "transformer_classifier",
+                                  "gpt"])
+def test_an_example_of_one_row_exports_a_graph_for_any_batch(name, tmp_path):
+    # a reshape that merges the batch, (1, C, H, W) -> (1, C*H*W), hides the batch axis at
+    # batch 1: the graph ran only at batch 1 until the export traced two rows
+    import onnxruntime as ort
+
+    model = models.get_model(_BUILDERS.get(name, name), **(
+        TOKEN_RECIPES[name] if name in TOKEN_RECIPES else RECIPES[name][0]))
+    rng = np.random.default_rng(0)
+    if name in TOKEN_RECIPES:
+        one, many = (rng.integers(1, 20, (b, 6)).astype(np.int64) for b in (1, 4))
+    else:
+        shape = RECIPES[name][1][1:]
+        one, many = (rng.standard_normal((b, *shape)).astype(np.float32) for b in (1, 4))
+    params, state = model.init(0, one)
+    path = tmp_path / f"{name}.onnx"
+    gd.export_onnx(model, params, state, one, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for xb in (one, many):
+        (got,) = session.run(None, {"input": xb})
+        np.testing.assert_allclose(got, _eval(model, params, state, xb), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("padded_example", [False, True])
 def test_a_padding_mask_from_the_ids_is_part_of_the_graph(padded_example, tmp_path):
     """TransformerClassifier(padding_idx=0) masks padded keys and mean-pools real tokens

@@ -227,6 +227,11 @@ def trace_to_onnx(model: Any, params: dict, state: dict | None, example: Any,
                           f"dtype {x.dtype}. Pass an input like the model's.")
     if x.dtype.kind in "iu":  # token ids: gathered by an embedding (getitem's converter)
         x = x.astype(np.int64)
+    if x.ndim and x.shape[0] == 1:
+        # a batch of 1 hides which axis of a reshape's result holds the batch ((1, C*H*W)
+        # would be fixed to batch 1): trace the example twice over; the graph has a free
+        # batch dim N either way
+        x = np.concatenate([x, x])
     trace, names = Trace(), {}
     bp = _box(params, trace, "params.", names)
     bs = _box(state, trace, "state.", names)
@@ -339,7 +344,8 @@ def export_onnx(model: Any, params: dict, state: dict | None, example: Any,
                 path: str | os.PathLike, opset: int = OPSET) -> Any:
     """Write ``model``'s eval forward pass to ``path`` as ONNX (opset 17, batch dim ``N``).
 
-    ``example`` is one input batch (its batch size is free in the exported graph).
+    ``example`` is one input batch (its batch size is free in the exported graph; a batch of
+    one row is traced as two copies of it, so reshapes that merge the batch stay free).
     Arrays on the GPU are fine: the trace runs on host copies (ONNX initializers are host
     data). Returns the ``onnx.ModelProto``. Needs ``pip install 'gpudl[onnx]'``.
 
