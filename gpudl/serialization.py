@@ -90,14 +90,13 @@ def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
         raise
     except OSError as exc:
         full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-        err = CheckpointError(
-            f"could not write {path}: {exc.strerror or exc}"
-            + ("; the disk (or quota) is full: free some space or save elsewhere"
-               if full else "")
-            + "; the previous file at that path, if any, is unchanged"
-        )
-        err.errno, err.filename = exc.errno, str(path)
-        raise err from exc
+        message = (f"could not write {path}: {exc.strerror or exc}"
+                   + ("; the disk (or quota) is full: free some space or save elsewhere"
+                      if full else "")
+                   + "; the previous file at that path, if any, is unchanged")
+        # OSError's (errno, strerror, filename) form: str() shows the message; setting
+        # errno alone afterwards made str() print "[Errno 28] None: <path>"
+        raise CheckpointError(exc.errno, message, str(path)) from exc
 
 
 def _atomic_write(path: Path, data_writer) -> None:

@@ -248,7 +248,10 @@ def test_a_full_disk_names_the_path_and_leaves_no_temp_file(tmp_path, monkeypatc
         gd.save(path, {"w": np.ones(1000)})
     monkeypatch.setattr(serialization.os, "fsync", real_fsync)
     err = info.value
-    assert str(path) in str(err) and "full" in str(err) and err.errno == errno.ENOSPC
+    assert err.errno == errno.ENOSPC and err.filename == str(path)
+    text = str(err)  # the message itself (tmp_path's name holds "full" too)
+    assert f"could not write {path}: No space left on device; the disk (or quota) is full" in text
+    assert "the previous file at that path, if any, is unchanged" in text and "None" not in text
     assert isinstance(err, OSError) and isinstance(err.__cause__, OSError)
     assert os.listdir(tmp_path) == [f"p.{fmt}"] and path.read_bytes() == before
 
