@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.errors import DTypeError, IndexRangeError, ShapeError
@@ -41,6 +43,14 @@ def embedding(weight, indices, padding_idx: int | None = None):
             f"got range [{int(raw.min())}, {int(raw.max())}]; grow num_embeddings or fix the "
             f"vocabulary mapping"
         )
+    if padding_idx is not None:
+        v = shape[0]
+        if (isinstance(padding_idx, bool) or not isinstance(padding_idx, int | np.integer)
+                or not -v <= padding_idx < v):
+            raise IndexRangeError(
+                f"embedding: padding_idx must be an int in [-{v}, {v}) (a row of the table, "
+                f"negative counting from the end as torch), got {padding_idx!r}")
+        padding_idx = int(padding_idx) % v  # torch's reading of a negative index
     out = ops.take(weight, raw, axis=0)
     if padding_idx is not None:
         pad = ops.equal(indices, padding_idx)[..., None]  # gd.ops: part of an ONNX export

@@ -209,6 +209,12 @@ def test_embedding(device, xp, rng):
     np.testing.assert_allclose(g, expect)
     g_pad = gd.grad(lambda t: embedding(t, idx, padding_idx=4).sum())(w)
     assert not g_pad[4].any() and g_pad[0].tolist() == [2.0, 2.0, 2.0]
+    # a negative padding_idx counts from the end, as torch's (it matched no index before)
+    g_neg = gd.grad(lambda t: embedding(t, idx, padding_idx=-1).sum())(w)
+    np.testing.assert_array_equal(g_neg, g_pad)
+    for bad in (5, -6, 1.5, True):  # torch: "Padding_idx must be within num_embeddings"
+        with pytest.raises(IndexError, match=r"padding_idx must be an int in \[-5, 5\)"):
+            embedding(w, idx, padding_idx=bad)
     with pytest.raises(IndexError, match=r"indices must lie in \[0, 5\).*got range \[0, 5\]"):
         embedding(w, np.array([0, 5]))
     with pytest.raises(DTypeError, match="indices must be integers"):
