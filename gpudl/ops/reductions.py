@@ -110,7 +110,8 @@ def mean(x, axis=None, dtype=None, out=None, keepdims: bool = False):
     _check_out(out, "mean")
     x = _cast(x, dtype)
     axis = _norm_axis(axis, x)
-    n = builtins.max(_count(_shape(x), axis), 1)
+    # an empty slice: 0 / 0 = NaN, as NumPy and torch (never a made-up 0)
+    n = _count(_shape(x), axis)
     return sum(x, axis=axis, keepdims=keepdims) / float(n)
 
 
@@ -125,7 +126,8 @@ def var(x, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = Fals
     x = _cast(x, dtype)
     axis = _norm_axis(axis, x)
     centred = x - mean(x, axis=axis, keepdims=True)
-    n = builtins.max(_count(_shape(x), axis) - ddof, 1)
+    # ddof >= the count: a divisor of 0, NaN (inf for a nonzero sum), as NumPy and torch
+    n = builtins.max(_count(_shape(x), axis) - ddof, 0)
     return sum(centred * centred, axis=axis, keepdims=keepdims) / float(n)
 
 

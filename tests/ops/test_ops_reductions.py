@@ -38,6 +38,19 @@ def test_var_std_ddof(ddof, device, xp, rng):
     np.testing.assert_allclose(to_np(g), 2 * (host - host.mean()) / (host.size - ddof), rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's "mean of empty slice" etc.
+def test_empty_slices_and_ddof_past_the_count_give_nan_as_numpy(device, xp):
+    # a divisor of 0 is NaN (inf for a nonzero sum), as NumPy and torch; it was a made-up 0
+    empty, one, two = np.zeros((0, 3)), np.array([3.0]), np.array([[3.0, 4.0], [5.0, 9.0]])
+    cases = [("mean", empty, {"axis": 0}), ("var", empty, {"axis": 0}),
+             ("var", one, {"ddof": 1}), ("std", two[:1], {"axis": 0, "ddof": 1}),
+             ("var", two, {"axis": 0, "ddof": 3}), ("mean", empty, {})]
+    for name, host, kwargs in cases:
+        got = to_np(getattr(ops, name)(xp.asarray(host), **kwargs))
+        np.testing.assert_array_equal(got, getattr(np, name)(host, **kwargs), err_msg=name)
+        assert not np.isfinite(got).any(), (name, kwargs)
+
+
 def test_max_gradient_goes_to_argmax_and_ties_share(device, xp):
     x = xp.asarray([[1.0, 5.0, 2.0], [3.0, 3.0, 0.0]])
     g = gd.grad(lambda v: ops.sum(ops.max(v, axis=1) * xp.asarray([1.0, 4.0])))(x)
