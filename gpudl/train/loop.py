@@ -81,7 +81,8 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
         *, loss_fn: Callable | dict | None = None, validation_data: Any = None,
         validation_split: float | None = None,
         metrics: Sequence[str | Callable] = (), callbacks: Sequence[Callback] = (), key=None,
-        params=None, state=None, batch_size: int = 32, shuffle: bool = True, verbose: int = 1,
+        params=None, state=None, batch_size: int | None = None, shuffle: bool | None = None,
+        verbose: int = 1,
         resume_from: str | None = None, device: str | None = None,
         distributed: Any = "auto", sync_state: bool = False) -> History:
     """Train ``model`` and return a :class:`History` holding metrics and the trained trees.
@@ -125,6 +126,9 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     optimizer (``optim.adam(1e-3)``) or a name, ``"sgd"``, ``"adam"``, ``"adamw"``,
     ``"rmsprop"``, ``"adagrad"``, ``"adadelta"``, ``"adamax"``: ``optim.<name>()`` with its
     default learning rate, torch's (``"adam"`` 1e-3, ``"rmsprop"`` 1e-2, ``"sgd"`` 1e-3).
+    ``batch_size`` (default 32) and ``shuffle`` (default True) batch array data; a
+    DataLoader batches and shuffles as it was built, and a ``batch_size`` or ``shuffle``
+    given that differs from the loader's is an error rather than ignored.
     ``key``: a ``gd.random.key`` or an int seed (``key=0`` is ``gd.random.key(0)``, the
     default). ``params``/``state`` default to ``model.init`` on the first batch's
     ``x`` (with ``loss_fn``: the batch, or its first item if it is a tuple).
@@ -185,8 +189,7 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
     """
     check_positive_int("fit", "epochs", epochs)
     keep_freed_host_memory()  # each step's temporaries reused, not faulted in afresh
-    if not isinstance(train_data, DataLoader | FullBatch):
-        check_positive_int("fit", "batch_size", batch_size)
+    batch_size, shuffle = _batching(train_data, batch_size, shuffle)
     if optimizer is None:
         raise TrainingConfigError("fit: optimizer= is required (e.g. gd.optim.adam(1e-3) or "
                                   "'adam'; a dict of them, one per player, with a dict loss_fn)")
@@ -353,6 +356,27 @@ class _Run:
         trainer.history.append(logs, seconds, epoch)
         self.progress.close(logs, seconds)
         trainer.finish_epoch_end()
+
+
+def _batching(data: Any, batch_size: int | None, shuffle: bool | None) -> tuple[int, bool]:
+    """fit's ``(batch_size, shuffle)``: the defaults 32 and True for arrays; for a DataLoader
+    the loader's own, and a value given that differs from them is an error (a loader built
+    with batch_size=23 would otherwise train on 23 while fit(batch_size=4) was asked)."""
+    if shuffle is not None and not isinstance(shuffle, bool | np.bool_):
+        raise TrainingConfigError(f"fit: shuffle must be True or False, got {shuffle!r}")
+    if isinstance(data, DataLoader):
+        for name, given, own in (("batch_size", batch_size, data.batch_size),
+                                 ("shuffle", shuffle, data.shuffle)):
+            if given is not None and given != own:
+                raise TrainingConfigError(
+                    f"fit: {name}={given!r}, but the DataLoader given as the data was built "
+                    f"with {name}={own!r} and batches as it was built; set {name} on the "
+                    "DataLoader, or leave fit's unset")
+        return data.batch_size, bool(data.shuffle)
+    batch_size = 32 if batch_size is None else batch_size
+    if not isinstance(data, FullBatch):
+        check_positive_int("fit", "batch_size", batch_size)
+    return batch_size, True if shuffle is None else bool(shuffle)
 
 
 def evaluate(model, params, state, data, loss: str | Callable | None = None,

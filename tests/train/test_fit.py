@@ -189,6 +189,35 @@ def test_fit_on_a_dataloader_with_a_shape_changing_transform(mlp):
     assert w.shape == (3, 16)
 
 
+def test_a_dataloader_batches_as_built_and_fit_refuses_other_settings():
+    # fit(batch_size=4) on a loader of batch 23 trained on 23 without a word
+    from gpudl.data import DataLoader
+    from gpudl.errors import TrainingConfigError
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(46, 4)).astype(np.float32), rng.integers(0, 3, 46)
+    steps = []
+
+    class CountSteps(Callback):
+        def on_batch_end(self, trainer, batch, loss):
+            steps.append(batch)
+
+    mlp = nn.Sequential([nn.Dense(8), nn.ReLU(), nn.Dense(3)])
+    kwargs = {"loss": cross_entropy, "optimizer": MomentumSGD(0.05), "verbose": 0}
+    for given in ({}, {"batch_size": 23}, {"shuffle": False}):
+        steps.clear()
+        h = fit(mlp, DataLoader((x, y), batch_size=23), callbacks=[CountSteps()], **kwargs,
+                **given)
+        assert len(steps) == 2 and h.params is not None  # 46 rows / 23
+    for given, match in (({"batch_size": 4}, "batch_size=4, but the DataLoader .* built with "
+                          "batch_size=23"), ({"shuffle": True}, "shuffle=True, but .* "
+                                             "shuffle=False")):
+        with pytest.raises(TrainingConfigError, match=match):
+            fit(mlp, DataLoader((x, y), batch_size=23), **kwargs, **given)
+    with pytest.raises(TrainingConfigError, match="shuffle must be True or False, got 'no'"):
+        fit(mlp, (x, y), shuffle="no", **kwargs)  # a truthy string shuffled before
+
+
 def test_lenet5_trains_a_step_with_the_real_optimizer():
     """Needs gpudl.optim and the conv/pool ops: the course's LeNet-5 through gd.fit."""
     from gpudl import models, optim
