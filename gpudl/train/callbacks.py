@@ -194,6 +194,12 @@ class ModelCheckpoint(Callback):
                 "{epoch}, {step} or a logged metric such as {val_loss}")
         self.fields = fields
 
+    def on_train_begin(self, trainer):
+        # Fresh for each fit, as EarlyStopping: a callback reused for the next run (the next
+        # fold) kept the last run's best and never saved again (resume restores it after)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.saved = []
+
     def check_config(self, available, has_validation):
         if self.best_only:
             _check_monitor("ModelCheckpoint", self.monitor, available, has_validation)

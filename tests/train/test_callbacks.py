@@ -72,6 +72,24 @@ def test_model_checkpoint_best_only_saves_improvements(tmp_path):
     assert h.epochs_run == 3
 
 
+def test_a_reused_model_checkpoint_starts_afresh_each_fit(tmp_path):
+    # the next run (the next fold) saves its own best: the kept best of run 1 (a val loss
+    # run 2 never beat) left run 1's weights in the file before
+    ck = ModelCheckpoint(str(tmp_path / "best.npz"), best_only=True)
+    _fit_rising(1, [ck])
+    first = ck.best
+    train, val = rising_val_data()
+    h = fit(zero_dense(), train, loss=mse, optimizer=MomentumSGD(0.05, momentum=0.0),
+            epochs=1, validation_data=(val[0], val[1] + 5.0), callbacks=[ck], batch_size=8,
+            key=gd.random.key(0), verbose=0)  # a worse val loss than run 1's best
+    assert h["val_loss"][0] > first and ck.best == h["val_loss"][0]
+    assert ck.saved == [str(tmp_path / "best.npz")]
+    like, _ = zero_dense().init(gd.random.key(0), np.ones((1, 1), np.float32))
+    saved = load_checkpoint(tmp_path / "best.npz", params_like=like)
+    for a, b in zip(_leaves(saved["params"]), _leaves(h.params)):
+        assert np.array_equal(a, b)
+
+
 def test_model_checkpoint_every_epoch(tmp_path):
     ck = ModelCheckpoint(str(tmp_path / "ep{epoch}.npz"), best_only=False)
     h = _fit_rising(3, [ck])
