@@ -116,9 +116,14 @@ class LoadedStateDict(tuple):
 
 def _host(value: Any) -> Any:
     """Torch tensors as NumPy arrays (detached, on the CPU, copied: torch updates its
-    buffers in place, which must not reach the loaded state); arrays as they are."""
+    buffers in place, which must not reach the loaded state); arrays as they are.
+    bfloat16, which NumPy cannot hold, becomes float32 (exact), as gd.asarray and gd.load
+    read it."""
     if type(value).__module__.startswith("torch"):
-        return value.detach().cpu().numpy().copy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy().copy()
     return value
 
 

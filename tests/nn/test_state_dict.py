@@ -153,6 +153,17 @@ def test_torch_saved_state_dict_through_gd_load(tmp_path):
     np.testing.assert_allclose(gd.to_numpy(y), torch_out(tm, X_CNN), rtol=1e-4, atol=1e-5)
 
 
+def test_a_bfloat16_torch_state_dict_loads_as_float32():
+    # NumPy has no bfloat16: tensor.numpy() raised a bare TypeError; float32 holds each
+    # value exactly, as gd.asarray and gd.load read bfloat16
+    tm = tnn.Sequential(tnn.Linear(4, 3)).bfloat16()
+    params, _ = nn.Sequential([nn.Dense(3)]).load_state_dict(tm.state_dict())
+    for key, t in tm.state_dict().items():
+        got = params["0"][key.split(".")[1]]
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(gd.to_numpy(got), t.float().numpy())
+
+
 def test_momentum_none_is_torchs_cumulative_average():
     tm = tnn.BatchNorm1d(3, momentum=None).double()
     bn = nn.BatchNorm1d(momentum=None)
