@@ -21,12 +21,12 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np  # noqa: F401  (the docstring examples use np)
+import numpy as np
 
 from gpudl import ops
 from gpudl.autodiff import Primitive, unbox_all
 from gpudl.backend import check_same_device, shape_of
-from gpudl.errors import ShapeError
+from gpudl.errors import ConfigError, ShapeError
 from gpudl.functional._checks import check_float_operands, int_pair
 from gpudl.functional._pool_kernels import (
     avg_pool2d_backward_raw,
@@ -149,6 +149,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad: bool =
         >>> avg_pool2d(np.ones((1, 1, 2, 2)), 2, stride=1, padding=1).tolist()
         [[[[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]]]]
     """
+    if not isinstance(count_include_pad, bool | np.bool_):  # bool("no") is True
+        raise ConfigError(f"F.avg_pool2d: count_include_pad must be True or False, got "
+                          f"{count_include_pad!r}")
     geo = _pool_geometry("F.avg_pool2d", x, kernel_size, stride, padding)
     return _avg_pool(x, count_include_pad=bool(count_include_pad), **geo)
 

@@ -187,8 +187,10 @@ def one_hot(labels, num_classes: int, dtype=np.float32):
             f"ops.one_hot: labels must be integers, got dtype {labels.dtype}; "
             "cast them with labels.astype('int64')"
         )
-    if int(num_classes) <= 0:
-        raise ConfigError(f"ops.one_hot: num_classes must be positive, got {num_classes}")
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
+            or num_classes <= 0):  # int(2.5) made 3 columns
+        raise ConfigError(f"ops.one_hot: num_classes must be a positive int, got "
+                          f"{num_classes!r}")
     if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise IndexRangeError(
             f"ops.one_hot: labels must lie in [0, {num_classes}), "

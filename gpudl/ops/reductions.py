@@ -83,7 +83,10 @@ def _norm_axis(axis, x=None):
     """None, or a sorted tuple of non-negative axes (checked against ``x``'s rank)."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    axes = (axis,) if isinstance(axis, int | np.integer | float) else tuple(axis)
+    if any(isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer) for a in axes):
+        # True is the int 1 to Python: axis=True would sum over axis 1
+        raise ArgumentTypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
     if x is None:
         return axes if len(axes) != 1 else axes[0]
     ndim = builtins.max(len(_shape(x)), 1)

@@ -130,6 +130,8 @@ def test_label_errors_are_clear():
         L.nll_loss(np.zeros((2, 3)), np.array([0, 3]))
     with pytest.raises(DTypeError, match="integer array of class indices"):
         L.nll_loss(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="ignore_index must be None or an integer label"):
+        L.nll_loss(np.zeros((2, 3)), np.array([0, 1]), ignore_index=1.5)  # ignored nothing
     with pytest.raises(ShapeError, match=r"input \(2, 3\) and target \(3,\)"):
         L.nll_loss(np.zeros((2, 3)), np.array([0, 1, 2]))
     with pytest.raises(ShapeError, match=r"input has shape \(2, 1\) but target has shape \(2,\)"):

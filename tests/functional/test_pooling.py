@@ -298,6 +298,8 @@ def test_errors():
         avg_pool2d(x, 2, padding=2)
     with pytest.raises(ShapeError, match=r"at most half"):
         max_pool2d(x, 3, padding=-1)
+    with pytest.raises(ValueError, match="count_include_pad must be True or False, got 'no'"):
+        avg_pool2d(x, 3, 1, 1, count_include_pad="no")  # bool("no") counted the padding
     with pytest.raises(ShapeError, match=r"window is larger than the padded input"):
         max_pool2d(x, 7)
     with pytest.raises(ShapeError, match=r"stride must be >= 1"):

@@ -108,5 +108,8 @@ def test_one_hot_errors():
         ops.one_hot(np.array([-1, 0]), 3)
     with pytest.raises(DTypeError, match="integers"):
         ops.one_hot(np.array([0.0, 1.0]), 3)
+    for n in (2.5, True, 0):  # int(2.5) made 3 columns
+        with pytest.raises(ValueError, match="num_classes must be a positive int"):
+            ops.one_hot(np.array([0, 1]), n)
     with pytest.raises(IndexError, match="segment_ids"):
         ops.segment_sum(np.ones((2, 1)), np.array([0, 2]), 2)

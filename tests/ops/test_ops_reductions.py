@@ -112,6 +112,9 @@ def test_reduction_errors():
         ops.sum(np.ones((2, 3)), axis=2)
     with pytest.raises(TypeError, match="out="):
         ops.sum(np.ones(2), out=np.zeros(()))
+    for axis in (True, (0, False), 1.0):  # True summed over axis 1, as NumPy does not
+        with pytest.raises(TypeError, match="axis must be None, an int or a tuple of ints"):
+            ops.sum(np.ones((2, 3)), axis=axis)
 
 
 def test_grad_of_grad_of_std():
