@@ -264,7 +264,7 @@ def test_train_saves_weights_that_reproduce_the_printed_accuracy(tmp_path, monke
             "--checkpoint-dir", str(tmp_path / "ck")]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "training mlp on digits (1258 train / 180 validation / 359 test images) on cpu: " \
+    assert "training mlp on digits (1257 train / 180 validation / 360 test images) on cpu: " \
            "adam lr 0.008" in out
     line = [x for x in out.splitlines() if x.startswith("test accuracy:")]
     assert len(line) == 1 and "held-out images" in line[0]

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import queue
 import threading
 from collections.abc import Iterator
@@ -74,7 +75,35 @@ class ArrayDataset:
         return views
 
 
+def check_int(who: str, name: str, value: Any, minimum: int, meaning: str, example: int) -> int:
+    """``value`` as a Python int if it is an int or NumPy integer (not a bool) ``>= minimum``,
+    else a ConfigError naming ``who``, ``name`` and the value (a float such as 2.7 is refused,
+    never truncated; a string is never parsed)."""
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if is_int and int(value) >= minimum:
+        return int(value)
+    if is_int:
+        fix = f"use {name}={minimum} or more"
+    elif isinstance(value, float) and value.is_integer() and value >= minimum:
+        fix = f"pass it as an int: {name}={int(value)}"
+    else:
+        fix = f"pass an int, e.g. {name}={example}"
+    raise ConfigError(f"{who}: {name} ({meaning}) must be an int >= {minimum}, got "
+                      f"{type(value).__name__} {value!r}; {fix}")
+
+
 def as_dataset(data: Any):
+    if isinstance(data, dict):
+        raise ArgumentTypeError(
+            f"DataLoader: expected a tuple of arrays (x, y) or a Dataset, got a dict with keys "
+            f"{sorted(map(str, data))[:6]}; a DataLoader yields tuples, so pass "
+            "DataLoader((x, y)), or give the dict of arrays to gd.fit/gd.train.evaluate "
+            "directly (they batch dicts and trees of arrays themselves)")
+    if isinstance(data, str | bytes):
+        raise ArgumentTypeError(
+            f"DataLoader: expected a tuple of arrays (x, y) or a Dataset, got "
+            f"{type(data).__name__} {data[:40]!r}; load the file or encode the text into "
+            "arrays first")
     if isinstance(data, (tuple, list)):
         return ArrayDataset(*data)
     if hasattr(data, "shape") and hasattr(data, "dtype"):
@@ -84,7 +113,9 @@ def as_dataset(data: Any):
     if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
         return data
     raise ArgumentTypeError(
-        f"DataLoader: expected a tuple of arrays (x, y) or a Dataset, got {type(data).__name__}"
+        f"DataLoader: expected a tuple of arrays (x, y) or a Dataset, got {type(data).__name__}; "
+        "pass DataLoader((x, y)), one array x, or an object with __len__ and "
+        "__getitem__(index_array) -> tuple of arrays"
     )
 
 
@@ -100,12 +131,13 @@ class DataLoader:
     def __init__(self, dataset: Any, batch_size: int = 32, shuffle: bool = False,
                  drop_last: bool = False, key=None, device: str | None = None,
                  prefetch: int = 2, transform=None):
-        if int(batch_size) < 1:
-            raise ConfigError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        batch_size = check_int("DataLoader", "batch_size", batch_size, 1, "rows per batch", 32)
+        prefetch = check_int("DataLoader", "prefetch", prefetch, 0,
+                             "batches prepared ahead; 0: no thread", 2)
         self.dataset = as_dataset(dataset)
-        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.key = gdr.key(0) if key is None else gdr.as_key(key, "DataLoader")
-        self.device, self.prefetch, self.transform = device, int(prefetch), transform
+        self.device, self.prefetch, self.transform = device, prefetch, transform
         self.epoch = 0
 
     def __len__(self) -> int:

@@ -33,12 +33,18 @@ class Standardizer:
         self.std = x.std(axis=self.axis, keepdims=True)
         return self
 
-    def transform(self, x):
+    def _check_fitted(self, who: str) -> None:
         if self.mean is None:
-            raise RuntimeError("Standardizer.transform: call fit(train_x) first")
+            raise ConfigError(
+                f"Standardizer.{who}: this Standardizer has no statistics yet (it was not "
+                f"fitted); call fit(x_train) first, e.g. Standardizer().fit(x_train).{who}(x)")
+
+    def transform(self, x):
+        self._check_fitted("transform")
         return ((np.asarray(to_numpy(x)) - self.mean) / (self.std + self.eps)).astype(np.float32)
 
     def inverse_transform(self, x):
+        self._check_fitted("inverse_transform")
         return np.asarray(to_numpy(x)) * (self.std + self.eps) + self.mean
 
 

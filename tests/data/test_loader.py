@@ -177,6 +177,48 @@ def test_array_dataset_and_loader_errors():
         DataLoader(42, batch_size=2)
 
 
+@pytest.mark.parametrize("bad, fix", [
+    (2.7, "pass an int, e.g. batch_size=32"),  # never truncated to 2
+    (4.0, "pass it as an int: batch_size=4"),
+    ("4", "pass an int"), (True, "pass an int"), (None, "pass an int"),
+    (0, "use batch_size=1 or more"), (np.int64(-3), "use batch_size=1 or more"),
+])
+def test_batch_size_must_be_an_int_of_at_least_one(bad, fix):
+    from gpudl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"DataLoader: batch_size .*must be an int >= 1, "
+                                          rf"got {type(bad).__name__} .*; {fix}"):
+        DataLoader(_data(4), batch_size=bad)
+
+
+def test_numpy_integer_batch_size_and_prefetch_are_ints():
+    loader = DataLoader(_data(10), batch_size=np.int64(4), prefetch=np.int32(0), device="cpu")
+    assert type(loader.batch_size) is int and type(loader.prefetch) is int
+    assert [b[0].shape[0] for b in loader] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, None])
+def test_prefetch_must_be_an_int_of_at_least_zero(bad):
+    from gpudl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"DataLoader: prefetch .*must be an int >= 0, "
+                                          rf"got {type(bad).__name__}"):
+        DataLoader(_data(4), batch_size=2, prefetch=bad)
+
+
+def test_a_dict_or_a_string_is_refused_with_the_forms_that_work():
+    from gpudl.errors import ArgumentTypeError
+
+    x, y = _data(4)
+    with pytest.raises(ArgumentTypeError, match=r"DataLoader: .*got a dict with keys \['x', 'y'\]"
+                                                r".*DataLoader\(\(x, y\)\).*gd.fit"):
+        DataLoader({"x": x, "y": y}, batch_size=2)
+    with pytest.raises(ArgumentTypeError, match="DataLoader: .*got str 'train.npz'.*load the file"):
+        DataLoader("train.npz", batch_size=2)
+    with pytest.raises(ArgumentTypeError, match=r"got int; pass DataLoader\(\(x, y\)\)"):
+        DataLoader(42, batch_size=2)
+
+
 def test_a_loader_with_no_batches_raises_when_iterated():
     from gpudl.errors import EmptyDataError
 

@@ -38,6 +38,41 @@ def test_split_errors():
         train_val_test_split(np.arange(4), val=0.5, test=0.5 - 1e-9)
 
 
+def test_split_fractions_round_up_so_no_requested_part_is_empty():
+    # as scikit-learn's train_test_split: ceil, so 0.1 of 5 rows is one row, not round(0.5) = 0
+    train, val, test = train_val_test_split(np.arange(5), val=0.1, test=0.1, seed=0)
+    assert (len(train[0]), len(val[0]), len(test[0])) == (3, 1, 1)
+    train, val, test = train_val_test_split(np.arange(25), val=0.1, test=0.3)  # 2.5 and 7.5
+    assert (len(train[0]), len(val[0]), len(test[0])) == (14, 3, 8)
+    # the fraction as written: 0.07 * 100 is 7.000000000000001 in floats, still 7 rows
+    train, val, test = train_val_test_split(np.arange(100), val=0.07, test=np.float32(0.2))
+    assert (len(train[0]), len(val[0]), len(test[0])) == (73, 7, 20)
+    train, val, test = train_val_test_split(np.arange(3), val=0, test=0.0)  # 0: no such part
+    assert (len(train[0]), len(val[0]), len(test[0])) == (3, 0, 0)
+    with pytest.raises(gd.errors.ConfigError, match=r"val=0.1 and test=0.1 of n=2 rows take 1 and "
+                                                    r"1 rows .*leave no training rows"):
+        train_val_test_split(np.arange(2), val=0.1, test=0.1)
+
+
+def test_split_argument_errors_are_named():
+    from gpudl.errors import ArgumentTypeError, ConfigError, ShapeError
+
+    with pytest.raises(ConfigError, match=r"train_val_test_split: no arrays given.*"
+                                          r"train_val_test_split\(x, y"):
+        train_val_test_split()
+    with pytest.raises(ShapeError, match=r"lengths \[5, 4\]"):
+        train_val_test_split(np.arange(5), np.arange(4))
+    with pytest.raises(ShapeError, match="array 1 is a scalar"):
+        train_val_test_split(np.arange(5), np.float32(1.0))
+    with pytest.raises(ArgumentTypeError, match="array 0 is NoneType"):
+        train_val_test_split(None)
+    with pytest.raises(ArgumentTypeError, match="array 0 is dict"):
+        train_val_test_split({"x": np.arange(5)})
+    for bad in ("0.1", None, True, -0.1, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match=r"test must be a fraction of the rows in \[0, 1\)"):
+            train_val_test_split(np.arange(10), test=bad)
+
+
 def test_kfold_folds_are_disjoint_covering_and_balanced():
     folds = list(kfold(23, k=5, seed=0))
     assert len(folds) == 5
@@ -69,8 +104,16 @@ def test_standardizer_uses_training_statistics_only():
     imgs = rng.normal(size=(10, 3, 4, 4))
     per_channel = Standardizer(axis=(0, 2, 3)).fit(imgs)
     assert per_channel.mean.shape == (1, 3, 1, 1)
-    with pytest.raises(RuntimeError, match="fit"):
-        Standardizer().transform(test)
+
+
+def test_standardizer_before_fit_raises_a_named_error():
+    from gpudl.errors import ConfigError
+
+    x = np.ones((3, 2))
+    for method in ("transform", "inverse_transform"):
+        with pytest.raises(ConfigError, match=rf"Standardizer.{method}: .*not fitted.*call "
+                                              r"fit\(x_train\) first"):
+            getattr(Standardizer(), method)(x)
 
 
 def _imgs(n=32, c=2, h=6, w=7, seed=0):
