@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import numbers
 import os
 import string
 from pathlib import Path
@@ -71,19 +72,38 @@ class Callback:
         pass
 
 
+def _check_count(who: str, name: str, value: Any) -> int:
+    """``value`` as an int >= 0 (a number of epochs), else a TrainingConfigError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        hint = (f" (as an int: {name}={int(value)})" if isinstance(value, float) and
+                value.is_integer() and value >= 0 else "")
+        raise TrainingConfigError(f"{who}: {name} must be an int >= 0 (a number of epochs), "
+                                  f"got {value!r}{hint}")
+    return int(value)
+
+
+def _check_real(who: str, name: str, value: Any, ok: Any, expected: str) -> float:
+    """``value`` as a finite float for which ``ok(value)`` holds, else a TrainingConfigError
+    saying ``expected``."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or not ok(float(value)):
+        raise TrainingConfigError(f"{who}: {name} must be {expected}, got {value!r}")
+    return float(value)
+
+
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if mode == "min":
         return value < best - min_delta
     return value > best + min_delta
 
 
-def _mode(monitor: str, mode: str) -> str:
+def _mode(monitor: str, mode: str, who: str = "callback") -> str:
     if mode == "auto":
         # Higher is better for these (accuracy, top-k, AUC, F1/precision/recall, R^2).
         higher = ("acc", "auc", "f1", "r2", "top", "precision", "recall")
         return "max" if any(s in monitor for s in higher) else "min"
     if mode not in ("min", "max"):
-        raise TrainingConfigError(f"callback: mode must be 'min', 'max' or 'auto', got {mode!r}")
+        raise TrainingConfigError(f"{who}: mode must be 'min', 'max' or 'auto', got {mode!r}")
     return mode
 
 
@@ -120,8 +140,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True):
-        self.monitor, self.patience, self.min_delta = monitor, int(patience), float(min_delta)
-        self.mode, self.restore_best = _mode(monitor, mode), restore_best
+        self.monitor, self.patience = monitor, _check_count("EarlyStopping", "patience", patience)
+        self.min_delta = _check_real("EarlyStopping", "min_delta", min_delta, lambda v: v >= 0,
+                                     "a number >= 0 (the least change that counts as better)")
+        self.mode = _mode(monitor, mode, "EarlyStopping")
+        self.restore_best = restore_best
         self.on_train_begin(None)
 
     def on_train_begin(self, trainer):
@@ -173,7 +196,7 @@ class ModelCheckpoint(Callback):
     def __init__(self, path: str | os.PathLike, monitor: str = "val_loss",
                  best_only: bool = True, mode: str = "auto"):
         self.path, self.monitor, self.best_only = str(path), monitor, best_only
-        self.mode = _mode(monitor, mode)
+        self.mode = _mode(monitor, mode, "ModelCheckpoint")
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
         suffix = Path(self.path).suffix.lower()
@@ -245,12 +268,16 @@ class ReduceLROnPlateau(Callback):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, cooldown: int = 0, min_scale: float = 0.0,
                  mode: str = "auto"):
-        if not 0.0 < factor < 1.0:
-            raise TrainingConfigError(
-                f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
-        self.monitor, self.factor, self.patience = monitor, factor, int(patience)
-        self.threshold, self.cooldown, self.min_scale = threshold, int(cooldown), min_scale
-        self.mode = _mode(monitor, mode)
+        who = "ReduceLROnPlateau"
+        self.monitor, self.patience = monitor, _check_count(who, "patience", patience)
+        self.factor = _check_real(who, "factor", factor, lambda v: 0.0 < v < 1.0,
+                                  "a number in (0, 1) (the learning rate is multiplied by it)")
+        self.threshold = _check_real(who, "threshold", threshold, lambda v: v >= 0,
+                                     "a number >= 0 (torch's relative threshold, e.g. 1e-4)")
+        self.cooldown = _check_count(who, "cooldown", cooldown)
+        self.min_scale = _check_real(who, "min_scale", min_scale, lambda v: v >= 0,
+                                     "a number >= 0 (the lowest learning-rate scale)")
+        self.mode = _mode(monitor, mode, who)
         self.on_train_begin(None)
 
     def on_train_begin(self, trainer):

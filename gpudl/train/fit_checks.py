@@ -12,13 +12,14 @@ Example:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gpudl import random as gdr
-from gpudl.errors import EmptyDataError, TrainingConfigError
+from gpudl.data.loader import DataLoader
+from gpudl.errors import ArgumentTypeError, EmptyDataError, ShapeError, TrainingConfigError
 from gpudl.train.callbacks import Callback
 
 
@@ -77,9 +78,45 @@ def check_callbacks_arg(callbacks: Any) -> list:
 
 
 def check_verbose(verbose: Any) -> int:
-    if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
-        raise TrainingConfigError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
-    return verbose
+    """Keras' levels: 0 silent, 1 a progress bar, 2 one line per epoch; nothing else."""
+    if isinstance(verbose, bool | np.bool_) or not isinstance(verbose, numbers.Integral) \
+            or int(verbose) not in (0, 1, 2):
+        raise TrainingConfigError(f"fit: verbose must be 0, 1 or 2 (0 silent, 1 a progress "
+                                  f"bar, 2 one line per epoch), got {verbose!r}")
+    return int(verbose)
+
+
+def _pair_like(x: Any) -> bool:
+    """A tuple holding arrays (how ``(x, y)`` is written), or a list of arrays that do not
+    stack (a list of same-shaped rows is an array of examples, as NumPy reads it)."""
+    if not isinstance(x, tuple | list):
+        return False
+    shapes = {tuple(v.shape) for v in x if getattr(v, "ndim", 0) >= 1}
+    return bool(shapes) and (isinstance(x, tuple) or len(shapes) > 1)
+
+
+def check_predict_input(x: Any) -> None:
+    """``predict``'s ``x`` must be one array of inputs: a ``(x, y)`` pair, a dict or a
+    DataLoader would otherwise be stacked into one array (or fail deep in NumPy)."""
+    if isinstance(x, Mapping):
+        got = f"a dict with keys {sorted(map(str, x))[:5]}"
+    elif isinstance(x, DataLoader):
+        got = "a DataLoader"
+    elif _pair_like(x):
+        got = f"a {type(x).__name__} of {len(x)} arrays"
+    else:
+        if getattr(x, "ndim", None) == 0 or (getattr(x, "ndim", None) is None
+                                             and np.ndim(x) == 0):
+            raise ShapeError(f"predict: x must be an array of inputs with a first axis of "
+                             f"examples (N, ...), got a scalar {type(x).__name__}; for one "
+                             "example pass x[None] (a batch of one)")
+        return
+    raise ArgumentTypeError(
+        f"predict: x must be one array of model inputs (N, ...), got {got}; predict takes "
+        "the inputs x only, not (x, y) pairs, a dict or a DataLoader: pass x alone, "
+        "gd.predict(model, params, state, x) (x of a pair (x, y); for a model that takes a "
+        "dict or a batch tree, call model.apply(params, state, batch, train=False)[0] on "
+        "each batch)")
 
 
 def require_batches(loader: Any, who: str, what: str) -> None:

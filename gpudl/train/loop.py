@@ -50,6 +50,7 @@ from gpudl.train.fit_checks import (
     check_callbacks,
     check_callbacks_arg,
     check_positive_int,
+    check_predict_input,
     check_verbose,
     require_batches,
 )
@@ -80,7 +81,8 @@ _PROGRESS_EVERY = 20
 def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, epochs: int = 1,
         *, loss_fn: Callable | dict | None = None, validation_data: Any = None,
         validation_split: float | None = None,
-        metrics: Sequence[str | Callable] = (), callbacks: Sequence[Callback] = (), key=None,
+        metrics: Sequence[str | Callable] | None = (), callbacks: Sequence[Callback] = (),
+        key=None,
         params=None, state=None, batch_size: int | None = None, shuffle: bool | None = None,
         verbose: int = 1,
         resume_from: str | None = None, device: str | None = None,
@@ -115,10 +117,11 @@ def fit(model, train_data, loss: str | Callable | None = None, optimizer=None, e
 
     gpudl's models output logits, so the cross-entropies over classes take logits, Keras'
     names too (torch's CrossEntropyLoss; Keras' ``from_logits=True``); the Keras names
-    raise on a first batch of probabilities (a final Softmax). ``metrics``: ``accuracy``
-    (``acc``, ``sparse_categorical_accuracy``, ``binary_accuracy``; ``categorical_accuracy``
-    for one-hot targets), ``topK`` (``top5``; ``sparse_top_k_categorical_accuracy``, and
-    ``top_k_categorical_accuracy`` for one-hot targets: k=5), ``mse``, ``rmse``, ``mae``,
+    raise on a first batch of probabilities (a final Softmax). ``metrics`` (None: none):
+    ``accuracy`` (``acc``, ``sparse_categorical_accuracy``, ``binary_accuracy``;
+    ``categorical_accuracy`` for one-hot targets), ``topK`` (``top5``;
+    ``sparse_top_k_categorical_accuracy``, and ``top_k_categorical_accuracy`` for one-hot
+    targets: k=5), ``mse``, ``rmse``, ``mae``,
     ``r2`` (and their long Keras names), ``precision``, ``recall``, ``f1`` (macro), each
     logged under the name given; or functions ``(y_true, y_pred) -> scalar``. Named
     metrics are summed on the device and read once per epoch (and per progress-bar
@@ -380,7 +383,7 @@ def _batching(data: Any, batch_size: int | None, shuffle: bool | None) -> tuple[
 
 
 def evaluate(model, params, state, data, loss: str | Callable | None = None,
-             metrics: Sequence[str | Callable] = (), batch_size: int = 256,
+             metrics: Sequence[str | Callable] | None = (), batch_size: int = 256,
              device: str | None = None, *, loss_fn: Callable | dict | None = None,
              key=None) -> dict[str, float]:
     """Loss and metrics over ``data`` in eval mode (``train=False``), as Python floats.
@@ -399,16 +402,22 @@ def evaluate(model, params, state, data, loss: str | Callable | None = None,
     require_batches(batches, "evaluate", "the data")
     if loss_fn is None:
         loss_fn_ = supervised_loss(loss, "evaluate", state) if loss is not None else None
-        return evaluate_supervised(model, params, state, batches, loss_fn_, metrics)
+        return evaluate_supervised(model, params, state, batches, loss_fn_, metrics,
+                                   who="evaluate")
     fns, multi = loss_fns(loss_fn)
     key = as_key(key, "evaluate")
     logs = probe(fns, multi, params, state, batches.first(device), key,
-                 [resolve_metric(m, "evaluate") for m in as_metric_list(metrics)])
+                 [resolve_metric(m, "evaluate") for m in as_metric_list(metrics, "evaluate")])
     return evaluate_custom(fns, multi, params, state, batches, logs, key)
 
 
 def predict(model, params, state, x, batch_size: int = 256, device: str | None = None):
-    """Model outputs for ``x`` in eval mode, batch by batch, concatenated (NumPy)."""
+    """Model outputs for ``x`` in eval mode, batch by batch, concatenated (NumPy).
+
+    ``x`` is one array of inputs (N, ...), the ``x`` of a ``(x, y)`` pair; a pair, a dict or
+    a DataLoader raises :class:`~gpudl.errors.ArgumentTypeError`.
+    """
+    check_predict_input(x)
     keep_freed_host_memory()
     loader = DataLoader((to_numpy(x),), batch_size=batch_size, device=device, prefetch=0)
     require_batches(loader, "predict", "x")

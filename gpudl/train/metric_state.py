@@ -126,6 +126,32 @@ class StreamingMetric:
         return binary_stats(t, scores, thresholds), int(t.size)
 
 
+def _invalid_targets(outputs, targets):
+    """The number of class-index targets outside ``[0, C)`` (C: the last axis of class-score
+    ``outputs``) as a 0-d array on the targets' device, summed with the other accumulators
+    and read with them (no host copy here); 0 when ``outputs`` are not class scores (one
+    score per example). Call it after the metric's statistic has checked the shapes."""
+    out, t = unbox_all(outputs), M.statistics._array(targets)
+    if one_score_per_example(out):
+        return 0
+    t = drop_unit_axis(t) if t.ndim == out.ndim else t
+    return ((t < 0) | (t >= out.shape[-1])).sum()
+
+
+def _last_axis(outputs) -> int:
+    shape = tuple(getattr(unbox_all(outputs), "shape", ()))
+    return int(shape[-1]) if shape else 0
+
+
+def _raise_invalid_targets(name: str, invalid, num_classes: int) -> None:
+    """The LabelRangeError of ``ClassScore`` for accuracy and top-k, at read time."""
+    if invalid:
+        raise LabelRangeError(
+            f"{name}: {int(invalid)} targets outside [0, {num_classes}) (the classes of the "
+            "outputs' last axis); targets must be class indices: check the labels and the "
+            "model's number of outputs")
+
+
 class BatchMean(StreamingMetric):
     """The mean of a per-batch value weighted by batch size: the loss, or a metric function
     ``fn(y_true, y_pred) -> scalar``, truth first as every ``gd.metrics`` function (called
@@ -159,13 +185,15 @@ class Accuracy(StreamingMetric):
 
     def reset(self) -> None:
         super().reset()
-        self.binary = False
+        self.binary, self.num_classes = False, 0
 
     def update(self, outputs, targets, batch_size):
         stats = self._binary_stats(outputs, targets)
         if stats is None:
             correct, total = M.correct_count(targets, outputs)
-            self._add(correct)
+            # counted beside the hits, as ClassScore: the error comes when the logs are read
+            self._add(correct, _invalid_targets(outputs, targets))
+            self.num_classes = _last_axis(outputs)
         else:
             self._add(stats[0])
             total = stats[1]
@@ -174,6 +202,7 @@ class Accuracy(StreamingMetric):
     def result(self, acc):
         count = self._count()
         if not self.binary:
+            _raise_invalid_targets(self.name, acc[1], self.num_classes)
             return float(acc[0]) / count
         which = threshold_from_stats(self.name, acc[0], given=self.threshold is not None)
         return float(acc[0][3 * which]) / count
@@ -186,13 +215,20 @@ class TopK(StreamingMetric):
         self.k, self.name = int(k), name or f"top{k}"
         super().__init__()
 
+    def reset(self) -> None:
+        super().reset()
+        self.num_classes = 0
+
     def update(self, outputs, targets, batch_size):
-        hits, total = M.top_k_hits(targets, outputs, self.k)
-        self._add(hits)
+        hits, total = M.top_k_hits(targets, outputs, self.k)  # targets outside [0, C): misses
+        self._add(hits, _invalid_targets(outputs, targets))
+        self.num_classes = _last_axis(outputs)
         self.count += total
 
     def result(self, acc):
-        return float(acc[0]) / self._count()
+        count = self._count()
+        _raise_invalid_targets(self.name, acc[1], self.num_classes)
+        return float(acc[0]) / count
 
 
 class ErrorMean(StreamingMetric):
@@ -364,12 +400,13 @@ class MetricTracker:
     one host transfer.
     """
 
-    def __init__(self, metrics: Sequence[StreamingMetric], loss: bool = False):
+    def __init__(self, metrics: Sequence[StreamingMetric], loss: bool = False,
+                 who: str = "fit"):
         self.metrics = ([BatchMean("loss")] if loss else []) + list(metrics)
         names = [m.name for m in self.metrics]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(f"fit: metric names must be unique, got {dupes} more than once "
+            raise ConfigError(f"{who}: metric names must be unique, got {dupes} more than once "
                              f"in {names}; give metric functions distinct __name__s")
         self.has_loss = loss
 

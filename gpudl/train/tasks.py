@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gpudl import random as gdr
@@ -30,21 +30,35 @@ from gpudl.train.custom import (
     init_opt_state,
     probe,
 )
-from gpudl.train.metric_state import MetricTracker
+from gpudl.train.metric_state import MetricTracker, StreamingMetric
 from gpudl.train.names import apply_tuple_error, resolve_loss, resolve_metric
 from gpudl.train.oom import reraise_if_oom
 from gpudl.train.step import supervised_step
 from gpudl.tree import flatten_with_paths
 
 
-def as_metric_list(metrics: Any) -> list:
-    """``metrics="accuracy"`` (or one function) means one metric."""
-    return [metrics] if isinstance(metrics, str) or callable(metrics) else list(metrics)
+def as_metric_list(metrics: Any, who: str = "fit") -> list:
+    """``metrics="accuracy"`` (or one function) means one metric; None means none (as Keras).
+
+    Example:
+        >>> as_metric_list(None), as_metric_list("acc")
+        ([], ['acc'])
+    """
+    if metrics is None:
+        return []
+    if isinstance(metrics, str) or callable(metrics) or isinstance(metrics, StreamingMetric):
+        return [metrics]
+    if not isinstance(metrics, Iterable) or isinstance(metrics, Mapping):
+        raise TrainingConfigError(
+            f"{who}: metrics must be a list of metric names or functions (y_true, y_pred) -> "
+            f"scalar, or None, got {type(metrics).__name__}; write metrics=['accuracy']")
+    return list(metrics)
 
 
-def metric_tracker(metrics: Sequence[str | Callable] | str, loss: bool,
-                   loss_fn: Callable | None = None) -> MetricTracker:
-    tracker = MetricTracker([resolve_metric(m) for m in as_metric_list(metrics)], loss=loss)
+def metric_tracker(metrics: Sequence[str | Callable] | str | None, loss: bool,
+                   loss_fn: Callable | None = None, who: str = "fit") -> MetricTracker:
+    tracker = MetricTracker([resolve_metric(m, who) for m in as_metric_list(metrics, who)],
+                            loss=loss, who=who)
     threshold = binary_threshold(loss_fn)
     for metric in tracker.metrics:
         # A named binary loss says what one output column holds (logits or probabilities),
@@ -122,10 +136,11 @@ def supervised_loss(loss: str | Callable, who: str = "fit", state: Any = None) -
 
 
 def evaluate_supervised(model, params, state, batches, loss_fn, metrics,
-                        comm=None) -> dict[str, float]:
+                        comm=None, who: str = "fit") -> dict[str, float]:
     """Loss and metrics of ``model`` (eval mode) over ``batches`` of ``(x, y)`` (with
-    ``comm``: over every rank's shard of them together)."""
-    tracker = metric_tracker(metrics, loss=loss_fn is not None, loss_fn=loss_fn)
+    ``comm``: over every rank's shard of them together); ``who`` names the function called
+    (``"evaluate"``, or ``"fit"`` for its validation data) in the errors."""
+    tracker = metric_tracker(metrics, loss=loss_fn is not None, loss_fn=loss_fn, who=who)
     with batches.known_labels():
         for batch in batches:
             x, y = pair(batch, "evaluate", "the data")

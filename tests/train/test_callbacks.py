@@ -196,3 +196,40 @@ def test_auto_mode_knows_which_metrics_grow(monitor, expected):
     from gpudl.train.callbacks import _mode
 
     assert _mode(monitor, "auto") == expected
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: EarlyStopping(patience="x"), r"EarlyStopping: patience must be an int >= 0 .*'x'"),
+    (lambda: EarlyStopping(patience=-1), r"EarlyStopping: patience must be an int >= 0 .*-1"),
+    (lambda: EarlyStopping(patience=True), r"EarlyStopping: patience must be an int"),
+    (lambda: EarlyStopping(patience=2.0), r"as an int: patience=2"),
+    (lambda: EarlyStopping(min_delta=-0.1), r"EarlyStopping: min_delta must be a number >= 0"),
+    (lambda: EarlyStopping(min_delta="0"), r"EarlyStopping: min_delta must be a number >= 0"),
+    (lambda: EarlyStopping(min_delta=float("nan")), r"min_delta must be a number >= 0"),
+    (lambda: EarlyStopping(mode="low"), r"EarlyStopping: mode must be 'min', 'max' or 'auto'"),
+    (lambda: ReduceLROnPlateau(patience=-1), r"ReduceLROnPlateau: patience must be an int >= 0"),
+    (lambda: ReduceLROnPlateau(patience=None), r"ReduceLROnPlateau: patience must be an int"),
+    (lambda: ReduceLROnPlateau(factor=0), r"ReduceLROnPlateau: factor must be a number in \(0,"),
+    (lambda: ReduceLROnPlateau(factor="0.5"), r"factor must be a number in \(0, 1\).*got '0.5'"),
+    (lambda: ReduceLROnPlateau(cooldown=-2), r"ReduceLROnPlateau: cooldown must be an int >= 0"),
+    (lambda: ReduceLROnPlateau(cooldown=1.5), r"ReduceLROnPlateau: cooldown must be an int >= 0"),
+    (lambda: ReduceLROnPlateau(min_scale=-0.1), r"ReduceLROnPlateau: min_scale must be a number"),
+    (lambda: ReduceLROnPlateau(threshold=-1e-4), r"ReduceLROnPlateau: threshold must be a number"),
+    (lambda: ReduceLROnPlateau(threshold=float("inf")), r"threshold must be a number >= 0"),
+    (lambda: ReduceLROnPlateau(mode="up"), r"ReduceLROnPlateau: mode must be 'min', 'max'"),
+    (lambda: ModelCheckpoint("ck.npz", mode="up"), r"ModelCheckpoint: mode must be 'min'"),
+])
+def test_callback_numbers_are_checked_when_the_callback_is_made(make, match):
+    with pytest.raises(gd.errors.TrainingConfigError, match=match):
+        make()
+
+
+def test_reduce_lr_on_plateau_patience_0_keeps_the_rate_while_the_loss_improves():
+    cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, threshold=0.0)
+    trainer = SimpleNamespace(lr_scale=1.0)
+    for epoch, loss in enumerate([1.0, 0.9, 0.8]):
+        cb.on_epoch_end(trainer, epoch, {"loss": loss})
+    assert trainer.lr_scale == 1.0
+    cb.on_epoch_end(trainer, 3, {"loss": 0.85})
+    assert trainer.lr_scale == 0.5
+    assert EarlyStopping(patience=0, min_delta=0).patience == 0  # 0 is allowed in both

@@ -320,3 +320,65 @@ def test_fit_on_arrays_on_the_cpu_batches_in_the_loop_and_in_order_without_copie
     rows = np.concatenate([b for b, _ in seen[-3:]])
     assert not np.array_equal(rows, x)  # shuffled ...
     np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(x, axis=0))  # ... every row
+
+
+def test_metrics_none_means_no_metrics_in_fit_and_evaluate(blob_data, mlp):
+    train, val = blob_data
+    model = mlp()
+    h = fit(model, train, loss=cross_entropy, optimizer=MomentumSGD(0.05), metrics=None,
+            validation_data=val, batch_size=16, verbose=0)
+    assert set(h.history) == {"loss", "val_loss"}
+    assert set(evaluate(model, h.params, h.state, val, loss=cross_entropy, metrics=None)) == \
+        {"loss"}
+    assert evaluate(model, h.params, h.state, val, metrics=None) == {}
+    with pytest.raises(gd.errors.TrainingConfigError, match=r"evaluate: metrics must be a list"):
+        evaluate(model, h.params, h.state, val, metrics=5)
+    with pytest.raises(gd.errors.TrainingConfigError, match=r"fit: metrics must be a list"):
+        fit(model, train, loss=cross_entropy, optimizer=MomentumSGD(), metrics={"a": "acc"},
+            verbose=0)
+
+
+def test_evaluate_errors_name_evaluate_not_fit(blob_data, mlp):
+    train, val = blob_data
+    model = mlp()
+    params, state = model.init(gd.random.key(0), train[0])
+    with pytest.raises(gd.errors.TrainingConfigError,
+                       match=r"^evaluate: unknown metric 'acuracy' \(did you mean 'accuracy'"):
+        evaluate(model, params, state, val, metrics=["acuracy"])
+    with pytest.raises(gd.errors.ConfigError, match=r"^evaluate: metric names must be unique"):
+        evaluate(model, params, state, val, metrics=["accuracy", "accuracy"])
+    with pytest.raises(gd.errors.TrainingConfigError, match=r"^fit: unknown metric 'acuracy'"):
+        fit(model, train, loss=cross_entropy, optimizer=MomentumSGD(), metrics=["acuracy"],
+            verbose=0)
+
+
+@pytest.mark.parametrize("verbose", [3, 5, -1, True, 1.0, "1", None])
+def test_fit_accepts_only_verbose_0_1_or_2(blob_data, mlp, verbose):
+    with pytest.raises(gd.errors.TrainingConfigError, match=r"fit: verbose must be 0, 1 or 2"):
+        fit(mlp(), blob_data[0], loss=cross_entropy, optimizer=MomentumSGD(), verbose=verbose)
+
+
+def test_fit_verbose_2_and_numpy_ints_are_accepted(blob_data, mlp, capsys):
+    fit(mlp(), blob_data[0], loss=cross_entropy, optimizer=MomentumSGD(), verbose=np.int64(2))
+    printed = capsys.readouterr()
+    assert "1/1" in printed.out + printed.err
+
+
+@pytest.mark.parametrize("make_x, got", [
+    (lambda x, y: (x, y), "a tuple of 2 arrays"),
+    (lambda x, y: (x, x), "a tuple of 2 arrays"),  # would stack into (2, N, D) silently
+    (lambda x, y: [x, y], "a list of 2 arrays"),
+    (lambda x, y: {"x": x}, "a dict with keys"),
+    (lambda x, y: gd.data.DataLoader((x, y), batch_size=8), "a DataLoader"),
+])
+def test_predict_takes_the_inputs_x_only(blob_data, mlp, make_x, got):
+    x, y = blob_data[1]
+    model = mlp()
+    params, state = model.init(gd.random.key(0), x)
+    with pytest.raises(gd.errors.ArgumentTypeError,
+                       match=rf"predict: x must be one array of model inputs .*got {got}.*"
+                             r"predict takes the inputs x only.*pass x alone"):
+        predict(model, params, state, make_x(x, y))
+    with pytest.raises(gd.errors.ShapeError, match=r"predict: x must be an array .* x\[None\]"):
+        predict(model, params, state, 3.0)
+    assert predict(model, params, state, list(x)).shape == (len(x), 3)  # a list of rows

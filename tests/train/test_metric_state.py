@@ -12,11 +12,12 @@ from train_helpers import MomentumSGD, cross_entropy, mse, np_cross_entropy
 import gpudl as gd
 from gpudl import nn
 from gpudl.data import DataLoader
-from gpudl.errors import EmptyDataError
+from gpudl.errors import EmptyDataError, LabelRangeError
 from gpudl.train import evaluate, fit
 from gpudl.train import loop as loop_mod
 from gpudl.train import metric_state as ms
 from gpudl.train import progress as progress_mod
+from gpudl.train.names import resolve_metric
 
 CLASS_METRICS = ["accuracy", "top2", "precision", "recall", "f1"]
 REGRESSION_METRICS = ["mse", "rmse", "mae", "r2"]
@@ -359,3 +360,67 @@ def test_fit_on_cuda_reads_metrics_once_per_epoch(monkeypatch):
     labels = np.concatenate([t for _, t in store[7:]])
     ref = ref_classification(scores, labels)
     assert {k: h[k][1] for k in ref} == pytest.approx(ref, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- target range
+def _ignores_targets(out, y):
+    return gd.ops.mean(out * out)  # a loss that never looks at the labels
+
+
+@pytest.mark.parametrize("name", ["accuracy", "sparse_categorical_accuracy", "top2",
+                                  "sparse_top_k_categorical_accuracy"])
+def test_accuracy_and_top_k_targets_outside_the_classes_raise_at_read_time(name):
+    tracker = ms.MetricTracker([resolve_metric(name)])  # top-k of sparse_top_k...: k=5
+    tracker.update(np.eye(6), np.array([0, 1, 7, 3, 4, 5]), 6)  # no sync: checked at read
+    tracker.update(np.eye(6)[:2], np.array([-1, 1]), 2)
+    with pytest.raises(LabelRangeError, match=r"(accuracy|top\d): 2 targets outside \[0, 6\)"):
+        tracker.read()
+    tracker.reset()
+    tracker.update(np.eye(6), np.arange(6), 6)
+    assert list(tracker.read().values()) == [1.0]
+    if "top" not in name:  # accuracy also takes (N, 1) labels
+        tracker.update(np.eye(6)[:2], np.array([[6], [1]]), 2)
+        with pytest.raises(LabelRangeError, match=r"1 targets outside \[0, 6\)"):
+            tracker.read()
+
+
+def test_accuracy_keeps_binary_outputs_and_one_hot_targets_as_they_were():
+    binary = ms.MetricTracker([resolve_metric("accuracy")])
+    binary.update(np.array([[0.9], [0.2], [0.7]]), np.array([1, 0, 0]), 3)
+    assert binary.read()["accuracy"] == pytest.approx(2 / 3)
+    one_hot = ms.MetricTracker([resolve_metric("categorical_accuracy"),
+                                resolve_metric("top_k_categorical_accuracy")])
+    scores = np.random.default_rng(0).normal(size=(6, 7))
+    one_hot.update(scores, np.eye(7)[[0, 1, 2, 3, 4, 6]], 6)
+    assert set(one_hot.read()) == {"categorical_accuracy", "top_k_categorical_accuracy"}
+
+
+def test_fit_and_evaluate_raise_for_targets_outside_the_classes_as_f1_does():
+    x = np.random.default_rng(7).normal(size=(20, 2)).astype(np.float32)
+    y = np.arange(20) % 3
+    y[5] = 3  # the model has 3 outputs: class 3 does not exist
+    model = nn.Sequential([nn.Dense(3)])
+    params, state = model.init(gd.random.key(0), x)
+    for metrics in (["accuracy"], ["top2"], ["f1"]):
+        with pytest.raises(LabelRangeError, match=r"1 targets outside \[0, 3\)"):
+            evaluate(model, params, state, (x, y), metrics=metrics, batch_size=8)
+    with pytest.raises(LabelRangeError, match=r"accuracy: 1 targets outside \[0, 3\)"):
+        fit(model, (x, y), loss=_ignores_targets, optimizer=MomentumSGD(), metrics=["accuracy"],
+            batch_size=8, verbose=0)
+
+
+@pytest.mark.gpu
+def test_targets_outside_the_classes_raise_on_cuda_after_one_transfer(monkeypatch):
+    calls = []
+    real = ms.to_numpy
+    monkeypatch.setattr(ms, "to_numpy", lambda a: calls.append(a) or real(a))
+    x = np.random.default_rng(8).normal(size=(30, 2)).astype(np.float32)
+    y = np.arange(30) % 3
+    y[[3, 17]] = -2
+    with gd.device("cuda"):
+        model = nn.Sequential([nn.Dense(3)])
+        params, state = model.init(gd.random.key(0), gd.asarray(x))
+        with pytest.raises(LabelRangeError, match=r"2 targets outside \[0, 3\)"):
+            evaluate(model, params, state, (x, y), metrics=["accuracy", "top2"], batch_size=8,
+                     device="cuda")
+    assert len(calls) == 1 and gd.backend.device_of(calls[0]) == "cuda"
