@@ -405,6 +405,15 @@ def test_bad_float_dtype_and_bounds():
         gdr.uniform(gdr.key(0), (3,), dtype=np.int32)
     with pytest.raises(ValueError, match="minval < maxval"):
         gdr.uniform(gdr.key(0), (3,), minval=1.0, maxval=1.0)
+    # a width beyond the dtype gave maxval's neighbour for every draw (or NaN), as NumPy
+    # raises "high - low range exceeds valid bounds"
+    for dtype, lo, hi in [(np.float32, -3e38, 3e38), (np.float64, -1e308, 1e308),
+                          (np.float16, -6e4, 6e4), (np.float64, -np.inf, 0.0),
+                          (np.float64, 0.0, np.inf), (np.float32, 0.0, 1e39)]:
+        with pytest.raises(ValueError, match=r"maxval - minval must be finite in float"):
+            gdr.uniform(gdr.key(0), (3,), dtype=dtype, minval=lo, maxval=hi)
+    x = gdr.uniform(gdr.key(0), (1000,), dtype=np.float32, minval=-1e38, maxval=1e38)
+    assert x.min() < 0 < x.max() and np.isfinite(x).all()  # the widest that float32 holds
 
 
 def test_shapes_scalar_and_empty():

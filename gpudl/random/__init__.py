@@ -178,14 +178,20 @@ def uniform(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, minval: f
     """
     words, dims = _key_words(k, "uniform"), _shape(shape, "uniform")
     dt = _float_dtype(dtype, "uniform")
-    lo, hi = dt.type(minval), dt.type(maxval)
+    with np.errstate(over="ignore"):  # a bound or width beyond dt: refused just below
+        lo, hi = dt.type(minval), dt.type(maxval)
+        width = hi - lo  # rounded in dt, as every body uses it
     if not lo < hi:
         raise ConfigError(f"gpudl.random.uniform: need minval < maxval, got {minval} and {maxval}")
+    if not np.isfinite(width):  # an infinite bound, or maxval - minval beyond dt's range
+        raise ConfigError(
+            f"gpudl.random.uniform: maxval - minval must be finite in {dt}, got minval "
+            f"{minval} and maxval {maxval} (width {width}); every draw would be maxval's "
+            f"neighbour or NaN. Use finite bounds whose difference {dt} holds, or float64")
     xp = backend.xp_for(_device(device))
     if _drawing_off():
         return xp.zeros(dims, dt)
     n = math.prod(dims)
-    width = hi - lo  # rounded in dt, as every body uses it
     top = np.nextafter(hi, lo)  # rounding can land exactly on maxval; keep [minval, maxval)
     affine = not (lo == 0 and hi == 1)  # [0, 1): u * 1 + 0 and the clamp change no bit
     if xp is np:  # the same rounded array ops as below, on each chunk while in cache
