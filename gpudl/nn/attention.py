@@ -177,6 +177,7 @@ class MultiHeadAttention(Layer):
         return _mha_shapes(q, k, v, self.embed_dim, self.bias)
 
     def apply(self, params, state, x, *, train=False, key=None):
+        _check_dropout_key(self, train, key)
         q, k, v, mask, key_mask = self._parts(x)
         check_params(params, self.param_shapes(x), self, q)
         opts = x if isinstance(x, dict) else {}
@@ -190,6 +191,16 @@ class MultiHeadAttention(Layer):
                 weights = ops.mean(weights, axis=1)  # (N, Lq, Lk), torch's default
             return (out, weights), state
         return out, state
+
+
+def _check_dropout_key(layer: Layer, train: bool, key) -> None:
+    """Training with dropout needs a key, as nn.Dropout: without one the dropout was left
+    out silently, and the model trained unregularised."""
+    if train and layer.dropout and key is None:
+        raise ConfigError(
+            f"{layer_label(layer)}: train=True with dropout={layer.dropout} needs a random key: "
+            "model.apply(params, state, x, train=True, key=gd.random.key(step)) (a fresh key "
+            "each step; gd.fit passes one), or train=False for evaluation")
 
 
 def _attend(params: dict, q, k, v, num_heads: int, mask=None, key_mask=None, causal=False,
@@ -331,6 +342,7 @@ class TransformerEncoderLayer(_Block):
             "self_attn": _mha_shapes(xs, xs, xs)}, ("norm1", "norm2"))
 
     def apply(self, params, state, x, *, train=False, key=None):
+        _check_dropout_key(self, train, key)
         xs, mask, key_mask, causal = self._inputs(x)
         check_params(params, self.param_shapes(x), self, xs)
         k1, k2 = gdr.split(key) if key is not None else (None, None)
@@ -388,6 +400,7 @@ class TransformerDecoderLayer(_Block):
         return self._shapes(xs.shape[-1], attention, norms)
 
     def apply(self, params, state, x, *, train=False, key=None):
+        _check_dropout_key(self, train, key)
         i = self._inputs(x)
         xs, memory = i["x"], i["memory"]
         check_params(params, self.param_shapes(x), self, xs)

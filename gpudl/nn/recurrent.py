@@ -179,6 +179,7 @@ class _Recurrent(Layer):
         d = 2 if self.bidirectional else 1
         if self.batch_first:
             seq = ops.swapaxes(seq, 0, 1)  # work in (T, N, I)
+        self._check_initial_states(h0, c0, d, seq.shape[1] if len(seq.shape) == 3 else None)
         keys = gdr.split(key, self.num_layers) if (key is not None and self.dropout and train) \
             else [None] * self.num_layers
         finals_h, finals_c = [], []
@@ -212,6 +213,22 @@ class _Recurrent(Layer):
         if self.kind == "lstm":
             return (out, (h_n, ops.concatenate(finals_c, axis=0))), state
         return (out, h_n), state
+
+    def _check_initial_states(self, h0, c0, d: int, n: int | None) -> None:
+        """torch's rule: h0 (and an LSTM's c0) of shape (num_layers * num_directions, N,
+        hidden); extra layers were dropped silently and too few failed with a bare
+        IndexError, and a GRU or RNN ignored a c0."""
+        name = f"nn.{type(self).__name__}"
+        if c0 is not None and self.kind != "lstm":
+            raise ConfigError(f"{name}: c0 was given, but only an LSTM has a cell state; pass "
+                              "h0 alone")
+        want = (self.num_layers * d, *(() if n is None else (n,)), self.hidden)
+        for label, s0 in (("h0", h0), ("c0", c0)):
+            if s0 is not None and tuple(s0.shape) != want:
+                raise ShapeError(
+                    f"{name}: {label} must be (num_layers * num_directions, N, hidden) = "
+                    f"{want} for num_layers={self.num_layers}, "
+                    f"bidirectional={self.bidirectional}, got {tuple(s0.shape)}")
 
     def _run_one(self, seq, h0, c0, w, lengths, reverse):
         if self.kind == "lstm":

@@ -252,3 +252,20 @@ def test_block_dropout_is_torchs_placement_and_off_in_eval(layer_cls):
     np.testing.assert_array_equal(np.asarray(no_drop.apply(params, {}, inp, train=True,
                                                           key=gd.random.key(1))[0]),
                                   np.asarray(layer.apply(params, {}, inp)[0]))
+
+
+@pytest.mark.parametrize("layer_cls", [nn.MultiHeadAttention, nn.TransformerEncoderLayer,
+                                       nn.TransformerDecoderLayer])
+def test_training_with_dropout_and_no_key_is_a_named_error(layer_cls):
+    # as nn.Dropout: without a key the dropout was left out silently (eval output in train)
+    x = f32(2, 4, E)
+    inp = {"x": x, "memory": f32(2, 5, E)} if layer_cls is nn.TransformerDecoderLayer else x
+    args = (HEADS,) if layer_cls is nn.MultiHeadAttention else (HEADS, 12)
+    layer = layer_cls(*args, dropout=0.2)
+    params, _ = layer.init(gd.random.key(0), inp)
+    with pytest.raises(gd.errors.ConfigError, match=r"train=True with dropout=0.2 needs a random key"):
+        layer.apply(params, {}, inp, train=True)
+    layer.apply(params, {}, inp, train=True, key=gd.random.key(1))  # with a key: fine
+    layer.apply(params, {}, inp)  # eval: no key needed
+    no_drop = layer_cls(*args, dropout=0.0)
+    no_drop.apply(params, {}, inp, train=True)  # nothing to drop: no key needed

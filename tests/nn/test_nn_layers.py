@@ -321,3 +321,24 @@ def test_tree_map_over_params_is_plain():
     _, _, params, _ = _params_of("Sequential")
     doubled = tree_map(lambda a: a * 2, params)
     np.testing.assert_allclose(doubled["0"]["weight"], params["0"]["weight"] * 2)
+
+
+def test_recurrent_initial_states_must_match_layers_directions_and_kind():
+    # torch's rule: (num_layers * num_directions, N, hidden); extra rows were dropped
+    # silently, too few failed with a bare IndexError, and a GRU ignored a c0
+    x = np.random.default_rng(0).standard_normal((3, 2, 5))  # (T, N, I)
+    lstm = nn.LSTM(4, num_layers=2)
+    p, s = lstm.init(gd.random.key(0), x)
+    ok = np.zeros((2, 2, 4))
+    lstm.apply(p, s, {"x": x, "h0": ok, "c0": ok})
+    for h0 in (np.zeros((4, 2, 4)), np.zeros((1, 2, 4)), np.zeros((2, 3, 4))):
+        with pytest.raises(gd.errors.ShapeError, match=r"h0 must be \(num_layers \* num_dir"
+                                                       r"ections, N, hidden\) = \(2, 2, 4\)"):
+            lstm.apply(p, s, {"x": x, "h0": h0, "c0": ok})
+    with pytest.raises(gd.errors.ShapeError, match=r"c0 must be .* got \(4, 2, 4\)"):
+        lstm.apply(p, s, {"x": x, "h0": ok, "c0": np.zeros((4, 2, 4))})
+    gru = nn.GRU(4, bidirectional=True)
+    pg, sg = gru.init(gd.random.key(0), x)
+    gru.apply(pg, sg, {"x": x, "h0": np.zeros((2, 2, 4))})
+    with pytest.raises(gd.errors.ConfigError, match="only an LSTM has a cell state"):
+        gru.apply(pg, sg, {"x": x, "h0": np.zeros((2, 2, 4)), "c0": np.zeros((2, 2, 4))})
