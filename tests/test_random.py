@@ -416,6 +416,20 @@ def test_bad_float_dtype_and_bounds():
     assert x.min() < 0 < x.max() and np.isfinite(x).all()  # the widest that float32 holds
 
 
+def test_normal_bernoulli_and_choice_refuse_what_they_would_misread():
+    # std < 0 (torch refuses it), a NaN or inf mean/std (every draw NaN or inf), p=True
+    # (read as 1.0), a 0-d array population (a bare TypeError from len())
+    for kwargs in ({"std": -1.0}, {"std": float("nan")}, {"mean": np.inf}, {"mean": True}):
+        with pytest.raises(ValueError, match="must be a finite number"):
+            gdr.normal(gdr.key(0), (3,), **kwargs)
+    z = gdr.normal(gdr.key(0), (3,), mean=np.float32(1.0), std=np.float64(0.0))
+    assert z.tolist() == [1.0, 1.0, 1.0]  # NumPy scalars and std = 0 are fine
+    with pytest.raises(ValueError, match="'p' must be a probability in"):
+        gdr.bernoulli(gdr.key(0), True, (3,))
+    with pytest.raises(ValueError, match="a must be an int .* or an array with a first axis"):
+        gdr.choice(gdr.key(0), np.array(5.0), (2,))
+
+
 def test_shapes_scalar_and_empty():
     assert gdr.uniform(gdr.key(0)).shape == () and gdr.normal(gdr.key(0), 4).shape == (4,)
     assert gdr.normal(gdr.key(0), (0, 3)).shape == (0, 3)

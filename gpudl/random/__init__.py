@@ -216,6 +216,12 @@ def normal(k: np.ndarray, shape: Shape = (), dtype: Any = np.float32, mean: floa
     """
     words, dims = _key_words(k, "normal"), _shape(shape, "normal")
     dt = _float_dtype(dtype, "normal")
+    for name, v in (("mean", mean), ("std", std)):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real) \
+                or not math.isfinite(v) or (name == "std" and v < 0):
+            # torch refuses std < 0; a NaN or inf would make every draw NaN or inf
+            raise ConfigError(f"gpudl.random.normal: {name} must be a finite number"
+                              f"{' >= 0' if name == 'std' else ''}, got {v!r}")
     xp = backend.xp_for(_device(device))
     if _drawing_off():
         return xp.zeros(dims, dt)
@@ -289,6 +295,9 @@ def bernoulli(k: np.ndarray, p: Any = 0.5, shape: Shape | None = None, device: s
     words = _key_words(k, "bernoulli")
     dev = _device(device)
     xp = backend.xp_for(dev)
+    if isinstance(p, bool | np.bool_):  # True is the probability 1.0 to NumPy
+        raise ConfigError(f"gpudl.random.bernoulli: argument 'p' must be a probability in "
+                          f"[0, 1] (a number or an array of them), got {p!r}")
     p_arr = backend.asarray(p, dtype=np.float64, device=dev)
     if bool(xp.isnan(p_arr).any()) or bool((p_arr < 0).any()) or bool((p_arr > 1).any()):
         raise ConfigError(f"gpudl.random.bernoulli: argument 'p' must be within [0, 1], got "
@@ -398,6 +407,9 @@ def choice(k: np.ndarray, a: Any, shape: Shape = (), replace: bool = True,
     is_int = isinstance(a, numbers.Integral) and not isinstance(a, (bool, np.bool_))
     if not is_int and device is None:
         device = backend.device_of(a)
+    if not is_int and not np.ndim(a):
+        raise ConfigError(f"gpudl.random.choice: a must be an int (choose from arange(a)) or "
+                          f"an array with a first axis of choices, got {a!r}")
     n = int(a) if is_int else len(a)
     if n <= 0:
         raise ConfigError("gpudl.random.choice: cannot choose from an empty population")
