@@ -284,6 +284,12 @@ def multi_head_attention(
     # the softmax's 1/sqrt(head dim) folded into q's projection: an (E, E_in) multiply
     # instead of a pass over the (N, h, Lq, Lk) scores, each way
     scale = 1.0 / math.sqrt(e // num_heads)
+    if key_mask is not None:
+        sk = _shape(key)
+        if _shape(key_mask) != (sk[0], sk[1]):  # a 1-D mask failed with a bare IndexError
+            raise ShapeError(f"multi_head_attention: key_mask (torch's key_padding_mask) must "
+                             f"be (N, Lk) = {(sk[0], sk[1])}, one row per batch entry, got "
+                             f"{_shape(key_mask)}")
     keep, bias = _combine_masks(mask, key_mask, np.result_type(unbox_all(query).dtype,
                                                                 unbox_all(w_q).dtype))
     if packed and query is key and key is value:  # self-attention: ONE GEMM for q, k, v

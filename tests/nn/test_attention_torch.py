@@ -269,3 +269,16 @@ def test_training_with_dropout_and_no_key_is_a_named_error(layer_cls):
     layer.apply(params, {}, inp)  # eval: no key needed
     no_drop = layer_cls(*args, dropout=0.0)
     no_drop.apply(params, {}, inp, train=True)  # nothing to drop: no key needed
+
+
+def test_key_padding_mask_must_be_one_row_per_batch_entry():
+    # torch's (N, S) rule; a 1-D mask failed with a bare IndexError
+    x = f32(2, 4, E)
+    layer = nn.MultiHeadAttention(HEADS)
+    params, _ = layer.init(gd.random.key(0), x)
+    layer.apply(params, {}, {"query": x, "key": x, "value": x,
+                             "key_padding_mask": np.zeros((2, 4), bool)})
+    for bad in (np.zeros(4, bool), np.zeros((1, 4), bool), np.zeros((2, 3), bool)):
+        with pytest.raises(gd.errors.ShapeError, match=r"key_mask \(torch's key_padding_mask\) "
+                                                       r"must be \(N, Lk\) = \(2, 4\)"):
+            layer.apply(params, {}, {"query": x, "key": x, "value": x, "key_padding_mask": bad})
