@@ -83,6 +83,10 @@ def train_val_test_split(*arrays, val: float = 0.1, test: float = 0.1, seed: int
 def kfold(n: int, k: int = 5, seed: int = 0, shuffle: bool = True
           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(train_idx, val_idx)`` for each of ``k`` folds; fold sizes differ by at most 1."""
+    for name, v in (("n", n), ("k", k)):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"kfold: {name} must be an int (n the number of rows, k the "
+                              f"number of folds), got {type(v).__name__} {v!r}")
     if not 2 <= k <= n:
         raise ConfigError(f"kfold: k must be in [2, n={n}], got {k}")
     idx = _perm(n, seed) if shuffle else np.arange(n)

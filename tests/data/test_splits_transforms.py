@@ -85,6 +85,10 @@ def test_kfold_folds_are_disjoint_covering_and_balanced():
         assert not set(tr.tolist()) & set(va.tolist())
     with pytest.raises(ValueError, match="k must be"):
         list(kfold(3, k=5))
+    for n, k in ((23.0, 5), (23, 2.5), (23, True), (np.arange(5), 2)):  # bare errors before
+        with pytest.raises(ValueError, match="must be an int"):
+            list(kfold(n, k=k))
+    assert len(list(kfold(np.int64(10), k=np.int32(2)))) == 2
 
 
 def test_standardizer_uses_training_statistics_only():
