@@ -7,6 +7,14 @@ import numpy as np
 import pytest
 
 from gpudl import metrics as M
+from gpudl.errors import (
+    ConfigError,
+    EmptyDataError,
+    LabelRangeError,
+    NonFiniteError,
+    ShapeError,
+    UndefinedMetricError,
+)
 
 
 def test_accuracy_from_scores_and_labels():
@@ -271,3 +279,88 @@ def test_r2_of_constant_targets_equals_sklearn(sk):
     assert M.r2_score(const, const) == sk.r2_score(const, const) == 1.0
     other = np.array([2.0, 2.0, 2.0, 3.0])
     assert M.r2_score(const, other) == sk.r2_score(const, other) == 0.0
+
+
+# ----------------------------------------------------------------------------- bad inputs
+NAN = np.nan
+_NAN_CASES = [  # (metric, arguments, argument named, NaN count): each gave a number before
+    (M.roc_auc, ([0, 1, 1, 0, 1], [.1, NAN, .4, .3, .9]), "y_score", 1),
+    (M.roc_curve, ([0, 1, 1, 0, 1], [.1, NAN, .4, .3, .9]), "y_score", 1),
+    (M.confusion_matrix, ([0, 0, 1, 0], [.2, .3, .7, NAN]), "y_pred", 1),
+    (M.precision_recall_f1, ([0, 0, 1, 0], [.2, .3, .7, NAN]), "y_pred", 1),
+    (M.accuracy, ([0, 0, 1], [NAN] * 3), "y_pred", 3),
+    (M.accuracy, ([0, 1, 1], [[NAN, NAN], [.2, .8], [.3, .7]]), "y_pred", 2),
+    (M.accuracy, ([0., NAN, 1.], [0, 1, 1]), "y_true", 1),
+    (M.top_k_accuracy, ([0, 1, 2], [[NAN] * 3, [.8, .1, .1], [NAN, .1, .2]], 1), "y_score", 4),
+    (M.r2_score, (np.ones(3), [1, NAN, 1]), "y_pred", 1),
+    (M.mse, ([1., 2.], [NAN, 2.]), "y_pred", 1),
+    (M.rmse, ([1., 2.], [NAN, 2.]), "y_pred", 1),
+    (M.mae, ([NAN, NAN], [1., 2.]), "y_true", 2),
+]
+
+
+@pytest.mark.parametrize("metric, args, name, count", _NAN_CASES,
+                         ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(_NAN_CASES)])
+def test_nan_inputs_raise_naming_the_metric_argument_and_count(metric, args, name, count, xp):
+    args = [xp.asarray(np.asarray(a, dtype=float)) if isinstance(a, list | np.ndarray) else a
+            for a in args]
+    with pytest.raises(NonFiniteError, match=rf"^{metric.__name__}: {name} holds {count} NaN"):
+        metric(*args)
+
+
+@pytest.mark.parametrize("fn", [M.roc_auc, M.roc_curve])
+def test_roc_refuses_infinite_scores(fn):
+    # tied infinities were split (inf - inf is NaN): 1.0 and 0.5 where the ties give 0.75
+    for y in ([1, 0, 0], [0, 1, 0]):
+        with pytest.raises(NonFiniteError, match=rf"{fn.__name__}: y_score holds 2 ±inf"):
+            fn(np.array(y), np.array([np.inf, np.inf, 0.0]))
+
+
+def test_infinite_class_scores_are_ranked_as_any_score():
+    masked = np.array([[-np.inf, 2.0, 1.0], [3.0, -np.inf, np.inf]])  # masked logits
+    assert M.accuracy(np.array([1, 2]), masked) == 1.0
+    assert M.top_k_accuracy(np.array([2, 0]), masked, k=2) == 1.0
+
+
+def test_top_k_accuracy_needs_integer_labels():
+    scores = np.eye(3)[[1, 0, 2]]  # row i predicts class [1, 0, 2][i]
+    with pytest.raises(LabelRangeError, match="top_k_accuracy: y_true holds non-integer values"):
+        M.top_k_accuracy(np.array([1.7, 0.0, 2.0]), scores, k=1)  # was truncated to 1: 1.0
+    assert M.top_k_accuracy(np.array([1.0, 0.0, 2.0]), scores, k=1) == 1.0  # as accuracy
+
+
+def test_r2_of_fewer_than_two_values_is_undefined():
+    with pytest.raises(UndefinedMetricError, match="r2_score: got 1 value"):
+        M.r2_score(np.array([1.0]), np.array([2.0]))  # was 0.0; scikit-learn: NaN, a warning
+
+
+def test_regression_metrics_never_reshape_other_shapes():
+    a = np.arange(6.0).reshape(3, 2)
+    with pytest.raises(ShapeError, match=r"mse: y_pred \(2, 3\) and y_true \(3, 2\)"):
+        M.mse(a, a.T)  # same size: was reshaped, 1.667
+    with pytest.raises(ShapeError, match=r"r2_score: y_pred \(2, 2\) and y_true \(4,\)"):
+        M.r2_score(np.arange(4.0), np.arange(4.0).reshape(2, 2))
+    y, out = np.array([1.0, 3.0, 6.0]), np.array([[1.0], [2.0], [4.0]])
+    assert M.mse(y, out) == M.mse(out, y) == M.mse(y, out.ravel()) == pytest.approx(5 / 3)
+
+
+def test_bleu_weights_must_give_one_weight_per_order():
+    ref, hyp = [[list("abcdefg")]], [list("abcxefg")]
+    with pytest.raises(ConfigError, match="bleu: got 2 weights for max_n=4"):
+        M.bleu(ref, hyp, weights=(0.5, 0.5))  # zip used two of four orders: 0.0
+    assert M.bleu(ref, hyp, max_n=2, weights=(0.5, 0.5)) == pytest.approx(math.sqrt(6 / 7 * 4 / 6))
+    with pytest.raises(ConfigError, match="max_n must be a positive int"):
+        M.bleu(ref, hyp, max_n=0)
+
+
+def test_bleu_of_a_hypothesis_without_references_raises():
+    with pytest.raises(EmptyDataError, match=r"bleu: references\[1\] holds no reference"):
+        M.bleu([[list("ab")], []], [list("ab"), list("cd")])
+
+
+def test_confusion_matrix_of_nothing_and_zero_classes_raise():
+    with pytest.raises(EmptyDataError, match="confusion_matrix: got no examples"):
+        M.confusion_matrix(np.zeros(0, int), np.zeros(0, int))  # was [[0]]
+    for metric in (M.confusion_matrix, M.precision_recall_f1):
+        with pytest.raises(ConfigError, match="num_classes must be a positive int.*got 0"):
+            metric(np.array([0, 1]), np.array([0, 1]), num_classes=0)

@@ -178,3 +178,13 @@ def test_streaming_binary_precision_needs_binary_targets():
     tracker.update(np.array([[1.0], [0.0], [1.0]]), np.array([1, 2, 0]), 3)  # labels as floats
     with pytest.raises(LabelRangeError, match="targets must be 0/1 labels"):
         tracker.read()
+
+
+def test_infinite_binary_scores_are_scores_not_labels():
+    # inf equals its floor, so [inf, -inf] was read as labels (cast to int64): accuracy 0.0
+    y = np.array([1, 0])
+    assert M.accuracy(y, np.array([np.inf, -np.inf])) == 1.0
+    assert M.predicted_labels(np.array([[np.inf], [-np.inf]])).tolist() == [1, 0]
+    tracker = ms.MetricTracker([ms.make_metric("accuracy")])
+    tracker.update(np.array([[np.inf], [-np.inf]]), y, 2)
+    assert tracker.read()["accuracy"] == 1.0

@@ -9,7 +9,8 @@ arguments (tests/test_metrics.py compares them). Where the two arguments cannot 
 confused silently they are checked: class scores ``(N, C)`` passed as ``y_true`` beside
 labels ``(N,)``, or non-binary ``y_true`` for the ROC, raise a named error (a
 ``ValueError``) that says so. A metric of no examples raises ``EmptyDataError``, a ROC of
-one class ``UndefinedMetricError``: never a made-up number.
+one class ``UndefinedMetricError``, NaN inputs ``NonFiniteError`` (the user-facing metrics
+check once per call; the per-batch statistics read no data): never a made-up number.
 
 Binary classifiers (one output per example, ``(N,)`` or ``(N, 1)``, logits or
 probabilities) are read by one documented rule, :mod:`gpudl.metrics.binary`: whole

@@ -6,7 +6,7 @@ use it; torchmetrics' ``BinaryAccuracy`` reads scores the same way):
 - integer or bool predictions are labels, compared as they are;
 - float predictions whose values are all whole numbers (``0.0``, ``1.0``, ``2.0``) are
   labels too (predicted labels stored as floats; for 0/1 this is also what thresholding
-  them would give);
+  them would give); ``±inf`` is not a whole number here;
 - other float predictions are scores, thresholded with ``>``: at **0.5** when every
   score lies in ``[0, 1]`` (probabilities, after a sigmoid), else at **0** (logits; the
   same as ``sigmoid(logit) > 0.5``). Pass ``threshold=`` to any metric to decide it
@@ -66,7 +66,8 @@ def _is_float(a) -> bool:
 def binary_threshold(scores) -> float | None:
     """The rule on host-readable ``scores``: ``None`` (they are labels), 0.5 or 0.0."""
     s = to_numpy(scores)
-    if not _is_float(s) or not s.size or bool((s == np.floor(s)).all()):
+    # ±inf equals its floor but is no label: it makes the predictions scores
+    if not _is_float(s) or not s.size or bool(((s == np.floor(s)) & np.isfinite(s)).all()):
         return None
     return 0.5 if bool(((s >= 0) & (s <= 1)).all()) else 0.0
 
@@ -115,7 +116,7 @@ def binary_stats(y_true, scores, thresholds: tuple[float, float] = (0.5, 0.0)):
         positive = pred == 1
         counts += [(pred == t).sum(), (positive & actual).sum(), positive.sum()]
     if _is_float(scores):
-        fractional = (scores != xp.floor(scores)).sum()
+        fractional = ((scores != xp.floor(scores)) | xp.isinf(scores)).sum()  # as above
         outside = ((scores < 0) | (scores > 1)).sum()
     else:
         fractional = outside = xp.zeros((), dtype=xp.int64)

@@ -4,7 +4,8 @@ and the binary ROC curve and its AUC. Truth first: ``metric(y_true, y_pred)``.
 ``y_pred`` may be class scores ``(N, C)`` (argmax), predicted labels, or, for binary
 classification, one score per example ``(N,)``/``(N, 1)`` (logits or probabilities),
 read by the rule of :mod:`gpudl.metrics.binary` (``threshold=`` overrides it). A metric
-of no examples, or a ROC of one class, raises instead of reporting a number.
+of no examples, or a ROC of one class, raises instead of reporting a number; so do NaN
+scores (``NonFiniteError``; the ROC refuses ``±inf`` too, as scikit-learn).
 
 Example:
     >>> import numpy as np
@@ -26,6 +27,8 @@ from gpudl.errors import (
 )
 from gpudl.metrics.statistics import (
     _array,
+    _check_truth_is_labels,
+    check_no_nan,
     class_counts,
     correct_count,
     predictions,
@@ -44,6 +47,22 @@ def _nonempty(op: str, total: int) -> int:
     return total
 
 
+def _no_nan(op: str, y_true, y_pred, pred_name: str = "y_pred") -> None:
+    check_no_nan(op, "y_true", y_true)
+    check_no_nan(op, pred_name, y_pred)
+
+
+def _num_classes(op: str, num_classes, t: np.ndarray, p: np.ndarray) -> int:
+    """``num_classes`` checked (a positive int), or the largest label + 1 when None."""
+    if num_classes is None:
+        return int(max(t.max(initial=0), p.max(initial=0)) + 1)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ConfigError(f"{op}: num_classes must be a positive int (or None: the largest "
+                          f"label + 1), got {num_classes!r}")
+    return int(num_classes)
+
+
 def accuracy(y_true, y_pred, threshold: float | None = None) -> float:
     """Fraction correct (scikit-learn's ``accuracy_score``). ``y_true``: labels (N,) or
     (N, 1); ``y_pred``: scores (N, C) (argmax taken), predicted labels (N,), or one binary
@@ -56,6 +75,7 @@ def accuracy(y_true, y_pred, threshold: float | None = None) -> float:
         >>> accuracy(np.array([0, 1, 1]), np.array([[-2.0], [3.0], [-0.5]]))   # logits
         0.6666666666666666
     """
+    _no_nan("accuracy", y_true, y_pred)
     correct, total = correct_count(y_true, y_pred, threshold)
     return float(correct) / _nonempty("accuracy", total)
 
@@ -63,17 +83,24 @@ def accuracy(y_true, y_pred, threshold: float | None = None) -> float:
 def top_k_accuracy(y_true, y_score, k: int = 5) -> float:
     """Fraction of rows whose label is among the ``k`` highest scores of ``y_score`` (N, C)
     (scikit-learn's ``top_k_accuracy_score`` where no scores tie; ties at the k-th place
-    count as hits here, see :func:`top_k_hits`)."""
-    hits, total = top_k_hits(y_true, y_score, k)
+    count as hits here, see :func:`top_k_hits`). ``y_true``: integer class labels (or
+    floats holding whole numbers, as :func:`accuracy`); ``±inf`` scores are fine (masked
+    logits), NaN scores raise ``NonFiniteError``."""
+    _no_nan("top_k_accuracy", y_true, y_score, "y_score")
+    hits, total = top_k_hits(y_true, y_score, k)  # shapes first: it names swapped arguments
+    _check_truth_is_labels("top_k_accuracy", _array(y_true), "y_score")
     return float(hits) / _nonempty("top_k_accuracy", total)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
     """``m[i, j]`` = count of true class i predicted as j (scikit-learn's, with
     ``labels=range(num_classes)``; ``num_classes=None``: the largest label + 1)."""
-    t, p = predictions("confusion_matrix", to_numpy(_array(y_true)), to_numpy(_array(y_pred)))
+    t, p = to_numpy(_array(y_true)), to_numpy(_array(y_pred))
+    _no_nan("confusion_matrix", t, p)
+    t, p = predictions("confusion_matrix", t, p)
+    _nonempty("confusion_matrix", int(t.size))
     t, p = t.astype(np.int64).ravel(), p.astype(np.int64).ravel()
-    n = num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
+    n = _num_classes("confusion_matrix", num_classes, t, p)
     if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= n):
         raise LabelRangeError(f"confusion_matrix: labels outside [0, {n}); labels must be class "
                          "indices")
@@ -103,12 +130,13 @@ def precision_recall_f1(y_true, y_pred, average: str = "macro",
     if average not in ("macro", "micro", "binary"):
         raise ConfigError(f"precision_recall_f1: average must be 'macro', 'micro' or 'binary', "
                           f"got {average!r}")
-    t, p = predictions("precision_recall_f1", to_numpy(_array(y_true)),
-                       to_numpy(_array(y_pred)), threshold)
+    t, p = to_numpy(_array(y_true)), to_numpy(_array(y_pred))
+    _no_nan("precision_recall_f1", t, p)
+    t, p = predictions("precision_recall_f1", t, p, threshold)
     _nonempty("precision_recall_f1", int(t.size))
     if average == "binary":
         return _binary_prf(t, p)
-    n = num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
+    n = _num_classes("precision_recall_f1", num_classes, t, p)
     tp, predicted, actual, invalid = class_counts(t, p, n)
     if invalid:
         raise LabelRangeError(f"precision_recall_f1: {int(invalid)} labels outside [0, {n}); labels "
@@ -148,22 +176,32 @@ def _binary_labels(op: str, y_true) -> np.ndarray:
 
 def roc_curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Binary ROC: ``(fpr, tpr, thresholds)``, thresholds decreasing, starting at (0, 0)
-    (scikit-learn's ``roc_curve`` with ``drop_intermediate=False``).
+    (scikit-learn's ``roc_curve`` with ``drop_intermediate=False``). Scores must be finite
+    (NaN or ``±inf`` raise ``NonFiniteError``, as scikit-learn raises).
 
     Example:
         >>> fpr, tpr, _ = roc_curve(np.array([0, 1]), np.array([0.2, 0.9]))
         >>> fpr.tolist(), tpr.tolist()
         ([0.0, 0.0, 1.0], [0.0, 1.0, 1.0])
     """
-    y = _binary_labels("roc_curve", y_true)
-    s = to_numpy(_array(y_score)).ravel().astype(np.float64)
+    return _roc("roc_curve", y_true, y_score)
+
+
+def _roc(op: str, y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`roc_curve`, naming ``op`` (the metric the user called) in its errors."""
+    check_no_nan(op, "y_true", y_true)
+    y = _binary_labels(op, y_true)
+    s = to_numpy(_array(y_score))
+    # ±inf refused too: tied infinities would be split (inf - inf is NaN, not 0)
+    check_no_nan(op, "y_score", s, allow_inf=False)
+    s = s.ravel().astype(np.float64)
     if s.size != y.size:
-        raise ShapeError(f"roc_curve: y_true has {y.size} labels and y_score {s.size} scores; "
+        raise ShapeError(f"{op}: y_true has {y.size} labels and y_score {s.size} scores; "
                          "give one score per label")
-    _nonempty("roc_curve", y.size)
+    _nonempty(op, y.size)
     if y.all() or not y.any():
         raise UndefinedMetricError(
-            f"roc_curve: only one class is present in y_true (all {int(y[0])}); the ROC curve "
+            f"{op}: only one class is present in y_true (all {int(y[0])}); the ROC curve "
             "and its AUC are undefined (scikit-learn gives NaN with a warning). Evaluate on "
             "data holding both classes.")
     order = np.argsort(-s, kind="mergesort")
@@ -179,6 +217,6 @@ def roc_curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def roc_auc(y_true, y_score) -> float:
     """Area under the ROC curve (scikit-learn's ``roc_auc_score``: trapezoids, tied scores
-    count half)."""
-    fpr, tpr, _ = roc_curve(y_true, y_score)
+    count half). Scores must be finite, as for :func:`roc_curve`."""
+    fpr, tpr, _ = _roc("roc_auc", y_true, y_score)
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))

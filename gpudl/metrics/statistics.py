@@ -21,7 +21,7 @@ import numpy as np
 
 from gpudl.autodiff import unbox_all
 from gpudl.backend import device_of, module_of, to_numpy
-from gpudl.errors import ConfigError, LabelRangeError, ShapeError
+from gpudl.errors import ConfigError, LabelRangeError, NonFiniteError, ShapeError
 from gpudl.metrics.binary import (
     binary_threshold,
     check_binary_truth,
@@ -49,6 +49,32 @@ def _pair(a: Any, b: Any):
     if device_of(a) != device_of(b):
         return to_numpy(a), to_numpy(b)
     return a, b
+
+
+def check_no_nan(op: str, name: str, values, allow_inf: bool = True) -> None:
+    """Refuse NaN (and ``±inf`` unless ``allow_inf``) in float ``values``.
+
+    A NaN score decides no class yet yields a number (argmax picks it, ``>`` rejects it),
+    so the metrics refuse it, as scikit-learn ("Input contains NaN"). This reads the data
+    (one count from the device): only the user-facing metrics call it, once per call;
+    the per-batch statistics below, which ``gd.fit`` sums on the GPU, do not.
+    """
+    a = _array(values)
+    if np.dtype(a.dtype).kind not in "fc" or not a.size:
+        return
+    xp = module_of(a)
+    nan = int(xp.isnan(a).sum())
+    inf = 0 if allow_inf else int(xp.isinf(a).sum())
+    if not (nan or inf):
+        return
+    got = " and ".join(f"{count} {what}" for count, what in ((nan, "NaN"), (inf, "±inf"))
+                       if count)
+    needs = "numbers, no NaN (±inf is fine here)" if allow_inf else "finite numbers"
+    raise NonFiniteError(
+        f"{op}: {name} holds {got} of {a.size} values, expected {needs}: the metric is "
+        "undefined for them (scikit-learn raises 'Input contains NaN' or 'infinity'). Find "
+        "where the values stopped being finite (gd.debug_nans() names the op for a model's "
+        "outputs), or leave those rows out.")
 
 
 def predicted_labels(outputs, threshold: float | None = None):
@@ -93,7 +119,7 @@ def predictions(op: str, y_true, y_pred, threshold: float | None = None):
     return t, predicted_binary(scores, thr)
 
 
-def _check_truth_is_labels(op: str, y_true) -> None:
+def _check_truth_is_labels(op: str, y_true, pred_name: str = "y_pred") -> None:
     """Float ``y_true`` must hold whole numbers: scores there mean swapped arguments."""
     if np.dtype(y_true.dtype).kind != "f" or not y_true.size:
         return
@@ -101,8 +127,8 @@ def _check_truth_is_labels(op: str, y_true) -> None:
     if frac.size:
         raise LabelRangeError(
             f"{op}: y_true holds non-integer values (e.g. {float(frac[0]):.4g}), so it is not "
-            f"class labels; the order is {op}(y_true, y_pred), truth first as scikit-learn: "
-            "are the arguments swapped?")
+            "class labels (integers, or floats holding whole numbers); the order is "
+            f"{op}(y_true, {pred_name}), truth first as scikit-learn: are the arguments swapped?")
 
 
 def _check_label_shapes(op: str, y_true, pred) -> None:
@@ -193,9 +219,12 @@ def class_counts(y_true, y_pred, num_classes: int, threshold: float | None = Non
     return tp, predicted, actual[:c], actual[c]
 
 
-def error_sums(y_true, y_pred) -> tuple[Any, Any, int]:
+def error_sums(y_true, y_pred, op: str = "mse/rmse/mae/r2_score") -> tuple[Any, Any, int]:
     """``(sum of squared errors, sum of absolute errors, count)`` in float64 on the inputs'
-    device; ``y_pred`` is reshaped to ``y_true``'s shape ((N, 1) outputs for (N,) targets).
+    device. ``y_pred`` must have ``y_true``'s shape, except that a trailing axis of size 1
+    on either side is dropped ((N, 1) outputs for (N,) targets, and the reverse); any
+    other pair of shapes is a :class:`ShapeError`, never a reshape. ``op`` names the
+    metric in that error.
 
     Example:
         >>> se, ae, n = error_sums(np.array([1.0, 4.0]), np.array([1.0, 2.0]))
@@ -203,11 +232,16 @@ def error_sums(y_true, y_pred) -> tuple[Any, Any, int]:
         (4.0, 2.0, 2)
     """
     t, p = _pair(y_true, y_pred)
-    if p.size != t.size:
-        raise ShapeError(f"mse/rmse/mae/r2: y_pred {p.shape} and y_true {t.shape} differ "
-                         "in size; regression metrics compare them element by element")
+    if p.shape != t.shape and drop_unit_axis(p).shape == drop_unit_axis(t).shape:
+        t, p = drop_unit_axis(t), drop_unit_axis(p)
+    if p.shape != t.shape:  # checked on shapes only: this runs every batch in gd.fit
+        differ = "size" if p.size != t.size else "shape"
+        raise ShapeError(
+            f"{op}: y_pred {p.shape} and y_true {t.shape} differ in {differ}; regression "
+            "metrics compare them element by element, so give them one shape ((N,) and "
+            "(N, 1) are interchangeable). Reshape or transpose explicitly if that is meant.")
     xp = module_of(t)
-    d = p.reshape(t.shape).astype(xp.float64) - t.astype(xp.float64)
+    d = p.astype(xp.float64) - t.astype(xp.float64)
     return (d * d).sum(), xp.abs(d).sum(), int(t.size)
 
 

@@ -30,10 +30,23 @@ def bleu(references: Sequence[Sequence[Sequence]], hypotheses: Sequence[Sequence
     """Corpus BLEU (Papineni et al. 2002): clipped n-gram precisions, geometric mean, brevity
     penalty ``exp(1 - r/c)`` when the candidate corpus is shorter than the references.
 
-    ``references[i]`` is a list of reference token lists for hypothesis ``i``; the
-    effective reference length is the closest one (ties: the shorter). Returns 0 when any
-    n-gram precision is 0 (no smoothing).
+    ``references[i]`` is a list of reference token lists for hypothesis ``i`` (at least
+    one); the effective reference length is the closest one (ties: the shorter). Returns 0
+    when any n-gram precision is 0 (no smoothing).
+
+    ``max_n`` is the highest n-gram order; ``weights`` (default uniform, ``1 / max_n``
+    each) weigh the log precisions of orders ``1 .. max_n``, so there must be ``max_n`` of
+    them: ``weights=(0.5, 0.5)`` goes with ``max_n=2`` (nltk's ``weights`` alone decide
+    the orders; here ``max_n`` does, and a mismatch raises ``ConfigError``).
     """
+    if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
+        raise ConfigError(f"bleu: max_n must be a positive int (the highest n-gram order), "
+                          f"got {max_n!r}")
+    if weights is not None and len(weights) != max_n:
+        raise ConfigError(
+            f"bleu: got {len(weights)} weights for max_n={max_n} n-gram orders; give one "
+            f"weight per order 1..max_n, e.g. bleu(..., max_n={len(weights)}, "
+            f"weights={tuple(weights)!r})")
     if len(references) != len(hypotheses):
         raise ConfigError(f"bleu: {len(references)} reference sets for {len(hypotheses)} "
                           "hypotheses; give one list of references per hypothesis")
@@ -43,7 +56,11 @@ def bleu(references: Sequence[Sequence[Sequence]], hypotheses: Sequence[Sequence
     weights = list(weights) if weights is not None else [1.0 / max_n] * max_n
     matched, total = [0] * max_n, [0] * max_n
     hyp_len = ref_len = 0
-    for refs, hyp in zip(references, hypotheses):
+    for i, (refs, hyp) in enumerate(zip(references, hypotheses)):
+        if not len(refs):
+            raise EmptyDataError(
+                f"bleu: references[{i}] holds no reference for hypothesis {i}; give at least "
+                "one reference token list per hypothesis (or leave the hypothesis out).")
         hyp_len += len(hyp)
         ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
         for n in range(1, max_n + 1):
