@@ -90,6 +90,9 @@ def _norm_axis(axis, x=None):
     if x is None:
         return axes if len(axes) != 1 else axes[0]
     ndim = builtins.max(len(_shape(x)), 1)
+    if axes and not _shape(x):  # NumPy: a 0-d array has no axis to reduce
+        raise ShapeError(f"axis {axis!r} is out of range for a 0-d array (it has no axes); "
+                         "use axis=None")
     for a in axes:
         if not -ndim <= int(a) < ndim:
             raise ShapeError(f"axis {a} is out of range for an array of shape {_shape(x)}")

@@ -112,6 +112,10 @@ def test_reduction_errors():
         ops.sum(np.ones((2, 3)), axis=2)
     with pytest.raises(TypeError, match="out="):
         ops.sum(np.ones(2), out=np.zeros(()))
+    for name in ("sum", "mean", "max"):  # a 0-d array has no axis (a bare ZeroDivisionError)
+        with pytest.raises(ShapeError, match="out of range for a 0-d array"):
+            getattr(ops, name)(np.array(2.0), axis=-1)
+    assert float(ops.mean(np.array(2.0), axis=())) == 2.0
     for axis in (True, (0, False), 1.0):  # True summed over axis 1, as NumPy does not
         with pytest.raises(TypeError, match="axis must be None, an int or a tuple of ints"):
             ops.sum(np.ones((2, 3)), axis=axis)
