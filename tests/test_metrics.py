@@ -80,6 +80,10 @@ def test_regression_metrics():
 
 def test_perplexity():
     assert M.perplexity(math.log(10.0)) == pytest.approx(10.0)
+    assert M.perplexity(1000.0) == math.inf  # past the float range (a bare OverflowError)
+    assert M.perplexity(709.5) == pytest.approx(math.exp(709.5))
+    with pytest.raises(FloatingPointError, match="mean_nll is NaN"):
+        M.perplexity(float("nan"))
 
 
 def test_bleu_worked_example():

@@ -11,14 +11,26 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-from gpudl.errors import ConfigError, EmptyDataError
+from gpudl.errors import ConfigError, EmptyDataError, NonFiniteError
 
 __all__ = ["perplexity", "bleu"]
 
 
 def perplexity(mean_nll: float) -> float:
-    """``exp(mean negative log-likelihood per token)`` (natural log)."""
-    return float(math.exp(mean_nll))
+    """``exp(mean negative log-likelihood per token)`` (natural log); ``inf`` past the
+    float range, as ``torch.exp`` (math.exp raised a bare OverflowError).
+
+    Example:
+        >>> perplexity(0.0), perplexity(1000.0)
+        (1.0, inf)
+    """
+    value = float(mean_nll)
+    if math.isnan(value):
+        raise NonFiniteError("perplexity: mean_nll is NaN (a NaN loss); check the loss first")
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf
 
 
 def _ngrams(tokens: Sequence, n: int) -> Counter:

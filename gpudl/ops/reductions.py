@@ -181,6 +181,9 @@ amax, amin = max, min
 
 
 def _logsumexp_impl(x, *, axis=None, keepdims=False):
+    if x.size == 0:  # an empty sum is 0, its log -inf (torch); np.max has no identity
+        out = get_array_module(x).full(_keepdims_shape(x.shape, axis), -np.inf, x.dtype)
+        return out if keepdims else np.squeeze(out, axis=axis if axis is not None else None)
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, np.zeros_like(m))  # rows of -inf stay -inf, not NaN
     with np.errstate(divide="ignore"):  # log(0) = -inf is the right answer for -inf rows

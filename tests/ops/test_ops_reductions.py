@@ -51,6 +51,14 @@ def test_empty_slices_and_ddof_past_the_count_give_nan_as_numpy(device, xp):
         assert not np.isfinite(got).any(), (name, kwargs)
 
 
+def test_logsumexp_of_an_empty_axis_is_minus_inf_as_torch(device, xp):
+    # an empty sum is 0 and its log -inf; np.max of nothing raised a bare ValueError
+    got = to_np(ops.logsumexp(xp.zeros((0, 3)), axis=0))
+    assert got.shape == (3,) and (got == -np.inf).all()
+    assert to_np(ops.logsumexp(xp.zeros((2, 0)), axis=1, keepdims=True)).shape == (2, 1)
+    assert float(ops.logsumexp(xp.zeros((0, 3)))) == -np.inf
+
+
 def test_max_gradient_goes_to_argmax_and_ties_share(device, xp):
     x = xp.asarray([[1.0, 5.0, 2.0], [3.0, 3.0, 0.0]])
     g = gd.grad(lambda v: ops.sum(ops.max(v, axis=1) * xp.asarray([1.0, 4.0])))(x)
