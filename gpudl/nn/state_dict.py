@@ -178,7 +178,14 @@ def _structural(model: Layer, flat: dict[str, Any]) -> tuple[dict, list, list]:
                                          getattr(layer, "state_names", None) is None):
             unexpected.append(key)
             continue
-        kinds[key] = "state" if rest.rsplit(".", 1)[-1] in _state_names(layer) else "params"
+        last = rest.rsplit(".", 1)[-1]
+        if (getattr(layer, "state_names", None) is None and last in DEFAULT_STATE_NAMES
+                and type(layer).__module__.startswith("gpudl.")):
+            # a gpudl layer that keeps no buffers (Dense, Conv2d, ...): a stray
+            # running_mean is extra, not state (it loaded into the Dense's state before)
+            unexpected.append(key)
+            continue
+        kinds[key] = "state" if last in _state_names(layer) else "params"
     missing: list[str] = []
     for prefix, layer in dict.fromkeys(_leaves_of(model)):  # a shared layer counts once
         exact = _exact_keys(layer)

@@ -164,6 +164,17 @@ def test_a_bfloat16_torch_state_dict_loads_as_float32():
         np.testing.assert_array_equal(gd.to_numpy(got), t.float().numpy())
 
 
+def test_a_stray_buffer_key_for_a_layer_without_buffers_is_unexpected():
+    # without x_example, '2.running_mean' for a Dense loaded into its state (strict!)
+    tm = tnn.Sequential(tnn.Linear(4, 3), tnn.ReLU(), tnn.Linear(3, 2))
+    sd = dict(tm.state_dict(), **{"2.running_mean": torch.zeros(2)})
+    net = nn.Sequential([nn.Dense(3), nn.ReLU(), nn.Dense(2)])
+    with pytest.raises(StateDictKeyError, match=r"unexpected keys \['2.running_mean'\]"):
+        net.load_state_dict(sd, strict=True)
+    params, state = net.load_state_dict(sd, strict=False)  # the keys that match
+    assert not gd.tree.tree_leaves(state) and sorted(params) == ["0", "2"]
+
+
 def test_momentum_none_is_torchs_cumulative_average():
     tm = tnn.BatchNorm1d(3, momentum=None).double()
     bn = nn.BatchNorm1d(momentum=None)
