@@ -18,6 +18,7 @@ from gpudl import nn
 
 # The defining modules: these work whatever nn/__init__ re-exports.
 from gpudl.errors import ConfigError, ShapeError
+from gpudl.nn.arguments import check_float
 from gpudl.nn.conv import AvgPool2d, Conv2d, GlobalAvgPool2d, MaxPool2d
 from gpudl.nn.normalization import BatchNorm2d, Dropout
 from gpudl.nn.subsampling import Subsampling2d
@@ -80,6 +81,12 @@ def mlp(hidden=(256, 128), num_classes: int = 10, activation: str = "relu",
 def _scaled(channels: int, width: float) -> int:
     """Channels times a width multiplier, at least 1 (small variants for 32x32 inputs)."""
     return max(1, int(round(channels * width)))
+
+
+def _check_width(recipe: str, width) -> float:
+    """A positive multiplier: 0 or less built 1-channel networks without a word."""
+    return check_float(f"models.{recipe}", "width", width, low=0.0, low_open=True,
+                       hint="width multiplies every layer's channels (1.0: the paper's).")
 
 
 def _conv_out(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -220,6 +227,7 @@ def vgg(config=VGG11, num_classes: int = 1000, width: float = 1.0, hidden: int =
         >>> net.apply(p, s, gd.ops.zeros((2, 3, 32, 32)))[0].shape
         (2, 10)
     """
+    width = _check_width("vgg", width)
     features = [layer for n, c in config for layer in vgg_block(n, _scaled(c, width), batch_norm)]
     return nn.Sequential([  # torchvision's keys: features.N (one flat list), classifier.0/3/6
         nn.Sequential(features, name="features"),
@@ -273,6 +281,7 @@ def nin(num_classes: int = 10, small: bool = False, width: float = 1.0,
         >>> net.apply(p, s, gd.ops.zeros((2, 3, 32, 32)))[0].shape
         (2, 10)
     """
+    width = _check_width("nin", width)
     c = lambda n: _scaled(n, width)  # noqa: E731
     if small:
         body = [nin_block(c(192), 5, padding=2), MaxPool2d(3, 2, padding=1), Dropout(dropout),
@@ -340,6 +349,7 @@ def googlenet(num_classes: int = 1000, small: bool = False, width: float = 1.0,
         >>> net.apply(p, s, gd.ops.zeros((2, 3, 32, 32)))[0].shape
         (2, 10)
     """
+    width = _check_width("googlenet", width)
     c = lambda n: _scaled(n, width)  # noqa: E731
     if small:
         stem = [Conv2d(c(64), 3, padding=1), nn.ReLU(), Conv2d(c(192), 3, padding=1), nn.ReLU()]

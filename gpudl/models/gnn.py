@@ -30,6 +30,7 @@ from gpudl.backend import module_of
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.nn import initializers as inits
 from gpudl.nn.activations import ReLU
+from gpudl.nn.arguments import check_int
 from gpudl.nn.base import Layer, Sequential, array_device
 from gpudl.nn.core import Dense
 from gpudl.nn.gnn import GCNConv
@@ -68,6 +69,10 @@ class GCN(Layer):
     def __init__(self, hidden: int = 16, num_classes: int = 2, num_layers: int = 2,
                  dropout: float = 0.5, name: str | None = None):
         super().__init__(name)
+        # num_layers=0 built a 1-layer GCN without a word
+        num_layers = check_int(self, "num_layers", num_layers)
+        hidden, num_classes = check_int(self, "hidden", hidden), check_int(self, "num_classes",
+                                                                            num_classes)
         self.widths = [hidden] * (num_layers - 1) + [num_classes]
         self.dropout = dropout
         # The layers compute; the parameters keep this model's names (conv1.weight,
@@ -130,8 +135,11 @@ class GAT(Layer):
     def __init__(self, hidden: int = 8, heads: int = 8, num_classes: int = 2,
                  out_heads: int = 1, dropout: float = 0.6, name: str | None = None):
         super().__init__(name)
-        self.hidden, self.heads, self.num_classes, self.out_heads = (hidden, heads,
-                                                                     num_classes, out_heads)
+        # heads=0 raised a bare ZeroDivisionError, hidden=0 gave all-zero logits
+        self.hidden, self.heads, self.num_classes, self.out_heads = (
+            check_int(self, arg, v) for arg, v in (("hidden", hidden), ("heads", heads),
+                                                   ("num_classes", num_classes),
+                                                   ("out_heads", out_heads)))
         self.dropout = dropout
 
     def init(self, key, x):
@@ -206,7 +214,9 @@ class GraphClassifier(Layer):
         if readout not in _READOUTS:
             raise ConfigError(f"GraphClassifier: readout must be one of {_READOUTS}, "
                              f"got {readout!r}")
-        self.hidden, self.num_layers, self.readout = hidden, num_layers, readout
+        self.hidden, self.num_layers, self.readout = (
+            check_int(self, "hidden", hidden), check_int(self, "num_layers", num_layers),
+            readout)
         self.head = Sequential([Dense(hidden), ReLU(), Dense(num_classes)])
 
     def init(self, key, x):

@@ -23,6 +23,7 @@ from gpudl.backend import asarray, module_of
 from gpudl.errors import ConfigError, ShapeError
 from gpudl.models import decoding
 from gpudl.nn import initializers as inits
+from gpudl.nn.arguments import check_int
 from gpudl.nn.attention import TransformerDecoderLayer, TransformerEncoderLayer
 from gpudl.nn.base import Layer, array_device
 from gpudl.nn.core import Dense
@@ -60,6 +61,7 @@ class TransformerClassifier(Layer):
         self.d_model, self.pooling, self.padding_idx, self.dropout = (d_model, pooling,
                                                                       padding_idx, dropout)
         self.embed = Embedding(vocab_size, d_model, padding_idx=padding_idx)
+        num_layers = check_int(self, "num_layers", num_layers)  # 0 built no encoder at all
         self.layers = [TransformerEncoderLayer(num_heads, ff_dim, dropout=dropout,
                                                norm_first=norm_first)
                        for _ in range(num_layers)]
@@ -141,6 +143,7 @@ class GPT(Layer):
         super().__init__(name)
         self.vocab_size, self.max_len, self.dropout = vocab_size, max_len, dropout
         self.tie_weights = tie_weights
+        num_layers = check_int(self, "num_layers", num_layers)
         self.tok_embed = Embedding(vocab_size, d_model, weight_init=inits.normal(std=0.02))
         self.pos_embed = Embedding(max_len, d_model, weight_init=inits.normal(std=0.02))
         self.blocks = [TransformerDecoderLayer(num_heads, ff_dim or 4 * d_model,

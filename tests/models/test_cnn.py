@@ -362,3 +362,12 @@ def test_alexnet_original_widths_and_count():
     assert default == [64, 192, 384, 256, 256]
     with pytest.raises(ConfigError, match="variant must be one of"):
         cnn.alexnet(variant="caffe")
+
+
+@pytest.mark.parametrize("recipe,kwargs", [
+    ("vgg11", {"width": -1, "hidden": 8}), ("vgg11", {"width": 0}),  # 1-channel nets before
+    ("nin", {"small": True, "width": -1}), ("googlenet", {"small": True, "width": 0.0}),
+    ("vgg11", {"width": "1/4"})])
+def test_width_must_be_a_positive_multiplier(recipe, kwargs):
+    with pytest.raises(gd.errors.LayerArgumentError, match=r"models\.\w+: width must be"):
+        get_model(recipe, **kwargs)

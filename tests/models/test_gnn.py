@@ -208,3 +208,13 @@ def test_graph_models_on_device(device, karate):
                  "num_graphs": 2}
     dev, _ = net.apply(gd.to_device(p, device), {}, dev_batch)
     np.testing.assert_allclose(gd.to_numpy(dev), net.apply(p, {}, batch)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GCN(hidden=4, num_classes=2, num_layers=0),  # built a 1-layer GCN silently
+    lambda: GCN(hidden=0), lambda: GAT(heads=0),  # a bare ZeroDivisionError
+    lambda: GAT(hidden=0, heads=2), lambda: GAT(out_heads=-1),  # all-zero logits / a shape error
+    lambda: GraphClassifier(num_layers=0), lambda: GraphClassifier(hidden=2.5)])
+def test_graph_models_refuse_sizes_below_one(make):
+    with pytest.raises(gd.errors.LayerArgumentError, match="must be an int >= 1"):
+        make()

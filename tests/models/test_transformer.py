@@ -266,3 +266,12 @@ def test_transformer_models_on_device(device):
     out = gpt.generate(gd.to_device(p, device), gd.to_device(ids[:, :2], device), 4,
                        temperature=0.0)
     np.testing.assert_array_equal(gd.to_numpy(out), gpt.generate(p, ids[:, :2], 4, 0.0))
+
+
+def test_transformer_recipes_need_at_least_one_layer():
+    from gpudl.models.transformer import GPT, TransformerClassifier
+
+    # num_layers=0 built an encoder-less model without a word
+    for make in (lambda: TransformerClassifier(20, 3, num_layers=0), lambda: GPT(20, num_layers=-1)):
+        with pytest.raises(gd.errors.LayerArgumentError, match="num_layers must be an int >= 1"):
+            make()
