@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gpudl.backend import to_numpy
 from gpudl.data.datasets import DatasetError
+from gpudl.data.loader import check_int
+from gpudl.errors import ArgumentTypeError, DTypeError, IndexRangeError, ShapeError
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
@@ -34,10 +37,21 @@ class Vocab:
 
     @classmethod
     def build(cls, tokens: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
-        """Most frequent tokens first (ties by first appearance)."""
+        """Most frequent tokens first (ties by first appearance).
+
+        ``max_size`` is the most corpus tokens kept, not counting the four special tokens
+        (which are always ids 0..3), so ``len(vocab) <= max_size + 4``; None keeps every
+        token seen at least ``min_freq`` times. A special token written literally in the
+        corpus (``"<unk>"``) is not a corpus token and takes no slot. Unlike torchtext's
+        ``max_tokens`` and Keras' ``num_words``, the specials are not counted.
+        """
+        if max_size is not None:
+            max_size = check_int("Vocab.build", "max_size", max_size, 1,
+                                 "the most corpus tokens kept, besides the 4 special tokens; "
+                                 "None keeps all", 10_000)
         counts = Counter(tokens)
-        kept = [t for t, c in counts.most_common() if c >= min_freq]
-        return cls(kept[:max_size] if max_size else kept)
+        kept = [t for t, c in counts.most_common() if c >= min_freq and t not in SPECIALS]
+        return cls(kept if max_size is None else kept[:max_size])
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -47,7 +61,45 @@ class Vocab:
         return ([self.bos] if add_bos else []) + ids + ([self.eos] if add_eos else [])
 
     def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.itos[int(i)] for i in ids]
+        """Tokens of integer ``ids`` (a list or a 1-D array), each in ``[0, len(vocab))``.
+
+        A float id is refused, never truncated, and a negative id is refused, never read
+        from the end (Python's ``itos[-1]``).
+        """
+        if hasattr(ids, "shape"):
+            arr = np.asarray(to_numpy(ids))
+        else:
+            try:
+                items = list(ids)
+            except TypeError:
+                raise ArgumentTypeError(
+                    f"Vocab.decode: ids must be a list or 1-D array of token ids, got "
+                    f"{type(ids).__name__} {ids!r}; wrap one id in a list: decode([{ids!r}])"
+                ) from None
+            if not items:
+                return []
+            arr = np.asarray(items)
+        if arr.ndim != 1:
+            raise ShapeError(
+                f"Vocab.decode: ids must be 1-D (one sequence), got shape {arr.shape}; wrap one "
+                "id in a list (decode([i])), decode each row ([vocab.decode(r) for r in ids]) "
+                "or pass ids.ravel()")
+        if arr.size == 0:
+            return []
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise DTypeError(
+                f"Vocab.decode: ids must be integers, got dtype {arr.dtype} (e.g. "
+                f"{arr[0].item()!r}); a float is not truncated to an id: convert the ids you mean, "
+                "e.g. np.asarray(ids).astype(np.int64), or take argmax of logits first")
+        bad = (arr < 0) | (arr >= len(self.itos))
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise IndexRangeError(
+                f"Vocab.decode: ids must be in [0, {len(self.itos)}) for this vocabulary of "
+                f"{len(self.itos)} tokens, got {int(arr[pos])} at position {pos} "
+                f"({int(bad.sum())} out of range); negative ids are not read from the end. "
+                "Were these ids made with another vocabulary?")
+        return [self.itos[i] for i in arr.tolist()]
 
 
 def stdlib_text(max_chars: int = 1_000_000, modules: Sequence[str] = ("textwrap.py", "string.py",
@@ -73,12 +125,15 @@ def read_text(path: str | os.PathLike) -> str:
 
 def char_corpus(text: str | None = None, seq_len: int = 64):
     """Character LM data: ``(x, y, vocab)``, x/y (N, seq_len) int64 with y = x shifted by one."""
+    seq_len = check_int("data.char_corpus", "seq_len", seq_len, 1, "characters per row", 64)
     text = stdlib_text() if text is None else text
     vocab = Vocab(sorted(set(text)))
     ids = np.asarray(vocab.encode(text), dtype=np.int64)
     n = (len(ids) - 1) // seq_len
     if n < 1:
-        raise DatasetError(f"char_corpus: text of {len(ids)} chars is shorter than seq_len={seq_len}")
+        raise DatasetError(f"char_corpus: text of {len(ids)} chars is shorter than seq_len={seq_len} "
+                           f"plus one (the shifted target); give at least {seq_len + 1} chars "
+                           "or a smaller seq_len")
     x = ids[: n * seq_len].reshape(n, seq_len)
     y = ids[1: n * seq_len + 1].reshape(n, seq_len)
     return x, y, vocab
@@ -115,8 +170,9 @@ def bucket_batches(seqs: Sequence[Sequence[int]], batch_size: int, key=None, pad
     ``gd.random.as_key``) shuffles the batch order; None keeps the sorted order.
     """
     from gpudl import random as gdr
-    from gpudl.backend import to_numpy
 
+    batch_size = check_int("data.bucket_batches", "batch_size", batch_size, 1,
+                           "sequences per batch", 32)
     key = None if key is None else gdr.as_key(key, "data.bucket_batches")
 
     order = np.argsort([len(s) for s in seqs], kind="stable")

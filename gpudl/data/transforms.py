@@ -17,7 +17,8 @@ import numpy as np
 
 from gpudl import random as gdr
 from gpudl.backend import to_numpy
-from gpudl.errors import ConfigError
+from gpudl.data.loader import check_int
+from gpudl.errors import ConfigError, ShapeError
 
 
 class Standardizer:
@@ -48,6 +49,19 @@ class Standardizer:
         return np.asarray(to_numpy(x)) * (self.std + self.eps) + self.mean
 
 
+def _check_batch(who: str, x) -> tuple[int, int, int, int]:
+    """The (N, C, H, W) shape of ``x``; any other rank is a ShapeError, because a single
+    (C, H, W) image would otherwise be read as a batch of C one-channel images."""
+    shape = np.shape(x)
+    if len(shape) != 4:
+        fix = ("it looks like one (C, H, W) image: pass x[None] for a batch of one"
+               if len(shape) == 3 else "pass images as (N, C, H, W), e.g. x.reshape(N, 1, H, W)"
+               " for (N, H, W) grey images")
+        raise ShapeError(f"data.{who}: x must be a batch of images (N, C, H, W), got shape "
+                         f"{tuple(shape)} ({len(shape)}-D); {fix}")
+    return shape
+
+
 def _u(key, shape):
     return to_numpy(gdr.uniform(key, shape, dtype=np.float64, device="cpu"))
 
@@ -57,6 +71,11 @@ def random_flip(x: np.ndarray, key, p: float = 0.5) -> np.ndarray:
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    _check_batch("random_flip", x)
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= p <= 1.0:
+        raise ConfigError(f"data.random_flip: p (the probability of flipping an image) must be "
+                          f"a number in [0, 1], got {type(p).__name__} {p!r}; e.g. p=0.5")
     key = gdr.as_key(key, "data.random_flip")
     flip = _u(key, (x.shape[0],)) < p
     out = x.copy()
@@ -69,8 +88,10 @@ def random_shift(x: np.ndarray, key, max_shift: int = 2) -> np.ndarray:
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    n, _, h, w = _check_batch("random_shift", x)
+    max_shift = check_int("data.random_shift", "max_shift", max_shift, 0,
+                          "the largest shift in pixels", 2)
     key = gdr.as_key(key, "data.random_shift")
-    n, _, h, w = x.shape
     shifts = to_numpy(gdr.randint(key, (n, 2), -max_shift, max_shift + 1, device="cpu"))
     padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)))
     out = np.empty_like(x)
@@ -84,12 +105,19 @@ def random_crop(x: np.ndarray, key, size: int, padding: int = 0) -> np.ndarray:
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    n, c, h, w = _check_batch("random_crop", x)
+    size = check_int("data.random_crop", "size", size, 1, "the crop's height and width", 32)
+    padding = check_int("data.random_crop", "padding", padding, 0,
+                        "zero pixels added on each side before cropping", 4)
     key = gdr.as_key(key, "data.random_crop")
-    n, _, h, w = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     hp, wp = h + 2 * padding, w + 2 * padding
     if size > min(hp, wp):
-        raise ConfigError(f"random_crop: size {size} exceeds the padded image {hp}x{wp}")
+        raise ConfigError(f"data.random_crop: size {size} exceeds the padded image {hp}x{wp} "
+                          f"({h}x{w} plus padding={padding} on each side); use size <= "
+                          f"{min(hp, wp)} or more padding")
+    if n == 0:
+        return np.empty((0, c, size, size), dtype=x.dtype)
     k1, k2 = gdr.split(key)
     top = to_numpy(gdr.randint(k1, (n,), 0, hp - size + 1, device="cpu"))
     left = to_numpy(gdr.randint(k2, (n,), 0, wp - size + 1, device="cpu"))
@@ -101,8 +129,8 @@ def random_rotate(x: np.ndarray, key, max_degrees: float = 15.0) -> np.ndarray:
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    n, _, h, w = _check_batch("random_rotate", x)
     key = gdr.as_key(key, "data.random_rotate")
-    n, _, h, w = x.shape
     angles = np.deg2rad((_u(key, (n,)) * 2 - 1) * max_degrees)
     yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
     out = np.zeros_like(x)
@@ -115,7 +143,7 @@ def random_rotate(x: np.ndarray, key, max_degrees: float = 15.0) -> np.ndarray:
 
 
 def gaussian_noise(x: np.ndarray, key, std: float = 0.1) -> np.ndarray:
-    """Add N(0, std^2) noise (denoising autoencoders).
+    """Add N(0, std^2) noise (denoising autoencoders); elementwise, so any shape.
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
@@ -129,8 +157,8 @@ def color_jitter(x: np.ndarray, key, brightness: float = 0.2, contrast: float = 
 
     ``key`` is a key or an int seed (``gd.random.as_key``).
     """
+    n = _check_batch("color_jitter", x)[0]
     key = gdr.as_key(key, "data.color_jitter")
-    n = x.shape[0]
     k1, k2 = gdr.split(key)
     b = (_u(k1, (n, 1, 1, 1)) * 2 - 1) * brightness
     c = 1 + (_u(k2, (n, 1, 1, 1)) * 2 - 1) * contrast

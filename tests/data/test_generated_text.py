@@ -153,3 +153,53 @@ def test_stdlib_text_read_text_and_tokenizer(tmp_path):
     with pytest.raises(DatasetError, match="no file"):
         read_text(tmp_path / "nope.txt")
     assert word_tokenize('Hello, "world"!') == ["hello", ",", '"', "world", '"', "!"]
+
+
+def test_vocab_max_size_counts_corpus_tokens_exactly_after_dropping_specials():
+    from gpudl.errors import ConfigError
+
+    text = "a a a b b c d d d d <unk> <unk> <unk> <unk> <unk>".split()
+    # a literal "<unk>" in the corpus is a special, not a corpus token: it takes no slot
+    assert Vocab.build(text, max_size=2).itos == ["<pad>", "<unk>", "<bos>", "<eos>", "d", "a"]
+    assert Vocab.build(text).itos[4:] == ["d", "a", "b", "c"]
+    for k in (1, 2, 3, 4, np.int64(3)):
+        assert len(Vocab.build(text, max_size=k)) == 4 + k
+    assert len(Vocab.build(text, max_size=100)) == 8
+    # 0 used to mean "no limit" and -1 dropped the last token: both refused now
+    for bad in (0, -1, 2.5, 2.0, True, "3"):
+        with pytest.raises(ConfigError, match=r"Vocab.build: max_size \(.*\) must be an int >= 1"):
+            Vocab.build(text, max_size=bad)
+
+
+def test_vocab_decode_requires_integer_ids_in_range():
+    from gpudl.errors import ArgumentTypeError, DTypeError, IndexRangeError, ShapeError
+
+    v = Vocab.build("b a b c b a".split())  # 7 tokens
+    assert v.decode(np.array([4, 5, 6], dtype=np.int32)) == ["b", "a", "c"]
+    assert v.decode([np.int64(6), 0]) == ["c", "<pad>"]
+    assert v.decode([]) == [] and v.decode(np.zeros(0, np.int64)) == []
+    assert v.decode(i for i in (4, 5)) == ["b", "a"]
+    for bad in ([-1], [99], [7], np.array([4, -2])):
+        with pytest.raises(IndexRangeError, match=r"Vocab.decode: ids must be in \[0, 7\)"):
+            v.decode(bad)
+    for bad in ([2.7], [4.0], np.array([4.0, 5.0]), [True], ["a"]):
+        with pytest.raises(DTypeError, match="Vocab.decode: ids must be integers"):
+            v.decode(bad)
+    with pytest.raises(ShapeError, match=r"must be 1-D .*got shape \(1, 2\)"):
+        v.decode(np.array([[4, 5]]))
+    with pytest.raises(ArgumentTypeError, match=r"wrap one id in a list"):
+        v.decode(4)
+
+
+def test_text_size_arguments_are_checked():
+    from gpudl.errors import ConfigError
+
+    for bad in (0, -1, 2.5, None):
+        with pytest.raises(ConfigError, match=r"data.char_corpus: seq_len .* must be an int >= 1"):
+            char_corpus("abc" * 3, seq_len=bad)
+    seqs = [[1, 2], [3], [4, 5, 6]]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError,
+                           match=r"data.bucket_batches: batch_size .* must be an int >= 1"):
+            bucket_batches(seqs, bad)
+    assert [b[2].tolist() for b in bucket_batches(seqs, np.int64(2))] == [[1, 0], [2]]

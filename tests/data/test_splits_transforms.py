@@ -211,3 +211,40 @@ def test_augment_composes_steps_for_a_loader():
     b = [b[0] for b in DataLoader((x, y), **kw)]
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)  # reproducible augmentation
+
+
+def test_image_transforms_refuse_an_unbatched_image():
+    from gpudl.errors import ShapeError
+
+    steps = [(T.random_flip, {}), (T.random_shift, {}), (T.random_crop, {"size": 4}),
+             (T.random_rotate, {}), (T.color_jitter, {})]
+    for fn, kwargs in steps:
+        # one (C, H, W) image used to be read as C one-channel images (random_flip flipped
+        # a random subset of its channels)
+        with pytest.raises(ShapeError, match=rf"data.{fn.__name__}: x must be a batch of images "
+                                             r"\(N, C, H, W\), got shape \(3, 4, 5\).*x\[None\]"):
+            fn(np.zeros((3, 4, 5), np.float32), 2, **kwargs)
+        with pytest.raises(ShapeError, match=r"got shape \(4, 5\) \(2-D\)"):
+            fn(np.zeros((4, 5), np.float32), 2, **kwargs)
+        assert fn(_imgs(2, h=5, w=5), 2, **kwargs).shape[:2] == (2, 2)  # x[None] form works
+    one = _imgs(1, c=3)
+    np.testing.assert_array_equal(T.random_flip(one, 0, p=1.0), one[..., ::-1])
+
+
+def test_image_transform_size_arguments_are_checked():
+    from gpudl.errors import ConfigError
+
+    x = _imgs(4, h=6, w=6)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ConfigError, match=r"data.random_crop: size .* must be an int >= 1"):
+            T.random_crop(x, 0, size=bad)
+    for bad in (-1, 1.5):
+        with pytest.raises(ConfigError, match=r"data.random_crop: padding .* must be an int >= 0"):
+            T.random_crop(x, 0, size=4, padding=bad)
+    for bad in (-1, 0.5):
+        with pytest.raises(ConfigError, match=r"data.random_shift: max_shift .* >= 0"):
+            T.random_shift(x, 0, max_shift=bad)
+    for bad in (-0.1, 1.5, float("nan"), "0.5"):
+        with pytest.raises(ConfigError, match=r"data.random_flip: p .* in \[0, 1\]"):
+            T.random_flip(x, 0, p=bad)
+    assert T.random_crop(x[:0], 0, size=4, padding=1).shape == (0, 2, 4, 4)
