@@ -6,6 +6,7 @@ Examples:
     gpudl train --dataset digits --epochs 3 --out digits.npz      # 8x8 digits: an MLP
     gpudl bench --model lenet5 --batch-size 128 --steps 50 --devices cpu,cuda --json out.json
     gpudl export --model lenet5 --weights lenet5_mnist_5k.npz --out lenet5.onnx
+    gpudl export --model mlp --weights digits.npz --dataset digits --out digits.onnx
     gpudl launch -n 2 train.py --epochs 5                          # 2 data-parallel ranks
 
 Every failure is one line on stderr, never a traceback of gpudl's own checks; the exit
@@ -25,6 +26,7 @@ from gpudl.cli.args import (
     device_list,
     model_checker,
     non_negative_int,
+    output_file,
     plot_path,
     positive_int,
 )
@@ -80,7 +82,8 @@ def build_parser() -> Parser:
     b.add_argument("--warmup", type=non_negative_int, default=5,
                    help="untimed steps first, the first call included (default 5)")
     b.add_argument("--devices", type=device_list, default="cpu,cuda", metavar="cpu,cuda")
-    b.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
+    b.add_argument("--json", type=output_file, default=None, metavar="FILE",
+                   help="write the report as JSON")
     b.add_argument("--plot", type=plot_path, default=None, metavar="FILE",
                    help="write a bar chart (needs matplotlib)")
     x = sub.add_parser("export", help="write an image classifier with its weights as ONNX",

@@ -133,12 +133,67 @@ def weights_path(text: str) -> str:
     return text
 
 
+def _unwritable(folder: str) -> str | None:
+    """Why files cannot be written in ``folder`` (made if missing), or None when they can.
+
+    Looks at the nearest existing folder above it: a regular file there (``afile/out.json``)
+    or a folder without write permission stops the run before any work is done.
+    """
+    path = os.path.abspath(folder or ".")
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path!r} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"the folder {path!r} is not writable"
+    return None
+
+
+def output_file(text: str) -> str:
+    """A file to write (``--json``, ``--plot``): not a folder, its folder writable (made if
+    missing)."""
+    if not text or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    why = _unwritable(os.path.dirname(os.path.abspath(text)))
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {why}; choose another path")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """A folder to write in (``--checkpoint-dir``): an existing folder or one that can be
+    made; never an existing regular file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a file, not a folder; give a folder (it is made if missing)")
+    why = _unwritable(text)
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot write in {text!r}: {why}; choose another folder")
+    return text
+
+
+def input_shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W``: an image's channels, height and width, three positive integers."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W (three positive integers such as 1,28,28), got {text!r}")
+    return shape  # type: ignore[return-value]
+
+
 def plot_path(text: str) -> str:
-    """A figure path for ``--plot``: needs matplotlib."""
+    """A figure path for ``--plot``: needs matplotlib; its folder must be writable."""
     if importlib.util.find_spec("matplotlib") is None:
         raise argparse.ArgumentTypeError(
             "--plot needs matplotlib (pip install 'gpudl[plot]')")
-    return text
+    return output_file(text)
 
 
 def image_datasets() -> dict[str, bool]:

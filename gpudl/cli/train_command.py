@@ -28,9 +28,11 @@ from gpudl.cli.args import (
     model_checker,
     name_checker,
     non_negative_int,
+    output_folder,
     positive_int,
     weights_path,
 )
+from gpudl.train.callbacks import Callback
 
 DESCRIPTION = """\
 Train an image classifier, print its accuracy on held-out test images and save the final
@@ -84,10 +86,11 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                       metavar="FILE", help="where to save the trained weights, .npz or "
                       ".safetensors (default: MODEL_DATASET.npz in the current folder)")
     save.add_argument("--no-save", action="store_true", help="do not save the weights")
-    t.add_argument("--checkpoint-dir", default=None, metavar="FOLDER",
+    t.add_argument("--checkpoint-dir", type=output_folder, default=None, metavar="FOLDER",
                    help="write last.npz there after every epoch (for --resume)")
     t.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint-dir's last.npz when it exists")
+                   help="continue from --checkpoint-dir's last.npz when it exists; --seed and "
+                   "--dataset must be the ones that wrote it (the seed also splits the data)")
     t.add_argument("--verbose", type=non_negative_int, default=1,
                    help="0: quiet, 1: progress per epoch (default)")
 
@@ -103,7 +106,7 @@ def choose_model(ns: argparse.Namespace, image_shape: tuple[int, ...]) -> tuple[
         raise UsageError(
             f"{name} expects {h}x{w} images with {c} channel(s) but {ns.dataset} has "
             f"{image_shape[1]}x{image_shape[2]} with {image_shape[0]}; use --model "
-            + " or --model ".join(fits + ["mlp"]))
+            + " or --model ".join(dict.fromkeys(fits + ["mlp"])))
     if ns.lenet_variant and name != "lenet5":
         raise UsageError(f"--lenet-variant applies to lenet5, not {name}")
     kwargs = dict(LENET_VARIANTS[ns.lenet_variant or "modern"]) if name == "lenet5" else {}
@@ -121,24 +124,74 @@ def build_optimizer(ns: argparse.Namespace, total_steps: int):
     return opt, f"{ns.optimizer} lr {lr:g}{how}"
 
 
+def read_dataset(name: str, data_dir: str | None, split: str = "train", or_else: str = ""):
+    """``(x, y)`` of dataset ``name``: a shipped one whole, a local one's ``split`` read
+    from ``data_dir`` (checked: one-line UsageErrors, ``or_else`` added to the hint for a
+    missing ``--data-dir``)."""
+    from gpudl import data
+
+    loader = getattr(data, name)
+    if not image_datasets()[name]:  # shipped
+        if data_dir:
+            raise UsageError(f"--data-dir applies to local datasets; {name} is shipped")
+        return loader()
+    if not data_dir:
+        raise UsageError(f"{name} reads local files: add --data-dir FOLDER "
+                         f"(see help(gpudl.data.{name}) for the file names){or_else}")
+    if not os.path.isdir(data_dir):
+        raise UsageError(f"--data-dir {data_dir!r} is not a folder")
+    return loader(data_dir, split=split)
+
+
+def image_shape(name: str, data_dir: str | None, or_else: str = "") -> tuple[int, int, int]:
+    """The (C, H, W) of dataset ``name``'s images, as ``gpudl train`` sees them."""
+    x, _ = read_dataset(name, data_dir, or_else=or_else)
+    return tuple(int(n) for n in x.shape[1:])  # type: ignore[return-value]
+
+
 def load_data(ns: argparse.Namespace):
     """``((x, y) train, validation, test)`` of ``--dataset``."""
     from gpudl import data
 
-    loader = getattr(data, ns.dataset)
+    x, y = read_dataset(ns.dataset, ns.data_dir)
     if not image_datasets()[ns.dataset]:  # shipped
-        if ns.data_dir:
-            raise UsageError(f"--data-dir applies to local datasets; {ns.dataset} is shipped")
-        x, y = loader()
         return data.train_val_test_split(x, y, val=0.1, test=0.2, seed=ns.seed)
-    if not ns.data_dir:
-        raise UsageError(f"{ns.dataset} reads local files: add --data-dir FOLDER "
-                         f"(see help(gpudl.data.{ns.dataset}) for the file names)")
-    if not os.path.isdir(ns.data_dir):
-        raise UsageError(f"--data-dir {ns.data_dir!r} is not a folder")
-    x, y = loader(ns.data_dir, split="train")
     train, val, _ = data.train_val_test_split(x, y, val=0.1, test=0, seed=ns.seed)
-    return train, val, loader(ns.data_dir, split="test")
+    return train, val, read_dataset(ns.dataset, ns.data_dir, split="test")
+
+
+class RunSettings(Callback):
+    """Saves ``--seed`` and ``--dataset`` in every checkpoint, so ``--resume`` can refuse
+    a run that would split the data differently (its test set would overlap the rows the
+    checkpoint was trained on)."""
+
+    adds_logs = ()
+
+    def __init__(self, seed: int, dataset: str):
+        self.settings = {"seed": int(seed), "dataset": str(dataset)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+
+def check_resume(ns: argparse.Namespace, path: str, out=print) -> None:
+    """Refuse ``--resume`` from ``path`` when it was written with another ``--seed`` or
+    ``--dataset``."""
+    from gpudl.train.checkpoint import Checkpoint
+
+    ck = Checkpoint(path, who="gpudl train --resume")
+    saved = [e["state"] for e in ck.callback_entries() if e["class"] == RunSettings.__qualname__]
+    if not saved:
+        out(f"note: {path} does not record the --seed and --dataset that wrote it (an older "
+            "checkpoint); make sure they match, or the test images overlap the trained ones")
+        return
+    for flag in ("dataset", "seed"):
+        was, now = saved[0].get(flag), getattr(ns, flag)
+        if was is not None and was != now:
+            raise UsageError(
+                f"--resume: {path} was written with --{flag} {was}, this run has --{flag} "
+                f"{now} (the seed and dataset decide the train/validation/test split); "
+                f"resume with --{flag} {was}, or give another --checkpoint-dir to start anew")
 
 
 def _state_dict(params: Any, state: Any) -> Any:
@@ -185,10 +238,16 @@ def run(ns: argparse.Namespace, out=print) -> dict[str, Any]:
     opt, how = build_optimizer(ns, ns.epochs * -(-(len(ytr) // comm.size) // ns.batch_size))
     callbacks, resume = [], None
     if ns.checkpoint_dir:
-        os.makedirs(ns.checkpoint_dir, exist_ok=True)
+        try:
+            os.makedirs(ns.checkpoint_dir, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--checkpoint-dir {ns.checkpoint_dir!r}: cannot create it "
+                             f"({exc.strerror}); give another folder") from exc
         last = os.path.join(ns.checkpoint_dir, "last.npz")
-        callbacks.append(ModelCheckpoint(last, best_only=False))
+        callbacks += [RunSettings(ns.seed, ns.dataset), ModelCheckpoint(last, best_only=False)]
         resume = last if ns.resume and os.path.exists(last) else None
+        if resume:
+            check_resume(ns, resume, out)
     form = f" ({kwargs['activation']}, {kwargs['pool']} pooling)" if kwargs else ""
     out(f"training {name}{form} on {ns.dataset} ({len(ytr)} train / {len(yva)} validation / "
         f"{len(yte)} test images) on {gd.get_device()}: {how}, batch {ns.batch_size}, "
