@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli import _one_error_line  # tests/ is on sys.path under pytest
 
 import gpudl as gd
 from gpudl import cli, models
 from gpudl.cli import train_command as train_cmd
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [x for x in err.splitlines() if not x.startswith("gpudl: device auto")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _mlp_weights(path, shape, seed=0):
