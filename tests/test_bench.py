@@ -11,6 +11,7 @@ import pytest
 from gpudl.backend import probe_cuda
 from gpudl.bench import bench_model, format_table, machine_info, summarize, time_fn
 from gpudl.bench.train_step import plot, save_json
+from gpudl.errors import ConfigError
 
 
 def test_summarize_against_numpy():
@@ -32,6 +33,15 @@ def test_time_fn_on_cpu_counts_calls_and_times_them():
     assert len(calls) == 1 + 1 + 5  # first call, one more warm-up, timed repeats
     assert stats["repeats"] == 5 and 0.0015 < stats["median_s"] < 0.5
     assert stats["first_call_s"] > 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"repeats": 0}, "repeats must be an int >= 1"),  # a bare IndexError in summarize
+    ({"repeats": -2}, "repeats must be an int >= 1"), ({"warmup": -1}, "warmup must be"),
+    ({"repeats": 2.5}, "repeats must be"), ({"device": "tpu"}, "device must be 'cpu' or")])
+def test_time_fn_refuses_counts_and_devices_it_cannot_honour(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        time_fn(lambda: None, **{"device": "cpu", **kwargs})
 
 
 def test_machine_info_names_the_machine():

@@ -105,6 +105,12 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int = 3, repeats: int
     """
     if clock not in CLOCKS:
         raise ConfigError(f"time_fn: clock must be one of {CLOCKS}, got {clock!r}")
+    if device not in ("cpu", "cuda"):  # "tpu" was timed on the CPU without a word
+        raise ConfigError(f"time_fn: device must be 'cpu' or 'cuda', got {device!r}")
+    for name, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+            # repeats=0 failed inside summarize with a bare IndexError
+            raise ConfigError(f"time_fn: {name} must be an int >= {least}, got {value!r}")
     cuda = device == "cuda"
     t0 = time.perf_counter()
     fn()
