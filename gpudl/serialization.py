@@ -94,8 +94,8 @@ def atomic_write_bytes(path: str | os.PathLike, data_writer) -> None:
                    + ("; the disk (or quota) is full: free some space or save elsewhere"
                       if full else "")
                    + "; the previous file at that path, if any, is unchanged")
-        # OSError's (errno, strerror, filename) form: str() shows the message; setting
-        # errno alone afterwards made str() print "[Errno 28] None: <path>"
+        # OSError's (errno, strerror, filename) form: str() is "[Errno N] <message>: <path>";
+        # setting errno alone afterwards made it "[Errno 28] None: <path>"
         raise CheckpointError(exc.errno, message, str(path)) from exc
 
 

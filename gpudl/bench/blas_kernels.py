@@ -73,14 +73,13 @@ def read_cpu(text: str | None = None) -> CpuId | None:
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model", "")
     try:
-        cpu = CpuId(fields["vendor_id"], int(fields["cpu family"]),
-                    frozenset(fields["flags"].split()))
+        return CpuId(fields["vendor_id"], int(fields["cpu family"]),
+                     frozenset(fields["flags"].split()),
+                     int(model) if model.isdigit() else None, fields.get("model name") or None)
     except (KeyError, ValueError):
         return None
-    model = fields.get("model", "")
-    return CpuId(cpu.vendor, cpu.family, cpu.flags, int(model) if model.isdigit() else None,
-                 fields.get("model name") or None)
 
 
 def loaded_cores() -> list[str]:

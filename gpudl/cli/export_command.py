@@ -123,6 +123,7 @@ def input_image_shape(ns: argparse.Namespace, flat: dict[str, Any] | None
     from gpudl.cli import train_command
 
     own = tuple(models.IMAGE_CLASSIFIERS[ns.model])
+    features = _mlp_in_features(flat) if ns.model == "mlp" and flat else None
     if ns.data_dir and not ns.dataset:
         raise UsageError("--data-dir applies with --dataset NAME (a local dataset)")
     if ns.input_shape:
@@ -133,7 +134,6 @@ def input_image_shape(ns: argparse.Namespace, flat: dict[str, Any] | None
         source = f"--dataset {ns.dataset}"
     else:
         shape, source = own, f"{ns.model}'s own"
-        features = _mlp_in_features(flat) if ns.model == "mlp" and flat else None
         if features is not None and features != math.prod(own):
             shipped = [n for n, local in image_datasets().items() if not local]
             fits = {s: n for n in shipped for s in [train_command.image_shape(n, None)]
@@ -150,13 +150,11 @@ def input_image_shape(ns: argparse.Namespace, flat: dict[str, Any] | None
             f"{ns.model} takes {_shape_str(own)} images (C,H,W), not {_shape_str(shape)} from "
             f"{source}; `gpudl train` trains it only on {_shape_str(own)} images: drop "
             f"{source.split()[0]} or use --model mlp")
-    if ns.model == "mlp" and flat and ns.weights:
-        features = _mlp_in_features(flat)
-        if features is not None and features != math.prod(shape):
-            raise UsageError(
-                f"--weights {ns.weights!r}: mlp's first layer takes {features} features but "
-                f"{source} gives {_shape_str(shape)} ({math.prod(shape)}); use {SHAPE_FLAGS} "
-                f"with C*H*W = {features}")
+    if ns.weights and features is not None and features != math.prod(shape):
+        raise UsageError(
+            f"--weights {ns.weights!r}: mlp's first layer takes {features} features but "
+            f"{source} gives {_shape_str(shape)} ({math.prod(shape)}); use {SHAPE_FLAGS} "
+            f"with C*H*W = {features}")
     return shape, source  # type: ignore[return-value]
 
 

@@ -9,11 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
-
 from gpudl import ops
 from gpudl.autodiff import stop_gradient, unbox_all
 from gpudl.errors import DTypeError, IndexRangeError, ShapeError
+from gpudl.functional._checks import is_int
 
 
 def embedding(weight, indices, padding_idx: int | None = None):
@@ -45,8 +44,7 @@ def embedding(weight, indices, padding_idx: int | None = None):
         )
     if padding_idx is not None:
         v = shape[0]
-        if (isinstance(padding_idx, bool) or not isinstance(padding_idx, int | np.integer)
-                or not -v <= padding_idx < v):
+        if not is_int(padding_idx) or not -v <= padding_idx < v:
             raise IndexRangeError(
                 f"embedding: padding_idx must be an int in [-{v}, {v}) (a row of the table, "
                 f"negative counting from the end as torch), got {padding_idx!r}")

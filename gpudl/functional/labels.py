@@ -41,6 +41,7 @@ import numpy as np
 from gpudl.autodiff import unbox_all
 from gpudl.backend import module_of
 from gpudl.errors import ConfigError, LabelDTypeError, LabelRangeError, LabelShapeError
+from gpudl.functional._checks import is_int
 
 
 def _what(arg: str) -> str:
@@ -141,8 +142,7 @@ def check_label_range(
         >>> check_label_range(np.array([[1, 0], [2, 1]], np.uint8), 3, "demo")
         4
     """
-    if ignore_index is not None and (isinstance(ignore_index, bool)
-                                     or not isinstance(ignore_index, int | np.integer)):
+    if ignore_index is not None and not is_int(ignore_index):
         # a float never equals an integer label: nothing would be ignored
         raise ConfigError(f"{op}: ignore_index must be None or an integer label (torch uses "
                           f"-100), got {ignore_index!r}")

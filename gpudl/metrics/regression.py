@@ -21,8 +21,9 @@ __all__ = ["mse", "rmse", "mae", "r2_score"]
 
 def _sums(op: str, y_true, y_pred):
     se, ae, n = error_sums(y_true, y_pred, op)  # shapes first: they need no data read
-    check_no_nan(op, "y_true", y_true)
-    check_no_nan(op, "y_pred", y_pred)
+    if math.isnan(float(se)):  # a NaN in either input (or inf - inf): find and name it
+        check_no_nan(op, "y_true", y_true)
+        check_no_nan(op, "y_pred", y_pred)
     if not n:
         raise EmptyDataError(f"{op}: got no values (empty y_true); a metric of nothing is "
                              "undefined. Check the split or filter that built the arrays.")

@@ -83,19 +83,25 @@ def _norm_axis(axis, x=None):
     """None, or a sorted tuple of non-negative axes (checked against ``x``'s rank)."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int | np.integer | float) else tuple(axis)
-    if any(isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer) for a in axes):
-        # True is the int 1 to Python: axis=True would sum over axis 1
-        raise ArgumentTypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
+    if type(axis) is int:  # the common case, checked without a generator
+        axes = (axis,)
+    else:
+        axes = (axis,) if isinstance(axis, int | np.integer | float | np.bool_) else tuple(axis)
+        if any(isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer)
+               for a in axes):
+            # True is the int 1 to Python: axis=True would sum over axis 1
+            raise ArgumentTypeError(f"axis must be None, an int or a tuple of ints, got "
+                                    f"{axis!r}")
     if x is None:
         return axes if len(axes) != 1 else axes[0]
-    ndim = builtins.max(len(_shape(x)), 1)
-    if axes and not _shape(x):  # NumPy: a 0-d array has no axis to reduce
+    shape = _shape(x)
+    ndim = len(shape)
+    if axes and not ndim:  # NumPy: a 0-d array has no axis to reduce
         raise ShapeError(f"axis {axis!r} is out of range for a 0-d array (it has no axes); "
                          "use axis=None")
     for a in axes:
         if not -ndim <= int(a) < ndim:
-            raise ShapeError(f"axis {a} is out of range for an array of shape {_shape(x)}")
+            raise ShapeError(f"axis {a} is out of range for an array of shape {shape}")
     return tuple(sorted(int(a) % ndim for a in axes))
 
 
